@@ -1,0 +1,187 @@
+//! The appliance configuration: one TOML file, parsed with unknown keys
+//! rejected, then validated as a whole before anything is started.
+//!
+//! Every limit the services enforce lives here with a named default, so an
+//! operator can see all of them in one place (`mxrack config show`).
+//! Validation errors name the key (`smtp.max_recipients`) and say what is wrong.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+mod validate;
+
+pub use validate::ConfigError;
+
+/// Ports of the embedded default (see DESIGN.md "Services and ports").
+pub const EMBEDDED_MX_ADDR: &str = "127.0.0.1:2525";
+pub const EMBEDDED_SUBMISSION_ADDR: &str = "127.0.0.1:2587";
+pub const EMBEDDED_SUBMISSIONS_ADDR: &str = "127.0.0.1:2465";
+/// Demo domain and mailbox created by the embedded default.
+pub const DEMO_DOMAIN: &str = "example.net";
+pub const DEMO_ACCOUNT: &str = "demo";
+pub const DEMO_MAILBOX: &str = "demo@example.net";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub appliance: Appliance,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub smtp: Smtp,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Appliance {
+    /// The name this appliance gives in its SMTP banner, EHLO and Received headers.
+    pub hostname: String,
+    /// The primary mail domain; the LDAP base DN derives from it.
+    pub primary_domain: String,
+    /// Where the store keeps its database and message files.
+    pub data_dir: PathBuf,
+    /// Create the demo account, domain and mailbox on first start.
+    #[serde(default)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain. When both `cert` and `key` are absent, a
+    /// self-signed certificate is generated into `DATA/tls/` on first start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// Inbound MX listeners (port 25): mail for hosted domains only.
+    pub mx: Vec<SocketAddr>,
+    /// Submission listeners (port 587): STARTTLS, then AUTH.
+    pub submission: Vec<SocketAddr>,
+    /// Submissions listeners (port 465): implicit TLS (RFC 8314).
+    pub submissions: Vec<SocketAddr>,
+    /// Largest message accepted, advertised with SIZE (RFC 1870).
+    pub max_message_bytes: u64,
+    /// Recipients per transaction; RFC 5321 4.5.3.1.8 requires at least 100.
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included; RFC 5321 4.5.3.1.4 sets 512 as the minimum.
+    pub max_command_line_bytes: usize,
+    /// Longest text line in DATA, CRLF included; RFC 5321 4.5.3.1.6 sets 1000 as the minimum.
+    pub max_data_line_bytes: usize,
+    /// Commands between MAIL FROM and the end of DATA.
+    pub max_commands_per_transaction: usize,
+    /// Unknown or malformed commands before the session is closed with 421.
+    pub max_bad_commands: usize,
+    /// SMTP sessions open at once over all listeners; beyond it new ones get 421.
+    pub max_connections: usize,
+    /// How long the server waits for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    pub idle_timeout_secs: u64,
+    /// How long the whole DATA phase may take.
+    pub data_timeout_secs: u64,
+    /// Failed AUTH attempts allowed per client address within the window.
+    pub auth_failures_max: u32,
+    pub auth_failure_window_secs: u64,
+    /// Free space the data file system must keep; below it SMTP answers 452.
+    pub min_free_bytes: u64,
+    /// Allow AUTH on a connection without TLS. Off by default: credentials
+    /// cross the wire only inside TLS (invariant 4).
+    pub allow_plaintext_auth: bool,
+    /// How long open sessions get to finish after SIGTERM before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            mx: vec![],
+            submission: vec![],
+            submissions: vec![],
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line_bytes: 2048,
+            max_data_line_bytes: 8192,
+            max_commands_per_transaction: 200,
+            max_bad_commands: 10,
+            max_connections: 500,
+            idle_timeout_secs: 300,
+            data_timeout_secs: 600,
+            auth_failures_max: 5,
+            auth_failure_window_secs: 300,
+            min_free_bytes: 64 * 1024 * 1024,
+            allow_plaintext_auth: false,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: "info", "debug", "mxrack_smtp=debug,info".
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: e.message().to_string(),
+            at: e.span(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e.to_string()))?;
+        Config::from_toml(&text)
+    }
+
+    /// The embedded default of `mxrack run` with no configuration: loopback
+    /// only, unprivileged ports, a data folder, a self-signed certificate and
+    /// a demo mailbox.
+    pub fn embedded_default(data_dir: PathBuf) -> Config {
+        let addr = |s: &str| s.parse::<SocketAddr>().into_iter().collect::<Vec<_>>();
+        Config {
+            appliance: Appliance {
+                hostname: "localhost".into(),
+                primary_domain: DEMO_DOMAIN.into(),
+                data_dir,
+                demo: true,
+            },
+            tls: Tls::default(),
+            smtp: Smtp {
+                mx: addr(EMBEDDED_MX_ADDR),
+                submission: addr(EMBEDDED_SUBMISSION_ADDR),
+                submissions: addr(EMBEDDED_SUBMISSIONS_ADDR),
+                ..Smtp::default()
+            },
+            log: Log::default(),
+        }
+    }
+
+    /// The configuration as TOML, for `mxrack config show`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

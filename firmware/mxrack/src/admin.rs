@@ -1,0 +1,317 @@
+//! Administration requests. The CLI sends them to the running server over
+//! `DATA/admin.sock` (the server holds the store; invariant 7: only the store
+//! opens redb, and redb allows one process), or, when no server runs, opens
+//! the store itself. Both paths run the same `execute`.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mxrack_net::ShutdownSignal;
+use mxrack_store::{Store, id_hex};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+/// Largest request line the admin socket reads.
+const ADMIN_REQUEST_BYTES_MAX: u64 = 64 * 1024;
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    AccountAdd {
+        name: String,
+    },
+    AccountList,
+    AccountRemove {
+        name: String,
+    },
+    DomainAdd {
+        domain: String,
+        account: String,
+    },
+    DomainList,
+    DomainRemove {
+        domain: String,
+    },
+    MailboxAdd {
+        address: String,
+        password: String,
+        full_management: bool,
+    },
+    MailboxList {
+        domain: Option<String>,
+    },
+    MailboxRemove {
+        address: String,
+    },
+    MailboxPasswd {
+        address: String,
+        password: String,
+    },
+    MailboxFullManagement {
+        address: String,
+        on: bool,
+    },
+    AliasAdd {
+        address: String,
+        targets: Vec<String>,
+    },
+    AliasList,
+    AliasRemove {
+        address: String,
+    },
+    QueueList,
+    MessageList {
+        address: String,
+        folder: String,
+    },
+    MessageCat {
+        address: String,
+        folder: String,
+        uid: u32,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AdminResponse {
+    ok: bool,
+    /// Base64 of the bytes to print (messages need not be UTF-8).
+    output: String,
+    error: String,
+}
+
+/// Runs one request against the store and returns what to print.
+pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String> {
+    use AdminRequest::*;
+    let e = |e: mxrack_store::StoreError| e.to_string();
+    let mut out = String::new();
+    match request {
+        AccountAdd { name } => {
+            store.account_add(name).map_err(e)?;
+            out = format!("account {name} added\n");
+        }
+        AccountList => {
+            for a in store.account_list().map_err(e)? {
+                out.push_str(&format!("{}\n", a.name));
+            }
+        }
+        AccountRemove { name } => {
+            store.account_remove(name).map_err(e)?;
+            out = format!("account {name} removed\n");
+        }
+        DomainAdd { domain, account } => {
+            store.domain_add(domain, account).map_err(e)?;
+            out = format!("domain {domain} added to account {account}\n");
+        }
+        DomainList => {
+            for d in store.domain_list().map_err(e)? {
+                out.push_str(&format!("{}\taccount={}\n", d.name, d.account));
+            }
+        }
+        DomainRemove { domain } => {
+            store.domain_remove(domain).map_err(e)?;
+            out = format!("domain {domain} removed\n");
+        }
+        MailboxAdd {
+            address,
+            password,
+            full_management,
+        } => {
+            store
+                .mailbox_add(address, password, *full_management)
+                .map_err(e)?;
+            out = format!("mailbox {address} added\n");
+        }
+        MailboxList { domain } => {
+            for m in store.mailbox_list(domain.as_deref()).map_err(e)? {
+                out.push_str(&format!(
+                    "{}\taccount={}\tfull_management={}\n",
+                    m.address,
+                    m.account,
+                    if m.full_management { "on" } else { "off" }
+                ));
+            }
+        }
+        MailboxRemove { address } => {
+            store.mailbox_remove(address).map_err(e)?;
+            out = format!("mailbox {address} removed\n");
+        }
+        MailboxPasswd { address, password } => {
+            store.mailbox_set_password(address, password).map_err(e)?;
+            out = format!("password of {address} changed\n");
+        }
+        MailboxFullManagement { address, on } => {
+            store.mailbox_set_full_management(address, *on).map_err(e)?;
+            out = format!(
+                "full management access of {address}: {}\n",
+                if *on { "on" } else { "off" }
+            );
+        }
+        AliasAdd { address, targets } => {
+            store.alias_add(address, targets).map_err(e)?;
+            out = format!("alias {address} -> {}\n", targets.join(", "));
+        }
+        AliasList => {
+            for a in store.alias_list().map_err(e)? {
+                out.push_str(&format!("{}\t{}\n", a.address, a.targets.join(",")));
+            }
+        }
+        AliasRemove { address } => {
+            store.alias_remove(address).map_err(e)?;
+            out = format!("alias {address} removed\n");
+        }
+        QueueList => {
+            for q in store.queue_list().map_err(e)? {
+                out.push_str(&format!(
+                    "{}\t{}\tfrom=<{}>\tto={}\tattempts={}\t{}\n",
+                    id_hex(q.id),
+                    q.size,
+                    q.mail_from,
+                    q.recipients.join(","),
+                    q.attempts,
+                    if q.held { "held" } else { "waiting" }
+                ));
+            }
+        }
+        MessageList { address, folder } => {
+            for m in store.messages(address, folder).map_err(e)? {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    m.uid,
+                    m.size,
+                    m.internal_date,
+                    m.flags.join(" ")
+                ));
+            }
+        }
+        MessageCat {
+            address,
+            folder,
+            uid,
+        } => {
+            let meta = store
+                .messages(address, folder)
+                .map_err(e)?
+                .into_iter()
+                .find(|m| m.uid == *uid)
+                .ok_or_else(|| format!("no message with UID {uid} in {address} {folder}"))?;
+            return store.read_blob(meta.blob).map_err(e);
+        }
+    }
+    Ok(out.into_bytes())
+}
+
+/// Sends the request to the running server, or runs it on the store
+/// directly when no server listens.
+pub fn submit(data_dir: &Path, request: &AdminRequest) -> Result<Vec<u8>, String> {
+    match UnixStream::connect(socket_path(data_dir)) {
+        Ok(stream) => submit_to_socket(stream, request),
+        Err(_) => {
+            let store = Store::open(data_dir).map_err(|e| {
+                format!(
+                    "cannot open the store in {} ({e}); is another mxrack using it?",
+                    data_dir.display()
+                )
+            })?;
+            let result = execute(&store, request);
+            store.shutdown();
+            result
+        }
+    }
+}
+
+fn submit_to_socket(mut stream: UnixStream, request: &AdminRequest) -> Result<Vec<u8>, String> {
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| format!("admin socket: {e}"))?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .map_err(|e| format!("admin socket: {e}"))?;
+    let response: AdminResponse =
+        serde_json::from_str(&answer).map_err(|e| format!("admin socket: bad answer: {e}"))?;
+    if !response.ok {
+        return Err(response.error);
+    }
+    STANDARD
+        .decode(response.output)
+        .map_err(|e| format!("admin socket: bad answer: {e}"))
+}
+
+/// Serves the admin socket until shutdown. The socket is created with mode
+/// 0600: only the appliance's own user administers it.
+pub async fn serve(store: Arc<Store>, mut shutdown: ShutdownSignal) -> std::io::Result<()> {
+    let path = socket_path(store.data_dir());
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    loop {
+        let (stream, _) = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(
+                read,
+                ADMIN_REQUEST_BYTES_MAX,
+            ));
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let response = match serde_json::from_str::<AdminRequest>(&line) {
+                Err(e) => Err(format!("bad request: {e}")),
+                Ok(request) => {
+                    let op = serde_json::to_value(&request)
+                        .ok()
+                        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
+                        .unwrap_or_default();
+                    info!(%op, "admin request");
+                    tokio::task::spawn_blocking(move || execute(&store, &request))
+                        .await
+                        .unwrap_or_else(|_| Err("admin request failed".into()))
+                }
+            };
+            let response = match response {
+                Ok(bytes) => AdminResponse {
+                    ok: true,
+                    output: STANDARD.encode(bytes),
+                    error: String::new(),
+                },
+                Err(error) => AdminResponse {
+                    ok: false,
+                    output: String::new(),
+                    error,
+                },
+            };
+            if let Ok(mut bytes) = serde_json::to_vec(&response) {
+                bytes.push(b'\n');
+                let _ = write.write_all(&bytes).await;
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}

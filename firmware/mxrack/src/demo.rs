@@ -1,0 +1,51 @@
+//! The embedded default's demo account: account `demo`, domain example.net,
+//! mailbox demo@example.net with a random password kept in
+//! `DATA/demo-password` (mode 0600) so it is the same on every start.
+
+use mxrack_config::{DEMO_ACCOUNT, DEMO_DOMAIN, DEMO_MAILBOX};
+use mxrack_store::{Store, StoreError};
+use rand::Rng;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+const DEMO_PASSWORD_CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+const DEMO_PASSWORD_LEN: usize = 16;
+
+/// Creates what is missing of the demo set-up; returns the demo password.
+pub fn ensure(store: &Store) -> Result<String, String> {
+    let path = store.data_dir().join("demo-password");
+    let password = match std::fs::read_to_string(&path) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => {
+            let mut rng = rand::thread_rng();
+            let p: String = (0..DEMO_PASSWORD_LEN)
+                .map(|_| DEMO_PASSWORD_CHARS[rng.gen_range(0..DEMO_PASSWORD_CHARS.len())] as char)
+                .collect();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            f.write_all(p.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            p
+        }
+    };
+    let ignore_dup = |r: Result<(), StoreError>| match r {
+        Ok(()) | Err(StoreError::Duplicate { .. }) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    ignore_dup(store.account_add(DEMO_ACCOUNT))?;
+    ignore_dup(store.domain_add(DEMO_DOMAIN, DEMO_ACCOUNT))?;
+    match store.mailbox_get(DEMO_MAILBOX) {
+        Ok(_) => {}
+        Err(StoreError::NotFound { .. }) => {
+            ignore_dup(store.mailbox_add(DEMO_MAILBOX, &password, true))?
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(password)
+}

@@ -1,0 +1,183 @@
+//! A buffered, line-oriented connection with explicit limits.
+//!
+//! Reads never grow a buffer past the caller's limit: an over-long line is
+//! consumed and discarded up to its end and reported as `LineError::TooLong`,
+//! so the protocol can answer with its own error and go on.
+
+use crate::BoxStream;
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line was longer than the limit; it has been consumed and dropped.
+    #[error("line too long")]
+    TooLong,
+    /// The peer closed the connection (possibly mid-line).
+    #[error("connection closed")]
+    Eof,
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub struct Conn {
+    stream: BoxStream,
+    read_buf: Vec<u8>,
+    /// Start of unconsumed bytes in `read_buf`.
+    read_pos: usize,
+    write_buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(stream: BoxStream) -> Conn {
+        Conn {
+            stream,
+            read_buf: Vec::with_capacity(READ_CHUNK_BYTES),
+            read_pos: 0,
+            write_buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Reads one line, returning it with its terminating `\n` (and `\r` if
+    /// any). `max_bytes` counts the terminator.
+    pub async fn read_line(&mut self, max_bytes: usize) -> Result<Vec<u8>, LineError> {
+        let mut discarding = false;
+        loop {
+            let pending = &self.read_buf[self.read_pos..];
+            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let end = self.read_pos + i + 1;
+                let line = self.read_buf[self.read_pos..end].to_vec();
+                self.read_pos = end;
+                if discarding || line.len() > max_bytes {
+                    return Err(LineError::TooLong);
+                }
+                return Ok(line);
+            }
+            if pending.len() >= max_bytes {
+                // Too long already: drop what we have and keep reading to the end of the line.
+                discarding = true;
+                self.read_pos = self.read_buf.len();
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads exactly `n` bytes (an IMAP literal, for instance).
+    pub async fn read_exact_bytes(&mut self, n: usize) -> Result<Vec<u8>, LineError> {
+        let mut out = Vec::with_capacity(n.min(1 << 20));
+        while out.len() < n {
+            if self.read_pos == self.read_buf.len() {
+                self.fill().await?;
+            }
+            let take = (n - out.len()).min(self.read_buf.len() - self.read_pos);
+            out.extend_from_slice(&self.read_buf[self.read_pos..self.read_pos + take]);
+            self.read_pos += take;
+        }
+        Ok(out)
+    }
+
+    async fn fill(&mut self) -> Result<(), LineError> {
+        if self.read_pos == self.read_buf.len() {
+            self.read_buf.clear();
+            self.read_pos = 0;
+        } else if self.read_pos > READ_CHUNK_BYTES {
+            self.read_buf.drain(..self.read_pos);
+            self.read_pos = 0;
+        }
+        let old = self.read_buf.len();
+        self.read_buf.resize(old + READ_CHUNK_BYTES, 0);
+        let n = self.stream.read(&mut self.read_buf[old..]).await;
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                self.read_buf.truncate(old);
+                return Err(LineError::Io(e));
+            }
+        };
+        self.read_buf.truncate(old + n);
+        if n == 0 {
+            return Err(LineError::Eof);
+        }
+        Ok(())
+    }
+
+    /// True when a whole line is already buffered: the client pipelined, so
+    /// replies can wait and go out together (RFC 2920 section 3.2).
+    pub fn has_buffered_line(&self) -> bool {
+        self.read_buf[self.read_pos..].contains(&b'\n')
+    }
+
+    /// True when any unread byte is buffered.
+    pub fn has_buffered_input(&self) -> bool {
+        self.read_pos < self.read_buf.len()
+    }
+
+    /// Queues bytes for the peer; nothing is sent before `flush`.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.write_buf.extend_from_slice(bytes);
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Hands the stream over for a TLS upgrade. Buffered input is dropped on
+    /// purpose: plaintext pipelined after STARTTLS must never be read as if it
+    /// came inside TLS (the CVE-2011-0411 command injection).
+    pub fn into_stream(self) -> BoxStream {
+        self.stream
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn conn_with(input: &'static [u8]) -> Conn {
+        let (mut client, server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            // Written in small pieces so lines straddle reads.
+            for chunk in input.chunks(7) {
+                if client.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Conn::new(Box::new(server))
+    }
+
+    #[tokio::test]
+    async fn lines_come_whole_across_reads() {
+        let mut c = conn_with(b"EHLO a.example\r\nMAIL FROM:<x@y>\r\n").await;
+        assert_eq!(c.read_line(100).await.unwrap(), b"EHLO a.example\r\n");
+        assert_eq!(c.read_line(100).await.unwrap(), b"MAIL FROM:<x@y>\r\n");
+        assert!(matches!(c.read_line(100).await, Err(LineError::Eof)));
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_dropped_and_the_next_one_read() {
+        let mut c = conn_with(b"0123456789012345678901234567890123456789\r\nNOOP\r\n").await;
+        assert!(matches!(c.read_line(16).await, Err(LineError::TooLong)));
+        assert_eq!(c.read_line(16).await.unwrap(), b"NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn exact_reads_take_bytes_then_lines_continue() {
+        let mut c = conn_with(b"abc\r\nhello worldX\r\n").await;
+        assert_eq!(c.read_line(10).await.unwrap(), b"abc\r\n");
+        assert_eq!(c.read_exact_bytes(11).await.unwrap(), b"hello world");
+        assert_eq!(c.read_line(10).await.unwrap(), b"X\r\n");
+    }
+}

@@ -1,0 +1,652 @@
+//! One SMTP session, generic over the stream (TCP, TLS, or an in-memory
+//! duplex in tests). The session owns its `Conn`; STARTTLS swaps the stream
+//! for a TLS one and resets the session state (RFC 3207 4.2).
+
+use crate::data::{DataEvent, DataReader, DataRefusal};
+use crate::date::rfc5322_date;
+use crate::parser::{Command, MailParams, parse_command};
+use crate::reply::Reply;
+use crate::sasl::{self, Credentials, SaslError};
+use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_store::{Delivery, Resolution, Store, id_hex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+/// Longest AUTH continuation line (RFC 4954 4: at least 12288 octets).
+const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+
+/// Which port a session came in on; it decides what the session allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Port 25: mail for hosted domains from anyone, no AUTH.
+    Mx,
+    /// Port 587: STARTTLS, then AUTH, then mail to anywhere.
+    Submission,
+    /// Port 465: as submission, inside TLS from the first byte.
+    Submissions,
+}
+
+impl Mode {
+    fn is_submission(self) -> bool {
+        matches!(self, Mode::Submission | Mode::Submissions)
+    }
+}
+
+/// What every session of the SMTP service shares.
+pub struct SmtpService {
+    pub hostname: String,
+    pub primary_domain: String,
+    pub limits: mxrack_config::Smtp,
+    pub store: Arc<Store>,
+    pub tls: Option<TlsAcceptor>,
+    pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+}
+
+struct Transaction {
+    from: String,
+    params: MailParams,
+    local: Vec<String>,
+    remote: Vec<String>,
+    recipients: usize,
+    commands: usize,
+}
+
+struct Session {
+    svc: Arc<SmtpService>,
+    mode: Mode,
+    peer: SocketAddr,
+    tls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    user: Option<String>,
+    tx: Option<Transaction>,
+    bad_commands: usize,
+}
+
+/// What the loop does after a command.
+enum Flow {
+    Continue,
+    Close,
+    StartTls,
+}
+
+/// Runs one session to its end. Never panics on client input; I/O errors end
+/// the session quietly.
+pub async fn run_session(
+    svc: Arc<SmtpService>,
+    mode: Mode,
+    stream: BoxStream,
+    peer: SocketAddr,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut session = Session {
+        svc: svc.clone(),
+        mode,
+        peer,
+        tls: false,
+        helo: None,
+        esmtp: false,
+        user: None,
+        tx: None,
+        bad_commands: 0,
+    };
+    let mut conn = if mode == Mode::Submissions {
+        match tls_handshake(&svc, stream).await {
+            Some(c) => {
+                session.tls = true;
+                c
+            }
+            None => return,
+        }
+    } else {
+        Conn::new(stream)
+    };
+    session.send(
+        &mut conn,
+        Reply::new(220, "", format!("{} ESMTP mxrack", svc.hostname)),
+    );
+    let idle = Duration::from_secs(svc.limits.idle_timeout_secs);
+    loop {
+        // RFC 2920 3.2: replies to a pipelined group go out together, once
+        // no further command is waiting in the buffer.
+        if !conn.has_buffered_line() && conn.flush().await.is_err() {
+            return;
+        }
+        let line = tokio::select! {
+            biased;
+            _ = shutdown.wait() => {
+                session.send(&mut conn, Reply::shutting_down(&svc.hostname));
+                break;
+            }
+            r = timeout(idle, conn.read_line(svc.limits.max_command_line_bytes)) => r,
+        };
+        let line = match line {
+            Err(_) => {
+                session.send(&mut conn, Reply::timeout(&svc.hostname));
+                break;
+            }
+            Ok(Err(LineError::TooLong)) => {
+                session.send(&mut conn, Reply::line_too_long());
+                if session.count_bad_command(&mut conn) {
+                    break;
+                }
+                continue;
+            }
+            Ok(Err(_)) => return,
+            Ok(Ok(line)) => line,
+        };
+        let text = trim_line_end(&line);
+        let flow = match parse_command(text) {
+            Ok(cmd) => session.handle(cmd, &mut conn).await,
+            Err(e) => {
+                session.send(&mut conn, e.into());
+                if session.count_bad_command(&mut conn) {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Close => break,
+            Flow::StartTls => {
+                if conn.flush().await.is_err() {
+                    return;
+                }
+                match tls_handshake(&svc, conn.into_stream()).await {
+                    Some(c) => conn = c,
+                    None => return,
+                }
+                // RFC 3207 4.2: forget everything learnt before TLS.
+                session.tls = true;
+                session.helo = None;
+                session.esmtp = false;
+                session.tx = None;
+            }
+        }
+    }
+    conn.shutdown().await;
+}
+
+async fn tls_handshake(svc: &SmtpService, stream: BoxStream) -> Option<Conn> {
+    let acceptor = svc.tls.as_ref()?;
+    match timeout(
+        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => Some(Conn::new(Box::new(tls))),
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn is_ascii(s: &str) -> bool {
+    s.is_ascii()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    fn send(&self, conn: &mut Conn, reply: Reply) {
+        let mut out = Vec::with_capacity(64);
+        reply.write_to(&mut out);
+        conn.write(&out);
+    }
+
+    /// Counts a bad command; true when the session must close.
+    fn count_bad_command(&mut self, conn: &mut Conn) -> bool {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.svc.limits.max_bad_commands {
+            self.send(conn, Reply::too_many_errors());
+            return true;
+        }
+        false
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+
+    async fn handle(&mut self, cmd: Command, conn: &mut Conn) -> Flow {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.commands += 1;
+            if tx.commands > self.svc.limits.max_commands_per_transaction {
+                self.send(conn, Reply::too_many_commands());
+                return Flow::Close;
+            }
+        }
+        let reply = match cmd {
+            Command::Ehlo(name) => self.ehlo(name, true),
+            Command::Helo(name) => self.ehlo(name, false),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => return self.data(conn).await,
+            Command::Rset => {
+                self.tx = None;
+                Reply::ok()
+            }
+            Command::Noop => Reply::ok(),
+            Command::Quit => {
+                self.send(conn, Reply::bye(&self.svc.hostname));
+                return Flow::Close;
+            }
+            Command::Vrfy => Reply::vrfy_disabled(),
+            Command::Expn => Reply::expn_disabled(),
+            Command::Help => Reply::help(),
+            Command::StartTls => {
+                if self.tls {
+                    Reply::bad_sequence("TLS already active")
+                } else if self.svc.tls.is_none() || self.mode == Mode::Submissions {
+                    Reply::tls_unavailable()
+                } else {
+                    self.send(conn, Reply::ready_for_tls());
+                    return Flow::StartTls;
+                }
+            }
+            Command::Auth { mechanism, initial } => {
+                match self.auth(conn, &mechanism, initial).await {
+                    Some(reply) => reply,
+                    None => return Flow::Close,
+                }
+            }
+            Command::Foreign => {
+                self.send(conn, Reply::foreign_protocol());
+                return Flow::Close;
+            }
+        };
+        self.send(conn, reply);
+        Flow::Continue
+    }
+
+    fn ehlo(&mut self, name: String, esmtp: bool) -> Reply {
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        self.tx = None;
+        if !esmtp {
+            return Reply::new(250, "", self.svc.hostname.clone());
+        }
+        let mut lines = vec![
+            self.svc.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.svc.limits.max_message_bytes),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if !self.tls && self.svc.tls.is_some() {
+            lines.push("STARTTLS".into());
+        }
+        // RFC 4954 4: advertise only mechanisms the client may use now.
+        if self.mode.is_submission()
+            && self.user.is_none()
+            && (self.tls || self.svc.limits.allow_plaintext_auth)
+        {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        Reply::new(250, "", lines.join("\n"))
+    }
+
+    fn mail(&mut self, from: String, params: MailParams) -> Reply {
+        if self.helo.is_none() {
+            return Reply::bad_sequence("send HELO/EHLO first");
+        }
+        if self.tx.is_some() {
+            return Reply::bad_sequence("nested MAIL command");
+        }
+        if self.mode.is_submission() && self.user.is_none() {
+            return if !self.tls && !self.svc.limits.allow_plaintext_auth {
+                Reply::tls_required()
+            } else {
+                Reply::auth_required()
+            };
+        }
+        if !is_ascii(&from) && !params.smtputf8 {
+            return Reply::utf8_needs_smtputf8();
+        }
+        let max = self.svc.limits.max_message_bytes;
+        if params.size.is_some_and(|s| s > max) {
+            return Reply::message_too_big(max);
+        }
+        // Refuse before the disk is full, never after: a 452 now costs the
+        // sender a retry, a full disk later could cost a message.
+        match self.svc.store.free_space() {
+            Ok((bytes, inodes)) => {
+                let needed = self.svc.limits.min_free_bytes + params.size.unwrap_or(0);
+                if bytes < needed || inodes < 16 {
+                    warn!(
+                        free_bytes = bytes,
+                        free_inodes = inodes,
+                        "refusing mail: data file system nearly full"
+                    );
+                    return Reply::insufficient_storage();
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read free space");
+                return Reply::temporary_failure();
+            }
+        }
+        if let Some(user) = &self.user
+            && !from.is_empty()
+            && !self.sender_owned_by(&from, user)
+        {
+            return Reply::sender_not_owned();
+        }
+        self.tx = Some(Transaction {
+            from,
+            params,
+            local: Vec::new(),
+            remote: Vec::new(),
+            recipients: 0,
+            commands: 0,
+        });
+        Reply::sender_ok()
+    }
+
+    /// An authenticated user may send as its own address or as an alias that
+    /// delivers to it, and as nobody else.
+    fn sender_owned_by(&self, from: &str, user: &str) -> bool {
+        if from.eq_ignore_ascii_case(user) {
+            return true;
+        }
+        match self.svc.store.resolve_recipient(from) {
+            Ok(Resolution::Deliver(r)) => r.local.iter().any(|m| m.eq_ignore_ascii_case(user)),
+            _ => false,
+        }
+    }
+
+    fn rcpt(&mut self, to: String) -> Reply {
+        let max_recipients = self.svc.limits.max_recipients;
+        let authenticated = self.user.is_some();
+        let Some(tx) = self.tx.as_mut() else {
+            return Reply::bad_sequence("need MAIL before RCPT");
+        };
+        if tx.recipients >= max_recipients {
+            return Reply::too_many_recipients();
+        }
+        if !is_ascii(&to) && !tx.params.smtputf8 {
+            return Reply::utf8_needs_smtputf8();
+        }
+        let to = if to == "postmaster" {
+            format!("postmaster@{}", self.svc.primary_domain)
+        } else {
+            to
+        };
+        match self.svc.store.resolve_recipient(&to) {
+            Ok(Resolution::Deliver(r)) => {
+                for m in r.local {
+                    if !tx.local.contains(&m) {
+                        tx.local.push(m);
+                    }
+                }
+                for a in r.remote {
+                    if !tx.remote.contains(&a) {
+                        tx.remote.push(a);
+                    }
+                }
+            }
+            Ok(Resolution::UnknownUser) => return Reply::unknown_user(),
+            // Invariant 2 (no open relay): other domains only for authenticated users.
+            Ok(Resolution::NotHosted) if authenticated => {
+                if !tx.remote.contains(&to) {
+                    tx.remote.push(to);
+                }
+            }
+            Ok(Resolution::NotHosted) => return Reply::relay_denied(),
+            Err(e) => {
+                warn!(error = %e, "recipient lookup failed");
+                return Reply::temporary_failure();
+            }
+        }
+        tx.recipients += 1;
+        Reply::recipient_ok()
+    }
+
+    fn protocol_name(&self) -> &'static str {
+        // RFC 3848 protocol types for the Received "with" clause.
+        match (self.esmtp, self.tls, self.user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
+
+    fn trace_headers(&self, tx: &Transaction, id: &str) -> Vec<u8> {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let for_clause = if tx.recipients == 1 {
+            tx.local
+                .first()
+                .or(tx.remote.first())
+                .map(|r| format!("\r\n\tfor <{r}>"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        format!(
+            "Return-Path: <{}>\r\nReceived: from {helo} ([{}])\r\n\tby {} (mxrack) with {} id {id}{for_clause};\r\n\t{}\r\n",
+            tx.from,
+            self.ip(),
+            self.svc.hostname,
+            self.protocol_name(),
+            rfc5322_date(unix_now()),
+        )
+        .into_bytes()
+    }
+
+    async fn data(&mut self, conn: &mut Conn) -> Flow {
+        match &self.tx {
+            None => {
+                self.send(conn, Reply::bad_sequence("need MAIL before DATA"));
+                return Flow::Continue;
+            }
+            Some(tx) if tx.recipients == 0 => {
+                self.send(conn, Reply::bad_sequence("need RCPT before DATA"));
+                return Flow::Continue;
+            }
+            Some(_) => {}
+        }
+        let Some(tx) = self.tx.take() else {
+            return Flow::Continue;
+        };
+        let store = self.svc.store.clone();
+        let id = store.next_id();
+        let id_text = id_hex(id);
+        let headers = self.trace_headers(&tx, &id_text);
+        let limit = self.svc.limits.max_message_bytes + headers.len() as u64;
+        let mut reader = DataReader::new(limit, headers);
+        self.send(conn, Reply::start_data());
+        if conn.flush().await.is_err() {
+            return Flow::Close;
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
+        loop {
+            match timeout_at(
+                deadline,
+                conn.read_line(self.svc.limits.max_data_line_bytes),
+            )
+            .await
+            {
+                Err(_) => {
+                    self.send(conn, Reply::timeout(&self.svc.hostname));
+                    return Flow::Close;
+                }
+                Ok(Err(LineError::TooLong)) => reader.line_too_long(),
+                Ok(Err(_)) => return Flow::Close,
+                Ok(Ok(line)) => {
+                    if reader.feed(&line) == DataEvent::End {
+                        break;
+                    }
+                }
+            }
+        }
+        if reader.saw_bare_newline() {
+            warn!(client = %self.peer, "bare LF/CR in DATA: message refused");
+            self.send(conn, Reply::bare_newline());
+            return Flow::Close;
+        }
+        let body = match reader.finish() {
+            Ok(body) => body,
+            Err(DataRefusal::TooBig) => {
+                self.send(
+                    conn,
+                    Reply::message_too_big(self.svc.limits.max_message_bytes),
+                );
+                return Flow::Continue;
+            }
+            Err(DataRefusal::LineTooLong) => {
+                self.send(conn, Reply::bad_data_line());
+                return Flow::Continue;
+            }
+        };
+        let size = body.len();
+        let (local, remote) = (tx.local.len(), tx.remote.len());
+        let delivery = Delivery {
+            mail_from: tx.from.clone(),
+            local: tx.local,
+            remote: tx.remote,
+            body,
+        };
+        // Invariant 1: the 250 goes out only after deliver() has made the
+        // message durable (file, directory and metadata committed).
+        let reply = match store.deliver(delivery, id).await {
+            Ok(()) => {
+                info!(
+                    queue_id = %id_text, client = %self.peer, from = %tx.from, local, remote, size,
+                    user = self.user.as_deref().unwrap_or(""), "accepted"
+                );
+                Reply::queued(&id_text)
+            }
+            Err(e) => {
+                warn!(queue_id = %id_text, client = %self.peer, error = %e, "delivery failed, not acknowledged");
+                Reply::from(&e)
+            }
+        };
+        self.send(conn, reply);
+        Flow::Continue
+    }
+
+    /// AUTH (RFC 4954). `None` means the session must close.
+    async fn auth(
+        &mut self,
+        conn: &mut Conn,
+        mechanism: &str,
+        initial: Option<String>,
+    ) -> Option<Reply> {
+        if !self.mode.is_submission() {
+            return Some(Reply::new(
+                502,
+                "5.5.1",
+                "AUTH is not available on this port",
+            ));
+        }
+        if self.user.is_some() {
+            return Some(Reply::already_authenticated());
+        }
+        if !self.tls && !self.svc.limits.allow_plaintext_auth {
+            // Invariant 4: credentials cross the wire only inside TLS.
+            return Some(Reply::tls_required());
+        }
+        if self.helo.is_none() || self.tx.is_some() {
+            return Some(Reply::bad_sequence("AUTH goes after EHLO and before MAIL"));
+        }
+        if !self.svc.auth_limiter.allowed(self.ip()) {
+            return Some(Reply::auth_rate_limited());
+        }
+        let creds = match mechanism {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => self.challenge(conn, "").await?,
+                };
+                sasl::decode_base64(&response).and_then(|m| sasl::decode_plain(&m))
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(r) => r,
+                    None => self.challenge(conn, "Username:").await?,
+                };
+                match sasl::decode_base64(&user) {
+                    Ok(u) => {
+                        let pass = self.challenge(conn, "Password:").await?;
+                        sasl::decode_base64(&pass).and_then(|p| {
+                            match (String::from_utf8(u), String::from_utf8(p)) {
+                                (Ok(username), Ok(password)) if !username.is_empty() => {
+                                    Ok(Credentials { username, password })
+                                }
+                                _ => Err(SaslError::Malformed),
+                            }
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => return Some(Reply::auth_mechanism_unknown()),
+        };
+        let creds = match creds {
+            Ok(c) => c,
+            Err(SaslError::Cancelled) => return Some(Reply::auth_cancelled()),
+            Err(SaslError::Malformed) => {
+                return Some(Reply::new(501, "5.5.2", "Cannot decode AUTH response"));
+            }
+        };
+        let username = creds.username.to_lowercase();
+        let store = self.svc.store.clone();
+        let user_for_check = username.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            store.verify_password(&user_for_check, &creds.password)
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(false);
+        if verified {
+            self.svc.auth_limiter.record_success(self.ip());
+            info!(client = %self.peer, user = %username, "authenticated");
+            self.user = Some(username);
+            Some(Reply::auth_ok())
+        } else {
+            self.svc.auth_limiter.record_failure(self.ip());
+            warn!(client = %self.peer, user = %username, "authentication failed");
+            Some(Reply::auth_failed())
+        }
+    }
+
+    /// Sends a 334 challenge and reads the client's answer line.
+    async fn challenge(&mut self, conn: &mut Conn, prompt: &str) -> Option<String> {
+        self.send(
+            conn,
+            Reply::new(334, "", sasl::encode_base64(prompt.as_bytes())),
+        );
+        conn.flush().await.ok()?;
+        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
+        let line = timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX))
+            .await
+            .ok()?
+            .ok()?;
+        String::from_utf8(trim_line_end(&line).to_vec()).ok()
+    }
+}

@@ -1,0 +1,380 @@
+//! Delivery: blob write in the caller's context, then one commit thread that
+//! commits concurrent deliveries together ("group commit").
+//!
+//! This is where ARCHITECTURE invariant 1 ("acknowledged means durable")
+//! is kept for incoming mail. A delivery is durable when
+//!
+//! 1. its blob file's data is on disk (`fdatasync`, [`blobs::write_blob`]),
+//! 2. the directory entry of that file is on disk (`fsync` of `msg/`),
+//! 3. the redb transaction referencing it committed with
+//!    [`Durability::Immediate`],
+//!
+//! in that order, so a committed message never points at a missing file (a
+//! crash in between leaves only an orphan file, removed at the next open).
+//! [`Store::deliver`] returns `Ok` only after step 3.
+//!
+//! Step 1 runs in parallel, one blocking task per delivery. Steps 2 and 3 are
+//! shared: the commit thread takes every request queued at that moment (up to
+//! [`MAX_BATCH`]) and pays for one directory fsync and one commit for all of
+//! them, so durability costs latency but not throughput.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, mpsc};
+use std::thread::{self, JoinHandle};
+
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::blobs::{self, blob_path, remove_blob_file, sync_dir};
+use crate::ids::{id_hex, now_secs};
+use crate::schema::{
+    self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, MessageMeta, QUEUE, QueueEntry,
+};
+use crate::{Id, Store, StoreError};
+
+/// Most deliveries committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// A message to store: for local mailboxes, for the outbound queue, or both.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Envelope sender (empty for a bounce).
+    pub mail_from: String,
+    /// Mailbox addresses (as resolved by [`Store::resolve_recipient`]); the
+    /// message goes to each one's INBOX.
+    pub local: Vec<String>,
+    /// External recipients: one queue entry carries them all.
+    pub remote: Vec<String>,
+    /// The whole message as it will be stored, CRLF line ends.
+    pub body: Vec<u8>,
+}
+
+/// Group-commit counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Redb transactions committed for deliveries.
+    pub batches: u64,
+    /// Deliveries committed (acknowledged).
+    pub deliveries: u64,
+    /// Deliveries answered with an error by the commit thread.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    batches: AtomicU64,
+    deliveries: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the commit thread needs of a delivery whose blob is already written.
+#[derive(Debug)]
+pub(crate) struct Request {
+    id: Id,
+    mail_from: String,
+    local: Vec<String>,
+    remote: Vec<String>,
+    size: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Store {
+    /// Stores one message for its local mailboxes (each INBOX gets the next
+    /// UID) and, if `remote` is not empty, queues it for the external
+    /// recipients. `id` comes from [`Store::next_id`] (the caller shows it in
+    /// the `Received:` header); it names the blob and the queue entry.
+    ///
+    /// **Durability invariant** (ARCHITECTURE invariant 1, "acknowledged means
+    /// durable"): this returns `Ok` only once the body file is fsynced, the
+    /// `msg/` directory is fsynced, and the redb transaction recording the
+    /// message committed with immediate durability. A caller may answer
+    /// "250" (or "OK") exactly when this returns `Ok`. Concurrent calls share
+    /// the directory fsync and the commit (group commit, see the module
+    /// docs).
+    ///
+    /// Errors: [`StoreError::NotFound`] if a local mailbox does not exist (at
+    /// commit time; other deliveries of the same batch are not affected),
+    /// [`StoreError::Invalid`] without recipients, [`StoreError::NoSpace`]
+    /// when the disk is full, [`StoreError::Closed`] after
+    /// [`Store::shutdown`]. On error nothing is stored.
+    ///
+    /// Must run inside a Tokio runtime (the file write uses
+    /// `spawn_blocking`). If the future is dropped after the blob is
+    /// written, the commit still happens or the file is collected at the
+    /// next open.
+    pub async fn deliver(&self, delivery: Delivery, id: Id) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let Delivery {
+            mail_from,
+            local,
+            remote,
+            body,
+        } = delivery;
+        let local = dedup(local.iter().map(|a| a.to_ascii_lowercase()));
+        let remote = dedup(remote.into_iter());
+        if local.is_empty() && remote.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "delivery",
+                why: "no recipients".into(),
+            });
+        }
+        let size = body.len() as u64;
+        let path = blob_path(self.msg_dir(), id);
+
+        // Step 1, in parallel with other deliveries.
+        let write_path = path.clone();
+        match tokio::task::spawn_blocking(move || blobs::write_blob(&write_path, &body)).await {
+            Ok(written) => written?,
+            Err(join) => {
+                // The blocking task panicked: whatever it wrote is not ours to trust.
+                remove_blob_file(&path);
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "blob writer failed: {join}"
+                ))));
+            }
+        }
+
+        // Steps 2 and 3, on the commit thread.
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            id,
+            mail_from,
+            local,
+            remote,
+            size,
+            reply,
+        };
+        let sent = {
+            let guard = self
+                .commit_tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match guard.as_ref() {
+                Some(tx) => tx.send(request).is_ok(),
+                None => false,
+            }
+        };
+        if !sent {
+            remove_blob_file(&path);
+            return Err(StoreError::Closed);
+        }
+        // A dropped reply means the commit thread died mid-batch: nothing was
+        // acknowledged, the blob is an orphan for the next open.
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Removes duplicates, keeping the first occurrence's position.
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items.filter(|a| seen.insert(a.clone())).collect()
+}
+
+/// A write transaction that commits with [`Durability::Immediate`].
+pub(crate) fn durable_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    Ok(txn)
+}
+
+/// Starts the commit thread. It ends when every sender is dropped and the
+/// queue is drained ([`Store::shutdown`]).
+pub(crate) fn spawn_committer(
+    db: Arc<Database>,
+    msg_dir: PathBuf,
+    stats: Arc<Stats>,
+) -> std::io::Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name("store-commit".into())
+        .spawn(move || commit_loop(&db, &msg_dir, &stats, &rx))?;
+    Ok((tx, handle))
+}
+
+fn commit_loop(db: &Database, msg_dir: &Path, stats: &Stats, rx: &mpsc::Receiver<Request>) {
+    // Block for one request, then take whatever else is already waiting:
+    // the batch grows by itself with the load, with no timer.
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        // A panic must not end the thread (every later delivery would fail):
+        // the batch's reply senders are dropped, so its callers get Closed
+        // and nothing of it was acknowledged.
+        if catch_unwind(AssertUnwindSafe(|| commit_batch(db, msg_dir, stats, batch))).is_err() {
+            stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::error!(deliveries = n, "store commit batch panicked");
+        }
+    }
+}
+
+/// Steps 2 and 3 for a batch, then the answers.
+fn commit_batch(db: &Database, msg_dir: &Path, stats: &Stats, batch: Vec<Request>) {
+    let outcome = sync_dir(msg_dir)
+        .map_err(StoreError::from_io)
+        .and_then(|()| apply_batch(db, &batch));
+    match outcome {
+        Ok(results) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            for (req, result) in batch.into_iter().zip(results) {
+                if let Err(e) = &result {
+                    tracing::info!(id = %id_hex(req.id), error = %e, "delivery refused at commit");
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    remove_blob_file(&blob_path(msg_dir, req.id));
+                } else {
+                    stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                // The caller may have gone away; the mail is stored anyway.
+                let _ = req.reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(deliveries = batch.len(), error = %e, "store commit failed");
+            stats
+                .failed
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for req in batch {
+                remove_blob_file(&blob_path(msg_dir, req.id));
+                let _ = req.reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
+/// The tables a delivery writes.
+struct Tables<'t> {
+    mailboxes: Table<'t, &'static str, &'static [u8]>,
+    folders: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    messages: Table<'t, (u64, u32), &'static [u8]>,
+    blobs: Table<'t, u64, u64>,
+    queue: Table<'t, u64, &'static [u8]>,
+}
+
+/// One transaction for the whole batch. The outer error fails the whole
+/// batch (nothing committed); the inner results are per delivery: an invalid
+/// delivery is skipped without writing anything, the others go on.
+fn apply_batch(
+    db: &Database,
+    batch: &[Request],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let txn = durable_write(db)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut t = Tables {
+            mailboxes: txn.open_table(MAILBOXES)?,
+            folders: txn.open_table(FOLDERS)?,
+            messages: txn.open_table(MESSAGES)?,
+            blobs: txn.open_table(BLOBS)?,
+            queue: txn.open_table(QUEUE)?,
+        };
+        let now = now_secs();
+        for req in batch {
+            // Validate everything first, so that apply() writes all or nothing
+            // of a delivery; its errors are storage errors and fail the batch.
+            if let Err(e) = check(req, &t) {
+                results.push(Err(e));
+                continue;
+            }
+            apply(req, now, &mut t)?;
+            results.push(Ok(()));
+        }
+    }
+    txn.commit()?;
+    Ok(results)
+}
+
+fn inbox(t: &Tables<'_>, mailbox: &str) -> Result<Option<Folder>, StoreError> {
+    match t.folders.get((mailbox, INBOX))? {
+        Some(g) => Ok(Some(schema::decode(g.value(), "folder")?)),
+        None => Ok(None),
+    }
+}
+
+fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
+    if t.blobs.get(req.id)?.is_some() || t.queue.get(req.id)?.is_some() {
+        return Err(StoreError::Duplicate {
+            kind: "message id",
+            name: id_hex(req.id),
+        });
+    }
+    for mailbox in &req.local {
+        let not_found = || StoreError::NotFound {
+            kind: "mailbox",
+            name: mailbox.clone(),
+        };
+        if t.mailboxes.get(mailbox.as_str())?.is_none() {
+            return Err(not_found());
+        }
+        let folder = inbox(t, mailbox)?.ok_or_else(not_found)?;
+        if folder.uidnext == u32::MAX {
+            return Err(StoreError::Invalid {
+                what: "delivery",
+                why: format!("the INBOX of {mailbox} has used every UID"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> {
+    let refs = req.local.len() as u64 + u64::from(!req.remote.is_empty());
+    t.blobs.insert(req.id, refs)?;
+    for mailbox in &req.local {
+        let mut folder = inbox(t, mailbox)?.ok_or_else(|| StoreError::NotFound {
+            kind: "mailbox",
+            name: mailbox.clone(),
+        })?;
+        let uid = folder.uidnext;
+        folder.uidnext += 1;
+        t.folders.insert(
+            (mailbox.as_str(), INBOX),
+            schema::encode(&folder)?.as_slice(),
+        )?;
+        let meta = MessageMeta {
+            uid,
+            blob: req.id,
+            size: req.size,
+            internal_date: now,
+            flags: Vec::new(),
+        };
+        t.messages
+            .insert((folder.id, uid), schema::encode(&meta)?.as_slice())?;
+    }
+    if !req.remote.is_empty() {
+        let entry = QueueEntry {
+            id: req.id,
+            mail_from: req.mail_from.clone(),
+            recipients: req.remote.clone(),
+            blob: req.id,
+            size: req.size,
+            created: now,
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+            held: false,
+        };
+        t.queue.insert(req.id, schema::encode(&entry)?.as_slice())?;
+    }
+    Ok(())
+}

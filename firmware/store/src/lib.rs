@@ -1,0 +1,206 @@
+//! mxrack-store: the mail store of the appliance.
+//!
+//! Layout of the data folder:
+//!
+//! * `DATA/meta.redb`: all metadata (accounts, domains, mailboxes, aliases,
+//!   folders, messages, the outbound queue, blob reference counts). Only this
+//!   crate opens redb (ARCHITECTURE invariant 7); the format is declared in
+//!   [`schema`] and carries a schema version.
+//! * `DATA/msg/<id as 16 lowercase hex>`: one file per message body ("blob"),
+//!   written once and shared by every copy of one delivery.
+//!
+//! Mail comes in through [`Store::deliver`], which keeps invariant 1
+//! ("acknowledged means durable", with group commit): see its documentation
+//! and the `deliver` module (`src/deliver.rs`). Administration calls are
+//! synchronous and each is one durable redb write transaction.
+
+mod admin;
+mod blobs;
+mod deliver;
+mod error;
+mod folders;
+mod ids;
+mod names;
+mod password;
+mod queue;
+mod resolve;
+pub mod schema;
+
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+pub use deliver::{CommitStats, Delivery};
+pub use error::StoreError;
+pub use ids::{Id, id_hex, parse_id_hex};
+pub use names::{normalize_address, normalize_domain};
+pub use password::MAX_PASSWORD_LEN;
+pub use resolve::{Resolution, Resolved};
+pub use schema::{
+    Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
+};
+
+/// The mail store. `Send + Sync`; share it as `Arc<Store>`.
+///
+/// Dropping the last reference shuts it down (see [`Store::shutdown`]).
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    msg_dir: PathBuf,
+    db: Arc<Database>,
+    ids: ids::IdGen,
+    closed: AtomicBool,
+    /// Requests to the commit thread; `None` once shut down.
+    commit_tx: Mutex<Option<mpsc::Sender<deliver::Request>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<deliver::Stats>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`: creates the
+    /// folders and `meta.redb`, checks the schema version (refusing a newer
+    /// one with [`StoreError::Schema`]), recounts blob references and removes
+    /// orphan blob files (in `msg/` but used by no message nor queue entry),
+    /// then starts the commit thread.
+    pub fn open(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        let msg_dir = data_dir.join("msg");
+        let fresh = !msg_dir.is_dir();
+        // Mail is private: only the appliance user may read the folder.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&msg_dir)
+            .map_err(StoreError::from_io)?;
+        if fresh {
+            blobs::sync_dir(data_dir).map_err(StoreError::from_io)?;
+        }
+        let db = Database::create(data_dir.join("meta.redb"))?;
+        schema::prepare(&db)?;
+        let largest_blob = blobs::reconcile(&db, &msg_dir)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(deliver::Stats::default());
+        let (commit_tx, committer) =
+            deliver::spawn_committer(Arc::clone(&db), msg_dir.clone(), Arc::clone(&stats))
+                .map_err(StoreError::Io)?;
+        tracing::info!(dir = %data_dir.display(), "store opened");
+        Ok(Arc::new(Store {
+            dir: data_dir.to_path_buf(),
+            msg_dir,
+            db,
+            ids: ids::IdGen::new(ids::now_micros().max(largest_blob)),
+            closed: AtomicBool::new(false),
+            commit_tx: Mutex::new(Some(commit_tx)),
+            committer: Mutex::new(Some(committer)),
+            stats,
+        }))
+    }
+
+    /// The data folder given to [`Store::open`].
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new id for a delivery (its blob, its queue entry, its `Received:`
+    /// header): unique and increasing, across restarts too (`max(now in µs,
+    /// last + 1)`, seeded above the largest blob id on disk).
+    pub fn next_id(&self) -> Id {
+        self.ids.next()
+    }
+
+    /// The body of blob `blob`, as delivered (CRLF line ends).
+    pub fn read_blob(&self, blob: Id) -> Result<Vec<u8>, StoreError> {
+        fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound {
+                    kind: "message blob",
+                    name: id_hex(blob),
+                }
+            } else {
+                StoreError::from_io(e)
+            }
+        })
+    }
+
+    /// Space left on the data file system for an unprivileged writer:
+    /// `(bytes available, inodes available)`.
+    pub fn free_space(&self) -> Result<(u64, u64), StoreError> {
+        let st = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| StoreError::from_io(std::io::Error::from(e)))?;
+        #[allow(clippy::useless_conversion)] // the widths differ between targets
+        let bytes = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+        #[allow(clippy::useless_conversion)]
+        let inodes = u64::from(st.files_available());
+        Ok((bytes, inodes))
+    }
+
+    /// Stops accepting deliveries ([`Store::deliver`] then returns
+    /// [`StoreError::Closed`]), lets the commit thread commit and answer
+    /// everything already submitted, and waits for it to end. Idempotent.
+    /// Reads and administration keep working.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the only sender ends the thread once the queue is drained.
+        drop(
+            self.commit_tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the store commit thread panicked");
+            } else {
+                tracing::info!("store commit thread stopped");
+            }
+        }
+    }
+
+    /// Counters of the group commit, for metrics.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.stats.snapshot()
+    }
+
+    /// A durable write transaction (the default, made explicit: every
+    /// administrative change is acknowledged only once on disk).
+    pub(crate) fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
+        deliver::durable_write(&self.db)
+    }
+
+    pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn msg_dir(&self) -> &Path {
+        &self.msg_dir
+    }
+
+    /// Deletes the files of blobs whose last reference went in a committed
+    /// transaction.
+    pub(crate) fn delete_blob_files(&self, freed: &[Id]) {
+        for id in freed {
+            blobs::remove_blob_file(&blobs::blob_path(&self.msg_dir, *id));
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// Store is shared between tasks and threads as Arc<Store>.
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Store>();
+};

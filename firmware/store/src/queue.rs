@@ -1,0 +1,93 @@
+//! The outbound queue: messages for external recipients.
+//!
+//! Entries are created by [`Store::deliver`] (group-committed with the local
+//! copies). The sender updates an entry after each attempt (remaining
+//! recipients, attempts, next attempt, last error) with
+//! [`Store::queue_update`] and removes it when done with
+//! [`Store::queue_remove`], which releases the blob.
+
+use redb::ReadableTable;
+
+use crate::schema::{self, BLOBS, QUEUE, QueueEntry};
+use crate::{Id, Store, StoreError, blobs, id_hex};
+
+fn not_found(id: Id) -> StoreError {
+    StoreError::NotFound {
+        kind: "queue entry",
+        name: id_hex(id),
+    }
+}
+
+impl Store {
+    /// Every queue entry, oldest id first.
+    pub fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in txn.open_table(QUEUE)?.iter()? {
+            let (_, v) = item?;
+            out.push(schema::decode(v.value(), "queue")?);
+        }
+        Ok(out)
+    }
+
+    /// One queue entry.
+    pub fn queue_get(&self, id: Id) -> Result<QueueEntry, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(QUEUE)?;
+        let record = table.get(id)?;
+        match record {
+            Some(g) => schema::decode(g.value(), "queue"),
+            None => Err(not_found(id)),
+        }
+    }
+
+    /// Replaces a queue entry's state (recipients left, attempts,
+    /// next_attempt, last_error, held). Its `id`, `blob` and `size` cannot
+    /// change, and recipients must not be empty (use
+    /// [`Store::queue_remove`]).
+    pub fn queue_update(&self, entry: &QueueEntry) -> Result<(), StoreError> {
+        if entry.recipients.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "queue entry",
+                why: "no recipients left; remove the entry instead".into(),
+            });
+        }
+        let txn = self.write_txn()?;
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            let old: QueueEntry = match queue.get(entry.id)? {
+                Some(g) => schema::decode(g.value(), "queue")?,
+                None => return Err(not_found(entry.id)),
+            };
+            if old.blob != entry.blob || old.size != entry.size {
+                return Err(StoreError::Invalid {
+                    what: "queue entry",
+                    why: "blob and size cannot change".into(),
+                });
+            }
+            queue.insert(entry.id, schema::encode(entry)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes a queue entry (delivered, bounced or deleted by an operator)
+    /// and releases its blob; the file goes once nothing else uses it.
+    pub fn queue_remove(&self, id: Id) -> Result<(), StoreError> {
+        let txn = self.write_txn()?;
+        let freed = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let old: QueueEntry = match queue.remove(id)? {
+                Some(g) => schema::decode(g.value(), "queue")?,
+                None => return Err(not_found(id)),
+            };
+            let mut refs = txn.open_table(BLOBS)?;
+            blobs::release(&mut refs, old.blob)?.then_some(old.blob)
+        };
+        txn.commit()?;
+        if let Some(blob) = freed {
+            self.delete_blob_files(&[blob]);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The on-disk format: every redb table, every record type, the schema version.
+//!
+//! This is the only place that declares tables, so the whole format can be
+//! read here. Records are `serde_json` bytes: readable with any redb dump
+//! tool, and tolerant of added optional fields.
+//!
+//! Bump [`SCHEMA_VERSION`] on any change an older binary would misread; an
+//! older binary then refuses the folder ([`StoreError::Schema`]) instead of
+//! damaging it. The `meta` table and its `schema_version` key must never
+//! change type, or that refusal could not be made.
+
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Id, StoreError};
+
+/// The format this binary reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `meta`: format facts. Key [`SCHEMA_VERSION_KEY`] holds the schema version.
+pub(crate) const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// `accounts`: account name -> [`Account`].
+pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// `domains`: domain -> [`Domain`].
+pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
+/// `mailboxes`: address -> [`Mailbox`].
+pub(crate) const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
+/// `aliases`: address -> [`Alias`].
+pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// `folders`: (mailbox address, folder name) -> [`Folder`].
+pub(crate) const FOLDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("folders");
+/// `messages`: (folder id, uid) -> [`MessageMeta`].
+pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// `blobs`: blob id -> reference count (messages + queue entries using it).
+pub(crate) const BLOBS: TableDefinition<u64, u64> = TableDefinition::new("blobs");
+/// `queue`: queue id -> [`QueueEntry`].
+pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// `counters`: name -> value, see the `*_COUNTER` keys.
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Counter: the last folder id handed out.
+pub(crate) const FOLDER_ID_COUNTER: &str = "last_folder_id";
+/// Counter: the last UIDVALIDITY handed out (so a mailbox removed and added
+/// again within one second still gets a new UIDVALIDITY).
+pub(crate) const UIDVALIDITY_COUNTER: &str = "last_uidvalidity";
+
+/// The name of the folder deliveries go to.
+pub const INBOX: &str = "INBOX";
+
+/// The folders every new mailbox gets: (name, RFC 6154 special use).
+pub(crate) const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
+    (INBOX, None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+];
+
+/// A customer of the hosting provider; owns domains.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// A hosted domain and the account that owns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Domain {
+    pub name: String,
+    pub account: String,
+}
+
+/// A mailbox: an address that stores mail and can log in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mailbox {
+    pub address: String,
+    /// The account owning the mailbox's domain (when it was created).
+    pub account: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// May manage the account (account address book, other mailboxes).
+    pub full_management: bool,
+    /// Separate password for LDAP binds, when set in the Manager.
+    pub ldap_password_hash: Option<String>,
+    pub quota_bytes: Option<u64>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// An address in a hosted domain that forwards to other addresses
+/// (mailboxes, other aliases, or external addresses).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alias {
+    pub address: String,
+    pub targets: Vec<String>,
+}
+
+/// An IMAP folder of a mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Folder {
+    /// Unique over the store; key prefix of the folder's messages.
+    pub id: u64,
+    pub mailbox: String,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    /// RFC 6154 attribute such as `"\\Sent"`.
+    pub special_use: Option<String>,
+    pub subscribed: bool,
+}
+
+/// One message in a folder. The body is the blob `blob` (shared between the
+/// copies of one delivery).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub blob: Id,
+    pub size: u64,
+    /// Unix seconds.
+    pub internal_date: i64,
+    pub flags: Vec<String>,
+}
+
+/// A message waiting to leave for external recipients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueEntry {
+    pub id: Id,
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    pub blob: Id,
+    pub size: u64,
+    /// Unix seconds.
+    pub created: i64,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub held: bool,
+}
+
+/// Serialises a record.
+pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Db(format!("cannot encode record: {e}")))
+}
+
+/// Deserialises a record; a record that does not decode is a database fault.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Db(format!("corrupt {what} record: {e}")))
+}
+
+/// Checks the schema version of `db` and creates every table (and the
+/// version) if missing. Refuses a folder written by a newer binary before
+/// touching anything else in it.
+pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
+    let found = {
+        let txn = db.begin_read()?;
+        match txn.open_table(META) {
+            Ok(meta) => meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value()),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if let Some(found) = found
+        && found > SCHEMA_VERSION
+    {
+        return Err(StoreError::Schema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        if found.is_none() {
+            meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+        }
+        // Opening a table in a write transaction creates it.
+        txn.open_table(ACCOUNTS)?;
+        txn.open_table(DOMAINS)?;
+        txn.open_table(MAILBOXES)?;
+        txn.open_table(ALIASES)?;
+        txn.open_table(FOLDERS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(BLOBS)?;
+        txn.open_table(QUEUE)?;
+        txn.open_table(COUNTERS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}

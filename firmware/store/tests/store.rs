@@ -1,0 +1,790 @@
+//! Behaviour of the store through its public API, on temporary folders.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::ReadableTable;
+
+use mxrack_store::{Delivery, Id, Resolution, Resolved, SCHEMA_VERSION, Store, StoreError, id_hex};
+
+fn open(dir: &Path) -> Arc<Store> {
+    Store::open(dir).expect("open store")
+}
+
+/// A store with account "acme", domains example.com and example.org, and
+/// mailboxes bob@example.com, carol@example.com.
+fn populated(dir: &Path) -> Arc<Store> {
+    let store = open(dir);
+    store.account_add("acme").expect("account");
+    store.domain_add("example.com", "acme").expect("domain");
+    store.domain_add("example.org", "acme").expect("domain");
+    store
+        .mailbox_add("bob@example.com", "bob-secret", false)
+        .expect("mailbox bob");
+    store
+        .mailbox_add("carol@example.com", "carol-secret", true)
+        .expect("mailbox carol");
+    store
+}
+
+fn delivery(local: &[&str], remote: &[&str], body: &[u8]) -> Delivery {
+    Delivery {
+        mail_from: "sender@remote.example".into(),
+        local: local.iter().map(|s| s.to_string()).collect(),
+        remote: remote.iter().map(|s| s.to_string()).collect(),
+        body: body.to_vec(),
+    }
+}
+
+fn blob_file(dir: &Path, id: Id) -> std::path::PathBuf {
+    dir.join("msg").join(id_hex(id))
+}
+
+fn local(addrs: &[&str]) -> Resolution {
+    Resolution::Deliver(Resolved {
+        local: addrs.iter().map(|s| s.to_string()).collect(),
+        remote: Vec::new(),
+    })
+}
+
+#[test]
+fn admin_duplicates_and_unknown_names() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+
+    let dup = |r: Result<(), StoreError>, k: &str, n: &str| match r {
+        Err(StoreError::Duplicate { kind, name }) => {
+            assert_eq!((kind, name.as_str()), (k, n));
+        }
+        other => panic!("expected Duplicate {k} {n}, got {other:?}"),
+    };
+    let nf = |r: Result<(), StoreError>, k: &str, n: &str| match r {
+        Err(StoreError::NotFound { kind, name }) => {
+            assert_eq!((kind, name.as_str()), (k, n));
+        }
+        other => panic!("expected NotFound {k} {n}, got {other:?}"),
+    };
+
+    dup(store.account_add("ACME"), "account", "acme");
+    dup(
+        store.domain_add("Example.COM", "acme"),
+        "domain",
+        "example.com",
+    );
+    dup(
+        store.mailbox_add("Bob@Example.com", "x", false),
+        "mailbox",
+        "bob@example.com",
+    );
+    nf(
+        store.domain_add("new.example", "nobody"),
+        "account",
+        "nobody",
+    );
+    nf(
+        store.mailbox_add("a@unhosted.example", "x", false),
+        "domain",
+        "unhosted.example",
+    );
+    nf(store.account_remove("nobody"), "account", "nobody");
+    nf(
+        store.domain_remove("unhosted.example"),
+        "domain",
+        "unhosted.example",
+    );
+    nf(
+        store.mailbox_remove("nobody@example.com"),
+        "mailbox",
+        "nobody@example.com",
+    );
+    nf(
+        store.alias_remove("nobody@example.com"),
+        "alias",
+        "nobody@example.com",
+    );
+    nf(
+        store.mailbox_set_password("nobody@example.com", "pw"),
+        "mailbox",
+        "nobody@example.com",
+    );
+    nf(
+        store.alias_add("x@unhosted.example", &["bob@example.com".into()]),
+        "domain",
+        "unhosted.example",
+    );
+    assert!(matches!(
+        store.mailbox_get("nobody@example.com"),
+        Err(StoreError::NotFound {
+            kind: "mailbox",
+            ..
+        })
+    ));
+
+    // Mailboxes and aliases share one name space.
+    dup(
+        store.alias_add("bob@example.com", &["carol@example.com".into()]),
+        "mailbox",
+        "bob@example.com",
+    );
+    store
+        .alias_add("info@example.com", &["bob@example.com".into()])
+        .expect("alias");
+    dup(
+        store.alias_add("info@example.com", &["carol@example.com".into()]),
+        "alias",
+        "info@example.com",
+    );
+    dup(
+        store.mailbox_add("info@example.com", "pw", false),
+        "alias",
+        "info@example.com",
+    );
+
+    // In use.
+    match store.account_remove("acme") {
+        Err(StoreError::InUse {
+            kind: "account",
+            name,
+            by,
+        }) => {
+            assert_eq!(name, "acme");
+            assert!(by.contains("example.com"), "{by}");
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    match store.domain_remove("example.com") {
+        Err(StoreError::InUse {
+            kind: "domain", by, ..
+        }) => {
+            assert_eq!(by, "2 mailboxes and 1 alias");
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+
+    // Invalid input.
+    for r in [
+        store.account_add("a b"),
+        store.domain_add("bad_domain.example", "acme"),
+        store.mailbox_add("no-at-sign", "pw", false),
+        store.mailbox_add("x y@example.com", "pw", false),
+        store.mailbox_add("new@example.com", "", false),
+        store.alias_add("list@example.com", &[]),
+        store.alias_add("list@example.com", &["not an address".into()]),
+    ] {
+        assert!(
+            matches!(r, Err(StoreError::Invalid { .. })),
+            "expected Invalid, got {r:?}"
+        );
+    }
+
+    // Removal in the right order works, and lists follow.
+    store
+        .domain_remove("example.org")
+        .expect("empty domain removed");
+    let domains: Vec<String> = store
+        .domain_list()
+        .expect("list")
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(domains, ["example.com"]);
+    assert!(store.is_hosted_domain("EXAMPLE.com").expect("hosted"));
+    assert!(!store.is_hosted_domain("example.org").expect("hosted"));
+    assert!(!store.is_hosted_domain("not a domain").expect("hosted"));
+    store
+        .alias_remove("info@example.com")
+        .expect("alias removed");
+    assert!(store.alias_list().expect("list").is_empty());
+    store.mailbox_remove("bob@example.com").expect("removed");
+    store.mailbox_remove("carol@example.com").expect("removed");
+    store.domain_remove("example.com").expect("removed");
+    store.account_remove("acme").expect("removed");
+    assert!(store.account_list().expect("list").is_empty());
+}
+
+#[test]
+fn mailbox_records_folders_and_passwords() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+
+    let carol = store.mailbox_get("CAROL@example.com").expect("get");
+    assert_eq!(carol.address, "carol@example.com");
+    assert_eq!(carol.account, "acme");
+    assert!(carol.full_management);
+    assert!(carol.password_hash.starts_with("$argon2id$"));
+    assert!(!carol.password_hash.contains("carol-secret"));
+
+    let folders = store.folder_list("bob@example.com").expect("folders");
+    let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["INBOX", "Sent", "Drafts", "Trash", "Junk"]);
+    let uses: Vec<Option<&str>> = folders.iter().map(|f| f.special_use.as_deref()).collect();
+    assert_eq!(
+        uses,
+        [
+            None,
+            Some("\\Sent"),
+            Some("\\Drafts"),
+            Some("\\Trash"),
+            Some("\\Junk")
+        ]
+    );
+    for f in &folders {
+        assert_eq!(f.mailbox, "bob@example.com");
+        assert_eq!(f.uidnext, 1);
+        assert!(f.subscribed);
+        assert!(f.uidvalidity > 1_600_000_000, "{}", f.uidvalidity);
+    }
+    let mut ids: Vec<u64> = folders.iter().map(|f| f.id).collect();
+    ids.extend(
+        store
+            .folder_list("carol@example.com")
+            .expect("folders")
+            .iter()
+            .map(|f| f.id),
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "folder ids are unique over the store");
+    assert!(
+        store
+            .messages("bob@example.com", "INBOX")
+            .expect("msgs")
+            .is_empty()
+    );
+    assert!(matches!(
+        store.messages("bob@example.com", "Nope"),
+        Err(StoreError::NotFound { kind: "folder", .. })
+    ));
+
+    // A mailbox removed and added again gets a new UIDVALIDITY.
+    let before = folders[0].uidvalidity;
+    store.mailbox_remove("bob@example.com").expect("remove");
+    store
+        .mailbox_add("bob@example.com", "pw2", false)
+        .expect("re-add");
+    let after = store.folder_list("bob@example.com").expect("folders")[0].uidvalidity;
+    assert!(after > before, "{after} > {before}");
+
+    assert!(
+        store
+            .verify_password("bob@example.com", "pw2")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("bob@example.com", "bob-secret")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("nobody@example.com", "pw2")
+            .expect("verify")
+    );
+    assert!(!store.verify_password("garbage", "pw2").expect("verify"));
+    store
+        .mailbox_set_password("Bob@example.com", "new-pw")
+        .expect("set");
+    assert!(
+        store
+            .verify_password("bob@example.com", "new-pw")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("bob@example.com", "pw2")
+            .expect("verify")
+    );
+    store
+        .mailbox_set_full_management("bob@example.com", true)
+        .expect("set");
+    assert!(
+        store
+            .mailbox_get("bob@example.com")
+            .expect("get")
+            .full_management
+    );
+
+    let in_com = store.mailbox_list(Some("example.com")).expect("list");
+    assert_eq!(in_com.len(), 2);
+    assert!(
+        store
+            .mailbox_list(Some("example.org"))
+            .expect("list")
+            .is_empty()
+    );
+    assert!(matches!(
+        store.mailbox_list(Some("other.example")),
+        Err(StoreError::NotFound { kind: "domain", .. })
+    ));
+}
+
+#[test]
+fn alias_expansion() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let alias = |a: &str, t: &[&str]| {
+        let targets: Vec<String> = t.iter().map(|s| s.to_string()).collect();
+        store.alias_add(a, &targets).expect("alias");
+    };
+
+    assert_eq!(
+        store.resolve_recipient("Bob@Example.com").expect("resolve"),
+        local(&["bob@example.com"])
+    );
+    assert_eq!(
+        store
+            .resolve_recipient("nobody@example.com")
+            .expect("resolve"),
+        Resolution::UnknownUser
+    );
+    assert_eq!(
+        store
+            .resolve_recipient("bob@elsewhere.example")
+            .expect("resolve"),
+        Resolution::NotHosted
+    );
+    assert!(matches!(
+        store.resolve_recipient("not an address"),
+        Err(StoreError::Invalid { .. })
+    ));
+
+    // To a mailbox; through a chain across domains.
+    alias("info@example.com", &["bob@example.com"]);
+    assert_eq!(
+        store
+            .resolve_recipient("info@example.com")
+            .expect("resolve"),
+        local(&["bob@example.com"])
+    );
+    alias("a@example.org", &["b@example.org"]);
+    alias("b@example.org", &["c@example.com"]);
+    alias("c@example.com", &["carol@example.com"]);
+    assert_eq!(
+        store.resolve_recipient("a@example.org").expect("resolve"),
+        local(&["carol@example.com"])
+    );
+
+    // A loop ends, each mailbox once.
+    alias(
+        "loop1@example.com",
+        &["loop2@example.com", "bob@example.com"],
+    );
+    alias(
+        "loop2@example.com",
+        &["loop1@example.com", "bob@example.com", "carol@example.com"],
+    );
+    assert_eq!(
+        store
+            .resolve_recipient("loop1@example.com")
+            .expect("resolve"),
+        local(&["bob@example.com", "carol@example.com"])
+    );
+    // A pure loop delivers nowhere.
+    alias("p1@example.com", &["p2@example.com"]);
+    alias("p2@example.com", &["p1@example.com"]);
+    assert_eq!(
+        store.resolve_recipient("p1@example.com").expect("resolve"),
+        Resolution::UnknownUser
+    );
+
+    // External, and mixed with a missing target.
+    alias("fwd@example.com", &["Someone@Gmail.example"]);
+    assert_eq!(
+        store.resolve_recipient("fwd@example.com").expect("resolve"),
+        Resolution::Deliver(Resolved {
+            local: vec![],
+            remote: vec!["someone@gmail.example".into()]
+        })
+    );
+    alias(
+        "team@example.com",
+        &[
+            "gone@example.com",
+            "x@partner.example",
+            "info@example.com",
+            "carol@example.com",
+        ],
+    );
+    assert_eq!(
+        store
+            .resolve_recipient("team@example.com")
+            .expect("resolve"),
+        Resolution::Deliver(Resolved {
+            local: vec!["bob@example.com".into(), "carol@example.com".into()],
+            remote: vec!["x@partner.example".into()]
+        })
+    );
+
+    // Depth limit: d1 -> d2 -> ... -> d9 -> bob needs 9 alias levels (> 8).
+    for i in 1..=9 {
+        let next = if i == 9 {
+            "bob@example.com".to_string()
+        } else {
+            format!("d{}@example.com", i + 1)
+        };
+        alias(&format!("d{i}@example.com"), &[next.as_str()]);
+    }
+    assert_eq!(
+        store.resolve_recipient("d1@example.com").expect("resolve"),
+        Resolution::UnknownUser
+    );
+    // Eight levels are still followed.
+    assert_eq!(
+        store.resolve_recipient("d2@example.com").expect("resolve"),
+        local(&["bob@example.com"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_are_durable_and_ordered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    const N: usize = 200;
+
+    let mut tasks = Vec::new();
+    for n in 0..N {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let id = store.next_id();
+            // Bodies of different sizes, each unique.
+            let body = format!(
+                "Subject: message {n}\r\n\r\n{}\r\n",
+                format!("line {n} of the body\r\n").repeat(n % 17 + 1)
+            )
+            .into_bytes();
+            store
+                .deliver(delivery(&["Bob@example.com"], &[], &body), id)
+                .await
+                .map(|()| (id, body))
+        }));
+    }
+    let mut sent: HashMap<Id, Vec<u8>> = HashMap::new();
+    for t in tasks {
+        let (id, body) = t.await.expect("task").expect("deliver");
+        assert!(sent.insert(id, body).is_none(), "ids are unique");
+    }
+    let stats = store.commit_stats();
+    assert_eq!(stats.deliveries, N as u64);
+    assert_eq!(stats.failed, 0);
+    // 200 concurrent deliveries cannot each have waited for their own commit.
+    assert!(
+        stats.batches >= 1 && stats.batches < N as u64,
+        "no group commit: {stats:?}"
+    );
+    eprintln!("group commit: {stats:?}");
+
+    // Reopen: everything acknowledged is there.
+    store.shutdown();
+    drop(store);
+    let store = open(tmp.path());
+    let msgs = store
+        .messages("bob@example.com", "INBOX")
+        .expect("messages");
+    assert_eq!(msgs.len(), N);
+    let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
+    let expected: Vec<u32> = (1..=N as u32).collect();
+    assert_eq!(uids, expected, "UIDs 1..=200 in order");
+    let mut seen = std::collections::HashSet::new();
+    for m in &msgs {
+        assert!(seen.insert(m.blob), "blob {} stored twice", id_hex(m.blob));
+        let body = sent.get(&m.blob).expect("a blob we delivered");
+        assert_eq!(m.size, body.len() as u64);
+        assert!(m.flags.is_empty());
+        assert_eq!(&store.read_blob(m.blob).expect("read"), body);
+    }
+    assert_eq!(seen.len(), sent.len());
+    let inbox = &store.folder_list("bob@example.com").expect("folders")[0];
+    assert_eq!(inbox.uidnext, N as u32 + 1);
+    // Nothing else was touched.
+    assert!(
+        store
+            .messages("carol@example.com", "INBOX")
+            .expect("m")
+            .is_empty()
+    );
+    assert!(store.queue_list().expect("queue").is_empty());
+    // New ids stay above every id on disk.
+    let max = sent.keys().copied().max().expect("ids");
+    assert!(store.next_id() > max);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_delivery_is_queued_and_released() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let id = store.next_id();
+    let body = b"Subject: hi\r\n\r\nout and in\r\n";
+    store
+        .deliver(
+            delivery(
+                &["carol@example.com"],
+                &["a@far.example", "b@far.example"],
+                body,
+            ),
+            id,
+        )
+        .await
+        .expect("deliver");
+
+    let queue = store.queue_list().expect("queue");
+    assert_eq!(queue.len(), 1);
+    let q = &queue[0];
+    assert_eq!(q.id, id);
+    assert_eq!(q.blob, id);
+    assert_eq!(q.mail_from, "sender@remote.example");
+    assert_eq!(q.recipients, ["a@far.example", "b@far.example"]);
+    assert_eq!(q.size, body.len() as u64);
+    assert_eq!((q.attempts, q.held, q.last_error.clone()), (0, false, None));
+    assert!(q.next_attempt >= q.created);
+    let inbox = store.messages("carol@example.com", "INBOX").expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].blob, id);
+
+    // A sender's retry bookkeeping.
+    let mut retry = q.clone();
+    retry.recipients = vec!["b@far.example".into()];
+    retry.attempts = 1;
+    retry.last_error = Some("451 try later".into());
+    store.queue_update(&retry).expect("update");
+    assert_eq!(store.queue_get(id).expect("get"), retry);
+    let mut bad = retry.clone();
+    bad.recipients.clear();
+    assert!(matches!(
+        store.queue_update(&bad),
+        Err(StoreError::Invalid { .. })
+    ));
+
+    // The blob is shared: removing the queue entry keeps it for the mailbox,
+    // removing the mailbox then frees it.
+    store.queue_remove(id).expect("remove");
+    assert!(store.queue_list().expect("queue").is_empty());
+    assert!(blob_file(tmp.path(), id).exists());
+    store.mailbox_remove("carol@example.com").expect("remove");
+    assert!(!blob_file(tmp.path(), id).exists());
+    assert!(matches!(
+        store.queue_remove(id),
+        Err(StoreError::NotFound {
+            kind: "queue entry",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.read_blob(id),
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Remote only.
+    let id2 = store.next_id();
+    store
+        .deliver(delivery(&[], &["z@far.example"], b"x\r\n"), id2)
+        .await
+        .expect("deliver");
+    assert_eq!(
+        store.queue_get(id2).expect("queued").recipients,
+        ["z@far.example"]
+    );
+    store.queue_remove(id2).expect("remove");
+    assert!(!blob_file(tmp.path(), id2).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_mailbox_frees_blobs_only_when_unused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let shared = store.next_id();
+    store
+        .deliver(
+            delivery(
+                &["bob@example.com", "carol@example.com", "bob@example.com"],
+                &[],
+                b"both\r\n",
+            ),
+            shared,
+        )
+        .await
+        .expect("deliver");
+    let own = store.next_id();
+    store
+        .deliver(delivery(&["bob@example.com"], &[], b"bob only\r\n"), own)
+        .await
+        .expect("deliver");
+    // Duplicated recipients get one copy.
+    let bob = store.messages("bob@example.com", "INBOX").expect("m");
+    assert_eq!(
+        bob.iter().map(|m| (m.uid, m.blob)).collect::<Vec<_>>(),
+        [(1, shared), (2, own)]
+    );
+
+    store.mailbox_remove("bob@example.com").expect("remove");
+    assert!(!blob_file(tmp.path(), own).exists(), "bob's own blob freed");
+    assert!(
+        blob_file(tmp.path(), shared).exists(),
+        "carol still uses it"
+    );
+    assert_eq!(store.read_blob(shared).expect("read"), b"both\r\n");
+    store.mailbox_remove("carol@example.com").expect("remove");
+    assert!(!blob_file(tmp.path(), shared).exists());
+
+    // And a reopen finds nothing to repair or collect.
+    drop(store);
+    let _store = open(tmp.path());
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("msg"))
+            .expect("dir")
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_delivery_does_not_fail_its_batch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let mut tasks = Vec::new();
+    for n in 0..40u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let id = store.next_id();
+            let to = if n % 4 == 0 {
+                "ghost@example.com"
+            } else {
+                "carol@example.com"
+            };
+            let r = store.deliver(delivery(&[to], &[], b"x\r\n"), id).await;
+            (n, id, r)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (n, id, r) = t.await.expect("task");
+        if n % 4 == 0 {
+            assert!(
+                matches!(&r, Err(StoreError::NotFound { kind: "mailbox", name }) if name == "ghost@example.com"),
+                "{r:?}"
+            );
+            assert!(!blob_file(tmp.path(), id).exists(), "refused blob removed");
+        } else {
+            r.expect("good delivery");
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 30);
+    assert_eq!(
+        store
+            .messages("carol@example.com", "INBOX")
+            .expect("m")
+            .len(),
+        30
+    );
+    assert_eq!(store.commit_stats().failed, 10);
+
+    // No recipients at all is the caller's mistake.
+    let r = store
+        .deliver(delivery(&[], &[], b"x"), store.next_id())
+        .await;
+    assert!(matches!(r, Err(StoreError::Invalid { .. })), "{r:?}");
+    // A reused id is refused before anything is overwritten.
+    let id = store.next_id();
+    store
+        .deliver(delivery(&["bob@example.com"], &[], b"first"), id)
+        .await
+        .expect("deliver");
+    let r = store
+        .deliver(delivery(&["carol@example.com"], &[], b"second"), id)
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(store.read_blob(id).expect("read"), b"first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_deliveries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    store.shutdown();
+    store.shutdown(); // idempotent
+    let id = store.next_id();
+    let r = store
+        .deliver(delivery(&["bob@example.com"], &[], b"late"), id)
+        .await;
+    assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+    assert!(r.as_ref().err().is_some_and(StoreError::is_temporary));
+    assert!(!blob_file(tmp.path(), id).exists());
+    // Reads still work.
+    assert_eq!(store.mailbox_list(None).expect("list").len(), 2);
+}
+
+#[test]
+fn orphan_blobs_are_removed_at_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let orphan = store.next_id();
+    drop(store);
+    let msg = tmp.path().join("msg");
+    std::fs::write(blob_file(tmp.path(), orphan), b"never committed").expect("write");
+    std::fs::write(msg.join("README"), b"not a blob").expect("write");
+
+    let store = open(tmp.path());
+    assert!(!blob_file(tmp.path(), orphan).exists(), "orphan removed");
+    assert!(msg.join("README").exists(), "non-blob files are left alone");
+    assert!(store.next_id() > orphan, "ids stay above what was on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referenced_blobs_survive_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let id = store.next_id();
+    store
+        .deliver(
+            delivery(&["bob@example.com"], &["r@far.example"], b"keep me\r\n"),
+            id,
+        )
+        .await
+        .expect("deliver");
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.read_blob(id).expect("read"), b"keep me\r\n");
+    assert_eq!(store.queue_list().expect("queue").len(), 1);
+    // Both references are counted: dropping one keeps the file.
+    store.queue_remove(id).expect("remove");
+    assert_eq!(store.read_blob(id).expect("read"), b"keep me\r\n");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    drop(open(tmp.path()));
+    {
+        // What a future binary would leave behind.
+        const META: redb::TableDefinition<&str, u32> = redb::TableDefinition::new("meta");
+        let db = redb::Database::create(tmp.path().join("meta.redb")).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            let v = meta.get("schema_version").expect("get").map(|g| g.value());
+            assert_eq!(v, Some(SCHEMA_VERSION), "open wrote the version");
+            meta.insert("schema_version", SCHEMA_VERSION + 1)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    match Store::open(tmp.path()) {
+        Err(StoreError::Schema { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        Err(e) => panic!("expected a schema error, got {e}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[test]
+fn free_space_reports_the_file_system() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    let (bytes, inodes) = store.free_space().expect("statvfs");
+    assert!(bytes > 0);
+    // Some file systems (btrfs, tmpfs without nr_inodes) report no inode limit as 0.
+    let _ = inodes;
+    assert_eq!(store.data_dir(), tmp.path());
+}
