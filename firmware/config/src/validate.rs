@@ -184,7 +184,8 @@ fn tracing_filter_is_plausible(filter: &str) -> Result<(), ()> {
     for directive in filter.split(',') {
         let level = directive.rsplit('=').next().unwrap_or("").trim();
         let bare = !directive.contains('=');
-        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) && !(bare && is_target(level)) {
+        let known_level = LEVELS.contains(&level.to_ascii_lowercase().as_str());
+        if !(known_level || (bare && is_target(level))) {
             return Err(());
         }
     }

@@ -363,7 +363,8 @@ mod tests {
     #[test]
     fn bad_commands_get_the_right_class_of_error() {
         use ParseError::*;
-        let table: Vec<(&[u8], fn(&ParseError) -> bool)> = vec![
+        type Check = fn(&ParseError) -> bool;
+        let table: Vec<(&[u8], Check)> = vec![
             (b"FOO", |e| *e == UnknownCommand),
             (b"", |e| *e == UnknownCommand),
             (b"EHLO", |e| matches!(e, BadSyntax(_))),

@@ -1,0 +1,350 @@
+//! Whole SMTP sessions over an in-memory duplex stream, against a real store
+//! in a temporary folder. Each test reads as the exchange it checks.
+
+use mxrack_net::{AuthLimiter, Shutdown};
+use mxrack_smtp::{Mode, SmtpService, run_session};
+use mxrack_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    svc: Arc<SmtpService>,
+    shutdown: Shutdown,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    store.account_add("acme").expect("account");
+    store.domain_add("example.net", "acme").expect("domain");
+    store
+        .mailbox_add("jo@example.net", "pw-jo-123", false)
+        .expect("mailbox");
+    store
+        .alias_add("sales@example.net", &["jo@example.net".to_string()])
+        .expect("alias");
+    let limits = mxrack_config::Smtp {
+        max_message_bytes: 65_536,
+        max_bad_commands: 3,
+        ..mxrack_config::Smtp::default()
+    };
+    let svc = Arc::new(SmtpService {
+        hostname: "mx.example.net".into(),
+        primary_domain: "example.net".into(),
+        limits,
+        store: store.clone(),
+        tls: None,
+        auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+    });
+    Harness {
+        _dir: dir,
+        store,
+        svc,
+        shutdown: Shutdown::new(),
+    }
+}
+
+struct Client {
+    stream: DuplexStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    fn start(h: &Harness, mode: Mode) -> Client {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let peer = "192.0.2.7:40000".parse().expect("addr");
+        tokio::spawn(run_session(
+            h.svc.clone(),
+            mode,
+            Box::new(server),
+            peer,
+            h.shutdown.signal(),
+        ));
+        Client {
+            stream: client,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.stream
+            .write_all(bytes.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    /// Reads one whole reply (all its continuation lines) and returns it.
+    async fn reply(&mut self) -> String {
+        loop {
+            if let Some(end) = find_reply_end(&self.pending) {
+                let reply: Vec<u8> = self.pending.drain(..end).collect();
+                return String::from_utf8(reply).expect("utf8 reply");
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("reply in time")
+                .expect("read");
+            if n == 0 {
+                return String::from_utf8_lossy(&self.pending).into_owned();
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn expect(&mut self, code: &str) -> String {
+        let r = self.reply().await;
+        assert!(r.starts_with(code), "expected {code}, got {r:?}");
+        r
+    }
+
+    async fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// End of the first complete reply: the first line whose 4th byte is a space.
+fn find_reply_end(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + i + 1];
+        start += i + 1;
+        if line.len() >= 4 && line[3] == b' ' {
+            return Some(start);
+        }
+    }
+    None
+}
+
+fn stored(h: &Harness, mailbox: &str) -> Vec<Vec<u8>> {
+    h.store
+        .messages(mailbox, "INBOX")
+        .expect("messages")
+        .iter()
+        .map(|m| h.store.read_blob(m.blob).expect("blob"))
+        .collect()
+}
+
+fn body_after_trace(message: &[u8]) -> &[u8] {
+    // Return-Path, then Received folded over lines that begin with a tab.
+    let text = message;
+    let mut pos = 0;
+    let mut lines = 0;
+    while pos < text.len() {
+        let end = text[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(text.len());
+        let line = &text[pos..end];
+        if lines >= 2 && !line.starts_with(b"\t") {
+            break;
+        }
+        lines += 1;
+        pos = end;
+    }
+    &text[pos..]
+}
+
+#[tokio::test]
+async fn mail_for_a_hosted_mailbox_is_stored_with_trace_headers() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220 mx.example.net ESMTP").await;
+    c.send("EHLO client.example\r\n").await;
+    let ehlo = c.expect("250-mx.example.net").await;
+    for ext in [
+        "PIPELINING",
+        "SIZE 65536",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.contains(ext), "{ext} missing in {ehlo}");
+    }
+    assert!(!ehlo.contains("AUTH"), "no AUTH on the MX port");
+    c.send("MAIL FROM:<a@sender.example>\r\n").await;
+    c.expect("250 2.1.0").await;
+    c.send("RCPT TO:<Jo@Example.NET>\r\n").await;
+    c.expect("250 2.1.5").await;
+    c.send("DATA\r\n").await;
+    c.expect("354").await;
+    c.send("Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n").await;
+    c.expect("250 2.0.0 OK: queued as").await;
+    c.send("QUIT\r\n").await;
+    c.expect("221").await;
+    let msgs = stored(&h, "jo@example.net");
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].starts_with(
+        b"Return-Path: <a@sender.example>\r\nReceived: from client.example ([192.0.2.7])"
+    ));
+    assert_eq!(
+        body_after_trace(&msgs[0]),
+        b"Subject: hi\r\n\r\n.dot\r\nbody\r\n"
+    );
+}
+
+#[tokio::test]
+async fn a_pipelined_group_gets_its_replies_in_order() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<jo@example.net>\r\nRCPT TO:<nobody@example.net>\r\nRCPT TO:<sales@example.net>\r\nDATA\r\n")
+        .await;
+    c.expect("250-").await;
+    c.expect("250 2.1.0").await;
+    c.expect("250 2.1.5").await;
+    c.expect("550 5.1.1").await;
+    c.expect("250 2.1.5").await;
+    c.expect("354").await;
+    c.send("x\r\n.\r\n").await;
+    c.expect("250").await;
+    // jo and sales@ (an alias of jo) are the same mailbox: one copy.
+    assert_eq!(stored(&h, "jo@example.net").len(), 1);
+}
+
+#[tokio::test]
+async fn relaying_is_refused_on_the_mx_port() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n")
+        .await;
+    c.expect("250").await;
+    c.expect("250").await;
+    c.expect("554 5.7.1").await;
+    c.send("DATA\r\n").await;
+    c.expect("503").await;
+}
+
+#[tokio::test]
+async fn a_bare_lf_in_data_refuses_the_message_and_closes() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+        .await;
+    for code in ["250", "250", "250", "354"] {
+        c.expect(code).await;
+    }
+    // The smuggling shape: a bare-LF "." that another server might take as the end.
+    c.send("a\r\n\n.\nMAIL FROM:<evil@b.example>\r\n.\r\n")
+        .await;
+    c.expect("521 5.5.2").await;
+    assert!(c.closed().await);
+    assert!(stored(&h, "jo@example.net").is_empty());
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_the_session_goes_on() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\nMAIL FROM:<a@b.example> SIZE=70000\r\n")
+        .await;
+    c.expect("250").await;
+    c.expect("552 5.3.4").await;
+    c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+        .await;
+    for code in ["250", "250", "354"] {
+        c.expect(code).await;
+    }
+    let line = format!("{}\r\n", "x".repeat(998));
+    for _ in 0..70 {
+        c.send(&line).await;
+    }
+    c.send(".\r\n").await;
+    c.expect("552 5.3.4").await;
+    c.send("NOOP\r\n").await;
+    c.expect("250").await;
+    assert!(stored(&h, "jo@example.net").is_empty());
+}
+
+#[tokio::test]
+async fn bad_commands_are_answered_then_the_session_is_closed() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("FOO\r\n").await;
+    c.expect("500 5.5.2").await;
+    c.send(&format!("NOOP {}\r\n", "y".repeat(5000))).await;
+    c.expect("500 5.5.2 Line too long").await;
+    c.send("MAIL FROM:<no-brackets@x.example\r\n").await;
+    c.expect("501").await;
+    c.expect("421 4.7.0").await;
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn submission_refuses_auth_and_mail_before_tls() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Submission);
+    c.expect("220").await;
+    c.send("EHLO c\r\n").await;
+    let ehlo = c.expect("250").await;
+    assert!(
+        !ehlo.contains("AUTH"),
+        "AUTH must not be offered before TLS: {ehlo}"
+    );
+    c.send("AUTH PLAIN AGpvQGV4YW1wbGUubmV0AHB3LWpvLTEyMw==\r\n")
+        .await;
+    c.expect("530 5.7.0").await;
+    c.send("MAIL FROM:<jo@example.net>\r\n").await;
+    c.expect("530 5.7.0").await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_421_to_an_idle_session() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    h.shutdown.trigger();
+    c.expect("421 4.3.2").await;
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn garbage_never_panics_the_session() {
+    // A deterministic stream of hostile lines: every one must get a reply
+    // (or close the session) and the store must stay intact.
+    let h = harness();
+    let mut seed: u64 = 0x5eed_1234;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let verbs = [
+        "MAIL FROM:",
+        "RCPT TO:",
+        "EHLO",
+        "AUTH",
+        "DATA",
+        "BDAT",
+        "STARTTLS",
+        "\u{0}",
+        "RSET",
+    ];
+    for _ in 0..20 {
+        let mut c = Client::start(&h, Mode::Mx);
+        c.expect("220").await;
+        for _ in 0..2 {
+            let verb = verbs[(next() % verbs.len() as u64) as usize];
+            let junk: String = (0..(next() % 40))
+                .map(|_| char::from(32 + (next() % 95) as u8))
+                .collect();
+            c.send(&format!("{verb}{junk}\r\n")).await;
+            let r = c.reply().await;
+            assert!(r.is_empty() || r.as_bytes()[0].is_ascii_digit(), "{r:?}");
+        }
+    }
+    assert!(stored(&h, "jo@example.net").is_empty());
+}
