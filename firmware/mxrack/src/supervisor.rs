@@ -8,6 +8,7 @@ use mxrack_config::Config;
 use mxrack_net::{Shutdown, ShutdownSignal};
 use mxrack_smtp::{Mode, SmtpService};
 use mxrack_store::Store;
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,13 +122,16 @@ async fn serve_all(
     for (mode, key, bound) in listeners {
         for (addr, listener) in bound {
             ready.push(format!("{}={addr}", key.trim_start_matches("smtp.")));
-            tokio::spawn(supervise_listener(
-                listener,
-                mode,
-                svc.clone(),
-                sessions.clone(),
-                shutdown.signal(),
-            ));
+            let (svc, sessions, signal) = (svc.clone(), sessions.clone(), shutdown.signal());
+            spawn_supervised("smtp", shutdown.signal(), move || {
+                mxrack_smtp::serve(
+                    listener.clone(),
+                    mode,
+                    svc.clone(),
+                    sessions.clone(),
+                    signal.clone(),
+                )
+            });
         }
     }
     let admin_store = store.clone();
@@ -175,34 +179,27 @@ async fn serve_all(
     Ok(())
 }
 
-/// Keeps one listener serving: if its task panics it is started again after
-/// a pause (invariant 6), until shutdown.
-async fn supervise_listener(
-    listener: Arc<TcpListener>,
-    mode: Mode,
-    svc: Arc<SmtpService>,
-    sessions: Arc<Semaphore>,
-    signal: ShutdownSignal,
-) {
-    loop {
-        let task = tokio::spawn(mxrack_smtp::serve(
-            listener.clone(),
-            mode,
-            svc.clone(),
-            sessions.clone(),
-            signal.clone(),
-        ));
-        match task.await {
-            Ok(()) => return,
-            Err(e) => {
-                error!(?mode, error = %e, "listener task failed; restarting it");
-                if signal.is_triggered() {
-                    return;
+/// Keeps one service task running: if it panics it is started again after
+/// a pause (invariant 6), until shutdown. A task that returns is done.
+pub fn spawn_supervised<F, Fut>(name: &'static str, signal: ShutdownSignal, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    error!(service = name, error = %e, "service task failed; restarting it");
+                    if signal.is_triggered() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(LISTENER_RESTART_DELAY_MS)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(LISTENER_RESTART_DELAY_MS)).await;
             }
         }
-    }
+    });
 }
 
 async fn wait_for_stop_signal() -> std::io::Result<()> {

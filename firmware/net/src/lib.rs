@@ -7,11 +7,13 @@
 
 mod conn;
 mod limiter;
+mod server;
 mod shutdown;
 mod tls;
 
 pub use conn::{Conn, LineError};
 pub use limiter::AuthLimiter;
+pub use server::accept_loop;
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use tls::{TlsError, TlsSetup, load_or_create_tls};
 
