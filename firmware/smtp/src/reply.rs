@@ -213,6 +213,12 @@ impl From<&StoreError> for Reply {
     fn from(e: &StoreError) -> Reply {
         match e {
             StoreError::NoSpace => Reply::insufficient_storage(),
+            // RFC 3463: 4.2.2 mailbox full; 5.2.3 message larger than the mailbox can ever hold.
+            StoreError::OverQuota {
+                larger_than_quota: true,
+                ..
+            } => Reply::new(552, "5.2.3", "Message exceeds the mailbox's quota"),
+            StoreError::OverQuota { .. } => Reply::new(452, "4.2.2", "Mailbox full, try again later"),
             _ => Reply::temporary_failure(),
         }
     }

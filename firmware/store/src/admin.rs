@@ -268,6 +268,7 @@ impl Store {
                     uidnext: 1,
                     special_use: special_use.map(str::to_string),
                     subscribed: true,
+                    highestmodseq: 1,
                 };
                 folders.insert(
                     (address.as_str(), name),
@@ -327,6 +328,7 @@ impl Store {
             {
                 return Err(not_found("mailbox", &address));
             }
+            txn.open_table(crate::schema::USAGE)?.remove(address.as_str())?;
             let mut folders = txn.open_table(FOLDERS)?;
             let mut folder_ids = Vec::new();
             let mut folder_names = Vec::new();

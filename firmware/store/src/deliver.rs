@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 use crate::blobs::{self, blob_path, remove_blob_file, sync_dir};
 use crate::ids::{id_hex, now_secs};
 use crate::schema::{
-    self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, MessageMeta, QUEUE, QueueEntry,
+    self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox, MessageMeta, QUEUE, QueueEntry,
+    USAGE,
 };
 use crate::{Id, Store, StoreError};
 
@@ -151,6 +152,7 @@ impl Store {
 
         // Steps 2 and 3, on the commit thread.
         let (reply, answer) = oneshot::channel();
+        let notify = local.clone();
         let request = Request {
             id,
             mail_from,
@@ -175,7 +177,13 @@ impl Store {
         }
         // A dropped reply means the commit thread died mid-batch: nothing was
         // acknowledged, the blob is an orphan for the next open.
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        let result = answer.await.unwrap_or(Err(StoreError::Closed));
+        if result.is_ok() {
+            for mailbox in &notify {
+                self.notify_change(mailbox);
+            }
+        }
+        result
     }
 }
 
@@ -269,6 +277,7 @@ struct Tables<'t> {
     messages: Table<'t, (u64, u32), &'static [u8]>,
     blobs: Table<'t, u64, u64>,
     queue: Table<'t, u64, &'static [u8]>,
+    usage: Table<'t, &'static str, u64>,
 }
 
 /// One transaction for the whole batch. The outer error fails the whole
@@ -287,6 +296,7 @@ fn apply_batch(
             messages: txn.open_table(MESSAGES)?,
             blobs: txn.open_table(BLOBS)?,
             queue: txn.open_table(QUEUE)?,
+            usage: txn.open_table(USAGE)?,
         };
         let now = now_secs();
         for req in batch {
@@ -323,8 +333,20 @@ fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
             kind: "mailbox",
             name: mailbox.clone(),
         };
-        if t.mailboxes.get(mailbox.as_str())?.is_none() {
-            return Err(not_found());
+        let record = match t.mailboxes.get(mailbox.as_str())? {
+            Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
+            None => return Err(not_found()),
+        };
+        // Quota (RFC 9208 STORAGE): the whole delivery is refused when one
+        // local mailbox cannot take it, so nothing is half delivered.
+        if let Some(quota) = record.quota_bytes {
+            let used = t.usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
+            if used.saturating_add(req.size) > quota {
+                return Err(StoreError::OverQuota {
+                    mailbox: mailbox.clone(),
+                    larger_than_quota: req.size > quota,
+                });
+            }
         }
         let folder = inbox(t, mailbox)?.ok_or_else(not_found)?;
         if folder.uidnext == u32::MAX {
@@ -347,6 +369,10 @@ fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> 
         })?;
         let uid = folder.uidnext;
         folder.uidnext += 1;
+        folder.highestmodseq += 1;
+        let modseq = folder.highestmodseq;
+        let used = t.usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
+        t.usage.insert(mailbox.as_str(), used.saturating_add(req.size))?;
         t.folders.insert(
             (mailbox.as_str(), INBOX),
             schema::encode(&folder)?.as_slice(),
@@ -357,6 +383,7 @@ fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> 
             size: req.size,
             internal_date: now,
             flags: Vec::new(),
+            modseq,
         };
         t.messages
             .insert((folder.id, uid), schema::encode(&meta)?.as_slice())?;

@@ -25,6 +25,13 @@ pub enum StoreError {
     /// A caller-supplied value is malformed.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// The mailbox's quota would be exceeded. `larger_than_quota`: the
+    /// message alone is larger than the whole quota (SMTP 552, not 452).
+    #[error("mailbox {mailbox} is over its quota")]
+    OverQuota {
+        mailbox: String,
+        larger_than_quota: bool,
+    },
     /// ENOSPC or EDQUOT on the data file system.
     #[error("no space left on the data file system")]
     NoSpace,
@@ -73,6 +80,13 @@ impl StoreError {
             StoreError::NotFound { kind, name } => StoreError::NotFound {
                 kind,
                 name: name.clone(),
+            },
+            StoreError::OverQuota {
+                mailbox,
+                larger_than_quota,
+            } => StoreError::OverQuota {
+                mailbox: mailbox.clone(),
+                larger_than_quota: *larger_than_quota,
             },
             StoreError::InUse { kind, name, by } => StoreError::InUse {
                 kind,

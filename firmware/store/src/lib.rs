@@ -20,6 +20,7 @@ mod deliver;
 mod error;
 mod folders;
 mod ids;
+mod mailstore;
 mod names;
 mod password;
 mod queue;
@@ -38,12 +39,17 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 pub use deliver::{CommitStats, Delivery};
 pub use error::StoreError;
 pub use ids::{Id, id_hex, parse_id_hex};
+pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
 pub use password::MAX_PASSWORD_LEN;
 pub use resolve::{Resolution, Resolved};
 pub use schema::{
     Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
 };
+
+/// Change notices buffered per listener; a session that falls behind gets
+/// `Lagged` and simply re-reads its folder.
+const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 
 /// The mail store. `Send + Sync`; share it as `Arc<Store>`.
 ///
@@ -59,6 +65,8 @@ pub struct Store {
     commit_tx: Mutex<Option<mpsc::Sender<deliver::Request>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<deliver::Stats>,
+    /// Tells sessions that a mailbox changed (its address), after commit.
+    changes: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Store {
@@ -87,6 +95,7 @@ impl Store {
         let (commit_tx, committer) =
             deliver::spawn_committer(Arc::clone(&db), msg_dir.clone(), Arc::clone(&stats))
                 .map_err(StoreError::Io)?;
+        mailstore::recount_usage(&db)?;
         tracing::info!(dir = %data_dir.display(), "store opened");
         Ok(Arc::new(Store {
             dir: data_dir.to_path_buf(),
@@ -97,6 +106,7 @@ impl Store {
             commit_tx: Mutex::new(Some(commit_tx)),
             committer: Mutex::new(Some(committer)),
             stats,
+            changes: tokio::sync::broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
         }))
     }
 

@@ -38,6 +38,8 @@ pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition:
 pub(crate) const BLOBS: TableDefinition<u64, u64> = TableDefinition::new("blobs");
 /// `queue`: queue id -> [`QueueEntry`].
 pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// `usage`: mailbox address -> bytes stored over all its folders (quota).
+pub(crate) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 /// `counters`: name -> value, see the `*_COUNTER` keys.
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -111,6 +113,10 @@ pub struct Folder {
     /// RFC 6154 attribute such as `"\\Sent"`.
     pub special_use: Option<String>,
     pub subscribed: bool,
+    /// Bumped by every change in the folder (RFC 7162 HIGHESTMODSEQ); a
+    /// session compares it to know whether to look for changes.
+    #[serde(default)]
+    pub highestmodseq: u64,
 }
 
 /// One message in a folder. The body is the blob `blob` (shared between the
@@ -123,6 +129,9 @@ pub struct MessageMeta {
     /// Unix seconds.
     pub internal_date: i64,
     pub flags: Vec<String>,
+    /// The folder's modseq when this message last changed.
+    #[serde(default)]
+    pub modseq: u64,
 }
 
 /// A message waiting to leave for external recipients.
@@ -189,6 +198,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(BLOBS)?;
         txn.open_table(QUEUE)?;
         txn.open_table(COUNTERS)?;
+        txn.open_table(USAGE)?;
     }
     txn.commit()?;
     Ok(())
