@@ -10,12 +10,14 @@ need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q 'pytest==8.3.4'
+python3 -c 'import ldap3' 2>/dev/null || python3 -m pip install -q 'ldap3==2.9.1'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

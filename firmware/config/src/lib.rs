@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod imap;
+mod ldap;
+mod pop3;
 mod validate;
 
+pub use imap::{EMBEDDED_IMAP_ADDR, EMBEDDED_IMAPS_ADDR, IMAP_IDLE_TIMEOUT_SECS_MIN, Imap};
+pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, Ldap};
+pub use pop3::{EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_IDLE_TIMEOUT_SECS_MIN, Pop3};
 pub use validate::ConfigError;
 
 /// Ports of the embedded default (see DESIGN.md "Services and ports").
@@ -30,6 +36,15 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub smtp: Smtp,
+    /// IMAP for the mailboxes' folders; no listener unless configured.
+    #[serde(default)]
+    pub imap: Imap,
+    /// The LDAP address books; no listener unless configured.
+    #[serde(default)]
+    pub ldap: Ldap,
+    /// POP3 for the mailboxes' INBOX; no listener unless configured.
+    #[serde(default)]
+    pub pop3: Pop3,
     #[serde(default)]
     pub log: Log,
 }
@@ -173,8 +188,28 @@ impl Config {
                 submissions: addr(EMBEDDED_SUBMISSIONS_ADDR),
                 ..Smtp::default()
             },
+            imap: Imap::embedded_default(),
+            ldap: Ldap::embedded_default(),
+            pop3: Pop3::embedded_default(),
             log: Log::default(),
         }
+    }
+
+    /// Every listener list of every service, with the key that holds it. A
+    /// new service adds its lists here, so the check that no address is
+    /// configured for two listeners covers it.
+    pub fn listeners(&self) -> Vec<(&'static str, &[SocketAddr])> {
+        vec![
+            ("smtp.mx", &self.smtp.mx),
+            ("smtp.submission", &self.smtp.submission),
+            ("smtp.submissions", &self.smtp.submissions),
+            ("imap.imap", &self.imap.imap),
+            ("imap.imaps", &self.imap.imaps),
+            ("ldap.ldap", &self.ldap.ldap),
+            ("ldap.ldaps", &self.ldap.ldaps),
+            ("pop3.pop3", &self.pop3.pop3),
+            ("pop3.pop3s", &self.pop3.pop3s),
+        ]
     }
 
     /// The configuration as TOML, for `mxrack config show`.

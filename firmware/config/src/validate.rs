@@ -83,12 +83,9 @@ impl Config {
                 "no SMTP listener is configured (smtp.mx, smtp.submission, smtp.submissions)",
             ));
         }
+        // Over every service's listeners, not only SMTP's.
         let mut seen = HashSet::new();
-        for (key, addrs) in [
-            ("smtp.mx", &s.mx),
-            ("smtp.submission", &s.submission),
-            ("smtp.submissions", &s.submissions),
-        ] {
+        for (key, addrs) in self.listeners() {
             for addr in addrs {
                 if !seen.insert(*addr) {
                     return Err(invalid(
@@ -164,6 +161,15 @@ impl Config {
         if s.shutdown_grace_secs > 600 {
             return Err(invalid("smtp.shutdown_grace_secs", "must be at most 600"));
         }
+        let smtp_addrs: Vec<_> =
+            s.mx.iter()
+                .chain(&s.submission)
+                .chain(&s.submissions)
+                .copied()
+                .collect();
+        self.ldap.validate(&smtp_addrs)?;
+        self.pop3.validate()?;
+        self.imap.validate()?;
         if tracing_filter_is_plausible(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

@@ -59,6 +59,11 @@ pub enum AdminRequest {
         address: String,
         on: bool,
     },
+    /// Sets (`Some`) or lifts (`None`) a storage quota; always reports usage.
+    MailboxQuota {
+        address: String,
+        set: Option<Option<u64>>,
+    },
     AliasAdd {
         address: String,
         targets: Vec<String>,
@@ -76,6 +81,11 @@ pub enum AdminRequest {
         address: String,
         folder: String,
         uid: u32,
+    },
+    /// The LDAP password of a mailbox (NAME with @) or an account.
+    LdapPasswd {
+        name: String,
+        password: String,
     },
 }
 
@@ -154,6 +164,19 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 if *on { "on" } else { "off" }
             );
         }
+        MailboxQuota { address, set } => {
+            if let Some(quota) = set {
+                store.mailbox_set_quota(address, *quota).map_err(e)?;
+            }
+            let quota = store.mailbox_get(address).map_err(e)?.quota_bytes;
+            let used = store.mailbox_usage(address).map_err(e)?;
+            out = format!(
+                "{address}\tused={used}\tquota={}\n",
+                quota
+                    .map(|q| q.to_string())
+                    .unwrap_or_else(|| "none".into())
+            );
+        }
         AliasAdd { address, targets } => {
             store.alias_add(address, targets).map_err(e)?;
             out = format!("alias {address} -> {}\n", targets.join(", "));
@@ -166,6 +189,10 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         AliasRemove { address } => {
             store.alias_remove(address).map_err(e)?;
             out = format!("alias {address} removed\n");
+        }
+        LdapPasswd { name, password } => {
+            store.ldap_set_password(name, password).map_err(e)?;
+            out = format!("LDAP password of {name} set\n");
         }
         QueueList => {
             for q in store.queue_list().map_err(e)? {
@@ -250,14 +277,22 @@ fn submit_to_socket(mut stream: UnixStream, request: &AdminRequest) -> Result<Ve
 
 /// Serves the admin socket until shutdown. The socket is created with mode
 /// 0600: only the appliance's own user administers it.
-pub async fn serve(store: Arc<Store>, mut shutdown: ShutdownSignal) -> std::io::Result<()> {
-    let path = socket_path(store.data_dir());
+pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves an admin socket bound by [`bind`] until shutdown.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    store: Arc<Store>,
+    mut shutdown: ShutdownSignal,
+) -> std::io::Result<()> {
+    let path = socket_path(store.data_dir());
     loop {
         let (stream, _) = tokio::select! {
             biased;

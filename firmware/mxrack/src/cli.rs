@@ -67,6 +67,21 @@ enum Command {
     /// Messages in a mailbox.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// LDAP address books.
+    #[command(subcommand)]
+    Ldap(LdapCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LdapCommand {
+    /// Set the LDAP password of a mailbox (NAME with @) or of an account,
+    /// used to bind as cn=NAME,ou=auth,BASE. It is separate from the mail
+    /// password. Read from --password or the first line of standard input.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +143,40 @@ enum MailboxCommand {
         #[arg(value_parser = ["on", "off"])]
         value: String,
     },
+    /// Show a mailbox's storage use and quota, or set the quota: a size in
+    /// bytes with an optional K, M or G suffix (powers of 1024), or `none`.
+    Quota {
+        address: String,
+        #[arg(value_parser = parse_quota)]
+        size: Option<QuotaArg>,
+    },
+}
+
+/// A quota given on the command line: a size, or `none` to lift it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaArg(Option<u64>);
+
+fn parse_quota(text: &str) -> Result<QuotaArg, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(QuotaArg(None));
+    }
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    n.checked_mul(mult)
+        .map(|b| QuotaArg(Some(b)))
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +302,10 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 address: address.clone(),
                 password: password_from(password.clone())?,
             },
+            MailboxCommand::Quota { address, size } => AdminRequest::MailboxQuota {
+                address: address.clone(),
+                set: size.map(|q| q.0),
+            },
             MailboxCommand::SetFullManagement { address, value } => {
                 AdminRequest::MailboxFullManagement {
                     address: address.clone(),
@@ -271,6 +324,10 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             },
         },
         Command::Queue(QueueCommand::List) => AdminRequest::QueueList,
+        Command::Ldap(LdapCommand::Passwd { name, password }) => AdminRequest::LdapPasswd {
+            name: name.clone(),
+            password: password_from(password.clone())?,
+        },
         Command::Message(c) => match c {
             MessageCommand::List { address, folder } => AdminRequest::MessageList {
                 address: address.clone(),

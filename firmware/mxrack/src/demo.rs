@@ -47,5 +47,11 @@ pub fn ensure(store: &Store) -> Result<String, String> {
         }
         Err(e) => return Err(e.to_string()),
     }
+    // RFC 5321 4.5.1: every domain has a postmaster.
+    let postmaster = format!("postmaster@{DEMO_DOMAIN}");
+    match store.alias_add(&postmaster, &[DEMO_MAILBOX.to_string()]) {
+        Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     Ok(password)
 }

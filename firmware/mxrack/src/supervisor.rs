@@ -22,7 +22,7 @@ const LISTENER_RESTART_DELAY_MS: u64 = 1_000;
 
 pub fn run(config: Config) -> Result<(), String> {
     init_logging(&config.log.level);
-    let data_dir = &config.appliance.data_dir;
+    let data_dir = &config.appliance.data_dir.clone();
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Store::open(data_dir)
@@ -55,6 +55,7 @@ pub fn run(config: Config) -> Result<(), String> {
     ));
     // Sessions still running after the grace period are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(admin::socket_path(data_dir));
     store.shutdown();
     result
 }
@@ -105,18 +106,46 @@ async fn serve_all(
             bind("smtp.submissions", &smtp.submissions).await?,
         ),
     ];
+    let imap = &config.imap;
+    let imap_listeners = [
+        (
+            mxrack_imap::Mode::Plain,
+            "imap.imap",
+            bind("imap.imap", &imap.imap).await?,
+        ),
+        (
+            mxrack_imap::Mode::Tls,
+            "imap.imaps",
+            bind("imap.imaps", &imap.imaps).await?,
+        ),
+    ];
+    let pop3 = &config.pop3;
+    let pop3_listeners = [
+        (
+            mxrack_pop3::Mode::Pop3,
+            "pop3.pop3",
+            bind("pop3.pop3", &pop3.pop3).await?,
+        ),
+        (
+            mxrack_pop3::Mode::Pop3s,
+            "pop3.pop3s",
+            bind("pop3.pop3s", &pop3.pop3s).await?,
+        ),
+    ];
     let svc = Arc::new(SmtpService {
         hostname: config.appliance.hostname.clone(),
         primary_domain: config.appliance.primary_domain.clone(),
         limits: smtp.clone(),
         store: store.clone(),
-        tls: Some(tls),
+        tls: Some(tls.clone()),
         auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
             smtp.auth_failures_max,
             Duration::from_secs(smtp.auth_failure_window_secs),
         )),
     });
     let sessions = Arc::new(Semaphore::new(smtp.max_connections));
+    // Every service's session cap, drained together at shutdown.
+    let mut drains: Vec<(Arc<Semaphore>, usize)> = vec![(sessions.clone(), smtp.max_connections)];
     let shutdown = Shutdown::new();
     let mut ready = Vec::new();
     for (mode, key, bound) in listeners {
@@ -134,13 +163,103 @@ async fn serve_all(
             });
         }
     }
+    let imap_svc = Arc::new(mxrack_imap::ImapService {
+        hostname: config.appliance.hostname.clone(),
+        limits: imap.clone(),
+        store: store.clone(),
+        tls: Some(tls.clone()),
+        auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
+            imap.auth_failures_max,
+            Duration::from_secs(imap.auth_failure_window_secs),
+        )),
+    });
+    let imap_sessions = Arc::new(Semaphore::new(imap.max_connections));
+    drains.push((imap_sessions.clone(), imap.max_connections));
+    for (mode, key, bound) in imap_listeners {
+        for (addr, listener) in bound {
+            ready.push(format!("{}={addr}", key.trim_start_matches("imap.")));
+            let (svc, sessions, signal) =
+                (imap_svc.clone(), imap_sessions.clone(), shutdown.signal());
+            spawn_supervised("imap", shutdown.signal(), move || {
+                mxrack_imap::serve(
+                    listener.clone(),
+                    mode,
+                    svc.clone(),
+                    sessions.clone(),
+                    signal.clone(),
+                )
+            });
+        }
+    }
+    let pop3_svc = Arc::new(mxrack_pop3::Pop3Service::new(
+        config.appliance.hostname.clone(),
+        pop3.clone(),
+        store.clone(),
+        Some(tls.clone()),
+    ));
+    let pop3_sessions = Arc::new(Semaphore::new(pop3.max_connections));
+    drains.push((pop3_sessions.clone(), pop3.max_connections));
+    for (mode, key, bound) in pop3_listeners {
+        for (addr, listener) in bound {
+            ready.push(format!("{}={addr}", key.trim_start_matches("pop3.")));
+            let (svc, sessions, signal) =
+                (pop3_svc.clone(), pop3_sessions.clone(), shutdown.signal());
+            spawn_supervised("pop3", shutdown.signal(), move || {
+                mxrack_pop3::serve(
+                    listener.clone(),
+                    mode,
+                    svc.clone(),
+                    sessions.clone(),
+                    signal.clone(),
+                )
+            });
+        }
+    }
+    // LDAP address books (issue 4): StartTLS on ldap.ldap, LDAPS on ldap.ldaps.
+    let ldap = &config.ldap;
+    let ldap_svc = Arc::new(mxrack_ldap::LdapService::new(
+        ldap.clone(),
+        &config.appliance.primary_domain,
+        store.clone(),
+        Some(tls.clone()),
+    ));
+    let ldap_sessions = Arc::new(Semaphore::new(ldap.max_connections));
+    drains.push((ldap_sessions.clone(), ldap.max_connections));
+    for (mode, key, addrs) in [
+        (mxrack_ldap::Mode::StartTls, "ldap.ldap", &ldap.ldap),
+        (mxrack_ldap::Mode::Ldaps, "ldap.ldaps", &ldap.ldaps),
+    ] {
+        for (addr, listener) in bind(key, addrs).await? {
+            ready.push(format!("{}={addr}", key.trim_start_matches("ldap.")));
+            let (svc, sessions, signal) =
+                (ldap_svc.clone(), ldap_sessions.clone(), shutdown.signal());
+            spawn_supervised("ldap", shutdown.signal(), move || {
+                mxrack_ldap::serve(
+                    listener.clone(),
+                    mode,
+                    svc.clone(),
+                    sessions.clone(),
+                    signal.clone(),
+                )
+            });
+        }
+    }
+    // The admin socket listens and the stop signals are caught before
+    // "ready" is printed: a CLI call or a SIGTERM right after it must work.
+    let admin_listener = admin::bind(store.data_dir()).map_err(|e| {
+        format!(
+            "cannot create the admin socket in {}: {e}",
+            store.data_dir().display()
+        )
+    })?;
     let admin_store = store.clone();
     let admin_signal = shutdown.signal();
     tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin_store, admin_signal).await {
+        if let Err(e) = admin::serve(admin_listener, admin_store, admin_signal).await {
             error!(error = %e, "admin socket failed; CLI changes need a restart");
         }
     });
+    let stop = stop_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mxrack ready: {}", ready.join(" "));
@@ -158,25 +277,63 @@ async fn serve_all(
              submit as the demo:   swaks --server {sub} --tls --auth-user {mailbox} --auth-password {password} --from {mailbox} --to {mailbox}",
             mailbox = mxrack_config::DEMO_MAILBOX,
         );
+        if let Some(addr) = imap.imap.first() {
+            let _ = writeln!(
+                stdout,
+                "read it over IMAP:    curl -k --ssl-reqd 'imap://{addr}/INBOX;UID=1' -u {mailbox}:{password}",
+                mailbox = mxrack_config::DEMO_MAILBOX,
+            );
+        }
+        if let Some(addr) = pop3.pop3.first() {
+            let _ = writeln!(
+                stdout,
+                "read it over POP3:    curl -k --ssl-reqd pop3://{addr}/1 -u {mailbox}:{password}",
+                mailbox = mxrack_config::DEMO_MAILBOX,
+            );
+        }
+        if let Some(addr) = ldap.ldap.first() {
+            let _ = writeln!(
+                stdout,
+                "LDAP address book:    mxrack ldap passwd {mailbox}   then   \
+                 LDAPTLS_REQCERT=never ldapsearch -H ldap://{addr} -ZZ -x -D cn={mailbox},ou=auth,{base} -W -b ou={mailbox},ou=ab,{base}",
+                mailbox = mxrack_config::DEMO_MAILBOX,
+                base = ldap_svc.base_dn(),
+            );
+        }
     }
     let _ = stdout.flush();
     info!("ready");
 
-    wait_for_stop_signal()
-        .await
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    wait_for_stop_signal(stop).await;
     info!("stopping: no new connections, open sessions get 421");
     shutdown.trigger();
     let grace = Duration::from_secs(smtp.shutdown_grace_secs);
-    let all = u32::try_from(smtp.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, sessions.acquire_many(all)).await {
-        Ok(_) => info!("all sessions ended"),
-        Err(_) => warn!(
+    if drain_sessions(&drains, grace).await {
+        info!("all sessions ended");
+    } else {
+        warn!(
             "sessions still open after {}s; closing them",
             grace.as_secs()
-        ),
+        );
     }
     Ok(())
+}
+
+/// Waits until every service's sessions have ended (each semaphore has all
+/// its permits back), for at most `grace` over all of them. False when
+/// sessions are still open at the deadline.
+async fn drain_sessions(drains: &[(Arc<Semaphore>, usize)], grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    for (sessions, max) in drains {
+        let all = u32::try_from(*max).unwrap_or(u32::MAX);
+        if tokio::time::timeout_at(deadline, sessions.acquire_many(all))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// Keeps one service task running: if it panics it is started again after
@@ -202,13 +359,21 @@ where
     });
 }
 
-async fn wait_for_stop_signal() -> std::io::Result<()> {
+/// SIGTERM and SIGINT handlers, installed (so the default "die" action is
+/// replaced) before the appliance reports ready.
+fn stop_signals() -> std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ))
+}
+
+async fn wait_for_stop_signal(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+) {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    Ok(())
 }

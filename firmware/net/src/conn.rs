@@ -28,6 +28,9 @@ pub struct Conn {
     /// Start of unconsumed bytes in `read_buf`.
     read_pos: usize,
     write_buf: Vec<u8>,
+    /// Dropping the rest of an over-long line; kept here, not in a local,
+    /// so `read_line` stays cancel-safe.
+    discarding: bool,
 }
 
 impl Conn {
@@ -37,27 +40,27 @@ impl Conn {
             read_buf: Vec::with_capacity(READ_CHUNK_BYTES),
             read_pos: 0,
             write_buf: Vec::with_capacity(1024),
+            discarding: false,
         }
     }
 
     /// Reads one line, returning it with its terminating `\n` (and `\r` if
     /// any). `max_bytes` counts the terminator.
     pub async fn read_line(&mut self, max_bytes: usize) -> Result<Vec<u8>, LineError> {
-        let mut discarding = false;
         loop {
             let pending = &self.read_buf[self.read_pos..];
             if let Some(i) = pending.iter().position(|&b| b == b'\n') {
                 let end = self.read_pos + i + 1;
                 let line = self.read_buf[self.read_pos..end].to_vec();
                 self.read_pos = end;
-                if discarding || line.len() > max_bytes {
+                if std::mem::take(&mut self.discarding) || line.len() > max_bytes {
                     return Err(LineError::TooLong);
                 }
                 return Ok(line);
             }
             if pending.len() >= max_bytes {
                 // Too long already: drop what we have and keep reading to the end of the line.
-                discarding = true;
+                self.discarding = true;
                 self.read_pos = self.read_buf.len();
             }
             self.fill().await?;
@@ -78,6 +81,9 @@ impl Conn {
         Ok(out)
     }
 
+    /// Reads more input. Cancel-safe (tokio's `read_buf` appends only what
+    /// was read), so a session may race a read against other events, as
+    /// IMAP IDLE does, without losing or corrupting input.
     async fn fill(&mut self) -> Result<(), LineError> {
         if self.read_pos == self.read_buf.len() {
             self.read_buf.clear();
@@ -86,17 +92,8 @@ impl Conn {
             self.read_buf.drain(..self.read_pos);
             self.read_pos = 0;
         }
-        let old = self.read_buf.len();
-        self.read_buf.resize(old + READ_CHUNK_BYTES, 0);
-        let n = self.stream.read(&mut self.read_buf[old..]).await;
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                self.read_buf.truncate(old);
-                return Err(LineError::Io(e));
-            }
-        };
-        self.read_buf.truncate(old + n);
+        self.read_buf.reserve(READ_CHUNK_BYTES);
+        let n = self.stream.read_buf(&mut self.read_buf).await?;
         if n == 0 {
             return Err(LineError::Eof);
         }
@@ -112,6 +109,12 @@ impl Conn {
     /// True when any unread byte is buffered.
     pub fn has_buffered_input(&self) -> bool {
         self.read_pos < self.read_buf.len()
+    }
+
+    /// Bytes queued for the peer and not yet flushed: a long response is
+    /// flushed in pieces so one FETCH 1:* does not buffer a whole mailbox.
+    pub fn buffered_output(&self) -> usize {
+        self.write_buf.len()
     }
 
     /// Queues bytes for the peer; nothing is sent before `flush`.

@@ -151,9 +151,11 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
         };
         match (key.to_ascii_uppercase().as_str(), value) {
             ("SIZE", Some(v)) => {
-                let n = v
-                    .parse::<u64>()
-                    .map_err(|_| ParseError::BadSyntax("SIZE must be a number"))?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ParseError::BadSyntax("SIZE must be a number"));
+                }
+                // A number too large for u64 is simply too large a message (552).
+                let n = v.parse::<u64>().unwrap_or(u64::MAX);
                 p.size = Some(n);
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => p.eight_bit = true,

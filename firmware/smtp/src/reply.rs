@@ -218,7 +218,9 @@ impl From<&StoreError> for Reply {
                 larger_than_quota: true,
                 ..
             } => Reply::new(552, "5.2.3", "Message exceeds the mailbox's quota"),
-            StoreError::OverQuota { .. } => Reply::new(452, "4.2.2", "Mailbox full, try again later"),
+            StoreError::OverQuota { .. } => {
+                Reply::new(452, "4.2.2", "Mailbox full, try again later")
+            }
             _ => Reply::temporary_failure(),
         }
     }

@@ -8,7 +8,7 @@ use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
 use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
-use mxrack_store::{Delivery, Resolution, Store, id_hex};
+use mxrack_store::{Delivery, Resolution, Store, StoreError, id_hex};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,8 @@ struct Transaction {
     params: MailParams,
     local: Vec<String>,
     remote: Vec<String>,
+    /// The addresses as the client gave them in RCPT (for the Received header).
+    given: Vec<String>,
     recipients: usize,
     commands: usize,
 }
@@ -359,6 +361,7 @@ impl Session {
             params,
             local: Vec::new(),
             remote: Vec::new(),
+            given: Vec::new(),
             recipients: 0,
             commands: 0,
         });
@@ -411,15 +414,32 @@ impl Session {
             // Invariant 2 (no open relay): other domains only for authenticated users.
             Ok(Resolution::NotHosted) if authenticated => {
                 if !tx.remote.contains(&to) {
-                    tx.remote.push(to);
+                    tx.remote.push(to.clone());
                 }
             }
             Ok(Resolution::NotHosted) => return Reply::relay_denied(),
+            // Valid SMTP syntax the store cannot hold as a mailbox name
+            // (quoted local part, address literal): a permanent answer,
+            // never a 4xx the sender would retry for days.
+            Err(StoreError::Invalid { .. }) => {
+                let domain = to.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                let hosted = self.svc.store.is_hosted_domain(domain).unwrap_or(false);
+                if hosted {
+                    return Reply::unknown_user();
+                }
+                if !authenticated {
+                    return Reply::relay_denied();
+                }
+                if !tx.remote.contains(&to) {
+                    tx.remote.push(to.clone());
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "recipient lookup failed");
                 return Reply::temporary_failure();
             }
         }
+        tx.given.push(to);
         tx.recipients += 1;
         Reply::recipient_ok()
     }
@@ -437,12 +457,10 @@ impl Session {
 
     fn trace_headers(&self, tx: &Transaction, id: &str) -> Vec<u8> {
         let helo = self.helo.as_deref().unwrap_or("unknown");
-        let for_clause = if tx.recipients == 1 {
-            tx.local
-                .first()
-                .or(tx.remote.first())
-                .map(|r| format!("\r\n\tfor <{r}>"))
-                .unwrap_or_default()
+        // "for" names the address the client gave, and only when there was
+        // one: with several, it would tell each recipient about the others.
+        let for_clause = if tx.given.len() == 1 {
+            format!("\r\n\tfor <{}>", tx.given[0])
         } else {
             String::new()
         };
@@ -580,18 +598,27 @@ impl Session {
             "PLAIN" => {
                 let response = match initial {
                     Some(r) => r,
-                    None => self.challenge(conn, "").await?,
+                    None => match self.challenge(conn, "").await {
+                        Ok(r) => r,
+                        Err(reply) => return reply,
+                    },
                 };
                 sasl::decode_base64(&response).and_then(|m| sasl::decode_plain(&m))
             }
             "LOGIN" => {
                 let user = match initial {
                     Some(r) => r,
-                    None => self.challenge(conn, "Username:").await?,
+                    None => match self.challenge(conn, "Username:").await {
+                        Ok(r) => r,
+                        Err(reply) => return reply,
+                    },
                 };
                 match sasl::decode_base64(&user) {
                     Ok(u) => {
-                        let pass = self.challenge(conn, "Password:").await?;
+                        let pass = match self.challenge(conn, "Password:").await {
+                            Ok(r) => r,
+                            Err(reply) => return reply,
+                        };
                         sasl::decode_base64(&pass).and_then(|p| {
                             match (String::from_utf8(u), String::from_utf8(p)) {
                                 (Ok(username), Ok(password)) if !username.is_empty() => {
@@ -635,18 +662,25 @@ impl Session {
         }
     }
 
-    /// Sends a 334 challenge and reads the client's answer line.
-    async fn challenge(&mut self, conn: &mut Conn, prompt: &str) -> Option<String> {
+    /// Sends a 334 challenge and reads the client's answer line. `Err(None)`:
+    /// the session ends; `Err(Some(reply))`: the exchange ends with that reply.
+    async fn challenge(&mut self, conn: &mut Conn, prompt: &str) -> Result<String, Option<Reply>> {
         self.send(
             conn,
             Reply::new(334, "", sasl::encode_base64(prompt.as_bytes())),
         );
-        conn.flush().await.ok()?;
+        conn.flush().await.map_err(|_| None)?;
         let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
-        let line = timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX))
-            .await
-            .ok()?
-            .ok()?;
-        String::from_utf8(trim_line_end(&line).to_vec()).ok()
+        match timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX)).await {
+            Ok(Ok(line)) => String::from_utf8(trim_line_end(&line).to_vec())
+                .map_err(|_| Some(Reply::new(501, "5.5.2", "Cannot decode AUTH response"))),
+            // RFC 4954 4: 500 5.5.6 for an authentication line that is too long.
+            Ok(Err(LineError::TooLong)) => Err(Some(Reply::new(
+                500,
+                "5.5.6",
+                "Authentication Exchange line is too long",
+            ))),
+            _ => Err(None),
+        }
     }
 }

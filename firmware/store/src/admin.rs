@@ -97,6 +97,7 @@ impl Store {
             let record = Account {
                 name: name.clone(),
                 created: now_secs(),
+                ldap_password_hash: None,
             };
             accounts.insert(name.as_str(), schema::encode(&record)?.as_slice())?;
         }
@@ -134,6 +135,7 @@ impl Store {
                 });
             }
             accounts.remove(name.as_str())?;
+            crate::ldap::remove_book(&txn, &name)?;
         }
         txn.commit()?;
         tracing::info!(account = %name, "account removed");
@@ -328,7 +330,9 @@ impl Store {
             {
                 return Err(not_found("mailbox", &address));
             }
-            txn.open_table(crate::schema::USAGE)?.remove(address.as_str())?;
+            txn.open_table(crate::schema::USAGE)?
+                .remove(address.as_str())?;
+            crate::ldap::remove_book(&txn, &address)?;
             let mut folders = txn.open_table(FOLDERS)?;
             let mut folder_ids = Vec::new();
             let mut folder_names = Vec::new();

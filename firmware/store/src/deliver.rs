@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use crate::blobs::{self, blob_path, remove_blob_file, sync_dir};
 use crate::ids::{id_hex, now_secs};
 use crate::schema::{
-    self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox, MessageMeta, QUEUE, QueueEntry,
-    USAGE,
+    self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox, MessageMeta, QUEUE,
+    QueueEntry, USAGE,
 };
 use crate::{Id, Store, StoreError};
 
@@ -340,7 +340,11 @@ fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
         // Quota (RFC 9208 STORAGE): the whole delivery is refused when one
         // local mailbox cannot take it, so nothing is half delivered.
         if let Some(quota) = record.quota_bytes {
-            let used = t.usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
+            let used = t
+                .usage
+                .get(mailbox.as_str())?
+                .map(|g| g.value())
+                .unwrap_or(0);
             if used.saturating_add(req.size) > quota {
                 return Err(StoreError::OverQuota {
                     mailbox: mailbox.clone(),
@@ -371,8 +375,13 @@ fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> 
         folder.uidnext += 1;
         folder.highestmodseq += 1;
         let modseq = folder.highestmodseq;
-        let used = t.usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
-        t.usage.insert(mailbox.as_str(), used.saturating_add(req.size))?;
+        let used = t
+            .usage
+            .get(mailbox.as_str())?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        t.usage
+            .insert(mailbox.as_str(), used.saturating_add(req.size))?;
         t.folders.insert(
             (mailbox.as_str(), INBOX),
             schema::encode(&folder)?.as_slice(),

@@ -20,6 +20,7 @@ mod deliver;
 mod error;
 mod folders;
 mod ids;
+mod ldap;
 mod mailstore;
 mod names;
 mod password;
@@ -39,6 +40,9 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 pub use deliver::{CommitStats, Delivery};
 pub use error::StoreError;
 pub use ids::{Id, id_hex, parse_id_hex};
+pub use ldap::{
+    LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
+};
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
 pub use password::MAX_PASSWORD_LEN;

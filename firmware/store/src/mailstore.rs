@@ -86,11 +86,18 @@ fn get_folder(
 }
 
 fn put_folder(folders: &mut FolderTable<'_>, f: &Folder) -> Result<(), StoreError> {
-    folders.insert((f.mailbox.as_str(), f.name.as_str()), schema::encode(f)?.as_slice())?;
+    folders.insert(
+        (f.mailbox.as_str(), f.name.as_str()),
+        schema::encode(f)?.as_slice(),
+    )?;
     Ok(())
 }
 
-fn adjust_usage(usage: &mut Table<'_, &'static str, u64>, mailbox: &str, delta: i64) -> Result<(), StoreError> {
+fn adjust_usage(
+    usage: &mut Table<'_, &'static str, u64>,
+    mailbox: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
     let used = usage.get(mailbox)?.map(|g| g.value()).unwrap_or(0);
     let new = if delta >= 0 {
         used.saturating_add(delta.unsigned_abs())
@@ -115,7 +122,10 @@ fn read_messages(
 
 fn new_uidvalidity(counters: &mut Table<'_, &'static str, u64>) -> Result<u32, StoreError> {
     let now = u64::try_from(now_secs()).unwrap_or(1);
-    let last = counters.get(UIDVALIDITY_COUNTER)?.map(|g| g.value()).unwrap_or(0);
+    let last = counters
+        .get(UIDVALIDITY_COUNTER)?
+        .map(|g| g.value())
+        .unwrap_or(0);
     let next = now.max(last + 1);
     counters.insert(UIDVALIDITY_COUNTER, next)?;
     u32::try_from(next).map_err(|_| StoreError::Invalid {
@@ -125,13 +135,21 @@ fn new_uidvalidity(counters: &mut Table<'_, &'static str, u64>) -> Result<u32, S
 }
 
 fn new_folder_id(counters: &mut Table<'_, &'static str, u64>) -> Result<u64, StoreError> {
-    let next = counters.get(FOLDER_ID_COUNTER)?.map(|g| g.value()).unwrap_or(0) + 1;
+    let next = counters
+        .get(FOLDER_ID_COUNTER)?
+        .map(|g| g.value())
+        .unwrap_or(0)
+        + 1;
     counters.insert(FOLDER_ID_COUNTER, next)?;
     Ok(next)
 }
 
 fn check_flags(flags: &[String]) -> Result<(), StoreError> {
-    if flags.len() > FLAGS_PER_MESSAGE_MAX || flags.iter().any(|f| f.is_empty() || f.len() > FLAG_BYTES_MAX) {
+    if flags.len() > FLAGS_PER_MESSAGE_MAX
+        || flags
+            .iter()
+            .any(|f| f.is_empty() || f.len() > FLAG_BYTES_MAX)
+    {
         return Err(StoreError::Invalid {
             what: "flags",
             why: format!("at most {FLAGS_PER_MESSAGE_MAX} flags of at most {FLAG_BYTES_MAX} bytes"),
@@ -235,7 +253,11 @@ impl Store {
             }
             let count = folders
                 .range((mailbox.as_str(), "")..)?
-                .take_while(|i| i.as_ref().map(|(k, _)| k.value().0 == mailbox).unwrap_or(false))
+                .take_while(|i| {
+                    i.as_ref()
+                        .map(|(k, _)| k.value().0 == mailbox)
+                        .unwrap_or(false)
+                })
                 .count();
             if count >= FOLDERS_PER_MAILBOX_MAX {
                 return Err(StoreError::Invalid {
@@ -321,7 +343,10 @@ impl Store {
             let mut folders = txn.open_table(FOLDERS)?;
             let source = get_folder(&folders, &mailbox, &from)?;
             if folders.get((mailbox.as_str(), to.as_str()))?.is_some() {
-                return Err(StoreError::Duplicate { kind: "folder", name: to });
+                return Err(StoreError::Duplicate {
+                    kind: "folder",
+                    name: to,
+                });
             }
             if to == INBOX || to.starts_with(&format!("{from}/")) {
                 return Err(StoreError::Invalid {
@@ -440,10 +465,13 @@ impl Store {
                 let mut folders = txn.open_table(FOLDERS)?;
                 let mut f = get_folder(&folders, &mailbox, &folder_name)?;
                 let uid = f.uidnext;
-                f.uidnext = f.uidnext.checked_add(1).ok_or_else(|| StoreError::Invalid {
-                    what: "folder",
-                    why: "every UID is used".into(),
-                })?;
+                f.uidnext = f
+                    .uidnext
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Invalid {
+                        what: "folder",
+                        why: "every UID is used".into(),
+                    })?;
                 f.highestmodseq += 1;
                 let meta = MessageMeta {
                     uid,
@@ -492,11 +520,19 @@ impl Store {
     pub fn mailbox_usage(&self, address: &str) -> Result<u64, StoreError> {
         let address = normalize_address(address)?;
         let txn = self.read_txn()?;
-        Ok(txn.open_table(USAGE)?.get(address.as_str())?.map(|g| g.value()).unwrap_or(0))
+        Ok(txn
+            .open_table(USAGE)?
+            .get(address.as_str())?
+            .map(|g| g.value())
+            .unwrap_or(0))
     }
 
     /// Sets (or with `None` lifts) a mailbox's storage quota.
-    pub fn mailbox_set_quota(&self, address: &str, quota_bytes: Option<u64>) -> Result<(), StoreError> {
+    pub fn mailbox_set_quota(
+        &self,
+        address: &str,
+        quota_bytes: Option<u64>,
+    ) -> Result<(), StoreError> {
         let address = normalize_address(address)?;
         let txn = self.write_txn()?;
         {
@@ -551,7 +587,12 @@ impl Store {
                         }
                         n
                     }
-                    FlagOp::Remove => m.flags.iter().filter(|x| !flags_contain(flags, x)).cloned().collect(),
+                    FlagOp::Remove => m
+                        .flags
+                        .iter()
+                        .filter(|x| !flags_contain(flags, x))
+                        .cloned()
+                        .collect(),
                 };
                 if new.len() > FLAGS_PER_MESSAGE_MAX {
                     return Err(StoreError::Invalid {
@@ -583,7 +624,12 @@ impl Store {
 
     /// Removes the messages flagged `\Deleted` (all, or only those among
     /// `only`). Returns the UIDs removed, ascending.
-    pub fn expunge(&self, mailbox: &str, folder: &str, only: Option<&[u32]>) -> Result<Vec<u32>, StoreError> {
+    pub fn expunge(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        only: Option<&[u32]>,
+    ) -> Result<Vec<u32>, StoreError> {
         self.remove_where(mailbox, folder, |m| {
             flags_contain(&m.flags, "\\Deleted") && only.is_none_or(|u| u.contains(&m.uid))
         })
@@ -591,7 +637,12 @@ impl Store {
 
     /// Removes the messages with these UIDs whatever their flags (POP3 DELE
     /// applied at QUIT). Returns the UIDs removed.
-    pub fn remove_messages(&self, mailbox: &str, folder: &str, uids: &[u32]) -> Result<Vec<u32>, StoreError> {
+    pub fn remove_messages(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[u32],
+    ) -> Result<Vec<u32>, StoreError> {
         self.remove_where(mailbox, folder, |m| uids.contains(&m.uid))
     }
 
@@ -678,10 +729,13 @@ impl Store {
                     continue;
                 };
                 let new_uid = dst.uidnext;
-                dst.uidnext = dst.uidnext.checked_add(1).ok_or_else(|| StoreError::Invalid {
-                    what: "folder",
-                    why: "every UID is used".into(),
-                })?;
+                dst.uidnext = dst
+                    .uidnext
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Invalid {
+                        what: "folder",
+                        why: "every UID is used".into(),
+                    })?;
                 let copy = MessageMeta {
                     uid: new_uid,
                     modseq: dst.highestmodseq,
@@ -750,7 +804,8 @@ mod tests {
         let s = Store::open(dir.path()).expect("open");
         s.account_add("a").expect("account");
         s.domain_add("example.net", "a").expect("domain");
-        s.mailbox_add("jo@example.net", "pw", false).expect("mailbox");
+        s.mailbox_add("jo@example.net", "pw", false)
+            .expect("mailbox");
         (dir, s)
     }
 
@@ -759,28 +814,41 @@ mod tests {
     #[test]
     fn append_flags_copy_move_expunge_keep_uids_and_usage_right() {
         let (_d, s) = store();
-        let (v1, u1) = s.append(MB, "INBOX", b"a\r\n", &["\\Seen".into()], Some(1000)).expect("append");
+        let (v1, u1) = s
+            .append(MB, "INBOX", b"a\r\n", &["\\Seen".into()], Some(1000))
+            .expect("append");
         let (_, u2) = s.append(MB, "inbox", b"bb\r\n", &[], None).expect("append");
         assert_eq!((u1, u2), (1, 2));
         assert_eq!(v1, s.folder_get(MB, "INBOX").expect("f").uidvalidity);
         assert_eq!(s.mailbox_usage(MB).expect("usage"), 7);
 
-        let changed = s.set_flags(MB, "INBOX", &[1, 2, 99], FlagOp::Add, &["\\deleted".into()]).expect("flags");
+        let changed = s
+            .set_flags(MB, "INBOX", &[1, 2, 99], FlagOp::Add, &["\\deleted".into()])
+            .expect("flags");
         assert_eq!(changed.len(), 2);
-        let again = s.set_flags(MB, "INBOX", &[1], FlagOp::Add, &["\\Deleted".into()]).expect("flags");
+        let again = s
+            .set_flags(MB, "INBOX", &[1], FlagOp::Add, &["\\Deleted".into()])
+            .expect("flags");
         assert!(again.is_empty(), "flags compare case-insensitively");
 
-        let (_, pairs) = s.copy_messages(MB, "INBOX", &[1, 2], "Trash", false).expect("copy");
+        let (_, pairs) = s
+            .copy_messages(MB, "INBOX", &[1, 2], "Trash", false)
+            .expect("copy");
         assert_eq!(pairs, vec![(1, 1), (2, 2)]);
         assert_eq!(s.mailbox_usage(MB).expect("usage"), 14);
-        assert_eq!(s.expunge(MB, "INBOX", Some(&[2])).expect("expunge"), vec![2]);
+        assert_eq!(
+            s.expunge(MB, "INBOX", Some(&[2])).expect("expunge"),
+            vec![2]
+        );
         assert_eq!(s.expunge(MB, "INBOX", None).expect("expunge"), vec![1]);
         assert_eq!(s.mailbox_usage(MB).expect("usage"), 7);
         // The bodies are still there for the copies in Trash.
         let trash = s.folder_snapshot(MB, "Trash").expect("snapshot");
         assert_eq!(s.read_blob(trash.messages[0].blob).expect("blob"), b"a\r\n");
 
-        let (_, moved) = s.copy_messages(MB, "Trash", &[2], "Junk", true).expect("move");
+        let (_, moved) = s
+            .copy_messages(MB, "Trash", &[2], "Junk", true)
+            .expect("move");
         assert_eq!(moved, vec![(2, 1)]);
         assert_eq!(s.folder_snapshot(MB, "Trash").expect("t").messages.len(), 1);
         assert_eq!(s.mailbox_usage(MB).expect("usage"), 7);
@@ -794,10 +862,19 @@ mod tests {
         let (_d, s) = store();
         s.folder_create(MB, "Work").expect("create");
         s.folder_create(MB, "Work/2026").expect("create child");
-        assert!(matches!(s.folder_create(MB, "work/../x"), Ok(_)));
-        assert!(matches!(s.folder_create(MB, "Work"), Err(StoreError::Duplicate { .. })));
-        assert!(matches!(s.folder_create(MB, "bad//name"), Err(StoreError::Invalid { .. })));
-        assert!(matches!(s.folder_delete(MB, "Work"), Err(StoreError::InUse { .. })));
+        assert!(s.folder_create(MB, "work/../x").is_ok());
+        assert!(matches!(
+            s.folder_create(MB, "Work"),
+            Err(StoreError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            s.folder_create(MB, "bad//name"),
+            Err(StoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            s.folder_delete(MB, "Work"),
+            Err(StoreError::InUse { .. })
+        ));
         s.folder_rename(MB, "Work", "Jobs").expect("rename");
         assert!(s.folder_get(MB, "Jobs/2026").is_ok());
         assert!(s.folder_get(MB, "Work/2026").is_err());
@@ -805,8 +882,16 @@ mod tests {
         s.append(MB, "INBOX", b"x\r\n", &[], None).expect("append");
         s.folder_rename(MB, "INBOX", "Old").expect("rename inbox");
         assert_eq!(s.folder_snapshot(MB, "Old").expect("old").messages.len(), 1);
-        assert!(s.folder_snapshot(MB, "INBOX").expect("inbox").messages.is_empty());
-        assert!(matches!(s.folder_delete(MB, "INBOX"), Err(StoreError::Invalid { .. })));
+        assert!(
+            s.folder_snapshot(MB, "INBOX")
+                .expect("inbox")
+                .messages
+                .is_empty()
+        );
+        assert!(matches!(
+            s.folder_delete(MB, "INBOX"),
+            Err(StoreError::Invalid { .. })
+        ));
         s.folder_delete(MB, "Old").expect("delete");
         assert_eq!(s.mailbox_usage(MB).expect("usage"), 0);
     }
@@ -817,11 +902,15 @@ mod tests {
         s.mailbox_set_quota(MB, Some(10)).expect("quota");
         s.append(MB, "INBOX", b"12345678", &[], None).expect("fits");
         match s.append(MB, "INBOX", b"12345", &[], None) {
-            Err(StoreError::OverQuota { larger_than_quota, .. }) => assert!(!larger_than_quota),
+            Err(StoreError::OverQuota {
+                larger_than_quota, ..
+            }) => assert!(!larger_than_quota),
             other => panic!("{other:?}"),
         }
         match s.append(MB, "INBOX", &[b'x'; 11], &[], None) {
-            Err(StoreError::OverQuota { larger_than_quota, .. }) => assert!(larger_than_quota),
+            Err(StoreError::OverQuota {
+                larger_than_quota, ..
+            }) => assert!(larger_than_quota),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -829,7 +918,8 @@ mod tests {
             Err(StoreError::OverQuota { .. })
         ));
         // A move does not add usage.
-        s.copy_messages(MB, "INBOX", &[1], "Trash", true).expect("move fits");
+        s.copy_messages(MB, "INBOX", &[1], "Trash", true)
+            .expect("move fits");
     }
 
     #[tokio::test]

@@ -67,6 +67,9 @@ pub struct Account {
     pub name: String,
     /// Unix seconds.
     pub created: i64,
+    /// Password for LDAP binds as the account (writes the account book).
+    #[serde(default)]
+    pub ldap_password_hash: Option<String>,
 }
 
 /// A hosted domain and the account that owns it.

@@ -1,0 +1,394 @@
+//! FETCH data from a message: ENVELOPE, BODYSTRUCTURE and BODY[section]
+//! (RFC 3501 6.4.5 and 7.4.2), computed from the stored bytes with
+//! mail-parser. Pure: bytes in, response bytes out.
+//!
+//! mail-parser gives each (nested) `Message` its own `raw_message`, and the
+//! offsets of that message's parts index into it; the code below always
+//! pairs a message with its own raw bytes.
+
+use crate::parser::{Section, SectionText};
+use crate::response::{nstring, string};
+use base64::Engine;
+use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
+
+/// Deepest MIME nesting rendered in BODYSTRUCTURE.
+const MIME_DEPTH_MAX: usize = 32;
+
+pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    mail_parser::MessageParser::default().parse(raw)
+}
+
+fn raw_of<'m>(msg: &'m Message<'_>) -> &'m [u8] {
+    msg.raw_message.as_ref()
+}
+
+fn slice(raw: &[u8], start: u32, end: u32) -> &[u8] {
+    let (s, e) = (start as usize, (end as usize).min(raw.len()));
+    if s <= e { &raw[s..e] } else { &[] }
+}
+
+/// Unfolds a raw header value and trims it (RFC 5322 2.2.3).
+fn unfold(value: &str) -> String {
+    value
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_string()
+}
+
+/// RFC 2047 encoded-word for a non-ASCII display name.
+fn encode_word(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    format!(
+        "=?UTF-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    )
+}
+
+fn raw_header(msg: &Message<'_>, name: &str) -> Option<String> {
+    msg.header_raw(name).map(unfold)
+}
+
+fn address_list(out: &mut Vec<u8>, addr: Option<&Address<'_>>) {
+    let Some(addr) = addr else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    let mut items: Vec<u8> = Vec::new();
+    let one = |items: &mut Vec<u8>, name: Option<&str>, email: Option<&str>| {
+        let email = email.unwrap_or("");
+        let (mbox, host) = match email.rsplit_once('@') {
+            Some((m, h)) => (m, Some(h)),
+            None => (email, None),
+        };
+        items.push(b'(');
+        nstring(items, name.map(encode_word).as_deref().map(str::as_bytes));
+        items.extend_from_slice(b" NIL ");
+        string(items, mbox.as_bytes());
+        items.push(b' ');
+        nstring(items, host.map(str::as_bytes));
+        items.push(b')');
+    };
+    match addr {
+        Address::List(list) => {
+            for a in list {
+                one(&mut items, a.name.as_deref(), a.address.as_deref());
+            }
+        }
+        Address::Group(groups) => {
+            for g in groups {
+                if let Some(name) = &g.name {
+                    // Group start: (NIL NIL "name" NIL), end: (NIL NIL NIL NIL).
+                    items.extend_from_slice(b"(NIL NIL ");
+                    string(&mut items, encode_word(name).as_bytes());
+                    items.extend_from_slice(b" NIL)");
+                }
+                for a in &g.addresses {
+                    one(&mut items, a.name.as_deref(), a.address.as_deref());
+                }
+                if g.name.is_some() {
+                    items.extend_from_slice(b"(NIL NIL NIL NIL)");
+                }
+            }
+        }
+    }
+    if items.is_empty() {
+        out.extend_from_slice(b"NIL");
+    } else {
+        out.push(b'(');
+        out.extend_from_slice(&items);
+        out.push(b')');
+    }
+}
+
+pub fn envelope(out: &mut Vec<u8>, msg: &Message<'_>) {
+    out.push(b'(');
+    let text = |out: &mut Vec<u8>, name: &str| {
+        nstring(out, raw_header(msg, name).as_deref().map(str::as_bytes))
+    };
+    text(out, "Date");
+    out.push(b' ');
+    text(out, "Subject");
+    out.push(b' ');
+    let from = msg.from();
+    address_list(out, from);
+    out.push(b' ');
+    address_list(out, msg.sender().or(from));
+    out.push(b' ');
+    address_list(out, msg.reply_to().or(from));
+    out.push(b' ');
+    address_list(out, msg.to());
+    out.push(b' ');
+    address_list(out, msg.cc());
+    out.push(b' ');
+    address_list(out, msg.bcc());
+    out.push(b' ');
+    text(out, "In-Reply-To");
+    out.push(b' ');
+    text(out, "Message-ID");
+    out.push(b')');
+}
+
+fn params(
+    out: &mut Vec<u8>,
+    attrs: Option<&Vec<mail_parser::Attribute<'_>>>,
+    default: &[(&str, &str)],
+) {
+    let mut pairs: Vec<(String, String)> = attrs
+        .map(|a| {
+            a.iter()
+                .map(|x| (x.name.to_string(), x.value.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        pairs = default
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+    if pairs.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        string(out, k.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        string(out, encode_word(v).as_bytes());
+    }
+    out.push(b')');
+}
+
+fn disposition_language_location(out: &mut Vec<u8>, part: &MessagePart<'_>) {
+    match part.content_disposition() {
+        Some(d) => {
+            out.push(b'(');
+            string(out, d.c_type.to_ascii_uppercase().as_bytes());
+            out.push(b' ');
+            params(out, d.attributes.as_ref(), &[]);
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    match part.content_language() {
+        HeaderValue::Text(t) => {
+            out.push(b'(');
+            string(out, t.as_bytes());
+            out.push(b')');
+        }
+        HeaderValue::TextList(list) if !list.is_empty() => {
+            out.push(b'(');
+            for (i, t) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                string(out, t.as_bytes());
+            }
+            out.push(b')');
+        }
+        _ => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    nstring(out, part.content_location().map(str::as_bytes));
+}
+
+/// BODYSTRUCTURE (extensible) or BODY (not) of a message.
+pub fn bodystructure(out: &mut Vec<u8>, msg: &Message<'_>, extensible: bool) {
+    part_structure(out, msg, 0, extensible, 0);
+}
+
+fn part_structure(out: &mut Vec<u8>, msg: &Message<'_>, index: usize, ext: bool, depth: usize) {
+    let Some(part) = msg.parts.get(index) else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    let raw = raw_of(msg);
+    let ct = part.content_type();
+    if let (PartType::Multipart(children), true) = (&part.body, depth < MIME_DEPTH_MAX) {
+        out.push(b'(');
+        for &child in children {
+            part_structure(out, msg, child as usize, ext, depth + 1);
+        }
+        if children.is_empty() {
+            // RFC 3501 requires at least one part; an empty multipart shows as empty text.
+            out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
+        }
+        out.push(b' ');
+        let subtype = ct.and_then(|c| c.c_subtype.as_deref()).unwrap_or("MIXED");
+        string(out, subtype.to_ascii_uppercase().as_bytes());
+        if ext {
+            out.push(b' ');
+            params(out, ct.and_then(|c| c.attributes.as_ref()), &[]);
+            out.push(b' ');
+            disposition_language_location(out, part);
+        }
+        out.push(b')');
+        return;
+    }
+    let (ctype, subtype) = match ct {
+        Some(c) => (
+            c.c_type.to_ascii_uppercase(),
+            c.c_subtype
+                .as_deref()
+                .unwrap_or(if c.c_type.eq_ignore_ascii_case("text") {
+                    "PLAIN"
+                } else {
+                    "OCTET-STREAM"
+                })
+                .to_ascii_uppercase(),
+        ),
+        None => ("TEXT".to_string(), "PLAIN".to_string()),
+    };
+    let body = slice(raw, part.offset_body, part.offset_end);
+    out.push(b'(');
+    string(out, ctype.as_bytes());
+    out.push(b' ');
+    string(out, subtype.as_bytes());
+    out.push(b' ');
+    let default_charset: &[(&str, &str)] = if ctype == "TEXT" {
+        &[("CHARSET", "us-ascii")]
+    } else {
+        &[]
+    };
+    params(out, ct.and_then(|c| c.attributes.as_ref()), default_charset);
+    out.push(b' ');
+    nstring(
+        out,
+        part.content_id()
+            .map(|s| s.to_string())
+            .map(|s| format!("<{s}>"))
+            .as_deref()
+            .map(str::as_bytes),
+    );
+    out.push(b' ');
+    nstring(out, part.content_description().map(str::as_bytes));
+    out.push(b' ');
+    let encoding = part
+        .content_transfer_encoding()
+        .unwrap_or("7BIT")
+        .to_ascii_uppercase();
+    string(out, encoding.as_bytes());
+    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
+    let lines = body.iter().filter(|&&b| b == b'\n').count()
+        + usize::from(!body.is_empty() && !body.ends_with(b"\n"));
+    if ctype == "MESSAGE" && (subtype == "RFC822" || subtype == "GLOBAL") {
+        if let PartType::Message(inner) = &part.body {
+            out.push(b' ');
+            envelope(out, inner);
+            out.push(b' ');
+            part_structure(out, inner, 0, ext, depth + 1);
+        } else {
+            out.extend_from_slice(b" NIL NIL");
+        }
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    } else if ctype == "TEXT" {
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    }
+    if ext {
+        out.extend_from_slice(b" NIL ");
+        disposition_language_location(out, part);
+    }
+    out.push(b')');
+}
+
+/// The bytes of `BODY[section]`, or `None` when the section does not exist
+/// (the client gets an empty string, as RFC 3501 6.4.5 allows).
+pub fn section_bytes(raw: &[u8], msg: &Message<'_>, section: &Section) -> Option<Vec<u8>> {
+    // Walk the part path; `cur` is a message (with its own raw bytes) and a part index in it.
+    let mut cur_msg: &Message<'_> = msg;
+    let mut cur_raw: &[u8] = raw;
+    let mut cur_part: Option<usize> = None; // None: the message itself
+    for &n in &section.part {
+        let n = n as usize;
+        // Descending from a part that is a message/rfc822 enters that message.
+        if let Some(pi) = cur_part {
+            let part = cur_msg.parts.get(pi)?;
+            match &part.body {
+                PartType::Message(inner) => {
+                    cur_msg = inner;
+                    cur_raw = raw_of(inner);
+                    cur_part = None;
+                }
+                PartType::Multipart(_) => {}
+                _ => return None,
+            }
+        }
+        let container = cur_part.unwrap_or(0);
+        let part = cur_msg.parts.get(container)?;
+        cur_part = match &part.body {
+            PartType::Multipart(children) => Some(*children.get(n.checked_sub(1)?)? as usize),
+            // A non-multipart message has exactly one part: its body (RFC 3501 6.4.5).
+            _ if n == 1 && cur_part.is_none() => Some(0),
+            _ => return None,
+        };
+    }
+    let header_block = |m: &Message<'_>, r: &[u8]| -> Vec<u8> {
+        let root = &m.parts[0];
+        slice(r, root.offset_header, root.offset_body).to_vec()
+    };
+    match (&section.text, cur_part) {
+        (None, None) => Some(cur_raw.to_vec()),
+        (None, Some(pi)) => {
+            let p = cur_msg.parts.get(pi)?;
+            Some(slice(cur_raw, p.offset_body, p.offset_end).to_vec())
+        }
+        (Some(SectionText::Mime), Some(pi)) => {
+            let p = cur_msg.parts.get(pi)?;
+            Some(slice(cur_raw, p.offset_header, p.offset_body).to_vec())
+        }
+        (Some(text), pi) => {
+            // HEADER, HEADER.FIELDS, TEXT of a message: the top one, or an
+            // encapsulated message/rfc822 part.
+            let (m, r): (&Message<'_>, &[u8]) = match pi {
+                None => (cur_msg, cur_raw),
+                Some(pi) => match &cur_msg.parts.get(pi)?.body {
+                    PartType::Message(inner) => (inner, raw_of(inner)),
+                    _ if pi == 0 && section.part.len() == 1 => (cur_msg, cur_raw),
+                    _ => return None,
+                },
+            };
+            let root = m.parts.first()?;
+            match text {
+                SectionText::Header => Some(header_block(m, r)),
+                SectionText::Text => Some(slice(r, root.offset_body, root.offset_end).to_vec()),
+                SectionText::HeaderFields { not, fields } => {
+                    Some(header_fields(&header_block(m, r), fields, *not))
+                }
+                SectionText::Mime => None,
+            }
+        }
+    }
+}
+
+/// The header lines (with their continuations) whose names are (or with
+/// `not`, are not) in `fields`, then the blank line.
+pub fn header_fields(header: &[u8], fields: &[String], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+            let name = String::from_utf8_lossy(name);
+            let listed = fields.iter().any(|f| f.eq_ignore_ascii_case(name.trim()));
+            keep = listed != not;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests;

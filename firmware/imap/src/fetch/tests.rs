@@ -1,0 +1,114 @@
+use super::*;
+
+const SIMPLE: &[u8] = b"From: Jo Smith <jo@example.net>\r\nTo: a@example.org, \"B, Second\" <b@example.org>\r\nSubject: Hello\r\n there\r\nDate: Mon, 8 Jan 2007 17:46:00 +0000\r\nMessage-ID: <1@example.net>\r\n\r\nline one\r\nline two\r\n";
+
+const MULTI: &[u8] = b"From: a@example.net\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nfirst part\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nFrom: inner@example.net\r\nSubject: inner\r\n\r\ninner body\r\n--XX\r\nContent-Type: application/pdf; name=\"x.pdf\"\r\nContent-Disposition: attachment; filename=\"x.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--XX--\r\n";
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8(b).expect("utf8")
+}
+
+#[test]
+fn envelope_of_a_simple_message() {
+    let m = parse(SIMPLE).expect("parse");
+    let mut out = Vec::new();
+    envelope(&mut out, &m);
+    assert_eq!(
+        text(out),
+        "(\"Mon, 8 Jan 2007 17:46:00 +0000\" \"Hello there\" ((\"Jo Smith\" NIL \"jo\" \"example.net\")) ((\"Jo Smith\" NIL \"jo\" \"example.net\")) ((\"Jo Smith\" NIL \"jo\" \"example.net\")) ((NIL NIL \"a\" \"example.org\")(\"B, Second\" NIL \"b\" \"example.org\")) NIL NIL NIL \"<1@example.net>\")"
+    );
+}
+
+#[test]
+fn bodystructure_of_a_simple_message() {
+    let m = parse(SIMPLE).expect("parse");
+    let mut out = Vec::new();
+    bodystructure(&mut out, &m, false);
+    assert_eq!(
+        text(out),
+        "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 20 2)"
+    );
+}
+
+#[test]
+fn bodystructure_of_a_multipart_with_a_nested_message() {
+    let m = parse(MULTI).expect("parse");
+    let mut out = Vec::new();
+    bodystructure(&mut out, &m, true);
+    let s = text(out);
+    assert!(
+        s.starts_with(
+            "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 10 1 NIL NIL NIL NIL)"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains("(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" "),
+        "{s}"
+    );
+    assert!(s.contains("\"inner\""), "{s}");
+    assert!(s.contains("(\"APPLICATION\" \"PDF\" (\"NAME\" \"x.pdf\") NIL NIL \"BASE64\" 4 NIL (\"ATTACHMENT\" (\"FILENAME\" \"x.pdf\")) NIL NIL)"), "{s}");
+    assert!(
+        s.ends_with(" \"MIXED\" (\"BOUNDARY\" \"XX\") NIL NIL NIL)"),
+        "{s}"
+    );
+}
+
+#[test]
+fn sections() {
+    let m = parse(MULTI).expect("parse");
+    let sec = |part: Vec<u32>, t: Option<SectionText>| {
+        section_bytes(MULTI, &m, &Section { part, text: t }).map(text)
+    };
+    assert_eq!(sec(vec![1], None).as_deref(), Some("first part"));
+    assert_eq!(
+        sec(vec![1], Some(SectionText::Mime)).as_deref(),
+        Some("Content-Type: text/plain; charset=utf-8\r\n\r\n")
+    );
+    assert_eq!(sec(vec![2, 1], None).as_deref(), Some("inner body"));
+    assert_eq!(
+        sec(vec![2], Some(SectionText::Header)).as_deref(),
+        Some("From: inner@example.net\r\nSubject: inner\r\n\r\n")
+    );
+    assert_eq!(sec(vec![3], None).as_deref(), Some("QUJD"));
+    assert_eq!(sec(vec![4], None), None);
+    assert_eq!(
+        sec(vec![], None).as_deref().map(str::len),
+        Some(MULTI.len())
+    );
+    assert!(
+        sec(vec![], Some(SectionText::Text))
+            .expect("text")
+            .starts_with("preamble")
+    );
+
+    let s = parse(SIMPLE).expect("parse");
+    let h = section_bytes(
+        SIMPLE,
+        &s,
+        &Section {
+            part: vec![],
+            text: Some(SectionText::HeaderFields {
+                not: false,
+                fields: vec!["subject".into(), "To".into()],
+            }),
+        },
+    );
+    assert_eq!(
+        text(h.expect("fields")),
+        "To: a@example.org, \"B, Second\" <b@example.org>\r\nSubject: Hello\r\n there\r\n\r\n"
+    );
+    assert_eq!(
+        section_bytes(
+            SIMPLE,
+            &s,
+            &Section {
+                part: vec![1],
+                text: None
+            }
+        )
+        .map(text)
+        .as_deref(),
+        Some("line one\r\nline two\r\n")
+    );
+}

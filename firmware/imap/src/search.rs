@@ -1,0 +1,210 @@
+//! SEARCH evaluation (RFC 3501 6.4.4) over one message: metadata first, the
+//! parsed message only when a key needs it. Pure.
+
+use crate::parser::SearchKey;
+use mail_parser::Message;
+use mxrack_store::MessageMeta;
+
+/// What a key needs to look at, so the caller parses messages only when a
+/// key asks for headers or bodies.
+pub fn needs_content(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.iter().any(needs_content),
+        SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
+        SearchKey::Not(k) => needs_content(k),
+        SearchKey::Header(..)
+        | SearchKey::Body(_)
+        | SearchKey::Text(_)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_) => true,
+        _ => false,
+    }
+}
+
+/// One message as SEARCH sees it.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub max_seq: u32,
+    pub max_uid: u32,
+    pub meta: &'a MessageMeta,
+    pub raw: Option<&'a [u8]>,
+    pub parsed: Option<&'a Message<'a>>,
+}
+
+fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
+    meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn days(unix: i64) -> i64 {
+    unix.div_euclid(86_400)
+}
+
+fn sent_days(c: &Candidate<'_>) -> Option<i64> {
+    c.parsed?.date().map(|d| days(d.to_timestamp()))
+}
+
+fn body_text<'x>(m: &'x Message<'x>) -> String {
+    let mut out = String::new();
+    for i in 0..m.text_body.len().max(m.html_body.len()) {
+        if let Some(t) = m.body_text(i) {
+            out.push_str(&t);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {
+    let m = c.meta;
+    match key {
+        SearchKey::All => true,
+        SearchKey::And(keys) => keys.iter().all(|k| matches(k, c)),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::Sequence(set) => set.contains(c.seq, c.max_seq),
+        SearchKey::Uid(set) => set.contains(m.uid, c.max_uid),
+        SearchKey::Flag(f) => has_flag(m, f),
+        SearchKey::Unflag(f) => !has_flag(m, f),
+        // No message is \Recent in this server (IMAP4rev2 drops \Recent).
+        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::Old => true,
+        SearchKey::Larger(n) => m.size > *n,
+        SearchKey::Smaller(n) => m.size < *n,
+        SearchKey::Before(d) => days(m.internal_date) < *d,
+        SearchKey::On(d) => days(m.internal_date) == *d,
+        SearchKey::Since(d) => days(m.internal_date) >= *d,
+        SearchKey::SentBefore(d) => sent_days(c).is_some_and(|s| s < *d),
+        SearchKey::SentOn(d) => sent_days(c).is_some_and(|s| s == *d),
+        SearchKey::SentSince(d) => sent_days(c).is_some_and(|s| s >= *d),
+        SearchKey::ModSeq(n) => m.modseq >= *n,
+        SearchKey::Header(name, value) => c.parsed.is_some_and(|p| {
+            // Decoded values where mail-parser has them, raw text otherwise.
+            let raw = p.header_raw(name.as_str()).map(str::to_string);
+            let decoded = p
+                .header(name.as_str())
+                .and_then(|v| v.as_text())
+                .map(str::to_string);
+            let address = address_text(p, name);
+            [raw, decoded, address]
+                .iter()
+                .flatten()
+                .any(|h| contains_ci(h, value))
+        }),
+        SearchKey::Body(text) => c.parsed.is_some_and(|p| contains_ci(&body_text(p), text)),
+        SearchKey::Text(text) => {
+            let header = c.raw.map(|r| {
+                let end = r
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .unwrap_or(r.len());
+                String::from_utf8_lossy(&r[..end]).into_owned()
+            });
+            header.is_some_and(|h| contains_ci(&h, text))
+                || c.parsed.is_some_and(|p| contains_ci(&body_text(p), text))
+        }
+    }
+}
+
+/// Address headers as "Name <addr>, ..." so FROM "Jo" and FROM "jo@x" both match.
+fn address_text(p: &Message<'_>, name: &str) -> Option<String> {
+    let addr = match name.to_ascii_lowercase().as_str() {
+        "from" => p.from(),
+        "to" => p.to(),
+        "cc" => p.cc(),
+        "bcc" => p.bcc(),
+        _ => None,
+    }?;
+    let mut out = String::new();
+    for a in addr.iter() {
+        if let Some(n) = &a.name {
+            out.push_str(n);
+            out.push(' ');
+        }
+        if let Some(e) = &a.address {
+            out.push_str(e);
+        }
+        out.push_str(", ");
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{Command, parse_request};
+
+    fn key(s: &str) -> SearchKey {
+        match parse_request(format!("a SEARCH {s}\r\n").as_bytes())
+            .expect("parse")
+            .command
+        {
+            Command::Search { criteria, .. } => criteria,
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn keys_match_metadata_and_content() {
+        let raw: &[u8] = b"From: Jo Smith <jo@example.net>\r\nSubject: Quarterly report\r\nDate: Mon, 8 Jan 2007 17:46:00 +0000\r\n\r\nThe numbers are in.\r\n";
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("parse");
+        let meta = MessageMeta {
+            uid: 7,
+            blob: 1,
+            size: raw.len() as u64,
+            internal_date: 1_168_278_360,
+            flags: vec!["\\Seen".into()],
+            modseq: 3,
+        };
+        let c = Candidate {
+            seq: 2,
+            max_seq: 5,
+            max_uid: 9,
+            meta: &meta,
+            raw: Some(raw),
+            parsed: Some(&parsed),
+        };
+        let table = [
+            ("ALL", true),
+            ("SEEN", true),
+            ("UNSEEN", false),
+            ("FROM jo", true),
+            ("FROM \"Jo Smith\"", true),
+            ("FROM nobody", false),
+            ("SUBJECT quarterly", true),
+            ("BODY numbers", true),
+            ("BODY missing", false),
+            ("TEXT report", true),
+            ("HEADER Subject \"\"", true),
+            ("HEADER X-None \"\"", false),
+            ("SENTON 8-Jan-2007", true),
+            ("SENTBEFORE 8-Jan-2007", false),
+            ("ON 8-Jan-2007", true),
+            ("SINCE 9-Jan-2007", false),
+            ("UID 7", true),
+            ("UID 8:*", false),
+            ("2", true),
+            ("3:*", false),
+            ("OR UNSEEN FROM jo", true),
+            ("NOT SEEN", false),
+            ("LARGER 10 SMALLER 100000", true),
+            ("(SEEN UNFLAGGED) NOT DELETED", true),
+            ("KEYWORD $Junk", false),
+            ("NEW", false),
+        ];
+        for (k, want) in table {
+            assert_eq!(matches(&key(k), &c), want, "{k}");
+        }
+        assert!(needs_content(&key("OR SEEN BODY x")));
+        assert!(!needs_content(&key("UID 1:* UNSEEN")));
+    }
+}

@@ -1,0 +1,1793 @@
+//! One IMAP session over any `BoxStream` (RFC 3501 3: not authenticated,
+//! authenticated, selected, logout). Commands are read whole, literals
+//! included (`read_command`), parsed by the pure parser, and answered here;
+//! store failures become response codes in `store_error` only.
+
+use crate::fetch;
+use crate::mutf7;
+use crate::parser::{
+    Command, FetchAtt, ListArgs, ParseError, Request, SearchKey, Section, SectionText, StatusItem,
+    StoreOp, literal_announced, parse_request,
+};
+use crate::response::{self, mailbox as mailbox_name, nstring};
+use crate::search::{self, Candidate};
+use crate::sequence::SequenceSet;
+use base64::Engine;
+use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_store::{FlagOp, Folder, MessageMeta, Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+/// Output is flushed whenever this much is buffered (long FETCH responses).
+const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
+/// Longest AUTHENTICATE continuation line (RFC 4954's figure, reused).
+const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
+
+/// The system flags and the keywords this server lets clients set.
+const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+/// Which port a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Port 143: STARTTLS, LOGINDISABLED until then.
+    Plain,
+    /// Port 993: TLS from the first byte.
+    Tls,
+}
+
+/// What every IMAP session shares.
+pub struct ImapService {
+    pub hostname: String,
+    pub limits: mxrack_config::Imap,
+    pub store: Arc<Store>,
+    pub tls: Option<TlsAcceptor>,
+    pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+}
+
+struct Selected {
+    name: String,
+    read_only: bool,
+    /// Index + 1 is the message sequence number.
+    messages: Vec<MessageMeta>,
+    /// The folder's HIGHESTMODSEQ as last seen by this session.
+    modseq: u64,
+}
+
+struct Session {
+    svc: Arc<ImapService>,
+    peer: SocketAddr,
+    tls: bool,
+    user: Option<String>,
+    utf8: bool,
+    condstore: bool,
+    selected: Option<Selected>,
+    bad_commands: usize,
+    changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+    StartTls,
+}
+
+enum ReadError {
+    /// The session must end (EOF, I/O error, timeout handled by the caller).
+    Gone,
+    TooLong,
+    /// A literal over the limit; the tag to answer, and whether the client
+    /// is waiting (synchronizing) or already sending (LITERAL+).
+    LiteralTooBig {
+        tag: String,
+        sync: bool,
+    },
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
+}
+
+/// Store failures as IMAP response codes (RFC 5530), in one place.
+fn store_error(tag: &str, e: &StoreError) -> String {
+    let (code, text) = match e {
+        StoreError::NotFound { kind: "folder", .. } => {
+            ("[NONEXISTENT]", "No such mailbox".to_string())
+        }
+        StoreError::NotFound { .. } => ("[NONEXISTENT]", e.to_string()),
+        StoreError::Duplicate { .. } => ("[ALREADYEXISTS]", "Mailbox already exists".to_string()),
+        StoreError::InUse { .. } => ("[INUSE]", e.to_string()),
+        StoreError::Invalid { .. } => ("[CANNOT]", e.to_string()),
+        StoreError::OverQuota { .. } => ("[OVERQUOTA]", "Quota exceeded".to_string()),
+        StoreError::NoSpace => (
+            "[UNAVAILABLE]",
+            "Insufficient storage, try again later".to_string(),
+        ),
+        StoreError::Closed => ("[UNAVAILABLE]", "Server shutting down".to_string()),
+        StoreError::Io(_) | StoreError::Db(_) | StoreError::Schema { .. } => {
+            warn!(error = %e, "IMAP store failure");
+            ("[SERVERBUG]", "Internal error, try again later".to_string())
+        }
+    };
+    format!("{tag} NO {code} {text}\r\n")
+}
+
+/// RFC 3501 date-time: "17-Jul-1996 02:44:25 +0000".
+fn imap_date_time(unix: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{d:02}-{}-{y:04} {:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn flag_list(flags: &[String]) -> String {
+    format!("({})", flags.join(" "))
+}
+
+/// IMAP LIST pattern matching: `*` matches anything, `%` anything but the
+/// hierarchy delimiter (RFC 3501 6.3.8).
+fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
+    match pattern.first() {
+        None => name.is_empty(),
+        Some('*') => (0..=name.len()).any(|i| pattern_matches(&pattern[1..], &name[i..])),
+        Some('%') => {
+            let mut i = 0;
+            loop {
+                if pattern_matches(&pattern[1..], &name[i..]) {
+                    return true;
+                }
+                if i == name.len() || name[i] == '/' {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        Some(&c) => {
+            name.first().is_some_and(|&n| n == c) && pattern_matches(&pattern[1..], &name[1..])
+        }
+    }
+}
+
+fn matches_list_pattern(pattern: &str, name: &str) -> bool {
+    // INBOX matches case-insensitively.
+    let name_cmp = name.to_string();
+    // get() rather than indexing: byte 5 need not be a char boundary.
+    let pattern = if pattern.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("INBOX")) {
+        format!("INBOX{}", &pattern[5..])
+    } else {
+        pattern.to_string()
+    };
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name_cmp.chars().collect();
+    pattern_matches(&p, &n)
+}
+
+pub async fn run_session(
+    svc: Arc<ImapService>,
+    mode: Mode,
+    stream: BoxStream,
+    peer: SocketAddr,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut session = Session {
+        svc: svc.clone(),
+        peer,
+        tls: false,
+        user: None,
+        utf8: false,
+        condstore: false,
+        selected: None,
+        bad_commands: 0,
+        changes: None,
+    };
+    let mut conn = if mode == Mode::Tls {
+        match tls_handshake(&svc, stream).await {
+            Some(c) => {
+                session.tls = true;
+                c
+            }
+            None => return,
+        }
+    } else {
+        Conn::new(stream)
+    };
+    conn.write(
+        format!(
+            "* OK [CAPABILITY {}] {} mxrack IMAP ready\r\n",
+            session.capabilities(),
+            svc.hostname
+        )
+        .as_bytes(),
+    );
+    loop {
+        if !conn.has_buffered_line() && conn.flush().await.is_err() {
+            return;
+        }
+        let idle = Duration::from_secs(if session.user.is_some() {
+            svc.limits.idle_timeout_secs
+        } else {
+            svc.limits.login_timeout_secs
+        });
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.wait() => {
+                conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
+                break;
+            }
+            r = timeout(idle, read_command(&mut conn, &svc.limits)) => r,
+        };
+        let bytes = match read {
+            Err(_) => {
+                conn.write(b"* BYE Autologout; idle for too long\r\n");
+                break;
+            }
+            Ok(Err(ReadError::Gone)) => return,
+            Ok(Err(ReadError::TooLong)) => {
+                conn.write(b"* BAD [TOOBIG] Command line too long\r\n");
+                if session.count_bad(&mut conn) {
+                    break;
+                }
+                continue;
+            }
+            Ok(Err(ReadError::LiteralTooBig { tag, sync })) => {
+                conn.write(
+                    format!(
+                        "{tag} NO [TOOBIG] Literal larger than {} bytes\r\n",
+                        svc.limits.max_literal_bytes
+                    )
+                    .as_bytes(),
+                );
+                if !sync {
+                    // The client is already sending the literal: the only safe way out is to close.
+                    conn.write(b"* BYE [TOOBIG] Literal too large\r\n");
+                    break;
+                }
+                continue;
+            }
+            Ok(Ok(b)) => b,
+        };
+        let flow = match parse_request(&bytes) {
+            Ok(req) => session.handle(req, &mut conn, &mut shutdown).await,
+            Err(ParseError::NoTag) => {
+                conn.write(b"* BAD Missing or invalid tag\r\n");
+                if session.count_bad(&mut conn) {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+            Err(ParseError::Bad { tag, text }) => {
+                let code = if text.starts_with('[') {
+                    ""
+                } else {
+                    "[CLIENTBUG] "
+                };
+                conn.write(format!("{tag} BAD {code}{text}\r\n").as_bytes());
+                if session.count_bad(&mut conn) {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Close => break,
+            Flow::StartTls => {
+                if conn.flush().await.is_err() {
+                    return;
+                }
+                match tls_handshake(&svc, conn.into_stream()).await {
+                    Some(c) => conn = c,
+                    None => return,
+                }
+                session.tls = true;
+            }
+        }
+    }
+    conn.shutdown().await;
+}
+
+async fn tls_handshake(svc: &ImapService, stream: BoxStream) -> Option<Conn> {
+    let acceptor = svc.tls.as_ref()?;
+    match timeout(
+        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => Some(Conn::new(Box::new(tls))),
+        Ok(Err(e)) => {
+            info!(error = %e, "IMAP TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Reads one whole command: lines, and after each line that announces a
+/// literal, the literal itself (sending "+" first for a synchronizing one).
+/// A literal over the limit is refused before any of it is read.
+async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<Vec<u8>, ReadError> {
+    let mut buf = Vec::new();
+    let total_max = limits.max_literal_bytes as usize + limits.max_line_bytes * 4;
+    loop {
+        let line = match conn.read_line(limits.max_line_bytes).await {
+            Ok(l) => l,
+            Err(LineError::TooLong) => return Err(ReadError::TooLong),
+            Err(_) => return Err(ReadError::Gone),
+        };
+        buf.extend_from_slice(&line);
+        let Some((size, sync)) = literal_announced(&line) else {
+            return Ok(buf);
+        };
+        if size > limits.max_literal_bytes || buf.len() + size as usize > total_max {
+            let tag = String::from_utf8_lossy(buf.split(|&b| b == b' ').next().unwrap_or(b"*"))
+                .into_owned();
+            return Err(ReadError::LiteralTooBig { tag, sync });
+        }
+        if sync {
+            conn.write(b"+ Ready for literal data\r\n");
+            if conn.flush().await.is_err() {
+                return Err(ReadError::Gone);
+            }
+        }
+        let data = conn
+            .read_exact_bytes(size as usize)
+            .await
+            .map_err(|_| ReadError::Gone)?;
+        buf.extend_from_slice(&data);
+    }
+}
+
+impl Session {
+    fn capabilities(&self) -> String {
+        let mut caps = String::from(
+            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+        );
+        if self.user.is_none() {
+            if !self.tls && self.svc.tls.is_some() {
+                caps.push_str(" STARTTLS");
+            }
+            if self.tls || self.svc.limits.allow_plaintext_auth {
+                caps.push_str(" AUTH=PLAIN");
+            } else {
+                caps.push_str(" LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    fn count_bad(&mut self, conn: &mut Conn) -> bool {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.svc.limits.max_bad_commands {
+            conn.write(b"* BYE Too many bad commands\r\n");
+            return true;
+        }
+        false
+    }
+
+    /// A mailbox name from the wire: modified UTF-7 (RFC 3501 5.1.3), or
+    /// UTF-8 when the client sent UTF-8 or enabled UTF8=ACCEPT.
+    fn decode_name(&self, bytes: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        if self.utf8 || !text.is_ascii() {
+            return Some(text.to_string());
+        }
+        mutf7::decode(text)
+    }
+
+    fn encode_name(&self, name: &str) -> String {
+        if self.utf8 {
+            name.to_string()
+        } else {
+            mutf7::encode(name)
+        }
+    }
+
+    fn quoted_name(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        mailbox_name(&mut out, &self.encode_name(name));
+        out
+    }
+
+    async fn handle(
+        &mut self,
+        req: Request,
+        conn: &mut Conn,
+        shutdown: &mut ShutdownSignal,
+    ) -> Flow {
+        let tag = req.tag.clone();
+        let authed = self.user.is_some();
+        let selected = self.selected.is_some();
+        use Command::*;
+        let state_ok = match &req.command {
+            Capability | Noop | Logout | Id => true,
+            StartTls | Authenticate { .. } | Login { .. } => !authed,
+            Check
+            | Close
+            | Unselect
+            | Expunge
+            | UidExpunge(_)
+            | Search { .. }
+            | Fetch { .. }
+            | Store { .. }
+            | Copy { .. }
+            | Move { .. } => selected,
+            _ => authed,
+        };
+        if !state_ok {
+            let why = if authed {
+                "Not allowed in this state"
+            } else {
+                "Log in first"
+            };
+            conn.write(format!("{tag} BAD [CLIENTBUG] {why}\r\n").as_bytes());
+            return if self.count_bad(conn) {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
+        }
+        // Commands during which EXPUNGE responses must not be sent (RFC 3501 7.4.1).
+        let no_expunge = matches!(
+            req.command,
+            Fetch { uid: false, .. }
+                | Store { uid: false, .. }
+                | Search { uid: false, .. }
+                | Copy { uid: false, .. }
+        );
+        let result = match req.command {
+            Capability => {
+                conn.write(format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes());
+                Ok(format!("{tag} OK CAPABILITY completed\r\n"))
+            }
+            Noop | Check => Ok(format!(
+                "{tag} OK {} completed\r\n",
+                if matches!(req.command, Noop) {
+                    "NOOP"
+                } else {
+                    "CHECK"
+                }
+            )),
+            Logout => {
+                conn.write(b"* BYE Logging out\r\n");
+                conn.write(format!("{tag} OK LOGOUT completed\r\n").as_bytes());
+                return Flow::Close;
+            }
+            Id => {
+                conn.write(b"* ID (\"name\" \"mxrack\")\r\n");
+                Ok(format!("{tag} OK ID completed\r\n"))
+            }
+            StartTls => {
+                if self.tls || self.svc.tls.is_none() {
+                    Ok(format!(
+                        "{tag} BAD [CLIENTBUG] TLS is already active or not available\r\n"
+                    ))
+                } else {
+                    conn.write(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes());
+                    return Flow::StartTls;
+                }
+            }
+            Login { user, password } => {
+                let user = String::from_utf8_lossy(&user).into_owned();
+                let password = String::from_utf8_lossy(&password).into_owned();
+                return self.login(&tag, user, password, conn).await;
+            }
+            Authenticate { mechanism, initial } => {
+                return self.authenticate(&tag, &mechanism, initial, conn).await;
+            }
+            Enable(caps) => {
+                let mut enabled = Vec::new();
+                for c in caps {
+                    match c.as_str() {
+                        "UTF8=ACCEPT" => {
+                            self.utf8 = true;
+                            enabled.push(c);
+                        }
+                        "CONDSTORE" => {
+                            self.condstore = true;
+                            enabled.push(c);
+                        }
+                        _ => {}
+                    }
+                }
+                conn.write(
+                    format!("* ENABLED {}\r\n", enabled.join(" "))
+                        .trim_end()
+                        .as_bytes(),
+                );
+                conn.write(b"\r\n");
+                Ok(format!("{tag} OK ENABLE completed\r\n"))
+            }
+            Namespace => {
+                conn.write(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                Ok(format!("{tag} OK NAMESPACE completed\r\n"))
+            }
+            Select { mailbox, condstore } => {
+                self.select(&tag, &mailbox, false, condstore, conn).await
+            }
+            Examine { mailbox, condstore } => {
+                self.select(&tag, &mailbox, true, condstore, conn).await
+            }
+            Create(name) => self.create(&tag, &name).await,
+            Delete(name) => {
+                self.with_name(&tag, &name, |s, user, n| s.folder_delete(&user, &n))
+                    .await
+            }
+            Rename { from, to } => match (self.decode_name(&from), self.decode_name(&to)) {
+                (Some(f), Some(t)) => {
+                    let user = self.user.clone().unwrap_or_default();
+                    match blocking(&self.svc.store, move |s| s.folder_rename(&user, &f, &t)).await {
+                        Ok(()) => Ok(format!("{tag} OK RENAME completed\r\n")),
+                        Err(e) => Ok(store_error(&tag, &e)),
+                    }
+                }
+                _ => Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n")),
+            },
+            Subscribe(name) => {
+                self.with_name(&tag, &name, |s, user, n| {
+                    s.folder_subscribe(&user, &n, true)
+                })
+                .await
+            }
+            Unsubscribe(name) => {
+                self.with_name(&tag, &name, |s, user, n| {
+                    s.folder_subscribe(&user, &n, false)
+                })
+                .await
+            }
+            List(args) => self.list(&tag, args, conn).await,
+            Lsub { reference, pattern } => {
+                let args = ListArgs {
+                    reference,
+                    patterns: vec![pattern],
+                    select_subscribed: true,
+                    ..ListArgs::default()
+                };
+                self.list_impl(&tag, args, true, conn).await
+            }
+            Status { mailbox, items } => self.status(&tag, &mailbox, &items, conn).await,
+            Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.append(&tag, &mailbox, flags, date, message).await,
+            Idle => return self.idle(&tag, conn, shutdown).await,
+            GetQuota(root) => self.get_quota(&tag, &root, conn).await,
+            GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, conn).await,
+            Close => {
+                if let Some(sel) = self.selected.take()
+                    && !sel.read_only
+                {
+                    let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+                    // CLOSE expunges silently (RFC 3501 6.4.2).
+                    if let Err(e) =
+                        blocking(&self.svc.store, move |s| s.expunge(&user, &name, None)).await
+                    {
+                        warn!(error = %e, "expunge at CLOSE failed");
+                    }
+                }
+                Ok(format!("{tag} OK CLOSE completed\r\n"))
+            }
+            Unselect => {
+                self.selected = None;
+                Ok(format!("{tag} OK UNSELECT completed\r\n"))
+            }
+            Expunge => self.expunge(&tag, None, conn).await,
+            UidExpunge(set) => self.expunge(&tag, Some(set), conn).await,
+            Search {
+                uid,
+                criteria,
+                esearch,
+            } => self.search(&tag, uid, criteria, esearch, conn).await,
+            Fetch {
+                uid,
+                set,
+                items,
+                changed_since,
+            } => {
+                self.fetch(&tag, uid, &set, items, changed_since, conn)
+                    .await
+            }
+            Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
+                self.store(&tag, uid, &set, op, silent, flags, unchanged_since, conn)
+                    .await
+            }
+            Copy { uid, set, mailbox } => self.copy(&tag, uid, &set, &mailbox, false, conn).await,
+            Move { uid, set, mailbox } => self.copy(&tag, uid, &set, &mailbox, true, conn).await,
+        };
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => store_error(&tag, &e),
+        };
+        // Tell the client about other sessions' changes before the tagged reply.
+        if self.selected.is_some() {
+            self.sync(conn, !no_expunge).await;
+        }
+        conn.write(reply.as_bytes());
+        Flow::Continue
+    }
+
+    async fn login(&mut self, tag: &str, user: String, password: String, conn: &mut Conn) -> Flow {
+        if !self.tls && !self.svc.limits.allow_plaintext_auth {
+            // Invariant 4: credentials cross the wire only inside TLS.
+            conn.write(format!("{tag} NO [PRIVACYREQUIRED] Use STARTTLS first\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        self.finish_login(tag, user, password, conn).await
+    }
+
+    async fn finish_login(
+        &mut self,
+        tag: &str,
+        user: String,
+        password: String,
+        conn: &mut Conn,
+    ) -> Flow {
+        let ip = self.peer.ip();
+        if !self.svc.auth_limiter.allowed(ip) {
+            conn.write(
+                format!("{tag} NO [UNAVAILABLE] Too many failed logins, try again later\r\n")
+                    .as_bytes(),
+            );
+            return Flow::Continue;
+        }
+        let username = user.to_lowercase();
+        let check = username.clone();
+        let ok = blocking(&self.svc.store, move |s| {
+            s.verify_password(&check, &password)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            self.svc.auth_limiter.record_success(ip);
+            info!(client = %self.peer, user = %username, "IMAP login");
+            self.changes = Some(self.svc.store.subscribe_changes());
+            self.user = Some(username);
+            conn.write(
+                format!(
+                    "{tag} OK [CAPABILITY {}] Logged in\r\n",
+                    self.capabilities()
+                )
+                .as_bytes(),
+            );
+        } else {
+            self.svc.auth_limiter.record_failure(ip);
+            warn!(client = %self.peer, user = %username, "IMAP login failed");
+            conn.write(
+                format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n").as_bytes(),
+            );
+        }
+        Flow::Continue
+    }
+
+    async fn authenticate(
+        &mut self,
+        tag: &str,
+        mechanism: &str,
+        initial: Option<String>,
+        conn: &mut Conn,
+    ) -> Flow {
+        if mechanism != "PLAIN" {
+            conn.write(format!("{tag} NO [CANNOT] Unsupported mechanism\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        if !self.tls && !self.svc.limits.allow_plaintext_auth {
+            conn.write(format!("{tag} NO [PRIVACYREQUIRED] Use STARTTLS first\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let response = match initial {
+            Some(r) => r,
+            None => {
+                conn.write(b"+ \r\n");
+                if conn.flush().await.is_err() {
+                    return Flow::Close;
+                }
+                let idle = Duration::from_secs(self.svc.limits.login_timeout_secs);
+                match timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX)).await {
+                    Ok(Ok(line)) => String::from_utf8_lossy(&line).trim_end().to_string(),
+                    _ => return Flow::Close,
+                }
+            }
+        };
+        if response == "*" {
+            conn.write(format!("{tag} BAD Authentication cancelled\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let decoded = if response == "=" {
+            Some(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(response.as_bytes())
+                .ok()
+        };
+        let creds = decoded.and_then(|d| {
+            let parts: Vec<&[u8]> = d.split(|&b| b == 0).collect();
+            match parts.as_slice() {
+                [authz, user, pass] if authz.is_empty() || authz == user => Some((
+                    String::from_utf8(user.to_vec()).ok()?,
+                    String::from_utf8(pass.to_vec()).ok()?,
+                )),
+                _ => None,
+            }
+        });
+        match creds {
+            Some((user, pass)) => self.finish_login(tag, user, pass, conn).await,
+            None => {
+                conn.write(
+                    format!("{tag} BAD [CLIENTBUG] Malformed PLAIN response\r\n").as_bytes(),
+                );
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn with_name(
+        &mut self,
+        tag: &str,
+        name: &[u8],
+        op: impl FnOnce(&Store, String, String) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<String, StoreError> {
+        let Some(name) = self.decode_name(name) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        let user = self.user.clone().unwrap_or_default();
+        blocking(&self.svc.store, move |s| op(s, user, name)).await?;
+        Ok(format!("{tag} OK completed\r\n"))
+    }
+
+    async fn create(&mut self, tag: &str, name: &[u8]) -> Result<String, StoreError> {
+        let Some(name) = self.decode_name(name) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        // A trailing delimiter only declares intent to create children (RFC 3501 6.3.3).
+        let name = name.trim_end_matches('/').to_string();
+        let user = self.user.clone().unwrap_or_default();
+        blocking(&self.svc.store, move |s| {
+            // Parents are created too, so the hierarchy has no holes.
+            let parts: Vec<&str> = name.split('/').collect();
+            for i in 1..parts.len() {
+                match s.folder_create(&user, &parts[..i].join("/")) {
+                    Ok(_) | Err(StoreError::Duplicate { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            s.folder_create(&user, &name).map(|_| ())
+        })
+        .await?;
+        Ok(format!("{tag} OK CREATE completed\r\n"))
+    }
+
+    async fn select(
+        &mut self,
+        tag: &str,
+        name: &[u8],
+        read_only: bool,
+        condstore: bool,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        if self.selected.take().is_some() {
+            // RFC 7162 3.2.11 / RFC 9051: the old mailbox is closed first.
+            conn.write(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+        if condstore {
+            self.condstore = true;
+        }
+        let Some(name) = self.decode_name(name) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        let user = self.user.clone().unwrap_or_default();
+        let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
+        let mut keywords: Vec<String> = Vec::new();
+        for m in &snap.messages {
+            for f in &m.flags {
+                if !f.starts_with('\\') && !keywords.contains(f) {
+                    keywords.push(f.clone());
+                }
+            }
+        }
+        let kw = if keywords.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", keywords.join(" "))
+        };
+        let mut out = format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n");
+        if read_only {
+            out.push_str("* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+        } else {
+            out.push_str(&format!(
+                "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n"
+            ));
+        }
+        out.push_str(&format!(
+            "* {} EXISTS\r\n* 0 RECENT\r\n",
+            snap.messages.len()
+        ));
+        if let Some(i) = snap
+            .messages
+            .iter()
+            .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+        {
+            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+        }
+        out.push_str(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
+            snap.folder.uidvalidity, snap.folder.uidnext
+        ));
+        out.push_str(&format!(
+            "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+            snap.folder.highestmodseq
+        ));
+        conn.write(out.as_bytes());
+        self.selected = Some(Selected {
+            name: snap.folder.name.clone(),
+            read_only,
+            modseq: snap.folder.highestmodseq,
+            messages: snap.messages,
+        });
+        let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
+        Ok(format!(
+            "{tag} OK [{mode}] {} completed\r\n",
+            if read_only { "EXAMINE" } else { "SELECT" }
+        ))
+    }
+
+    /// Brings the selected mailbox up to date: new messages (EXISTS), flag
+    /// changes by others (FETCH FLAGS) and, when allowed, expunges (EXPUNGE,
+    /// highest sequence number first so each number is valid when sent).
+    async fn sync(&mut self, conn: &mut Conn, allow_expunge: bool) {
+        if let Some(rx) = self.changes.as_mut() {
+            // Notices only wake IDLE; here the folder's modseq decides.
+            while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return;
+        };
+        let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+        let known_modseq = sel.modseq;
+        let folder: Result<Folder, StoreError> = {
+            let (u, n) = (user.clone(), name.clone());
+            blocking(&self.svc.store, move |s| s.folder_get(&u, &n)).await
+        };
+        let folder = match folder {
+            Ok(f) => f,
+            Err(StoreError::NotFound { .. }) => {
+                // Deleted or renamed away by another session.
+                conn.write(b"* BYE [NONEXISTENT] The selected mailbox no longer exists\r\n");
+                self.selected = None;
+                return;
+            }
+            Err(_) => return,
+        };
+        if folder.highestmodseq == known_modseq {
+            return;
+        }
+        let Ok(snap) = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await
+        else {
+            return;
+        };
+        let condstore = self.condstore;
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let current: HashMap<u32, &MessageMeta> =
+            snap.messages.iter().map(|m| (m.uid, m)).collect();
+        let mut out = String::new();
+        if allow_expunge {
+            let mut i = sel.messages.len();
+            while i > 0 {
+                if !current.contains_key(&sel.messages[i - 1].uid) {
+                    out.push_str(&format!("* {i} EXPUNGE\r\n"));
+                    sel.messages.remove(i - 1);
+                }
+                i -= 1;
+            }
+        }
+        for (i, m) in sel.messages.iter_mut().enumerate() {
+            if let Some(now) = current.get(&m.uid)
+                && now.modseq != m.modseq
+            {
+                if now.flags != m.flags {
+                    let modseq = if condstore {
+                        format!(" MODSEQ ({})", now.modseq)
+                    } else {
+                        String::new()
+                    };
+                    out.push_str(&format!(
+                        "* {} FETCH (UID {} FLAGS {}{modseq})\r\n",
+                        i + 1,
+                        m.uid,
+                        flag_list(&now.flags)
+                    ));
+                }
+                *m = (*now).clone();
+            }
+        }
+        let max_known = sel.messages.last().map(|m| m.uid).unwrap_or(0);
+        let before = sel.messages.len();
+        sel.messages
+            .extend(snap.messages.iter().filter(|m| m.uid > max_known).cloned());
+        if sel.messages.len() != before || (allow_expunge && !out.is_empty()) {
+            out.push_str(&format!("* {} EXISTS\r\n", sel.messages.len()));
+        }
+        // Only move the marker when everything (expunges too) was reported.
+        if allow_expunge {
+            sel.modseq = snap.folder.highestmodseq;
+        }
+        conn.write(out.as_bytes());
+    }
+
+    async fn idle(&mut self, tag: &str, conn: &mut Conn, shutdown: &mut ShutdownSignal) -> Flow {
+        conn.write(b"+ idling\r\n");
+        self.sync(conn, true).await;
+        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
+        let deadline = tokio::time::Instant::now() + idle;
+        loop {
+            if conn.flush().await.is_err() {
+                return Flow::Close;
+            }
+            let user = self.user.clone().unwrap_or_default();
+            let Some(rx) = self.changes.as_mut() else {
+                return Flow::Close;
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => {
+                    conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
+                    return Flow::Close;
+                }
+                line = tokio::time::timeout_at(deadline, conn.read_line(64)) => {
+                    match line {
+                        Ok(Ok(l)) if String::from_utf8_lossy(&l).trim().eq_ignore_ascii_case("DONE") => {
+                            conn.write(format!("{tag} OK IDLE terminated\r\n").as_bytes());
+                            return Flow::Continue;
+                        }
+                        Ok(Ok(_)) | Ok(Err(LineError::TooLong)) => {
+                            conn.write(format!("{tag} BAD [CLIENTBUG] Expected DONE\r\n").as_bytes());
+                            return Flow::Continue;
+                        }
+                        Ok(Err(_)) => return Flow::Close,
+                        Err(_) => {
+                            conn.write(b"* BYE Autologout; idle for too long\r\n");
+                            return Flow::Close;
+                        }
+                    }
+                }
+                notice = rx.recv() => {
+                    let relevant = match notice {
+                        Ok(m) => *m == *user,
+                        Err(_) => true,
+                    };
+                    if relevant && self.selected.is_some() {
+                        self.sync(conn, true).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn list(
+        &mut self,
+        tag: &str,
+        args: ListArgs,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        // LIST "" "" asks for the hierarchy delimiter (RFC 3501 6.3.8).
+        if args.patterns.len() == 1 && args.patterns[0].is_empty() {
+            conn.write(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+            return Ok(format!("{tag} OK LIST completed\r\n"));
+        }
+        self.list_impl(tag, args, false, conn).await
+    }
+
+    async fn list_impl(
+        &mut self,
+        tag: &str,
+        args: ListArgs,
+        lsub: bool,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let user = self.user.clone().unwrap_or_default();
+        let folders = blocking(&self.svc.store, move |s| s.folder_list(&user)).await?;
+        let Some(reference) = self.decode_name(&args.reference).or(Some(String::new())) else {
+            return Ok(format!("{tag} BAD Invalid reference\r\n"));
+        };
+        let mut patterns = Vec::new();
+        for p in &args.patterns {
+            match self.decode_name(p) {
+                Some(p) => patterns.push(format!("{reference}{p}")),
+                None => return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox pattern\r\n")),
+            }
+        }
+        let names: HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let mut out = Vec::new();
+        for f in &folders {
+            if !patterns.iter().any(|p| matches_list_pattern(p, &f.name)) {
+                continue;
+            }
+            if args.select_subscribed && !f.subscribed {
+                continue;
+            }
+            if args.select_special_use && f.special_use.is_none() {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            if !lsub {
+                let prefix = format!("{}/", f.name);
+                let children = names.iter().any(|n| n.starts_with(&prefix));
+                attrs.push(if children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if let Some(su) = &f.special_use {
+                    attrs.push(su.as_str());
+                }
+                if (args.return_subscribed || args.select_subscribed) && f.subscribed {
+                    attrs.push("\\Subscribed");
+                }
+            }
+            let verb = if lsub { "LSUB" } else { "LIST" };
+            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            out.extend_from_slice(&self.quoted_name(&f.name));
+            out.extend_from_slice(b"\r\n");
+            if let Some(items) = &args.return_status {
+                let user = self.user.clone().unwrap_or_default();
+                let name = f.name.clone();
+                if let Ok(snap) =
+                    blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await
+                {
+                    out.extend_from_slice(&self.status_line(
+                        &f.name,
+                        &snap.folder,
+                        &snap.messages,
+                        items,
+                    ));
+                }
+            }
+        }
+        conn.write(&out);
+        Ok(format!(
+            "{tag} OK {} completed\r\n",
+            if lsub { "LSUB" } else { "LIST" }
+        ))
+    }
+
+    fn status_line(
+        &self,
+        name: &str,
+        folder: &Folder,
+        messages: &[MessageMeta],
+        items: &[StatusItem],
+    ) -> Vec<u8> {
+        let mut parts = Vec::new();
+        for item in items {
+            parts.push(match item {
+                StatusItem::Messages => format!("MESSAGES {}", messages.len()),
+                StatusItem::Recent => "RECENT 0".to_string(),
+                StatusItem::UidNext => format!("UIDNEXT {}", folder.uidnext),
+                StatusItem::UidValidity => format!("UIDVALIDITY {}", folder.uidvalidity),
+                StatusItem::Unseen => format!(
+                    "UNSEEN {}",
+                    messages
+                        .iter()
+                        .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                        .count()
+                ),
+                StatusItem::Size => {
+                    format!("SIZE {}", messages.iter().map(|m| m.size).sum::<u64>())
+                }
+                StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", folder.highestmodseq),
+                StatusItem::Deleted => format!(
+                    "DELETED {}",
+                    messages
+                        .iter()
+                        .filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")))
+                        .count()
+                ),
+            });
+        }
+        let mut out = b"* STATUS ".to_vec();
+        out.extend_from_slice(&self.quoted_name(name));
+        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        out
+    }
+
+    async fn status(
+        &mut self,
+        tag: &str,
+        name: &[u8],
+        items: &[StatusItem],
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let Some(name) = self.decode_name(name) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        let user = self.user.clone().unwrap_or_default();
+        let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
+        conn.write(&self.status_line(&snap.folder.name, &snap.folder, &snap.messages, items));
+        Ok(format!("{tag} OK STATUS completed\r\n"))
+    }
+
+    async fn append(
+        &mut self,
+        tag: &str,
+        name: &[u8],
+        flags: Vec<String>,
+        date: Option<i64>,
+        message: Vec<u8>,
+    ) -> Result<String, StoreError> {
+        let Some(name) = self.decode_name(name) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        if message.is_empty() {
+            return Ok(format!("{tag} NO [CANNOT] Empty message\r\n"));
+        }
+        let flags: Vec<String> = flags
+            .into_iter()
+            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+            .collect();
+        let user = self.user.clone().unwrap_or_default();
+        let result = blocking(&self.svc.store, move |s| {
+            s.append(&user, &name, &message, &flags, date)
+        })
+        .await;
+        match result {
+            Ok((validity, uid)) => Ok(format!(
+                "{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n"
+            )),
+            Err(StoreError::NotFound { kind: "folder", .. }) => {
+                Ok(format!("{tag} NO [TRYCREATE] No such mailbox\r\n"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sequence numbers (1-based) of the messages a set names.
+    fn resolve(&self, uid: bool, set: &SequenceSet) -> Result<Vec<usize>, String> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(vec![]);
+        };
+        let n = sel.messages.len() as u32;
+        if uid {
+            let max_uid = sel.messages.last().map(|m| m.uid).unwrap_or(0);
+            // Nonexistent UIDs are simply not there (RFC 3501 6.4.8).
+            return Ok((0..sel.messages.len())
+                .filter(|&i| set.contains(sel.messages[i].uid, max_uid))
+                .map(|i| i + 1)
+                .collect());
+        }
+        if set.max_named(n) > n || (n == 0 && !set.0.is_empty()) {
+            return Err("Invalid message sequence number".into());
+        }
+        Ok((1..=n)
+            .filter(|&i| set.contains(i, n))
+            .map(|i| i as usize)
+            .collect())
+    }
+
+    async fn expunge(
+        &mut self,
+        tag: &str,
+        set: Option<SequenceSet>,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        if sel.read_only {
+            return Ok(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n"));
+        }
+        let only: Option<Vec<u32>> = match &set {
+            Some(s) => {
+                let max_uid = sel.messages.last().map(|m| m.uid).unwrap_or(0);
+                Some(
+                    sel.messages
+                        .iter()
+                        .map(|m| m.uid)
+                        .filter(|&u| s.contains(u, max_uid))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+        let removed = blocking(&self.svc.store, move |s| {
+            s.expunge(&user, &name, only.as_deref())
+        })
+        .await?;
+        self.report_expunged(&removed, conn);
+        Ok(format!("{tag} OK EXPUNGE completed\r\n"))
+    }
+
+    fn report_expunged(&mut self, removed: &[u32], conn: &mut Conn) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let removed: HashSet<u32> = removed.iter().copied().collect();
+        let mut out = String::new();
+        let mut i = sel.messages.len();
+        while i > 0 {
+            if removed.contains(&sel.messages[i - 1].uid) {
+                out.push_str(&format!("* {i} EXPUNGE\r\n"));
+                sel.messages.remove(i - 1);
+            }
+            i -= 1;
+        }
+        conn.write(out.as_bytes());
+    }
+
+    async fn search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        criteria: SearchKey,
+        esearch: Option<Vec<String>>,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        let messages = sel.messages.clone();
+        let content = search::needs_content(&criteria);
+        let store = self.svc.store.clone();
+        let hits: Vec<(u32, u32)> = tokio::task::spawn_blocking(move || {
+            let max_seq = messages.len() as u32;
+            let max_uid = messages.last().map(|m| m.uid).unwrap_or(0);
+            let mut hits = Vec::new();
+            for (i, meta) in messages.iter().enumerate() {
+                let raw = if content {
+                    store.read_blob(meta.blob).ok()
+                } else {
+                    None
+                };
+                let parsed = raw.as_deref().and_then(fetch::parse);
+                let c = Candidate {
+                    seq: i as u32 + 1,
+                    max_seq,
+                    max_uid,
+                    meta,
+                    raw: raw.as_deref(),
+                    parsed: parsed.as_ref(),
+                };
+                if search::matches(&criteria, &c) {
+                    hits.push((i as u32 + 1, meta.uid));
+                }
+            }
+            hits
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("search failed: {e}")))?;
+        let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
+        match esearch {
+            None => {
+                let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
+                let sep = if list.is_empty() { "" } else { " " };
+                conn.write(format!("* SEARCH{sep}{}\r\n", list.join(" ")).as_bytes());
+            }
+            Some(opts) => {
+                // RFC 4731: no options means ALL.
+                let opts = if opts.is_empty() {
+                    vec!["ALL".to_string()]
+                } else {
+                    opts
+                };
+                let mut line =
+                    format!("* ESEARCH (TAG \"{tag}\"){}", if uid { " UID" } else { "" });
+                if !numbers.is_empty() {
+                    for o in &opts {
+                        match o.as_str() {
+                            "MIN" => line.push_str(&format!(" MIN {}", numbers[0])),
+                            "MAX" => line.push_str(&format!(" MAX {}", numbers[numbers.len() - 1])),
+                            "ALL" => {
+                                line.push_str(&format!(" ALL {}", SequenceSet::compact(&numbers)))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if opts.iter().any(|o| o == "COUNT") {
+                    line.push_str(&format!(" COUNT {}", numbers.len()));
+                }
+                conn.write(format!("{line}\r\n").as_bytes());
+            }
+        }
+        Ok(format!("{tag} OK SEARCH completed\r\n"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        mut items: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let seqs = match self.resolve(uid, set) {
+            Ok(s) => s,
+            Err(why) => return Ok(format!("{tag} BAD [CLIENTBUG] {why}\r\n")),
+        };
+        if (uid || changed_since.is_some()) && !items.contains(&FetchAtt::Uid) {
+            items.insert(0, FetchAtt::Uid);
+        }
+        if changed_since.is_some() && !items.contains(&FetchAtt::ModSeq) {
+            items.push(FetchAtt::ModSeq);
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        let read_only = sel.read_only;
+        let needs_body = items.iter().any(|i| {
+            matches!(
+                i,
+                FetchAtt::Envelope
+                    | FetchAtt::Body
+                    | FetchAtt::BodyStructure
+                    | FetchAtt::Rfc822
+                    | FetchAtt::Rfc822Header
+                    | FetchAtt::Rfc822Text
+                    | FetchAtt::Section { .. }
+            )
+        });
+        let sets_seen = !read_only
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    FetchAtt::Rfc822 | FetchAtt::Rfc822Text | FetchAtt::Section { peek: false, .. }
+                )
+            });
+        // Mark \Seen first so the FLAGS in the response are the new ones (RFC 3501 6.4.5).
+        if sets_seen {
+            let unseen: Vec<u32> = seqs
+                .iter()
+                .map(|&s| &sel.messages[s - 1])
+                .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+                let changed = blocking(&self.svc.store, move |s| {
+                    s.set_flags(&user, &name, &unseen, FlagOp::Add, &["\\Seen".to_string()])
+                })
+                .await?;
+                self.apply_changed(&changed);
+                if !items.contains(&FetchAtt::Flags) {
+                    items.push(FetchAtt::Flags);
+                }
+            }
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        let mut missing = false;
+        for &seq in &seqs {
+            let meta = sel.messages[seq - 1].clone();
+            if changed_since.is_some_and(|c| meta.modseq <= c) {
+                continue;
+            }
+            let raw = if needs_body {
+                let store = self.svc.store.clone();
+                match tokio::task::spawn_blocking(move || store.read_blob(meta.blob)).await {
+                    Ok(Ok(r)) => Some(r),
+                    _ => {
+                        // Expunged by another session since our last sync.
+                        missing = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut out = format!("* {seq} FETCH (").into_bytes();
+            render_items(&mut out, &items, &meta, raw.as_deref());
+            out.extend_from_slice(b")\r\n");
+            conn.write(&out);
+            if conn.buffered_output() > OUTPUT_FLUSH_BYTES && conn.flush().await.is_err() {
+                return Ok(String::new());
+            }
+        }
+        if missing {
+            return Ok(format!(
+                "{tag} NO [EXPUNGEISSUED] Some messages were expunged\r\n"
+            ));
+        }
+        Ok(format!("{tag} OK FETCH completed\r\n"))
+    }
+
+    fn apply_changed(&mut self, changed: &[MessageMeta]) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let by_uid: HashMap<u32, &MessageMeta> = changed.iter().map(|m| (m.uid, m)).collect();
+        for m in sel.messages.iter_mut() {
+            if let Some(c) = by_uid.get(&m.uid) {
+                *m = (*c).clone();
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let seqs = match self.resolve(uid, set) {
+            Ok(s) => s,
+            Err(why) => return Ok(format!("{tag} BAD [CLIENTBUG] {why}\r\n")),
+        };
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        if sel.read_only {
+            return Ok(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n"));
+        }
+        let flags: Vec<String> = flags
+            .into_iter()
+            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+            .collect();
+        let mut modified = Vec::new();
+        let mut uids = Vec::new();
+        for &s in &seqs {
+            let m = &sel.messages[s - 1];
+            if unchanged_since.is_some_and(|u| m.modseq > u) {
+                modified.push(if uid { m.uid } else { s as u32 });
+            } else {
+                uids.push(m.uid);
+            }
+        }
+        let op = match op {
+            StoreOp::Add => FlagOp::Add,
+            StoreOp::Remove => FlagOp::Remove,
+            StoreOp::Replace => FlagOp::Replace,
+        };
+        let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+        let store_uids = uids.clone();
+        let changed = blocking(&self.svc.store, move |s| {
+            s.set_flags(&user, &name, &store_uids, op, &flags)
+        })
+        .await?;
+        self.apply_changed(&changed);
+        if !silent {
+            let Some(sel) = self.selected.as_ref() else {
+                return Ok(String::new());
+            };
+            let wanted: HashSet<u32> = uids.iter().copied().collect();
+            let mut out = String::new();
+            for (i, m) in sel.messages.iter().enumerate() {
+                if wanted.contains(&m.uid) {
+                    let modseq = if self.condstore {
+                        format!(" MODSEQ ({})", m.modseq)
+                    } else {
+                        String::new()
+                    };
+                    let uid_item = if uid {
+                        format!(" UID {}", m.uid)
+                    } else {
+                        String::new()
+                    };
+                    out.push_str(&format!(
+                        "* {} FETCH (FLAGS {}{uid_item}{modseq})\r\n",
+                        i + 1,
+                        flag_list(&m.flags)
+                    ));
+                }
+            }
+            conn.write(out.as_bytes());
+        }
+        if !modified.is_empty() {
+            return Ok(format!(
+                "{tag} OK [MODIFIED {}] Conditional STORE failed for some\r\n",
+                SequenceSet::compact(&modified)
+            ));
+        }
+        Ok(format!("{tag} OK STORE completed\r\n"))
+    }
+
+    async fn copy(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        target: &[u8],
+        is_move: bool,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let seqs = match self.resolve(uid, set) {
+            Ok(s) => s,
+            Err(why) => return Ok(format!("{tag} BAD [CLIENTBUG] {why}\r\n")),
+        };
+        let Some(target) = self.decode_name(target) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        let Some(sel) = self.selected.as_ref() else {
+            return Ok(format!("{tag} BAD No mailbox selected\r\n"));
+        };
+        if is_move && sel.read_only {
+            return Ok(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n"));
+        }
+        let uids: Vec<u32> = seqs.iter().map(|&s| sel.messages[s - 1].uid).collect();
+        let verb = if is_move { "MOVE" } else { "COPY" };
+        if uids.is_empty() {
+            return Ok(format!("{tag} OK {verb} completed (no messages)\r\n"));
+        }
+        let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+        let result = blocking(&self.svc.store, move |s| {
+            s.copy_messages(&user, &name, &uids, &target, is_move)
+        })
+        .await;
+        let (validity, pairs) = match result {
+            Ok(r) => r,
+            Err(StoreError::NotFound { kind: "folder", .. }) => {
+                return Ok(format!("{tag} NO [TRYCREATE] No such mailbox\r\n"));
+            }
+            Err(e) => return Err(e),
+        };
+        let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        // COPYUID lists the UIDs in matching order (RFC 4315 4.3), so no compaction that could reorder.
+        let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let code = format!("[COPYUID {validity} {} {}]", join(&src), join(&dst));
+        if is_move {
+            // RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+            conn.write(format!("* OK {code} Moved\r\n").as_bytes());
+            self.report_expunged(&src, conn);
+            return Ok(format!("{tag} OK MOVE completed\r\n"));
+        }
+        Ok(format!("{tag} OK {code} COPY completed\r\n"))
+    }
+
+    async fn quota_figures(&self) -> Result<(u64, Option<u64>), StoreError> {
+        let user = self.user.clone().unwrap_or_default();
+        blocking(&self.svc.store, move |s| {
+            Ok((s.mailbox_usage(&user)?, s.mailbox_get(&user)?.quota_bytes))
+        })
+        .await
+    }
+
+    async fn get_quota(
+        &mut self,
+        tag: &str,
+        root: &[u8],
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        if !root.is_empty() {
+            return Ok(format!("{tag} NO [NONEXISTENT] No such quota root\r\n"));
+        }
+        let (used, limit) = self.quota_figures().await?;
+        if let Some(limit) = limit {
+            // RFC 9208 5.1: STORAGE in units of 1024 octets.
+            conn.write(
+                format!(
+                    "* QUOTA \"\" (STORAGE {} {})\r\n",
+                    used.div_ceil(1024),
+                    limit / 1024
+                )
+                .as_bytes(),
+            );
+        } else {
+            return Ok(format!("{tag} NO [NONEXISTENT] No quota set\r\n"));
+        }
+        Ok(format!("{tag} OK GETQUOTA completed\r\n"))
+    }
+
+    async fn get_quota_root(
+        &mut self,
+        tag: &str,
+        mailbox: &[u8],
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        let Some(name) = self.decode_name(mailbox) else {
+            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+        };
+        let user = self.user.clone().unwrap_or_default();
+        let n = name.clone();
+        blocking(&self.svc.store, move |s| s.folder_get(&user, &n)).await?;
+        let (used, limit) = self.quota_figures().await?;
+        let mut out = b"* QUOTAROOT ".to_vec();
+        out.extend_from_slice(&self.quoted_name(&name));
+        match limit {
+            Some(limit) => {
+                out.extend_from_slice(b" \"\"\r\n");
+                out.extend_from_slice(
+                    format!(
+                        "* QUOTA \"\" (STORAGE {} {})\r\n",
+                        used.div_ceil(1024),
+                        limit / 1024
+                    )
+                    .as_bytes(),
+                );
+            }
+            None => out.extend_from_slice(b"\r\n"),
+        }
+        conn.write(&out);
+        Ok(format!("{tag} OK GETQUOTAROOT completed\r\n"))
+    }
+}
+
+fn section_name(section: &Section) -> String {
+    let mut s: Vec<String> = section.part.iter().map(u32::to_string).collect();
+    match &section.text {
+        None => {}
+        Some(SectionText::Header) => s.push("HEADER".into()),
+        Some(SectionText::Text) => s.push("TEXT".into()),
+        Some(SectionText::Mime) => s.push("MIME".into()),
+        Some(SectionText::HeaderFields { not, fields }) => {
+            let quoted: Vec<String> = fields.iter().map(|f| f.to_ascii_uppercase()).collect();
+            s.push(format!(
+                "HEADER.FIELDS{} ({})",
+                if *not { ".NOT" } else { "" },
+                quoted.join(" ")
+            ));
+        }
+    }
+    s.join(".")
+}
+
+/// One message's FETCH items, in the order asked.
+fn render_items(out: &mut Vec<u8>, items: &[FetchAtt], meta: &MessageMeta, raw: Option<&[u8]>) {
+    let parsed = raw.and_then(fetch::parse);
+    let mut first = true;
+    for item in items {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        match item {
+            FetchAtt::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+            FetchAtt::Flags => {
+                out.extend_from_slice(format!("FLAGS {}", flag_list(&meta.flags)).as_bytes())
+            }
+            FetchAtt::InternalDate => out.extend_from_slice(
+                format!("INTERNALDATE \"{}\"", imap_date_time(meta.internal_date)).as_bytes(),
+            ),
+            FetchAtt::Rfc822Size => {
+                out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes())
+            }
+            FetchAtt::ModSeq => {
+                out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes())
+            }
+            FetchAtt::Envelope => {
+                out.extend_from_slice(b"ENVELOPE ");
+                match &parsed {
+                    Some(p) => fetch::envelope(out, p),
+                    None => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
+                }
+            }
+            FetchAtt::Body | FetchAtt::BodyStructure => {
+                let ext = *item == FetchAtt::BodyStructure;
+                out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                match &parsed {
+                    Some(p) => fetch::bodystructure(out, p, ext),
+                    None => out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)"),
+                }
+            }
+            FetchAtt::Rfc822 => {
+                out.extend_from_slice(b"RFC822 ");
+                nstring(out, raw);
+            }
+            FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => {
+                let text = if *item == FetchAtt::Rfc822Header {
+                    SectionText::Header
+                } else {
+                    SectionText::Text
+                };
+                let name = if *item == FetchAtt::Rfc822Header {
+                    "RFC822.HEADER "
+                } else {
+                    "RFC822.TEXT "
+                };
+                out.extend_from_slice(name.as_bytes());
+                let bytes = match (raw, &parsed) {
+                    (Some(r), Some(p)) => fetch::section_bytes(
+                        r,
+                        p,
+                        &Section {
+                            part: vec![],
+                            text: Some(text),
+                        },
+                    ),
+                    _ => None,
+                };
+                response::string(out, bytes.as_deref().unwrap_or(b""));
+            }
+            FetchAtt::Section {
+                section, partial, ..
+            } => {
+                let bytes = match (raw, &parsed) {
+                    (Some(r), Some(p)) => fetch::section_bytes(r, p, section).unwrap_or_default(),
+                    (Some(r), None) if section.part.is_empty() && section.text.is_none() => {
+                        r.to_vec()
+                    }
+                    _ => Vec::new(),
+                };
+                out.extend_from_slice(format!("BODY[{}]", section_name(section)).as_bytes());
+                let bytes = match partial {
+                    Some((start, len)) => {
+                        out.extend_from_slice(format!("<{start}>").as_bytes());
+                        let s = (*start as usize).min(bytes.len());
+                        let e = s.saturating_add(*len as usize).min(bytes.len());
+                        bytes[s..e].to_vec()
+                    }
+                    None => bytes,
+                };
+                out.push(b' ');
+                response::literal(out, &bytes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        assert!(matches_list_pattern("*", "Work/2026"));
+        assert!(matches_list_pattern("%", "Work"));
+        assert!(!matches_list_pattern("%", "Work/2026"));
+        assert!(matches_list_pattern("Work/%", "Work/2026"));
+        assert!(matches_list_pattern("inbox", "INBOX"));
+        assert!(matches_list_pattern("S*", "Sent"));
+        assert!(!matches_list_pattern("abcdé*", "INBOX"), "a multi-byte char at byte 5 must not panic");
+        assert!(!matches_list_pattern("S*", "Trash"));
+    }
+
+    #[test]
+    fn internal_dates_render() {
+        assert_eq!(imap_date_time(1_168_278_360), "08-Jan-2007 17:46:00 +0000");
+    }
+}

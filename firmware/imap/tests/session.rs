@@ -1,0 +1,323 @@
+//! Whole IMAP sessions over an in-memory duplex stream against a real store
+//! in a temporary folder, written as the exchanges they check.
+
+use mxrack_imap::{ImapService, Mode, run_session};
+use mxrack_net::{AuthLimiter, Shutdown};
+use mxrack_store::{Delivery, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const USER: &str = "jo@example.net";
+const PASS: &str = "pw-jo-123";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    svc: Arc<ImapService>,
+    shutdown: Shutdown,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    store.account_add("acme").expect("account");
+    store.domain_add("example.net", "acme").expect("domain");
+    store.mailbox_add(USER, PASS, false).expect("mailbox");
+    let limits = mxrack_config::Imap {
+        // The in-memory tests run without TLS.
+        allow_plaintext_auth: true,
+        max_literal_bytes: 65_536,
+        ..mxrack_config::Imap::default()
+    };
+    let svc = Arc::new(ImapService {
+        hostname: "mx.example.net".into(),
+        limits,
+        store: store.clone(),
+        tls: None,
+        auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+    });
+    Harness {
+        _dir: dir,
+        store,
+        svc,
+        shutdown: Shutdown::new(),
+    }
+}
+
+async fn deliver(h: &Harness, body: &str) {
+    let d = Delivery {
+        mail_from: "a@sender.example".into(),
+        local: vec![USER.into()],
+        remote: vec![],
+        body: body.as_bytes().to_vec(),
+    };
+    h.store
+        .deliver(d, h.store.next_id())
+        .await
+        .expect("deliver");
+}
+
+struct Client {
+    stream: DuplexStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    async fn start(h: &Harness) -> Client {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let peer = "192.0.2.7:40000".parse().expect("addr");
+        tokio::spawn(run_session(
+            h.svc.clone(),
+            Mode::Plain,
+            Box::new(server),
+            peer,
+            h.shutdown.signal(),
+        ));
+        let mut c = Client {
+            stream: client,
+            pending: Vec::new(),
+        };
+        let greeting = c.line().await;
+        assert!(
+            greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
+            "{greeting}"
+        );
+        c
+    }
+
+    async fn login(h: &Harness) -> Client {
+        let mut c = Client::start(h).await;
+        c.send(&format!("l LOGIN {USER} {PASS}\r\n")).await;
+        c.until("l OK").await;
+        c
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.stream.write_all(s.as_bytes()).await.expect("write");
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return String::from_utf8_lossy(&line).into_owned();
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("response in time")
+                .expect("read");
+            if n == 0 {
+                return String::new();
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Every line up to and including the one starting with `prefix`.
+    async fn until(&mut self, prefix: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line().await;
+            assert!(
+                !l.is_empty(),
+                "connection closed before {prefix:?}; got {all}"
+            );
+            all.push_str(&l);
+            if l.starts_with(prefix) {
+                return all;
+            }
+            if l.starts_with(&prefix[..prefix.find(' ').unwrap_or(0) + 1]) && prefix.contains(" OK")
+            {
+                panic!("expected {prefix:?}, got {l:?} after {all}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_literal_split_across_reads_is_assembled() {
+    let h = harness();
+    let mut c = Client::start(&h).await;
+    c.send("a LOGIN {14}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    // The literal arrives in pieces, the rest of the line after it.
+    c.send("jo@exam").await;
+    tokio::task::yield_now().await;
+    c.send("ple.net {9+}\r\npw-jo").await;
+    c.send("-123\r\n").await;
+    c.until("a OK [CAPABILITY").await;
+}
+
+#[tokio::test]
+async fn select_fetch_store_expunge() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    let mut c = Client::login(&h).await;
+    c.send("s SELECT INBOX\r\n").await;
+    let sel = c.until("s OK [READ-WRITE]").await;
+    assert!(sel.contains("* 2 EXISTS\r\n"), "{sel}");
+    assert!(sel.contains("* OK [UIDNEXT 3]"), "{sel}");
+    c.send("f FETCH 1:* (UID FLAGS)\r\n").await;
+    let f = c.until("f OK").await;
+    assert!(
+        f.contains("* 1 FETCH (UID 1 FLAGS ())") && f.contains("* 2 FETCH (UID 2 FLAGS ())"),
+        "{f}"
+    );
+    c.send("b FETCH 2 BODY[TEXT]\r\n").await;
+    let b = c.until("b OK").await;
+    assert!(b.contains("BODY[TEXT] {8}\r\nsecond\r\n"), "{b}");
+    assert!(b.contains("FLAGS (\\Seen)"), "BODY[] sets \\Seen: {b}");
+    c.send("t STORE 1 +FLAGS (\\Deleted)\r\n").await;
+    assert!(
+        c.until("t OK")
+            .await
+            .contains("* 1 FETCH (FLAGS (\\Deleted))")
+    );
+    c.send("e EXPUNGE\r\n").await;
+    let e = c.until("e OK").await;
+    assert!(e.starts_with("* 1 EXPUNGE\r\n"), "{e}");
+    c.send("u UID FETCH 1:* UID\r\n").await;
+    let u = c.until("u OK").await;
+    assert!(
+        u.contains("* 1 FETCH (UID 2)") && !u.contains("UID 1)"),
+        "{u}"
+    );
+}
+
+#[tokio::test]
+async fn another_sessions_changes_arrive_and_idle_wakes() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    a.send("s SELECT INBOX\r\n").await;
+    a.until("s OK").await;
+    b.send("s SELECT INBOX\r\n").await;
+    b.until("s OK").await;
+    b.send("i IDLE\r\n").await;
+    assert!(b.line().await.starts_with("+ "));
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    assert_eq!(b.line().await, "* 2 EXISTS\r\n");
+    a.send("t STORE 1 +FLAGS.SILENT (\\Flagged)\r\n").await;
+    a.until("t OK").await;
+    assert_eq!(b.line().await, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n");
+    b.send("DONE\r\n").await;
+    b.until("i OK").await;
+    a.send("x STORE 1 +FLAGS.SILENT (\\Deleted)\r\nx2 EXPUNGE\r\n")
+        .await;
+    a.until("x2 OK").await;
+    b.send("n NOOP\r\n").await;
+    let n = b.until("n OK").await;
+    assert!(n.contains("* 1 EXPUNGE\r\n"), "{n}");
+}
+
+#[tokio::test]
+async fn no_expunge_responses_during_fetch() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    for c in [&mut a, &mut b] {
+        c.send("s SELECT INBOX\r\n").await;
+        c.until("s OK").await;
+    }
+    a.send("x STORE 1 +FLAGS.SILENT (\\Deleted)\r\nx2 EXPUNGE\r\n")
+        .await;
+    a.until("x2 OK").await;
+    // RFC 3501 7.4.1: not during FETCH; sequence numbers stay as B knows them.
+    b.send("f FETCH 2 (UID)\r\n").await;
+    let f = b.until("f OK").await;
+    assert!(
+        !f.contains("EXPUNGE") && f.contains("* 2 FETCH (UID 2)"),
+        "{f}"
+    );
+    b.send("n NOOP\r\n").await;
+    assert!(b.until("n OK").await.contains("* 1 EXPUNGE"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_bad_and_limits_hold() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    let mut c = Client::login(&h).await;
+    c.send("s SELECT INBOX\r\n").await;
+    c.until("s OK").await;
+    for (cmd, want) in [
+        ("a FOO\r\n", "a BAD"),
+        ("b FETCH 0 FLAGS\r\n", "b BAD"),
+        ("c FETCH 5 FLAGS\r\n", "c BAD"),
+        ("d FETCH 1 (FLAGS\r\n", "d BAD"),
+        ("e SELECT\r\n", "e BAD"),
+    ] {
+        c.send(cmd).await;
+        let got = c.line().await;
+        assert!(got.starts_with(want), "{cmd:?} gave {got:?}");
+    }
+    // A synchronizing literal over the limit is refused before it is sent.
+    c.send("f APPEND INBOX {70000}\r\n").await;
+    assert!(c.line().await.starts_with("f NO [TOOBIG]"));
+    c.send("g NOOP\r\n").await;
+    c.until("g OK").await;
+    // Nonexistent UIDs are not an error.
+    c.send("h UID FETCH 99 FLAGS\r\n").await;
+    assert_eq!(c.line().await, "h OK FETCH completed\r\n");
+}
+
+#[tokio::test]
+async fn login_failures_are_limited_per_address() {
+    let h = harness();
+    let mut c = Client::start(&h).await;
+    for i in 0..3 {
+        c.send(&format!("f{i} LOGIN {USER} wrong\r\n")).await;
+        assert!(c.line().await.contains("NO [AUTHENTICATIONFAILED]"));
+    }
+    c.send(&format!("g LOGIN {USER} {PASS}\r\n")).await;
+    assert!(c.line().await.starts_with("g NO [UNAVAILABLE]"));
+}
+
+#[tokio::test]
+async fn append_copy_and_the_inbox_rename_rule() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    c.send("a APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {21+}\r\nSubject: x\r\n\r\nhello\r\n\r\n").await;
+    let a = c.until("a OK").await;
+    assert!(a.contains("[APPENDUID "), "{a}");
+    c.send("m APPEND Nowhere {3+}\r\nabc\r\n").await;
+    assert!(c.line().await.starts_with("m NO [TRYCREATE]"));
+    c.send("s SELECT INBOX\r\n").await;
+    c.until("s OK").await;
+    c.send("f FETCH 1 (INTERNALDATE FLAGS BODY.PEEK[])\r\n")
+        .await;
+    let f = c.until("f OK").await;
+    assert!(
+        f.contains("INTERNALDATE \"17-Jul-1996 09:44:25 +0000\""),
+        "{f}"
+    );
+    assert!(
+        f.contains("BODY[] {21}\r\nSubject: x\r\n\r\nhello\r\n)"),
+        "{f}"
+    );
+    c.send("c COPY 1 Trash\r\n").await;
+    assert!(c.until("c OK").await.contains("[COPYUID "));
+    c.send("u UNSELECT\r\nr RENAME INBOX Old\r\n").await;
+    c.until("r OK").await;
+    c.send("t STATUS INBOX (MESSAGES)\r\nt2 STATUS Old (MESSAGES)\r\n")
+        .await;
+    let t = c.until("t2 OK").await;
+    assert!(
+        t.contains("* STATUS INBOX (MESSAGES 0)") && t.contains("* STATUS Old (MESSAGES 1)"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_says_bye() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    h.shutdown.trigger();
+    assert!(c.line().await.starts_with("* BYE [UNAVAILABLE]"));
+}

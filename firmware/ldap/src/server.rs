@@ -1,0 +1,186 @@
+//! The connection loop. One `Framed` over the stream reads a message, the
+//! handler answers it on a blocking thread (Argon2 binds and durable commits
+//! must not stall the runtime), the replies are written, and the next message
+//! is read. StartTLS takes the stream back out of the `Framed` once the
+//! success reply is flushed, drops any bytes the client sent too early (they
+//! were not protected; CVE-2011-0411 is the SMTP twin of that attack), and
+//! runs rustls on the same connection.
+
+use crate::LdapService;
+use crate::codec::{CodecError, Frame, MxCodec};
+use crate::handler::{Session, Then, handle, notice};
+use futures_util::{SinkExt, StreamExt};
+use ldap3_proto::proto::LdapResultCode;
+use mxrack_net::{BoxStream, ShutdownSignal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Encoder, Framed};
+use tracing::{debug, warn};
+
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+
+/// Which port a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Port 389: plaintext until StartTLS.
+    StartTls,
+    /// Port 636: TLS from the first byte.
+    Ldaps,
+}
+
+/// Serves one listener until shutdown (the shared accept loop: connection
+/// cap, panic containment, accept back-off).
+pub async fn serve(
+    listener: Arc<TcpListener>,
+    mode: Mode,
+    svc: Arc<LdapService>,
+    sessions: Arc<Semaphore>,
+    shutdown: ShutdownSignal,
+) {
+    let mut busy = bytes::BytesMut::new();
+    let _ = MxCodec::new(svc.limits.max_message_bytes).encode(
+        notice(
+            LdapResultCode::Busy,
+            "too many connections; try again later",
+        ),
+        &mut busy,
+    );
+    mxrack_net::accept_loop(
+        "ldap",
+        listener,
+        sessions,
+        shutdown,
+        busy.to_vec().into(),
+        move |stream, peer, signal| run_connection(svc.clone(), mode, stream, peer, signal),
+    )
+    .await;
+}
+
+async fn tls_handshake(svc: &LdapService, stream: BoxStream) -> Option<BoxStream> {
+    let acceptor = svc.tls.clone()?;
+    match tokio::time::timeout(
+        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Err(e)) => {
+            debug!(error = %e, "LDAP TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!("LDAP TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs one connection to its end. Never panics on client input.
+pub async fn run_connection(
+    svc: Arc<LdapService>,
+    mode: Mode,
+    stream: BoxStream,
+    peer: SocketAddr,
+    mut shutdown: ShutdownSignal,
+) {
+    let stream = match mode {
+        Mode::StartTls => stream,
+        Mode::Ldaps => match tls_handshake(&svc, stream).await {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    let codec = || MxCodec::new(svc.limits.max_message_bytes);
+    let mut framed = Framed::new(stream, codec());
+    let mut session = Session::new(peer.ip(), mode == Mode::Ldaps);
+    let idle = Duration::from_secs(svc.limits.idle_timeout_secs);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.wait() => {
+                let _ = framed.send(notice(LdapResultCode::Unavailable, "the server is shutting down")).await;
+                break;
+            }
+            n = tokio::time::timeout(idle, framed.next()) => n,
+        };
+        let frame = match next {
+            Err(_) => {
+                let _ = framed
+                    .send(notice(LdapResultCode::Unavailable, "idle for too long"))
+                    .await;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(CodecError::Io(e)))) => {
+                debug!(client = %peer, error = %e, "LDAP read failed");
+                break;
+            }
+            Ok(Some(Err(e))) => {
+                // Oversized or not LDAP: the rest of the stream cannot be
+                // framed, so say why and close (RFC 4511 4.1.1).
+                warn!(client = %peer, error = %e, "LDAP message refused; closing");
+                let code = match e {
+                    CodecError::TooLarge(_) => LdapResultCode::AdminLimitExceeded,
+                    _ => LdapResultCode::ProtocolError,
+                };
+                let _ = framed.send(notice(code, &e.to_string())).await;
+                break;
+            }
+        };
+        if let Frame::Msg(m) = &frame {
+            debug!(client = %peer, msgid = m.msgid, "LDAP request");
+        }
+        let handler_svc = svc.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut session = session;
+            let outcome = handle(&handler_svc, &mut session, frame);
+            (session, outcome)
+        })
+        .await;
+        let outcome = match joined {
+            Ok((s, outcome)) => {
+                session = s;
+                outcome
+            }
+            Err(e) => {
+                warn!(client = %peer, error = %e, "LDAP handler failed; connection closed");
+                let _ = framed
+                    .send(notice(LdapResultCode::Other, "internal error"))
+                    .await;
+                break;
+            }
+        };
+        for reply in outcome.replies {
+            if framed.feed(reply).await.is_err() {
+                return;
+            }
+        }
+        if framed.flush().await.is_err() {
+            return;
+        }
+        match outcome.then {
+            Then::Continue => {}
+            Then::Close => break,
+            Then::StartTls => {
+                let parts = framed.into_parts();
+                if !parts.read_buf.is_empty() {
+                    warn!(client = %peer, bytes = parts.read_buf.len(), "dropping plaintext sent before the TLS handshake");
+                }
+                match tls_handshake(&svc, parts.io).await {
+                    Some(tls) => {
+                        framed = Framed::new(tls, codec());
+                        session.tls = true;
+                    }
+                    None => return,
+                }
+            }
+        }
+    }
+    let _ = SinkExt::<ldap3_proto::proto::LdapMsg>::close(&mut framed).await;
+}
