@@ -187,7 +187,10 @@ fn matches_list_pattern(pattern: &str, name: &str) -> bool {
     // INBOX matches case-insensitively.
     let name_cmp = name.to_string();
     // get() rather than indexing: byte 5 need not be a char boundary.
-    let pattern = if pattern.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("INBOX")) {
+    let pattern = if pattern
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("INBOX"))
+    {
         format!("INBOX{}", &pattern[5..])
     } else {
         pattern.to_string()
@@ -1782,7 +1785,10 @@ mod tests {
         assert!(matches_list_pattern("Work/%", "Work/2026"));
         assert!(matches_list_pattern("inbox", "INBOX"));
         assert!(matches_list_pattern("S*", "Sent"));
-        assert!(!matches_list_pattern("abcdé*", "INBOX"), "a multi-byte char at byte 5 must not panic");
+        assert!(
+            !matches_list_pattern("abcdé*", "INBOX"),
+            "a multi-byte char at byte 5 must not panic"
+        );
         assert!(!matches_list_pattern("S*", "Trash"));
     }
 
