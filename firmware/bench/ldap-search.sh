@@ -12,7 +12,8 @@
 #   reuse    one bound connection per worker, searches back to back
 # slapd runs twice: with its default {SSHA} password hash and with {ARGON2}
 # at mxrack's parameters (m=19456 KiB, t=2, p=1), since a bind per search is
-# mostly the cost of the password hash.
+# mostly the cost of the password hash; mxrack runs with its bind cache
+# (ldap.bind_cache_secs, the default) and without it.
 #
 # Run on demand: bash firmware/bench/ldap-search.sh
 # Options via environment: ENTRIES (5000), WORKERS (4), SECONDS_EACH (10).
@@ -88,6 +89,7 @@ for i in range(n):
 PY
 
 # --- mxrack -----------------------------------------------------------------
+mxrack_conf() { # $1: ldap.bind_cache_secs
 cat > "$WORK/mxrack.toml" <<TOML
 [appliance]
 hostname = "bench.example.net"
@@ -103,14 +105,24 @@ ldap = ["127.0.0.1:$MX_PORT"]
 allow_plaintext_bind = true
 bind_failures_max = 1000000
 max_connections = 1000
+bind_cache_secs = $1
 
 [log]
 level = "warn"
 TOML
-"$BIN" --config "$WORK/mxrack.toml" run > "$WORK/mx.out" 2> "$WORK/mx.err" &
-MX_PID=$!
-for _ in $(seq 1 100); do grep -q '^mxrack ready' "$WORK/mx.out" && break; sleep 0.1; done
-grep -q '^mxrack ready' "$WORK/mx.out" || { cat "$WORK/mx.err"; exit 1; }
+}
+mxrack_start() {
+    : > "$WORK/mx.out"
+    "$BIN" --config "$WORK/mxrack.toml" run > "$WORK/mx.out" 2> "$WORK/mx.err" &
+    MX_PID=$!
+    for _ in $(seq 1 100); do grep -q '^mxrack ready' "$WORK/mx.out" && break; sleep 0.1; done
+    grep -q '^mxrack ready' "$WORK/mx.out" || { cat "$WORK/mx.err"; exit 1; }
+}
+mxrack_stop() {
+    kill "$MX_PID"; wait "$MX_PID" 2>/dev/null || true; MX_PID=""
+}
+mxrack_conf 300
+mxrack_start
 "$BIN" --config "$WORK/mxrack.toml" ldap passwd demo@example.net --password "$PASSWORD" >/dev/null
 start=$(date +%s.%N)
 ldapadd -x -H "ldap://127.0.0.1:$MX_PORT" -D "$BIND_DN" -w "$PASSWORD" -f "$WORK/entries.ldif" >/dev/null
@@ -187,6 +199,12 @@ echo "mxrack: loaded by ldapadd at $MX_LOAD adds/s (each add one durable commit)
 echo "mxrack connect:" >&2; read -r MX_CONNECT MX_N < <(run "$MX_PORT" connect)
 echo "mxrack reuse:" >&2; read -r MX_REUSE _ < <(run "$MX_PORT" reuse)
 MX_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
+mxrack_stop
+mxrack_conf 0
+mxrack_start
+echo "mxrack connect, no bind cache:" >&2; read -r MX_NOCACHE _ < <(run "$MX_PORT" connect)
+MX_RSS_NOCACHE=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
+mxrack_stop
 
 slapd_load '{SSHA}'; slapd_start
 echo "slapd {SSHA} connect:" >&2; read -r SL_CONNECT SL_N < <(run "$SLAPD_PORT" connect)
@@ -196,16 +214,16 @@ slapd_load '{ARGON2}'; slapd_start
 echo "slapd {ARGON2} connect:" >&2; read -r SA_CONNECT _ < <(run "$SLAPD_PORT" connect)
 slapd_stop
 
-python3 - "$MX_CONNECT" "$MX_REUSE" "$SL_CONNECT" "$SL_REUSE" "$SA_CONNECT" "$MX_N" "$SL_N" "$MX_RSS" <<'PY'
+python3 - "$MX_CONNECT" "$MX_REUSE" "$SL_CONNECT" "$SL_REUSE" "$SA_CONNECT" "$MX_N" "$SL_N" "$MX_RSS" "$MX_NOCACHE" "$MX_RSS_NOCACHE" <<'PY'
 import sys
-mc, mr, sc, sr, sa, mn, sn, rss = sys.argv[1:]
-mc, mr, sc, sr, sa = map(float, (mc, mr, sc, sr, sa))
+mc, mr, sc, sr, sa, mn, sn, rss, mnc, rss_nc = sys.argv[1:]
+mc, mr, sc, sr, sa, mnc = map(float, (mc, mr, sc, sr, sa, mnc))
 print(f"entries per search: mxrack {mn}, slapd {sn}")
-print(f"{'searches/s':28} {'mxrack':>10} {'slapd':>10} {'mxrack/slapd':>13}")
-print(f"{'bind per search ({SSHA})':28} {mc:10.1f} {sc:10.1f} {mc/sc:13.2f}")
-print(f"{'bind per search ({ARGON2})':28} {mc:10.1f} {sa:10.1f} {mc/sa:13.2f}")
-print(f"{'one bind, searches reused':28} {mr:10.1f} {sr:10.1f} {mr/sr:13.2f}")
-print(f"mxrack peak RSS {int(rss)/1024:.1f} MiB")
+print(f"{'searches/s':44} {'mxrack':>8} {'slapd':>8} {'mxrack/slapd':>13}")
+print(f"{'bind per search, mxrack bind cache vs {SSHA}':44} {mc:8.1f} {sc:8.1f} {mc/sc:13.2f}")
+print(f"{'bind per search, Argon2 both sides':44} {mnc:8.1f} {sa:8.1f} {mnc/sa:13.2f}")
+print(f"{'one bind, searches reused ({SSHA})':44} {mr:8.1f} {sr:8.1f} {mr/sr:13.2f}")
+print(f"mxrack peak RSS {int(rss)/1024:.1f} MiB (bind cache), {int(rss_nc)/1024:.1f} MiB (Argon2 per bind)")
 if mn != sn:
     print(f"MISMATCH: entries per search differ ({mn} vs {sn})")
     sys.exit(1)

@@ -82,6 +82,8 @@ def toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. relay.routes
+        return "{ " + ", ".join(f"{toml_value(str(k))} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"no TOML for {v!r}")
 
 
@@ -108,6 +110,21 @@ class Server:
         taken |= {self.pop3_port, self.pop3s_port}
         self.ldap_port, self.ldaps_port = [p for p in free_ports(8) if p not in taken][:2]
         self.ldap_limits: dict = {}
+        # Written into [relay] and [forward] when not empty (set them, then
+        # write_config(), before start()); e.g. relay = {"routes": {...}}.
+        self.relay: dict = {}
+        self.forward: dict = {}
+        # The web port (HTTP redirect + HTTPS status page; None: no [web]
+        # listeners, see use_web()) and [health] (issue 6). The start-up
+        # self-check is off here: its probe connections would count against
+        # the small connection limits some tests set.
+        self.http_port: int | None = None
+        self.https_port: int | None = None
+        self.health: dict = {"self_check_at_start": False}
+        self._taken = taken | {self.ldap_port, self.ldaps_port}
+        # A loopback port left closed: the default smarthost (see write_config).
+        self.closed_port = next(p for p in free_ports(4) if p not in self._taken)
+        self._taken.add(self.closed_port)
         self.limits = dict(SMTP_DEFAULTS)
         self.limits.update(smtp)
         self.proc: subprocess.Popen | None = None
@@ -149,8 +166,34 @@ class Server:
         ]
         for k, v in self.ldap_limits.items():
             lines.append(f"{k} = {toml_value(v)}")
+        if self.http_port is not None and self.https_port is not None:
+            lines += [
+                "",
+                "[web]",
+                f'http = ["{HOST}:{self.http_port}"]',
+                f'https = ["{HOST}:{self.https_port}"]',
+            ]
+        if self.health:
+            lines += ["", "[health]"]
+            lines += [f"{k} = {toml_value(v)}" for k, v in self.health.items()]
+        # Tests never send mail off this machine: unless a test names its own,
+        # the smarthost for every domain without a route is a loopback port
+        # nobody listens on (delivery is deferred, no DNS lookup is made).
+        relay = {"smarthost": f"{HOST}:{self.closed_port}", **self.relay}
+        for section, values in (("relay", relay), ("forward", self.forward)):
+            if values:
+                lines += ["", f"[{section}]"]
+                lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
         lines += ["", "[log]", 'level = "info"', ""]
         self.config.write_text("\n".join(lines))
+
+    def use_web(self, *other_ports: int):
+        """Gives the server HTTP and HTTPS listeners on free ports (distinct
+        from its other listeners and from `other_ports`), then rewrites the
+        configuration."""
+        taken = self._taken | set(other_ports)
+        self.http_port, self.https_port = [p for p in free_ports(12) if p not in taken][:2]
+        self.write_config()
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -370,16 +413,19 @@ class Queued:
     recipients: list[str]
     attempts: int
     state: str
+    transport: str | None = None  # outbound, forward, bounce (once the relay exists)
+    last_error: str | None = None
 
     @staticmethod
     def parse(line: str) -> "Queued":
         m = re.fullmatch(
-            r"([0-9a-f]{16})\t(\d+)\tfrom=<([^>]*)>\tto=([^\t]*)\tattempts=(\d+)\t(waiting|held)",
+            r"([0-9a-f]{16})\t(\d+)\tfrom=<([^>]*)>\tto=([^\t]*)(?:\ttransport=([^\t]*))?"
+            r"\tattempts=(\d+)\t(waiting|held)(?:\t(.*))?",
             line,
         )
         assert m, f"bad queue list line {line!r}"
         return Queued(
-            m[1], int(m[2]), m[3], m[4].split(","), int(m[5]), m[6]
+            m[1], int(m[2]), m[3], m[4].split(","), int(m[6]), m[7], m[5], m[8]
         )
 
 
@@ -403,6 +449,11 @@ class Stored:
     id: str
     for_: str | None
     body: bytes
+    spam_score: float = 0.0
+
+
+# "X-Spam-Score: 2.3 (RULE=1.2, ...)" folded over lines that begin with white space.
+SPAM_SCORE_RE = re.compile(rb"X-Spam-Score: (-?[0-9]+\.[0-9])[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
 
 
 def split_stored(stored: bytes) -> Stored:
@@ -415,6 +466,11 @@ def split_stored(stored: bytes) -> Stored:
     assert r, f"stored message has no well-formed Received header next: {rest[:300]!r}"
     body = rest[r.end():]
     assert not body.startswith((b"\t", b" ")), "Received header folded further than expected"
+    # The spam score header the appliance adds to every inbound message.
+    spam = SPAM_SCORE_RE.match(body)
+    assert spam, f"no X-Spam-Score header after Received: {body[:200]!r}"
+    spam_score = float(spam[1])
+    body = body[spam.end():]
     return Stored(
         return_path=m[1].decode(),
         helo=r["helo"].decode(),
@@ -424,6 +480,7 @@ def split_stored(stored: bytes) -> Stored:
         id=r["id"].decode(),
         for_=r["for"].decode() if r["for"] else None,
         body=body,
+        spam_score=spam_score,
     )
 
 

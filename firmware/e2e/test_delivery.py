@@ -154,9 +154,12 @@ def test_submission_starttls_auth_external_is_queued_and_local_is_delivered(serv
         new = [q for q in server.queue() if q.id not in queue_before]
         assert len(new) == 1, new
         q = new[0]
-        assert (q.id, q.mail_from, q.recipients, q.attempts, q.state) == (
-            qid, DEMO, ["someone@example.org"], 0, "waiting",
+        # The relay may already have tried (the test smarthost is a closed
+        # loopback port), so the entry is waiting with 0 or 1 attempts.
+        assert (q.id, q.mail_from, q.recipients, q.state) == (
+            qid, DEMO, ["someone@example.org"], "waiting",
         )
+        assert q.attempts in (0, 1)
         # The queued blob is the body plus the trace block (< 300 bytes).
         assert len(body("outbound")) < q.size < len(body("outbound")) + 300
 

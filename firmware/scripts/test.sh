@@ -11,6 +11,8 @@ command -v swaks >/dev/null || need_apt+=(swaks)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
+# The status page is looked at in a real browser (firmware/e2e/test_status.py).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

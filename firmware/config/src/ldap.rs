@@ -38,6 +38,12 @@ pub struct Ldap {
     /// Failed binds allowed per client address within the window.
     pub bind_failures_max: u32,
     pub bind_failure_window_secs: u64,
+    /// How long a successful bind is remembered, so that the same name and
+    /// password bind again without a new Argon2 check (Thunderbird opens a
+    /// connection, and binds, for every lookup). A changed password is never
+    /// matched by a remembered one; failed binds are never remembered.
+    /// 0 turns it off.
+    pub bind_cache_secs: u64,
     /// Accept a bind with a password on a connection without TLS. Off by
     /// default: credentials cross the wire only inside TLS (invariant 4).
     pub allow_plaintext_bind: bool,
@@ -58,6 +64,7 @@ impl Default for Ldap {
             idle_timeout_secs: 300,
             bind_failures_max: 5,
             bind_failure_window_secs: 300,
+            bind_cache_secs: 300,
             allow_plaintext_bind: false,
         }
     }
@@ -150,6 +157,12 @@ impl Ldap {
                 "must be at least 1".into(),
             ));
         }
+        if self.bind_cache_secs > 3600 {
+            return Err(invalid(
+                "ldap.bind_cache_secs",
+                "must be at most 3600".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -199,6 +212,7 @@ ldaps = ["0.0.0.0:636"]
             ("search_time_limit_secs = 0", "ldap.search_time_limit_secs"),
             ("max_connections = 0", "ldap.max_connections"),
             ("bind_failures_max = 0", "ldap.bind_failures_max"),
+            ("bind_cache_secs = 86400", "ldap.bind_cache_secs"),
             ("max_filter_dept = 3", "max_filter_dept"),
         ] {
             let e = Config::from_toml(&with_ldap(line))

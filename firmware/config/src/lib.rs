@@ -9,15 +9,25 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod forward;
+mod health;
 mod imap;
 mod ldap;
 mod pop3;
+mod relay;
 mod validate;
+mod web;
 
+pub use forward::{
+    FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward, Spam,
+};
+pub use health::{Health, PID_MAX_LIMIT, RAISABLE_SYSCTLS};
 pub use imap::{EMBEDDED_IMAP_ADDR, EMBEDDED_IMAPS_ADDR, IMAP_IDLE_TIMEOUT_SECS_MIN, Imap};
 pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, Ldap};
 pub use pop3::{EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_IDLE_TIMEOUT_SECS_MIN, Pop3};
+pub use relay::Relay;
 pub use validate::ConfigError;
+pub use web::{EMBEDDED_HTTP_ADDR, EMBEDDED_HTTPS_ADDR, Web};
 
 /// Ports of the embedded default (see DESIGN.md "Services and ports").
 pub const EMBEDDED_MX_ADDR: &str = "127.0.0.1:2525";
@@ -45,6 +55,22 @@ pub struct Config {
     /// POP3 for the mailboxes' INBOX; no listener unless configured.
     #[serde(default)]
     pub pop3: Pop3,
+    /// Forwarded mail: discard thresholds per destination, complaint
+    /// feedback and its adaptive policy, SRS, the forward transport.
+    #[serde(default)]
+    pub forward: Forward,
+    /// The spam scorer (rules file).
+    #[serde(default)]
+    pub spam: Spam,
+    /// Outbound delivery of the queue.
+    #[serde(default)]
+    pub relay: Relay,
+    /// The watch over disks, RAID arrays, kernel limits and space.
+    #[serde(default)]
+    pub health: Health,
+    /// The status page and metrics over HTTPS; no listener unless configured.
+    #[serde(default)]
+    pub web: Web,
     #[serde(default)]
     pub log: Log,
 }
@@ -191,6 +217,14 @@ impl Config {
             imap: Imap::embedded_default(),
             ldap: Ldap::embedded_default(),
             pop3: Pop3::embedded_default(),
+            forward: Forward::default(),
+            spam: Spam::default(),
+            relay: Relay {
+                enabled: false,
+                ..Relay::default()
+            },
+            health: Health::default(),
+            web: Web::embedded_default(),
             log: Log::default(),
         }
     }
@@ -209,6 +243,8 @@ impl Config {
             ("ldap.ldaps", &self.ldap.ldaps),
             ("pop3.pop3", &self.pop3.pop3),
             ("pop3.pop3s", &self.pop3.pop3s),
+            ("web.http", &self.web.http),
+            ("web.https", &self.web.https),
         ]
     }
 

@@ -169,7 +169,12 @@ impl Config {
                 .collect();
         self.ldap.validate(&smtp_addrs)?;
         self.pop3.validate()?;
+        self.relay.validate()?;
         self.imap.validate()?;
+        self.forward.validate(is_domain_name)?;
+        self.spam.validate()?;
+        self.health.validate()?;
+        self.web.validate()?;
         if tracing_filter_is_plausible(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

@@ -212,6 +212,9 @@ pub enum ParseError {
     NoTag,
     /// Tagged BAD with this text.
     Bad { tag: String, text: String },
+    /// Tagged NO: well-formed but refused (RFC 3501 6.4.4: an unsupported
+    /// SEARCH charset is NO [BADCHARSET], not BAD).
+    No { tag: String, text: String },
 }
 
 /// If `line` (CRLF-terminated, as read) ends with a literal announcement,
@@ -242,9 +245,18 @@ pub fn parse_request(input: &[u8]) -> Result<Request, ParseError> {
         depth: 0,
     };
     let tag = c.tag().ok_or(ParseError::NoTag)?;
-    let bad = |text: String| ParseError::Bad {
-        tag: tag.clone(),
-        text,
+    let bad = |text: String| {
+        if text.starts_with("[BADCHARSET") {
+            ParseError::No {
+                tag: tag.clone(),
+                text,
+            }
+        } else {
+            ParseError::Bad {
+                tag: tag.clone(),
+                text,
+            }
+        }
     };
     if !c.eat(b' ') {
         return Err(bad("missing command".into()));

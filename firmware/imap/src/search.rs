@@ -51,15 +51,31 @@ fn sent_days(c: &Candidate<'_>) -> Option<i64> {
     c.parsed?.date().map(|d| days(d.to_timestamp()))
 }
 
-fn body_text<'x>(m: &'x Message<'x>) -> String {
+/// Every text of a message: each text part, attachment or not, and the
+/// parts of attached messages (RFC 3501 6.4.4: BODY searches the body).
+fn body_text(m: &Message<'_>) -> String {
     let mut out = String::new();
-    for i in 0..m.text_body.len().max(m.html_body.len()) {
-        if let Some(t) = m.body_text(i) {
-            out.push_str(&t);
-            out.push('\n');
-        }
-    }
+    collect_text(m, &mut out, 0);
     out
+}
+
+fn collect_text(m: &Message<'_>, out: &mut String, depth: usize) {
+    use mail_parser::PartType;
+    for part in &m.parts {
+        match &part.body {
+            PartType::Text(t) => out.push_str(t),
+            PartType::Html(h) => out.push_str(h),
+            PartType::Message(inner) if depth < 8 => {
+                if let Some(s) = inner.subject() {
+                    out.push_str(s);
+                    out.push('\n');
+                }
+                collect_text(inner, out, depth + 1);
+            }
+            _ => {}
+        }
+        out.push('\n');
+    }
 }
 
 pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {

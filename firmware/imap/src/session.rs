@@ -50,6 +50,9 @@ pub struct ImapService {
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
     pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+    /// Learns from the user: a message moved into Junk is spam, one moved
+    /// out of Junk is ham (the statistical classifier of the spam filter).
+    pub scorer: Option<Arc<mxrack_filter::Scorer>>,
 }
 
 struct Selected {
@@ -71,6 +74,8 @@ struct Session {
     selected: Option<Selected>,
     bad_commands: usize,
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
+    /// A BYE was sent: the session ends after the current response.
+    closing: bool,
 }
 
 enum Flow {
@@ -217,6 +222,7 @@ pub async fn run_session(
         selected: None,
         bad_commands: 0,
         changes: None,
+        closing: false,
     };
     let mut conn = if mode == Mode::Tls {
         match tls_handshake(&svc, stream).await {
@@ -294,6 +300,10 @@ pub async fn run_session(
                     Flow::Continue
                 }
             }
+            Err(ParseError::No { tag, text }) => {
+                conn.write(format!("{tag} NO {text}\r\n").as_bytes());
+                Flow::Continue
+            }
             Err(ParseError::Bad { tag, text }) => {
                 let code = if text.starts_with('[') {
                     ""
@@ -308,6 +318,7 @@ pub async fn run_session(
                 }
             }
         };
+        let flow = if session.closing { Flow::Close } else { flow };
         match flow {
             Flow::Continue => {}
             Flow::Close => break,
@@ -556,7 +567,20 @@ impl Session {
             Rename { from, to } => match (self.decode_name(&from), self.decode_name(&to)) {
                 (Some(f), Some(t)) => {
                     let user = self.user.clone().unwrap_or_default();
-                    match blocking(&self.svc.store, move |s| s.folder_rename(&user, &f, &t)).await {
+                    match blocking(&self.svc.store, move |s| {
+                        s.folder_rename(&user, &f, &t)?;
+                        // Like CREATE, RENAME leaves no hole in the hierarchy.
+                        let parts: Vec<&str> = t.split('/').collect();
+                        for i in 1..parts.len() {
+                            match s.folder_create(&user, &parts[..i].join("/")) {
+                                Ok(_) | Err(StoreError::Duplicate { .. }) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await
+                    {
                         Ok(()) => Ok(format!("{tag} OK RENAME completed\r\n")),
                         Err(e) => Ok(store_error(&tag, &e)),
                     }
@@ -902,6 +926,8 @@ impl Session {
                 // Deleted or renamed away by another session.
                 conn.write(b"* BYE [NONEXISTENT] The selected mailbox no longer exists\r\n");
                 self.selected = None;
+                // RFC 3501 7.1.5: BYE means the server closes the connection.
+                self.closing = true;
                 return;
             }
             Err(_) => return,
@@ -1169,6 +1195,15 @@ impl Session {
         };
         if message.is_empty() {
             return Ok(format!("{tag} NO [CANNOT] Empty message\r\n"));
+        }
+        // The health monitor stops new mail before the data file system is
+        // full (issue 6): APPEND is refused like a full disk, until space is
+        // back. [OVERQUOTA] (RFC 5530) is what clients show as "disk full".
+        if let Some(reason) = self.svc.store.intake_refusal() {
+            warn!(%reason, "APPEND refused: the health monitor stopped new mail");
+            return Ok(format!(
+                "{tag} NO [OVERQUOTA] Insufficient system storage, try again later\r\n"
+            ));
         }
         let flags: Vec<String> = flags
             .into_iter()
@@ -1567,10 +1602,15 @@ impl Session {
             return Ok(format!("{tag} OK {verb} completed (no messages)\r\n"));
         }
         let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+        let blobs: Vec<u64> = seqs.iter().map(|&s| sel.messages[s - 1].blob).collect();
+        let (u, n, t) = (user.clone(), name.clone(), target.clone());
         let result = blocking(&self.svc.store, move |s| {
-            s.copy_messages(&user, &name, &uids, &target, is_move)
+            s.copy_messages(&u, &n, &uids, &t, is_move)
         })
         .await;
+        if result.is_ok() {
+            self.learn_from_junk_moves(&user, &name, &target, blobs);
+        }
         let (validity, pairs) = match result {
             Ok(r) => r,
             Err(StoreError::NotFound { kind: "folder", .. }) => {
@@ -1590,6 +1630,39 @@ impl Session {
             return Ok(format!("{tag} OK MOVE completed\r\n"));
         }
         Ok(format!("{tag} OK {code} COPY completed\r\n"))
+    }
+
+    /// A message put into Junk teaches the classifier "spam"; one taken out
+    /// of Junk (anywhere but Trash) teaches "ham". Runs in the background:
+    /// the client's COPY/MOVE does not wait for it.
+    fn learn_from_junk_moves(&self, user: &str, from: &str, to: &str, blobs: Vec<u64>) {
+        let Some(scorer) = self.svc.scorer.clone() else {
+            return;
+        };
+        let store = self.svc.store.clone();
+        let (user, from, to) = (user.to_string(), from.to_string(), to.to_string());
+        tokio::task::spawn_blocking(move || {
+            let use_of = |name: &str| {
+                store
+                    .folder_get(&user, name)
+                    .ok()
+                    .and_then(|f| f.special_use)
+            };
+            let (src, dst) = (use_of(&from), use_of(&to));
+            let spam = match (src.as_deref(), dst.as_deref()) {
+                (s, Some("\\Junk")) if s != Some("\\Junk") => true,
+                (Some("\\Junk"), d) if d != Some("\\Junk") && d != Some("\\Trash") => false,
+                _ => return,
+            };
+            for blob in blobs {
+                if let Ok(message) = store.read_blob(blob)
+                    && let Err(e) = scorer.train(&message, spam)
+                {
+                    warn!(error = %e, "cannot train the spam classifier");
+                }
+            }
+            info!(user = %user, spam, "classifier trained from a Junk move");
+        });
     }
 
     async fn quota_figures(&self) -> Result<(u64, Option<u64>), StoreError> {

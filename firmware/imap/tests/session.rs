@@ -36,6 +36,7 @@ fn harness() -> Harness {
         store: store.clone(),
         tls: None,
         auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+        scorer: None,
     });
     Harness {
         _dir: dir,
@@ -51,6 +52,7 @@ async fn deliver(h: &Harness, body: &str) {
         local: vec![USER.into()],
         remote: vec![],
         body: body.as_bytes().to_vec(),
+        copies: vec![],
     };
     h.store
         .deliver(d, h.store.next_id())

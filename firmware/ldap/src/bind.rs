@@ -68,7 +68,7 @@ pub fn bind(
         _ => None,
     };
     let verified = match &name {
-        Some(name) => match svc.store.ldap_verify_password(name, &password) {
+        Some(name) => match svc.verifier.verify(name, &password) {
             Ok(ok) => ok,
             Err(e) => {
                 let r = store_refusal(&e);

@@ -30,6 +30,7 @@ pub mod schema;
 mod search;
 pub mod server;
 pub mod tree;
+mod verifier;
 
 use mxrack_net::AuthLimiter;
 use mxrack_store::Store;
@@ -53,6 +54,8 @@ pub struct LdapService {
     pub tls: Option<TlsAcceptor>,
     pub bind_limiter: AuthLimiter,
     pub books: tree::BookCache,
+    /// Argon2 checks of binds, on their own threads.
+    pub verifier: verifier::BindVerifier,
 }
 
 impl LdapService {
@@ -66,7 +69,13 @@ impl LdapService {
             limits.bind_failures_max,
             Duration::from_secs(limits.bind_failure_window_secs),
         );
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         LdapService {
+            verifier: verifier::BindVerifier::new(
+                store.clone(),
+                threads,
+                Duration::from_secs(limits.bind_cache_secs),
+            ),
             base: dn::Dn::from_domain(&primary_domain.to_ascii_lowercase()),
             limits,
             store,

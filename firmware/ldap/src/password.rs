@@ -86,7 +86,7 @@ fn try_modify(
         }
     }
     if let Some(old) = &parsed.old_password
-        && !svc.store.ldap_verify_password(name, old)?
+        && !svc.verifier.verify(name, old)?
     {
         return Err(refuse(
             LdapResultCode::InvalidCredentials,

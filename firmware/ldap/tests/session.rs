@@ -389,6 +389,37 @@ fn binds_need_tls_unless_configured() {
     );
 }
 
+#[test]
+fn a_remembered_bind_never_outlives_a_password_change() {
+    let f = fixture(mxrack_config::Ldap::default());
+    let bind = |password: &str| {
+        let mut s = Session::new(PEER, true);
+        let out = handle(&f.svc, &mut s, msg(1, bind_req("acme", password), vec![]));
+        code_of(&out.replies[0])
+    };
+    assert_eq!(bind("acme-ldap"), LdapResultCode::Success);
+    assert_eq!(bind("acme-ldap"), LdapResultCode::Success, "remembered");
+    assert_eq!(bind("wrong"), LdapResultCode::InvalidCredentials);
+    f.svc
+        .store
+        .ldap_set_password("acme", "changed-ldap")
+        .expect("change");
+    assert_eq!(bind("acme-ldap"), LdapResultCode::InvalidCredentials);
+    assert_eq!(bind("changed-ldap"), LdapResultCode::Success);
+    // Remembering can be turned off, and binds still work.
+    let f = fixture(mxrack_config::Ldap {
+        bind_cache_secs: 0,
+        ..mxrack_config::Ldap::default()
+    });
+    let mut s = Session::new(PEER, true);
+    let out = handle(
+        &f.svc,
+        &mut s,
+        msg(1, bind_req("acme", "acme-ldap"), vec![]),
+    );
+    assert_eq!(code_of(&out.replies[0]), LdapResultCode::Success);
+}
+
 /// A whole connection over an in-memory duplex: the codec loop, a bad
 /// message answered without losing the connection, an oversized one
 /// closing it with a notice.

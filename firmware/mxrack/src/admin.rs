@@ -73,6 +73,38 @@ pub enum AdminRequest {
         address: String,
     },
     QueueList,
+    QueueShow {
+        id: String,
+    },
+    /// Every entry due now (or one entry), and the runner woken.
+    QueueFlush {
+        id: Option<String>,
+    },
+    QueueHold {
+        id: String,
+        hold: bool,
+    },
+    QueueDelete {
+        id: String,
+    },
+    ForwardSet {
+        address: String,
+        targets: Vec<String>,
+        keep_copy: bool,
+    },
+    ForwardShow,
+    ForwardRemove {
+        address: String,
+    },
+    BlockAdd {
+        domain: String,
+        account: Option<String>,
+    },
+    BlockList,
+    BlockRemove {
+        domain: String,
+        account: Option<String>,
+    },
     MessageList {
         address: String,
         folder: String,
@@ -87,6 +119,52 @@ pub enum AdminRequest {
         name: String,
         password: String,
     },
+    /// The status page in a terminal (health_cli.rs answers the five
+    /// health requests below).
+    Status,
+    /// An operator's maintenance note, or (`to`) an update to an entry.
+    StatusNote {
+        title: String,
+        text: Option<String>,
+        to: Option<u64>,
+    },
+    Disks,
+    DiskReplace {
+        serial: String,
+    },
+    DiskAdd {
+        serial: String,
+    },
+    /// Learn message files as spam or ham (filter_cli.rs answers the six
+    /// spam and forward-gate requests below). Absolute paths, read by
+    /// whoever executes the request.
+    SpamTrain {
+        spam: bool,
+        files: Vec<PathBuf>,
+    },
+    /// The classifier's totals.
+    SpamStats,
+    /// Score one message file; `rules_file` from `[spam]` (None: embedded).
+    SpamScore {
+        file: PathBuf,
+        envelope_from: String,
+        rules_file: Option<PathBuf>,
+    },
+    /// Per destination forwards, discards, complaints and thresholds;
+    /// `forward` is the CLI's `[forward]` section, `day` defaults to today.
+    ForwardStats {
+        forward: mxrack_config::Forward,
+        day: Option<i64>,
+    },
+    /// The newest complaint samples.
+    ForwardSamples {
+        limit: usize,
+    },
+    /// Runs the adaptive threshold policy for a day (default today).
+    ForwardEvaluate {
+        forward: mxrack_config::Forward,
+        day: Option<i64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,6 +173,29 @@ struct AdminResponse {
     /// Base64 of the bytes to print (messages need not be UTF-8).
     output: String,
     error: String,
+}
+
+/// Wakes the running queue runner after an operator made entries due. Set
+/// once by the supervisor; absent when the CLI runs without a server.
+pub static QUEUE_WAKE: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> =
+    std::sync::OnceLock::new();
+
+fn wake_queue() {
+    if let Some(wake) = QUEUE_WAKE.get() {
+        wake();
+    }
+}
+
+fn parse_queue_id(text: &str) -> Result<mxrack_store::Id, String> {
+    mxrack_store::parse_id_hex(text)
+        .ok_or_else(|| format!("{text:?} is not a queue id (16 hex digits)"))
+}
+
+fn scope_text(account: Option<&str>) -> String {
+    match account {
+        Some(a) => format!("for account {a}"),
+        None => "for every account".into(),
+    }
 }
 
 /// Runs one request against the store and returns what to print.
@@ -194,18 +295,133 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             store.ldap_set_password(name, password).map_err(e)?;
             out = format!("LDAP password of {name} set\n");
         }
+        Status | StatusNote { .. } | Disks | DiskReplace { .. } | DiskAdd { .. } => {
+            return crate::health_cli::execute(store, request);
+        }
+        SpamTrain { .. }
+        | SpamStats
+        | SpamScore { .. }
+        | ForwardStats { .. }
+        | ForwardSamples { .. }
+        | ForwardEvaluate { .. } => {
+            return crate::filter_cli::execute(store, request);
+        }
         QueueList => {
             for q in store.queue_list().map_err(e)? {
                 out.push_str(&format!(
-                    "{}\t{}\tfrom=<{}>\tto={}\tattempts={}\t{}\n",
+                    "{}\t{}\tfrom=<{}>\tto={}\ttransport={}\tattempts={}\t{}{}\n",
                     id_hex(q.id),
                     q.size,
                     q.mail_from,
                     q.recipients.join(","),
+                    q.transport,
                     q.attempts,
-                    if q.held { "held" } else { "waiting" }
+                    if q.held { "held" } else { "waiting" },
+                    q.last_error
+                        .as_deref()
+                        .map(|e| format!("\t{e}"))
+                        .unwrap_or_default()
                 ));
             }
+        }
+        QueueShow { id } => {
+            let q = store.queue_get(parse_queue_id(id)?).map_err(e)?;
+            out = format!(
+                "id: {}\nfrom: <{}>\nto: {}\ntransport: {}\nsize: {}\ncreated: {}\nattempts: {}\nnext attempt: {}\nlast error: {}\nheld: {}\n",
+                id_hex(q.id),
+                q.mail_from,
+                q.recipients.join(", "),
+                q.transport,
+                q.size,
+                q.created,
+                q.attempts,
+                q.next_attempt,
+                q.last_error.as_deref().unwrap_or("-"),
+                q.held
+            );
+        }
+        QueueFlush { id } => {
+            let wanted = id.as_deref().map(parse_queue_id).transpose()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let mut n = 0;
+            for mut q in store.queue_list().map_err(e)? {
+                if wanted.is_some_and(|w| w != q.id) || q.held {
+                    continue;
+                }
+                q.next_attempt = now;
+                store.queue_update(&q).map_err(e)?;
+                n += 1;
+            }
+            wake_queue();
+            out = format!("{n} queue entries due now\n");
+        }
+        QueueHold { id, hold } => {
+            let mut q = store.queue_get(parse_queue_id(id)?).map_err(e)?;
+            q.held = *hold;
+            store.queue_update(&q).map_err(e)?;
+            if !hold {
+                wake_queue();
+            }
+            out = format!(
+                "{} {}\n",
+                id_hex(q.id),
+                if *hold { "held" } else { "released" }
+            );
+        }
+        QueueDelete { id } => {
+            let id = parse_queue_id(id)?;
+            store.queue_remove(id).map_err(e)?;
+            out = format!("{} deleted\n", id_hex(id));
+        }
+        ForwardSet {
+            address,
+            targets,
+            keep_copy,
+        } => {
+            store.forward_set(address, targets, *keep_copy).map_err(e)?;
+            out = format!(
+                "{address} forwards to {} ({})\n",
+                targets.join(", "),
+                if *keep_copy {
+                    "local copy kept"
+                } else {
+                    "no local copy"
+                }
+            );
+        }
+        ForwardShow => {
+            for f in store.forward_list().map_err(e)? {
+                out.push_str(&format!(
+                    "{}\t{}\tkeep_copy={}\n",
+                    f.mailbox,
+                    f.targets.join(","),
+                    if f.keep_copy { "yes" } else { "no" }
+                ));
+            }
+        }
+        ForwardRemove { address } => {
+            store.forward_remove(address).map_err(e)?;
+            out = format!("forwarding of {address} removed\n");
+        }
+        BlockAdd { domain, account } => {
+            store.block_add(domain, account.as_deref()).map_err(e)?;
+            out = format!("{domain} blocked {}\n", scope_text(account.as_deref()));
+        }
+        BlockList => {
+            for b in store.block_list().map_err(e)? {
+                out.push_str(&format!(
+                    "{}\t{}\n",
+                    b.domain,
+                    b.account.as_deref().unwrap_or("(global)")
+                ));
+            }
+        }
+        BlockRemove { domain, account } => {
+            store.block_remove(domain, account.as_deref()).map_err(e)?;
+            out = format!("{domain} unblocked {}\n", scope_text(account.as_deref()))
         }
         MessageList { address, folder } => {
             for m in store.messages(address, folder).map_err(e)? {

@@ -64,12 +64,113 @@ enum Command {
     /// The outbound queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Forwarding rules per mailbox.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+    /// The spam scorer: train its classifier, score a message.
+    #[command(subcommand)]
+    Spam(SpamCommand),
+    /// Sender-domain block lists.
+    #[command(subcommand)]
+    Block(BlockCommand),
     /// Messages in a mailbox.
     #[command(subcommand)]
     Message(MessageCommand),
     /// LDAP address books.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// The status page in a terminal; `status note` adds a maintenance note.
+    Status {
+        #[command(subcommand)]
+        command: Option<StatusCommand>,
+    },
+    /// Every disk: serial, WWN, model, slot, state, array membership.
+    Disks,
+    /// A technician's disk swap, by serial number (or WWN).
+    #[command(subcommand)]
+    Disk(DiskCommand),
+    /// Self-check: every configured service answers on its port from the
+    /// outside address, certificate, data folder, clock. Exit 1 on a failure.
+    Doctor,
+    /// The health monitor's own tools.
+    #[command(subcommand)]
+    Health(HealthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StatusCommand {
+    /// Add an operator's maintenance note to the status page (or, with
+    /// --to ID, an update to entry ID).
+    Note {
+        title: String,
+        text: Option<String>,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DiskCommand {
+    /// Take a healthy or failing disk out of its arrays so it can be pulled;
+    /// prints the slot to pull it from.
+    Replace { serial: String },
+    /// Make a new disk the rebuild target of a degraded array, or a spare.
+    Add { serial: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum HealthCommand {
+    /// The monitor's own cost (CPU per minute, peak RSS) over a fixture tree.
+    Bench {
+        /// A fixture tree to read; by default one is generated.
+        #[arg(long)]
+        sys_root: Option<PathBuf>,
+        #[arg(long, default_value_t = 24)]
+        disks: usize,
+        #[arg(long, default_value_t = 4)]
+        arrays: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        interval_secs: u64,
+    },
+}
+
+/// `mxrack spam train`: the files in batches (each one admin request, so a
+/// large corpus stays under the request size limit), one summary per batch.
+fn spam_train(cli: &Cli, spam: bool, files: &[PathBuf]) -> Result<(), CliError> {
+    let config = cli.effective_config()?;
+    let files = crate::filter_cli::expand_files(files).map_err(CliError::Admin)?;
+    if files.is_empty() {
+        return Err(CliError::Admin("no message files found".into()));
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    for batch in files.chunks(crate::filter_cli::TRAIN_FILES_PER_REQUEST) {
+        let request = AdminRequest::SpamTrain {
+            spam,
+            files: batch.to_vec(),
+        };
+        let output =
+            admin::submit(&config.appliance.data_dir, &request).map_err(CliError::Admin)?;
+        stdout
+            .write_all(&output)
+            .and_then(|_| stdout.flush())
+            .map_err(|e| CliError::Admin(format!("cannot write output: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs a health request (running appliance or data folder) and prints it.
+fn health_request(cli: &Cli, request: &AdminRequest) -> Result<(), CliError> {
+    let config = cli.effective_config()?;
+    let output = crate::health_cli::submit(&config, request).map_err(CliError::Admin)?;
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(&output)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| CliError::Admin(format!("cannot write output: {e}")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +297,103 @@ enum AliasCommand {
 enum QueueCommand {
     /// Messages waiting for outbound delivery.
     List,
+    /// One entry in full: recipients, transport, attempts, last error.
+    Show {
+        id: String,
+    },
+    /// Make every entry (or one) due now and wake the relay.
+    Flush {
+        id: Option<String>,
+    },
+    /// Keep an entry from being delivered until released.
+    Hold {
+        id: String,
+    },
+    Release {
+        id: String,
+    },
+    /// Drop an entry without delivering or bouncing it.
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ForwardCommand {
+    /// Forward a mailbox's mail to one or more external addresses.
+    Set {
+        address: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Do not keep a copy in the mailbox.
+        #[arg(long)]
+        no_local_copy: bool,
+    },
+    /// Every forwarding rule.
+    List,
+    Remove {
+        address: String,
+    },
+    /// Per destination: forwards, discards, complaints (window and total),
+    /// the current discard threshold, its bounds and recent changes.
+    Stats {
+        /// The day the window ends (YYYY-MM-DD, UTC); default today.
+        #[arg(long, value_parser = crate::filter_cli::parse_day_arg)]
+        day: Option<i64>,
+    },
+    /// The newest complaint reports received at the feedback address.
+    Samples {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run the adaptive threshold policy for a day (default yesterday, the
+    /// last complete day, as the server's daily run); each destination is
+    /// evaluated at most once per day.
+    Evaluate {
+        #[arg(long, value_parser = crate::filter_cli::parse_day_arg)]
+        day: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SpamCommand {
+    /// Learn messages (files, or folders of files, one message each) as
+    /// spam or as ham. A message learned before as the other class is
+    /// relearned.
+    Train {
+        #[arg(long, required_unless_present = "ham", conflicts_with = "ham")]
+        spam: bool,
+        #[arg(long)]
+        ham: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// How much the classifier has learned.
+    Stats,
+    /// Score one message file and print its X-Spam-Score header.
+    Score {
+        file: PathBuf,
+        /// The envelope sender (MAIL FROM) to judge the From header against.
+        #[arg(long, default_value = "")]
+        envelope_from: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BlockCommand {
+    /// Refuse mail from a sender domain (and its subdomains), for every
+    /// account or, with --account, for that account's mailboxes.
+    Add {
+        domain: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    List,
+    Remove {
+        domain: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +465,57 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             print!("{}", cli.effective_config()?.to_toml());
             return Ok(());
         }
+        Command::Status { command } => {
+            let request = match command {
+                None => AdminRequest::Status,
+                Some(StatusCommand::Note { title, text, to }) => AdminRequest::StatusNote {
+                    title: title.clone(),
+                    text: text.clone(),
+                    to: *to,
+                },
+            };
+            return health_request(&cli, &request);
+        }
+        Command::Disks => return health_request(&cli, &AdminRequest::Disks),
+        Command::Disk(c) => {
+            let request = match c {
+                DiskCommand::Replace { serial } => AdminRequest::DiskReplace {
+                    serial: serial.clone(),
+                },
+                DiskCommand::Add { serial } => AdminRequest::DiskAdd {
+                    serial: serial.clone(),
+                },
+            };
+            return health_request(&cli, &request);
+        }
+        Command::Doctor => {
+            let config = cli.effective_config()?;
+            return if crate::health_cli::doctor(&config).map_err(CliError::Run)? {
+                Ok(())
+            } else {
+                Err(CliError::Admin("a self-check failed".into()))
+            };
+        }
+        Command::Health(HealthCommand::Bench {
+            sys_root,
+            disks,
+            arrays,
+            seconds,
+            interval_secs,
+        }) => {
+            let config = cli.effective_config()?;
+            let report = crate::health_cli::bench(
+                &config,
+                sys_root.as_deref(),
+                *disks,
+                *arrays,
+                *seconds,
+                (*interval_secs).max(1),
+            )
+            .map_err(CliError::Run)?;
+            print!("{report}");
+            return Ok(());
+        }
         Command::Account(c) => match c {
             AccountCommand::Add { name } => AdminRequest::AccountAdd { name: name.clone() },
             AccountCommand::List => AdminRequest::AccountList,
@@ -323,7 +572,68 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 address: address.clone(),
             },
         },
-        Command::Queue(QueueCommand::List) => AdminRequest::QueueList,
+        Command::Queue(c) => match c {
+            QueueCommand::List => AdminRequest::QueueList,
+            QueueCommand::Show { id } => AdminRequest::QueueShow { id: id.clone() },
+            QueueCommand::Flush { id } => AdminRequest::QueueFlush { id: id.clone() },
+            QueueCommand::Hold { id } => AdminRequest::QueueHold {
+                id: id.clone(),
+                hold: true,
+            },
+            QueueCommand::Release { id } => AdminRequest::QueueHold {
+                id: id.clone(),
+                hold: false,
+            },
+            QueueCommand::Delete { id } => AdminRequest::QueueDelete { id: id.clone() },
+        },
+        Command::Forward(c) => match c {
+            ForwardCommand::Set {
+                address,
+                targets,
+                no_local_copy,
+            } => AdminRequest::ForwardSet {
+                address: address.clone(),
+                targets: targets.clone(),
+                keep_copy: !no_local_copy,
+            },
+            ForwardCommand::List => AdminRequest::ForwardShow,
+            ForwardCommand::Remove { address } => AdminRequest::ForwardRemove {
+                address: address.clone(),
+            },
+            ForwardCommand::Stats { day } => AdminRequest::ForwardStats {
+                forward: cli.effective_config()?.forward,
+                day: *day,
+            },
+            ForwardCommand::Samples { limit } => AdminRequest::ForwardSamples { limit: *limit },
+            ForwardCommand::Evaluate { day } => AdminRequest::ForwardEvaluate {
+                forward: cli.effective_config()?.forward,
+                day: *day,
+            },
+        },
+        Command::Spam(SpamCommand::Train { spam, files, .. }) => {
+            return spam_train(&cli, *spam, files);
+        }
+        Command::Spam(SpamCommand::Stats) => AdminRequest::SpamStats,
+        Command::Spam(SpamCommand::Score {
+            file,
+            envelope_from,
+        }) => AdminRequest::SpamScore {
+            file: std::fs::canonicalize(file)
+                .map_err(|e| CliError::Admin(format!("{}: {e}", file.display())))?,
+            envelope_from: envelope_from.clone(),
+            rules_file: cli.effective_config()?.spam.rules_file,
+        },
+        Command::Block(c) => match c {
+            BlockCommand::Add { domain, account } => AdminRequest::BlockAdd {
+                domain: domain.clone(),
+                account: account.clone(),
+            },
+            BlockCommand::List => AdminRequest::BlockList,
+            BlockCommand::Remove { domain, account } => AdminRequest::BlockRemove {
+                domain: domain.clone(),
+                account: account.clone(),
+            },
+        },
         Command::Ldap(LdapCommand::Passwd { name, password }) => AdminRequest::LdapPasswd {
             name: name.clone(),
             password: password_from(password.clone())?,

@@ -5,6 +5,8 @@
 mod admin;
 mod cli;
 mod demo;
+mod filter_cli;
+mod health_cli;
 mod supervisor;
 
 use clap::Parser;

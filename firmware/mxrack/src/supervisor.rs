@@ -132,7 +132,25 @@ async fn serve_all(
             bind("pop3.pop3s", &pop3.pop3s).await?,
         ),
     ];
+    let relay = build_relay(&config, store.clone())?;
+    let scorer = Arc::new(
+        mxrack_filter::Scorer::from_config(&config.spam, store.clone())
+            .map_err(|e| format!("spam.rules_file: {e}"))?,
+    );
+    {
+        let relay = relay.clone();
+        let _ = admin::QUEUE_WAKE.set(Box::new(move || relay.wake()));
+    }
     let svc = Arc::new(SmtpService {
+        outbound: Some(Arc::new(mxrack_smtp::forwarding::Outbound {
+            relay: relay.clone(),
+            scorer: Some(scorer.clone()),
+            gate: Some(Arc::new(mxrack_filter::ForwardGate::new(
+                store.clone(),
+                config.forward.clone(),
+            ))),
+            feedback_address: config.forward.feedback_address.clone(),
+        })),
         hostname: config.appliance.hostname.clone(),
         primary_domain: config.appliance.primary_domain.clone(),
         limits: smtp.clone(),
@@ -164,6 +182,7 @@ async fn serve_all(
         }
     }
     let imap_svc = Arc::new(mxrack_imap::ImapService {
+        scorer: Some(scorer.clone()),
         hostname: config.appliance.hostname.clone(),
         limits: imap.clone(),
         store: store.clone(),
@@ -244,8 +263,56 @@ async fn serve_all(
             });
         }
     }
+    // The health monitor and the web port (issue 6): status page, its JSON
+    // and Atom forms, metrics over HTTPS; plain HTTP redirects to HTTPS.
+    let health = if config.health.enabled {
+        let (handle, task) = mxrack_health::start(&config, store.clone())?;
+        crate::health_cli::set_running(handle.clone(), &config.appliance.hostname);
+        spawn_supervised("health", shutdown.signal(), move || task.clone().run());
+        Some(handle)
+    } else {
+        None
+    };
+    let web = &config.web;
+    let web_http = bind("web.http", &web.http).await?;
+    let web_https = bind("web.https", &web.https).await?;
+    let web_svc = Arc::new(mxrack_web::WebService {
+        hostname: config.appliance.hostname.clone(),
+        store: store.clone(),
+        health: health.clone(),
+        https_port: web_https.first().map_or(443, |(a, _)| a.port()),
+        limits: web.clone(),
+        tls: Some(tls.clone()),
+    });
+    let web_sessions = Arc::new(Semaphore::new(web.max_connections));
+    drains.push((web_sessions.clone(), web.max_connections));
+    for (mode, key, bound) in [
+        (mxrack_web::Mode::Redirect, "web.http", web_http),
+        (mxrack_web::Mode::Https, "web.https", web_https),
+    ] {
+        for (addr, listener) in bound {
+            ready.push(format!("{}={addr}", key.trim_start_matches("web.")));
+            let (svc, sessions, signal) =
+                (web_svc.clone(), web_sessions.clone(), shutdown.signal());
+            spawn_supervised("web", shutdown.signal(), move || {
+                mxrack_web::serve(
+                    listener.clone(),
+                    mode,
+                    svc.clone(),
+                    sessions.clone(),
+                    signal.clone(),
+                )
+            });
+        }
+    }
     // The admin socket listens and the stop signals are caught before
     // "ready" is printed: a CLI call or a SIGTERM right after it must work.
+    {
+        let (relay, signal) = (relay.clone(), shutdown.signal());
+        spawn_supervised("relay", shutdown.signal(), move || {
+            relay.clone().run(signal.clone())
+        });
+    }
     let admin_listener = admin::bind(store.data_dir()).map_err(|e| {
         format!(
             "cannot create the admin socket in {}: {e}",
@@ -291,6 +358,12 @@ async fn serve_all(
                 mailbox = mxrack_config::DEMO_MAILBOX,
             );
         }
+        if let Some(addr) = config.web.https.first() {
+            let _ = writeln!(
+                stdout,
+                "status page:          https://{addr}/status   (mxrack status, mxrack disks, mxrack doctor)"
+            );
+        }
         if let Some(addr) = ldap.ldap.first() {
             let _ = writeln!(
                 stdout,
@@ -303,8 +376,19 @@ async fn serve_all(
     }
     let _ = stdout.flush();
     info!("ready");
+    // The self-check, from outside, once everything listens: each failure
+    // is logged and becomes an incident on the status page.
+    if config.health.self_check_at_start {
+        let (config, store) = (config.clone(), store.clone());
+        tokio::spawn(async move {
+            mxrack_health::doctor::run_at_start(&config, store).await;
+        });
+    }
 
     wait_for_stop_signal(stop).await;
+    if let Some(h) = &health {
+        h.stop();
+    }
     info!("stopping: no new connections, open sessions get 421");
     shutdown.trigger();
     let grace = Duration::from_secs(smtp.shutdown_grace_secs);
@@ -334,6 +418,93 @@ async fn drain_sessions(drains: &[(Arc<Semaphore>, usize)], grace: Duration) -> 
         }
     }
     true
+}
+
+/// The SRS secret: the configured one, else one generated once and kept in
+/// `DATA/srs-secret` (mode 0600), so forwarding works out of the box and
+/// bounce addresses stay valid across restarts.
+fn srs_secret(config: &Config) -> Result<String, String> {
+    if !config.forward.srs_secret.is_empty() {
+        return Ok(config.forward.srs_secret.clone());
+    }
+    let path = config.appliance.data_dir.join("srs-secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && s.trim().len() >= 16
+    {
+        return Ok(s.trim().to_string());
+    }
+    use rand::Rng;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret: String = rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+/// The queue runner with its transports: "outbound" for customers' mail
+/// and bounces, "forward" for forwarded copies (own source address and
+/// EHLO, as the seed's forwarding-only servers).
+fn build_relay(config: &Config, store: Arc<Store>) -> Result<Arc<mxrack_relay::Relay>, String> {
+    let r = &config.relay;
+    let tls = mxrack_relay::opportunistic_tls()?;
+    let client = |source, ehlo: &Option<String>| mxrack_relay::ClientConfig {
+        ehlo: ehlo
+            .clone()
+            .unwrap_or_else(|| config.appliance.hostname.clone()),
+        source,
+        connect_timeout: Duration::from_secs(r.connect_timeout_secs),
+        command_timeout: Duration::from_secs(r.command_timeout_secs),
+        data_timeout: Duration::from_secs(r.data_timeout_secs),
+        tls: Some(tls.clone()),
+        require_tls: r.require_tls,
+    };
+    let mut transports = std::collections::HashMap::new();
+    transports.insert("outbound".to_string(), client(r.source_address, &r.ehlo));
+    transports.insert("bounce".to_string(), client(r.source_address, &r.ehlo));
+    transports.insert(
+        "forward".to_string(),
+        client(config.forward.source_address, &config.forward.ehlo),
+    );
+    let srs_domain = config
+        .forward
+        .srs_domain
+        .clone()
+        .unwrap_or_else(|| config.appliance.primary_domain.clone());
+    let srs = mxrack_relay::Srs::new(&srs_secret(config)?, &srs_domain);
+    let runner = mxrack_relay::RunnerConfig {
+        hostname: config.appliance.hostname.clone(),
+        interval: Duration::from_secs(r.queue_interval_secs),
+        retry_base: Duration::from_secs(r.retry_base_secs),
+        retry_max: Duration::from_secs(r.retry_max_secs),
+        max_age: Duration::from_secs(r.max_age_secs),
+        per_destination: r.per_destination_concurrency,
+        total: r.total_concurrency,
+    };
+    let routes = r
+        .routes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let router = mxrack_relay::Router::new(routes, r.smarthost.clone());
+    Ok(Arc::new(mxrack_relay::Relay::new(
+        store,
+        runner,
+        router,
+        transports,
+        Some(srs),
+    )))
 }
 
 /// Keeps one service task running: if it panics it is started again after

@@ -6,6 +6,7 @@
 //! Nothing here knows a mail protocol; each protocol crate builds on it.
 
 mod conn;
+pub mod date;
 mod limiter;
 mod server;
 mod shutdown;

@@ -9,7 +9,7 @@
 //! - `server`: the accept loop with its connection limit and panic containment.
 
 pub mod data;
-pub mod date;
+pub mod forwarding;
 pub mod parser;
 pub mod reply;
 pub mod sasl;

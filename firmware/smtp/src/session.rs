@@ -3,10 +3,10 @@
 //! for a TLS one and resets the session state (RFC 3207 4.2).
 
 use crate::data::{DataEvent, DataReader, DataRefusal};
-use crate::date::rfc5322_date;
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
+use mxrack_net::date::rfc5322_date;
 use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
 use mxrack_store::{Delivery, Resolution, Store, StoreError, id_hex};
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +46,9 @@ pub struct SmtpService {
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
     pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+    /// The relay (queue runner, SRS) when outbound delivery is configured:
+    /// forwarding rules, SRS bounces and waking the queue need it.
+    pub outbound: Option<Arc<crate::forwarding::Outbound>>,
 }
 
 struct Transaction {
@@ -55,6 +58,8 @@ struct Transaction {
     remote: Vec<String>,
     /// The addresses as the client gave them in RCPT (for the Received header).
     given: Vec<String>,
+    /// A recipient is the complaint feedback address: the gate reads the message.
+    feedback: bool,
     recipients: usize,
     commands: usize,
 }
@@ -350,6 +355,13 @@ impl Session {
                 return Reply::temporary_failure();
             }
         }
+        // The health monitor closes the intake gate before the data file
+        // system is full (health.space_refuse_*) and opens it again once
+        // space is back: 452 4.3.1, the sender retries later (issue 6).
+        if let Some(reason) = self.svc.store.intake_refusal() {
+            warn!(%reason, "refusing mail: the health monitor stopped new mail");
+            return Reply::insufficient_storage();
+        }
         if let Some(user) = &self.user
             && !from.is_empty()
             && !self.sender_owned_by(&from, user)
@@ -362,6 +374,7 @@ impl Session {
             local: Vec::new(),
             remote: Vec::new(),
             given: Vec::new(),
+            feedback: false,
             recipients: 0,
             commands: 0,
         });
@@ -386,6 +399,11 @@ impl Session {
         let Some(tx) = self.tx.as_mut() else {
             return Reply::bad_sequence("need MAIL before RCPT");
         };
+        let tx_from_domain = tx
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
         if tx.recipients >= max_recipients {
             return Reply::too_many_recipients();
         }
@@ -397,8 +415,65 @@ impl Session {
         } else {
             to
         };
-        match self.svc.store.resolve_recipient(&to) {
+        // A bounce coming back to a forwarded message's SRS address goes on
+        // to the original sender, whoever sends it: the address carries its
+        // own authorisation (an HMAC and a date).
+        if let Some(fb) = self
+            .svc
+            .outbound
+            .as_ref()
+            .and_then(|o| o.feedback_address.as_ref())
+            && to.eq_ignore_ascii_case(fb)
+        {
+            tx.feedback = true;
+            tx.given.push(to);
+            tx.recipients += 1;
+            return Reply::recipient_ok();
+        }
+        let mut srs_route = false;
+        let mut target = to.clone();
+        if let Some(out) = &self.svc.outbound {
+            match out.reverse_srs(&to) {
+                crate::forwarding::SrsCheck::NotSrs => {}
+                crate::forwarding::SrsCheck::Original(orig) => {
+                    srs_route = true;
+                    target = orig;
+                }
+                crate::forwarding::SrsCheck::Invalid => {
+                    return Reply::new(550, "5.1.1", "Invalid or expired SRS address");
+                }
+            }
+        }
+        let blocked = |store: &Store, mailboxes: &[String]| -> Option<Reply> {
+            // Block lists apply to mail from outside, not to customers' own submissions.
+            if authenticated || tx_from_domain.is_empty() {
+                return None;
+            }
+            if let Ok(Some(None)) = store.sender_blocked(&tx_from_domain, None) {
+                return Some(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("Sender domain {tx_from_domain} is blocked here"),
+                ));
+            }
+            for m in mailboxes {
+                let account = store.mailbox_get(m).ok().map(|r| r.account);
+                if let Ok(Some(Some(_))) = store.sender_blocked(&tx_from_domain, account.as_deref())
+                {
+                    return Some(Reply::new(
+                        550,
+                        "5.7.1",
+                        format!("Sender domain {tx_from_domain} is blocked by the recipient"),
+                    ));
+                }
+            }
+            None
+        };
+        match self.svc.store.resolve_recipient(&target) {
             Ok(Resolution::Deliver(r)) => {
+                if let Some(reply) = blocked(&self.svc.store, &r.local) {
+                    return reply;
+                }
                 for m in r.local {
                     if !tx.local.contains(&m) {
                         tx.local.push(m);
@@ -411,10 +486,11 @@ impl Session {
                 }
             }
             Ok(Resolution::UnknownUser) => return Reply::unknown_user(),
-            // Invariant 2 (no open relay): other domains only for authenticated users.
-            Ok(Resolution::NotHosted) if authenticated => {
-                if !tx.remote.contains(&to) {
-                    tx.remote.push(to.clone());
+            // Invariant 2 (no open relay): other domains only for authenticated
+            // users, and for verified SRS bounce addresses.
+            Ok(Resolution::NotHosted) if authenticated || srs_route => {
+                if !tx.remote.contains(&target) {
+                    tx.remote.push(target.clone());
                 }
             }
             Ok(Resolution::NotHosted) => return Reply::relay_denied(),
@@ -494,6 +570,7 @@ impl Session {
         let id = store.next_id();
         let id_text = id_hex(id);
         let headers = self.trace_headers(&tx, &id_text);
+        let headers_len = headers.len();
         let limit = self.svc.limits.max_message_bytes + headers.len() as u64;
         let mut reader = DataReader::new(limit, headers);
         self.send(conn, Reply::start_data());
@@ -540,22 +617,72 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        let mut body = body;
+        let trace_len = headers_len;
+        let mut score = None;
+        if let Some(out) = &self.svc.outbound {
+            if tx.feedback
+                && let Some(gate) = out.gate.clone()
+            {
+                let report = body.clone();
+                match tokio::task::spawn_blocking(move || gate.record_complaint(&report)).await {
+                    Ok(Ok(outcome)) => {
+                        info!(queue_id = %id_text, kind = ?outcome.kind, destination = ?outcome.destination, "complaint report received")
+                    }
+                    Ok(Err(e)) => {
+                        warn!(queue_id = %id_text, error = %e, "complaint report not understood")
+                    }
+                    Err(e) => {
+                        warn!(queue_id = %id_text, error = %e, "complaint report task failed")
+                    }
+                }
+            }
+            if let Some(scorer) = out.scorer.clone() {
+                let (message, from) = (body[trace_len..].to_vec(), tx.from.clone());
+                if let Ok(s) =
+                    tokio::task::spawn_blocking(move || scorer.score(&message, &from)).await
+                {
+                    // The score header goes right after our trace headers.
+                    body.splice(trace_len..trace_len, s.header().into_bytes());
+                    score = Some(s.value);
+                }
+            }
+        }
         let size = body.len();
-        let (local, remote) = (tx.local.len(), tx.remote.len());
+        let message_id = crate::forwarding::message_id(&body[trace_len..]);
+        let (local_list, copies) = match &self.svc.outbound {
+            Some(out) => {
+                out.plan(&store, &tx.from, tx.local, score, message_id.as_deref())
+                    .await
+            }
+            None => (tx.local, Vec::new()),
+        };
+        let (local, remote, forwards) = (local_list.len(), tx.remote.len(), copies.len());
+        let queued = remote + forwards > 0;
+        if local + remote + forwards == 0 {
+            // Everything went to forwards the policy discarded: accepted, nothing to keep.
+            info!(queue_id = %id_text, client = %self.peer, from = %tx.from, size, "accepted; every copy discarded by policy");
+            self.send(conn, Reply::queued(&id_text));
+            return Flow::Continue;
+        }
         let delivery = Delivery {
             mail_from: tx.from.clone(),
-            local: tx.local,
+            local: local_list,
             remote: tx.remote,
             body,
+            copies,
         };
         // Invariant 1: the 250 goes out only after deliver() has made the
         // message durable (file, directory and metadata committed).
         let reply = match store.deliver(delivery, id).await {
             Ok(()) => {
                 info!(
-                    queue_id = %id_text, client = %self.peer, from = %tx.from, local, remote, size,
+                    queue_id = %id_text, client = %self.peer, from = %tx.from, local, remote, forwards, size,
                     user = self.user.as_deref().unwrap_or(""), "accepted"
                 );
+                if queued && let Some(out) = &self.svc.outbound {
+                    out.relay.wake();
+                }
                 Reply::queued(&id_text)
             }
             Err(e) => {

@@ -38,6 +38,7 @@ fn harness() -> Harness {
         store: store.clone(),
         tls: None,
         auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+        outbound: None,
     });
     Harness {
         _dir: dir,

@@ -333,6 +333,8 @@ impl Store {
             txn.open_table(crate::schema::USAGE)?
                 .remove(address.as_str())?;
             crate::ldap::remove_book(&txn, &address)?;
+            txn.open_table(crate::relaydata::FORWARDS)?
+                .remove(address.as_str())?;
             let mut folders = txn.open_table(FOLDERS)?;
             let mut folder_ids = Vec::new();
             let mut folder_names = Vec::new();

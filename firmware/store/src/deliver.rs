@@ -51,6 +51,20 @@ pub struct Delivery {
     pub remote: Vec<String>,
     /// The whole message as it will be stored, CRLF line ends.
     pub body: Vec<u8>,
+    /// Further queue entries sharing the body: forwarded copies, each with
+    /// its own envelope sender (SRS), transport and trace header.
+    pub copies: Vec<QueuedCopy>,
+}
+
+/// A queue entry besides the one for `remote` (see [`Delivery::copies`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedCopy {
+    /// From [`Store::next_id`]; names the queue entry.
+    pub id: Id,
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    pub transport: String,
+    pub prepend: String,
 }
 
 /// Group-commit counters.
@@ -88,6 +102,7 @@ pub(crate) struct Request {
     mail_from: String,
     local: Vec<String>,
     remote: Vec<String>,
+    copies: Vec<QueuedCopy>,
     size: u64,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -125,10 +140,15 @@ impl Store {
             local,
             remote,
             body,
+            copies,
         } = delivery;
+        let copies: Vec<QueuedCopy> = copies
+            .into_iter()
+            .filter(|c| !c.recipients.is_empty())
+            .collect();
         let local = dedup(local.iter().map(|a| a.to_ascii_lowercase()));
         let remote = dedup(remote.into_iter());
-        if local.is_empty() && remote.is_empty() {
+        if local.is_empty() && remote.is_empty() && copies.is_empty() {
             return Err(StoreError::Invalid {
                 what: "delivery",
                 why: "no recipients".into(),
@@ -158,6 +178,7 @@ impl Store {
             mail_from,
             local,
             remote,
+            copies,
             size,
             reply,
         };
@@ -322,11 +343,13 @@ fn inbox(t: &Tables<'_>, mailbox: &str) -> Result<Option<Folder>, StoreError> {
 }
 
 fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
-    if t.blobs.get(req.id)?.is_some() || t.queue.get(req.id)?.is_some() {
-        return Err(StoreError::Duplicate {
-            kind: "message id",
-            name: id_hex(req.id),
-        });
+    for id in std::iter::once(req.id).chain(req.copies.iter().map(|c| c.id)) {
+        if t.blobs.get(id)?.is_some() || t.queue.get(id)?.is_some() {
+            return Err(StoreError::Duplicate {
+                kind: "message id",
+                name: id_hex(id),
+            });
+        }
     }
     for mailbox in &req.local {
         let not_found = || StoreError::NotFound {
@@ -364,7 +387,7 @@ fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
 }
 
 fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> {
-    let refs = req.local.len() as u64 + u64::from(!req.remote.is_empty());
+    let refs = req.local.len() as u64 + u64::from(!req.remote.is_empty()) + req.copies.len() as u64;
     t.blobs.insert(req.id, refs)?;
     for mailbox in &req.local {
         let mut folder = inbox(t, mailbox)?.ok_or_else(|| StoreError::NotFound {
@@ -409,8 +432,28 @@ fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> 
             next_attempt: now,
             last_error: None,
             held: false,
+            transport: "outbound".into(),
+            prepend: String::new(),
         };
         t.queue.insert(req.id, schema::encode(&entry)?.as_slice())?;
+    }
+    for copy in &req.copies {
+        let entry = QueueEntry {
+            id: copy.id,
+            mail_from: copy.mail_from.clone(),
+            recipients: copy.recipients.clone(),
+            blob: req.id,
+            size: req.size,
+            created: now,
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+            held: false,
+            transport: copy.transport.clone(),
+            prepend: copy.prepend.clone(),
+        };
+        t.queue
+            .insert(copy.id, schema::encode(&entry)?.as_slice())?;
     }
     Ok(())
 }

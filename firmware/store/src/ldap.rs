@@ -452,7 +452,21 @@ impl Store {
     ///
     /// CPU heavy (Argon2id): async callers run it in `spawn_blocking`.
     pub fn ldap_verify_password(&self, name: &str, password: &str) -> Result<bool, StoreError> {
-        let hash = match name_kind(name) {
+        match self.ldap_password_hash(name)? {
+            Some(hash) => Ok(password::verify(password, &hash)),
+            None => {
+                password::verify_dummy(password);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The stored LDAP password hash (PHC string) of a mailbox or account;
+    /// `None` when the name is unknown or has no LDAP password. It changes
+    /// with every password change (fresh salt), so a cache keyed on it can
+    /// never accept an old password.
+    pub fn ldap_password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(match name_kind(name) {
             Err(_) => None,
             Ok(kind) => {
                 let txn = self.read_txn()?;
@@ -479,14 +493,7 @@ impl Store {
                     }
                 }
             }
-        };
-        match hash {
-            Some(hash) => Ok(password::verify(password, &hash)),
-            None => {
-                password::verify_dummy(password);
-                Ok(false)
-            }
-        }
+        })
     }
 }
 

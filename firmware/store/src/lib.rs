@@ -18,13 +18,17 @@ mod admin;
 mod blobs;
 mod deliver;
 mod error;
+mod events;
+mod filterdata;
 mod folders;
 mod ids;
+mod intake;
 mod ldap;
 mod mailstore;
 mod names;
 mod password;
 mod queue;
+mod relaydata;
 mod resolve;
 pub mod schema;
 
@@ -37,8 +41,17 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-pub use deliver::{CommitStats, Delivery};
+pub use deliver::{CommitStats, Delivery, QueuedCopy};
 pub use error::StoreError;
+pub use events::{
+    EVENTS_KEPT_MIN, EntryKind, Event, IncidentAction, NewEvent, STATUS_ENTRIES_KEPT, Severity,
+    StatusEntry, StatusUpdate,
+};
+pub use filterdata::{
+    BAYES_SEEN_MAX, BAYES_TOKENS_MAX, BayesCounts, COMPLAINT_SAMPLES_MAX, ComplaintCount,
+    ComplaintSample, FORWARD_DAYS_KEPT, FORWARD_LOG_DAYS, FORWARD_LOG_MAX, ForwardDayCounters,
+    ForwardRecord, LearnOutcome, THRESHOLD_CHANGES_MAX, ThresholdChangeRecord, ThresholdState,
+};
 pub use ids::{Id, id_hex, parse_id_hex};
 pub use ldap::{
     LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
@@ -46,6 +59,7 @@ pub use ldap::{
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
 pub use password::MAX_PASSWORD_LEN;
+pub use relaydata::{BlockedSender, ForwardRule};
 pub use resolve::{Resolution, Resolved};
 pub use schema::{
     Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
@@ -71,6 +85,8 @@ pub struct Store {
     stats: Arc<deliver::Stats>,
     /// Tells sessions that a mailbox changed (its address), after commit.
     changes: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Closed by the health monitor when new mail must be refused.
+    intake: intake::IntakeGate,
 }
 
 impl Store {
@@ -111,6 +127,7 @@ impl Store {
             committer: Mutex::new(Some(committer)),
             stats,
             changes: tokio::sync::broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
+            intake: intake::IntakeGate::default(),
         }))
     }
 

@@ -390,6 +390,16 @@ impl Store {
                     }
                     renames.push((n.to_string(), format!("{to}/{}", &n[prefix.len()..])));
                 }
+                // Every new name must be free before anything moves (RFC 3501
+                // 6.3.5), or a child would overwrite an existing folder.
+                for (_, new) in renames.iter().skip(1) {
+                    if folders.get((mailbox.as_str(), new.as_str()))?.is_some() {
+                        return Err(StoreError::Duplicate {
+                            kind: "folder",
+                            name: new.clone(),
+                        });
+                    }
+                }
                 for (old, new) in renames {
                     if !folder_name_valid(&new) {
                         return Err(StoreError::Invalid {
@@ -876,6 +886,12 @@ mod tests {
             Err(StoreError::InUse { .. })
         ));
         s.folder_rename(MB, "Work", "Jobs").expect("rename");
+        // A child's new name that exists already refuses the whole rename.
+        s.folder_create(MB, "Jobs2/2026").expect("create");
+        assert!(matches!(
+            s.folder_rename(MB, "Jobs", "Jobs2"),
+            Err(StoreError::Duplicate { .. })
+        ));
         assert!(s.folder_get(MB, "Jobs/2026").is_ok());
         assert!(s.folder_get(MB, "Work/2026").is_err());
 
@@ -932,6 +948,7 @@ mod tests {
             local: vec![MB.into()],
             remote: vec![],
             body: b"hi\r\n".to_vec(),
+            copies: vec![],
         };
         s.deliver(d, s.next_id()).await.expect("deliver");
         assert_eq!(&*rx.recv().await.expect("notice"), MB);

@@ -152,6 +152,19 @@ pub struct QueueEntry {
     pub next_attempt: i64,
     pub last_error: Option<String>,
     pub held: bool,
+    /// Which path the copy leaves by: "outbound" (customers' own mail),
+    /// "forward" (forwarded copies, their own source address and EHLO, as
+    /// the seed's forwarding-only servers) or "bounce" (DSNs).
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Header lines sent before the stored body (the forward trace header),
+    /// so one body file serves every copy.
+    #[serde(default)]
+    pub prepend: String,
+}
+
+fn default_transport() -> String {
+    "outbound".into()
 }
 
 /// Serialises a record.
@@ -202,6 +215,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(QUEUE)?;
         txn.open_table(COUNTERS)?;
         txn.open_table(USAGE)?;
+        crate::Store::create_relay_tables(&txn)?;
     }
     txn.commit()?;
     Ok(())

@@ -34,6 +34,7 @@ fn delivery(local: &[&str], remote: &[&str], body: &[u8]) -> Delivery {
         local: local.iter().map(|s| s.to_string()).collect(),
         remote: remote.iter().map(|s| s.to_string()).collect(),
         body: body.to_vec(),
+        copies: vec![],
     }
 }
 

@@ -1,0 +1,372 @@
+//! `[forward]`: forwarded mail: the discard threshold per destination
+//! domain, the adaptive complaint policy that moves it, the feedback
+//! address for complaint (ARF) reports, SRS and the forward transport.
+//! `[spam]`: the spam scorer's rules file.
+//!
+//! Defaults follow the seed: forwards scoring 6.0 or more are discarded
+//! (2006-03-10), 1.0 or more to Hotmail and MSN (2006-09-27); thresholds move
+//! with complaint rates, within bounds.
+
+use crate::validate::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Destinations that start at 1.0 (the seed's Hotmail/MSN entry, with
+/// Microsoft's other consumer domains).
+pub const FORWARD_STRICT_DESTINATIONS: [&str; 4] =
+    ["hotmail.com", "msn.com", "live.com", "outlook.com"];
+
+/// Lowest and highest threshold a configuration may name at all.
+pub const FORWARD_THRESHOLD_FLOOR: f32 = -10.0;
+pub const FORWARD_THRESHOLD_CEILING: f32 = 100.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Forward {
+    /// Discard threshold for destinations not in `thresholds`: a forwarded
+    /// copy scoring this or more is discarded.
+    pub default_threshold: f32,
+    /// Initial threshold per destination domain (a key also covers its
+    /// subdomains). The adaptive policy moves it from there.
+    pub thresholds: BTreeMap<String, f32>,
+    /// Bounds the adaptive policy keeps every threshold within.
+    pub min_threshold: f32,
+    pub max_threshold: f32,
+    /// Per-destination bounds `[min, max]`, overriding the two above.
+    pub bounds: BTreeMap<String, [f32; 2]>,
+    /// Complaints per forwarded copy the policy aims at (0.001 = 0.1%).
+    /// Above it the threshold goes down by `step`; at half of it or less
+    /// (with at least `min_forwards` copies as evidence) it goes back up.
+    pub target_complaint_rate: f64,
+    /// Days of counters the complaint rate is measured over.
+    pub window_days: u32,
+    /// How far one evaluation moves a threshold.
+    pub step: f32,
+    /// Forwards below which a rate is not trusted: complaints are divided
+    /// by at least this many, and a threshold is raised only with this many
+    /// forwards measured since its last change.
+    pub min_forwards: u64,
+    /// Address on the appliance that receives complaint (ARF, RFC 5965)
+    /// reports, e.g. `abuse-feedback@example.net`; None: no feedback loop.
+    pub feedback_address: Option<String>,
+    /// Secret for SRS addresses of forwarded mail (at least 16 bytes when
+    /// set; required once forwarding is used).
+    pub srs_secret: String,
+    /// Domain of SRS addresses; default: `appliance.primary_domain`.
+    pub srs_domain: Option<String>,
+    /// Source address of the forward transport (the seed's forwarding-only
+    /// servers); default: the system's choice.
+    pub source_address: Option<IpAddr>,
+    /// EHLO name of the forward transport; default: `appliance.hostname`.
+    pub ehlo: Option<String>,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            default_threshold: 6.0,
+            thresholds: FORWARD_STRICT_DESTINATIONS
+                .iter()
+                .map(|d| (d.to_string(), 1.0))
+                .collect(),
+            min_threshold: 0.0,
+            max_threshold: 10.0,
+            bounds: BTreeMap::new(),
+            target_complaint_rate: 0.001,
+            window_days: 7,
+            step: 0.5,
+            min_forwards: 20,
+            feedback_address: None,
+            srs_secret: String::new(),
+            srs_domain: None,
+            source_address: None,
+            ehlo: None,
+        }
+    }
+}
+
+/// The configured entry a destination domain falls under: the longest key
+/// of `keys` equal to `domain` or a parent of it.
+fn matching_key<'a>(keys: impl Iterator<Item = &'a String>, domain: &str) -> Option<&'a str> {
+    keys.filter(|k| {
+        domain == k.as_str()
+            || (domain.len() > k.len()
+                && domain.ends_with(k.as_str())
+                && domain.as_bytes()[domain.len() - k.len() - 1] == b'.')
+    })
+    .max_by_key(|k| k.len())
+    .map(String::as_str)
+}
+
+impl Forward {
+    /// The destination a recipient domain is counted under: the configured
+    /// domain it equals or belongs to (`mail.hotmail.com` -> `hotmail.com`),
+    /// or else the domain itself. Lowercase, without a trailing dot.
+    pub fn destination(&self, domain: &str) -> String {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let keys = self.thresholds.keys().chain(self.bounds.keys());
+        match matching_key(keys, &domain) {
+            Some(k) => k.to_string(),
+            None => domain,
+        }
+    }
+
+    /// The configured initial threshold of a destination (see [`Forward::destination`]).
+    pub fn initial_threshold(&self, destination: &str) -> f32 {
+        match matching_key(self.thresholds.keys(), destination) {
+            Some(k) => self.thresholds[k],
+            None => self.default_threshold,
+        }
+    }
+
+    /// `(min, max)` the policy keeps a destination's threshold within.
+    pub fn bounds_of(&self, destination: &str) -> (f32, f32) {
+        match matching_key(self.bounds.keys(), destination) {
+            Some(k) => (self.bounds[k][0], self.bounds[k][1]),
+            None => (self.min_threshold, self.max_threshold),
+        }
+    }
+
+    pub(crate) fn validate(&self, is_domain_name: fn(&str) -> bool) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+        let in_range = |v: f32| {
+            v.is_finite() && (FORWARD_THRESHOLD_FLOOR..=FORWARD_THRESHOLD_CEILING).contains(&v)
+        };
+        let range_text =
+            format!("between {FORWARD_THRESHOLD_FLOOR} and {FORWARD_THRESHOLD_CEILING}");
+        if !in_range(self.min_threshold) {
+            return Err(invalid(
+                "forward.min_threshold",
+                format!("must be {range_text}"),
+            ));
+        }
+        if !in_range(self.max_threshold) || self.max_threshold < self.min_threshold {
+            return Err(invalid(
+                "forward.max_threshold",
+                format!("must be {range_text} and at least forward.min_threshold"),
+            ));
+        }
+        for (domain, [lo, hi]) in &self.bounds {
+            if !is_domain_name(domain) || domain.to_ascii_lowercase() != *domain {
+                return Err(invalid(
+                    "forward.bounds",
+                    format!("{domain:?} is not a lowercase domain name"),
+                ));
+            }
+            if !in_range(*lo) || !in_range(*hi) || lo > hi {
+                return Err(invalid(
+                    "forward.bounds",
+                    format!(
+                        "{domain}: [{lo}, {hi}] must be [min, max] with min <= max, {range_text}"
+                    ),
+                ));
+            }
+        }
+        let check_initial = |key: &'static str, dest: &str, v: f32| {
+            let (lo, hi) = self.bounds_of(dest);
+            if !v.is_finite() || v < lo || v > hi {
+                return Err(invalid(
+                    key,
+                    format!("{dest}: {v} is outside the bounds [{lo}, {hi}]"),
+                ));
+            }
+            Ok(())
+        };
+        check_initial(
+            "forward.default_threshold",
+            "(default)",
+            self.default_threshold,
+        )?;
+        for (domain, v) in &self.thresholds {
+            if !is_domain_name(domain) || domain.to_ascii_lowercase() != *domain {
+                return Err(invalid(
+                    "forward.thresholds",
+                    format!("{domain:?} is not a lowercase domain name"),
+                ));
+            }
+            check_initial("forward.thresholds", domain, *v)?;
+        }
+        if !(self.target_complaint_rate > 0.0 && self.target_complaint_rate < 1.0) {
+            return Err(invalid(
+                "forward.target_complaint_rate",
+                "must be above 0 and below 1 (0.001 is 0.1%)".into(),
+            ));
+        }
+        if !(1..=90).contains(&self.window_days) {
+            return Err(invalid(
+                "forward.window_days",
+                "must be between 1 and 90".into(),
+            ));
+        }
+        if !(self.step.is_finite() && self.step > 0.0 && self.step <= 10.0) {
+            return Err(invalid(
+                "forward.step",
+                "must be above 0 and at most 10".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.min_forwards) {
+            return Err(invalid(
+                "forward.min_forwards",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if let Some(address) = &self.feedback_address {
+            let ok = address.rsplit_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && !local
+                        .chars()
+                        .any(|c| c.is_whitespace() || c == '<' || c == '>')
+                    && is_domain_name(domain)
+            });
+            if !ok {
+                return Err(invalid(
+                    "forward.feedback_address",
+                    format!("{address:?} is not a mail address"),
+                ));
+            }
+        }
+        if !self.srs_secret.is_empty() && self.srs_secret.len() < 16 {
+            return Err(invalid(
+                "forward.srs_secret",
+                "must be at least 16 bytes".into(),
+            ));
+        }
+        if let Some(domain) = &self.srs_domain
+            && (!is_domain_name(domain) || !domain.contains('.'))
+        {
+            return Err(invalid(
+                "forward.srs_domain",
+                format!("{domain:?} is not a domain name"),
+            ));
+        }
+        if let Some(ehlo) = &self.ehlo
+            && !is_domain_name(ehlo)
+        {
+            return Err(invalid(
+                "forward.ehlo",
+                format!("{ehlo:?} is not a host name"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spam {
+    /// The scorer's rules file (TOML); default: the rules built into the
+    /// binary (`firmware/filter/rules/default.toml`).
+    pub rules_file: Option<PathBuf>,
+}
+
+impl Spam {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.rules_file
+            && path.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                key: "spam.rules_file",
+                why: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn with_forward(extra: &str) -> String {
+        format!(
+            "[appliance]\nhostname = \"mx1.example.net\"\nprimary_domain = \"example.net\"\ndata_dir = \"/d\"\n\n[smtp]\nmx = [\"0.0.0.0:25\"]\n\n[forward]\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = Config::from_toml(&with_forward("")).expect("valid");
+        let f = &c.forward;
+        assert_eq!(f.default_threshold, 6.0);
+        for d in ["hotmail.com", "msn.com", "live.com", "outlook.com"] {
+            assert_eq!(f.initial_threshold(d), 1.0, "{d}");
+        }
+        assert_eq!(f.initial_threshold("example.org"), 6.0);
+        assert_eq!(f.destination("MX4.Hotmail.COM."), "hotmail.com");
+        assert_eq!(f.destination("nothotmail.com"), "nothotmail.com");
+        assert_eq!(f.initial_threshold("nothotmail.com"), 6.0);
+        assert_eq!(f.bounds_of("hotmail.com"), (0.0, 10.0));
+        assert_eq!(c.spam.rules_file, None);
+    }
+
+    #[test]
+    fn per_destination_bounds_and_thresholds() {
+        let c = Config::from_toml(&with_forward(
+            "thresholds = { \"hotmail.com\" = 1.5, \"gmail.com\" = 4.0 }\nbounds = { \"hotmail.com\" = [0.5, 3.0] }\nfeedback_address = \"abuse-feedback@example.net\"\nsrs_secret = \"0123456789abcdef\"",
+        ))
+        .expect("valid");
+        assert_eq!(c.forward.initial_threshold("hotmail.com"), 1.5);
+        assert_eq!(c.forward.initial_threshold("msn.com"), 6.0);
+        assert_eq!(c.forward.bounds_of("hotmail.com"), (0.5, 3.0));
+        assert_eq!(c.forward.bounds_of("gmail.com"), (0.0, 10.0));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (line, key) in [
+            ("default_threshold = 11.0", "forward.default_threshold"),
+            ("min_threshold = 2.0", "forward.thresholds"),
+            ("max_threshold = -1.0", "forward.max_threshold"),
+            ("min_threshold = -20.0", "forward.min_threshold"),
+            (
+                "thresholds = { \"hotmail.com\" = 12.0 }",
+                "forward.thresholds",
+            ),
+            (
+                "thresholds = { \"Hotmail.com\" = 1.0 }",
+                "forward.thresholds",
+            ),
+            (
+                "bounds = { \"hotmail.com\" = [3.0, 2.0] }",
+                "forward.bounds",
+            ),
+            (
+                "bounds = { \"hotmail.com\" = [2.0, 3.0] }",
+                "forward.thresholds",
+            ),
+            (
+                "target_complaint_rate = 0.0",
+                "forward.target_complaint_rate",
+            ),
+            (
+                "target_complaint_rate = 1.5",
+                "forward.target_complaint_rate",
+            ),
+            ("window_days = 0", "forward.window_days"),
+            ("step = 0.0", "forward.step"),
+            ("min_forwards = 0", "forward.min_forwards"),
+            ("feedback_address = \"nobody\"", "forward.feedback_address"),
+            ("srs_secret = \"short\"", "forward.srs_secret"),
+            ("srs_domain = \"bad domain\"", "forward.srs_domain"),
+            ("ehlo = \"-bad\"", "forward.ehlo"),
+        ] {
+            let e = Config::from_toml(&with_forward(line))
+                .expect_err(line)
+                .to_string();
+            assert!(e.starts_with(key), "{line}: {e}");
+        }
+        let e = Config::from_toml(
+            &with_forward("").replace("[forward]\n", "[spam]\nrules_file = \"\"\n"),
+        )
+        .expect_err("empty rules file")
+        .to_string();
+        assert!(e.starts_with("spam.rules_file"), "{e}");
+        let e = Config::from_toml(&with_forward("unknown = 1"))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("unknown"), "{e}");
+    }
+}

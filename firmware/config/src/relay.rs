@@ -1,0 +1,164 @@
+//! `[relay]`: outbound delivery of the queue (customers' submitted mail,
+//! forwarded copies, bounces): routes, smarthost, retries and limits.
+
+use crate::validate::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Deliver the queue. Off in the embedded default, so a demo on a
+    /// laptop never sends mail to the Internet: it waits in the queue.
+    pub enabled: bool,
+    /// Next hop per destination domain, "host:port" (tests point these at a
+    /// sink on 127.0.0.1); checked before the smarthost and MX records.
+    pub routes: BTreeMap<String, String>,
+    /// Next hop for every other domain, "host:port"; without it, MX lookup.
+    pub smarthost: Option<String>,
+    /// Source address and EHLO name of customers' outbound mail.
+    pub source_address: Option<IpAddr>,
+    pub ehlo: Option<String>,
+    /// Only deliver over TLS (defer when the server offers none).
+    pub require_tls: bool,
+    /// How often the queue is looked at without being woken.
+    pub queue_interval_secs: u64,
+    /// First retry after this; doubles per attempt up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// A message still undelivered after this bounces (Postfix: 5 days).
+    pub max_age_secs: u64,
+    /// Connections at once per destination domain, and over all.
+    pub per_destination_concurrency: usize,
+    pub total_concurrency: usize,
+    pub connect_timeout_secs: u64,
+    /// Per SMTP command (RFC 5321 4.5.3.2 suggests minutes).
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            enabled: true,
+            routes: BTreeMap::new(),
+            smarthost: None,
+            source_address: None,
+            ehlo: None,
+            require_tls: false,
+            queue_interval_secs: 30,
+            retry_base_secs: 300,
+            retry_max_secs: 4 * 3600,
+            max_age_secs: 5 * 86_400,
+            per_destination_concurrency: 5,
+            total_concurrency: 50,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+        }
+    }
+}
+
+fn hop_ok(hop: &str) -> bool {
+    match hop.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+impl Relay {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+        for (domain, hop) in &self.routes {
+            if !hop_ok(hop) {
+                return Err(invalid(
+                    "relay.routes",
+                    format!("{domain} = {hop:?}: expected \"host:port\""),
+                ));
+            }
+        }
+        if let Some(h) = &self.smarthost
+            && !hop_ok(h)
+        {
+            return Err(invalid(
+                "relay.smarthost",
+                format!("{h:?}: expected \"host:port\""),
+            ));
+        }
+        if !(1..=86_400).contains(&self.queue_interval_secs) {
+            return Err(invalid(
+                "relay.queue_interval_secs",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        if self.retry_base_secs == 0 || self.retry_base_secs > self.retry_max_secs {
+            return Err(invalid(
+                "relay.retry_base_secs",
+                "must be at least 1 and at most relay.retry_max_secs".into(),
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.max_age_secs) {
+            return Err(invalid(
+                "relay.max_age_secs",
+                "must be between 60 and 30 days".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.per_destination_concurrency) {
+            return Err(invalid(
+                "relay.per_destination_concurrency",
+                "must be between 1 and 1000".into(),
+            ));
+        }
+        if self.total_concurrency < self.per_destination_concurrency
+            || self.total_concurrency > 10_000
+        {
+            return Err(invalid(
+                "relay.total_concurrency",
+                "must be at least relay.per_destination_concurrency and at most 10000".into(),
+            ));
+        }
+        for (key, v) in [
+            ("relay.connect_timeout_secs", self.connect_timeout_secs),
+            ("relay.command_timeout_secs", self.command_timeout_secs),
+            ("relay.data_timeout_secs", self.data_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(key, "must be between 1 and 3600".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn with(extra: &str) -> String {
+        format!(
+            "[appliance]\nhostname = \"mx1.example.net\"\nprimary_domain = \"example.net\"\ndata_dir = \"/d\"\n\n[smtp]\nmx = [\"0.0.0.0:25\"]\n\n[relay]\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn routes_and_errors_naming_the_key() {
+        let c = Config::from_toml(&with(
+            "smarthost = \"127.0.0.1:2626\"\nroutes = { \"hotmail.com\" = \"127.0.0.1:2727\" }",
+        ))
+        .expect("valid");
+        assert_eq!(c.relay.routes.len(), 1);
+        for (line, key) in [
+            ("smarthost = \"nohost\"", "relay.smarthost"),
+            ("routes = { \"a.example\" = \"x:0\" }", "relay.routes"),
+            ("retry_base_secs = 0", "relay.retry_base_secs"),
+            ("max_age_secs = 1", "relay.max_age_secs"),
+            ("total_concurrency = 1", "relay.total_concurrency"),
+        ] {
+            let e = Config::from_toml(&with(line))
+                .expect_err("refused")
+                .to_string();
+            assert!(e.starts_with(key), "{line}: {e}");
+        }
+    }
+}

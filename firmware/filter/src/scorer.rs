@@ -1,0 +1,288 @@
+//! The spam score of a message: the rules file's rules and built-in checks,
+//! plus the statistical classifier's band (BAYES_00 .. BAYES_999), summed
+//! on SpamAssassin's scale (5 is the usual spam line). No network lookups.
+
+use std::sync::Arc;
+
+use mxrack_store::{LearnOutcome, Store};
+
+use crate::bayes;
+use crate::gate::{now_secs, today};
+use crate::message::MailView;
+use crate::rules::{RuleKind, RuleSet};
+use crate::tokens;
+use crate::{FilterError, SCORE_HEADER};
+
+/// The rules shipped with the image (`rules/default.toml`).
+pub const EMBEDDED_RULES: &str = include_str!("../rules/default.toml");
+
+/// The hit reported when scoring failed (a bug): the score is then 0.
+pub const SCORER_FAILED: &str = "SCORER_FAILED";
+
+/// Header lines are folded before this many characters.
+const HEADER_LINE_CHARS_MAX: usize = 76;
+
+/// A message's score and the rules that hit, in rule-file order (the
+/// Bayes band first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// Rounded to 0.1, so the figure in the header is the figure compared
+    /// with thresholds.
+    pub value: f32,
+    pub hits: Vec<(String, f32)>,
+}
+
+/// `3.5` -> "3.5", `0.001` -> "0.001", `-1.9` -> "-1.9", `2.0` -> "2".
+fn short(v: f32) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
+impl Score {
+    /// The `X-Spam-Score` header line(s), CRLF-terminated, folded before
+    /// 76 characters: `X-Spam-Score: 6.3 (BAYES_99=3.5, MISSING_DATE=1.4)`.
+    pub fn header(&self) -> String {
+        let mut items: Vec<String> = self
+            .hits
+            .iter()
+            .map(|(n, s)| format!("{n}={}", short(*s)))
+            .collect();
+        let mut out = format!("{SCORE_HEADER}: {:.1}", self.value);
+        let mut line_len = out.len();
+        if items.is_empty() {
+            out.push_str(" (none)\r\n");
+            return out;
+        }
+        let last = items.len() - 1;
+        for (i, item) in items.iter_mut().enumerate() {
+            let piece = format!(
+                "{}{item}{}",
+                if i == 0 { "(" } else { "" },
+                if i == last { ")" } else { "," }
+            );
+            if line_len + 1 + piece.len() > HEADER_LINE_CHARS_MAX && line_len > 0 {
+                out.push_str("\r\n\t");
+                line_len = 1;
+            } else {
+                out.push(' ');
+                line_len += 1;
+            }
+            out.push_str(&piece);
+            line_len += piece.len();
+        }
+        out.push_str("\r\n");
+        out
+    }
+
+    /// True when `name` hit.
+    pub fn hit(&self, name: &str) -> bool {
+        self.hits.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// The scorer: compiled rules and the classifier's data in the store.
+/// `Send + Sync`; the server shares it as `Arc<Scorer>`.
+#[derive(Debug)]
+pub struct Scorer {
+    rules: RuleSet,
+    store: Arc<Store>,
+}
+
+impl Scorer {
+    /// Rules from a TOML rules file (see [`crate::rules`]); classifier data
+    /// read from the store.
+    pub fn new(rules_toml: &str, store: Arc<Store>) -> Result<Scorer, FilterError> {
+        Ok(Scorer {
+            rules: RuleSet::parse(rules_toml)?,
+            store,
+        })
+    }
+
+    /// The rules shipped with the image.
+    pub fn embedded(store: Arc<Store>) -> Scorer {
+        // The embedded file is parsed by a unit test, so this cannot fail
+        // in a built binary.
+        let rules = RuleSet::parse(EMBEDDED_RULES).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the embedded rules do not parse; scoring with none");
+            RuleSet { rules: Vec::new() }
+        });
+        Scorer { rules, store }
+    }
+
+    /// From `[spam]`: the configured rules file, else the embedded rules.
+    pub fn from_config(
+        config: &mxrack_config::Spam,
+        store: Arc<Store>,
+    ) -> Result<Scorer, FilterError> {
+        match &config.rules_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    FilterError::Rules(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Scorer::new(&text, store)
+            }
+            None => Ok(Scorer::embedded(store)),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Scores a message. Pure CPU work but for store reads of token counts;
+    /// run it in `spawn_blocking`. A store error only leaves the classifier
+    /// out (logged): a message always gets a score.
+    pub fn score(&self, message: &[u8], envelope_from: &str) -> Score {
+        self.score_at(message, envelope_from, now_secs())
+    }
+
+    /// [`Scorer::score`] with the time of scoring given (dates are judged
+    /// against the newest Received header, else against `now`).
+    pub fn score_at(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
+        // A bug in scoring must cost a score, never the delivery: a panic is
+        // caught, logged and the message gets a neutral score that says so.
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.score_unguarded(message, envelope_from, now)
+        }));
+        scored.unwrap_or_else(|_| {
+            tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
+            Score {
+                value: 0.0,
+                hits: vec![(SCORER_FAILED.to_string(), 0.0)],
+            }
+        })
+    }
+
+    fn score_unguarded(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
+        score_message(&self.store, &self.rules, message, envelope_from, now)
+    }
+
+    /// Learns a message as spam (`true`: moved into Junk, or `mxrack spam
+    /// train --spam`) or ham (`false`: moved out of Junk). A message learned
+    /// before as the other class is relearned, not counted twice.
+    pub fn train(&self, message: &[u8], spam: bool) -> Result<LearnOutcome, FilterError> {
+        train(&self.store, message, spam)
+    }
+}
+
+/// Scores a message with `rules` and the classifier in `store` (what
+/// [`Scorer::score_at`] does, without its panic guard), for callers that
+/// hold a `&Store` (`mxrack spam score`).
+pub fn score_message(
+    store: &Store,
+    rules: &RuleSet,
+    message: &[u8],
+    envelope_from: &str,
+    now: i64,
+) -> Score {
+    let view = MailView::parse(message);
+    let mut hits: Vec<(String, f32)> = Vec::new();
+    match classify(store, &view) {
+        Ok(Some(p)) => {
+            let band = bayes::band(p);
+            if let Some(score) = rules.score_of(band) {
+                hits.push((band.to_string(), score));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "classifier unavailable; scoring by rules only"),
+    }
+    for rule in rules.evaluate(&view, envelope_from, now) {
+        if !matches!(rule.kind, RuleKind::Bayes) {
+            hits.push((rule.name.clone(), rule.score));
+        }
+    }
+    let sum: f32 = hits.iter().map(|(_, s)| s).sum();
+    Score {
+        value: (sum * 10.0).round() / 10.0,
+        hits,
+    }
+}
+
+/// Learns a message (see [`Scorer::train`]) with any handle of the store.
+pub fn train(store: &Store, message: &[u8], spam: bool) -> Result<LearnOutcome, FilterError> {
+    let view = MailView::parse(message);
+    let tokens = tokens::hashes(&tokens::tokenize(&view));
+    if tokens.is_empty() {
+        return Err(FilterError::Empty);
+    }
+    Ok(store.bayes_learn(&tokens::signature(&view), &tokens, spam, today())?)
+}
+
+/// The classifier's spam probability for a parsed message, or `None`
+/// while fewer than [`bayes::MIN_LEARNED_EACH`] messages of each class were
+/// learned, or when no token carries evidence.
+pub fn classify(store: &Store, view: &MailView) -> Result<Option<f64>, FilterError> {
+    let hashes = tokens::hashes(&tokens::tokenize(view));
+    let counts = store.bayes_counts(&hashes)?;
+    if counts.spam_learned < bayes::MIN_LEARNED_EACH || counts.ham_learned < bayes::MIN_LEARNED_EACH
+    {
+        return Ok(None);
+    }
+    let probabilities: Vec<f64> = counts
+        .tokens
+        .iter()
+        .filter(|(s, h)| s + h > 0)
+        .map(|(s, h)| bayes::token_probability(*s, *h, counts.spam_learned, counts.ham_learned))
+        .collect();
+    Ok(bayes::combine(&probabilities))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_format_and_folding() {
+        let s = Score {
+            value: 6.3,
+            hits: vec![("BAYES_99".into(), 3.5), ("MISSING_DATE".into(), 1.4)],
+        };
+        assert_eq!(
+            s.header(),
+            "X-Spam-Score: 6.3 (BAYES_99=3.5, MISSING_DATE=1.4)\r\n"
+        );
+        let none = Score {
+            value: 0.0,
+            hits: vec![],
+        };
+        assert_eq!(none.header(), "X-Spam-Score: 0.0 (none)\r\n");
+        let many = Score {
+            value: 12.0,
+            hits: (0..20)
+                .map(|i| (format!("SOME_LONG_RULE_NAME_{i}"), 0.6))
+                .collect(),
+        };
+        let h = many.header();
+        assert!(h.ends_with(")\r\n"));
+        for line in h.trim_end_matches("\r\n").split("\r\n") {
+            assert!(line.len() <= HEADER_LINE_CHARS_MAX, "{line:?}");
+        }
+        assert!(
+            h.split("\r\n")
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .all(|l| l.starts_with('\t'))
+        );
+        // Unfolded, it reads back as the one list.
+        let unfolded = h.replace("\r\n\t", " ");
+        assert!(unfolded.contains("SOME_LONG_RULE_NAME_0=0.6, SOME_LONG_RULE_NAME_1=0.6"));
+        assert_eq!(short(0.001), "0.001");
+        assert_eq!(short(-1.9), "-1.9");
+        assert_eq!(short(2.0), "2");
+    }
+
+    #[test]
+    fn embedded_rules_parse() {
+        let set = RuleSet::parse(EMBEDDED_RULES).expect("embedded rules parse");
+        // Every built-in check and every Bayes band has a score.
+        for (name, _) in crate::checks::BUILTIN_CHECKS {
+            assert!(set.score_of(name).is_some(), "{name} has no score");
+        }
+        for (_, band) in bayes::BANDS {
+            assert!(set.score_of(band).is_some(), "{band} has no score");
+        }
+        assert!(set.rules.len() > 40);
+    }
+}

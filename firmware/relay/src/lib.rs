@@ -1,0 +1,13 @@
+//! Outbound mail: the queue runner, the SMTP client, routing (routes,
+//! smarthost, MX), delivery status notifications and SRS.
+
+pub mod client;
+pub mod dsn;
+pub mod route;
+pub mod runner;
+pub mod srs;
+
+pub use client::{ClientConfig, RcptOutcome, opportunistic_tls};
+pub use route::Router;
+pub use runner::{Relay, RelayStats, RunnerConfig};
+pub use srs::Srs;

@@ -1,0 +1,431 @@
+//! The queue runner: picks due queue entries, delivers them by their
+//! transport, and updates the queue: delivered and failed recipients leave
+//! the entry, deferred ones wait with exponential backoff and jitter, and an
+//! entry older than the maximum age bounces. Failures bounce once, as one
+//! DSN to the original sender (the SRS address reversed for forwards).
+
+use crate::client::{self, ClientConfig, RcptOutcome};
+use crate::dsn;
+use crate::route::{RouteError, Router};
+use crate::srs::Srs;
+use mxrack_net::ShutdownSignal;
+use mxrack_store::{Delivery, Id, QueueEntry, Resolution, Store, id_hex};
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{info, warn};
+
+/// Entries started in one pass; the rest wait for the next pass.
+const ENTRIES_PER_PASS_MAX: usize = 10_000;
+/// Servers tried per domain in one attempt.
+const SERVERS_TRIED_MAX: usize = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::without_return_path;
+
+    #[test]
+    fn the_return_path_header_does_not_travel() {
+        assert_eq!(
+            without_return_path(b"Return-Path: <a@b.example>\r\nReceived: x\r\n\r\nhi\r\n"),
+            b"Received: x\r\n\r\nhi\r\n"
+        );
+        assert_eq!(
+            without_return_path(b"return-path:\r\n <a@b>\r\nSubject: s\r\n"),
+            b"Subject: s\r\n"
+        );
+        assert_eq!(without_return_path(b"Subject: s\r\n"), b"Subject: s\r\n");
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub hostname: String,
+    pub interval: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_age: Duration,
+    pub per_destination: usize,
+    pub total: usize,
+}
+
+/// Counters for metrics and `mxrack queue stats`.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub delivered: AtomicU64,
+    pub deferred: AtomicU64,
+    pub failed: AtomicU64,
+    pub bounces: AtomicU64,
+}
+
+pub struct Relay {
+    store: Arc<Store>,
+    config: RunnerConfig,
+    router: Router,
+    /// Client settings per transport name ("outbound", "forward", ...).
+    transports: HashMap<String, ClientConfig>,
+    srs: Option<Srs>,
+    wake: Notify,
+    in_flight: Mutex<HashSet<Id>>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    total: Arc<Semaphore>,
+    pub stats: RelayStats,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn domain_of(addr: &str) -> String {
+    addr.rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, mxrack_store::StoreError> + Send + 'static,
+) -> Result<T, mxrack_store::StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| {
+            Err(mxrack_store::StoreError::Db(format!(
+                "relay task failed: {e}"
+            )))
+        })
+}
+
+/// The stored message without its leading Return-Path header: that header
+/// records the envelope at final delivery and must not travel (RFC 5321
+/// 4.4: a message in transit SHOULD NOT carry one).
+pub fn without_return_path(body: &[u8]) -> &[u8] {
+    if body.len() < 12 || !body[..12].eq_ignore_ascii_case(b"Return-Path:") {
+        return body;
+    }
+    let mut pos = 0;
+    while let Some(i) = body[pos..].iter().position(|&b| b == b'\n') {
+        pos += i + 1;
+        // A folded continuation line starts with white space.
+        if !matches!(body.get(pos), Some(b' ') | Some(b'\t')) {
+            return &body[pos..];
+        }
+    }
+    body
+}
+
+impl Relay {
+    pub fn new(
+        store: Arc<Store>,
+        config: RunnerConfig,
+        router: Router,
+        transports: HashMap<String, ClientConfig>,
+        srs: Option<Srs>,
+    ) -> Relay {
+        let total = Arc::new(Semaphore::new(config.total.max(1)));
+        Relay {
+            store,
+            config,
+            router,
+            transports,
+            srs,
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            per_destination: Mutex::new(HashMap::new()),
+            total,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// New mail is queued (or an operator flushed): run a pass now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn srs(&self) -> Option<&Srs> {
+        self.srs.as_ref()
+    }
+
+    /// Runs passes until shutdown; entries being delivered at shutdown stay
+    /// in the queue (a delivery is removed only after the server's 250).
+    pub async fn run(self: Arc<Self>, mut shutdown: ShutdownSignal) {
+        loop {
+            self.clone().pass().await;
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+
+    /// Starts every due entry not already in flight.
+    pub async fn pass(self: Arc<Self>) {
+        let entries = match blocking(&self.store, |s| s.queue_list()).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "cannot read the queue");
+                return;
+            }
+        };
+        let now = now_secs();
+        let mut started = 0;
+        for entry in entries {
+            if entry.held || entry.next_attempt > now || started >= ENTRIES_PER_PASS_MAX {
+                continue;
+            }
+            {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if !in_flight.insert(entry.id) {
+                    continue;
+                }
+            }
+            started += 1;
+            let relay = self.clone();
+            tokio::spawn(async move {
+                let id = entry.id;
+                relay.process(entry).await;
+                relay
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
+        }
+    }
+
+    fn destination_permits(&self, domain: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_destination.max(1))))
+            .clone()
+    }
+
+    async fn process(&self, entry: QueueEntry) {
+        let qid = id_hex(entry.id);
+        let blob = entry.blob;
+        let body = match blocking(&self.store, move |s| s.read_blob(blob)).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(queue_id = %qid, error = %e, "cannot read the message; will retry");
+                self.defer(entry, &e.to_string(), &[]).await;
+                return;
+            }
+        };
+        let Some(client) = self
+            .transports
+            .get(&entry.transport)
+            .or_else(|| self.transports.get("outbound"))
+        else {
+            warn!(queue_id = %qid, transport = %entry.transport, "no such transport");
+            return;
+        };
+        let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &entry.recipients {
+            by_domain.entry(domain_of(r)).or_default().push(r.clone());
+        }
+        let mut outcomes: Vec<(String, RcptOutcome)> = Vec::new();
+        for (domain, rcpts) in by_domain {
+            let permits = self.destination_permits(&domain);
+            let (Ok(_dest), Ok(_all)) = (
+                permits.acquire_owned().await,
+                self.total.clone().acquire_owned().await,
+            ) else {
+                return;
+            };
+            let mut pending = rcpts;
+            match self.router.servers(&domain).await {
+                Err(RouteError::Permanent(why)) => outcomes.extend(
+                    pending
+                        .drain(..)
+                        .map(|r| (r, RcptOutcome::Failed(why.clone()))),
+                ),
+                Err(RouteError::Temporary(why)) => outcomes.extend(
+                    pending
+                        .drain(..)
+                        .map(|r| (r, RcptOutcome::Deferred(why.clone()))),
+                ),
+                Ok(servers) => {
+                    let mut last: Vec<(String, RcptOutcome)> = Vec::new();
+                    for server in servers.iter().take(SERVERS_TRIED_MAX) {
+                        let results = client::deliver(
+                            server.addr,
+                            &server.name,
+                            client,
+                            &entry.mail_from,
+                            &pending,
+                            entry.prepend.as_bytes(),
+                            without_return_path(&body),
+                        )
+                        .await;
+                        // Deferred recipients may do better at the next server.
+                        let (deferred, settled): (Vec<_>, Vec<_>) = results
+                            .into_iter()
+                            .partition(|(_, o)| matches!(o, RcptOutcome::Deferred(_)));
+                        outcomes.extend(settled);
+                        pending = deferred.iter().map(|(r, _)| r.clone()).collect();
+                        last = deferred;
+                        if pending.is_empty() {
+                            break;
+                        }
+                    }
+                    outcomes.extend(last);
+                }
+            }
+        }
+        self.settle(entry, outcomes, &body).await;
+    }
+
+    async fn settle(&self, entry: QueueEntry, outcomes: Vec<(String, RcptOutcome)>, body: &[u8]) {
+        let qid = id_hex(entry.id);
+        let mut failures = Vec::new();
+        let mut deferred = Vec::new();
+        for (rcpt, outcome) in outcomes {
+            match outcome {
+                RcptOutcome::Delivered => {
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    info!(queue_id = %qid, to = %rcpt, transport = %entry.transport, "delivered");
+                }
+                RcptOutcome::Failed(why) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(queue_id = %qid, to = %rcpt, reason = %why, "failed permanently");
+                    failures.push(dsn::Failure {
+                        status: dsn::status_of(&why, true),
+                        recipient: rcpt,
+                        diagnostic: why,
+                    });
+                }
+                RcptOutcome::Deferred(why) => {
+                    self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                    info!(queue_id = %qid, to = %rcpt, reason = %why, attempts = entry.attempts + 1, "deferred");
+                    deferred.push((rcpt, why));
+                }
+            }
+        }
+        let expired = now_secs() - entry.created > self.config.max_age.as_secs() as i64;
+        if expired {
+            for (rcpt, why) in deferred.drain(..) {
+                let diagnostic = format!("gave up after {} attempts: {why}", entry.attempts + 1);
+                failures.push(dsn::Failure {
+                    status: dsn::status_of(&why, true),
+                    recipient: rcpt,
+                    diagnostic,
+                });
+            }
+        }
+        if !failures.is_empty() {
+            self.bounce(&entry, &failures, body).await;
+        }
+        if deferred.is_empty() {
+            let id = entry.id;
+            if let Err(e) = blocking(&self.store, move |s| s.queue_remove(id)).await {
+                warn!(queue_id = %qid, error = %e, "cannot remove the queue entry");
+            }
+        } else {
+            let why = deferred.last().map(|(_, w)| w.clone()).unwrap_or_default();
+            // Keep the recipients in the order the entry had them.
+            let mut rcpts: Vec<String> = deferred.into_iter().map(|(r, _)| r).collect();
+            rcpts.sort_by_key(|r| {
+                entry
+                    .recipients
+                    .iter()
+                    .position(|x| x == r)
+                    .unwrap_or(usize::MAX)
+            });
+            self.defer(entry, &why, &rcpts).await;
+        }
+    }
+
+    /// Keeps `rcpts` (all when empty) for a later attempt.
+    async fn defer(&self, mut entry: QueueEntry, why: &str, rcpts: &[String]) {
+        if !rcpts.is_empty() {
+            entry.recipients = rcpts.to_vec();
+        }
+        entry.attempts += 1;
+        entry.last_error = Some(why.to_string());
+        entry.next_attempt = now_secs() + self.backoff(entry.attempts).as_secs() as i64;
+        let qid = id_hex(entry.id);
+        if let Err(e) = blocking(&self.store, move |s| s.queue_update(&entry)).await {
+            warn!(queue_id = %qid, error = %e, "cannot update the queue entry");
+        }
+    }
+
+    /// retry_base * 2^(attempts-1), capped, with +-20% jitter so retries of
+    /// many messages to one destination do not come in one burst.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.config.retry_base.as_secs_f64();
+        let exp = base * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        let capped = exp.min(self.config.retry_max.as_secs_f64());
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        Duration::from_secs_f64((capped * jitter).max(1.0))
+    }
+
+    /// One DSN for the failed recipients, to the original sender. No DSN for
+    /// a bounce (null sender), so two systems never bounce at each other.
+    async fn bounce(&self, entry: &QueueEntry, failures: &[dsn::Failure], body: &[u8]) {
+        if entry.mail_from.is_empty() {
+            return;
+        }
+        let to = match &self.srs {
+            Some(srs) => srs
+                .reverse(&entry.mail_from)
+                .unwrap_or_else(|_| entry.mail_from.clone()),
+            None => entry.mail_from.clone(),
+        };
+        let id = self.store.next_id();
+        let unique = id_hex(id);
+        let mut original = entry.prepend.as_bytes().to_vec();
+        original.extend_from_slice(body);
+        let date = mxrack_net::date::rfc5322_date(now_secs());
+        // Stored like any delivered message: the null reverse-path (RFC 5321
+        // 4.5.5) as Return-Path, and our trace header (the Return-Path is
+        // dropped again if the DSN has to travel).
+        let mut message = format!(
+            "Return-Path: <>\r\nReceived: by {} (mxrack) id {unique};\r\n\t{date}\r\n",
+            self.config.hostname
+        )
+        .into_bytes();
+        message.extend(dsn::build(
+            &self.config.hostname,
+            &to,
+            failures,
+            &original,
+            &date,
+            &unique,
+        ));
+        let target = to.clone();
+        let resolution = blocking(&self.store, move |s| s.resolve_recipient(&target)).await;
+        let (local, remote) = match resolution {
+            Ok(Resolution::Deliver(r)) => (r.local, r.remote),
+            Ok(Resolution::NotHosted) | Err(_) => (vec![], vec![to.clone()]),
+            Ok(Resolution::UnknownUser) => {
+                warn!(to = %to, "bounce recipient does not exist here; bounce dropped");
+                return;
+            }
+        };
+        let delivery = Delivery {
+            mail_from: String::new(),
+            local,
+            remote,
+            body: message,
+            copies: vec![],
+        };
+        match self.store.deliver(delivery, id).await {
+            Ok(()) => {
+                self.stats.bounces.fetch_add(1, Ordering::Relaxed);
+                info!(queue_id = %unique, original = %id_hex(entry.id), to = %to, "bounce (DSN) queued");
+                self.wake();
+            }
+            Err(e) => warn!(error = %e, to = %to, "cannot store the bounce"),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Mail that leaves again: forwarding rules applied at delivery (each
+//! forwarded copy a queue entry of the "forward" transport, its envelope
+//! sender rewritten with SRS), and SRS bounce addresses reversed at RCPT.
+
+use mxrack_relay::Relay;
+use mxrack_relay::srs::SrsError;
+use mxrack_store::{QueuedCopy, Resolution, Store};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub struct Outbound {
+    pub relay: Arc<Relay>,
+    /// Scores every inbound message (X-Spam-Score) and feeds the gate.
+    pub scorer: Option<Arc<mxrack_filter::Scorer>>,
+    /// Discards forwarded copies scoring at or over their destination's
+    /// threshold, and counts forwards and complaints.
+    pub gate: Option<Arc<mxrack_filter::ForwardGate>>,
+    /// Where complaint (ARF) reports arrive; consumed by the gate.
+    pub feedback_address: Option<String>,
+}
+
+/// The first Message-ID header value of a message, if any.
+pub fn message_id(body: &[u8]) -> Option<String> {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    let headers = String::from_utf8_lossy(&body[..end]);
+    let mut lines = headers.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        if line.len() > 11 && line[..11].eq_ignore_ascii_case("message-id:") {
+            let mut value = line[11..].trim().to_string();
+            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                value.push_str(next.trim());
+                lines.next();
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+pub enum SrsCheck {
+    NotSrs,
+    Original(String),
+    Invalid,
+}
+
+impl Outbound {
+    pub fn reverse_srs(&self, address: &str) -> SrsCheck {
+        let Some(srs) = self.relay.srs() else {
+            return SrsCheck::NotSrs;
+        };
+        match srs.reverse(address) {
+            Ok(orig) => SrsCheck::Original(orig),
+            Err(SrsError::NotSrs) => SrsCheck::NotSrs,
+            Err(e) => {
+                info!(address, error = ?e, "SRS address refused");
+                SrsCheck::Invalid
+            }
+        }
+    }
+
+    /// Applies the forwarding rules of the local mailboxes: returns the
+    /// mailboxes that keep a copy and the queue entries for forwarded copies.
+    /// A target hosted here is delivered locally (one level deep, so two
+    /// mailboxes forwarding to each other cannot loop).
+    pub async fn plan(
+        &self,
+        store: &Arc<Store>,
+        mail_from: &str,
+        local: Vec<String>,
+        score: Option<f32>,
+        message_id: Option<&str>,
+    ) -> (Vec<String>, Vec<QueuedCopy>) {
+        let mut keep: Vec<String> = Vec::new();
+        let mut external: Vec<String> = Vec::new();
+        for mailbox in &local {
+            let rule = {
+                let (store, m) = (store.clone(), mailbox.clone());
+                tokio::task::spawn_blocking(move || store.forward_get(&m))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten()
+            };
+            let Some(rule) = rule else {
+                if !keep.contains(mailbox) {
+                    keep.push(mailbox.clone());
+                }
+                continue;
+            };
+            if rule.keep_copy && !keep.contains(mailbox) {
+                keep.push(mailbox.clone());
+            }
+            for target in rule.targets {
+                match store.resolve_recipient(&target) {
+                    Ok(Resolution::Deliver(r)) => {
+                        for m in r.local {
+                            if !keep.contains(&m) {
+                                keep.push(m);
+                            }
+                        }
+                        external.extend(r.remote);
+                    }
+                    Ok(Resolution::NotHosted) => external.push(target),
+                    Ok(Resolution::UnknownUser) | Err(_) => {
+                        warn!(mailbox = %mailbox, target = %target, "forward target does not exist here; skipped");
+                    }
+                }
+            }
+        }
+        external.sort();
+        external.dedup();
+        let sender = match self.relay.srs() {
+            Some(srs) if !mail_from.is_empty() => srs.forward(mail_from),
+            _ => mail_from.to_string(),
+        };
+        let mut copies = Vec::new();
+        for target in external {
+            let domain = target
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default();
+            let mut prepend = String::new();
+            if let Some(gate) = &self.gate {
+                // The gate applies to forwarded copies only; the local copy
+                // (if kept) is not touched.
+                let score = score.unwrap_or(0.0);
+                if gate.should_discard(&domain, score) {
+                    if let Err(e) = gate.record_discard(&domain, score) {
+                        warn!(error = %e, "cannot count a discarded forward");
+                    }
+                    info!(to = %target, score, threshold = gate.threshold(&domain), "forward discarded by the spam gate");
+                    continue;
+                }
+                match gate.record_forward(&domain, message_id, score) {
+                    Ok(trace) => prepend = format!("{}: {trace}\r\n", mxrack_filter::TRACE_HEADER),
+                    Err(e) => warn!(error = %e, "cannot record a forward"),
+                }
+            }
+            copies.push(QueuedCopy {
+                id: store.next_id(),
+                mail_from: sender.clone(),
+                recipients: vec![target],
+                transport: "forward".into(),
+                prepend,
+            });
+        }
+        (keep, copies)
+    }
+}
