@@ -14,6 +14,58 @@ use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartT
 /// Deepest MIME nesting rendered in BODYSTRUCTURE.
 const MIME_DEPTH_MAX: usize = 32;
 
+/// ENVELOPE, BODY and BODYSTRUCTURE of one message body, rendered once.
+#[derive(Debug)]
+pub struct Structure {
+    pub envelope: Vec<u8>,
+    pub body: Vec<u8>,
+    pub bodystructure: Vec<u8>,
+}
+
+impl Structure {
+    pub fn of(msg: &Message<'_>) -> Structure {
+        let (mut envelope, mut body, mut bodystructure) = (Vec::new(), Vec::new(), Vec::new());
+        self::envelope(&mut envelope, msg);
+        self::bodystructure(&mut body, msg, false);
+        self::bodystructure(&mut bodystructure, msg, true);
+        Structure {
+            envelope,
+            body,
+            bodystructure,
+        }
+    }
+}
+
+/// Structures kept in memory, by blob id. A body file never changes once
+/// written, so an entry never goes stale; the map is cleared when full.
+const STRUCTURE_CACHE_ENTRIES_MAX: usize = 50_000;
+
+fn structure_cache()
+-> &'static std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<Structure>>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<Structure>>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+pub fn cached_structure(blob: u64) -> Option<std::sync::Arc<Structure>> {
+    structure_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&blob)
+        .cloned()
+}
+
+pub fn remember_structure(blob: u64, s: Structure) -> std::sync::Arc<Structure> {
+    let s = std::sync::Arc::new(s);
+    let mut cache = structure_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= STRUCTURE_CACHE_ENTRIES_MAX {
+        cache.clear();
+    }
+    cache.insert(blob, s.clone());
+    s
+}
+
 pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     mail_parser::MessageParser::default().parse(raw)
 }

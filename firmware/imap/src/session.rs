@@ -26,6 +26,8 @@ use tracing::{info, warn};
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+/// Messages read and rendered per blocking task in a FETCH.
+const FETCH_BATCH_MESSAGES: usize = 256;
 /// Output is flushed whenever this much is buffered (long FETCH responses).
 const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
 /// Longest AUTHENTICATE continuation line (RFC 4954's figure, reused).
@@ -1401,13 +1403,16 @@ impl Session {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
         let read_only = sel.read_only;
-        let needs_body = items.iter().any(|i| {
+        let needs_structure = items.iter().any(|i| {
             matches!(
                 i,
-                FetchAtt::Envelope
-                    | FetchAtt::Body
-                    | FetchAtt::BodyStructure
-                    | FetchAtt::Rfc822
+                FetchAtt::Envelope | FetchAtt::Body | FetchAtt::BodyStructure
+            )
+        });
+        let needs_raw = items.iter().any(|i| {
+            matches!(
+                i,
+                FetchAtt::Rfc822
                     | FetchAtt::Rfc822Header
                     | FetchAtt::Rfc822Text
                     | FetchAtt::Section { .. }
@@ -1444,27 +1449,49 @@ impl Session {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
         let mut missing = false;
-        for &seq in &seqs {
-            let meta = sel.messages[seq - 1].clone();
-            if changed_since.is_some_and(|c| meta.modseq <= c) {
-                continue;
-            }
-            let raw = if needs_body {
-                let store = self.svc.store.clone();
-                match tokio::task::spawn_blocking(move || store.read_blob(meta.blob)).await {
-                    Ok(Ok(r)) => Some(r),
-                    _ => {
-                        // Expunged by another session since our last sync.
-                        missing = true;
-                        continue;
-                    }
+        let items = Arc::new(items);
+        let metas: Vec<(usize, MessageMeta)> = seqs
+            .iter()
+            .map(|&seq| (seq, sel.messages[seq - 1].clone()))
+            .filter(|(_, m)| changed_since.is_none_or(|c| m.modseq > c))
+            .collect();
+        // Messages are read and rendered in batches on a blocking thread:
+        // parsing stays off the async workers, and a FETCH 1:* of a large
+        // mailbox costs one task per batch, not one per message.
+        for batch in metas.chunks(FETCH_BATCH_MESSAGES) {
+            let (store, items, batch) = (self.svc.store.clone(), items.clone(), batch.to_vec());
+            let rendered = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let mut missing = false;
+                for (seq, meta) in &batch {
+                    let structure = if needs_structure {
+                        fetch::cached_structure(meta.blob)
+                    } else {
+                        None
+                    };
+                    let raw = if needs_raw || (needs_structure && structure.is_none()) {
+                        match store.read_blob(meta.blob) {
+                            Ok(r) => Some(r),
+                            Err(_) => {
+                                // Expunged by another session since our last sync.
+                                missing = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+                    render_items(&mut out, &items, meta, raw.as_deref(), structure);
+                    out.extend_from_slice(b")\r\n");
                 }
-            } else {
-                None
+                (out, missing)
+            })
+            .await;
+            let Ok((out, batch_missing)) = rendered else {
+                return Ok(format!("{tag} NO [SERVERBUG] FETCH failed\r\n"));
             };
-            let mut out = format!("* {seq} FETCH (").into_bytes();
-            render_items(&mut out, &items, &meta, raw.as_deref());
-            out.extend_from_slice(b")\r\n");
+            missing |= batch_missing;
             conn.write(&out);
             if conn.buffered_output() > OUTPUT_FLUSH_BYTES && conn.flush().await.is_err() {
                 return Ok(String::new());
@@ -1753,8 +1780,32 @@ fn section_name(section: &Section) -> String {
 }
 
 /// One message's FETCH items, in the order asked.
-fn render_items(out: &mut Vec<u8>, items: &[FetchAtt], meta: &MessageMeta, raw: Option<&[u8]>) {
+/// One message's FETCH items, in the order asked. `structure` is the cached
+/// ENVELOPE/BODYSTRUCTURE when known; else it is computed from `raw` (and
+/// remembered).
+fn render_items(
+    out: &mut Vec<u8>,
+    items: &[FetchAtt],
+    meta: &MessageMeta,
+    raw: Option<&[u8]>,
+    structure: Option<Arc<fetch::Structure>>,
+) {
     let parsed = raw.and_then(fetch::parse);
+    let structure = structure.or_else(|| {
+        let wanted = items.iter().any(|i| {
+            matches!(
+                i,
+                FetchAtt::Envelope | FetchAtt::Body | FetchAtt::BodyStructure
+            )
+        });
+        match (&parsed, wanted) {
+            (Some(p), true) => Some(fetch::remember_structure(
+                meta.blob,
+                fetch::Structure::of(p),
+            )),
+            _ => None,
+        }
+    });
     let mut first = true;
     for item in items {
         if !first {
@@ -1777,16 +1828,16 @@ fn render_items(out: &mut Vec<u8>, items: &[FetchAtt], meta: &MessageMeta, raw: 
             }
             FetchAtt::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                match &parsed {
-                    Some(p) => fetch::envelope(out, p),
+                match &structure {
+                    Some(s) => out.extend_from_slice(&s.envelope),
                     None => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
                 }
             }
             FetchAtt::Body | FetchAtt::BodyStructure => {
                 let ext = *item == FetchAtt::BodyStructure;
                 out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                match &parsed {
-                    Some(p) => fetch::bodystructure(out, p, ext),
+                match &structure {
+                    Some(s) => out.extend_from_slice(if ext { &s.bodystructure } else { &s.body }),
                     None => out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)"),
                 }
             }
