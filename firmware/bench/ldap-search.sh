@@ -16,12 +16,14 @@
 # (ldap.bind_cache_secs, the default) and without it.
 #
 # Run on demand: bash firmware/bench/ldap-search.sh
-# Options via environment: ENTRIES (5000), WORKERS (4), SECONDS_EACH (10).
+# Options via environment: ENTRIES (5000), WORKERS (4), SECONDS_EACH (5),
+# ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENTRIES=${ENTRIES:-5000}
 WORKERS=${WORKERS:-4}
-SECONDS_EACH=${SECONDS_EACH:-10}
+SECONDS_EACH=${SECONDS_EACH:-5}
+ROUNDS=${ROUNDS:-3}
 FILTER='(|(cn=*jo*)(mail=*jo*)(givenName=*jo*)(sn=*jo*))'
 SIZE_LIMIT=100
 PASSWORD=bench-ldap
@@ -131,7 +133,7 @@ MX_LOAD=$(python3 -c "print(f'{$ENTRIES/($end-$start):.0f}')")
 
 # --- slapd, mdb backend, the same DNs ------------------------------------------
 mkdir -p "$WORK/slapd/db"
-slapd_conf() { # $1: password scheme line for moduleload, written to slapd.conf
+slapd_conf() { # the mdb database under WORK, schema for inetOrgPerson, argon2 loaded
     cat > "$WORK/slapd/slapd.conf" <<CONF
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -194,35 +196,50 @@ assert int(kv['errors']) == 0, sys.argv[1]
 print(kv['per_second'], kv['entries_per_search'])" "$line"
 }
 
-echo "== $ENTRIES entries, filter $FILTER, size limit $SIZE_LIMIT, $WORKERS workers, ${SECONDS_EACH}s per run"
+echo "== $ENTRIES entries, filter $FILTER, size limit $SIZE_LIMIT, $WORKERS workers, ${ROUNDS} rounds of ${SECONDS_EACH}s per figure (median and range)"
 echo "mxrack: loaded by ldapadd at $MX_LOAD adds/s (each add one durable commit)"
-echo "mxrack connect:" >&2; read -r MX_CONNECT MX_N < <(run "$MX_PORT" connect)
-echo "mxrack reuse:" >&2; read -r MX_REUSE _ < <(run "$MX_PORT" reuse)
-MX_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
-mxrack_stop
-mxrack_conf 0
-mxrack_start
-echo "mxrack connect, no bind cache:" >&2; read -r MX_NOCACHE _ < <(run "$MX_PORT" connect)
-MX_RSS_NOCACHE=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
-mxrack_stop
-
+# Both servers up at once, runs interleaved, so that a change in the
+# machine's load hits both alike.
 slapd_load '{SSHA}'; slapd_start
-echo "slapd {SSHA} connect:" >&2; read -r SL_CONNECT SL_N < <(run "$SLAPD_PORT" connect)
-echo "slapd {SSHA} reuse:" >&2; read -r SL_REUSE _ < <(run "$SLAPD_PORT" reuse)
-slapd_stop
-slapd_load '{ARGON2}'; slapd_start
-echo "slapd {ARGON2} connect:" >&2; read -r SA_CONNECT _ < <(run "$SLAPD_PORT" connect)
-slapd_stop
+MXC=(); SLC=(); MXR=(); SLR=()
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round: mxrack connect, slapd connect, mxrack reuse, slapd reuse" >&2
+    read -r v MX_N < <(run "$MX_PORT" connect); MXC+=("$v")
+    read -r v SL_N < <(run "$SLAPD_PORT" connect); SLC+=("$v")
+    read -r v _ < <(run "$MX_PORT" reuse); MXR+=("$v")
+    read -r v _ < <(run "$SLAPD_PORT" reuse); SLR+=("$v")
+done
+MX_RSS=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
+mxrack_stop; slapd_stop
 
-python3 - "$MX_CONNECT" "$MX_REUSE" "$SL_CONNECT" "$SL_REUSE" "$SA_CONNECT" "$MX_N" "$SL_N" "$MX_RSS" "$MX_NOCACHE" "$MX_RSS_NOCACHE" <<'PY'
-import sys
-mc, mr, sc, sr, sa, mn, sn, rss, mnc, rss_nc = sys.argv[1:]
-mc, mr, sc, sr, sa, mnc = map(float, (mc, mr, sc, sr, sa, mnc))
+# A full Argon2 check per bind on both sides: mxrack without its bind
+# cache, slapd with {ARGON2} at mxrack's parameters.
+mxrack_conf 0; mxrack_start
+slapd_load '{ARGON2}'; slapd_start
+MXA=(); SLA=()
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round: mxrack connect without bind cache, slapd {ARGON2} connect" >&2
+    read -r v _ < <(run "$MX_PORT" connect); MXA+=("$v")
+    read -r v _ < <(run "$SLAPD_PORT" connect); SLA+=("$v")
+done
+MX_RSS_NOCACHE=$(awk '/VmHWM/ {print $2}' "/proc/$MX_PID/status")
+mxrack_stop; slapd_stop
+
+python3 - "$MX_N" "$SL_N" "$MX_RSS" "$MX_RSS_NOCACHE" "${MXC[*]}" "${SLC[*]}" "${MXR[*]}" "${SLR[*]}" "${MXA[*]}" "${SLA[*]}" <<'PY'
+import statistics, sys
+mn, sn, rss, rss_nc = sys.argv[1:5]
+mxc, slc, mxr, slr, mxa, sla = ([float(x) for x in a.split()] for a in sys.argv[5:11])
+def cell(v):
+    return f"{statistics.median(v):8.1f} ({min(v):.0f}-{max(v):.0f})"
 print(f"entries per search: mxrack {mn}, slapd {sn}")
-print(f"{'searches/s':44} {'mxrack':>8} {'slapd':>8} {'mxrack/slapd':>13}")
-print(f"{'bind per search, mxrack bind cache vs {SSHA}':44} {mc:8.1f} {sc:8.1f} {mc/sc:13.2f}")
-print(f"{'bind per search, Argon2 both sides':44} {mnc:8.1f} {sa:8.1f} {mnc/sa:13.2f}")
-print(f"{'one bind, searches reused ({SSHA})':44} {mr:8.1f} {sr:8.1f} {mr/sr:13.2f}")
+print(f"{'searches/s':40} {'mxrack':>19} {'slapd':>19} {'mxrack/slapd':>13}")
+rows = [
+    ("bind per search (mxrack cache, {SSHA})", mxc, slc),
+    ("bind per search (Argon2 both sides)", mxa, sla),
+    ("one bind, searches reused", mxr, slr),
+]
+for name, m, s in rows:
+    print(f"{name:40} {cell(m):>19} {cell(s):>19} {statistics.median(m)/statistics.median(s):13.2f}")
 print(f"mxrack peak RSS {int(rss)/1024:.1f} MiB (bind cache), {int(rss_nc)/1024:.1f} MiB (Argon2 per bind)")
 if mn != sn:
     print(f"MISMATCH: entries per search differ ({mn} vs {sn})")

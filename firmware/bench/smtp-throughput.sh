@@ -19,8 +19,12 @@ if ! command -v smtp-source >/dev/null && [ ! -x /usr/sbin/smtp-source ]; then
 fi
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
-cargo build --release -p mxrack >/dev/null
-BIN=$PWD/target/release/mxrack
+if [ -n "${MXRACK_BIN:-}" ]; then
+    BIN=$MXRACK_BIN    # e.g. the static image binary, target/x86_64-unknown-linux-gnu/release/mxrack
+else
+    cargo build --release -p mxrack >/dev/null
+    BIN=$PWD/target/release/mxrack
+fi
 WORK=$(mktemp -d /tmp/mxrack-bench.XXXXXX)
 PORT=${PORT:-12525}
 cat > "$WORK/mxrack.toml" <<TOML

@@ -449,7 +449,7 @@ class Stored:
     id: str
     for_: str | None
     body: bytes
-    spam_score: float = 0.0
+    spam_score: float | None = None
 
 
 # "X-Spam-Score: 2.3 (RULE=1.2, ...)" folded over lines that begin with white space.
@@ -468,9 +468,15 @@ def split_stored(stored: bytes) -> Stored:
     assert not body.startswith((b"\t", b" ")), "Received header folded further than expected"
     # The spam score header the appliance adds to every inbound message.
     spam = SPAM_SCORE_RE.match(body)
-    assert spam, f"no X-Spam-Score header after Received: {body[:200]!r}"
-    spam_score = float(spam[1])
-    body = body[spam.end():]
+    # Inbound mail is scored; authenticated submissions are not (RFC 4954 AUTH
+    # shows as ESMTPA/ESMTPSA in the Received header).
+    if r["proto"].endswith(b"A"):
+        assert not spam, f"a submission got an X-Spam-Score header: {body[:200]!r}"
+        spam_score = None
+    else:
+        assert spam, f"no X-Spam-Score header after Received: {body[:200]!r}"
+        spam_score = float(spam[1])
+        body = body[spam.end():]
     return Stored(
         return_path=m[1].decode(),
         helo=r["helo"].decode(),

@@ -31,7 +31,9 @@ pub struct Forward {
     /// Initial threshold per destination domain (a key also covers its
     /// subdomains). The adaptive policy moves it from there.
     pub thresholds: BTreeMap<String, f32>,
-    /// Bounds the adaptive policy keeps every threshold within.
+    /// Bounds the adaptive policy keeps every threshold within. A
+    /// destination that never sent a complaint is not raised above its
+    /// initial threshold, whatever `max_threshold` says.
     pub min_threshold: f32,
     pub max_threshold: f32,
     /// Per-destination bounds `[min, max]`, overriding the two above.

@@ -103,9 +103,11 @@ impl Default for Health {
             raise_bounds: BTreeMap::new(),
             space_warn_percent: 85,
             space_refuse_free_percent: 3,
-            space_refuse_free_bytes: 512 * 1024 * 1024,
+            // The byte floors match smtp.min_free_bytes, so a small data
+            // disk (a test rig's 256 MiB array) is not "full" from the start.
+            space_refuse_free_bytes: 64 * 1024 * 1024,
             space_resume_free_percent: 5,
-            space_resume_free_bytes: 1024 * 1024 * 1024,
+            space_resume_free_bytes: 128 * 1024 * 1024,
             inodes_refuse_free_percent: 2,
             self_check_at_start: true,
             events_max: 10_000,

@@ -314,12 +314,17 @@ impl<S: Deref<Target = Store>> ForwardGate<S> {
     /// destination with counters in the window or an adapted threshold.
     /// Each destination is evaluated at most once per day. The evidence is
     /// the window's counters since the day after the threshold last moved
-    /// (each step needs fresh evidence). Returns the changes, each also
-    /// recorded with its reason.
+    /// (each step needs fresh evidence). A destination that never sent a
+    /// complaint (in the counters kept) has no feedback loop, so its silence
+    /// proves nothing: it is never raised above its configured initial
+    /// threshold. Returns the changes, each also recorded with its reason.
     pub fn evaluate(&self, day: i64) -> Result<Vec<ThresholdChange>, FilterError> {
         let window = i64::from(self.config.window_days);
         let first = day - window + 1;
-        let counters = self.store.forward_days(first, day)?;
+        let history = self
+            .store
+            .forward_days(day - mxrack_store::FORWARD_DAYS_KEPT, day)?;
+        let counters: Vec<_> = history.iter().filter(|(_, d, _)| *d >= first).collect();
         let stored = self.store.forward_thresholds()?;
         let mut destinations: Vec<String> = counters
             .iter()
@@ -381,6 +386,16 @@ impl<S: Deref<Target = Store>> ForwardGate<S> {
                     evidence.complaints += c.complaints;
                 }
             }
+            // Silence is evidence only from a destination that complains:
+            // one that never sent a complaint (no feedback loop) is never
+            // raised above its configured initial threshold.
+            let has_feedback = history
+                .iter()
+                .any(|(d, _, c)| *d == dest && c.complaints > 0);
+            let mut params = self.params(&dest);
+            if !has_feedback {
+                params.max_threshold = params.max_threshold.min(initial.max(params.min_threshold));
+            }
             let record = |from: f32, to: f32, reason: String| ThresholdChange {
                 id: 0,
                 day,
@@ -394,9 +409,7 @@ impl<S: Deref<Target = Store>> ForwardGate<S> {
             };
             if let Some((from, reason)) = config_change {
                 changes.push(record(from, state.threshold, reason));
-            } else if let Some(decision) =
-                policy::decide(state.threshold, evidence, &self.params(&dest))
-            {
+            } else if let Some(decision) = policy::decide(state.threshold, evidence, &params) {
                 changes.push(record(state.threshold, decision.to, decision.reason));
                 state.threshold = decision.to;
                 state.last_change_day = Some(day);

@@ -985,7 +985,11 @@ pub fn render_disks(s: &Snapshot) -> String {
             if a.spares == 1 { "" } else { "s" }
         ));
     }
-    if s.disks.is_empty() {
+    if s.time == 0 {
+        out.push_str(
+            "the health monitor has not finished its first look yet: try again in a moment\n",
+        );
+    } else if s.disks.is_empty() {
         out.push_str(&format!(
             "no SCSI disks under {}/sys/block\n",
             s.sys_root.trim_end_matches('/')

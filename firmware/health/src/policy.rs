@@ -559,8 +559,13 @@ pub fn arrays(
                 ),
                 None => format!("Disk {id} left {} (it was {role}).", a.name),
             };
-            if let Some(t) = state.disks.get_mut(id) {
-                t.left_arrays.insert(a.name.clone());
+            // The monitor records its own removals as it makes them.
+            let announced = state
+                .disks
+                .get_mut(id)
+                .is_some_and(|t| !t.left_arrays.insert(a.name.clone()));
+            if announced {
+                continue;
             }
             out.push(event(
                 now,
@@ -1001,6 +1006,11 @@ pub fn space(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
     let now = obs.time;
     let first = !state.started;
     for fs in &obs.filesystems {
+        if fs.size_bytes == 0 {
+            // ramfs/rootfs of an initramfs, and other file systems without
+            // a size: nothing to fill, nothing to watch.
+            continue;
+        }
         let key = space_key(&fs.name);
         let component = format!("space {}", fs.name);
         let used = fs.used_permille();

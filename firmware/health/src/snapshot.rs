@@ -190,6 +190,13 @@ pub fn build(
                 format!("offline ({})", d.state)
             } else if roles.iter().any(|r| r == "faulty") {
                 "faulty".into()
+            } else if memberships.is_empty() && track.is_some_and(|t| !t.left_arrays.is_empty()) {
+                // Out of its arrays: what the technician looks for.
+                if track.is_some_and(|t| t.failing) {
+                    "ready to remove (failing)".into()
+                } else {
+                    "ready to remove".into()
+                }
             } else if track.is_some_and(|t| t.failing) {
                 "failing".into()
             } else if roles.iter().any(|r| r == "rebuilding") {
@@ -198,8 +205,6 @@ pub fn build(
                 "ok".into()
             } else if roles.iter().any(|r| r == "spare") {
                 "spare".into()
-            } else if memberships.is_empty() && track.is_some_and(|t| !t.left_arrays.is_empty()) {
-                "ready to remove".into()
             } else if blank.contains(&id) {
                 "blank".into()
             } else {

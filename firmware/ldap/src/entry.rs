@@ -17,6 +17,8 @@ pub const ATTRIBUTES_PER_ENTRY_MAX: usize = 128;
 /// One attribute of a served entry.
 #[derive(Debug, Clone)]
 pub struct Attribute {
+    /// The schema's definition (none for a type it does not know).
+    pub def: Option<&'static AttrDef>,
     /// The canonical id (lower-cased name).
     pub id: String,
     /// The name returned to clients.
@@ -31,20 +33,31 @@ pub struct Attribute {
 pub struct Served {
     pub dn: String,
     pub attributes: Vec<Attribute>,
+    /// The address of each attribute's schema definition (0 for none), in
+    /// the order of `attributes`: a filter scans these few words instead of
+    /// the attributes themselves (5,000 entries per search, each looked up
+    /// several times).
+    slots: Vec<usize>,
+}
+
+fn slot(def: Option<&'static AttrDef>) -> usize {
+    def.map_or(0, |d| d as *const AttrDef as usize)
 }
 
 impl AttributeSource for Served {
-    fn normalized_values(&self, id: &str) -> Option<&[String]> {
-        self.attributes
+    fn normalized_values(&self, def: &'static AttrDef) -> Option<&[String]> {
+        let want = slot(Some(def));
+        self.slots
             .iter()
-            .find(|a| a.id == id)
-            .map(|a| a.normalized.as_slice())
+            .position(|&s| s == want)
+            .map(|i| self.attributes[i].normalized.as_slice())
     }
 }
 
 fn attribute(def_or_name: Result<&'static AttrDef, &str>, values: Vec<Vec<u8>>) -> Attribute {
     match def_or_name {
         Ok(def) => Attribute {
+            def: Some(def),
             id: def.id(),
             name: def.name.to_string(),
             usage: def.usage,
@@ -55,6 +68,7 @@ fn attribute(def_or_name: Result<&'static AttrDef, &str>, values: Vec<Vec<u8>>) 
             values,
         },
         Err(name) => Attribute {
+            def: None,
             id: name.to_ascii_lowercase(),
             name: name.to_string(),
             usage: Usage::Contact,
@@ -76,7 +90,16 @@ impl Served {
             .map(|(name, values)| attribute(schema::lookup(name).ok_or(name), values))
             .collect();
         push_operational(&mut attributes, &dn, subordinates, None);
-        Served { dn, attributes }
+        Served::new(dn, attributes)
+    }
+
+    fn new(dn: String, attributes: Vec<Attribute>) -> Served {
+        let slots = attributes.iter().map(|a| slot(a.def)).collect();
+        Served {
+            dn,
+            attributes,
+            slots,
+        }
     }
 
     /// A stored address-book entry under `book_dn`.
@@ -98,7 +121,7 @@ impl Served {
             false,
             Some((entry.created, entry.modified)),
         );
-        Served { dn, attributes }
+        Served::new(dn, attributes)
     }
 
     pub fn attribute(&self, id: &str) -> Option<&Attribute> {

@@ -9,7 +9,7 @@
 //! match is case-insensitive equality. Extensible match is refused with
 //! inappropriateMatching: no client of an address book sends it.
 
-use crate::schema::{self, Syntax};
+use crate::schema::{self, AttrDef, Syntax};
 use ldap3_proto::proto::{LdapFilter, LdapSubstringFilter};
 
 /// Limits on a filter's shape (from `[ldap]`).
@@ -52,16 +52,16 @@ impl Tri {
 }
 
 /// What a filter reads from an entry: an attribute's values in their
-/// matching form (see [`schema::normalize`]), by canonical id.
+/// matching form (see [`schema::normalize`]). Attributes are named by their
+/// schema definition, compared by address: no string compare per entry.
 pub trait AttributeSource {
-    fn normalized_values(&self, id: &str) -> Option<&[String]>;
+    fn normalized_values(&self, def: &'static AttrDef) -> Option<&[String]>;
 }
 
 /// An attribute named in a filter, resolved once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attr {
-    /// The canonical id.
-    pub id: String,
+    pub def: &'static AttrDef,
     pub syntax: Syntax,
 }
 
@@ -79,7 +79,7 @@ pub enum Compiled {
     },
     GreaterOrEqual(Attr, String),
     LessOrEqual(Attr, String),
-    Present(String),
+    Present(Attr),
     /// An assertion on an attribute type the server does not know.
     Undefined,
 }
@@ -92,7 +92,7 @@ pub fn compile(filter: &LdapFilter, limits: FilterLimits) -> Result<Compiled, Fi
 
 fn resolve(name: &str) -> Option<Attr> {
     schema::lookup(name).map(|def| Attr {
-        id: def.id(),
+        def,
         syntax: def.syntax,
     })
 }
@@ -157,7 +157,7 @@ fn compile_at(
             None => Compiled::Undefined,
         },
         LdapFilter::Present(name) => match resolve(name) {
-            Some(attr) => Compiled::Present(attr.id),
+            Some(attr) => Compiled::Present(attr),
             None => Compiled::Undefined,
         },
         LdapFilter::Extensible(_) => {
@@ -208,8 +208,9 @@ pub fn substring_matches(
         }
     }
     for piece in any {
-        match rest.find(piece.as_str()) {
-            Some(at) => rest = &rest[at + piece.len()..],
+        match find_bytes(rest.as_bytes(), piece.as_bytes()) {
+            // A match of a UTF-8 needle starts and ends on char boundaries.
+            Some(at) => rest = rest.get(at + piece.len()..).unwrap_or_default(),
             None => return false,
         }
     }
@@ -217,6 +218,24 @@ pub fn substring_matches(
         Some(l) => rest.ends_with(l),
         None => true,
     }
+}
+
+/// The first position of `needle` in `hay`. Values and pieces are short
+/// (names, addresses), so a first-byte scan beats a general searcher's setup.
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some((&first, tail)) = needle.split_first() else {
+        return Some(0);
+    };
+    let last_start = hay.len().checked_sub(needle.len())?;
+    let mut from = 0;
+    while from <= last_start {
+        let at = from + hay[from..=last_start].iter().position(|&b| b == first)?;
+        if &hay[at + 1..at + needle.len()] == tail {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 impl Compiled {
@@ -246,24 +265,26 @@ impl Compiled {
                 result
             }
             Compiled::Not(inner) => inner.eval(entry).not(),
-            Compiled::Equal(attr, v) => any_value(entry, &attr.id, |x| x == v),
+            Compiled::Equal(attr, v) => any_value(entry, attr.def, |x| x == v),
             Compiled::Substring {
                 attr,
                 initial,
                 any,
                 last,
-            } => any_value(entry, &attr.id, |x| {
+            } => any_value(entry, attr.def, |x| {
                 substring_matches(x, initial.as_deref(), any, last.as_deref())
             }),
             Compiled::GreaterOrEqual(attr, v) => {
-                any_value(entry, &attr.id, |x| x.as_str() >= v.as_str())
+                any_value(entry, attr.def, |x| x.as_str() >= v.as_str())
             }
             Compiled::LessOrEqual(attr, v) => {
-                any_value(entry, &attr.id, |x| x.as_str() <= v.as_str())
+                any_value(entry, attr.def, |x| x.as_str() <= v.as_str())
             }
-            Compiled::Present(id) => {
-                Tri::from_bool(entry.normalized_values(id).is_some_and(|v| !v.is_empty()))
-            }
+            Compiled::Present(attr) => Tri::from_bool(
+                entry
+                    .normalized_values(attr.def)
+                    .is_some_and(|v| !v.is_empty()),
+            ),
             Compiled::Undefined => Tri::Undefined,
         }
     }
@@ -274,8 +295,12 @@ impl Compiled {
     }
 }
 
-fn any_value(entry: &dyn AttributeSource, id: &str, test: impl Fn(&String) -> bool) -> Tri {
-    match entry.normalized_values(id) {
+fn any_value(
+    entry: &dyn AttributeSource,
+    def: &'static AttrDef,
+    test: impl Fn(&String) -> bool,
+) -> Tri {
+    match entry.normalized_values(def) {
         Some(values) => Tri::from_bool(values.iter().any(test)),
         None => Tri::False,
     }
@@ -354,8 +379,8 @@ mod tests {
     struct Entry(HashMap<String, Vec<String>>);
 
     impl AttributeSource for Entry {
-        fn normalized_values(&self, id: &str) -> Option<&[String]> {
-            self.0.get(id).map(Vec::as_slice)
+        fn normalized_values(&self, def: &'static AttrDef) -> Option<&[String]> {
+            self.0.get(&def.id()).map(Vec::as_slice)
         }
     }
 
@@ -439,6 +464,12 @@ mod tests {
         assert!(!s("abc", Some("ab"), &[], Some("bc")), "no overlap");
         assert!(s("aaa", None, &["a", "a"], Some("a")));
         assert!(!s("aa", None, &["a", "a"], Some("a")));
+        assert!(s("zoë müller", None, &["ë m"], None));
+        assert!(s("abcab", None, &["cab"], None));
+        assert!(!s("ab", None, &["abc"], None));
+        assert_eq!(find_bytes(b"xxjojo", b"jo"), Some(2));
+        assert_eq!(find_bytes(b"xj", b"jo"), None);
+        assert_eq!(find_bytes(b"", b""), Some(0));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub enum Usage {
     Operational,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct AttrDef {
     /// The name the server returns.
     pub name: &'static str,

@@ -346,15 +346,7 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let mut n = 0;
-            for mut q in store.queue_list().map_err(e)? {
-                if wanted.is_some_and(|w| w != q.id) || q.held {
-                    continue;
-                }
-                q.next_attempt = now;
-                store.queue_update(&q).map_err(e)?;
-                n += 1;
-            }
+            let n = store.queue_make_due(wanted, now).map_err(e)?;
             wake_queue();
             out = format!("{n} queue entries due now\n");
         }

@@ -5,8 +5,6 @@
 use mxrack_config::{DEMO_ACCOUNT, DEMO_DOMAIN, DEMO_MAILBOX};
 use mxrack_store::{Store, StoreError};
 use rand::Rng;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 const DEMO_PASSWORD_CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const DEMO_PASSWORD_LEN: usize = 16;
@@ -21,15 +19,7 @@ pub fn ensure(store: &Store) -> Result<String, String> {
             let p: String = (0..DEMO_PASSWORD_LEN)
                 .map(|_| DEMO_PASSWORD_CHARS[rng.gen_range(0..DEMO_PASSWORD_CHARS.len())] as char)
                 .collect();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            f.write_all(p.as_bytes())
-                .and_then(|_| f.sync_all())
+            mxrack_net::write_durably(&path, p.as_bytes(), 0o600)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             p
         }

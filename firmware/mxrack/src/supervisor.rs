@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
+/// How often the adaptive forward policy checks for a complete day.
+const FORWARD_POLICY_INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause before a crashed listener is started again.
 const LISTENER_RESTART_DELAY_MS: u64 = 1_000;
 
@@ -141,14 +143,15 @@ async fn serve_all(
         let relay = relay.clone();
         let _ = admin::QUEUE_WAKE.set(Box::new(move || relay.wake()));
     }
+    let gate = Arc::new(mxrack_filter::ForwardGate::new(
+        store.clone(),
+        config.forward.clone(),
+    ));
     let svc = Arc::new(SmtpService {
         outbound: Some(Arc::new(mxrack_smtp::forwarding::Outbound {
             relay: relay.clone(),
             scorer: Some(scorer.clone()),
-            gate: Some(Arc::new(mxrack_filter::ForwardGate::new(
-                store.clone(),
-                config.forward.clone(),
-            ))),
+            gate: Some(gate.clone()),
             feedback_address: config.forward.feedback_address.clone(),
         })),
         hostname: config.appliance.hostname.clone(),
@@ -308,10 +311,35 @@ async fn serve_all(
     // The admin socket listens and the stop signals are caught before
     // "ready" is printed: a CLI call or a SIGTERM right after it must work.
     {
+        // The adaptive forward policy looks at each complete day once: at
+        // start and then every hour (evaluating a day again changes nothing).
+        let (gate, mut signal) = (gate.clone(), shutdown.signal());
+        tokio::spawn(async move {
+            loop {
+                let g = gate.clone();
+                match tokio::task::spawn_blocking(move || g.evaluate_due()).await {
+                    Ok(Ok(changes)) => {
+                        for c in changes {
+                            info!(change = ?c, "forward threshold changed");
+                        }
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "forward policy evaluation failed"),
+                    Err(e) => warn!(error = %e, "forward policy task failed"),
+                }
+                tokio::select! {
+                    _ = signal.wait() => return,
+                    _ = tokio::time::sleep(FORWARD_POLICY_INTERVAL) => {}
+                }
+            }
+        });
+    }
+    if config.relay.enabled {
         let (relay, signal) = (relay.clone(), shutdown.signal());
         spawn_supervised("relay", shutdown.signal(), move || {
             relay.clone().run(signal.clone())
         });
+    } else {
+        info!("relay.enabled = false: outbound mail waits in the queue");
     }
     let admin_listener = admin::bind(store.data_dir()).map_err(|e| {
         format!(
@@ -434,21 +462,12 @@ fn srs_secret(config: &Config) -> Result<String, String> {
         return Ok(s.trim().to_string());
     }
     use rand::Rng;
-    use std::os::unix::fs::OpenOptionsExt;
     let secret: String = rand::thread_rng()
         .sample_iter(&rand::distributions::Alphanumeric)
         .take(32)
         .map(char::from)
         .collect();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(secret.as_bytes())
-        .and_then(|_| f.sync_all())
+    mxrack_net::write_durably(&path, secret.as_bytes(), 0o600)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(secret)
 }

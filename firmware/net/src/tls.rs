@@ -46,7 +46,9 @@ pub fn load_or_create_tls(
             let dir = data_dir.join("tls");
             let c = dir.join("cert.pem");
             let k = dir.join("key.pem");
-            if !c.exists() || !k.exists() {
+            // A pair that is missing or does not parse (a crash of an older
+            // version mid-write) is made anew: it is ours, nothing depends on it.
+            if !c.exists() || !k.exists() || !pair_parses(&c, &k) {
                 generate_self_signed(&dir, &c, &k, hostname)?;
             }
             (c, k, true)
@@ -100,24 +102,28 @@ fn generate_self_signed(
     }
     let generated =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(key, generated.key_pair.serialize_pem().as_bytes())
+    // Key first, certificate last: the certificate's presence marks a
+    // complete pair. Each file is written whole under a temporary name,
+    // fsynced and renamed, then the folder is fsynced, so a power cut
+    // leaves either no pair or a whole one, never an empty file.
+    crate::write_durably(key, generated.key_pair.serialize_pem().as_bytes(), 0o600)
         .map_err(|e| write_err(key, e))?;
-    std::fs::write(cert, generated.cert.pem()).map_err(|e| write_err(cert, e))?;
+    crate::write_durably(cert, generated.cert.pem().as_bytes(), 0o644)
+        .map_err(|e| write_err(cert, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| write_err(dir, e))?;
     Ok(())
 }
 
-/// Writes a file readable by its owner only (the private key).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+fn pair_parses(cert: &Path, key: &Path) -> bool {
+    let certs_ok = CertificateDer::pem_file_iter(cert)
+        .map(|it| {
+            let v: Vec<_> = it.collect();
+            !v.is_empty() && v.iter().all(|c| c.is_ok())
+        })
+        .unwrap_or(false);
+    certs_ok && PrivateKeyDer::from_pem_file(key).is_ok()
 }
 
 #[cfg(test)]

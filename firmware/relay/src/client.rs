@@ -101,6 +101,26 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     read_reply(s, limit).await
 }
 
+/// The header section of the message as sent (prepended lines, then the
+/// stored headers up to the blank line).
+fn header_block<'a>(prepend: &'a [u8], body: &'a [u8]) -> impl Iterator<Item = &'a u8> + 'a {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    prepend.iter().chain(&body[..end])
+}
+
+trait AsciiIter {
+    fn all_ascii(self) -> bool;
+}
+
+impl<'a, I: Iterator<Item = &'a u8>> AsciiIter for I {
+    fn all_ascii(mut self) -> bool {
+        self.all(|b| b.is_ascii())
+    }
+}
+
 /// Dot-stuffs a message for DATA (RFC 5321 4.5.2), making sure it ends in CRLF.
 pub fn dot_stuff(prepend: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prepend.len() + body.len() + body.len() / 50 + 5);
@@ -252,8 +272,27 @@ async fn attempt(
     if offers(&ehlo, "SIZE") {
         mail.push_str(&format!(" SIZE={size}"));
     }
+    // 8-bit content goes as 8BITMIME when offered, and as it is otherwise,
+    // as Postfix does (downgrading MIME would change signed content).
     if offers(&ehlo, "8BITMIME") && body.iter().any(|&b| b >= 0x80) {
         mail.push_str(" BODY=8BITMIME");
+    }
+    // RFC 6531 3.4: non-ASCII addresses need SMTPUTF8; a server without
+    // it cannot take them at all (5.6.7), so that is a permanent failure.
+    let utf8_addresses = !mail_from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
+    let utf8_headers = !header_block(prepend, body).all_ascii();
+    if utf8_addresses || utf8_headers {
+        if offers(&ehlo, "SMTPUTF8") {
+            mail.push_str(" SMTPUTF8");
+        } else if utf8_addresses {
+            let _ = command(&mut s, "QUIT", t).await;
+            return Ok(all(
+                rcpts,
+                RcptOutcome::Failed(format!(
+                    "{server} does not support SMTPUTF8: 553 5.6.7 non-ASCII address cannot be delivered there"
+                )),
+            ));
+        }
     }
     let r = command(&mut s, &mail, t).await?;
     if r.code != 250 {

@@ -9,10 +9,37 @@ const QUOTED_HEADERS_BYTES_MAX: usize = 64 * 1024;
 
 pub struct Failure {
     pub recipient: String,
+    /// The server that refused, for Remote-MTA (RFC 3464 2.3.5).
+    pub remote: Option<String>,
     /// The remote server's reply or our reason, as one line.
     pub diagnostic: String,
     /// An enhanced status code such as "5.1.1".
     pub status: String,
+}
+
+/// Splits a relay reason such as "192.0.2.1:25 said 550 5.1.1 No such user"
+/// into the remote server and the server's own reply, the Diagnostic-Code
+/// (RFC 3464 2.3.6). A reason with no reply (a timeout) is kept whole.
+pub fn split_reason(reason: &str) -> (Option<String>, String) {
+    let remote = reason
+        .split_whitespace()
+        .next()
+        .filter(|w| w.parse::<std::net::SocketAddr>().is_ok())
+        .map(|w| w.trim_end_matches(':').to_string());
+    let bytes = reason.as_bytes();
+    for i in 0..bytes.len().saturating_sub(3) {
+        let at_word = i == 0 || bytes[i - 1] == b' ';
+        if at_word
+            && matches!(bytes[i], b'2'..=b'5')
+            && bytes[i + 1].is_ascii_digit()
+            && bytes[i + 2].is_ascii_digit()
+            && bytes.get(i + 3).is_none_or(|&b| b == b' ' || b == b'-')
+            && (i == 0 || remote.is_some())
+        {
+            return (remote, reason[i..].to_string());
+        }
+    }
+    (remote, reason.to_string())
 }
 
 /// The enhanced status code in a reply text ("550 5.1.1 No such user"), or
@@ -94,9 +121,14 @@ pub fn build(
     ));
     for f in failures {
         out.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
-            f.recipient,
-            f.status,
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            f.recipient, f.status
+        ));
+        if let Some(remote) = &f.remote {
+            out.push_str(&format!("Remote-MTA: dns; {remote}\r\n"));
+        }
+        out.push_str(&format!(
+            "Diagnostic-Code: smtp; {}\r\n",
             f.diagnostic.replace(['\r', '\n'], " ")
         ));
     }
@@ -126,6 +158,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reasons_split_into_server_and_reply() {
+        assert_eq!(
+            split_reason("127.0.0.1:2626 said 550 5.1.1 no such user"),
+            (
+                Some("127.0.0.1:2626".into()),
+                "550 5.1.1 no such user".into()
+            )
+        );
+        assert_eq!(
+            split_reason("192.0.2.1:25 refused MAIL FROM: 553 5.7.1 no"),
+            (Some("192.0.2.1:25".into()), "553 5.7.1 no".into())
+        );
+        assert_eq!(
+            split_reason("domain x.example does not exist"),
+            (None, "domain x.example does not exist".into())
+        );
+    }
+
+    #[test]
     fn status_codes_come_from_the_reply() {
         assert_eq!(
             status_of("mx.example said 550 5.1.1 No such user", true),
@@ -141,6 +192,7 @@ mod tests {
         let original = b"From: a@example.net\r\nSubject: hi\r\n\r\nbody\r\n";
         let f = Failure {
             recipient: "x@dest.example".into(),
+            remote: Some("192.0.2.25:25".into()),
             diagnostic: "550 5.1.1 no such user".into(),
             status: "5.1.1".into(),
         };
@@ -155,7 +207,7 @@ mod tests {
         .unwrap();
         assert!(dsn.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(dsn.contains(
-            "Final-Recipient: rfc822; x@dest.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            "Final-Recipient: rfc822; x@dest.example\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; 192.0.2.25:25\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
         ));
         assert!(dsn.contains(
             "Content-Type: text/rfc822-headers\r\n\r\nFrom: a@example.net\r\nSubject: hi\r\n"

@@ -211,6 +211,15 @@ impl Relay {
     }
 
     async fn process(&self, entry: QueueEntry) {
+        // The pass's snapshot may be stale: another task may have delivered
+        // and removed this entry, or an operator held it, since it was read.
+        // What counts is the entry as it is now, read after our in-flight
+        // mark was set.
+        let id = entry.id;
+        let entry = match blocking(&self.store, move |s| s.queue_get(id)).await {
+            Ok(e) if !e.held => e,
+            _ => return,
+        };
         let qid = id_hex(entry.id);
         let blob = entry.blob;
         let body = match blocking(&self.store, move |s| s.read_blob(blob)).await {
@@ -298,10 +307,12 @@ impl Relay {
                 RcptOutcome::Failed(why) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     warn!(queue_id = %qid, to = %rcpt, reason = %why, "failed permanently");
+                    let (remote, diagnostic) = dsn::split_reason(&why);
                     failures.push(dsn::Failure {
                         status: dsn::status_of(&why, true),
                         recipient: rcpt,
-                        diagnostic: why,
+                        remote,
+                        diagnostic,
                     });
                 }
                 RcptOutcome::Deferred(why) => {
@@ -315,9 +326,11 @@ impl Relay {
         if expired {
             for (rcpt, why) in deferred.drain(..) {
                 let diagnostic = format!("gave up after {} attempts: {why}", entry.attempts + 1);
+                let (remote, _) = dsn::split_reason(&why);
                 failures.push(dsn::Failure {
                     status: dsn::status_of(&why, true),
                     recipient: rcpt,
+                    remote,
                     diagnostic,
                 });
             }
@@ -346,7 +359,14 @@ impl Relay {
     }
 
     /// Keeps `rcpts` (all when empty) for a later attempt.
-    async fn defer(&self, mut entry: QueueEntry, why: &str, rcpts: &[String]) {
+    async fn defer(&self, entry: QueueEntry, why: &str, rcpts: &[String]) {
+        // Update the entry as stored now, so a hold an operator gave during
+        // the attempt is kept.
+        let id = entry.id;
+        let mut entry = match blocking(&self.store, move |s| s.queue_get(id)).await {
+            Ok(fresh) => fresh,
+            Err(_) => return,
+        };
         if !rcpts.is_empty() {
             entry.recipients = rcpts.to_vec();
         }

@@ -637,7 +637,9 @@ impl Session {
                     }
                 }
             }
-            if let Some(scorer) = out.scorer.clone() {
+            // Inbound mail is scored; customers' own submissions are not (the
+            // score would travel to the outside world with their mail).
+            if let Some(scorer) = out.scorer.clone().filter(|_| self.user.is_none()) {
                 let (message, from) = (body[trace_len..].to_vec(), tx.from.clone());
                 if let Ok(s) =
                     tokio::task::spawn_blocking(move || scorer.score(&message, &from)).await

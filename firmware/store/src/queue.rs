@@ -71,6 +71,36 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every entry that is not held (or only `only`) due now, in one
+    /// transaction; returns how many. (`mxrack queue flush`.)
+    pub fn queue_make_due(&self, only: Option<Id>, now: i64) -> Result<usize, StoreError> {
+        let txn = self.write_txn()?;
+        let mut n = 0;
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut due: Vec<QueueEntry> = Vec::new();
+            for item in queue.iter()? {
+                let (k, v) = item?;
+                if only.is_some_and(|o| o != k.value()) {
+                    continue;
+                }
+                let e: QueueEntry = schema::decode(v.value(), "queue")?;
+                if !e.held && e.next_attempt > now {
+                    due.push(e);
+                } else if !e.held {
+                    n += 1;
+                }
+            }
+            for mut e in due {
+                e.next_attempt = now;
+                queue.insert(e.id, schema::encode(&e)?.as_slice())?;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
     /// Removes a queue entry (delivered, bounced or deleted by an operator)
     /// and releases its blob; the file goes once nothing else uses it.
     pub fn queue_remove(&self, id: Id) -> Result<(), StoreError> {

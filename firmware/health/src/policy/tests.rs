@@ -185,6 +185,22 @@ fn recorded_failure_then_rebuild_then_removal() {
         "the rebuild ends before the incident closes"
     );
 
+    // When the monitor removed it itself (and said so), no second event.
+    let mut removed_by_us = state.clone();
+    removed_by_us
+        .disks
+        .get_mut("MXHIL-0000")
+        .expect("track")
+        .left_arrays
+        .insert("md0".into());
+    let d = evaluate(
+        &look(&recorded("md-clean-spare-missing"), 1310),
+        &mut removed_by_us,
+        &policy,
+        &none(),
+    );
+    assert!(!texts(&d).contains("left md0"), "{}", texts(&d));
+
     // The faulty member removed: the technician is told the slot.
     let d = evaluate(
         &look(&recorded("md-clean-spare-missing"), 1310),
@@ -648,7 +664,7 @@ fn space_decisions(state: &mut PolicyState, fs: FsObs, t: i64) -> Vec<Decision> 
 #[test]
 fn a_full_data_disk_refuses_mail_until_space_returns() {
     let mut state = PolicyState::default();
-    // Defaults: refuse below max(512 MiB, 3%) = 3 GiB, resume at 5 GiB.
+    // Defaults: refuse below max(64 MiB, 3%) = 3 GiB, resume at 5 GiB.
     assert!(space_decisions(&mut state, data_fs(50 << 30), 0).is_empty());
     let d = space_decisions(&mut state, data_fs(10 << 30), 10);
     assert_eq!(
@@ -689,6 +705,14 @@ fn a_full_data_disk_refuses_mail_until_space_returns() {
     let d = space_decisions(&mut state, data_fs(50 << 30), 60);
     assert!(resolved(&d, "space:data").is_some());
     assert!(!d.iter().any(|x| matches!(x, Decision::SetIntake(_))));
+    // A file system without a size (an initramfs root) is never "full".
+    let mut state = PolicyState::default();
+    let ramfs = FsObs {
+        name: "root".into(),
+        path: "/".into(),
+        ..FsObs::default()
+    };
+    assert!(space_decisions(&mut state, ramfs, 0).is_empty());
 }
 
 #[test]
