@@ -214,6 +214,11 @@ pub fn train(store: &Store, message: &[u8], spam: bool) -> Result<LearnOutcome, 
 /// while fewer than [`bayes::MIN_LEARNED_EACH`] messages of each class were
 /// learned, or when no token carries evidence.
 pub fn classify(store: &Store, view: &MailView) -> Result<Option<f64>, FilterError> {
+    // Untrained: no token lookups at all (the common case on a new appliance).
+    let (spam, ham) = store.bayes_learned()?;
+    if spam < bayes::MIN_LEARNED_EACH || ham < bayes::MIN_LEARNED_EACH {
+        return Ok(None);
+    }
     let hashes = tokens::hashes(&tokens::tokenize(view));
     let counts = store.bayes_counts(&hashes)?;
     if counts.spam_learned < bayes::MIN_LEARNED_EACH || counts.ham_learned < bayes::MIN_LEARNED_EACH

@@ -323,6 +323,17 @@ impl Store {
         Ok(out)
     }
 
+    /// (messages learned as spam, as ham): two counter reads, so a scorer can
+    /// skip tokenising while the classifier has too little to go on.
+    pub fn bayes_learned(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.read_txn()?;
+        let counters = txn.open_table(COUNTERS)?;
+        Ok((
+            counter(&counters, BAYES_SPAM_COUNTER)?,
+            counter(&counters, BAYES_HAM_COUNTER)?,
+        ))
+    }
+
     /// (messages learned as spam, as ham, distinct tokens kept).
     pub fn bayes_totals(&self) -> Result<(u64, u64, u64), StoreError> {
         let txn = self.read_txn()?;
