@@ -24,8 +24,6 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-/// How long a TLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
 /// Output is flushed whenever this much is buffered (long FETCH responses).
@@ -340,20 +338,7 @@ pub async fn run_session(
 }
 
 async fn tls_handshake(svc: &ImapService, stream: BoxStream) -> Option<Conn> {
-    let acceptor = svc.tls.as_ref()?;
-    match timeout(
-        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
-        acceptor.accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => Some(Conn::new(Box::new(tls))),
-        Ok(Err(e)) => {
-            info!(error = %e, "IMAP TLS handshake failed");
-            None
-        }
-        Err(_) => None,
-    }
+    mxrack_net::accept_tls(svc.tls.as_ref(), stream, "imap").await
 }
 
 /// Reads one whole command: lines, and after each line that announces a

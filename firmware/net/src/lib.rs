@@ -8,6 +8,7 @@
 mod conn;
 pub mod date;
 mod limiter;
+pub mod sasl;
 mod server;
 mod shutdown;
 mod tls;
@@ -16,7 +17,7 @@ pub use conn::{Conn, LineError};
 pub use limiter::AuthLimiter;
 pub use server::accept_loop;
 pub use shutdown::{Shutdown, ShutdownSignal};
-pub use tls::{TlsError, TlsSetup, load_or_create_tls};
+pub use tls::{TLS_HANDSHAKE_TIMEOUT_SECS, TlsError, TlsSetup, accept_tls, load_or_create_tls};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

@@ -23,6 +23,32 @@ pub enum TlsError {
     Rustls(String),
 }
 
+/// How long a TLS handshake may take, on any service.
+pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+
+/// Runs the server side of a TLS handshake on `stream` (implicit TLS, or
+/// after STARTTLS/STLS) and returns the new connection; `None` when there is
+/// no TLS, the handshake fails or it takes too long (the session then ends).
+pub async fn accept_tls(
+    acceptor: Option<&TlsAcceptor>,
+    stream: crate::BoxStream,
+    service: &'static str,
+) -> Option<crate::Conn> {
+    let acceptor = acceptor?;
+    let handshake = tokio::time::timeout(
+        std::time::Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
+        acceptor.accept(stream),
+    );
+    match handshake.await {
+        Ok(Ok(tls)) => Some(crate::Conn::new(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::info!(service, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// What the services need to offer TLS.
 #[derive(Clone)]
 pub struct TlsSetup {

@@ -1,58 +1,20 @@
 //! SASL PLAIN (RFC 4616) decoding for POP3 AUTH (RFC 5034). Pure.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
-#[derive(PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum SaslError {
-    /// The client sent "*" (RFC 5034 4: the server MUST reject the AUTH).
-    Cancelled,
-    /// Not base64, not UTF-8, or not `[authzid] NUL authcid NUL passwd`.
-    Malformed,
-}
+pub use mxrack_net::sasl::{Credentials, SaslError};
 
 /// Decodes one PLAIN client response (base64 text, as on the wire).
 /// An authzid other than the authcid is refused: this server does not let
-/// one user act as another.
+/// one user act as another. (RFC 5034 4: "=" is an empty initial response,
+/// which PLAIN cannot use: it is refused as malformed.)
 pub fn decode_plain(response: &str) -> Result<Credentials, SaslError> {
-    let response = response.trim();
-    if response == "*" {
-        return Err(SaslError::Cancelled);
-    }
-    // RFC 5034 4: "=" is an empty initial response, which PLAIN cannot use.
-    let message = STANDARD
-        .decode(response)
-        .map_err(|_| SaslError::Malformed)?;
-    let mut parts = message.split(|&b| b == 0);
-    let (authz, user, pass) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(u), Some(p), None) => (a, u, p),
-        _ => return Err(SaslError::Malformed),
-    };
-    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| SaslError::Malformed);
-    let (authz, username, password) = (utf8(authz)?, utf8(user)?, utf8(pass)?);
-    if username.is_empty() || (!authz.is_empty() && !authz.eq_ignore_ascii_case(&username)) {
-        return Err(SaslError::Malformed);
-    }
-    Ok(Credentials { username, password })
+    mxrack_net::sasl::decode_plain_response(response)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     fn b64(bytes: &[u8]) -> String {
         STANDARD.encode(bytes)

@@ -23,8 +23,6 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-/// How long a TLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 /// How long the last reply may take to leave when the session closes.
 const CLOSE_TIMEOUT_SECS: u64 = 10;
 /// A message goes out in pieces of this size, so a large RETR does not
@@ -241,20 +239,7 @@ pub async fn run_session(
 }
 
 async fn tls_handshake(svc: &Pop3Service, stream: BoxStream) -> Option<Conn> {
-    let acceptor = svc.tls.as_ref()?;
-    match timeout(
-        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
-        acceptor.accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => Some(Conn::new(Box::new(tls))),
-        Ok(Err(e)) => {
-            info!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => None,
-    }
+    mxrack_net::accept_tls(svc.tls.as_ref(), stream, "pop3").await
 }
 
 fn send(conn: &mut Conn, reply: Reply) {

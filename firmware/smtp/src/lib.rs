@@ -12,7 +12,7 @@ pub mod data;
 pub mod forwarding;
 pub mod parser;
 pub mod reply;
-pub mod sasl;
+pub use mxrack_net::sasl;
 pub mod server;
 pub mod session;
 

@@ -18,8 +18,6 @@ use tracing::{info, warn};
 
 /// Longest AUTH continuation line (RFC 4954 4: at least 12288 octets).
 const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
-/// How long a TLS handshake may take.
-const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
 
 /// Which port a session came in on; it decides what the session allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,20 +181,7 @@ pub async fn run_session(
 }
 
 async fn tls_handshake(svc: &SmtpService, stream: BoxStream) -> Option<Conn> {
-    let acceptor = svc.tls.as_ref()?;
-    match timeout(
-        Duration::from_secs(TLS_HANDSHAKE_TIMEOUT_SECS),
-        acceptor.accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => Some(Conn::new(Box::new(tls))),
-        Ok(Err(e)) => {
-            info!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => None,
-    }
+    mxrack_net::accept_tls(svc.tls.as_ref(), stream, "smtp").await
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

@@ -1,12 +1,22 @@
-//! SASL PLAIN (RFC 4616) and LOGIN decoding for SMTP AUTH (RFC 4954). Pure.
+//! SASL PLAIN (RFC 4616) and LOGIN decoding, shared by SMTP AUTH (RFC 4954),
+//! POP3 AUTH (RFC 5034) and IMAP AUTHENTICATE (RFC 3501 6.2.2). Pure.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+/// The password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +41,11 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, SaslError> {
 
 pub fn encode_base64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
+}
+
+/// One PLAIN response as sent on the wire (base64 text, or "*" to cancel).
+pub fn decode_plain_response(response: &str) -> Result<Credentials, SaslError> {
+    decode_base64(response).and_then(|m| decode_plain(&m))
 }
 
 /// `[authzid] NUL authcid NUL passwd`. An authzid other than the authcid is
