@@ -30,3 +30,32 @@ cargo test --workspace --locked
 echo "== end-to-end tests with real clients"
 cargo build --locked -p mxrack
 MXRACK_BIN="$PWD/target/debug/mxrack" python3 -m pytest -q firmware/e2e
+
+# ---------------------------------------------------------------------------
+# Firmware image and hardware-in-the-loop (HIL) scenarios under QEMU (issue 7).
+# Builds the image offline (image/build: Debian's kernel, busybox, mdadm and
+# the static mxrack) and boots it in QEMU (hil-tests/run). See README,
+# "Firmware image".
+echo "== firmware image and HIL scenarios under QEMU"
+hil_apt=()
+command -v qemu-system-x86_64 >/dev/null || hil_apt+=(qemu-system-x86)
+command -v genimage >/dev/null || hil_apt+=(genimage)
+command -v mcopy >/dev/null || hil_apt+=(mtools)
+command -v mkdosfs >/dev/null || hil_apt+=(dosfstools)
+command -v objcopy >/dev/null || hil_apt+=(binutils)
+command -v ldapsearch >/dev/null || hil_apt+=(ldap-utils)
+[ -e /usr/share/OVMF/OVMF_CODE.fd ] || hil_apt+=(ovmf)
+if [ ${#hil_apt[@]} -gt 0 ]; then
+    echo "== installing ${hil_apt[*]}"
+    apt-get update -qq
+    if [[ " ${hil_apt[*]} " == *" qemu-system-x86 "* ]]; then
+        # qemu-system-x86 and qemu-utils together, at the same version: a
+        # newer qemu-utils (as these machines come with) blocks the install.
+        qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        hil_apt+=("qemu-utils=$qemu_version")
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades \
+        --no-install-recommends "${hil_apt[@]}" >/dev/null
+fi
+python3 image/build
+python3 hil-tests/run

@@ -901,9 +901,10 @@ pub fn limits(
                 let mut text = format!("{} at {}. {usage}; {raise_hint}.", l.key, percent(pm));
                 let bound = policy.raise_bounds.get(&l.key).copied();
                 let raisable = mxrack_config::RAISABLE_SYSCTLS.contains(&l.key.as_str());
+                let mut raise = None;
                 if policy.raise_limits && raisable {
                     match bound {
-                        Some(b) if b > l.max => out.push(Decision::RaiseSysctl {
+                        Some(b) if b > l.max => raise = Some(Decision::RaiseSysctl {
                             key: l.key.clone(),
                             from: l.max,
                             to: suggest.min(b),
@@ -924,6 +925,7 @@ pub fn limits(
                     text,
                     open(key, format!("Kernel limit {} at {}", l.key, percent(pm))),
                 ));
+                out.extend(raise);
             }
             (Level::Ok, Level::Warn) => out.push(event(
                 now,
