@@ -163,6 +163,27 @@ fn flags_contain(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
+/// Adds `bytes` to a mailbox's usage inside `txn`, refusing with
+/// [`StoreError::OverQuota`] when that would pass its quota (APPEND, COPY).
+fn charge_usage(txn: &redb::WriteTransaction, mailbox: &str, bytes: u64) -> Result<(), StoreError> {
+    let record = match txn.open_table(MAILBOXES)?.get(mailbox)? {
+        Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
+        None => return Err(not_found("mailbox", mailbox.to_string())),
+    };
+    let mut usage = txn.open_table(USAGE)?;
+    let used = usage.get(mailbox)?.map(|g| g.value()).unwrap_or(0);
+    if let Some(q) = record.quota_bytes
+        && used.saturating_add(bytes) > q
+    {
+        return Err(StoreError::OverQuota {
+            mailbox: mailbox.to_string(),
+            larger_than_quota: bytes > q,
+        });
+    }
+    usage.insert(mailbox, used.saturating_add(bytes))?;
+    Ok(())
+}
+
 /// Recomputes every mailbox's usage from its messages (at open: cheap next
 /// to the blob reconciliation, and it makes the counter self-healing).
 pub(crate) fn recount_usage(db: &Database) -> Result<(), StoreError> {
@@ -458,20 +479,7 @@ impl Store {
             let txn = self.write_txn()?;
             let ids;
             {
-                let mailbox_record = match txn.open_table(MAILBOXES)?.get(mailbox.as_str())? {
-                    Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
-                    None => return Err(not_found("mailbox", mailbox.clone())),
-                };
-                let mut usage = txn.open_table(USAGE)?;
-                let used = usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
-                if let Some(q) = mailbox_record.quota_bytes
-                    && used + size > q
-                {
-                    return Err(StoreError::OverQuota {
-                        mailbox: mailbox.clone(),
-                        larger_than_quota: size > q,
-                    });
-                }
+                charge_usage(&txn, &mailbox, size)?;
                 let mut folders = txn.open_table(FOLDERS)?;
                 let mut f = get_folder(&folders, &mailbox, &folder_name)?;
                 let uid = f.uidnext;
@@ -494,7 +502,6 @@ impl Store {
                 txn.open_table(MESSAGES)?
                     .insert((f.id, uid), schema::encode(&meta)?.as_slice())?;
                 txn.open_table(BLOBS)?.insert(id, 1)?;
-                usage.insert(mailbox.as_str(), used + size)?;
                 put_folder(&mut folders, &f)?;
                 ids = (f.uidvalidity, uid);
             }
@@ -762,21 +769,7 @@ impl Store {
                 pairs.push((uid, new_uid));
             }
             if !remove_source && added > 0 {
-                let record = match txn.open_table(MAILBOXES)?.get(mailbox.as_str())? {
-                    Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
-                    None => return Err(not_found("mailbox", mailbox.clone())),
-                };
-                let mut usage = txn.open_table(USAGE)?;
-                let used = usage.get(mailbox.as_str())?.map(|g| g.value()).unwrap_or(0);
-                if let Some(q) = record.quota_bytes
-                    && used + added > q
-                {
-                    return Err(StoreError::OverQuota {
-                        mailbox: mailbox.clone(),
-                        larger_than_quota: added > q,
-                    });
-                }
-                usage.insert(mailbox.as_str(), used + added)?;
+                charge_usage(&txn, &mailbox, added)?;
             }
             if remove_source && !pairs.is_empty() {
                 src.highestmodseq += 1;
