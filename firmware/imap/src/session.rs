@@ -122,7 +122,10 @@ fn store_error(tag: &str, e: &StoreError) -> String {
             "Insufficient storage, try again later".to_string(),
         ),
         StoreError::Closed => ("[UNAVAILABLE]", "Server shutting down".to_string()),
-        StoreError::Io(_) | StoreError::Db(_) | StoreError::Schema { .. } => {
+        StoreError::Io(_)
+        | StoreError::Db(_)
+        | StoreError::Schema { .. }
+        | StoreError::NeedsReconstruct(_) => {
             warn!(error = %e, "IMAP store failure");
             ("[SERVERBUG]", "Internal error, try again later".to_string())
         }

@@ -418,7 +418,7 @@ impl Store {
         // Hash before the transaction: it takes CPU time, and redb has one
         // writer at a time.
         let hash = password::hash(password)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let shown = match kind {
             NameKind::Mailbox(address) => {
                 let mut table = txn.open_table(MAILBOXES)?;
