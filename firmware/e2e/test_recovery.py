@@ -189,10 +189,19 @@ def test_verify_reports_a_damaged_message_file(srv):
 def test_stray_files_go_to_lost_and_found(srv):
     send(srv, 1)
     srv.stop()
+    srv.use_web()
     stray = srv.data / "msg" / "00000000000000aa"
     stray.write_bytes(b"Subject: stray\r\n\r\nnot in any record\r\n")
     srv.start()
     assert not stray.exists()
     kept = srv.data / "lost+found" / "00000000000000aa"
     assert kept.read_bytes() == b"Subject: stray\r\n\r\nnot in any record\r\n"
+    # An incident says so on the status page.
+    ctx = insecure_tls()
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"https://{HOST}:{srv.https_port}/status.json", context=ctx, timeout=IO_TIMEOUT) as r:
+        page = json.load(r)
+    assert "lost+found" in json.dumps(page), page
     shutil.rmtree(srv.data / "lost+found")
