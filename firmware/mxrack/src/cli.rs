@@ -99,7 +99,12 @@ enum Command {
     /// Rebuild the mail metadata (meta.redb) from the recovery journal, the
     /// message files' own records and whatever of the old database reads.
     /// The server must be stopped. The old database is kept aside.
-    Reconstruct,
+    Reconstruct {
+        /// Rebuild only this mailbox's folders and messages; keep the rest
+        /// of the database (which must read).
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
     /// A consistent copy of the store into DIR while it runs (incremental:
     /// message files already in DIR are kept, hard-linked when on the same
     /// file system).
@@ -572,7 +577,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             };
             return health_request(&cli, &request);
         }
-        Command::Reconstruct | Command::Restore { .. } => {
+        Command::Reconstruct { .. } | Command::Restore { .. } => {
             let config = cli.effective_config()?;
             let data_dir = &config.appliance.data_dir;
             if crate::admin::server_running(data_dir) {
@@ -586,7 +591,10 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 Command::Restore { dir } => {
                     mxrack_store::recovery::restore(dir, data_dir, &mut bar)
                 }
-                _ => mxrack_store::recovery::reconstruct(data_dir, &mut bar),
+                Command::Reconstruct { mailbox } => {
+                    mxrack_store::recovery::reconstruct(data_dir, mailbox.as_deref(), &mut bar)
+                }
+                _ => unreachable!("matched above"),
             }
             .map_err(|e| CliError::Admin(e.to_string()))?;
             eprint!(

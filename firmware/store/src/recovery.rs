@@ -262,10 +262,16 @@ fn open_old(path: &Path) -> Option<Database> {
 
 /// Rebuilds `DATA/meta.redb`. The store must not be open (the CLI checks the
 /// admin socket; redb's own lock refuses a second opener too).
+///
+/// With `only`, just that mailbox's folders and messages are rebuilt (from
+/// the journal and its files); everything else is kept from the old
+/// database, which must then read.
 pub fn reconstruct(
     data_dir: &Path,
+    only: Option<&str>,
     progress: Progress<'_>,
 ) -> Result<ReconstructReport, StoreError> {
+    let only = only.map(crate::names::normalize_address).transpose()?;
     let started = std::time::Instant::now();
     let mut report = ReconstructReport::default();
     let db_path = data_dir.join("meta.redb");
@@ -313,11 +319,16 @@ pub fn reconstruct(
         let dump = journal::dump_all(&txn).ok()?;
         Some((gen_pos.unwrap_or((None, None)), dump))
     }
-    let db_current = match (&old_state, &jscan) {
-        (Some(((Some(g), Some(p)), _)), Some(j)) => *g == j.generation && *p >= j.valid_end,
-        (Some(_), None) => snapshot.is_none(),
+    // The journal (snapshot + frames) is the record of the mail tables; the
+    // old database wins only where the journal is incomplete: missing, or
+    // cut short behind what the database committed. A database whose pages
+    // lost rows silently is thereby repaired from the journal.
+    let journal_complete = snapshot.is_some() && jscan.is_some();
+    let db_ahead = match (&old_state, &jscan) {
+        (Some(((Some(g), Some(p)), _)), Some(j)) => *g == j.generation && *p > j.valid_end,
         _ => false,
     };
+    let db_current = old_state.is_some() && (!journal_complete || db_ahead);
     if let (true, Some((_, dump))) = (db_current, &old_state) {
         report.source = "meta.redb".into();
         for frame in dump {
@@ -351,6 +362,21 @@ pub fn reconstruct(
         }
     } else {
         report.source = "files".into();
+    }
+    if let Some(addr) = &only {
+        let Some((_, dump)) = &old_state else {
+            return Err(StoreError::Invalid {
+                what: "reconstruct --mailbox",
+                why: "the old database does not read: run a full reconstruct".into(),
+            });
+        };
+        let mut kept = Rows::new();
+        let mut unused = HashSet::new();
+        for frame in dump {
+            apply_rows(&mut kept, &mut unused, frame);
+        }
+        rows = merge_mailbox(kept, rows, addr);
+        report.source = format!("{} for {addr}, meta.redb for the rest", report.source);
     }
 
     // Leave out rows whose message file is gone.
@@ -420,7 +446,14 @@ pub fn reconstruct(
         .copied()
         .filter(|b| !referenced.contains(b) && !seen.contains(b))
         .collect();
-    place_from_headers(&new, &msg_dir, &unknown, &mut report, progress)?;
+    place_from_headers(
+        &new,
+        &msg_dir,
+        &unknown,
+        only.as_deref(),
+        &mut report,
+        progress,
+    )?;
 
     // Derived state: id counters, UID next above every UID, journal position.
     fix_counters(&new, jscan.as_ref())?;
@@ -448,11 +481,54 @@ pub fn reconstruct(
     Ok(report)
 }
 
+/// `kept` with the folders and messages of `addr` taken from `rebuilt`.
+fn merge_mailbox(mut kept: Rows, rebuilt: Rows, addr: &str) -> Rows {
+    let fi = table_index("folders").unwrap_or(4);
+    let mi = table_index("messages").unwrap_or(5);
+    let ids_of = |rows: &Rows| -> HashSet<u64> {
+        rows.iter()
+            .filter(|((t, _), _)| *t == fi)
+            .filter_map(|(_, v)| serde_json::from_slice::<Folder>(v).ok())
+            .filter(|f| f.mailbox == addr)
+            .map(|f| f.id)
+            .collect()
+    };
+    let folder_id_of_key = |k: &[u8]| -> Option<u64> {
+        let (id, _) = <(u64, u32) as Value>::from_bytes(k);
+        Some(id)
+    };
+    let old_ids = ids_of(&kept);
+    let new_ids = ids_of(&rebuilt);
+    kept.retain(|(t, k), v| {
+        if *t == fi {
+            serde_json::from_slice::<Folder>(v).map_or(true, |f| f.mailbox != addr)
+        } else if *t == mi {
+            folder_id_of_key(k).is_none_or(|id| !old_ids.contains(&id))
+        } else {
+            true
+        }
+    });
+    for ((t, k), v) in rebuilt {
+        let mine = if t == fi {
+            serde_json::from_slice::<Folder>(&v).is_ok_and(|f| f.mailbox == addr)
+        } else if t == mi {
+            folder_id_of_key(&k).is_some_and(|id| new_ids.contains(&id))
+        } else {
+            false
+        };
+        if mine {
+            kept.insert((t, k), v);
+        }
+    }
+    kept
+}
+
 /// Puts files known only by their header into their mailboxes' folders.
 fn place_from_headers(
     db: &Database,
     msg_dir: &Path,
     unknown: &[Id],
+    only: Option<&str>,
     report: &mut ReconstructReport,
     progress: Progress<'_>,
 ) -> Result<(), StoreError> {
@@ -492,8 +568,11 @@ fn place_from_headers(
                     continue;
                 }
             };
+            if only.is_some_and(|a| !header.owners.iter().any(|o| o == a)) {
+                continue;
+            }
             for owner in &header.owners {
-                if mailboxes.get(owner.as_str())?.is_none() {
+                if mailboxes.get(owner.as_str())?.is_none() || only.is_some_and(|a| a != owner) {
                     continue;
                 }
                 let wanted = if header.folder.is_empty() {
@@ -552,7 +631,7 @@ fn place_from_headers(
                 cache.insert((f.mailbox.clone(), f.name.clone()), f);
                 report.from_files += 1;
             }
-            for q in &header.queue {
+            for q in header.queue.iter().filter(|_| only.is_none()) {
                 if queue.get(q.id)?.is_none() {
                     // Maybe sent already: held until the operator looks.
                     let mut entry = q.clone();
@@ -1036,5 +1115,5 @@ pub fn restore(
     }
     sync_dir(&rec).map_err(StoreError::from_io)?;
     sync_dir(data_dir).map_err(StoreError::from_io)?;
-    reconstruct(data_dir, progress)
+    reconstruct(data_dir, None, progress)
 }

@@ -143,7 +143,7 @@ fn needs_reconstruct(dir: &Path) {
 }
 
 fn reconstruct(dir: &Path) -> mxrack_store::ReconstructReport {
-    recovery::reconstruct(dir, &mut |_, _, _| {}).expect("reconstruct")
+    recovery::reconstruct(dir, None, &mut |_, _, _| {}).expect("reconstruct")
 }
 
 #[test]
@@ -396,6 +396,33 @@ fn a_crash_between_journal_and_commit_rolls_forward() {
     drop(store);
     // The journal has the frame; the database lost the commit.
     std::fs::write(tmp.path().join("meta.redb"), db).unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(view(&store), before);
+}
+
+#[test]
+fn one_mailbox_is_rebuilt_the_rest_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = fill(tmp.path());
+    let before = view(&store);
+    store.shutdown();
+    drop(store);
+    // jo's records in the database are damaged (here: removed by hand,
+    // as a bad redb page would lose them); the journal still has them.
+    {
+        let db = redb::Database::open(tmp.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let folders: redb::TableDefinition<(&str, &str), &[u8]> =
+                redb::TableDefinition::new("folders");
+            let mut t = txn.open_table(folders).unwrap();
+            t.remove(("jo@acme.example", "Sent")).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let report = recovery::reconstruct(tmp.path(), Some("jo@acme.example"), &mut |_, _, _| {})
+        .expect("reconstruct --mailbox");
+    assert!(report.source.contains("for jo@acme.example"), "{report:?}");
     let store = Store::open(tmp.path()).unwrap();
     assert_eq!(view(&store), before);
 }
