@@ -117,3 +117,32 @@ def test_deep_multipart_and_many_parts(hostile_server):
         assert len(r.untagged) >= 2
         c.ok("UID SEARCH TEXT leaf")
     assert_alive(hostile_server)
+
+
+# --- 2. LIST patterns ----------------------------------------------------------------
+
+
+def test_list_pattern_bombs(hostile_server):
+    acct = new_account(hostile_server, "list")
+    stars = b"*" * 60_000 + b"x"
+    pairs = b"%*" * 100 + b"x"
+    with raw_imaps(hostile_server, acct) as c, raw_imaps(hostile_server, acct) as d:
+        started = time.monotonic()
+        # As a literal: the pattern is longer than a command line.
+        t = c.tag()
+        c.send(f'{t} LIST "" {{{len(stars)}}}\r\n'.encode())
+        assert c.response().startswith("+")
+        c.send(stars + b"\r\n")
+        r = c.read_until_tagged(t)
+        assert r.status == "OK" and r.untagged == [], r
+        # Two sessions at once, as in the report: both answer, and quickly.
+        for conn in (c, d):
+            conn.send(f'{conn.tag()} LIST "" "{pairs.decode()}"\r\n'.encode())
+        for conn in (c, d):
+            r = conn.read_until_tagged(f"t{conn.n}")
+            assert r.status == "OK" and r.untagged == [], r
+        r = c.ok(f'LSUB "" "{pairs.decode()}"')
+        r = c.ok('LIST "" "%*%*%"')
+        assert any("INBOX" in line for line in r.untagged), r
+        assert time.monotonic() - started < 10
+    assert_alive(hostile_server)

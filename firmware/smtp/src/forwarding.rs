@@ -145,9 +145,15 @@ mod tests {
         // Byte 11 of "Subject: aé test" is inside "é": slicing the line there
         // panicked the session after DATA.
         let body = "Subject: aé test\r\nMessage-ID:\r\n <1@example.net>\r\n\r\nbody\r\n";
-        assert_eq!(message_id(body.as_bytes()).as_deref(), Some("<1@example.net>"));
+        assert_eq!(
+            message_id(body.as_bytes()).as_deref(),
+            Some("<1@example.net>")
+        );
         let body = "Subject: ééééééé\r\nX-é: é\r\n\r\nMessage-ID: <not@header>\r\n";
         assert_eq!(message_id(body.as_bytes()), None);
-        assert_eq!(message_id(b"Message-Id: <2@x>\r\n\r\n").as_deref(), Some("<2@x>"));
+        assert_eq!(
+            message_id(b"Message-Id: <2@x>\r\n\r\n").as_deref(),
+            Some("<2@x>")
+        );
     }
 }
