@@ -146,3 +146,29 @@ def test_list_pattern_bombs(hostile_server):
         assert any("INBOX" in line for line in r.untagged), r
         assert time.monotonic() - started < 10
     assert_alive(hostile_server)
+
+
+# --- 3. byte slicing of strings --------------------------------------------------------
+
+
+def test_non_ascii_headers_and_folder_names(hostile_server):
+    acct = new_account(hostile_server, "utf8")
+    body = (
+        "From: <sender@example.org>\r\n"
+        "Subject: aé test\r\n"
+        "Message-ID: <utf8@e2e.test>\r\n"
+        "\r\n"
+        "body\r\n"
+    ).encode()
+    code, _ = send_raw_message(hostile_server, acct.address, body)
+    assert code == 250
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert "<utf8@e2e.test>" in "\n".join(r.untagged)
+        # "abcdeé" (modified UTF-7): byte 6 of the name is inside "é".
+        for name in ("abcde&AOk-", "abcde&AOk-/x", "inbox&AOk-"):
+            c.ok(f'CREATE "{name}"')
+        r = c.ok('LIST "" "abcde*"')
+        assert len(r.untagged) == 2, r
+    assert_alive(hostile_server)
