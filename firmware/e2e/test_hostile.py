@@ -23,6 +23,9 @@ SENDER = "sender@example.org"
 def hostile_server():
     # Large enough for a 1.3 MB message nesting 40,000 levels.
     s = ImapServer(max_message_bytes=4_000_000)
+    # The product's default: literals up to 50 MiB once logged in.
+    s.imap_limits["max_literal_bytes"] = 50 * 1024 * 1024
+    s.write_config()
     try:
         s.start()
         yield s
@@ -171,4 +174,57 @@ def test_non_ascii_headers_and_folder_names(hostile_server):
             c.ok(f'CREATE "{name}"')
         r = c.ok('LIST "" "abcde*"')
         assert len(r.untagged) == 2, r
+    assert_alive(hostile_server)
+
+
+# --- 4. literals before authentication ---------------------------------------------------
+
+
+def rss_kib(server: ImapServer) -> int:
+    for line in open(f"/proc/{server.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_literal_bombs_before_login(hostile_server):
+    before = rss_kib(hostile_server)
+    with Imap(hostile_server.imap_port) as c:
+        caps = c.cmd("CAPABILITY").untagged[0]
+        assert " LITERAL- " in caps and "LITERAL+" not in caps, caps
+        # Synchronizing: refused before the "+", the session goes on.
+        c.send("a LOGIN {50000000}\r\n")
+        r = c.response()
+        assert r.startswith("a NO [TOOBIG]"), r
+        assert c.cmd("NOOP").status == "OK"
+    # Non-synchronizing, from many connections that start sending at once:
+    # BAD [TOOBIG], BYE, closed; nothing of it is buffered.
+    socks = []
+    for _ in range(40):
+        s = socket.create_connection((HOST, hostile_server.imap_port), timeout=IO_TIMEOUT)
+        socks.append(s)
+    chunk = b"x" * (256 * 1024)
+    for s in socks:
+        assert s.recv(4096).startswith(b"* OK")
+        s.sendall(b"a LOGIN {50000000+}\r\n")
+        try:
+            for _ in range(8):
+                s.sendall(chunk)
+        except OSError:
+            pass  # the server closed: what is expected
+    for s in socks:
+        data = b""
+        try:
+            while True:
+                got = s.recv(65536)
+                if not got:
+                    break
+                data += got
+        except ConnectionResetError:
+            pass
+        assert data.startswith(b"a BAD [TOOBIG]"), data[:200]
+        assert b"* BYE" in data
+        s.close()
+    grown = rss_kib(hostile_server) - before
+    assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
     assert_alive(hostile_server)

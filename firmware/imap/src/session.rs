@@ -30,6 +30,13 @@ const FETCH_BATCH_MESSAGES: usize = 256;
 const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
 /// Longest AUTHENTICATE continuation line (RFC 4954's figure, reused).
 const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
+/// Largest literal before authentication: what LOGIN (a name, a password)
+/// or AUTHENTICATE with SASL-IR can need. Larger ones are refused before a
+/// byte of them is read, whatever `imap.max_literal_bytes` allows after.
+const PREAUTH_LITERAL_BYTES_MAX: u64 = 8 * 1024;
+/// Largest non-synchronizing literal before authentication: LITERAL-
+/// (RFC 7888 4) is what is advertised then, not LITERAL+.
+const PREAUTH_NONSYNC_LITERAL_BYTES_MAX: u64 = 4096;
 
 /// The system flags and the keywords this server lets clients set.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -93,6 +100,7 @@ enum ReadError {
     LiteralTooBig {
         tag: String,
         sync: bool,
+        max: u64,
     },
 }
 
@@ -289,7 +297,7 @@ pub async fn run_session(
                 conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
                 break;
             }
-            r = timeout(idle, read_command(&mut conn, &svc.limits)) => r,
+            r = timeout(idle, read_command(&mut conn, &svc.limits, session.user.is_some())) => r,
         };
         let bytes = match read {
             Err(_) => {
@@ -304,13 +312,17 @@ pub async fn run_session(
                 }
                 continue;
             }
-            Ok(Err(ReadError::LiteralTooBig { tag, sync })) => {
+            Ok(Err(ReadError::LiteralTooBig { tag, sync, max })) => {
+                // Before login a non-synchronizing literal over LITERAL-'s
+                // 4096 bytes is a client error: BAD (RFC 7888 4).
+                let status = if session.user.is_none() && !sync {
+                    "BAD"
+                } else {
+                    "NO"
+                };
                 conn.write(
-                    format!(
-                        "{tag} NO [TOOBIG] Literal larger than {} bytes\r\n",
-                        svc.limits.max_literal_bytes
-                    )
-                    .as_bytes(),
+                    format!("{tag} {status} [TOOBIG] Literal larger than {max} bytes\r\n")
+                        .as_bytes(),
                 );
                 if !sync {
                     // The client is already sending the literal: the only safe way out is to close.
@@ -374,10 +386,21 @@ async fn tls_handshake(svc: &ImapService, stream: BoxStream) -> Option<Conn> {
 
 /// Reads one whole command: lines, and after each line that announces a
 /// literal, the literal itself (sending "+" first for a synchronizing one).
-/// A literal over the limit is refused before any of it is read.
-async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<Vec<u8>, ReadError> {
+/// A literal over the limit is refused before any of it is read; before
+/// authentication (`authenticated` false) the limits are the PREAUTH ones.
+async fn read_command(
+    conn: &mut Conn,
+    limits: &mxrack_config::Imap,
+    authenticated: bool,
+) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::new();
-    let total_max = limits.max_literal_bytes as usize + limits.max_line_bytes * 4;
+    let (literal_max, nonsync_max) = if authenticated {
+        (limits.max_literal_bytes, limits.max_literal_bytes)
+    } else {
+        let max = PREAUTH_LITERAL_BYTES_MAX.min(limits.max_literal_bytes);
+        (max, PREAUTH_NONSYNC_LITERAL_BYTES_MAX.min(max))
+    };
+    let total_max = literal_max as usize + limits.max_line_bytes * 4;
     loop {
         let line = match conn.read_line(limits.max_line_bytes).await {
             Ok(l) => l,
@@ -388,10 +411,11 @@ async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<V
         let Some((size, sync)) = literal_announced(&line) else {
             return Ok(buf);
         };
-        if size > limits.max_literal_bytes || buf.len() + size as usize > total_max {
+        let max = if sync { literal_max } else { nonsync_max };
+        if size > max || buf.len() + size as usize > total_max {
             let tag = String::from_utf8_lossy(buf.split(|&b| b == b' ').next().unwrap_or(b"*"))
                 .into_owned();
-            return Err(ReadError::LiteralTooBig { tag, sync });
+            return Err(ReadError::LiteralTooBig { tag, sync, max });
         }
         if sync {
             conn.write(b"+ Ready for literal data\r\n");
@@ -409,8 +433,15 @@ async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<V
 
 impl Session {
     fn capabilities(&self) -> String {
-        let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+        // LITERAL+ once logged in; before, LITERAL- (non-synchronizing
+        // literals up to 4096 bytes, RFC 7888).
+        let literal = if self.user.is_some() {
+            "LITERAL+"
+        } else {
+            "LITERAL-"
+        };
+        let mut caps = format!(
+            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
         );
         if self.user.is_none() {
             if !self.tls && self.svc.tls.is_some() {
