@@ -77,6 +77,10 @@ pub fn run(config: Config) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mxrack")
+        // Parsing user messages (mail-parser, HTML rendering, charsets) runs
+        // on these threads; the MIME walk bounds its depth, and 8 MiB (not
+        // tokio's 2 MiB) leaves room to spare. Only touched pages cost memory.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(serve_all(

@@ -62,8 +62,14 @@ fn canonical_folder(name: &str) -> Result<String, StoreError> {
     if name.eq_ignore_ascii_case(INBOX) {
         return Ok(INBOX.to_string());
     }
-    if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-        return Ok(format!("INBOX/{}", &name[6..]));
+    // get(), not [..6]: byte 6 of a client's name need not be a char boundary.
+    if let Some(rest) = name
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("INBOX/"))
+        .and(name.get(6..))
+        .filter(|r| !r.is_empty())
+    {
+        return Ok(format!("INBOX/{rest}"));
     }
     Ok(name.to_string())
 }
