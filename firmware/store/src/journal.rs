@@ -3,7 +3,8 @@
 //! The seed's worst day was lost IMAP metadata that Cyrus could rebuild from
 //! its message files. Here every change to the tables that say where mail is
 //! and who owns it ([`JOURNALED`]: accounts, domains, mailboxes, aliases,
-//! forwarding rules, folders, messages, the outbound queue) is also written,
+//! forwarding rules, folders, messages, the outbound queue, the LDAP address
+//! books) is also written,
 //! as the rows it puts and deletes, to `DATA/recovery/journal`, and made
 //! durable (`fdatasync`) *before* the redb transaction commits. A snapshot
 //! (`DATA/recovery/snapshot`, the same tables dumped whole) lets the journal
@@ -45,11 +46,12 @@ use redb::{
 
 use crate::StoreError;
 use crate::blobs::sync_dir;
+use crate::ldap::{LDAP_BOOKS, LDAP_ENTRIES};
 use crate::relaydata::FORWARDS;
 use crate::schema::{ACCOUNTS, ALIASES, COUNTERS, DOMAINS, FOLDERS, MAILBOXES, MESSAGES, QUEUE};
 
 /// The tables the journal covers, by index (the index is on disk: append only).
-pub(crate) const JOURNALED: [&str; 8] = [
+pub(crate) const JOURNALED: [&str; 10] = [
     "accounts",
     "domains",
     "mailboxes",
@@ -58,6 +60,8 @@ pub(crate) const JOURNALED: [&str; 8] = [
     "messages",
     "queue",
     "forwards",
+    "ldap_entries",
+    "ldap_books",
 ];
 
 /// Counters in redb: the journal generation it belongs to, and the journal
@@ -336,6 +340,8 @@ pub(crate) fn dump_all(txn: &ReadTransaction) -> Result<Vec<Vec<Record>>, StoreE
     dump_table(txn, FOLDERS, &mut all)?;
     dump_table(txn, MESSAGES, &mut all)?;
     dump_table(txn, QUEUE, &mut all)?;
+    dump_table(txn, LDAP_ENTRIES, &mut all)?;
+    dump_table(txn, LDAP_BOOKS, &mut all)?;
     let mut frames = Vec::new();
     let mut it = all.into_iter().peekable();
     while it.peek().is_some() {
@@ -386,6 +392,8 @@ pub(crate) fn apply_records(txn: &WriteTransaction, records: &[Record]) -> Resul
             "messages" => apply_to(txn, MESSAGES, &mine)?,
             "queue" => apply_to(txn, QUEUE, &mine)?,
             "forwards" => apply_to(txn, FORWARDS, &mine)?,
+            "ldap_entries" => apply_to(txn, LDAP_ENTRIES, &mine)?,
+            "ldap_books" => apply_to(txn, LDAP_BOOKS, &mine)?,
             _ => unreachable!("every journaled table is listed"),
         }
     }
@@ -449,11 +457,15 @@ impl Journal {
                 outcome.checkpointed = true;
             }
             (Some(scan), db_gen) => {
-                let snapshot_gen = match scan_file(&snapshot_path(data_dir), true) {
-                    Ok(Some(s)) => Some(s.generation),
-                    _ => None,
-                };
-                if db_gen == Some(scan.generation) {
+                let snapshot = scan_file(&snapshot_path(data_dir), true).ok().flatten();
+                let snapshot_gen = snapshot.as_ref().map(|s| s.generation);
+                let nothing_recorded =
+                    scan.frames.is_empty() && snapshot.as_ref().is_none_or(|s| s.frames.is_empty());
+                if db_gen.is_none() && nothing_recorded {
+                    // A new database beside an empty journal: nothing to lose.
+                    journal.checkpoint(db)?;
+                    outcome.checkpointed = true;
+                } else if db_gen == Some(scan.generation) {
                     let pos = db_pos.unwrap_or(HEADER_LEN);
                     if pos < scan.valid_end {
                         outcome.rolled_forward = journal.roll_forward(db, &scan, pos)?;

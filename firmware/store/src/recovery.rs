@@ -154,13 +154,10 @@ fn copy_other_tables(
     }
     use crate::events::{EVENTS, STATUS_ENTRIES, STATUS_OPEN};
     use crate::filterdata::*;
-    use crate::ldap::{LDAP_BOOKS, LDAP_ENTRIES};
     use crate::relaydata::BLOCKED_SENDERS;
     copy(old, new, EVENTS, lost)?;
     copy(old, new, STATUS_ENTRIES, lost)?;
     copy(old, new, STATUS_OPEN, lost)?;
-    copy(old, new, LDAP_ENTRIES, lost)?;
-    copy(old, new, LDAP_BOOKS, lost)?;
     copy(old, new, BLOCKED_SENDERS, lost)?;
     copy(old, new, BAYES_TOKENS, lost)?;
     copy(old, new, BAYES_SEEN, lost)?;
@@ -685,6 +682,16 @@ fn fix_counters(db: &Database, jscan: Option<&journal::FileScan>) -> Result<(), 
         c.insert(schema::FOLDER_ID_COUNTER, max_id.max(old_id))?;
         let old_v = c.get(schema::UIDVALIDITY_COUNTER)?.map_or(0, |g| g.value());
         c.insert(schema::UIDVALIDITY_COUNTER, max_validity.max(old_v))?;
+        // Address-book generations only grow (the LDAP server's cache key).
+        let mut max_gen = c
+            .get(crate::ldap::LDAP_GENERATION_COUNTER)?
+            .map_or(0, |g| g.value());
+        for item in txn.open_table(crate::ldap::LDAP_BOOKS)?.iter()? {
+            let (_, v) = item?;
+            let meta: crate::LdapBookMeta = schema::decode(v.value(), "address book")?;
+            max_gen = max_gen.max(meta.generation);
+        }
+        c.insert(crate::ldap::LDAP_GENERATION_COUNTER, max_gen)?;
         // The new database holds the journal's state: say so, so that the
         // open after the swap (even after a crash here) accepts the pair.
         match jscan {

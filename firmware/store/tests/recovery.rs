@@ -13,6 +13,22 @@ type View = BTreeMap<String, BTreeMap<String, (u32, Vec<(u32, Vec<String>, Vec<u
 
 fn view(store: &Store) -> (View, Vec<(String, Vec<String>, bool)>) {
     let mut v = View::new();
+    // The address book travels with the mail (as a pseudo-folder).
+    for mb in store.mailbox_list(None).unwrap() {
+        let book = store.ldap_book_load(&mb.address).unwrap();
+        let mut folders = BTreeMap::new();
+        folders.insert(
+            "(address book)".to_string(),
+            (
+                0u32,
+                book.entries
+                    .iter()
+                    .map(|(k, e)| (0u32, vec![k.clone()], e.rdn.clone().into_bytes()))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        v.insert(format!("ldap {}", mb.address), folders);
+    }
     for mb in store.mailbox_list(None).unwrap() {
         let mut folders = BTreeMap::new();
         for f in store.folder_list(&mb.address).unwrap() {
@@ -425,4 +441,13 @@ fn one_mailbox_is_rebuilt_the_rest_kept() {
     assert!(report.source.contains("for jo@acme.example"), "{report:?}");
     let store = Store::open(tmp.path()).unwrap();
     assert_eq!(view(&store), before);
+}
+
+#[test]
+fn an_empty_store_without_its_database_just_starts_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    Store::open(tmp.path()).unwrap().shutdown();
+    std::fs::remove_file(tmp.path().join("meta.redb")).unwrap();
+    let store = Store::open(tmp.path()).expect("nothing to lose: no refusal");
+    store.account_add("acme").unwrap();
 }
