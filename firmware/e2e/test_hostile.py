@@ -228,3 +228,31 @@ def test_literal_bombs_before_login(hostile_server):
     grown = rss_kib(hostile_server) - before
     assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
     assert_alive(hostile_server)
+
+
+# --- 5. long lines in DATA ------------------------------------------------------------------
+
+
+def test_long_body_lines_are_stored_not_bounced(hostile_server):
+    acct = new_account(hostile_server, "long")
+    html = b"<html><body>" + b"<p>unwrapped newsletter</p>" * 20_000 + b"</body></html>"
+    body = (
+        b"From: <news@example.org>\r\nSubject: newsletter\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n" + html + b"\r\n"
+    )
+    assert len(html) > 500_000
+    with smtplib.SMTP(HOST, hostile_server.mx_port, local_hostname="e2e.test", timeout=60) as s:
+        assert s.sendmail(SENDER, [acct.address], body) == {}
+        # The size limit still holds for one enormous line.
+        s.ehlo()
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt(acct.address)[0] == 250
+        code, _ = s.data(b"Subject: huge\r\n\r\n" + b"z" * 4_100_000 + b"\r\n")
+        assert code == 552
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1:* (RFC822.SIZE BODY.PEEK[TEXT])")
+        text = "\n".join(r.untagged)
+        assert html.decode() in text
+        assert len(r.untagged) == 1
+    assert_alive(hostile_server)
