@@ -256,3 +256,32 @@ def test_long_body_lines_are_stored_not_bounced(hostile_server):
         assert html.decode() in text
         assert len(r.untagged) == 1
     assert_alive(hostile_server)
+
+
+# --- recursive matchers elsewhere: LDAP filters --------------------------------------------
+
+
+def _ber(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    if n < 128:
+        return bytes([tag, n]) + value
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(b)]) + b + value
+
+
+def test_deeply_nested_ldap_filter(hostile_server):
+    # (!(!(!...(cn=*)...))) 40,000 deep, in one 180 KB SearchRequest: refused
+    # as undecodable (the filter decoder is depth-bounded), never recursed.
+    f = _ber(0x87, b"cn")
+    for _ in range(40_000):
+        f = _ber(0xA2, f)
+    req = (
+        _ber(0x04, b"") + _ber(0x0A, b"\x00") + _ber(0x0A, b"\x00") + _ber(0x02, b"\x00")
+        + _ber(0x02, b"\x00") + _ber(0x01, b"\x00") + f + _ber(0x30, b"")
+    )
+    msg = _ber(0x30, _ber(0x02, b"\x01") + _ber(0x63, req))
+    with socket.create_connection((HOST, hostile_server.ldap_port), timeout=IO_TIMEOUT) as s:
+        s.sendall(msg)
+        reply = s.recv(4096)
+        assert reply.startswith(b"0") and b"could not be decoded" in reply, reply
+    assert_alive(hostile_server)
