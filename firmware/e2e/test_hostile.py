@@ -228,3 +228,60 @@ def test_literal_bombs_before_login(hostile_server):
     grown = rss_kib(hostile_server) - before
     assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
     assert_alive(hostile_server)
+
+
+# --- 5. long lines in DATA ------------------------------------------------------------------
+
+
+def test_long_body_lines_are_stored_not_bounced(hostile_server):
+    acct = new_account(hostile_server, "long")
+    html = b"<html><body>" + b"<p>unwrapped newsletter</p>" * 20_000 + b"</body></html>"
+    body = (
+        b"From: <news@example.org>\r\nSubject: newsletter\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n" + html + b"\r\n"
+    )
+    assert len(html) > 500_000
+    with smtplib.SMTP(HOST, hostile_server.mx_port, local_hostname="e2e.test", timeout=60) as s:
+        assert s.sendmail(SENDER, [acct.address], body) == {}
+        # The size limit still holds for one enormous line.
+        s.ehlo()
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt(acct.address)[0] == 250
+        code, _ = s.data(b"Subject: huge\r\n\r\n" + b"z" * 4_100_000 + b"\r\n")
+        assert code == 552
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1:* (RFC822.SIZE BODY.PEEK[TEXT])")
+        text = "\n".join(r.untagged)
+        assert html.decode() in text
+        assert len(r.untagged) == 1
+    assert_alive(hostile_server)
+
+
+# --- recursive matchers elsewhere: LDAP filters --------------------------------------------
+
+
+def _ber(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    if n < 128:
+        return bytes([tag, n]) + value
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(b)]) + b + value
+
+
+def test_deeply_nested_ldap_filter(hostile_server):
+    # (!(!(!...(cn=*)...))) 40,000 deep, in one 180 KB SearchRequest: refused
+    # as undecodable (the filter decoder is depth-bounded), never recursed.
+    f = _ber(0x87, b"cn")
+    for _ in range(40_000):
+        f = _ber(0xA2, f)
+    req = (
+        _ber(0x04, b"") + _ber(0x0A, b"\x00") + _ber(0x0A, b"\x00") + _ber(0x02, b"\x00")
+        + _ber(0x02, b"\x00") + _ber(0x01, b"\x00") + f + _ber(0x30, b"")
+    )
+    msg = _ber(0x30, _ber(0x02, b"\x01") + _ber(0x63, req))
+    with socket.create_connection((HOST, hostile_server.ldap_port), timeout=IO_TIMEOUT) as s:
+        s.sendall(msg)
+        reply = s.recv(4096)
+        assert reply.startswith(b"0") and b"could not be decoded" in reply, reply
+    assert_alive(hostile_server)

@@ -54,7 +54,8 @@ pub const PARTS_MAX: usize = 10_000;
 pub struct Scan {
     /// Deepest level reached by the (bounded) walk.
     pub depth: usize,
-    /// Parts seen, up to `PARTS_MAX + 1`.
+    /// Parts seen, up to `PARTS_MAX + 1`; `usize::MAX` when the walk could
+    /// not make a part opaque (then only the header section is parsed).
     pub parts: usize,
     /// Byte ranges overwritten with `x` for the parse.
     pub masks: Vec<(usize, usize)>,
@@ -318,8 +319,8 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     Some(bounded(message))
 }
 
-/// Calls `f` on a message and each nested one, without recursion. Only for
-/// trees already within `NESTING_MAX`... or any tree: the walk is a loop.
+/// Calls `f` on a message and each nested one, with a loop and an explicit
+/// stack, so a tree of any depth is fine.
 fn for_each_message<'x>(m: &mut Message<'x>, f: &mut dyn FnMut(&mut Message<'x>)) {
     let mut stack: Vec<&mut Message<'x>> = vec![m];
     while let Some(m) = stack.pop() {
