@@ -11,10 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 MESSAGES=${MESSAGES:-100000}
 MAILBOXES=${MAILBOXES:-1000}
-cargo build --release -p mxrack -p mxrack-store --example recovery_fill >/dev/null
+cargo build --release -p mxrack >/dev/null
+cargo build --release -p mxrack-store --example recovery_fill >/dev/null
 BIN=$PWD/target/release/mxrack
 FILL=$PWD/target/release/examples/recovery_fill
 WORK=${WORK:-$(mktemp -d /var/tmp/mxrack-reconstruct.XXXXXX)}
+trap 'rm -rf "$WORK"' EXIT
 DATA=$WORK/data
 rm -rf "$DATA"
 "$FILL" "$DATA" "$MAILBOXES" "$MESSAGES"

@@ -176,7 +176,7 @@ def test_verify_reports_a_damaged_message_file(srv):
     victim = sorted(os.listdir(srv.data / "msg"))[0]
     path = srv.data / "msg" / victim
     data = bytearray(path.read_bytes())
-    data[-4] ^= 0x01
+    data[3] ^= 0x01
     path.chmod(stat.S_IRUSR | stat.S_IWUSR)
     path.write_bytes(bytes(data))
     r = srv.mx_run("verify")

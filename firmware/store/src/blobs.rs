@@ -34,13 +34,18 @@ pub(crate) fn blob_path(msg_dir: &Path, id: Id) -> PathBuf {
     msg_dir.join(id_hex(id))
 }
 
-/// The magic in front of a blob file that carries a [`BlobHeader`].
+/// The magic at the end of a blob file that carries a [`BlobHeader`].
 pub(crate) const BLOB_MAGIC: &[u8; 8] = b"MXRKBLOB";
-/// Largest header accepted when reading one back.
-const BLOB_HEADER_MAX: usize = 1 << 20;
+/// Length of the fixed end of a trailer: JSON length (u32 LE) + magic.
+pub(crate) const TRAILER_TAIL: usize = 12;
+/// Largest record accepted when reading one back.
+pub(crate) const BLOB_HEADER_MAX: usize = 1 << 20;
 
 /// A blob file's own recovery record, written with it in the same durable
-/// step: where the message was delivered, and what it was.
+/// step: where the message was delivered, and what it was. It follows the
+/// message in the file (a trailer: `message ‖ JSON ‖ u32 LE length ‖
+/// "MXRKBLOB"`), so a message can be written as it arrives and the record,
+/// with its size and hash, appended at the end.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BlobHeader {
     /// Format of this record.
@@ -59,72 +64,142 @@ pub struct BlobHeader {
     /// Queue entries made with the delivery (external recipients, forwards).
     #[serde(default)]
     pub queue: Vec<crate::schema::QueueEntry>,
-    /// The message's length, without this header.
+    /// The message's length, without this record.
     pub size: u64,
     /// BLAKE2b-128 of the message, hex.
     pub hash: String,
 }
 
+type Hasher = blake2::Blake2b<blake2::digest::consts::U16>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The hash recorded in a [`BlobHeader`].
 pub fn body_hash(body: &[u8]) -> String {
-    let digest = blake2::Blake2b::<blake2::digest::consts::U16>::digest(body);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Hasher::digest(body))
 }
 
 impl BlobHeader {
+    /// The trailer bytes that follow the message.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let mut out = Vec::with_capacity(12 + json.len());
-        out.extend_from_slice(BLOB_MAGIC);
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        let mut out = Vec::with_capacity(TRAILER_TAIL + json.len());
         out.extend_from_slice(&json);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(BLOB_MAGIC);
         out
     }
 }
 
-/// Splits a blob file's bytes into its header (if it has one) and the
-/// offset where the message starts. A header that does not decode is
-/// reported as `Err` (the file is damaged).
-pub fn split_blob(bytes: &[u8]) -> Result<(Option<BlobHeader>, usize), String> {
-    if bytes.len() < 12 || &bytes[..8] != BLOB_MAGIC {
-        return Ok((None, 0));
+/// Reads the end of a blob file: `Some(JSON length)` when it ends with a
+/// trailer's fixed part.
+pub(crate) fn trailer_len(tail: &[u8]) -> Option<usize> {
+    if tail.len() < TRAILER_TAIL || &tail[tail.len() - 8..] != BLOB_MAGIC {
+        return None;
     }
-    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
-    if len > BLOB_HEADER_MAX || 12 + len > bytes.len() {
-        return Err("blob header length out of range".into());
-    }
-    let header: BlobHeader = serde_json::from_slice(&bytes[12..12 + len])
-        .map_err(|e| format!("blob header does not decode: {e}"))?;
-    Ok((Some(header), 12 + len))
+    let n = tail.len();
+    let len = u32::from_le_bytes([tail[n - 12], tail[n - 11], tail[n - 10], tail[n - 9]]) as usize;
+    (len <= BLOB_HEADER_MAX).then_some(len)
 }
 
-/// Writes a new blob file (its header, then the message) and flushes it to
-/// stable storage (data and the size, via `fdatasync`). The directory entry
-/// is made durable separately, once per batch, by the commit thread. A
-/// partial file is removed on error; an existing file is never touched
-/// (`create_new`).
-pub(crate) fn write_blob(path: &Path, header: &BlobHeader, body: &[u8]) -> Result<(), StoreError> {
-    let mut header = header.clone();
-    header.v = 1;
-    header.size = body.len() as u64;
-    header.hash = body_hash(body);
-    let head = header.encode();
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(StoreError::from_io)?;
-    let written = file
-        .write_all(&head)
-        .and_then(|()| file.write_all(body))
-        .and_then(|()| file.sync_data());
-    if let Err(e) = written {
-        drop(file);
-        remove_blob_file(path);
-        return Err(StoreError::from_io(e));
+/// Splits a blob file's bytes into its record (if it has one) and the
+/// length of the message (which starts at 0). A file written before the
+/// records (no trailer) is all message. A trailer that does not decode, or
+/// whose size disagrees with the file, is reported as `Err` (damaged).
+pub fn split_blob(bytes: &[u8]) -> Result<(Option<BlobHeader>, usize), String> {
+    let Some(len) = trailer_len(bytes) else {
+        return Ok((None, bytes.len()));
+    };
+    if len + TRAILER_TAIL > bytes.len() {
+        return Err("message file record length out of range".into());
     }
-    Ok(())
+    let body_len = bytes.len() - TRAILER_TAIL - len;
+    let header: BlobHeader = serde_json::from_slice(&bytes[body_len..body_len + len])
+        .map_err(|e| format!("message file record does not decode: {e}"))?;
+    if header.size != body_len as u64 {
+        return Err(format!(
+            "message file holds {body_len} bytes, its record says {}",
+            header.size
+        ));
+    }
+    Ok((Some(header), body_len))
+}
+
+/// A blob file being written: the message as it arrives (hashed on the
+/// way), then [`BlobWriter::finish`] appends the record and flushes.
+pub(crate) struct BlobWriter {
+    path: PathBuf,
+    file: Option<File>,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl BlobWriter {
+    /// Creates the file (`create_new`: an existing file is never touched).
+    pub(crate) fn create(path: &Path) -> Result<BlobWriter, StoreError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::from_io)?;
+        Ok(BlobWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            hasher: Hasher::new(),
+            size: 0,
+        })
+    }
+
+    pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        file.write_all(chunk).map_err(StoreError::from_io)?;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the record (with the size and hash of what was written) and
+    /// flushes the file to stable storage (`fdatasync`). The directory
+    /// entry is made durable by the caller (once per batch).
+    pub(crate) fn finish(mut self, header: &BlobHeader) -> Result<(), StoreError> {
+        let mut header = header.clone();
+        header.v = 1;
+        header.size = self.size;
+        header.hash = hex(&std::mem::take(&mut self.hasher).finalize());
+        let Some(mut file) = self.file.take() else {
+            return Err(StoreError::Closed);
+        };
+        file.write_all(&header.encode())
+            .and_then(|()| file.sync_data())
+            .map_err(StoreError::from_io)
+    }
+}
+
+impl Drop for BlobWriter {
+    /// A writer dropped before `finish` (error, cancelled delivery) leaves
+    /// nothing behind: the file was never acknowledged.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            remove_blob_file(&self.path);
+        }
+    }
+}
+
+/// Writes a new blob file (the message, then its record) and flushes it to
+/// stable storage. A partial file is removed on error.
+pub(crate) fn write_blob(path: &Path, header: &BlobHeader, body: &[u8]) -> Result<(), StoreError> {
+    let mut w = BlobWriter::create(path)?;
+    w.write(body)?;
+    let finished = w.finish(header);
+    if finished.is_err() {
+        remove_blob_file(path);
+    }
+    finished
 }
 
 /// Deletes a blob file, logging (not failing) on errors other than "absent":

@@ -198,7 +198,7 @@ impl Store {
     }
 
     /// The body of blob `blob`, as delivered (CRLF line ends), without the
-    /// file's recovery header.
+    /// file's recovery record.
     pub fn read_blob(&self, blob: Id) -> Result<Vec<u8>, StoreError> {
         let mut bytes = fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -210,9 +210,9 @@ impl Store {
                 StoreError::from_io(e)
             }
         })?;
-        let (_, offset) = blobs::split_blob(&bytes)
+        let (_, body_len) = blobs::split_blob(&bytes)
             .map_err(|why| StoreError::Db(format!("message file {}: {why}", id_hex(blob))))?;
-        bytes.drain(..offset);
+        bytes.truncate(body_len);
         Ok(bytes)
     }
 

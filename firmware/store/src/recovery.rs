@@ -170,25 +170,35 @@ fn copy_other_tables(
     Ok(())
 }
 
-/// The header of a blob file, reading only its beginning.
+/// The record of a blob file and the message's length, reading only its end.
 fn read_blob_header(path: &Path) -> Result<(Option<BlobHeader>, u64), String> {
+    use std::io::{Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut head = vec![0u8; 12];
-    if f.read_exact(&mut head).is_err() {
+    let tail_len = blobs::TRAILER_TAIL as u64;
+    if len < tail_len {
         return Ok((None, len));
     }
-    if &head[..8] != blobs::BLOB_MAGIC {
+    let mut tail = [0u8; blobs::TRAILER_TAIL];
+    f.seek(SeekFrom::Start(len - tail_len)).map_err(|e| e.to_string())?;
+    f.read_exact(&mut tail).map_err(|e| e.to_string())?;
+    let Some(jlen) = blobs::trailer_len(&tail) else {
         return Ok((None, len));
+    };
+    let whole = (jlen + blobs::TRAILER_TAIL) as u64;
+    if whole > len {
+        return Err("message file record length out of range".into());
     }
-    let hlen = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
-    if hlen > (1 << 20) {
-        return Err("blob header length out of range".into());
+    let mut buf = vec![0u8; jlen + blobs::TRAILER_TAIL];
+    f.seek(SeekFrom::Start(len - whole)).map_err(|e| e.to_string())?;
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let header: BlobHeader = serde_json::from_slice(&buf[..jlen])
+        .map_err(|e| format!("message file record does not decode: {e}"))?;
+    let body_len = len - whole;
+    if header.size != body_len {
+        return Err(format!("message file holds {body_len} bytes, its record says {}", header.size));
     }
-    head.resize(12 + hlen, 0);
-    f.read_exact(&mut head[12..]).map_err(|e| e.to_string())?;
-    let (header, off) = split_blob(&head)?;
-    Ok((header, len - off as u64))
+    Ok((Some(header), body_len))
 }
 
 fn blob_files(msg_dir: &Path) -> Result<Vec<Id>, StoreError> {
@@ -892,8 +902,8 @@ impl Store {
             let outcome = checked.entry(*blob).or_insert_with(|| {
                 let bytes =
                     fs::read(blob_path(self.msg_dir(), *blob)).map_err(|e| e.to_string())?;
-                let (header, off) = split_blob(&bytes)?;
-                let body = &bytes[off..];
+                let (header, body_len) = split_blob(&bytes)?;
+                let body = &bytes[..body_len];
                 if let Some(h) = header
                     && (h.size != body.len() as u64 || h.hash != blobs::body_hash(body))
                 {
