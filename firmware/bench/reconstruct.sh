@@ -31,7 +31,7 @@ r = subprocess.run(cmd, capture_output=True, text=True)
 wall = time.monotonic() - t0
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(f"{label}: exit {r.returncode}, {wall:.2f} s wall, peak RSS {rss:.0f} MiB")
-for line in (r.stdout + r.stderr).strip().splitlines()[-6:]:
+for line in r.stdout.strip().splitlines() + r.stderr.strip().splitlines()[-2:]:
     print("    " + line)
 PY
 }

@@ -586,6 +586,17 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                     data_dir.display()
                 )));
             }
+            // redb panics on some damaged pages; reconstruct catches that and
+            // goes on without the page: one line, not a backtrace.
+            std::panic::set_hook(Box::new(|info| {
+                let what = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                eprintln!("note: a damaged part of the old database could not be read ({what})");
+            }));
             let mut bar = progress_bar();
             let report = match &cli.command {
                 Command::Restore { dir } => {
