@@ -2,10 +2,12 @@
 //!
 //! Only simple binds with a password, as `cn=NAME,ou=auth,BASE` where NAME
 //! is a mailbox address or an account name, checked against that record's
-//! LDAP password (separate from the mail password, as in the seed). Anonymous
-//! and unauthenticated binds are refused; a password is accepted only inside
-//! TLS unless `ldap.allow_plaintext_bind` says otherwise. Failed binds are
-//! counted per client address and refused past the limit.
+//! LDAP password (separate from the mail password, as in the seed). An
+//! anonymous bind (empty DN and password, RFC 4513 5.1.1) succeeds, as
+//! `ldapsearch -x` expects, and grants nothing but the root DSE and
+//! `cn=Subschema` (`access.rs`: anonymous reads no book). An unauthenticated
+//! bind (a DN without a password) is refused; a password is accepted only
+//! inside TLS unless `ldap.allow_plaintext_bind` says otherwise.
 
 use crate::LdapService;
 use crate::access::Identity;
@@ -39,10 +41,9 @@ pub fn bind(
         }
     };
     if req.dn.is_empty() && password.is_empty() {
-        return answer(
-            C::InappropriateAuthentication,
-            "anonymous bind is not allowed: bind as cn=NAME,ou=auth,BASE with the LDAP password",
-        );
+        // RFC 4513 5.1.1: anonymous. The identity stays Anonymous, which
+        // reads the root DSE and the subschema and nothing else.
+        return respond(Kind::Bind, msgid, success());
     }
     if password.is_empty() {
         // RFC 4513 5.1.2: the unauthenticated mechanism.

@@ -2,6 +2,12 @@
 //! Like a bind, it carries passwords, so it needs TLS unless
 //! `ldap.allow_plaintext_bind` is set. When the request has no new password
 //! the server makes one and returns it.
+//!
+//! The response carries a value only when a password was generated (RFC 3062
+//! 2: "If the server does not generate a new password, the responseValue
+//! field ... SHOULD be absent"), as OpenLDAP does: an empty value (`30 00`)
+//! makes `ldappasswd` print `ber_scanf` errors and python ldap3 fail to
+//! decode the answer.
 
 use crate::LdapService;
 use crate::access::Identity;
@@ -25,11 +31,16 @@ pub fn password_modify(
     req: &LdapExtendedRequest,
 ) -> Vec<LdapMsg> {
     let response: LdapExtendedResponse = match try_modify(svc, session, req) {
-        Ok(generated) => LdapPasswordModifyResponse {
+        Ok(Some(generated)) => LdapPasswordModifyResponse {
             res: success(),
-            gen_password: generated,
+            gen_password: Some(generated),
         }
         .into(),
+        Ok(None) => LdapExtendedResponse {
+            res: success(),
+            name: None,
+            value: None,
+        },
         Err(r) => LdapExtendedResponse {
             res: refusal_result(&r),
             name: None,
