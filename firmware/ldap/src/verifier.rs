@@ -16,7 +16,9 @@
 //! random per-process key, never the password: a password change gives a new
 //! stored hash (fresh salt), so an old password can never match; failures
 //! are never remembered, so every wrong guess costs a full check and counts
-//! against the per-address limit.
+//! against the per-address limit. The cache is keyed by the name and the tag
+//! is compared in constant time (a map keyed by the tag itself would compare
+//! secret bytes with a short-circuiting `==`).
 
 use blake2::Blake2bMac512;
 use blake2::digest::{KeyInit, Mac};
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 /// Successful binds remembered at once (bounded memory).
 const REMEMBERED_BINDS_MAX: usize = 4096;
@@ -42,7 +45,8 @@ pub struct BindVerifier {
     store: Arc<Store>,
     remember_for: Duration,
     key: [u8; 32],
-    remembered: Mutex<HashMap<Tag, Instant>>,
+    /// Name (lower case) -> the tag of its last successful bind, and when.
+    remembered: Mutex<HashMap<String, (Tag, Instant)>>,
 }
 
 impl BindVerifier {
@@ -89,8 +93,10 @@ impl BindVerifier {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if remembered
-                .get(&tag)
-                .is_some_and(|at| now.duration_since(*at) < self.remember_for)
+                .get(&name.to_ascii_lowercase())
+                .is_some_and(|(known, at)| {
+                    now.duration_since(*at) < self.remember_for && bool::from(known.ct_eq(&tag))
+                })
             {
                 return Ok(true);
             }
@@ -103,12 +109,12 @@ impl BindVerifier {
                 .unwrap_or_else(PoisonError::into_inner);
             if remembered.len() >= REMEMBERED_BINDS_MAX {
                 let ttl = self.remember_for;
-                remembered.retain(|_, at| now.duration_since(*at) < ttl);
+                remembered.retain(|_, (_, at)| now.duration_since(*at) < ttl);
                 if remembered.len() >= REMEMBERED_BINDS_MAX {
                     remembered.clear();
                 }
             }
-            remembered.insert(tag, now);
+            remembered.insert(name.to_ascii_lowercase(), (tag, now));
         }
         Ok(ok)
     }

@@ -27,6 +27,13 @@ pub fn run(config: Config) -> Result<(), String> {
     let data_dir = &config.appliance.data_dir.clone();
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    // Before the store opens: folders 0700, files 0600 (a data folder from
+    // an older version, a restored backup or a careless chmod).
+    let repaired = mxrack_net::perms::repair(data_dir)
+        .map_err(|e| format!("cannot check the modes in {}: {e}", data_dir.display()))?;
+    for w in &repaired {
+        warn!(path = %w.path.display(), found = format!("{:04o}", w.found), expected = format!("{:04o}", w.expected), "file mode repaired");
+    }
     let store = Store::open(data_dir)
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
     let demo_password = if config.appliance.demo {

@@ -8,6 +8,7 @@
 mod conn;
 pub mod date;
 mod limiter;
+pub mod perms;
 pub mod sasl;
 mod server;
 mod shutdown;
