@@ -96,13 +96,34 @@ fn try_modify(
             ));
         }
     }
-    if let Some(old) = &parsed.old_password
-        && !svc.verifier.verify(name, old)?
-    {
-        return Err(refuse(
-            LdapResultCode::InvalidCredentials,
-            "the old password is wrong",
-        ));
+    if let Some(old) = &parsed.old_password {
+        // The old password is a guess like a bind's: the one limiter counts it.
+        let verdict =
+            svc.auth
+                .check_blocking(mxrack_auth::Protocol::Ldap, session.peer, name, || {
+                    svc.verifier.verify(name, old)
+                });
+        match verdict {
+            mxrack_auth::Verdict::Accepted => {}
+            mxrack_auth::Verdict::Rejected => {
+                return Err(refuse(
+                    LdapResultCode::InvalidCredentials,
+                    "the old password is wrong",
+                ));
+            }
+            mxrack_auth::Verdict::Limited(_) => {
+                return Err(refuse(
+                    LdapResultCode::Busy,
+                    "too many password attempts; try again later",
+                ));
+            }
+            mxrack_auth::Verdict::Unavailable => {
+                return Err(refuse(
+                    LdapResultCode::Unavailable,
+                    "cannot check the password now",
+                ));
+            }
+        }
     }
     let (new, generated) = match parsed.new_password {
         Some(p) => (p, None),

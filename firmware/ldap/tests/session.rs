@@ -53,7 +53,16 @@ fn fixture(limits: mxrack_config::Ldap) -> Fixture {
             .expect("password");
     }
     Fixture {
-        svc: Arc::new(LdapService::new(limits, "example.net", store, None)),
+        svc: Arc::new(LdapService::new(
+            limits,
+            "example.net",
+            store,
+            None,
+            Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+                failure_delay_ms: 0,
+                ..mxrack_config::Auth::default()
+            })),
+        )),
         _dir: dir,
     }
 }

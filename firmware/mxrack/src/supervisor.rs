@@ -154,6 +154,9 @@ async fn serve_all(
         store.clone(),
         config.forward.clone(),
     ));
+    // The one authentication service: every protocol's logins share its
+    // limiter and its Argon2 pool.
+    let auth = Arc::new(mxrack_auth::AuthService::new(config.auth.clone()));
     let svc = Arc::new(SmtpService {
         outbound: Some(Arc::new(mxrack_smtp::forwarding::Outbound {
             relay: relay.clone(),
@@ -166,10 +169,7 @@ async fn serve_all(
         limits: smtp.clone(),
         store: store.clone(),
         tls: Some(tls.clone()),
-        auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
-            smtp.auth_failures_max,
-            Duration::from_secs(smtp.auth_failure_window_secs),
-        )),
+        auth: auth.clone(),
     });
     let sessions = Arc::new(Semaphore::new(smtp.max_connections));
     // Every service's session cap, drained together at shutdown.
@@ -197,10 +197,7 @@ async fn serve_all(
         limits: imap.clone(),
         store: store.clone(),
         tls: Some(tls.clone()),
-        auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
-            imap.auth_failures_max,
-            Duration::from_secs(imap.auth_failure_window_secs),
-        )),
+        auth: auth.clone(),
     });
     let imap_sessions = Arc::new(Semaphore::new(imap.max_connections));
     drains.push((imap_sessions.clone(), imap.max_connections));
@@ -225,6 +222,7 @@ async fn serve_all(
         pop3.clone(),
         store.clone(),
         Some(tls.clone()),
+        auth.clone(),
     ));
     let pop3_sessions = Arc::new(Semaphore::new(pop3.max_connections));
     drains.push((pop3_sessions.clone(), pop3.max_connections));
@@ -251,6 +249,7 @@ async fn serve_all(
         &config.appliance.primary_domain,
         store.clone(),
         Some(tls.clone()),
+        auth.clone(),
     ));
     let ldap_sessions = Arc::new(Semaphore::new(ldap.max_connections));
     drains.push((ldap_sessions.clone(), ldap.max_connections));
@@ -293,6 +292,7 @@ async fn serve_all(
         https_port: web_https.first().map_or(443, |(a, _)| a.port()),
         limits: web.clone(),
         tls: Some(tls.clone()),
+        auth: Some(auth.clone()),
     });
     let web_sessions = Arc::new(Semaphore::new(web.max_connections));
     drains.push((web_sessions.clone(), web.max_connections));

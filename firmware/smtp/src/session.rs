@@ -6,6 +6,7 @@ use crate::data::{DataEvent, DataReader, DataRefusal};
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
+use mxrack_auth::{Protocol, Verdict};
 use mxrack_net::date::rfc5322_date;
 use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
 use mxrack_store::{Delivery, Resolution, Store, StoreError, id_hex};
@@ -43,7 +44,8 @@ pub struct SmtpService {
     pub limits: mxrack_config::Smtp,
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
-    pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+    /// The appliance's one authentication service (limiter and Argon2 pool).
+    pub auth: Arc<mxrack_auth::AuthService>,
     /// The relay (queue runner, SRS) when outbound delivery is configured:
     /// forwarding rules, SRS bounces and waking the queue need it.
     pub outbound: Option<Arc<crate::forwarding::Outbound>>,
@@ -705,9 +707,6 @@ impl Session {
         if self.helo.is_none() || self.tx.is_some() {
             return Some(Reply::bad_sequence("AUTH goes after EHLO and before MAIL"));
         }
-        if !self.svc.auth_limiter.allowed(self.ip()) {
-            return Some(Reply::auth_rate_limited());
-        }
         let creds = match mechanism {
             "PLAIN" => {
                 let response = match initial {
@@ -757,22 +756,25 @@ impl Session {
         let username = creds.username.to_lowercase();
         let store = self.svc.store.clone();
         let user_for_check = username.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            store.verify_password(&user_for_check, &creds.password)
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(false);
-        if verified {
-            self.svc.auth_limiter.record_success(self.ip());
-            info!(client = %self.peer, user = %username, "authenticated");
-            self.user = Some(username);
-            Some(Reply::auth_ok())
-        } else {
-            self.svc.auth_limiter.record_failure(self.ip());
-            warn!(client = %self.peer, user = %username, "authentication failed");
-            Some(Reply::auth_failed())
+        let verdict = self
+            .svc
+            .auth
+            .check(Protocol::Smtp, self.ip(), &username, move || {
+                store.verify_password(&user_for_check, &creds.password)
+            })
+            .await;
+        match verdict {
+            Verdict::Accepted => {
+                info!(client = %self.peer, user = %username, "authenticated");
+                self.user = Some(username);
+                Some(Reply::auth_ok())
+            }
+            Verdict::Rejected => {
+                warn!(client = %self.peer, user = %username, "authentication failed");
+                Some(Reply::auth_failed())
+            }
+            Verdict::Limited(_) => Some(Reply::auth_rate_limited()),
+            Verdict::Unavailable => Some(Reply::auth_unavailable()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Whole SMTP sessions over an in-memory duplex stream, against a real store
 //! in a temporary folder. Each test reads as the exchange it checks.
 
-use mxrack_net::{AuthLimiter, Shutdown};
+use mxrack_net::Shutdown;
 use mxrack_smtp::{Mode, SmtpService, run_session};
 use mxrack_store::Store;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ fn harness() -> Harness {
         limits,
         store: store.clone(),
         tls: None,
-        auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+        auth: test_auth(),
         outbound: None,
     });
     Harness {
@@ -348,4 +348,14 @@ async fn garbage_never_panics_the_session() {
         }
     }
     assert!(stored(&h, "jo@example.net").is_empty());
+}
+
+/// The appliance's authentication service with small budgets: 3 attempts
+/// per (network, account) pair, no failure delay.
+fn test_auth() -> Arc<mxrack_auth::AuthService> {
+    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+        pair_attempts_max: 3,
+        failure_delay_ms: 0,
+        ..mxrack_config::Auth::default()
+    }))
 }
