@@ -165,6 +165,15 @@ impl Reply {
     pub fn auth_failed() -> Reply {
         Reply::new(535, "5.7.8", "Authentication credentials invalid")
     }
+    /// The null sender from an authenticated user for anything but a DSN,
+    /// MDN or ARF report (`mxrack_filter::report`).
+    pub fn null_sender_not_report() -> Reply {
+        Reply::new(
+            553,
+            "5.7.1",
+            "The null sender is allowed only for delivery, disposition or feedback reports (multipart/report)",
+        )
+    }
     /// RFC 4954 6: 454 4.7.0, a temporary authentication failure: a budget
     /// of the appliance's login limiter is spent.
     pub fn auth_rate_limited() -> Reply {

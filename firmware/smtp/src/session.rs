@@ -55,7 +55,12 @@ struct Transaction {
     from: String,
     params: MailParams,
     local: Vec<String>,
+    /// Outside recipients the client named itself (authenticated
+    /// submission, SRS bounces): relayed with the original sender.
     remote: Vec<String>,
+    /// Outside addresses reached through a hosted alias: forwarded copies
+    /// (SRS sender, forward gate, forward transport; see forwarding.rs).
+    forwarded: Vec<String>,
     /// The addresses as the client gave them in RCPT (for the Received header).
     given: Vec<String>,
     /// A recipient is the complaint feedback address: the gate reads the message.
@@ -349,6 +354,9 @@ impl Session {
             warn!(%reason, "refusing mail: the health monitor stopped new mail");
             return Reply::insufficient_storage();
         }
+        // Invariant "an authenticated user sends only as itself". The null
+        // sender is let through here and judged at the end of DATA: only a
+        // delivery, disposition or feedback report may use it.
         if let Some(user) = &self.user
             && !from.is_empty()
             && !self.sender_owned_by(&from, user)
@@ -360,6 +368,7 @@ impl Session {
             params,
             local: Vec::new(),
             remote: Vec::new(),
+            forwarded: Vec::new(),
             given: Vec::new(),
             feedback: false,
             recipients: 0,
@@ -466,9 +475,10 @@ impl Session {
                         tx.local.push(m);
                     }
                 }
+                // An alias pointing outside is a forward, whoever sends.
                 for a in r.remote {
-                    if !tx.remote.contains(&a) {
-                        tx.remote.push(a);
+                    if !tx.forwarded.contains(&a) {
+                        tx.forwarded.push(a);
                     }
                 }
             }
@@ -606,6 +616,14 @@ impl Session {
         };
         let mut body = body;
         let trace_len = headers_len;
+        if self.user.is_some()
+            && tx.from.is_empty()
+            && mxrack_filter::report::null_sender_report_type(&body[trace_len..]).is_none()
+        {
+            warn!(client = %self.peer, user = self.user.as_deref().unwrap_or(""), "null sender refused: not a DSN, MDN or ARF report");
+            self.send(conn, Reply::null_sender_not_report());
+            return Flow::Continue;
+        }
         let mut score = None;
         if let Some(out) = &self.svc.outbound {
             if tx.feedback
@@ -641,10 +659,32 @@ impl Session {
         let message_id = crate::forwarding::message_id(&body[trace_len..]);
         let (local_list, copies) = match &self.svc.outbound {
             Some(out) => {
-                out.plan(&store, &tx.from, tx.local, score, message_id.as_deref())
-                    .await
+                out.plan(
+                    &store,
+                    &tx.from,
+                    tx.local,
+                    tx.forwarded,
+                    score,
+                    message_id.as_deref(),
+                )
+                .await
             }
-            None => (tx.local, Vec::new()),
+            // No relay (in-memory tests): still the forward transport, never
+            // the original sender's relay entry.
+            None => {
+                let copies = tx
+                    .forwarded
+                    .into_iter()
+                    .map(|to| mxrack_store::QueuedCopy {
+                        id: store.next_id(),
+                        mail_from: tx.from.clone(),
+                        recipients: vec![to],
+                        transport: "forward".into(),
+                        prepend: String::new(),
+                    })
+                    .collect();
+                (tx.local, copies)
+            }
         };
         let (local, remote, forwards) = (local_list.len(), tx.remote.len(), copies.len());
         let queued = remote + forwards > 0;

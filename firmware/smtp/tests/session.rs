@@ -359,3 +359,30 @@ fn test_auth() -> Arc<mxrack_auth::AuthService> {
         ..mxrack_config::Auth::default()
     }))
 }
+
+/// An alias pointing outside makes a forwarded copy (the "forward"
+/// transport), never an entry of the outbound relay with the original
+/// sender (issue 11).
+#[tokio::test]
+async fn an_alias_to_an_outside_address_is_queued_as_a_forward() {
+    let h = harness();
+    h.store
+        .alias_add("out@example.net", &["someone@external.example".to_string()])
+        .expect("alias");
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\n").await;
+    c.expect("250").await;
+    c.send("MAIL FROM:<a@remote.example>\r\n").await;
+    c.expect("250").await;
+    c.send("RCPT TO:<out@example.net>\r\n").await;
+    c.expect("250").await;
+    c.send("DATA\r\n").await;
+    c.expect("354").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    c.expect("250").await;
+    let queue = h.store.queue_list().expect("queue");
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0].transport, "forward");
+    assert_eq!(queue[0].recipients, vec!["someone@external.example"]);
+}
