@@ -120,7 +120,9 @@ pub struct Smtp {
     pub max_recipients: usize,
     /// Longest command line, CRLF included; RFC 5321 4.5.3.1.4 sets 512 as the minimum.
     pub max_command_line_bytes: usize,
-    /// Longest text line in DATA, CRLF included; RFC 5321 4.5.3.1.6 sets 1000 as the minimum.
+    /// DATA is read in pieces of at most this many bytes, CRLF included
+    /// (RFC 5321 4.5.3.1.6 sets 1000 as the minimum line length); a longer
+    /// line is stored as it is, never refused: only `max_message_bytes` applies.
     pub max_data_line_bytes: usize,
     /// Commands between MAIL FROM and the end of DATA.
     pub max_commands_per_transaction: usize,

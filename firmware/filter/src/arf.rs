@@ -7,7 +7,7 @@
 //! header, else its Message-ID.
 
 use mail_auth::report::{Feedback, FeedbackType};
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use crate::{FilterError, TRACE_HEADER};
 
@@ -111,7 +111,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// The text of the report's `text/rfc822-headers` part, if any.
 fn headers_part(report: &[u8]) -> Option<String> {
-    let message = MessageParser::default().parse(report)?;
+    let message = mxrack_mime::parse(report)?;
     message.parts.iter().find_map(|part| match &part.body {
         PartType::Text(text) if part.is_content_type("text", "rfc822-headers") => {
             Some(text.to_string())
@@ -122,6 +122,13 @@ fn headers_part(report: &[u8]) -> Option<String> {
 
 /// Parses an ARF report. Refuses a message that is not one.
 pub fn parse(report: &[u8]) -> Result<ArfReport, FilterError> {
+    // mail-auth parses the report with mail-parser itself (recursing into an
+    // encoded message/rfc822 part): a report is a shallow message, so one
+    // that the bounded walk would have to cut or make opaque is not one.
+    let scan = mxrack_mime::scan(report);
+    if scan.limited || !scan.masks.is_empty() {
+        return Err(FilterError::NotArf("MIME structure over the limits".into()));
+    }
     let feedback =
         Feedback::parse_rfc5322(report).map_err(|e| FilterError::NotArf(format!("{e:?}")))?;
     // mail-auth 0.7's `Feedback::headers()` returns the message slot, so a

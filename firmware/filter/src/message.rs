@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderValue, MimeHeaders, PartType};
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -170,7 +170,7 @@ impl MailView {
         };
         let header_end = find_header_end(message);
         view.header_8bit = message[..header_end].iter().any(|b| *b >= 0x80);
-        let Some(parsed) = MessageParser::default().parse(message) else {
+        let Some(parsed) = mxrack_mime::parse(message) else {
             return view;
         };
         let raw = parsed.raw_message();
@@ -389,6 +389,19 @@ mod tests {
         assert!(v.charsets.contains(&"windows-1252".to_string()));
         assert!(v.text.contains("plain words"));
         assert!(v.raw_parts.contains("<img"));
+    }
+
+    #[test]
+    fn deep_nesting_is_scored_without_overflow() {
+        // 40,000 levels of message/rfc822 (1.3 MB) overflowed the stack.
+        let mut raw = b"From: a@b.example\r\nSubject: deep\r\n".to_vec();
+        for _ in 0..40_000 {
+            raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw.extend_from_slice(b"Subject: bottom\r\n\r\nthe end\r\n");
+        let v = MailView::parse(&raw);
+        assert_eq!(v.subject.as_deref(), Some("deep"));
+        assert!(v.attachments >= 1);
     }
 
     #[test]

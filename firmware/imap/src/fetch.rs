@@ -4,15 +4,19 @@
 //!
 //! mail-parser gives each (nested) `Message` its own `raw_message`, and the
 //! offsets of that message's parts index into it; the code below always
-//! pairs a message with its own raw bytes.
+//! pairs a message with its own raw bytes. Messages are parsed by the
+//! bounded MIME walk (`mxrack_mime`): the tree is at most
+//! `mxrack_mime::NESTING_MAX` levels deep, and a part made opaque there is
+//! shown as APPLICATION/OCTET-STREAM.
 
 use crate::parser::{Section, SectionText};
 use crate::response::{nstring, string};
 use base64::Engine;
 use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
-/// Deepest MIME nesting rendered in BODYSTRUCTURE.
-const MIME_DEPTH_MAX: usize = 32;
+/// Deepest MIME nesting rendered in BODYSTRUCTURE (the parsed tree is
+/// never deeper; this keeps the renderer bounded on its own).
+const MIME_DEPTH_MAX: usize = mxrack_mime::NESTING_MAX;
 
 /// ENVELOPE, BODY and BODYSTRUCTURE of one message body, rendered once.
 #[derive(Debug)]
@@ -67,7 +71,7 @@ pub fn remember_structure(blob: u64, s: Structure) -> std::sync::Arc<Structure> 
 }
 
 pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
-    mail_parser::MessageParser::default().parse(raw)
+    mxrack_mime::parse(raw)
 }
 
 fn raw_of<'m>(msg: &'m Message<'_>) -> &'m [u8] {
@@ -79,14 +83,7 @@ fn slice(raw: &[u8], start: u32, end: u32) -> &[u8] {
     if s <= e { &raw[s..e] } else { &[] }
 }
 
-/// Unfolds a raw header value and trims it (RFC 5322 2.2.3).
-fn unfold(value: &str) -> String {
-    value
-        .replace("\r\n", "")
-        .replace('\n', "")
-        .trim()
-        .to_string()
-}
+use mxrack_mime::unfold;
 
 /// RFC 2047 encoded-word for a non-ASCII display name.
 fn encode_word(s: &str) -> String {
@@ -262,7 +259,8 @@ fn part_structure(out: &mut Vec<u8>, msg: &Message<'_>, index: usize, ext: bool,
         return;
     };
     let raw = raw_of(msg);
-    let ct = part.content_type();
+    let opaque = mxrack_mime::is_opaque(part);
+    let ct = part.content_type().filter(|_| !opaque);
     if let (PartType::Multipart(children), true) = (&part.body, depth < MIME_DEPTH_MAX) {
         out.push(b'(');
         for &child in children {
@@ -296,6 +294,7 @@ fn part_structure(out: &mut Vec<u8>, msg: &Message<'_>, index: usize, ext: bool,
                 })
                 .to_ascii_uppercase(),
         ),
+        None if opaque => ("APPLICATION".to_string(), "OCTET-STREAM".to_string()),
         None => ("TEXT".to_string(), "PLAIN".to_string()),
     };
     let body = slice(raw, part.offset_body, part.offset_end);
@@ -331,7 +330,7 @@ fn part_structure(out: &mut Vec<u8>, msg: &Message<'_>, index: usize, ext: bool,
     let lines = body.iter().filter(|&&b| b == b'\n').count()
         + usize::from(!body.is_empty() && !body.ends_with(b"\n"));
     if ctype == "MESSAGE" && (subtype == "RFC822" || subtype == "GLOBAL") {
-        if let PartType::Message(inner) = &part.body {
+        if let (PartType::Message(inner), true) = (&part.body, depth < MIME_DEPTH_MAX) {
             out.push(b' ');
             envelope(out, inner);
             out.push(b' ');

@@ -30,6 +30,13 @@ const FETCH_BATCH_MESSAGES: usize = 256;
 const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
 /// Longest AUTHENTICATE continuation line (RFC 4954's figure, reused).
 const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
+/// Largest literal before authentication: what LOGIN (a name, a password)
+/// or AUTHENTICATE with SASL-IR can need. Larger ones are refused before a
+/// byte of them is read, whatever `imap.max_literal_bytes` allows after.
+const PREAUTH_LITERAL_BYTES_MAX: u64 = 8 * 1024;
+/// Largest non-synchronizing literal before authentication: LITERAL-
+/// (RFC 7888 4) is what is advertised then, not LITERAL+.
+const PREAUTH_NONSYNC_LITERAL_BYTES_MAX: u64 = 4096;
 
 /// The system flags and the keywords this server lets clients set.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -94,6 +101,7 @@ enum ReadError {
     LiteralTooBig {
         tag: String,
         sync: bool,
+        max: u64,
     },
 }
 
@@ -123,7 +131,10 @@ fn store_error(tag: &str, e: &StoreError) -> String {
             "Insufficient storage, try again later".to_string(),
         ),
         StoreError::Closed => ("[UNAVAILABLE]", "Server shutting down".to_string()),
-        StoreError::Io(_) | StoreError::Db(_) | StoreError::Schema { .. } => {
+        StoreError::Io(_)
+        | StoreError::Db(_)
+        | StoreError::Schema { .. }
+        | StoreError::NeedsReconstruct(_) => {
             warn!(error = %e, "IMAP store failure");
             ("[SERVERBUG]", "Internal error, try again later".to_string())
         }
@@ -166,27 +177,58 @@ fn flag_list(flags: &[String]) -> String {
 }
 
 /// IMAP LIST pattern matching: `*` matches anything, `%` anything but the
-/// hierarchy delimiter (RFC 3501 6.3.8).
+/// hierarchy delimiter (RFC 3501 6.3.8). Without recursion and in
+/// O(pattern x name) time whatever the pattern: a run of wildcards is one
+/// `*` if it holds a `*` (else one `%`), then the pattern is simulated as an
+/// automaton over the name, one set of live pattern positions per character.
 fn pattern_matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.first() {
-        None => name.is_empty(),
-        Some('*') => (0..=name.len()).any(|i| pattern_matches(&pattern[1..], &name[i..])),
-        Some('%') => {
-            let mut i = 0;
-            loop {
-                if pattern_matches(&pattern[1..], &name[i..]) {
-                    return true;
+    let mut p: Vec<char> = Vec::with_capacity(pattern.len());
+    for &c in pattern {
+        match (p.last_mut(), c) {
+            (Some(last @ ('*' | '%')), '*' | '%') => {
+                if c == '*' {
+                    *last = '*';
                 }
-                if i == name.len() || name[i] == '/' {
-                    return false;
-                }
-                i += 1;
             }
-        }
-        Some(&c) => {
-            name.first().is_some_and(|&n| n == c) && pattern_matches(&pattern[1..], &name[1..])
+            _ => p.push(c),
         }
     }
+    // live[j]: the name read so far can be matched by p[..j].
+    let mut live = vec![false; p.len() + 1];
+    let close = |live: &mut Vec<bool>| {
+        // A wildcard may match nothing.
+        for j in 0..p.len() {
+            if live[j] && matches!(p[j], '*' | '%') {
+                live[j + 1] = true;
+            }
+        }
+    };
+    live[0] = true;
+    close(&mut live);
+    let mut next = vec![false; p.len() + 1];
+    for &c in name {
+        next.iter_mut().for_each(|x| *x = false);
+        let mut any = false;
+        for j in 0..p.len() {
+            if !live[j] {
+                continue;
+            }
+            match p[j] {
+                '*' => next[j] = true,
+                '%' if c != '/' => next[j] = true,
+                '%' => {}
+                lit if lit == c => next[j + 1] = true,
+                _ => {}
+            }
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        std::mem::swap(&mut live, &mut next);
+        close(&mut live);
+    }
+    live[p.len()]
 }
 
 fn matches_list_pattern(pattern: &str, name: &str) -> bool {
@@ -259,7 +301,7 @@ pub async fn run_session(
                 conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
                 break;
             }
-            r = timeout(idle, read_command(&mut conn, &svc.limits)) => r,
+            r = timeout(idle, read_command(&mut conn, &svc.limits, session.user.is_some())) => r,
         };
         let bytes = match read {
             Err(_) => {
@@ -274,13 +316,17 @@ pub async fn run_session(
                 }
                 continue;
             }
-            Ok(Err(ReadError::LiteralTooBig { tag, sync })) => {
+            Ok(Err(ReadError::LiteralTooBig { tag, sync, max })) => {
+                // Before login a non-synchronizing literal over LITERAL-'s
+                // 4096 bytes is a client error: BAD (RFC 7888 4).
+                let status = if session.user.is_none() && !sync {
+                    "BAD"
+                } else {
+                    "NO"
+                };
                 conn.write(
-                    format!(
-                        "{tag} NO [TOOBIG] Literal larger than {} bytes\r\n",
-                        svc.limits.max_literal_bytes
-                    )
-                    .as_bytes(),
+                    format!("{tag} {status} [TOOBIG] Literal larger than {max} bytes\r\n")
+                        .as_bytes(),
                 );
                 if !sync {
                     // The client is already sending the literal: the only safe way out is to close.
@@ -344,10 +390,21 @@ async fn tls_handshake(svc: &ImapService, stream: BoxStream) -> Option<Conn> {
 
 /// Reads one whole command: lines, and after each line that announces a
 /// literal, the literal itself (sending "+" first for a synchronizing one).
-/// A literal over the limit is refused before any of it is read.
-async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<Vec<u8>, ReadError> {
+/// A literal over the limit is refused before any of it is read; before
+/// authentication (`authenticated` false) the limits are the PREAUTH ones.
+async fn read_command(
+    conn: &mut Conn,
+    limits: &mxrack_config::Imap,
+    authenticated: bool,
+) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::new();
-    let total_max = limits.max_literal_bytes as usize + limits.max_line_bytes * 4;
+    let (literal_max, nonsync_max) = if authenticated {
+        (limits.max_literal_bytes, limits.max_literal_bytes)
+    } else {
+        let max = PREAUTH_LITERAL_BYTES_MAX.min(limits.max_literal_bytes);
+        (max, PREAUTH_NONSYNC_LITERAL_BYTES_MAX.min(max))
+    };
+    let total_max = literal_max as usize + limits.max_line_bytes * 4;
     loop {
         let line = match conn.read_line(limits.max_line_bytes).await {
             Ok(l) => l,
@@ -358,10 +415,11 @@ async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<V
         let Some((size, sync)) = literal_announced(&line) else {
             return Ok(buf);
         };
-        if size > limits.max_literal_bytes || buf.len() + size as usize > total_max {
+        let max = if sync { literal_max } else { nonsync_max };
+        if size > max || buf.len() + size as usize > total_max {
             let tag = String::from_utf8_lossy(buf.split(|&b| b == b' ').next().unwrap_or(b"*"))
                 .into_owned();
-            return Err(ReadError::LiteralTooBig { tag, sync });
+            return Err(ReadError::LiteralTooBig { tag, sync, max });
         }
         if sync {
             conn.write(b"+ Ready for literal data\r\n");
@@ -379,8 +437,15 @@ async fn read_command(conn: &mut Conn, limits: &mxrack_config::Imap) -> Result<V
 
 impl Session {
     fn capabilities(&self) -> String {
-        let mut caps = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+        // LITERAL+ once logged in; before, LITERAL- (non-synchronizing
+        // literals up to 4096 bytes, RFC 7888).
+        let literal = if self.user.is_some() {
+            "LITERAL+"
+        } else {
+            "LITERAL-"
+        };
+        let mut caps = format!(
+            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
         );
         if self.user.is_none() {
             if !self.tls && self.svc.tls.is_some() {
@@ -1905,6 +1970,45 @@ mod tests {
             "a multi-byte char at byte 5 must not panic"
         );
         assert!(!matches_list_pattern("S*", "Trash"));
+    }
+
+    #[test]
+    fn list_patterns_match_like_the_rfc_in_linear_time() {
+        let table = [
+            ("*", "", true),
+            ("%", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("a%b", "a/b", false),
+            ("a%b", "axxb", true),
+            ("a*b", "a/x/b", true),
+            ("%/%", "a/b", true),
+            ("%/%", "a/b/c", false),
+            ("%/*", "a/b/c", true),
+            ("*/%", "a/b/c", true),
+            ("%%%/%", "a/b", true),
+            ("%*%", "a/b", true),
+            ("W%k/2*6", "Work/2026", true),
+            ("W%k/2*6", "Work/2027", false),
+            ("*x", "abc", false),
+            ("a%", "a/", false),
+            ("a%/", "a/", true),
+        ];
+        for (p, n, want) in table {
+            assert_eq!(matches_list_pattern(p, n), want, "{p:?} {n:?}");
+        }
+        // 60,000 stars overflowed the stack (one recursion per star); 100
+        // `%*` pairs took exponential time. Both are instant now.
+        let started = std::time::Instant::now();
+        let stars = format!("{}x", "*".repeat(60_000));
+        let pairs = format!("{}x", "%*".repeat(100));
+        let mixed = format!("{}x", "%a".repeat(2_000));
+        let name = "a/".repeat(200) + "y";
+        for p in [&stars, &pairs, &mixed] {
+            assert!(!matches_list_pattern(p, &name));
+            assert_eq!(matches_list_pattern(p, "INBOX/x"), !p.contains('a'));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

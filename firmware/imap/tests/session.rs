@@ -333,3 +333,55 @@ fn test_auth() -> Arc<mxrack_auth::AuthService> {
         ..mxrack_config::Auth::default()
     }))
 }
+
+/// Before login a literal is limited to what LOGIN/AUTHENTICATE can need
+/// (8 KiB, 4096 bytes non-synchronizing: LITERAL-), refused before a byte of
+/// it is read; `a LOGIN {50000000+}` used to buffer 50 MB per connection.
+#[tokio::test]
+async fn literals_before_login_are_small() {
+    let h = harness();
+    let mut c = Client::start(&h).await;
+    c.send("c CAPABILITY\r\n").await;
+    let caps = c.until("c OK").await;
+    assert!(
+        caps.contains(" LITERAL- ") && !caps.contains("LITERAL+"),
+        "{caps}"
+    );
+    // Synchronizing, over 8 KiB (but under max_literal_bytes): NO, no "+".
+    c.send("a LOGIN {8193}\r\n").await;
+    let l = c.line().await;
+    assert!(l.starts_with("a NO [TOOBIG]"), "{l}");
+    // At 8 KiB it is read.
+    c.send("b LOGIN {8192}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&"x".repeat(8192)).await;
+    c.send(" y\r\n").await;
+    let l = c.line().await;
+    assert!(l.starts_with("b NO"), "{l}");
+    // Still a working session: a real login, then LITERAL+ and large literals.
+    c.send(&format!("l LOGIN {USER} {{{}+}}\r\n{PASS}\r\n", PASS.len()))
+        .await;
+    let ok = c.until("l OK").await;
+    assert!(ok.contains("LITERAL+"), "{ok}");
+    c.send("p APPEND INBOX {20000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&format!(
+        "Subject: x\r\n\r\n{}\r\n\r\n",
+        "y".repeat(20000 - 16)
+    ))
+    .await;
+    c.until("p OK").await;
+
+    // Non-synchronizing over LITERAL-'s 4096 before login: BAD, then BYE.
+    let mut c = Client::start(&h).await;
+    c.send("z LOGIN {50000000+}\r\nxxxxxxxx").await;
+    let l = c.line().await;
+    assert!(l.starts_with("z BAD [TOOBIG]"), "{l}");
+    assert!(c.line().await.starts_with("* BYE"));
+    assert_eq!(c.line().await, "", "closed");
+    // 4096 non-synchronizing is fine.
+    let mut c = Client::start(&h).await;
+    c.send(&format!("l LOGIN {{4096+}}\r\n{} x\r\n", "u".repeat(4096)))
+        .await;
+    assert!(c.line().await.starts_with("l NO"));
+}

@@ -114,6 +114,12 @@ pub enum AdminRequest {
         folder: String,
         uid: u32,
     },
+    /// A consistent online copy of the store into `dir` (issue 12).
+    Backup {
+        dir: std::path::PathBuf,
+    },
+    /// Every record against its file; changes nothing.
+    Verify,
     /// The LDAP password of a mailbox (NAME with @) or an account.
     LdapPasswd {
         name: String,
@@ -426,6 +432,24 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 ));
             }
         }
+        Backup { dir } => {
+            let r = store.backup(dir, &mut |_, _, _| {}).map_err(e)?;
+            out = format!(
+                "backup in {}: {} message files ({} copied or linked now, {} no longer needed removed), {:.1} s\n",
+                dir.display(),
+                r.files,
+                r.files_copied,
+                r.files_dropped,
+                r.seconds
+            );
+        }
+        Verify => {
+            let r = store.verify(&mut |_, _, _| {}).map_err(e)?;
+            out = verify_text(&r);
+            if r.problem_count > 0 {
+                return Err(out);
+            }
+        }
         MessageCat {
             address,
             folder,
@@ -445,6 +469,46 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
 
 /// Sends the request to the running server, or runs it on the store
 /// directly when no server listens.
+/// The report of `mxrack verify`, as printed.
+pub fn verify_text(r: &mxrack_store::VerifyReport) -> String {
+    let mut out = format!(
+        "verified {} mailboxes, {} folders, {} messages, {} queue entries; {} message files ({} MB hashed), {} not referenced; journal {}; {:.1} s\n",
+        r.mailboxes,
+        r.folders,
+        r.messages,
+        r.queue_entries,
+        r.files,
+        r.bytes_hashed / 1_000_000,
+        r.unreferenced_files,
+        if r.journal_agrees {
+            "agrees with the database"
+        } else {
+            "DISAGREES with the database"
+        },
+        r.seconds
+    );
+    if r.problem_count == 0 {
+        out.push_str("no problems found\n");
+    } else {
+        out.push_str(&format!("{} problems:\n", r.problem_count));
+        for p in &r.problems {
+            out.push_str(&format!("  {p}\n"));
+        }
+        if r.problem_count > r.problems.len() {
+            out.push_str(&format!(
+                "  ... and {} more\n",
+                r.problem_count - r.problems.len()
+            ));
+        }
+    }
+    out
+}
+
+/// True when a running mxrack answers on the data folder's admin socket.
+pub fn server_running(data_dir: &Path) -> bool {
+    UnixStream::connect(socket_path(data_dir)).is_ok()
+}
+
 pub fn submit(data_dir: &Path, request: &AdminRequest) -> Result<Vec<u8>, String> {
     match UnixStream::connect(socket_path(data_dir)) {
         Ok(stream) => submit_to_socket(stream, request),

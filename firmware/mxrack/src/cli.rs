@@ -4,6 +4,7 @@
 use crate::admin::{self, AdminRequest};
 use clap::{Parser, Subcommand};
 use mxrack_config::Config;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Where the embedded default keeps its data, relative to the working folder.
@@ -95,6 +96,26 @@ enum Command {
     /// The health monitor's own tools.
     #[command(subcommand)]
     Health(HealthCommand),
+    /// Rebuild the mail metadata (meta.redb) from the recovery journal, the
+    /// message files' own records and whatever of the old database reads.
+    /// The server must be stopped. The old database is kept aside.
+    Reconstruct {
+        /// Rebuild only this mailbox's folders and messages; keep the rest
+        /// of the database (which must read).
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// A consistent copy of the store into DIR while it runs (incremental:
+    /// message files already in DIR are kept, hard-linked when on the same
+    /// file system).
+    Backup { dir: PathBuf },
+    /// Put a backup back (the server must be stopped); mail newer than the
+    /// backup comes back from its message files.
+    Restore { dir: PathBuf },
+    /// Check every record against its message file (size, hash), reference
+    /// counts, usage, and the recovery journal against the database. Changes
+    /// nothing; exit 1 when something is wrong.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -444,6 +465,74 @@ fn password_from(arg: Option<String>) -> Result<String, CliError> {
     Ok(p)
 }
 
+/// A progress line on a terminal (standard error), nothing otherwise.
+fn progress_bar() -> impl FnMut(&str, u64, u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    move |phase: &str, done: u64, total: u64| {
+        if !tty || last.elapsed() < std::time::Duration::from_millis(100) {
+            return;
+        }
+        last = std::time::Instant::now();
+        let width = 30usize;
+        let filled = if total == 0 {
+            0
+        } else {
+            (done.min(total) as usize * width) / total as usize
+        };
+        eprint!(
+            "\r\x1b[K[{}{}] {done}/{total} {phase}",
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
+    }
+}
+
+/// The summary `mxrack reconstruct` and `mxrack restore` print.
+fn reconstruct_text(r: &mxrack_store::ReconstructReport) -> String {
+    let mut out = format!(
+        "reconstructed from {}: {} mailboxes, {} folders, {} messages, {} queue entries in {:.1} s\n",
+        r.source, r.mailboxes, r.folders, r.messages, r.queue_entries, r.seconds
+    );
+    if r.from_files > 0 {
+        out.push_str(&format!(
+            "  {} messages put back from their files' own records (where they were delivered)\n",
+            r.from_files
+        ));
+    }
+    if r.queue_from_files > 0 {
+        out.push_str(&format!(
+            "  {} queue entries put back from files, held: check `mxrack queue list`, then `mxrack queue release ID`\n",
+            r.queue_from_files
+        ));
+    }
+    if r.lost_found > 0 {
+        out.push_str(&format!(
+            "  {} message files no mailbox claims moved to lost+found/\n",
+            r.lost_found
+        ));
+    }
+    if r.missing_files > 0 {
+        out.push_str(&format!(
+            "  {} records left out: their message file is missing\n",
+            r.missing_files
+        ));
+    }
+    if r.journal_damaged_bytes > 0 {
+        out.push_str(&format!(
+            "  {} bytes at the end of the journal could not be read\n",
+            r.journal_damaged_bytes
+        ));
+    }
+    for t in &r.tables_lost {
+        out.push_str(&format!("  table {t} could not be read: rebuilt empty\n"));
+    }
+    if let Some(old) = &r.old_database {
+        out.push_str(&format!("  the old database is kept as {old}\n"));
+    }
+    out
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     let request = match &cli.command {
         Command::Run => {
@@ -487,6 +576,37 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 },
             };
             return health_request(&cli, &request);
+        }
+        Command::Reconstruct { .. } | Command::Restore { .. } => {
+            let config = cli.effective_config()?;
+            let data_dir = &config.appliance.data_dir;
+            if crate::admin::server_running(data_dir) {
+                return Err(CliError::Admin(format!(
+                    "mxrack is running on {} (its admin socket answers): stop it first",
+                    data_dir.display()
+                )));
+            }
+            let mut bar = progress_bar();
+            let report = match &cli.command {
+                Command::Restore { dir } => {
+                    mxrack_store::recovery::restore(dir, data_dir, &mut bar)
+                }
+                Command::Reconstruct { mailbox } => {
+                    mxrack_store::recovery::reconstruct(data_dir, mailbox.as_deref(), &mut bar)
+                }
+                _ => unreachable!("matched above"),
+            }
+            .map_err(|e| CliError::Admin(e.to_string()))?;
+            eprint!(
+                "{}",
+                if std::io::stderr().is_terminal() {
+                    "\r\x1b[K"
+                } else {
+                    ""
+                }
+            );
+            print!("{}", reconstruct_text(&report));
+            return Ok(());
         }
         Command::Doctor => {
             let config = cli.effective_config()?;
@@ -638,6 +758,17 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             name: name.clone(),
             password: password_from(password.clone())?,
         },
+        Command::Backup { dir } => {
+            let dir = if dir.is_absolute() {
+                dir.clone()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| CliError::Admin(e.to_string()))?
+                    .join(dir)
+            };
+            AdminRequest::Backup { dir }
+        }
+        Command::Verify => AdminRequest::Verify,
         Command::Message(c) => match c {
             MessageCommand::List { address, folder } => AdminRequest::MessageList {
                 address: address.clone(),

@@ -22,6 +22,35 @@ const FORWARD_POLICY_INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause before a crashed listener is started again.
 const LISTENER_RESTART_DELAY_MS: u64 = 1_000;
 
+/// Message files that no record named were moved to `lost+found/` at open
+/// (issue 12): an incident on the status page, so an operator looks.
+fn record_lost_found(store: &Store, events_max: u64) {
+    let n = store.opened_lost_found();
+    if n == 0 {
+        return;
+    }
+    let event = mxrack_store::NewEvent {
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        severity: mxrack_store::Severity::Warning,
+        component: "store".into(),
+        text: format!(
+            "{n} message files without a record were moved to {}/lost+found at start \
+             (nothing was deleted; `mxrack reconstruct` puts back those whose own record names a mailbox)",
+            store.data_dir().display()
+        ),
+        incident: mxrack_store::IncidentAction::Open {
+            key: "store:lost+found".into(),
+            title: "Message files in lost+found".into(),
+        },
+    };
+    if let Err(e) = store.event_record(&event, events_max) {
+        warn!(error = %e, "cannot record the lost+found event");
+    }
+}
+
 pub fn run(config: Config) -> Result<(), String> {
     init_logging(&config.log.level);
     let data_dir = &config.appliance.data_dir.clone();
@@ -36,6 +65,7 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     let store = Store::open(data_dir)
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
+    record_lost_found(&store, config.health.events_max);
     let demo_password = if config.appliance.demo {
         Some(demo::ensure(&store)?)
     } else {
@@ -54,6 +84,10 @@ pub fn run(config: Config) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mxrack")
+        // Parsing user messages (mail-parser, HTML rendering, charsets) runs
+        // on these threads; the MIME walk bounds its depth, and 8 MiB (not
+        // tokio's 2 MiB) leaves room to spare. Only touched pages cost memory.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(serve_all(

@@ -67,6 +67,40 @@ impl Conn {
         }
     }
 
+    /// Reads one line in pieces of at most `max_bytes`: `(piece, true)` is
+    /// the (rest of the) line with its terminating `\n`, `(piece, false)` a
+    /// piece of a longer line without it. A piece never ends with a `\r`
+    /// whose `\n` would come in the next one (unless `max_bytes` is 1).
+    /// Cancel-safe like `read_line`; memory stays within `max_bytes`.
+    pub async fn read_line_piece(
+        &mut self,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, bool), LineError> {
+        let max_bytes = max_bytes.max(1);
+        loop {
+            let pending = &self.read_buf[self.read_pos..];
+            let window = &pending[..pending.len().min(max_bytes)];
+            if let Some(i) = window.iter().position(|&b| b == b'\n') {
+                let end = self.read_pos + i + 1;
+                let line = self.read_buf[self.read_pos..end].to_vec();
+                self.read_pos = end;
+                return Ok((line, true));
+            }
+            if pending.len() >= max_bytes {
+                let mut take = max_bytes;
+                // Keep a CR with the LF that may follow it.
+                if window.last() == Some(&b'\r') && take > 1 {
+                    take -= 1;
+                }
+                let end = self.read_pos + take;
+                let piece = self.read_buf[self.read_pos..end].to_vec();
+                self.read_pos = end;
+                return Ok((piece, false));
+            }
+            self.fill().await?;
+        }
+    }
+
     /// Reads exactly `n` bytes (an IMAP literal, for instance).
     pub async fn read_exact_bytes(&mut self, n: usize) -> Result<Vec<u8>, LineError> {
         let mut out = Vec::with_capacity(n.min(1 << 20));
@@ -174,6 +208,42 @@ mod tests {
         let mut c = conn_with(b"0123456789012345678901234567890123456789\r\nNOOP\r\n").await;
         assert!(matches!(c.read_line(16).await, Err(LineError::TooLong)));
         assert_eq!(c.read_line(16).await.unwrap(), b"NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn long_lines_come_in_pieces_and_keep_their_crlf_together() {
+        // "0123456789" + CRLF with pieces of 11 bytes: the CR would end the
+        // first piece; it waits for its LF instead.
+        let mut c = conn_with(b"0123456789\r\nabcdefghijklmnopqrstuvwxyz\r\nok\r\n").await;
+        assert_eq!(
+            c.read_line_piece(12).await.unwrap(),
+            (b"0123456789\r\n".to_vec(), true)
+        );
+        let mut pieces = Vec::new();
+        loop {
+            let (p, done) = c.read_line_piece(10).await.unwrap();
+            assert!(p.len() <= 10);
+            pieces.push(p);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pieces.concat(), b"abcdefghijklmnopqrstuvwxyz\r\n");
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(
+            c.read_line_piece(10).await.unwrap(),
+            (b"ok\r\n".to_vec(), true)
+        );
+        assert!(matches!(c.read_line_piece(10).await, Err(LineError::Eof)));
+        let mut c = conn_with(b"0123456789\r\n").await;
+        assert_eq!(
+            c.read_line_piece(11).await.unwrap(),
+            (b"0123456789".to_vec(), false)
+        );
+        assert_eq!(
+            c.read_line_piece(11).await.unwrap(),
+            (b"\r\n".to_vec(), true)
+        );
     }
 
     #[tokio::test]

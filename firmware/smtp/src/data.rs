@@ -1,6 +1,9 @@
 //! The DATA phase, line by line: dot-unstuffing (RFC 5321 4.5.2), the end
 //! marker, bare CR/LF detection (RFC 5321 2.3.8), the size limit. Pure: the
-//! session feeds it raw lines as read from the wire.
+//! session feeds it raw lines as read from the wire. A line longer than
+//! `smtp.max_data_line_bytes` arrives in pieces (`feed_piece`, then `feed`
+//! for its end) and is stored as it is, as Postfix accepts it: only the
+//! message size limit applies.
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DataEvent {
@@ -14,8 +17,6 @@ pub enum DataEvent {
 pub enum DataRefusal {
     /// The message grew past the size limit.
     TooBig,
-    /// A line longer than the DATA line limit.
-    LineTooLong,
 }
 
 pub struct DataReader {
@@ -23,6 +24,8 @@ pub struct DataReader {
     body: Vec<u8>,
     refusal: Option<DataRefusal>,
     bare_newline: bool,
+    /// Inside a long line: the next bytes do not start a line.
+    mid_line: bool,
 }
 
 impl DataReader {
@@ -32,6 +35,7 @@ impl DataReader {
             body: initial,
             refusal: None,
             bare_newline: false,
+            mid_line: false,
         }
     }
 
@@ -43,36 +47,48 @@ impl DataReader {
         } else {
             line.strip_suffix(b"\n").unwrap_or(line)
         };
+        let line_start = !std::mem::take(&mut self.mid_line);
         if !crlf || content.contains(&b'\r') || content.contains(&b'\n') {
             self.bare_newline = true;
             // A bare-LF "." never ends DATA: only CRLF.CRLF does.
             return DataEvent::More;
         }
-        if content == b"." {
+        if line_start && content == b"." {
             return DataEvent::End;
         }
-        if self.refusal.is_some() {
-            return DataEvent::More;
-        }
-        let unstuffed = content
-            .strip_prefix(b".")
-            .filter(|_| content.starts_with(b".."))
-            .unwrap_or(content);
-        if self.body.len() as u64 + unstuffed.len() as u64 + 2 > self.max_bytes {
-            self.refusal = Some(DataRefusal::TooBig);
-            self.body = Vec::new();
-            return DataEvent::More;
-        }
-        self.body.extend_from_slice(unstuffed);
-        self.body.extend_from_slice(b"\r\n");
+        self.store(content, line_start, true);
         DataEvent::More
     }
 
-    /// A line over the limit was dropped by the reader.
-    pub fn line_too_long(&mut self) {
-        if self.refusal.is_none() {
-            self.refusal = Some(DataRefusal::LineTooLong);
+    /// Feeds a piece of a line longer than the read limit, without its
+    /// terminator; the line's last piece comes through `feed`.
+    pub fn feed_piece(&mut self, piece: &[u8]) {
+        let line_start = !self.mid_line;
+        self.mid_line = true;
+        if piece.contains(&b'\r') || piece.contains(&b'\n') {
+            self.bare_newline = true;
+            return;
+        }
+        self.store(piece, line_start, false);
+    }
+
+    fn store(&mut self, content: &[u8], line_start: bool, line_end: bool) {
+        if self.refusal.is_some() {
+            return;
+        }
+        let unstuffed = content
+            .strip_prefix(b".")
+            .filter(|_| line_start && content.starts_with(b".."))
+            .unwrap_or(content);
+        let crlf = if line_end { 2 } else { 0 };
+        if self.body.len() as u64 + unstuffed.len() as u64 + crlf > self.max_bytes {
+            self.refusal = Some(DataRefusal::TooBig);
             self.body = Vec::new();
+            return;
+        }
+        self.body.extend_from_slice(unstuffed);
+        if line_end {
+            self.body.extend_from_slice(b"\r\n");
         }
     }
 
@@ -137,5 +153,53 @@ mod tests {
     fn the_size_limit_refuses_but_data_is_read_to_the_end() {
         let (body, _) = run(&[b"0123456789\r\n", b"0123456789\r\n", b".\r\n"], 20);
         assert_eq!(body, Err(DataRefusal::TooBig));
+    }
+
+    #[test]
+    fn long_lines_are_stored_as_they_are() {
+        let mut r = DataReader::new(100_000, Vec::new());
+        r.feed(b"Subject: long\r\n");
+        r.feed(b"\r\n");
+        // A line of 20,000 bytes in pieces; it starts with ".." (unstuffed
+        // once, at the line's start only) and holds ".." later.
+        let long: Vec<u8> = [
+            b"..".as_slice(),
+            &b"x".repeat(9_998),
+            b"..",
+            &b"y".repeat(9_998),
+        ]
+        .concat();
+        for piece in long.chunks(8192) {
+            r.feed_piece(piece);
+        }
+        assert_eq!(r.feed(b"\r\n"), DataEvent::More);
+        // "." in the middle of a long line is not the end marker.
+        r.feed_piece(b"abc");
+        assert_eq!(r.feed(b".\r\n"), DataEvent::More);
+        assert_eq!(r.feed(b".\r\n"), DataEvent::End);
+        assert!(!r.saw_bare_newline());
+        let body = r.finish().expect("stored");
+        let want = [
+            b"Subject: long\r\n\r\n".as_slice(),
+            &long[1..],
+            b"\r\nabc.\r\n",
+        ]
+        .concat();
+        assert_eq!(body, want);
+    }
+
+    #[test]
+    fn long_lines_count_against_the_size_and_bare_cr_in_a_piece() {
+        let mut r = DataReader::new(10_000, Vec::new());
+        for _ in 0..3 {
+            r.feed_piece(&[b'z'; 4096]);
+        }
+        r.feed(b"\r\n");
+        assert_eq!(r.feed(b".\r\n"), DataEvent::End);
+        assert_eq!(r.finish(), Err(DataRefusal::TooBig));
+        let mut r = DataReader::new(10_000, Vec::new());
+        r.feed_piece(b"a\rb");
+        r.feed(b"\r\n");
+        assert!(r.saw_bare_newline());
     }
 }

@@ -19,25 +19,10 @@ pub struct Outbound {
     pub feedback_address: Option<String>,
 }
 
-/// The first Message-ID header value of a message, if any.
+/// The Message-ID header value of a message (raw, unfolded), if any; read
+/// by the shared header helper, never by slicing the text.
 pub fn message_id(body: &[u8]) -> Option<String> {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(body.len());
-    let headers = String::from_utf8_lossy(&body[..end]);
-    let mut lines = headers.split("\r\n").peekable();
-    while let Some(line) = lines.next() {
-        if line.len() > 11 && line[..11].eq_ignore_ascii_case("message-id:") {
-            let mut value = line[11..].trim().to_string();
-            while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
-                value.push_str(next.trim());
-                lines.next();
-            }
-            return Some(value);
-        }
-    }
-    None
+    mxrack_mime::header_raw(body, "Message-ID").filter(|v| !v.is_empty())
 }
 
 pub enum SrsCheck {
@@ -152,5 +137,27 @@ impl Outbound {
             });
         }
         (keep, copies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id;
+
+    #[test]
+    fn message_id_after_non_ascii_headers() {
+        // Byte 11 of "Subject: aé test" is inside "é": slicing the line there
+        // panicked the session after DATA.
+        let body = "Subject: aé test\r\nMessage-ID:\r\n <1@example.net>\r\n\r\nbody\r\n";
+        assert_eq!(
+            message_id(body.as_bytes()).as_deref(),
+            Some("<1@example.net>")
+        );
+        let body = "Subject: ééééééé\r\nX-é: é\r\n\r\nMessage-ID: <not@header>\r\n";
+        assert_eq!(message_id(body.as_bytes()), None);
+        assert_eq!(
+            message_id(b"Message-Id: <2@x>\r\n\r\n").as_deref(),
+            Some("<2@x>")
+        );
     }
 }

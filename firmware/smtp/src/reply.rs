@@ -140,9 +140,6 @@ impl Reply {
             "Bare <LF> or <CR> received, closing connection",
         )
     }
-    pub fn bad_data_line() -> Reply {
-        Reply::new(550, "5.6.0", "Message line too long")
-    }
     pub fn relay_denied() -> Reply {
         Reply::new(554, "5.7.1", "Relay access denied")
     }

@@ -576,9 +576,12 @@ impl Session {
         }
         let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
         loop {
+            // A line longer than max_data_line_bytes comes in pieces and is
+            // stored as it is (never bounced, as Postfix); the message size
+            // limit still holds.
             match timeout_at(
                 deadline,
-                conn.read_line(self.svc.limits.max_data_line_bytes),
+                conn.read_line_piece(self.svc.limits.max_data_line_bytes),
             )
             .await
             {
@@ -586,9 +589,9 @@ impl Session {
                     self.send(conn, Reply::timeout(&self.svc.hostname));
                     return Flow::Close;
                 }
-                Ok(Err(LineError::TooLong)) => reader.line_too_long(),
                 Ok(Err(_)) => return Flow::Close,
-                Ok(Ok(line)) => {
+                Ok(Ok((piece, false))) => reader.feed_piece(&piece),
+                Ok(Ok((line, true))) => {
                     if reader.feed(&line) == DataEvent::End {
                         break;
                     }
@@ -607,10 +610,6 @@ impl Session {
                     conn,
                     Reply::message_too_big(self.svc.limits.max_message_bytes),
                 );
-                return Flow::Continue;
-            }
-            Err(DataRefusal::LineTooLong) => {
-                self.send(conn, Reply::bad_data_line());
                 return Flow::Continue;
             }
         };

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
 
 use crate::ids::now_secs;
 use crate::names::{domain_of, normalize_account, normalize_address, normalize_domain};
@@ -64,7 +64,7 @@ fn keys_in_domain(
 
 /// Increments a counter and returns the new value, at least `floor`.
 fn bump_counter(
-    counters: &mut Table<'_, &'static str, u64>,
+    counters: &mut crate::journal::JTable<'_, &'static str, u64>,
     name: &str,
     floor: u64,
 ) -> Result<u64, StoreError> {
@@ -88,7 +88,7 @@ impl Store {
     /// Creates an account (`[a-z0-9._-]`, 1..=64 bytes, lower-cased).
     pub fn account_add(&self, name: &str) -> Result<(), StoreError> {
         let name = normalize_account(name)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut accounts = txn.open_table(ACCOUNTS)?;
             if accounts.get(name.as_str())?.is_some() {
@@ -115,13 +115,13 @@ impl Store {
     /// Removes an account; [`StoreError::InUse`] while it owns a domain.
     pub fn account_remove(&self, name: &str) -> Result<(), StoreError> {
         let name = normalize_account(name)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut accounts = txn.open_table(ACCOUNTS)?;
             if accounts.get(name.as_str())?.is_none() {
                 return Err(not_found("account", &name));
             }
-            let domains: Vec<Domain> = list_table(&txn.open_table(DOMAINS)?, "domain")?;
+            let domains: Vec<Domain> = list_table(&*txn.open_table(DOMAINS)?, "domain")?;
             let owned: Vec<&str> = domains
                 .iter()
                 .filter(|d| d.account == name)
@@ -146,7 +146,7 @@ impl Store {
     pub fn domain_add(&self, domain: &str, account: &str) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
         let account = normalize_account(account)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             if txn.open_table(ACCOUNTS)?.get(account.as_str())?.is_none() {
                 return Err(not_found("account", &account));
@@ -176,14 +176,14 @@ impl Store {
     /// aliases exist in it.
     pub fn domain_remove(&self, domain: &str) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut domains = txn.open_table(DOMAINS)?;
             if domains.get(domain.as_str())?.is_none() {
                 return Err(not_found("domain", &domain));
             }
-            let mailboxes = keys_in_domain(&txn.open_table(MAILBOXES)?, &domain)?.len();
-            let aliases = keys_in_domain(&txn.open_table(ALIASES)?, &domain)?.len();
+            let mailboxes = keys_in_domain(&*txn.open_table(MAILBOXES)?, &domain)?.len();
+            let aliases = keys_in_domain(&*txn.open_table(ALIASES)?, &domain)?.len();
             if mailboxes + aliases > 0 {
                 return Err(StoreError::InUse {
                     kind: "domain",
@@ -224,7 +224,7 @@ impl Store {
         // writer at a time.
         let password_hash = password::hash(password)?;
         let domain = domain_of(&address).to_string();
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let account = match txn.open_table(DOMAINS)?.get(domain.as_str())? {
                 Some(g) => schema::decode::<Domain>(g.value(), "domain")?.account,
@@ -320,7 +320,7 @@ impl Store {
     pub fn mailbox_remove(&self, address: &str) -> Result<(), StoreError> {
         let address = normalize_address(address)?;
         let mut freed: Vec<Id> = Vec::new();
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let removed_messages;
         {
             if txn
@@ -386,7 +386,7 @@ impl Store {
         change: impl FnOnce(&mut Mailbox),
     ) -> Result<(), StoreError> {
         let address = normalize_address(address)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut mailboxes = txn.open_table(MAILBOXES)?;
             let mut record: Mailbox = match mailboxes.get(address.as_str())? {
@@ -445,7 +445,7 @@ impl Store {
             }
         }
         let domain = domain_of(&address).to_string();
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             if txn.open_table(DOMAINS)?.get(domain.as_str())?.is_none() {
                 return Err(not_found("domain", &domain));
@@ -477,7 +477,7 @@ impl Store {
     /// Removes an alias.
     pub fn alias_remove(&self, address: &str) -> Result<(), StoreError> {
         let address = normalize_address(address)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             if txn.open_table(ALIASES)?.remove(address.as_str())?.is_none() {
                 return Err(not_found("alias", &address));

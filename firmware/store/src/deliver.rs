@@ -25,11 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::blobs::{self, blob_path, remove_blob_file, sync_dir};
 use crate::ids::{id_hex, now_secs};
+use crate::journal::{JTable, JTxn, Journal};
 use crate::schema::{
     self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox, MessageMeta, QUEUE,
     QueueEntry, USAGE,
@@ -156,10 +157,37 @@ impl Store {
         }
         let size = body.len() as u64;
         let path = blob_path(self.msg_dir(), id);
+        // The file's own recovery record: where this delivery goes.
+        let now = now_secs();
+        let mut header = blobs::BlobHeader {
+            date: now,
+            owners: local.clone(),
+            folder: INBOX.to_string(),
+            ..Default::default()
+        };
+        if !remote.is_empty() {
+            header.queue.push(queue_entry(
+                id, id, &mail_from, &remote, size, now, "outbound", "",
+            ));
+        }
+        for c in &copies {
+            header.queue.push(queue_entry(
+                c.id,
+                id,
+                &c.mail_from,
+                &c.recipients,
+                size,
+                now,
+                &c.transport,
+                &c.prepend,
+            ));
+        }
 
         // Step 1, in parallel with other deliveries.
         let write_path = path.clone();
-        match tokio::task::spawn_blocking(move || blobs::write_blob(&write_path, &body)).await {
+        match tokio::task::spawn_blocking(move || blobs::write_blob(&write_path, &header, &body))
+            .await
+        {
             Ok(written) => written?,
             Err(join) => {
                 // The blocking task panicked: whatever it wrote is not ours to trust.
@@ -208,6 +236,33 @@ impl Store {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn queue_entry(
+    id: Id,
+    blob: Id,
+    mail_from: &str,
+    recipients: &[String],
+    size: u64,
+    now: i64,
+    transport: &str,
+    prepend: &str,
+) -> QueueEntry {
+    QueueEntry {
+        id,
+        mail_from: mail_from.to_string(),
+        recipients: recipients.to_vec(),
+        blob,
+        size,
+        created: now,
+        attempts: 0,
+        next_attempt: now,
+        last_error: None,
+        held: false,
+        transport: transport.to_string(),
+        prepend: prepend.to_string(),
+    }
+}
+
 /// Removes duplicates, keeping the first occurrence's position.
 fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
     let mut seen = HashSet::new();
@@ -227,15 +282,22 @@ pub(crate) fn spawn_committer(
     db: Arc<Database>,
     msg_dir: PathBuf,
     stats: Arc<Stats>,
+    journal: Arc<Journal>,
 ) -> std::io::Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let handle = thread::Builder::new()
         .name("store-commit".into())
-        .spawn(move || commit_loop(&db, &msg_dir, &stats, &rx))?;
+        .spawn(move || commit_loop(&db, &msg_dir, &stats, &journal, &rx))?;
     Ok((tx, handle))
 }
 
-fn commit_loop(db: &Database, msg_dir: &Path, stats: &Stats, rx: &mpsc::Receiver<Request>) {
+fn commit_loop(
+    db: &Database,
+    msg_dir: &Path,
+    stats: &Stats,
+    journal: &Journal,
+    rx: &mpsc::Receiver<Request>,
+) {
     // Block for one request, then take whatever else is already waiting:
     // the batch grows by itself with the load, with no timer.
     while let Ok(first) = rx.recv() {
@@ -251,18 +313,33 @@ fn commit_loop(db: &Database, msg_dir: &Path, stats: &Stats, rx: &mpsc::Receiver
         // A panic must not end the thread (every later delivery would fail):
         // the batch's reply senders are dropped, so its callers get Closed
         // and nothing of it was acknowledged.
-        if catch_unwind(AssertUnwindSafe(|| commit_batch(db, msg_dir, stats, batch))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| {
+            commit_batch(db, msg_dir, stats, journal, batch)
+        }))
+        .is_err()
+        {
             stats.failed.fetch_add(n as u64, Ordering::Relaxed);
             tracing::error!(deliveries = n, "store commit batch panicked");
+        }
+        if journal.len() > crate::journal::CHECKPOINT_BYTES
+            && let Err(e) = journal.checkpoint(db)
+        {
+            tracing::error!(error = %e, "recovery checkpoint failed");
         }
     }
 }
 
 /// Steps 2 and 3 for a batch, then the answers.
-fn commit_batch(db: &Database, msg_dir: &Path, stats: &Stats, batch: Vec<Request>) {
+fn commit_batch(
+    db: &Database,
+    msg_dir: &Path,
+    stats: &Stats,
+    journal: &Journal,
+    batch: Vec<Request>,
+) {
     let outcome = sync_dir(msg_dir)
         .map_err(StoreError::from_io)
-        .and_then(|()| apply_batch(db, &batch));
+        .and_then(|()| apply_batch(db, journal, &batch));
     match outcome {
         Ok(results) => {
             stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -293,12 +370,12 @@ fn commit_batch(db: &Database, msg_dir: &Path, stats: &Stats, batch: Vec<Request
 
 /// The tables a delivery writes.
 struct Tables<'t> {
-    mailboxes: Table<'t, &'static str, &'static [u8]>,
-    folders: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    messages: Table<'t, (u64, u32), &'static [u8]>,
-    blobs: Table<'t, u64, u64>,
-    queue: Table<'t, u64, &'static [u8]>,
-    usage: Table<'t, &'static str, u64>,
+    mailboxes: JTable<'t, &'static str, &'static [u8]>,
+    folders: JTable<'t, (&'static str, &'static str), &'static [u8]>,
+    messages: JTable<'t, (u64, u32), &'static [u8]>,
+    blobs: JTable<'t, u64, u64>,
+    queue: JTable<'t, u64, &'static [u8]>,
+    usage: JTable<'t, &'static str, u64>,
 }
 
 /// One transaction for the whole batch. The outer error fails the whole
@@ -306,9 +383,10 @@ struct Tables<'t> {
 /// delivery is skipped without writing anything, the others go on.
 fn apply_batch(
     db: &Database,
+    journal: &Journal,
     batch: &[Request],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let txn = durable_write(db)?;
+    let txn = JTxn::new(durable_write(db)?, journal, None);
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut t = Tables {

@@ -44,6 +44,11 @@ pub enum StoreError {
     /// The data folder was written by a newer binary.
     #[error("store schema version {found} is newer than this binary's {supported}")]
     Schema { found: u32, supported: u32 },
+    /// The metadata cannot be trusted as it is (missing `meta.redb` beside
+    /// mail, or a database that does not belong to the recovery journal):
+    /// `mxrack reconstruct` rebuilds it. The server refuses to start.
+    #[error("{0}; run `mxrack reconstruct` (nothing was changed)")]
+    NeedsReconstruct(String),
     /// [`crate::Store::shutdown`] was called (or the commit thread is gone).
     #[error("the store is shutting down")]
     Closed,
@@ -105,6 +110,7 @@ impl StoreError {
                 supported: *supported,
             },
             StoreError::Closed => StoreError::Closed,
+            StoreError::NeedsReconstruct(why) => StoreError::NeedsReconstruct(why.clone()),
         }
     }
 }

@@ -49,28 +49,32 @@ const PRUNE_BATCH_MAX: usize = 1_000;
 
 /// `bayes_tokens`: token hash -> (messages learned as spam with it, as ham,
 /// last day (since the epoch) it was learned or seen in a learned message).
-const BAYES_TOKENS: TableDefinition<u64, (u32, u32, u32)> = TableDefinition::new("bayes_tokens");
+pub(crate) const BAYES_TOKENS: TableDefinition<u64, (u32, u32, u32)> =
+    TableDefinition::new("bayes_tokens");
 /// `bayes_seen`: message signature -> [`SeenRecord`].
-const BAYES_SEEN: TableDefinition<&str, &[u8]> = TableDefinition::new("bayes_seen");
+pub(crate) const BAYES_SEEN: TableDefinition<&str, &[u8]> = TableDefinition::new("bayes_seen");
 /// Counters (in `counters`): messages learned as spam / as ham.
 const BAYES_SPAM_COUNTER: &str = "bayes_spam_learned";
 const BAYES_HAM_COUNTER: &str = "bayes_ham_learned";
 
 /// `forward_log`: trace id -> [`ForwardRecord`]. Ids increase with time, so
 /// the oldest are first.
-const FORWARD_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("forward_log");
+pub(crate) const FORWARD_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("forward_log");
 /// `forward_by_message_id`: Message-ID of a forwarded copy -> its newest trace id.
-const FORWARD_BY_MESSAGE_ID: TableDefinition<&str, u64> =
+pub(crate) const FORWARD_BY_MESSAGE_ID: TableDefinition<&str, u64> =
     TableDefinition::new("forward_by_message_id");
 /// `forward_days`: (destination, day) -> [`ForwardDayCounters`].
-const FORWARD_DAYS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("forward_days");
+pub(crate) const FORWARD_DAYS: TableDefinition<(&str, i64), &[u8]> =
+    TableDefinition::new("forward_days");
 /// `forward_thresholds`: destination -> [`ThresholdState`].
-const FORWARD_THRESHOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("forward_thresholds");
+pub(crate) const FORWARD_THRESHOLDS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("forward_thresholds");
 /// `forward_threshold_changes`: change id -> [`ThresholdChangeRecord`].
-const FORWARD_CHANGES: TableDefinition<u64, &[u8]> =
+pub(crate) const FORWARD_CHANGES: TableDefinition<u64, &[u8]> =
     TableDefinition::new("forward_threshold_changes");
 /// `complaint_samples`: sample id -> [`ComplaintSample`].
-const COMPLAINT_SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("complaint_samples");
+pub(crate) const COMPLAINT_SAMPLES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("complaint_samples");
 
 /// Learned-message record: its class and when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

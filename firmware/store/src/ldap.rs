@@ -20,12 +20,13 @@
 //! The two tables are declared here and created on first write; reads treat
 //! a missing table as empty, so a store made before this module works as is.
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError};
 use serde::de::Deserializer;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::now_secs;
+use crate::journal::JTxn;
 use crate::names::{normalize_account, normalize_address};
 use crate::schema::{self, ACCOUNTS, Account, COUNTERS, MAILBOXES, Mailbox};
 use crate::{Store, StoreError, password};
@@ -36,7 +37,7 @@ pub(crate) const LDAP_ENTRIES: TableDefinition<(&str, &str), &[u8]> =
 /// `ldap_books`: book -> [`LdapBookMeta`].
 pub(crate) const LDAP_BOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("ldap_books");
 /// Counter: the last book generation handed out.
-const LDAP_GENERATION_COUNTER: &str = "last_ldap_generation";
+pub(crate) const LDAP_GENERATION_COUNTER: &str = "last_ldap_generation";
 
 /// One address-book entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,7 +188,7 @@ fn read_meta(
 }
 
 /// Gives `book` a new generation and adds `entries_delta` to its count.
-fn touch_book(txn: &WriteTransaction, book: &str, entries_delta: i64) -> Result<(), StoreError> {
+fn touch_book(txn: &JTxn<'_>, book: &str, entries_delta: i64) -> Result<(), StoreError> {
     let mut counters = txn.open_table(COUNTERS)?;
     let last = counters
         .get(LDAP_GENERATION_COUNTER)?
@@ -195,7 +196,7 @@ fn touch_book(txn: &WriteTransaction, book: &str, entries_delta: i64) -> Result<
     let generation = last.saturating_add(1);
     counters.insert(LDAP_GENERATION_COUNTER, generation)?;
     let mut books = txn.open_table(LDAP_BOOKS)?;
-    let mut meta = read_meta(&books, book)?;
+    let mut meta = read_meta(&*books, book)?;
     meta.generation = generation;
     meta.entries = meta.entries.saturating_add_signed(entries_delta);
     books.insert(book, schema::encode(&meta)?.as_slice())?;
@@ -204,7 +205,7 @@ fn touch_book(txn: &WriteTransaction, book: &str, entries_delta: i64) -> Result<
 
 /// Removes a book and its entries inside `txn` (a mailbox or an account
 /// being removed takes its book with it, so a later namesake starts empty).
-pub(crate) fn remove_book(txn: &WriteTransaction, book: &str) -> Result<(), StoreError> {
+pub(crate) fn remove_book(txn: &JTxn<'_>, book: &str) -> Result<(), StoreError> {
     let mut entries = txn.open_table(LDAP_ENTRIES)?;
     let mut keys = Vec::new();
     for item in entries.range((book, "")..)? {
@@ -286,9 +287,9 @@ impl Store {
         entry.created = now;
         entry.modified = now;
         let bytes = schema::encode(&entry)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
-            let count = read_meta(&txn.open_table(LDAP_BOOKS)?, book)?.entries;
+            let count = read_meta(&*txn.open_table(LDAP_BOOKS)?, book)?.entries;
             if count >= u64::try_from(max_entries).unwrap_or(u64::MAX) {
                 return Err(StoreError::Invalid {
                     what: "address book",
@@ -331,9 +332,9 @@ impl Store {
         new_key: &str,
         change: impl FnOnce(&mut LdapEntry) -> Result<(), E>,
     ) -> Result<(), E> {
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
-            let mut entries = txn.open_table(LDAP_ENTRIES).map_err(StoreError::from)?;
+            let mut entries = txn.open_table(LDAP_ENTRIES)?;
             let mut entry: LdapEntry =
                 match entries.get((book, old_key)).map_err(StoreError::from)? {
                     Some(g) => schema::decode(g.value(), "address book entry")?,
@@ -355,20 +356,18 @@ impl Store {
             entry.modified = now_secs();
             let bytes = schema::encode(&entry)?;
             if new_key != old_key {
-                entries.remove((book, old_key)).map_err(StoreError::from)?;
+                entries.remove((book, old_key))?;
             }
-            entries
-                .insert((book, new_key), bytes.as_slice())
-                .map_err(StoreError::from)?;
+            entries.insert((book, new_key), bytes.as_slice())?;
         }
         touch_book(&txn, book, 0)?;
-        txn.commit().map_err(StoreError::from)?;
+        txn.commit()?;
         Ok(())
     }
 
     /// Deletes an entry; [`StoreError::NotFound`] if it does not exist.
     pub fn ldap_entry_delete(&self, book: &str, key: &str) -> Result<(), StoreError> {
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut entries = txn.open_table(LDAP_ENTRIES)?;
             if entries.remove((book, key))?.is_none() {
@@ -418,7 +417,7 @@ impl Store {
         // Hash before the transaction: it takes CPU time, and redb has one
         // writer at a time.
         let hash = password::hash(password)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let shown = match kind {
             NameKind::Mailbox(address) => {
                 let mut table = txn.open_table(MAILBOXES)?;

@@ -23,11 +23,13 @@ mod filterdata;
 mod folders;
 mod ids;
 mod intake;
+mod journal;
 mod ldap;
 mod mailstore;
 mod names;
 mod password;
 mod queue;
+pub mod recovery;
 mod relaydata;
 mod resolve;
 pub mod schema;
@@ -41,6 +43,7 @@ use std::thread::JoinHandle;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
+pub use blobs::{BlobHeader, body_hash, split_blob};
 pub use deliver::{CommitStats, Delivery, QueuedCopy};
 pub use error::StoreError;
 pub use events::{
@@ -53,12 +56,14 @@ pub use filterdata::{
     ForwardRecord, LearnOutcome, THRESHOLD_CHANGES_MAX, ThresholdChangeRecord, ThresholdState,
 };
 pub use ids::{Id, id_hex, parse_id_hex};
+pub use journal::JournalOpen;
 pub use ldap::{
     LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
 };
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
 pub use password::MAX_PASSWORD_LEN;
+pub use recovery::{BackupReport, ReconstructReport, VerifyReport};
 pub use relaydata::{BlockedSender, ForwardRule};
 pub use resolve::{Resolution, Resolved};
 pub use schema::{
@@ -87,15 +92,39 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Closed by the health monitor when new mail must be refused.
     intake: intake::IntakeGate,
+    /// The recovery journal of the mail tables (`journal.rs`).
+    journal: Arc<journal::Journal>,
+    /// Message files moved to lost+found at open.
+    lost_found_at_open: usize,
 }
 
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`: creates the
     /// folders and `meta.redb`, checks the schema version (refusing a newer
-    /// one with [`StoreError::Schema`]), recounts blob references and removes
-    /// orphan blob files (in `msg/` but used by no message nor queue entry),
-    /// then starts the commit thread.
+    /// one with [`StoreError::Schema`]), lines the database up with the
+    /// recovery journal (rolling it forward, or refusing with
+    /// [`StoreError::NeedsReconstruct`] when they do not belong together),
+    /// recounts blob references and moves orphan blob files (in `msg/` but
+    /// used by no message nor queue entry) to `lost+found/`, then starts the
+    /// commit thread.
+    ///
+    /// A data folder holding mail but no `meta.redb` is refused
+    /// ([`StoreError::NeedsReconstruct`]): an empty database would hide it.
     pub fn open(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        // redb panics on some damaged pages: that is a damaged database,
+        // which the operator repairs with reconstruct, not a crash loop.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Store::open_inner(data_dir)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::NeedsReconstruct(
+                    "meta.redb is damaged (reading it failed)".into(),
+                ))
+            })
+    }
+
+    fn open_inner(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        if let Some(why) = recovery::has_mail_without_db(data_dir)? {
+            return Err(StoreError::NeedsReconstruct(why));
+        }
         let msg_dir = data_dir.join("msg");
         let fresh = !msg_dir.is_dir();
         // Mail is private: only the appliance user may read the folder.
@@ -107,14 +136,32 @@ impl Store {
         if fresh {
             blobs::sync_dir(data_dir).map_err(StoreError::from_io)?;
         }
-        let db = Database::create(data_dir.join("meta.redb"))?;
+        let db = Database::create(data_dir.join("meta.redb")).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                StoreError::NeedsReconstruct(format!("meta.redb is damaged ({why})"))
+            }
+            other => other.into(),
+        })?;
         schema::prepare(&db)?;
-        let largest_blob = blobs::reconcile(&db, &msg_dir)?;
+        let (journal, journal_open) = journal::Journal::open(data_dir, &db)?;
+        let journal = Arc::new(journal);
+        if journal_open.rolled_forward > 0 {
+            tracing::warn!(
+                frames = journal_open.rolled_forward,
+                "meta.redb was behind the recovery journal; rolled forward"
+            );
+        }
+        let reconciled = blobs::reconcile(&db, &msg_dir)?;
+        let largest_blob = reconciled.largest;
         let db = Arc::new(db);
         let stats = Arc::new(deliver::Stats::default());
-        let (commit_tx, committer) =
-            deliver::spawn_committer(Arc::clone(&db), msg_dir.clone(), Arc::clone(&stats))
-                .map_err(StoreError::Io)?;
+        let (commit_tx, committer) = deliver::spawn_committer(
+            Arc::clone(&db),
+            msg_dir.clone(),
+            Arc::clone(&stats),
+            Arc::clone(&journal),
+        )
+        .map_err(StoreError::Io)?;
         mailstore::recount_usage(&db)?;
         tracing::info!(dir = %data_dir.display(), "store opened");
         Ok(Arc::new(Store {
@@ -128,6 +175,8 @@ impl Store {
             stats,
             changes: tokio::sync::broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
             intake: intake::IntakeGate::default(),
+            journal,
+            lost_found_at_open: reconciled.lost_found,
         }))
     }
 
@@ -143,9 +192,15 @@ impl Store {
         self.ids.next()
     }
 
-    /// The body of blob `blob`, as delivered (CRLF line ends).
+    /// Message files moved to `lost+found/` when this store was opened.
+    pub fn opened_lost_found(&self) -> usize {
+        self.lost_found_at_open
+    }
+
+    /// The body of blob `blob`, as delivered (CRLF line ends), without the
+    /// file's recovery record.
     pub fn read_blob(&self, blob: Id) -> Result<Vec<u8>, StoreError> {
-        fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
+        let mut bytes = fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::NotFound {
                     kind: "message blob",
@@ -154,7 +209,11 @@ impl Store {
             } else {
                 StoreError::from_io(e)
             }
-        })
+        })?;
+        let (_, body_len) = blobs::split_blob(&bytes)
+            .map_err(|why| StoreError::Db(format!("message file {}: {why}", id_hex(blob))))?;
+        bytes.truncate(body_len);
+        Ok(bytes)
     }
 
     /// Space left on the data file system for an unprivileged writer:
@@ -205,6 +264,17 @@ impl Store {
     /// administrative change is acknowledged only once on disk).
     pub(crate) fn write_txn(&self) -> Result<WriteTransaction, StoreError> {
         deliver::durable_write(&self.db)
+    }
+
+    /// A durable write transaction whose changes to the mail tables are
+    /// written to the recovery journal before it commits.
+    pub(crate) fn jtxn(&self) -> Result<journal::JTxn<'_>, StoreError> {
+        let txn = journal::JTxn::new(
+            deliver::durable_write(&self.db)?,
+            &self.journal,
+            Some(&self.db),
+        );
+        Ok(txn)
     }
 
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {

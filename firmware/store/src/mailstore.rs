@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::ids::now_secs;
+use crate::journal::{JTable, JTxn};
 use crate::names::normalize_address;
 use crate::schema::{
     self, BLOBS, COUNTERS, FOLDER_ID_COUNTER, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox,
@@ -61,8 +62,14 @@ fn canonical_folder(name: &str) -> Result<String, StoreError> {
     if name.eq_ignore_ascii_case(INBOX) {
         return Ok(INBOX.to_string());
     }
-    if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-        return Ok(format!("INBOX/{}", &name[6..]));
+    // get(), not [..6]: byte 6 of a client's name need not be a char boundary.
+    if let Some(rest) = name
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("INBOX/"))
+        .and(name.get(6..))
+        .filter(|r| !r.is_empty())
+    {
+        return Ok(format!("INBOX/{rest}"));
     }
     Ok(name.to_string())
 }
@@ -71,8 +78,8 @@ fn not_found(kind: &'static str, name: String) -> StoreError {
     StoreError::NotFound { kind, name }
 }
 
-type FolderTable<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
-type MessageTable<'t> = Table<'t, (u64, u32), &'static [u8]>;
+type FolderTable<'t> = JTable<'t, (&'static str, &'static str), &'static [u8]>;
+type MessageTable<'t> = JTable<'t, (u64, u32), &'static [u8]>;
 
 fn get_folder(
     folders: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -94,7 +101,7 @@ fn put_folder(folders: &mut FolderTable<'_>, f: &Folder) -> Result<(), StoreErro
 }
 
 fn adjust_usage(
-    usage: &mut Table<'_, &'static str, u64>,
+    usage: &mut JTable<'_, &'static str, u64>,
     mailbox: &str,
     delta: i64,
 ) -> Result<(), StoreError> {
@@ -120,7 +127,7 @@ fn read_messages(
     Ok(out)
 }
 
-fn new_uidvalidity(counters: &mut Table<'_, &'static str, u64>) -> Result<u32, StoreError> {
+fn new_uidvalidity(counters: &mut JTable<'_, &'static str, u64>) -> Result<u32, StoreError> {
     let now = u64::try_from(now_secs()).unwrap_or(1);
     let last = counters
         .get(UIDVALIDITY_COUNTER)?
@@ -134,7 +141,7 @@ fn new_uidvalidity(counters: &mut Table<'_, &'static str, u64>) -> Result<u32, S
     })
 }
 
-fn new_folder_id(counters: &mut Table<'_, &'static str, u64>) -> Result<u64, StoreError> {
+fn new_folder_id(counters: &mut JTable<'_, &'static str, u64>) -> Result<u64, StoreError> {
     let next = counters
         .get(FOLDER_ID_COUNTER)?
         .map(|g| g.value())
@@ -165,7 +172,7 @@ fn flags_contain(flags: &[String], flag: &str) -> bool {
 
 /// Adds `bytes` to a mailbox's usage inside `txn`, refusing with
 /// [`StoreError::OverQuota`] when that would pass its quota (APPEND, COPY).
-fn charge_usage(txn: &redb::WriteTransaction, mailbox: &str, bytes: u64) -> Result<(), StoreError> {
+fn charge_usage(txn: &JTxn<'_>, mailbox: &str, bytes: u64) -> Result<(), StoreError> {
     let record = match txn.open_table(MAILBOXES)?.get(mailbox)? {
         Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
         None => return Err(not_found("mailbox", mailbox.to_string())),
@@ -259,7 +266,7 @@ impl Store {
     pub fn folder_create(&self, mailbox: &str, name: &str) -> Result<Folder, StoreError> {
         let mailbox = normalize_address(mailbox)?;
         let name = canonical_folder(name)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let folder;
         {
             if txn.open_table(MAILBOXES)?.get(mailbox.as_str())?.is_none() {
@@ -316,10 +323,10 @@ impl Store {
             });
         }
         let mut freed: Vec<Id> = Vec::new();
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let folder = get_folder(&folders, &mailbox, &name)?;
+            let folder = get_folder(&*folders, &mailbox, &name)?;
             let prefix = format!("{name}/");
             let has_children = folders
                 .range((mailbox.as_str(), prefix.as_str())..)?
@@ -335,7 +342,7 @@ impl Store {
             }
             folders.remove((mailbox.as_str(), name.as_str()))?;
             let mut messages = txn.open_table(MESSAGES)?;
-            let doomed = read_messages(&messages, folder.id)?;
+            let doomed = read_messages(&*messages, folder.id)?;
             let mut blob_refs = txn.open_table(BLOBS)?;
             let mut bytes = 0u64;
             for m in &doomed {
@@ -359,10 +366,10 @@ impl Store {
         let mailbox = normalize_address(mailbox)?;
         let from = canonical_folder(from)?;
         let to = canonical_folder(to)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let source = get_folder(&folders, &mailbox, &from)?;
+            let source = get_folder(&*folders, &mailbox, &from)?;
             if folders.get((mailbox.as_str(), to.as_str()))?.is_some() {
                 return Err(StoreError::Duplicate {
                     kind: "folder",
@@ -388,7 +395,7 @@ impl Store {
                     highestmodseq: 1,
                 };
                 let mut messages = txn.open_table(MESSAGES)?;
-                let moving = read_messages(&messages, source.id)?;
+                let moving = read_messages(&*messages, source.id)?;
                 for mut m in moving {
                     messages.remove((source.id, m.uid))?;
                     m.uid = target.uidnext;
@@ -428,7 +435,7 @@ impl Store {
                             why: format!("{new:?}"),
                         });
                     }
-                    let mut f = get_folder(&folders, &mailbox, &old)?;
+                    let mut f = get_folder(&*folders, &mailbox, &old)?;
                     folders.remove((mailbox.as_str(), old.as_str()))?;
                     f.name = new;
                     put_folder(&mut folders, &f)?;
@@ -443,10 +450,10 @@ impl Store {
     pub fn folder_subscribe(&self, mailbox: &str, name: &str, on: bool) -> Result<(), StoreError> {
         let mailbox = normalize_address(mailbox)?;
         let name = canonical_folder(name)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let mut f = get_folder(&folders, &mailbox, &name)?;
+            let mut f = get_folder(&*folders, &mailbox, &name)?;
             f.subscribed = on;
             put_folder(&mut folders, &f)?;
         }
@@ -473,15 +480,22 @@ impl Store {
         self.check_quota(&mailbox, size)?;
         let id = self.next_id();
         let path = blobs::blob_path(self.msg_dir(), id);
-        blobs::write_blob(&path, body)?;
+        let header = blobs::BlobHeader {
+            date: internal_date.unwrap_or_else(now_secs),
+            owners: vec![mailbox.clone()],
+            folder: folder_name.clone(),
+            flags: dedup_flags(flags),
+            ..Default::default()
+        };
+        blobs::write_blob(&path, &header, body)?;
         let result = (|| {
             blobs::sync_dir(self.msg_dir()).map_err(StoreError::from_io)?;
-            let txn = self.write_txn()?;
+            let txn = self.jtxn()?;
             let ids;
             {
                 charge_usage(&txn, &mailbox, size)?;
                 let mut folders = txn.open_table(FOLDERS)?;
-                let mut f = get_folder(&folders, &mailbox, &folder_name)?;
+                let mut f = get_folder(&*folders, &mailbox, &folder_name)?;
                 let uid = f.uidnext;
                 f.uidnext = f
                     .uidnext
@@ -551,7 +565,7 @@ impl Store {
         quota_bytes: Option<u64>,
     ) -> Result<(), StoreError> {
         let address = normalize_address(address)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut mailboxes = txn.open_table(MAILBOXES)?;
             let mut record: Mailbox = match mailboxes.get(address.as_str())? {
@@ -578,11 +592,11 @@ impl Store {
         let mailbox = normalize_address(mailbox)?;
         let folder = canonical_folder(folder)?;
         check_flags(flags)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let mut changed = Vec::new();
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let mut f = get_folder(&folders, &mailbox, &folder)?;
+            let mut f = get_folder(&*folders, &mailbox, &folder)?;
             let mut messages = txn.open_table(MESSAGES)?;
             let modseq = f.highestmodseq + 1;
             for &uid in uids {
@@ -673,12 +687,12 @@ impl Store {
         let folder = canonical_folder(folder)?;
         let mut freed = Vec::new();
         let mut removed = Vec::new();
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let mut f = get_folder(&folders, &mailbox, &folder)?;
+            let mut f = get_folder(&*folders, &mailbox, &folder)?;
             let mut messages = txn.open_table(MESSAGES)?;
-            let all = read_messages(&messages, f.id)?;
+            let all = read_messages(&*messages, f.id)?;
             let mut blob_refs = txn.open_table(BLOBS)?;
             let mut bytes = 0u64;
             for m in all.iter().filter(|m| doomed(m)) {
@@ -720,13 +734,13 @@ impl Store {
         let mailbox = normalize_address(mailbox)?;
         let from = canonical_folder(from)?;
         let to = canonical_folder(to)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let mut pairs = Vec::new();
         let uidvalidity;
         {
             let mut folders = txn.open_table(FOLDERS)?;
-            let mut src = get_folder(&folders, &mailbox, &from)?;
-            let mut dst = get_folder(&folders, &mailbox, &to)?;
+            let mut src = get_folder(&*folders, &mailbox, &from)?;
+            let mut dst = get_folder(&*folders, &mailbox, &to)?;
             if src.id == dst.id {
                 return Err(StoreError::Invalid {
                     what: "folder",

@@ -52,7 +52,7 @@ impl Store {
                 why: "no recipients left; remove the entry instead".into(),
             });
         }
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             let mut queue = txn.open_table(QUEUE)?;
             let old: QueueEntry = match queue.get(entry.id)? {
@@ -74,7 +74,7 @@ impl Store {
     /// Makes every entry that is not held (or only `only`) due now, in one
     /// transaction; returns how many. (`mxrack queue flush`.)
     pub fn queue_make_due(&self, only: Option<Id>, now: i64) -> Result<usize, StoreError> {
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let mut n = 0;
         {
             let mut queue = txn.open_table(QUEUE)?;
@@ -104,7 +104,7 @@ impl Store {
     /// Removes a queue entry (delivered, bounced or deleted by an operator)
     /// and releases its blob; the file goes once nothing else uses it.
     pub fn queue_remove(&self, id: Id) -> Result<(), StoreError> {
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         let freed = {
             let mut queue = txn.open_table(QUEUE)?;
             let old: QueueEntry = match queue.remove(id)? {

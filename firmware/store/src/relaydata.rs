@@ -74,7 +74,7 @@ impl Store {
                 clean.push(t);
             }
         }
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             if txn.open_table(MAILBOXES)?.get(mailbox.as_str())?.is_none() {
                 return Err(StoreError::NotFound {
@@ -96,7 +96,7 @@ impl Store {
 
     pub fn forward_remove(&self, mailbox: &str) -> Result<(), StoreError> {
         let mailbox = normalize_address(mailbox)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         if txn
             .open_table(FORWARDS)?
             .remove(mailbox.as_str())?
@@ -135,7 +135,7 @@ impl Store {
     /// Blocks a sender domain globally (`account` None) or for one account.
     pub fn block_add(&self, domain: &str, account: Option<&str>) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         {
             if let Some(a) = account
                 && txn.open_table(ACCOUNTS)?.get(a)?.is_none()
@@ -175,7 +175,7 @@ impl Store {
 
     pub fn block_remove(&self, domain: &str, account: Option<&str>) -> Result<(), StoreError> {
         let domain = normalize_domain(domain)?;
-        let txn = self.write_txn()?;
+        let txn = self.jtxn()?;
         if txn
             .open_table(BLOCKED_SENDERS)?
             .remove((scope_of(account), domain.as_str()))?

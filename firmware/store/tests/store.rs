@@ -789,3 +789,18 @@ fn free_space_reports_the_file_system() {
     let _ = inodes;
     assert_eq!(store.data_dir(), tmp.path());
 }
+
+#[test]
+fn folder_names_with_non_ascii_at_byte_six() {
+    // "abcdeé": byte 6 is inside "é"; the INBOX-prefix check sliced there
+    // and panicked (issue 10).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    for name in ["abcdeé", "abcdeé/x", "inboxé", "inbox/é", "é"] {
+        store
+            .folder_create("bob@example.com", name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let err = store.folder_create("bob@example.com", "INBOX/é");
+    assert!(err.is_err(), "INBOX/é is inbox/é, which exists");
+}

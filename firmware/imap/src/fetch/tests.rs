@@ -112,3 +112,33 @@ fn sections() {
         Some("line one\r\nline two\r\n")
     );
 }
+
+/// 20,000 levels of message/rfc822: BODYSTRUCTURE, ENVELOPE and BODY[section]
+/// used to recurse once per level (and drop the tree recursively) and killed
+/// the process with a stack overflow.
+#[test]
+fn deeply_nested_messages_stay_within_the_nesting_limit() {
+    let mut raw = b"From: a@example.net\r\nSubject: deep\r\n".to_vec();
+    for _ in 0..20_000 {
+        raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+    }
+    raw.extend_from_slice(b"Subject: bottom\r\n\r\nthe end\r\n");
+    let m = parse(&raw).expect("parse");
+    let s = Structure::of(&m);
+    let bs = text(s.bodystructure);
+    // One "MESSAGE" "RFC822" per level kept, then the opaque rest.
+    assert_eq!(
+        bs.matches("\"MESSAGE\" \"RFC822\"").count(),
+        mxrack_mime::NESTING_MAX - 1
+    );
+    assert_eq!(bs.matches("\"APPLICATION\" \"OCTET-STREAM\"").count(), 1);
+    // The deepest section still there is the opaque part, with its raw bytes.
+    let path = vec![1u32; mxrack_mime::NESTING_MAX - 1];
+    let section = Section {
+        part: path,
+        text: None,
+    };
+    let bytes = section_bytes(&raw, &m, &section).expect("section");
+    assert!(bytes.starts_with(b"Content-Type: message/rfc822\r\n"));
+    assert!(bytes.ends_with(b"the end\r\n"));
+}

@@ -1,0 +1,287 @@
+"""Hostile inputs (issue 10): messages, commands and patterns anyone can send
+that used to crash or freeze the whole appliance. Each test sends one to the
+real binary with real clients (smtplib, a line-level IMAP client, raw
+sockets), then checks that the server still answers on its ports and that a
+legitimate message sent alongside arrives and can be read over IMAP.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import time
+
+import pytest
+
+from mxlib import HOST, IO_TIMEOUT
+from test_imap import Imap, ImapServer, new_account, raw_imaps, simple
+
+SENDER = "sender@example.org"
+
+
+@pytest.fixture(scope="module")
+def hostile_server():
+    # Large enough for a 1.3 MB message nesting 40,000 levels.
+    s = ImapServer(max_message_bytes=4_000_000)
+    # The product's default: literals up to 50 MiB once logged in.
+    s.imap_limits["max_literal_bytes"] = 50 * 1024 * 1024
+    s.write_config()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.teardown()
+
+
+_legit = [0]
+
+
+def assert_alive(server: ImapServer):
+    """Every port answers, and a legitimate message is delivered and read."""
+    assert server.proc is not None and server.proc.poll() is None, "the server died"
+    _legit[0] += 1
+    tag = f"legit-{_legit[0]}"
+    acct = new_account(server, "legit")
+    with smtplib.SMTP(HOST, server.mx_port, local_hostname="e2e.test", timeout=IO_TIMEOUT) as s:
+        assert s.sendmail(SENDER, [acct.address], simple(tag)) == {}
+    with smtplib.SMTP(HOST, server.submission_port, timeout=IO_TIMEOUT) as s:
+        assert s.ehlo()[0] == 250
+    with socket.create_connection((HOST, server.pop3_port), timeout=IO_TIMEOUT) as p:
+        assert p.recv(100).startswith(b"+OK")
+    with Imap(server.imap_port) as c:
+        assert c.greeting.startswith("* OK")
+    with raw_imaps(server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert any(f"Subject: {tag}" in line for line in r.untagged), r
+
+
+def send_raw_message(server: ImapServer, to: str, body: bytes) -> tuple[int, bytes]:
+    """MAIL, RCPT, DATA of `body` on the MX port: the reply after the dot."""
+    with smtplib.SMTP(HOST, server.mx_port, local_hostname="e2e.test", timeout=60) as s:
+        s.ehlo()
+        assert s.mail(SENDER)[0] == 250
+        code, _ = s.rcpt(to)
+        assert code == 250
+        return s.data(body)
+
+
+def nested_rfc822(depth: int) -> bytes:
+    head = b"From: <sender@example.org>\r\nSubject: deep\r\nMessage-ID: <deep@e2e.test>\r\n"
+    return head + b"Content-Type: message/rfc822\r\n\r\n" * depth + b"Subject: bottom\r\n\r\nthe end\r\n"
+
+
+# --- 1. MIME nesting -----------------------------------------------------------------
+
+
+def test_forty_thousand_nested_messages_at_the_mx(hostile_server):
+    acct = new_account(hostile_server, "deep40k")
+    body = nested_rfc822(40_000)
+    assert len(body) > 1_250_000
+    code, _ = send_raw_message(hostile_server, acct.address, body)
+    assert code == 250
+    assert_alive(hostile_server)
+
+
+def test_deeply_nested_message_over_imap(hostile_server):
+    acct = new_account(hostile_server, "deep20k")
+    code, _ = send_raw_message(hostile_server, acct.address, nested_rfc822(20_000))
+    assert code == 250
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1 (BODYSTRUCTURE ENVELOPE)")
+        text = "\n".join(r.untagged)
+        assert text.count('"MESSAGE" "RFC822"') == 31, text[:500]
+        assert '"APPLICATION" "OCTET-STREAM"' in text
+        assert '"deep"' in text
+        r = c.ok("UID FETCH 1 (BODY.PEEK[" + ".".join(["1"] * 31) + "])")
+        assert "the end" in "\n".join(r.untagged)
+        r = c.ok("UID SEARCH BODY bottom")
+        assert r.untagged == ["* SEARCH"] or r.untagged[0].startswith("* SEARCH")
+        r = c.ok("UID SEARCH SUBJECT deep")
+        assert r.untagged[0].split()[2:] == ["1"], r
+    assert_alive(hostile_server)
+
+
+def test_deep_multipart_and_many_parts(hostile_server):
+    acct = new_account(hostile_server, "parts")
+    deep = b"From: <sender@example.org>\r\nSubject: multipart\r\n"
+    for i in range(5_000):
+        deep += f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'.encode()
+    deep += b"Content-Type: text/plain\r\n\r\nleaf\r\n"
+    many = b'From: <sender@example.org>\r\nSubject: many\r\nContent-Type: multipart/mixed; boundary="p"\r\n\r\n'
+    many += b"--p\r\n\r\nx\r\n" * 20_000 + b"--p--\r\n"
+    for body in (deep, many):
+        code, _ = send_raw_message(hostile_server, acct.address, body)
+        assert code == 250
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1:2 (BODYSTRUCTURE)")
+        assert len(r.untagged) >= 2
+        c.ok("UID SEARCH TEXT leaf")
+    assert_alive(hostile_server)
+
+
+# --- 2. LIST patterns ----------------------------------------------------------------
+
+
+def test_list_pattern_bombs(hostile_server):
+    acct = new_account(hostile_server, "list")
+    stars = b"*" * 60_000 + b"x"
+    pairs = b"%*" * 100 + b"x"
+    with raw_imaps(hostile_server, acct) as c, raw_imaps(hostile_server, acct) as d:
+        started = time.monotonic()
+        # As a literal: the pattern is longer than a command line.
+        t = c.tag()
+        c.send(f'{t} LIST "" {{{len(stars)}}}\r\n'.encode())
+        assert c.response().startswith("+")
+        c.send(stars + b"\r\n")
+        r = c.read_until_tagged(t)
+        assert r.status == "OK" and r.untagged == [], r
+        # Two sessions at once, as in the report: both answer, and quickly.
+        for conn in (c, d):
+            conn.send(f'{conn.tag()} LIST "" "{pairs.decode()}"\r\n'.encode())
+        for conn in (c, d):
+            r = conn.read_until_tagged(f"t{conn.n}")
+            assert r.status == "OK" and r.untagged == [], r
+        r = c.ok(f'LSUB "" "{pairs.decode()}"')
+        r = c.ok('LIST "" "%*%*%"')
+        assert any("INBOX" in line for line in r.untagged), r
+        assert time.monotonic() - started < 10
+    assert_alive(hostile_server)
+
+
+# --- 3. byte slicing of strings --------------------------------------------------------
+
+
+def test_non_ascii_headers_and_folder_names(hostile_server):
+    acct = new_account(hostile_server, "utf8")
+    body = (
+        "From: <sender@example.org>\r\n"
+        "Subject: aé test\r\n"
+        "Message-ID: <utf8@e2e.test>\r\n"
+        "\r\n"
+        "body\r\n"
+    ).encode()
+    code, _ = send_raw_message(hostile_server, acct.address, body)
+    assert code == 250
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert "<utf8@e2e.test>" in "\n".join(r.untagged)
+        # "abcdeé" (modified UTF-7): byte 6 of the name is inside "é".
+        for name in ("abcde&AOk-", "abcde&AOk-/x", "inbox&AOk-"):
+            c.ok(f'CREATE "{name}"')
+        r = c.ok('LIST "" "abcde*"')
+        assert len(r.untagged) == 2, r
+    assert_alive(hostile_server)
+
+
+# --- 4. literals before authentication ---------------------------------------------------
+
+
+def rss_kib(server: ImapServer) -> int:
+    for line in open(f"/proc/{server.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_literal_bombs_before_login(hostile_server):
+    before = rss_kib(hostile_server)
+    with Imap(hostile_server.imap_port) as c:
+        caps = c.cmd("CAPABILITY").untagged[0]
+        assert " LITERAL- " in caps and "LITERAL+" not in caps, caps
+        # Synchronizing: refused before the "+", the session goes on.
+        c.send("a LOGIN {50000000}\r\n")
+        r = c.response()
+        assert r.startswith("a NO [TOOBIG]"), r
+        assert c.cmd("NOOP").status == "OK"
+    # Non-synchronizing, from many connections that start sending at once:
+    # BAD [TOOBIG], BYE, closed; nothing of it is buffered.
+    socks = []
+    for _ in range(40):
+        s = socket.create_connection((HOST, hostile_server.imap_port), timeout=IO_TIMEOUT)
+        socks.append(s)
+    chunk = b"x" * (256 * 1024)
+    for s in socks:
+        assert s.recv(4096).startswith(b"* OK")
+        s.sendall(b"a LOGIN {50000000+}\r\n")
+        try:
+            for _ in range(8):
+                s.sendall(chunk)
+        except OSError:
+            pass  # the server closed: what is expected
+    for s in socks:
+        data = b""
+        try:
+            while True:
+                got = s.recv(65536)
+                if not got:
+                    break
+                data += got
+        except ConnectionResetError:
+            pass
+        assert data.startswith(b"a BAD [TOOBIG]"), data[:200]
+        assert b"* BYE" in data
+        s.close()
+    grown = rss_kib(hostile_server) - before
+    assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
+    assert_alive(hostile_server)
+
+
+# --- 5. long lines in DATA ------------------------------------------------------------------
+
+
+def test_long_body_lines_are_stored_not_bounced(hostile_server):
+    acct = new_account(hostile_server, "long")
+    html = b"<html><body>" + b"<p>unwrapped newsletter</p>" * 20_000 + b"</body></html>"
+    body = (
+        b"From: <news@example.org>\r\nSubject: newsletter\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n" + html + b"\r\n"
+    )
+    assert len(html) > 500_000
+    with smtplib.SMTP(HOST, hostile_server.mx_port, local_hostname="e2e.test", timeout=60) as s:
+        assert s.sendmail(SENDER, [acct.address], body) == {}
+        # The size limit still holds for one enormous line.
+        s.ehlo()
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt(acct.address)[0] == 250
+        code, _ = s.data(b"Subject: huge\r\n\r\n" + b"z" * 4_100_000 + b"\r\n")
+        assert code == 552
+    with raw_imaps(hostile_server, acct) as c:
+        c.ok("SELECT INBOX")
+        r = c.ok("UID FETCH 1:* (RFC822.SIZE BODY.PEEK[TEXT])")
+        text = "\n".join(r.untagged)
+        assert html.decode() in text
+        assert len(r.untagged) == 1
+    assert_alive(hostile_server)
+
+
+# --- recursive matchers elsewhere: LDAP filters --------------------------------------------
+
+
+def _ber(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    if n < 128:
+        return bytes([tag, n]) + value
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(b)]) + b + value
+
+
+def test_deeply_nested_ldap_filter(hostile_server):
+    # (!(!(!...(cn=*)...))) 40,000 deep, in one 180 KB SearchRequest: refused
+    # as undecodable (the filter decoder is depth-bounded), never recursed.
+    f = _ber(0x87, b"cn")
+    for _ in range(40_000):
+        f = _ber(0xA2, f)
+    req = (
+        _ber(0x04, b"") + _ber(0x0A, b"\x00") + _ber(0x0A, b"\x00") + _ber(0x02, b"\x00")
+        + _ber(0x02, b"\x00") + _ber(0x01, b"\x00") + f + _ber(0x30, b"")
+    )
+    msg = _ber(0x30, _ber(0x02, b"\x01") + _ber(0x63, req))
+    with socket.create_connection((HOST, hostile_server.ldap_port), timeout=IO_TIMEOUT) as s:
+        s.sendall(msg)
+        reply = s.recv(4096)
+        assert reply.startswith(b"0") and b"could not be decoded" in reply, reply
+    assert_alive(hostile_server)
