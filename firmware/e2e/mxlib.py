@@ -36,9 +36,18 @@ SMTP_DEFAULTS = {
     "max_command_line_bytes": 512,  # the minimum allowed
     "max_bad_commands": 5,
     "max_connections": 50,
-    "auth_failures_max": 3,
     "idle_timeout_secs": 30,
     "shutdown_grace_secs": 3,
+}
+
+# [auth] of the suite's servers: the one login limiter. Small pair budget
+# (3) so lock-out tests are quick, wide network and account budgets so the
+# suite's many logins from 127.0.0.1 do not add up, no failure delay.
+AUTH_DEFAULTS = {
+    "pair_attempts_max": 3,
+    "network_attempts_max": 1000,
+    "account_attempts_max": 1000,
+    "failure_delay_ms": 0,
 }
 
 READY_TIMEOUT = 30.0
@@ -110,6 +119,8 @@ class Server:
         taken |= {self.pop3_port, self.pop3s_port}
         self.ldap_port, self.ldaps_port = [p for p in free_ports(8) if p not in taken][:2]
         self.ldap_limits: dict = {}
+        # Written into [auth] (the one login limiter of every service).
+        self.auth: dict = dict(AUTH_DEFAULTS)
         # Written into [relay] and [forward] when not empty (set them, then
         # write_config(), before start()); e.g. relay = {"routes": {...}}.
         self.relay: dict = {}
@@ -166,6 +177,8 @@ class Server:
         ]
         for k, v in self.ldap_limits.items():
             lines.append(f"{k} = {toml_value(v)}")
+        lines += ["", "[auth]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in self.auth.items()]
         if self.http_port is not None and self.https_port is not None:
             lines += [
                 "",

@@ -34,7 +34,7 @@ LDAP_ENV = dict(os.environ, LDAPTLS_REQCERT="never")
 SUCCESS, SIZE_LIMIT, COMPARE_FALSE, COMPARE_TRUE = 0, 4, 5, 6
 ADMIN_LIMIT, CONFIDENTIALITY, NO_SUCH_ATTRIBUTE, INAPPROPRIATE_MATCHING = 11, 13, 16, 18
 VALUE_EXISTS, NO_SUCH_OBJECT, INVALID_DN = 20, 32, 34
-INAPPROPRIATE_AUTH, INVALID_CREDENTIALS, INSUFFICIENT_ACCESS = 48, 49, 50
+INAPPROPRIATE_AUTH, INVALID_CREDENTIALS, INSUFFICIENT_ACCESS, BUSY = 48, 49, 50, 51
 UNWILLING, NOT_ALLOWED_ON_RDN, ALREADY_EXISTS = 53, 67, 68
 
 
@@ -63,9 +63,9 @@ def setup_tenants(s: Server):
 @pytest.fixture(scope="module")
 def ls():
     s = Server()
-    # Every test binds from 127.0.0.1: the failed-bind limit is tried on a
-    # server of its own below.
-    s.ldap_limits = {"bind_failures_max": 1000}
+    # Every test binds from 127.0.0.1: the login limiter ([auth]) is tried
+    # on a server of its own below; here a wider pair budget.
+    s.auth["pair_attempts_max"] = 100
     s.write_config()
     try:
         s.start()
@@ -181,9 +181,13 @@ def test_refused_binds(ls):
     r = Tool(ls, "jo@acme.example", "plain").run("ldapwhoami")
     assert r.returncode == CONFIDENTIALITY, r.stderr
     assert b"StartTLS" in r.stderr
-    # Anonymous.
+    # Anonymous succeeds, and is nobody.
     r = Tool(ls, None, "starttls").run("ldapwhoami")
-    assert r.returncode == INAPPROPRIATE_AUTH, r.stderr
+    assert r.returncode == SUCCESS, r.stderr
+    assert r.stdout.decode().strip() == "anonymous"
+    # A DN without a password (the unauthenticated mechanism) is refused.
+    r = Tool(ls, "jo@acme.example", "starttls", password="").run("ldapwhoami")
+    assert r.returncode == UNWILLING, r.stderr
     # The wrong password; the mail password is not the LDAP password.
     for password in ["nope", "jo-mail"]:
         r = Tool(ls, "jo@acme.example", "ldaps", password=password).run("ldapwhoami")
@@ -195,6 +199,24 @@ def test_refused_binds(ls):
         capture_output=True, env=LDAP_ENV, timeout=60,
     )
     assert r.returncode == INVALID_CREDENTIALS
+
+
+def test_ldapsearch_anonymous_reads_the_root_dse_and_no_book(ls):
+    """`ldapsearch -x -s base -b ""`: an anonymous bind first, then the root
+    DSE, which names no software version. Books stay out of reach."""
+    for transport in ["plain", "starttls"]:
+        t = Tool(ls, None, transport)
+        r = t.run("ldapsearch", "-LLL", "-s", "base", "-b", "", "(objectClass=*)", "+", "*")
+        assert r.returncode == SUCCESS, (transport, r.stderr)
+        out = r.stdout.decode()
+        assert f"namingContexts: {BASE}" in out, out
+        assert "supportedLDAPVersion: 3" in out, out
+        assert "vendorVersion" not in out and "0.1.0" not in out, out
+        r = t.run("ldapsearch", "-LLL", "-s", "base", "-b", "cn=Subschema", "(objectClass=subschema)", "objectClasses")
+        assert r.returncode == SUCCESS and "inetOrgPerson" in r.stdout.decode(), r.stderr
+        for base in [BASE, AB, book("jo@acme.example"), book("acme")]:
+            code, dns = t.search(base)
+            assert dns == [] and code in (INSUFFICIENT_ACCESS, NO_SUCH_OBJECT), (base, code, dns)
 
 
 def test_unauthenticated_search_is_refused_but_the_root_dse_answers(ls):
@@ -484,7 +506,10 @@ def test_ldap_passwords_change_with_ldappasswd(ls):
     who = "pw@acme.example"
     t = Tool(ls, who, "starttls")
     r = t.run("ldappasswd", "-s", "second-ldap")
+    # RFC 3062: no response value when the password was given; an empty one
+    # made ldappasswd print "ber_scanf: Success".
     assert r.returncode == SUCCESS, r.stderr
+    assert r.stdout + r.stderr == b"", r
     assert Tool(ls, who, "ldaps").run("ldapwhoami").returncode == INVALID_CREDENTIALS
     t2 = Tool(ls, who, "ldaps", password="second-ldap")
     assert t2.run("ldapwhoami").returncode == SUCCESS
@@ -509,12 +534,34 @@ def test_ldap_passwords_change_with_ldappasswd(ls):
     assert Tool(ls, who, "ldaps").run("ldapwhoami").returncode == SUCCESS
 
 
+def test_python_ldap3_modify_password(ls):
+    """ldap3's extend.standard.modify_password decodes the answer: True for
+    a given password, the generated one when none is given."""
+    who = "pw@acme.example"
+    ls.mx("ldap", "passwd", who, "--password", PASSWORDS[who])
+    c = connect(ls, who)
+    try:
+        assert c.extend.standard.modify_password(new_password="ldap3-new") is True, c.result
+        assert c.result["result"] == SUCCESS
+    finally:
+        c.unbind()
+    c = connect(ls, who, password="ldap3-new")
+    try:
+        generated = c.extend.standard.modify_password(old_password="ldap3-new")
+        assert isinstance(generated, str) and len(generated) == 20, (generated, c.result)
+    finally:
+        c.unbind()
+    connect(ls, who, password=generated).unbind()
+    ls.mx("ldap", "passwd", who, "--password", PASSWORDS[who])
+
+
 # --- limits and durability on servers of their own --------------------------------------
 
 
 def test_failed_binds_are_limited_and_books_have_a_size(make_server):
     s = make_server(start=False)
-    s.ldap_limits = {"bind_failures_max": 2, "max_entries_per_book": 3}
+    s.auth["pair_attempts_max"] = 2
+    s.ldap_limits = {"max_entries_per_book": 3}
     s.write_config()
     s.start()
     s.add_domain("acme.example", "acme")
@@ -528,8 +575,8 @@ def test_failed_binds_are_limited_and_books_have_a_size(make_server):
     assert bad.run("ldapwhoami").returncode == INVALID_CREDENTIALS
     assert bad.run("ldapwhoami").returncode == INVALID_CREDENTIALS
     r = t.run("ldapwhoami")
-    assert r.returncode == UNWILLING, r.stderr
-    assert b"too many failed binds" in r.stderr
+    assert r.returncode == BUSY, r.stderr
+    assert b"too many bind attempts" in r.stderr
 
 
 def test_an_acknowledged_add_survives_a_crash(make_server):

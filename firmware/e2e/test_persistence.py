@@ -3,6 +3,8 @@ delivery: one copy per mailbox however many RCPTs or alias paths lead to it."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mxlib import DEMO, HOSTNAME, Raw, plain_token, split_stored
@@ -116,15 +118,16 @@ def test_alias_loop_is_cut_and_delivers_once(acme):
 
 
 def test_alias_with_an_external_target_queues_it_and_delivers_locally(acme):
+    """The external target of an alias is a forwarded copy (issue 11): the
+    forward transport and an SRS sender, never the original sender."""
     before = counts(acme)
     queued_before = {q.id for q in acme.queue()}
     body = b"Subject: forward\r\n\r\nforward me\r\n"
-    qid = deliver(acme, ["fwd@acme.example"], body)
+    deliver(acme, ["fwd@acme.example"], body)
     assert bodies_since(acme, before) == {JO: [body], AL: []}
     new = [q for q in acme.queue() if q.id not in queued_before]
-    assert [(q.id, q.mail_from, q.recipients) for q in new] == [
-        (qid, "a@b.example", ["someone@example.org"])
-    ]
+    assert [(q.recipients, q.transport) for q in new] == [(["someone@example.org"], "forward")]
+    assert re.fullmatch(r"SRS0=[^=]{4}=[A-Z2-7]{2}=b\.example=a@example\.net", new[0].mail_from), new[0]
 
 
 def test_aliases_and_mailboxes_survive_a_restart(acme):

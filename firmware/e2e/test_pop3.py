@@ -256,9 +256,9 @@ def test_a_second_session_on_a_held_maildrop_gets_in_use(server):
         again.close()
 
 
-def test_failed_logins_are_limited_per_address(make_server):
+def test_failed_logins_are_limited_per_network_and_account(make_server):
     s = make_server(start=False)
-    s.pop3_limits = {"auth_failures_max": 2}
+    s.auth["pair_attempts_max"] = 2
     s.write_config()
     s.start()
     address, password = new_mailbox(s, "pop-limit")
@@ -269,7 +269,7 @@ def test_failed_logins_are_limited_per_address(make_server):
             with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] invalid user name or password"):
                 p.pass_("wrong")
         p.user(address)
-        with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\] too many failures"):
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\] too many login attempts"):
             p.pass_(password)
     finally:
         p.close()

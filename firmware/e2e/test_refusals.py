@@ -4,7 +4,7 @@ AUTH and TLS order on submission, failed-AUTH limiting, recipients per
 transaction, command line length, bad commands, VRFY/EXPN, sender ownership.
 
 The module's server has max_message_bytes=65536, max_recipients=100,
-max_command_line_bytes=512, max_bad_commands=5, auth_failures_max=3.
+max_command_line_bytes=512, max_bad_commands=5; [auth] pair_attempts_max=3.
 Tests that spend AUTH failures start their own server: the limiter counts
 per client address, and every test connects from 127.0.0.1."""
 
@@ -23,7 +23,7 @@ TLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
-AUTH_LIMITED = "454 4.7.0 Too many failed authentications, try again later"
+AUTH_LIMITED = "454 4.7.0 Too many authentication attempts, try again later"
 SENDER_OK = "250 2.1.0 Sender OK"
 RCPT_OK = "250 2.1.5 Recipient OK"
 NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by the authenticated user"
@@ -210,14 +210,15 @@ def test_no_auth_on_the_mx_port(server):
         c.cmd(f"AUTH PLAIN {plain_token(DEMO, server.password)}", "502 5.5.1 AUTH is not available on this port")
 
 
-def test_wrong_password_then_the_address_is_limited(make_server):
-    s = make_server(auth_failures_max=3)
+def test_wrong_passwords_then_the_pair_is_limited(make_server):
+    s = make_server()
     with Raw(s.submissions_port, tls=True) as c:
         c.expect(220)
         c.ehlo()
         c.cmd(f"AUTH PLAIN {plain_token(DEMO, 'wrong-1')}", AUTH_FAILED)
+        c.cmd(f"AUTH PLAIN {plain_token(DEMO, 'wrong-2')}", AUTH_FAILED)
         c.cmd(f"AUTH PLAIN {plain_token('nobody@example.net', 'x')}", AUTH_FAILED)
-    # The count is per client address, across sessions.
+    # The count is per (network, account), across sessions and ports.
     with Raw(s.submissions_port, tls=True) as c:
         c.expect(220)
         c.ehlo()
@@ -247,8 +248,8 @@ def test_over_long_auth_response_gets_a_reply(server):
         c.cmd("NOOP", "250 2.0.0 OK")
 
 
-def test_a_success_resets_the_failure_count(make_server):
-    s = make_server(auth_failures_max=3)
+def test_a_success_resets_its_own_pair(make_server):
+    s = make_server()
     for _ in range(3):
         with Raw(s.submissions_port, tls=True) as c:
             c.expect(220)

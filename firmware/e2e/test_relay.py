@@ -493,6 +493,59 @@ def test_the_forward_gate_discards_a_copy_scoring_over_its_destinations_threshol
     assert len(sink.transactions) == 1, "nothing went to hotmail.com"
 
 
+def test_an_alias_to_an_outside_address_is_a_forward(relay, sink):
+    """Issue 11: an alias pointing outside (out@ -> someone@hotmail.com) goes
+    through the forwarding path like a forwarding rule: SRS sender, the
+    forward gate with hotmail.com's threshold (1.0), the forward transport.
+    Before, it was relayed from anyone with the original sender."""
+    relay.mx("alias", "add", "out@example.net", "someone@hotmail.com")
+    try:
+        body = message("alias-out", sender="alice@sender.example", to="out@example.net")
+        qid = mx_send(relay, "alice@sender.example", ["out@example.net"], body)
+        [t] = sink.wait_delivered(1)
+        assert t.rcpt_to == ["someone@hotmail.com"]
+        m = SRS0_RE.fullmatch(t.mail_from)
+        assert m and (m["domain"], m["local"]) == ("sender.example", "alice"), t.mail_from
+        assert relayed_body(t.data, qid, "ESMTP", "e2e.test", "out@example.net", forwarded=True) == body
+        wait_queue_empty(relay)
+        # Without a Date header it scores MISSING_DATE (>= 1.0): the gate
+        # discards the copy to hotmail.com, as it does a forwarding rule's.
+        spammy = message("alias-spam", sender="alice@sender.example", to="out@example.net", date=False)
+        mx_send(relay, "alice@sender.example", ["out@example.net"], spammy)
+        wait_queue_empty(relay)
+        assert len(sink.transactions) == 1, "the gated copy went nowhere"
+        stats = relay.mx("forward", "stats").decode()
+        assert "hotmail.com" in stats, stats
+    finally:
+        relay.mx("alias", "remove", "out@example.net")
+
+
+def test_a_null_sender_from_an_authenticated_user_only_for_reports(relay, sink):
+    """MAIL FROM:<> skips the sender-ownership check, so an authenticated
+    user may use it only for a DSN, MDN or ARF report (multipart/report);
+    anything else gets 553 5.7.1 after DATA."""
+    plain = message("null-plain", sender=DEMO, to="someone@example.org")
+    with relay.submission(login=(DEMO, relay.password)) as s:
+        assert s.mail("")[0] == 250
+        assert s.rcpt("someone@example.org")[0] == 250
+        code, text = s.data(plain)
+        assert code == 553 and text.startswith(b"5.7.1"), (code, text)
+    mdn = (
+        f"From: <{DEMO}>\r\nTo: <someone@example.org>\r\nSubject: Read: hello\r\n"
+        "Date: Sun, 29 Nov 2026 06:00:00 +0000\r\nMessage-ID: <mdn-1@e2e.test>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="b"\r\n'
+        "\r\n--b\r\nContent-Type: text/plain\r\n\r\nDisplayed.\r\n"
+        "--b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        "Final-Recipient: rfc822; someone@example.org\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n"
+        "--b--\r\n"
+    ).encode()
+    submit(relay, ["someone@example.org"], mdn, sender="")
+    [t] = sink.wait_delivered(1)
+    assert t.mail_from == "" and t.rcpt_to == ["someone@example.org"]
+    assert t.data.endswith(mdn)
+
+
 def test_a_bounce_to_the_srs_address_goes_back_to_the_original_sender(relay, sink):
     _, _, t = forward_from_alice(relay, sink, "fwd-bounce")
     srs = t.mail_from

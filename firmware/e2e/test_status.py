@@ -327,6 +327,7 @@ def test_doctor_checks_every_listener_and_finds_a_dead_port(st, tmp_path):
         assert re.search(rf"^PASS  {re.escape(key)} {HOST}:{port}: answers from", out, re.M), out
     assert re.search(r"^PASS  certificate: ", out, re.M), out
     assert re.search(r"^PASS  data folder: ", out, re.M), out
+    assert re.search(r"^PASS  file modes: ", out, re.M), out
     assert re.search(r"^PASS  clock: ", out, re.M), out
 
     # The seed's port-80 mistake: a configured web.http port that clients

@@ -32,9 +32,6 @@ pub struct Imap {
     pub max_connections: usize,
     /// BAD commands before the session is closed.
     pub max_bad_commands: usize,
-    /// Failed logins allowed per client address within the window.
-    pub auth_failures_max: u32,
-    pub auth_failure_window_secs: u64,
     /// Allow LOGIN/AUTHENTICATE without TLS (invariant 4: off by default).
     pub allow_plaintext_auth: bool,
 }
@@ -50,8 +47,6 @@ impl Default for Imap {
             login_timeout_secs: 60,
             max_connections: 1000,
             max_bad_commands: 20,
-            auth_failures_max: 5,
-            auth_failure_window_secs: 300,
             allow_plaintext_auth: false,
         }
     }
@@ -107,15 +102,6 @@ impl Imap {
             return Err(invalid(
                 "imap.max_bad_commands",
                 "must be between 1 and 1000",
-            ));
-        }
-        if self.auth_failures_max == 0 {
-            return Err(invalid("imap.auth_failures_max", "must be at least 1"));
-        }
-        if self.auth_failure_window_secs == 0 {
-            return Err(invalid(
-                "imap.auth_failure_window_secs",
-                "must be at least 1",
             ));
         }
         Ok(())

@@ -35,9 +35,6 @@ pub struct Ldap {
     pub max_connections: usize,
     /// How long an idle connection is kept.
     pub idle_timeout_secs: u64,
-    /// Failed binds allowed per client address within the window.
-    pub bind_failures_max: u32,
-    pub bind_failure_window_secs: u64,
     /// How long a successful bind is remembered, so that the same name and
     /// password bind again without a new Argon2 check (Thunderbird opens a
     /// connection, and binds, for every lookup). A changed password is never
@@ -62,8 +59,6 @@ impl Default for Ldap {
             search_time_limit_secs: 10,
             max_connections: 500,
             idle_timeout_secs: 300,
-            bind_failures_max: 5,
-            bind_failure_window_secs: 300,
             bind_cache_secs: 300,
             allow_plaintext_bind: false,
         }
@@ -145,18 +140,6 @@ impl Ldap {
                 "must be between 10 and 3600".into(),
             ));
         }
-        if self.bind_failures_max == 0 {
-            return Err(invalid(
-                "ldap.bind_failures_max",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.bind_failure_window_secs == 0 {
-            return Err(invalid(
-                "ldap.bind_failure_window_secs",
-                "must be at least 1".into(),
-            ));
-        }
         if self.bind_cache_secs > 3600 {
             return Err(invalid(
                 "ldap.bind_cache_secs",
@@ -211,7 +194,6 @@ ldaps = ["0.0.0.0:636"]
             ("max_entries_per_book = 0", "ldap.max_entries_per_book"),
             ("search_time_limit_secs = 0", "ldap.search_time_limit_secs"),
             ("max_connections = 0", "ldap.max_connections"),
-            ("bind_failures_max = 0", "ldap.bind_failures_max"),
             ("bind_cache_secs = 86400", "ldap.bind_cache_secs"),
             ("max_filter_dept = 3", "max_filter_dept"),
         ] {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod auth;
 mod forward;
 mod health;
 mod imap;
@@ -18,6 +19,7 @@ mod relay;
 mod validate;
 mod web;
 
+pub use auth::Auth;
 pub use forward::{
     FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward, Spam,
 };
@@ -46,6 +48,10 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub smtp: Smtp,
+    /// The one login limiter of every service (budgets per network, account
+    /// and pair; the delay of a failed attempt).
+    #[serde(default)]
+    pub auth: Auth,
     /// IMAP for the mailboxes' folders; no listener unless configured.
     #[serde(default)]
     pub imap: Imap,
@@ -128,9 +134,6 @@ pub struct Smtp {
     pub idle_timeout_secs: u64,
     /// How long the whole DATA phase may take.
     pub data_timeout_secs: u64,
-    /// Failed AUTH attempts allowed per client address within the window.
-    pub auth_failures_max: u32,
-    pub auth_failure_window_secs: u64,
     /// Free space the data file system must keep; below it SMTP answers 452.
     pub min_free_bytes: u64,
     /// Allow AUTH on a connection without TLS. Off by default: credentials
@@ -155,8 +158,6 @@ impl Default for Smtp {
             max_connections: 500,
             idle_timeout_secs: 300,
             data_timeout_secs: 600,
-            auth_failures_max: 5,
-            auth_failure_window_secs: 300,
             min_free_bytes: 64 * 1024 * 1024,
             allow_plaintext_auth: false,
             shutdown_grace_secs: 10,
@@ -210,6 +211,7 @@ impl Config {
                 demo: true,
             },
             tls: Tls::default(),
+            auth: Auth::default(),
             smtp: Smtp {
                 mx: addr(EMBEDDED_MX_ADDR),
                 submission: addr(EMBEDDED_SUBMISSION_ADDR),

@@ -27,9 +27,6 @@ pub struct Pop3 {
     pub max_connections: usize,
     /// Unknown, malformed or out-of-state commands before the session is closed.
     pub max_bad_commands: usize,
-    /// Failed logins allowed per client address within the window.
-    pub auth_failures_max: u32,
-    pub auth_failure_window_secs: u64,
     /// Allow USER/PASS and AUTH on a connection without TLS. Off by default:
     /// credentials cross the wire only inside TLS (invariant 4).
     pub allow_plaintext_auth: bool,
@@ -43,8 +40,6 @@ impl Default for Pop3 {
             idle_timeout_secs: POP3_IDLE_TIMEOUT_SECS_MIN,
             max_connections: 500,
             max_bad_commands: 10,
-            auth_failures_max: 5,
-            auth_failure_window_secs: 300,
             allow_plaintext_auth: false,
         }
     }
@@ -84,15 +79,6 @@ impl Pop3 {
             return Err(invalid(
                 "pop3.max_bad_commands",
                 "must be between 1 and 1000",
-            ));
-        }
-        if self.auth_failures_max == 0 {
-            return Err(invalid("pop3.auth_failures_max", "must be at least 1"));
-        }
-        if self.auth_failure_window_secs == 0 {
-            return Err(invalid(
-                "pop3.auth_failure_window_secs",
-                "must be at least 1",
             ));
         }
         Ok(())
@@ -150,11 +136,6 @@ pop3s = ["0.0.0.0:995", "[::]:995"]
             ("idle_timeout_secs = 3601", "pop3.idle_timeout_secs"),
             ("max_connections = 0", "pop3.max_connections"),
             ("max_bad_commands = 0", "pop3.max_bad_commands"),
-            ("auth_failures_max = 0", "pop3.auth_failures_max"),
-            (
-                "auth_failure_window_secs = 0",
-                "pop3.auth_failure_window_secs",
-            ),
             ("max_bad_comands = 3", "max_bad_comands"),
         ] {
             let e = Config::from_toml(&with_pop3(line))

@@ -18,7 +18,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, why: String },
 }
 
-fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         why: why.into(),
@@ -149,15 +149,6 @@ impl Config {
                 "must be between 10 and 7200",
             ));
         }
-        if s.auth_failures_max == 0 {
-            return Err(invalid("smtp.auth_failures_max", "must be at least 1"));
-        }
-        if s.auth_failure_window_secs == 0 {
-            return Err(invalid(
-                "smtp.auth_failure_window_secs",
-                "must be at least 1",
-            ));
-        }
         if s.shutdown_grace_secs > 600 {
             return Err(invalid("smtp.shutdown_grace_secs", "must be at most 600"));
         }
@@ -169,6 +160,7 @@ impl Config {
                 .collect();
         self.ldap.validate(&smtp_addrs)?;
         self.pop3.validate()?;
+        self.auth.validate()?;
         self.relay.validate()?;
         self.imap.validate()?;
         self.forward.validate(is_domain_name)?;

@@ -627,8 +627,53 @@ pub async fn run(config: &Config) -> Report {
     }
     let (data, skew) = data_writable(&config.appliance.data_dir, now);
     checks.push(data);
+    checks.push(file_modes_check(&config.appliance.data_dir));
     checks.push(skew.unwrap_or_else(|| clock_check(&config.appliance.data_dir, now)));
     Report { checks }
+}
+
+/// Wrong modes shown by name, at most (the count is always given).
+const WRONG_MODES_SHOWN_MAX: usize = 5;
+
+/// "file modes": the data folder and everything in it private to the
+/// service (folders 0700, files 0600); `mxrack run` repairs them at start.
+pub fn file_modes_check(data_dir: &Path) -> Check {
+    match mxrack_net::perms::audit(data_dir) {
+        Ok(wrong) if wrong.is_empty() => check(
+            "file modes",
+            true,
+            format!(
+                "{} and everything in it are private (folders 0700, files 0600)",
+                data_dir.display()
+            ),
+        ),
+        Ok(wrong) => {
+            let shown: Vec<String> = wrong
+                .iter()
+                .take(WRONG_MODES_SHOWN_MAX)
+                .map(ToString::to_string)
+                .collect();
+            check(
+                "file modes",
+                false,
+                format!(
+                    "{} wrong: {}{}; other local users may read them. `mxrack run` repairs them at start",
+                    wrong.len(),
+                    shown.join(", "),
+                    if wrong.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+        Err(e) => check(
+            "file modes",
+            false,
+            format!("cannot check {}: {e}", data_dir.display()),
+        ),
+    }
 }
 
 /// The start-up self-check: logs each failure and records an event (an
@@ -830,6 +875,8 @@ mod tests {
         );
         let config = Config::from_toml(&toml).expect("config");
         mxrack_net::load_or_create_tls(None, None, dir.path(), "mx.test").expect("tls");
+        // (The test process has no umask 0077: made private as `mxrack run` does.)
+        mxrack_net::perms::repair(dir.path()).expect("modes");
         let report = run(&config).await;
         let text = report.render();
         assert!(!report.passed(), "{text}");
@@ -851,8 +898,9 @@ mod tests {
         );
         assert!(text.contains("PASS  certificate"), "{text}");
         assert!(text.contains("PASS  data folder"), "{text}");
+        assert!(text.contains("PASS  file modes"), "{text}");
         assert!(text.contains("PASS  clock"), "{text}");
-        assert!(text.ends_with("4 passed, 2 failed\n"), "{text}");
+        assert!(text.ends_with("5 passed, 2 failed\n"), "{text}");
 
         // At start, each failure becomes an incident; passing again resolves it.
         let store = Store::open(&dir.path().join("store")).expect("store");

@@ -56,7 +56,8 @@ pub struct ImapService {
     pub limits: mxrack_config::Imap,
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
-    pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+    /// The appliance's one authentication service (limiter and Argon2 pool).
+    pub auth: Arc<mxrack_auth::AuthService>,
     /// Learns from the user: a message moved into Junk is spam, one moved
     /// out of Junk is ham (the statistical classifier of the spam filter).
     pub scorer: Option<Arc<mxrack_filter::Scorer>>,
@@ -748,38 +749,43 @@ impl Session {
         conn: &mut Conn,
     ) -> Flow {
         let ip = self.peer.ip();
-        if !self.svc.auth_limiter.allowed(ip) {
-            conn.write(
-                format!("{tag} NO [UNAVAILABLE] Too many failed logins, try again later\r\n")
-                    .as_bytes(),
-            );
-            return Flow::Continue;
-        }
         let username = user.to_lowercase();
         let check = username.clone();
-        let ok = blocking(&self.svc.store, move |s| {
-            s.verify_password(&check, &password)
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
-            self.svc.auth_limiter.record_success(ip);
-            info!(client = %self.peer, user = %username, "IMAP login");
-            self.changes = Some(self.svc.store.subscribe_changes());
-            self.user = Some(username);
-            conn.write(
-                format!(
-                    "{tag} OK [CAPABILITY {}] Logged in\r\n",
-                    self.capabilities()
-                )
-                .as_bytes(),
-            );
-        } else {
-            self.svc.auth_limiter.record_failure(ip);
-            warn!(client = %self.peer, user = %username, "IMAP login failed");
-            conn.write(
-                format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n").as_bytes(),
-            );
+        let store = self.svc.store.clone();
+        let verdict = self
+            .svc
+            .auth
+            .check(mxrack_auth::Protocol::Imap, ip, &username, move || {
+                store.verify_password(&check, &password)
+            })
+            .await;
+        match verdict {
+            mxrack_auth::Verdict::Accepted => {
+                info!(client = %self.peer, user = %username, "IMAP login");
+                self.changes = Some(self.svc.store.subscribe_changes());
+                self.user = Some(username);
+                conn.write(
+                    format!(
+                        "{tag} OK [CAPABILITY {}] Logged in\r\n",
+                        self.capabilities()
+                    )
+                    .as_bytes(),
+                );
+            }
+            mxrack_auth::Verdict::Rejected => {
+                warn!(client = %self.peer, user = %username, "IMAP login failed");
+                conn.write(
+                    format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n").as_bytes(),
+                );
+            }
+            // RFC 5530: UNAVAILABLE, a temporary failure; try again later.
+            mxrack_auth::Verdict::Limited(_) => conn.write(
+                format!("{tag} NO [UNAVAILABLE] Too many login attempts, try again later\r\n")
+                    .as_bytes(),
+            ),
+            mxrack_auth::Verdict::Unavailable => conn.write(
+                format!("{tag} NO [UNAVAILABLE] Temporary authentication failure\r\n").as_bytes(),
+            ),
         }
         Flow::Continue
     }

@@ -2,7 +2,7 @@
 //! in a temporary folder, written as the exchanges they check.
 
 use mxrack_imap::{ImapService, Mode, run_session};
-use mxrack_net::{AuthLimiter, Shutdown};
+use mxrack_net::Shutdown;
 use mxrack_store::{Delivery, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ fn harness() -> Harness {
         limits,
         store: store.clone(),
         tls: None,
-        auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+        auth: test_auth(),
         scorer: None,
     });
     Harness {
@@ -270,7 +270,7 @@ async fn bad_input_gets_bad_and_limits_hold() {
 }
 
 #[tokio::test]
-async fn login_failures_are_limited_per_address() {
+async fn login_failures_are_limited_per_network_and_account() {
     let h = harness();
     let mut c = Client::start(&h).await;
     for i in 0..3 {
@@ -322,6 +322,16 @@ async fn shutdown_says_bye() {
     let mut c = Client::login(&h).await;
     h.shutdown.trigger();
     assert!(c.line().await.starts_with("* BYE [UNAVAILABLE]"));
+}
+
+/// The appliance's authentication service with small budgets: 3 attempts
+/// per (network, account) pair, no failure delay.
+fn test_auth() -> Arc<mxrack_auth::AuthService> {
+    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+        pair_attempts_max: 3,
+        failure_delay_ms: 0,
+        ..mxrack_config::Auth::default()
+    }))
 }
 
 /// Before login a literal is limited to what LOGIN/AUTHENTICATE can need

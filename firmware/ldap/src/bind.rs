@@ -2,10 +2,12 @@
 //!
 //! Only simple binds with a password, as `cn=NAME,ou=auth,BASE` where NAME
 //! is a mailbox address or an account name, checked against that record's
-//! LDAP password (separate from the mail password, as in the seed). Anonymous
-//! and unauthenticated binds are refused; a password is accepted only inside
-//! TLS unless `ldap.allow_plaintext_bind` says otherwise. Failed binds are
-//! counted per client address and refused past the limit.
+//! LDAP password (separate from the mail password, as in the seed). An
+//! anonymous bind (empty DN and password, RFC 4513 5.1.1) succeeds, as
+//! `ldapsearch -x` expects, and grants nothing but the root DSE and
+//! `cn=Subschema` (`access.rs`: anonymous reads no book). An unauthenticated
+//! bind (a DN without a password) is refused; a password is accepted only
+//! inside TLS unless `ldap.allow_plaintext_bind` says otherwise.
 
 use crate::LdapService;
 use crate::access::Identity;
@@ -14,6 +16,7 @@ use crate::tree::{Place, bind_dn, place};
 use ldap3_proto::proto::{
     LdapBindCred, LdapBindRequest, LdapExtendedResponse, LdapMsg, LdapOp, LdapResultCode,
 };
+use mxrack_auth::{Protocol, Verdict};
 
 pub fn bind(
     svc: &LdapService,
@@ -39,10 +42,9 @@ pub fn bind(
         }
     };
     if req.dn.is_empty() && password.is_empty() {
-        return answer(
-            C::InappropriateAuthentication,
-            "anonymous bind is not allowed: bind as cn=NAME,ou=auth,BASE with the LDAP password",
-        );
+        // RFC 4513 5.1.1: anonymous. The identity stays Anonymous, which
+        // reads the root DSE and the subschema and nothing else.
+        return respond(Kind::Bind, msgid, success());
     }
     if password.is_empty() {
         // RFC 4513 5.1.2: the unauthenticated mechanism.
@@ -57,25 +59,37 @@ pub fn bind(
             "use StartTLS (port 389) or LDAPS (port 636) before sending a password",
         );
     }
-    if !svc.bind_limiter.allowed(session.peer) {
-        return answer(
-            C::UnwillingToPerform,
-            "too many failed binds from this address; try again later",
-        );
-    }
     let name = match parse_dn(&req.dn).map(|dn| place(&dn, &svc.base)) {
         Ok(Place::Bind(name)) => Some(name),
         _ => None,
     };
-    let verified = match &name {
-        Some(name) => match svc.verifier.verify(name, &password) {
-            Ok(ok) => ok,
-            Err(e) => {
-                let r = store_refusal(&e);
-                return answer(r.code, &r.message);
-            }
-        },
-        None => false,
+    // The one limiter counts the attempt under the name bound as (or the DN
+    // as given when it names nobody), then the check runs on the pool.
+    let account = name.clone().unwrap_or_else(|| req.dn.to_lowercase());
+    let mut store_error = None;
+    let verdict = svc
+        .auth
+        .check_blocking(Protocol::Ldap, session.peer, &account, || match &name {
+            Some(name) => svc.verifier.verify(name, &password).map_err(|e| {
+                let shown = e.to_string();
+                store_error = Some(e);
+                shown
+            }),
+            None => Ok(false),
+        });
+    let verified = match verdict {
+        Verdict::Accepted => true,
+        Verdict::Rejected => false,
+        // RFC 4511 A.2: busy, "too busy to perform the requested operation".
+        Verdict::Limited(_) => {
+            return answer(C::Busy, "too many bind attempts; try again later");
+        }
+        Verdict::Unavailable => {
+            let r = store_error.as_ref().map(store_refusal).unwrap_or_else(|| {
+                crate::entry::refuse(C::Unavailable, "cannot check the password now")
+            });
+            return answer(r.code, &r.message);
+        }
     };
     let principal = if verified {
         match name.as_deref().map(|n| svc.store.ldap_principal(n)) {
@@ -91,7 +105,6 @@ pub fn bind(
     };
     match principal {
         Some(p) => {
-            svc.bind_limiter.record_success(session.peer);
             let canonical = p.name().to_string();
             tracing::info!(client = %session.peer, name = %canonical, "LDAP bind");
             session.identity = Identity::Bound {
@@ -101,7 +114,6 @@ pub fn bind(
             respond(Kind::Bind, msgid, success())
         }
         None => {
-            svc.bind_limiter.record_failure(session.peer);
             tracing::info!(client = %session.peer, dn = %req.dn, "LDAP bind failed");
             answer(C::InvalidCredentials, "invalid credentials")
         }

@@ -32,7 +32,6 @@ pub mod server;
 pub mod tree;
 mod verifier;
 
-use mxrack_net::AuthLimiter;
 use mxrack_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +51,10 @@ pub struct LdapService {
     pub store: Arc<Store>,
     /// `None` only in tests: then StartTLS is refused.
     pub tls: Option<TlsAcceptor>,
-    pub bind_limiter: AuthLimiter,
+    /// The appliance's one authentication service (limiter and Argon2 pool).
+    pub auth: Arc<mxrack_auth::AuthService>,
     pub books: tree::BookCache,
-    /// Argon2 checks of binds, on their own threads.
+    /// Argon2 checks of binds (on the one pool) and the bind cache.
     pub verifier: verifier::BindVerifier,
 }
 
@@ -64,23 +64,18 @@ impl LdapService {
         primary_domain: &str,
         store: Arc<Store>,
         tls: Option<TlsAcceptor>,
+        auth: Arc<mxrack_auth::AuthService>,
     ) -> LdapService {
-        let bind_limiter = AuthLimiter::new(
-            limits.bind_failures_max,
-            Duration::from_secs(limits.bind_failure_window_secs),
-        );
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         LdapService {
             verifier: verifier::BindVerifier::new(
                 store.clone(),
-                threads,
                 Duration::from_secs(limits.bind_cache_secs),
             ),
             base: dn::Dn::from_domain(&primary_domain.to_ascii_lowercase()),
             limits,
             store,
             tls,
-            bind_limiter,
+            auth,
             books: tree::BookCache::new(CACHED_BOOKS_MAX),
         }
     }

@@ -2,6 +2,12 @@
 //! Like a bind, it carries passwords, so it needs TLS unless
 //! `ldap.allow_plaintext_bind` is set. When the request has no new password
 //! the server makes one and returns it.
+//!
+//! The response carries a value only when a password was generated (RFC 3062
+//! 2: "If the server does not generate a new password, the responseValue
+//! field ... SHOULD be absent"), as OpenLDAP does: an empty value (`30 00`)
+//! makes `ldappasswd` print `ber_scanf` errors and python ldap3 fail to
+//! decode the answer.
 
 use crate::LdapService;
 use crate::access::Identity;
@@ -25,11 +31,16 @@ pub fn password_modify(
     req: &LdapExtendedRequest,
 ) -> Vec<LdapMsg> {
     let response: LdapExtendedResponse = match try_modify(svc, session, req) {
-        Ok(generated) => LdapPasswordModifyResponse {
+        Ok(Some(generated)) => LdapPasswordModifyResponse {
             res: success(),
-            gen_password: generated,
+            gen_password: Some(generated),
         }
         .into(),
+        Ok(None) => LdapExtendedResponse {
+            res: success(),
+            name: None,
+            value: None,
+        },
         Err(r) => LdapExtendedResponse {
             res: refusal_result(&r),
             name: None,
@@ -85,13 +96,34 @@ fn try_modify(
             ));
         }
     }
-    if let Some(old) = &parsed.old_password
-        && !svc.verifier.verify(name, old)?
-    {
-        return Err(refuse(
-            LdapResultCode::InvalidCredentials,
-            "the old password is wrong",
-        ));
+    if let Some(old) = &parsed.old_password {
+        // The old password is a guess like a bind's: the one limiter counts it.
+        let verdict =
+            svc.auth
+                .check_blocking(mxrack_auth::Protocol::Ldap, session.peer, name, || {
+                    svc.verifier.verify(name, old)
+                });
+        match verdict {
+            mxrack_auth::Verdict::Accepted => {}
+            mxrack_auth::Verdict::Rejected => {
+                return Err(refuse(
+                    LdapResultCode::InvalidCredentials,
+                    "the old password is wrong",
+                ));
+            }
+            mxrack_auth::Verdict::Limited(_) => {
+                return Err(refuse(
+                    LdapResultCode::Busy,
+                    "too many password attempts; try again later",
+                ));
+            }
+            mxrack_auth::Verdict::Unavailable => {
+                return Err(refuse(
+                    LdapResultCode::Unavailable,
+                    "cannot check the password now",
+                ));
+            }
+        }
     }
     let (new, generated) = match parsed.new_password {
         Some(p) => (p, None),

@@ -759,8 +759,9 @@ pub fn root_dse_attributes(base_dn: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
             v(&["1.3.6.1.4.1.4203.1.5.1", "1.3.6.1.4.1.4203.1.5.3"]),
         ),
         ("subschemaSubentry", v(&[SUBSCHEMA_DN])),
+        // No vendorVersion: the root DSE answers anyone, and a version
+        // tells a scanner which advisories to try.
         ("vendorName", v(&["mxrack"])),
-        ("vendorVersion", v(&[env!("CARGO_PKG_VERSION")])),
     ]
 }
 

@@ -1,13 +1,13 @@
-//! Password checks for binds on a few dedicated threads.
+//! Password checks for binds, and the bind cache.
 //!
-//! An Argon2id check takes tens of milliseconds of CPU and 19 MiB of memory.
-//! Run on whichever blocking thread handles the request, those 19 MiB
-//! blocks land in every thread's malloc arena and fragment it: measured with
-//! a bind per search (Thunderbird's pattern), the server's RSS kept growing,
-//! past 1 GiB in ten seconds. On a fixed set of threads it levels off (about
-//! 350 MiB in the same test: glibc raises its mmap threshold after the first
-//! 19 MiB block is freed, so every arena keeps more), and binds cannot take
-//! more than those threads' worth of CPU away from searches.
+//! The Argon2 check itself runs on the appliance's one pool
+//! (`mxrack_auth::argon`, through the store): run on whichever blocking
+//! thread handles the request, its 19 MiB blocks landed in every thread's
+//! malloc arena (measured with a bind per search, Thunderbird's pattern: past
+//! 1 GiB in ten seconds); on the pool's fixed threads and buffers the memory
+//! stays put, and binds cannot take more than those threads' CPU from
+//! searches. Attempts are admitted and counted by the one limiter
+//! (`bind.rs` asks `mxrack_auth::AuthService`).
 //!
 //! Successful binds are remembered for `ldap.bind_cache_secs`: Thunderbird
 //! opens a connection and binds for every lookup, and an Argon2 check per
@@ -16,53 +16,35 @@
 //! random per-process key, never the password: a password change gives a new
 //! stored hash (fresh salt), so an old password can never match; failures
 //! are never remembered, so every wrong guess costs a full check and counts
-//! against the per-address limit.
+//! against the limiter's budgets. The cache is keyed by the name and the tag
+//! is compared in constant time (a map keyed by the tag itself would compare
+//! secret bytes with a short-circuiting `==`).
 
 use blake2::Blake2bMac512;
 use blake2::digest::{KeyInit, Mac};
 use mxrack_store::{Store, StoreError};
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 /// Successful binds remembered at once (bounded memory).
 const REMEMBERED_BINDS_MAX: usize = 4096;
 
 type Tag = [u8; 64];
 
-struct Job {
-    name: String,
-    password: String,
-    reply: SyncSender<Result<bool, StoreError>>,
-}
-
 pub struct BindVerifier {
-    jobs: Mutex<Sender<Job>>,
     store: Arc<Store>,
     remember_for: Duration,
     key: [u8; 32],
-    remembered: Mutex<HashMap<Tag, Instant>>,
+    /// Name (lower case) -> the tag of its last successful bind, and when.
+    remembered: Mutex<HashMap<String, (Tag, Instant)>>,
 }
 
 impl BindVerifier {
-    /// Starts `threads` verifier threads; they end when the verifier is
-    /// dropped. Successful binds are remembered for `remember_for` (zero:
-    /// never).
-    pub fn new(store: Arc<Store>, threads: usize, remember_for: Duration) -> BindVerifier {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let (store, rx) = (store.clone(), rx.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("ldap-bind-{i}"))
-                .spawn(move || work(&store, &rx));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start an LDAP bind thread");
-            }
-        }
+    /// Successful binds are remembered for `remember_for` (zero: never).
+    pub fn new(store: Arc<Store>, remember_for: Duration) -> BindVerifier {
         BindVerifier {
-            jobs: Mutex::new(tx),
             store,
             remember_for,
             key: rand::random(),
@@ -71,7 +53,7 @@ impl BindVerifier {
     }
 
     /// Checks an LDAP password: a bind remembered as successful answers at
-    /// once, anything else is checked on a verifier thread. Call from a
+    /// once, anything else is checked on the Argon2 pool. Call from a
     /// blocking context.
     pub fn verify(&self, name: &str, password: &str) -> Result<bool, StoreError> {
         if self.remember_for.is_zero() {
@@ -89,8 +71,10 @@ impl BindVerifier {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if remembered
-                .get(&tag)
-                .is_some_and(|at| now.duration_since(*at) < self.remember_for)
+                .get(&name.to_ascii_lowercase())
+                .is_some_and(|(known, at)| {
+                    now.duration_since(*at) < self.remember_for && bool::from(known.ct_eq(&tag))
+                })
             {
                 return Ok(true);
             }
@@ -103,12 +87,12 @@ impl BindVerifier {
                 .unwrap_or_else(PoisonError::into_inner);
             if remembered.len() >= REMEMBERED_BINDS_MAX {
                 let ttl = self.remember_for;
-                remembered.retain(|_, at| now.duration_since(*at) < ttl);
+                remembered.retain(|_, (_, at)| now.duration_since(*at) < ttl);
                 if remembered.len() >= REMEMBERED_BINDS_MAX {
                     remembered.clear();
                 }
             }
-            remembered.insert(tag, now);
+            remembered.insert(name.to_ascii_lowercase(), (tag, now));
         }
         Ok(ok)
     }
@@ -123,36 +107,8 @@ impl BindVerifier {
         mac.finalize().into_bytes().into()
     }
 
-    /// The Argon2 check, on a verifier thread.
+    /// The Argon2 check (on the pool, through the store).
     fn check(&self, name: &str, password: &str) -> Result<bool, StoreError> {
-        let (reply, answer) = sync_channel(1);
-        let job = Job {
-            name: name.to_string(),
-            password: password.to_string(),
-            reply,
-        };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job);
-        if sent.is_err() {
-            return Err(StoreError::Closed);
-        }
-        answer.recv().unwrap_or(Err(StoreError::Closed))
-    }
-}
-
-fn work(store: &Store, jobs: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(PoisonError::into_inner);
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        let result = store.ldap_verify_password(&job.name, &job.password);
-        let _ = job.reply.send(result);
+        self.store.ldap_verify_password(name, password)
     }
 }

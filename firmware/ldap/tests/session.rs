@@ -53,7 +53,16 @@ fn fixture(limits: mxrack_config::Ldap) -> Fixture {
             .expect("password");
     }
     Fixture {
-        svc: Arc::new(LdapService::new(limits, "example.net", store, None)),
+        svc: Arc::new(LdapService::new(
+            limits,
+            "example.net",
+            store,
+            None,
+            Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+                failure_delay_ms: 0,
+                ..mxrack_config::Auth::default()
+            })),
+        )),
         _dir: dir,
     }
 }
@@ -207,6 +216,99 @@ fn the_rights_matrix_in_memory() {
         vec![],
     );
     assert_eq!(code, InsufficentAccessRights);
+}
+
+/// An anonymous bind succeeds and reads the root DSE and the subschema,
+/// and nothing else; the root DSE names no version.
+#[test]
+fn an_anonymous_bind_reads_only_the_root_dse_and_subschema() {
+    let f = fixture(mxrack_config::Ldap::default());
+    // Over plaintext too: an anonymous bind carries no password.
+    let mut s = Session::new(PEER, false);
+    let out = handle(
+        &f.svc,
+        &mut s,
+        msg(
+            1,
+            LdapOp::BindRequest(LdapBindRequest {
+                version: 3,
+                dn: String::new(),
+                cred: LdapBindCred::Simple(String::new()),
+            }),
+            vec![],
+        ),
+    );
+    assert_eq!(code_of(&out.replies[0]), LdapResultCode::Success);
+    let any = || LdapFilter::Present("objectClass".into());
+    let mut dse_req = search_req("", LdapSearchScope::Base, any(), 0);
+    if let LdapOp::SearchRequest(r) = &mut dse_req {
+        r.attrs = vec!["*".into(), "+".into()];
+    }
+    let out = handle(&f.svc, &mut s, msg(2, dse_req, vec![]));
+    assert_eq!(
+        code_of(out.replies.last().expect("done")),
+        LdapResultCode::Success
+    );
+    let LdapOp::SearchResultEntry(dse) = &out.replies[0].op else {
+        panic!("no root DSE entry: {:?}", out.replies[0]);
+    };
+    let names: Vec<&str> = dse.attributes.iter().map(|a| a.atype.as_str()).collect();
+    assert!(names.contains(&"namingContexts"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("vendorVersion")),
+        "{names:?}"
+    );
+    let (_, code, _) = run_search(
+        &f,
+        &mut s,
+        search_req("cn=Subschema", LdapSearchScope::Base, any(), 0),
+        vec![],
+    );
+    assert_eq!(code, LdapResultCode::Success);
+    for base in [BASE.to_string(), book("jo@acme.example"), book("acme")] {
+        let (dns, code, _) = run_search(
+            &f,
+            &mut s,
+            search_req(&base, LdapSearchScope::Subtree, any(), 0),
+            vec![],
+        );
+        assert!(dns.is_empty(), "{base}: {dns:?}");
+        assert_ne!(code, LdapResultCode::Success, "{base}");
+    }
+    // A DN without a password is the unauthenticated mechanism: refused.
+    let out = handle(&f.svc, &mut s, msg(3, bind_req("acme", ""), vec![]));
+    assert_eq!(code_of(&out.replies[0]), LdapResultCode::UnwillingToPerform);
+}
+
+/// RFC 3062: no response value unless the server generated the password.
+#[test]
+fn password_modify_answers_a_value_only_for_a_generated_password() {
+    let f = fixture(mxrack_config::Ldap::default());
+    let mut s = bound(&f, "jo@acme.example");
+    let request = |new: Option<&str>| {
+        LdapOp::ExtendedRequest(
+            ldap3_proto::proto::LdapPasswordModifyRequest {
+                user_identity: None,
+                old_password: None,
+                new_password: new.map(str::to_string),
+            }
+            .into(),
+        )
+    };
+    let out = handle(&f.svc, &mut s, msg(2, request(Some("next-ldap")), vec![]));
+    let LdapOp::ExtendedResponse(r) = &out.replies[0].op else {
+        panic!("{:?}", out.replies[0]);
+    };
+    assert_eq!(r.res.code, LdapResultCode::Success);
+    assert_eq!((r.name.as_deref(), r.value.as_deref()), (None, None));
+    let out = handle(&f.svc, &mut s, msg(3, request(None), vec![]));
+    let LdapOp::ExtendedResponse(r) = &out.replies[0].op else {
+        panic!("{:?}", out.replies[0]);
+    };
+    assert_eq!(r.res.code, LdapResultCode::Success);
+    assert!(r.value.as_ref().is_some_and(|v| v.len() > 20), "{r:?}");
 }
 
 #[test]

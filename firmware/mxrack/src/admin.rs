@@ -558,6 +558,12 @@ pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// SO_PEERCRED policy of the admin socket: root, or the user the service
+/// runs as. A peer whose credentials cannot be read is refused.
+pub fn peer_allowed(peer_uid: Option<u32>, own_uid: u32) -> bool {
+    matches!(peer_uid, Some(uid) if uid == 0 || uid == own_uid)
+}
+
 /// Serves an admin socket bound by [`bind`] until shutdown.
 pub async fn serve(
     listener: tokio::net::UnixListener,
@@ -577,6 +583,17 @@ pub async fn serve(
                 }
             },
         };
+        // The socket's mode (0600) already keeps other users out; the peer's
+        // credentials are checked as well, so a changed mode or an inherited
+        // descriptor cannot hand the store to another local user.
+        let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let allowed = peer_allowed(peer_uid, nix::unistd::geteuid().as_raw());
+        if !allowed {
+            warn!(
+                ?peer_uid,
+                "admin socket: peer refused (only root or the service's own user)"
+            );
+        }
         let store = store.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -588,7 +605,12 @@ pub async fn serve(
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
+            // The request is read (bounded) before a refusal, so the client
+            // gets the answer instead of a broken pipe.
             let response = match serde_json::from_str::<AdminRequest>(&line) {
+                _ if !allowed => {
+                    Err("admin socket: only root or the service's own user may administer".into())
+                }
                 Err(e) => Err(format!("bad request: {e}")),
                 Ok(request) => {
                     let op = serde_json::to_value(&request)
@@ -621,4 +643,45 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(&path);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_the_service_user_administer() {
+        let own = 1000;
+        for (peer, allowed) in [
+            (Some(0), true),
+            (Some(own), true),
+            (Some(65534), false),
+            (Some(1001), false),
+            (None, false),
+        ] {
+            assert_eq!(peer_allowed(peer, own), allowed, "{peer:?}");
+        }
+    }
+
+    /// A real connection over the socket: the server reads our own uid
+    /// with SO_PEERCRED and answers.
+    #[tokio::test]
+    async fn the_socket_serves_its_own_user() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let listener = bind(dir.path()).expect("bind");
+        let shutdown = mxrack_net::Shutdown::new();
+        let server = tokio::spawn(serve(listener, store.clone(), shutdown.signal()));
+        let data_dir = dir.path().to_path_buf();
+        let answer = tokio::task::spawn_blocking(move || {
+            let stream = UnixStream::connect(socket_path(&data_dir)).expect("connect");
+            submit_to_socket(stream, &AdminRequest::DomainList)
+        })
+        .await
+        .expect("join");
+        assert!(answer.is_ok(), "{answer:?}");
+        shutdown.trigger();
+        let _ = server.await;
+        store.shutdown();
+    }
 }

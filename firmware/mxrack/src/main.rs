@@ -13,6 +13,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Everything this binary creates (the store, message files, keys, the
+    // admin socket) is private to the service's user: folders 0700, files
+    // 0600 (see mxrack_net::perms).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = cli::Cli::parse();
     match cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,6 +56,13 @@ pub fn run(config: Config) -> Result<(), String> {
     let data_dir = &config.appliance.data_dir.clone();
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    // Before the store opens: folders 0700, files 0600 (a data folder from
+    // an older version, a restored backup or a careless chmod).
+    let repaired = mxrack_net::perms::repair(data_dir)
+        .map_err(|e| format!("cannot check the modes in {}: {e}", data_dir.display()))?;
+    for w in &repaired {
+        warn!(path = %w.path.display(), found = format!("{:04o}", w.found), expected = format!("{:04o}", w.expected), "file mode repaired");
+    }
     let store = Store::open(data_dir)
         .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
     record_lost_found(&store, config.health.events_max);
@@ -181,6 +188,9 @@ async fn serve_all(
         store.clone(),
         config.forward.clone(),
     ));
+    // The one authentication service: every protocol's logins share its
+    // limiter and its Argon2 pool.
+    let auth = Arc::new(mxrack_auth::AuthService::new(config.auth.clone()));
     let svc = Arc::new(SmtpService {
         outbound: Some(Arc::new(mxrack_smtp::forwarding::Outbound {
             relay: relay.clone(),
@@ -193,10 +203,7 @@ async fn serve_all(
         limits: smtp.clone(),
         store: store.clone(),
         tls: Some(tls.clone()),
-        auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
-            smtp.auth_failures_max,
-            Duration::from_secs(smtp.auth_failure_window_secs),
-        )),
+        auth: auth.clone(),
     });
     let sessions = Arc::new(Semaphore::new(smtp.max_connections));
     // Every service's session cap, drained together at shutdown.
@@ -224,10 +231,7 @@ async fn serve_all(
         limits: imap.clone(),
         store: store.clone(),
         tls: Some(tls.clone()),
-        auth_limiter: Arc::new(mxrack_net::AuthLimiter::new(
-            imap.auth_failures_max,
-            Duration::from_secs(imap.auth_failure_window_secs),
-        )),
+        auth: auth.clone(),
     });
     let imap_sessions = Arc::new(Semaphore::new(imap.max_connections));
     drains.push((imap_sessions.clone(), imap.max_connections));
@@ -252,6 +256,7 @@ async fn serve_all(
         pop3.clone(),
         store.clone(),
         Some(tls.clone()),
+        auth.clone(),
     ));
     let pop3_sessions = Arc::new(Semaphore::new(pop3.max_connections));
     drains.push((pop3_sessions.clone(), pop3.max_connections));
@@ -278,6 +283,7 @@ async fn serve_all(
         &config.appliance.primary_domain,
         store.clone(),
         Some(tls.clone()),
+        auth.clone(),
     ));
     let ldap_sessions = Arc::new(Semaphore::new(ldap.max_connections));
     drains.push((ldap_sessions.clone(), ldap.max_connections));
@@ -320,6 +326,7 @@ async fn serve_all(
         https_port: web_https.first().map_or(443, |(a, _)| a.port()),
         limits: web.clone(),
         tls: Some(tls.clone()),
+        auth: Some(auth.clone()),
     });
     let web_sessions = Arc::new(Semaphore::new(web.max_connections));
     drains.push((web_sessions.clone(), web.max_connections));

@@ -1,20 +1,20 @@
 //! Network plumbing shared by every protocol service: a boxed stream type so
 //! one session can be upgraded to TLS in place, a line-oriented connection
 //! with hard limits, the TLS set-up (a given certificate or a self-signed one),
-//! the per-address failed-login limiter and the shutdown signal.
+//! the data folder's modes and the shutdown signal. Logins are checked and
+//! limited by `mxrack-auth`.
 //!
 //! Nothing here knows a mail protocol; each protocol crate builds on it.
 
 mod conn;
 pub mod date;
-mod limiter;
+pub mod perms;
 pub mod sasl;
 mod server;
 mod shutdown;
 mod tls;
 
 pub use conn::{Conn, LineError};
-pub use limiter::AuthLimiter;
 pub use server::accept_loop;
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use tls::{TLS_HANDSHAKE_TIMEOUT_SECS, TlsError, TlsSetup, accept_tls, load_or_create_tls};

@@ -179,8 +179,12 @@ impl Reply {
     pub fn auth_failed() -> Reply {
         Reply::err_code(Code::Auth, "invalid user name or password")
     }
+    /// RFC 3206 SYS/TEMP: a budget of the login limiter is spent.
     pub fn auth_rate_limited() -> Reply {
-        Reply::err_code(Code::SysTemp, "too many failures, try again later")
+        Reply::err_code(Code::SysTemp, "too many login attempts, try again later")
+    }
+    pub fn auth_unavailable() -> Reply {
+        Reply::err_code(Code::SysTemp, "temporary authentication failure")
     }
     pub fn auth_cancelled() -> Reply {
         Reply::err("authentication cancelled")

@@ -14,7 +14,7 @@ use crate::parser::{
 };
 use crate::reply::{DotStuffer, Reply, message_top, write_multiline};
 use crate::sasl::{self, SaslError};
-use mxrack_net::{AuthLimiter, BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
 use mxrack_store::{INBOX, MessageMeta, Store, StoreError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -44,29 +44,26 @@ pub struct Pop3Service {
     pub limits: mxrack_config::Pop3,
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
-    pub auth_limiter: Arc<AuthLimiter>,
+    /// The appliance's one authentication service (limiter and Argon2 pool).
+    pub auth: Arc<mxrack_auth::AuthService>,
     pub locks: MaildropLocks,
 }
 
 impl Pop3Service {
-    /// A service with its own failed-login limiter and maildrop locks, set
-    /// from `limits`.
+    /// A service with its own maildrop locks, asking `auth` to check logins.
     pub fn new(
         hostname: String,
         limits: mxrack_config::Pop3,
         store: Arc<Store>,
         tls: Option<TlsAcceptor>,
+        auth: Arc<mxrack_auth::AuthService>,
     ) -> Pop3Service {
-        let auth_limiter = Arc::new(AuthLimiter::new(
-            limits.auth_failures_max,
-            Duration::from_secs(limits.auth_failure_window_secs),
-        ));
         Pop3Service {
             hostname,
             limits,
             store,
             tls,
-            auth_limiter,
+            auth,
             locks: MaildropLocks::default(),
         }
     }
@@ -421,27 +418,29 @@ impl Session {
     async fn login(&mut self, username: String, password: String) -> Reply {
         self.state = State::Authorization { user: None };
         let ip = self.ip();
-        if !self.svc.auth_limiter.allowed(ip) {
-            warn!(client = %self.peer, "login refused: too many failures from this address");
-            return Reply::auth_rate_limited();
-        }
         let store = self.svc.store.clone();
         let user = username.clone();
-        // Argon2 is CPU heavy: off the async worker threads.
-        let verified = tokio::task::spawn_blocking(move || store.verify_password(&user, &password))
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or(false);
+        // Argon2 is CPU heavy: the service runs it off the async workers.
+        let verdict = self
+            .svc
+            .auth
+            .check(mxrack_auth::Protocol::Pop3, ip, &username, move || {
+                store.verify_password(&user, &password)
+            })
+            .await;
+        let verified = match verdict {
+            mxrack_auth::Verdict::Accepted => true,
+            mxrack_auth::Verdict::Rejected => false,
+            mxrack_auth::Verdict::Limited(_) => return Reply::auth_rate_limited(),
+            mxrack_auth::Verdict::Unavailable => return Reply::auth_unavailable(),
+        };
         let mailbox = match mxrack_store::normalize_address(&username) {
             Ok(m) if verified => m,
             _ => {
-                self.svc.auth_limiter.record_failure(ip);
                 warn!(client = %self.peer, user = %username, "POP3 login failed");
                 return Reply::auth_failed();
             }
         };
-        self.svc.auth_limiter.record_success(ip);
         let Some(lock) = self.svc.locks.try_lock(&mailbox) else {
             info!(client = %self.peer, user = %mailbox, "POP3 maildrop in use");
             return Reply::in_use();

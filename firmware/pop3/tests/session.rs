@@ -44,7 +44,6 @@ fn harness() -> Harness {
 fn limits() -> mxrack_config::Pop3 {
     mxrack_config::Pop3 {
         max_bad_commands: 4,
-        auth_failures_max: 3,
         allow_plaintext_auth: true,
         ..mxrack_config::Pop3::default()
     }
@@ -56,7 +55,18 @@ fn service(h: &Harness, limits: mxrack_config::Pop3) -> Arc<Pop3Service> {
         limits,
         h.store.clone(),
         None,
+        test_auth(),
     ))
+}
+
+/// The appliance's authentication service with small budgets: 3 attempts
+/// per (network, account) pair, no failure delay.
+fn test_auth() -> Arc<mxrack_auth::AuthService> {
+    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+        pair_attempts_max: 3,
+        failure_delay_ms: 0,
+        ..mxrack_config::Auth::default()
+    }))
 }
 
 /// The INBOX of `mailbox` as (UIDVALIDITY, [UID]).
@@ -467,7 +477,7 @@ async fn auth_plain_with_initial_response_and_with_continuation() {
 }
 
 #[tokio::test]
-async fn failed_logins_are_limited_per_client_address() {
+async fn failed_logins_are_limited_per_network_and_account() {
     let h = harness();
     let svc = service(&h, limits());
     let mut c = Client::start(&h, &svc, Mode::Pop3);
@@ -479,11 +489,11 @@ async fn failed_logins_are_limited_per_client_address() {
         c.cmd("PASS wrong", "-ERR [AUTH] invalid user name or password")
             .await;
     }
-    // Now even the right password is refused for this address.
+    // Now even the right password is refused for this pair.
     c.cmd(&format!("USER {JO}"), "+OK").await;
     c.cmd(
         &format!("PASS {JO_PW}"),
-        "-ERR [SYS/TEMP] too many failures",
+        "-ERR [SYS/TEMP] too many login attempts",
     )
     .await;
     let mut other = Client::start(&h, &svc, Mode::Pop3);
@@ -491,7 +501,7 @@ async fn failed_logins_are_limited_per_client_address() {
     other
         .cmd(
             "AUTH PLAIN AGpvQGV4YW1wbGUubmV0AHB3LWpvLTEyMw==",
-            "-ERR [SYS/TEMP] too many failures",
+            "-ERR [SYS/TEMP] too many login attempts",
         )
         .await;
 }
@@ -706,6 +716,7 @@ async fn stls_then_login_inside_tls_and_retr() {
         },
         h.store.clone(),
         Some(tls.acceptor.clone()),
+        test_auth(),
     ));
     let mut c = Client::start(&h, &svc, Mode::Pop3);
     c.expect("+OK").await;
@@ -765,6 +776,7 @@ async fn pop3s_is_tls_from_the_first_byte() {
         },
         h.store.clone(),
         Some(tls.acceptor.clone()),
+        test_auth(),
     ));
     let mut c = Client::start(&h, &svc, Mode::Pop3s);
     let plain = c.stream.take().expect("stream");

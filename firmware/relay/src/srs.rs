@@ -84,6 +84,18 @@ impl Srs {
         b64[..HASH_CHARS].to_string()
     }
 
+    /// True when `presented` is the hash of `parts`, compared without case
+    /// (mail systems may change it) and in constant time, so the time of a
+    /// refusal tells a forger nothing about how many characters were right.
+    fn hash_matches(&self, parts: &[&str], presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.hash(parts).to_ascii_lowercase();
+        let presented = presented.to_ascii_lowercase();
+        // The length is public (HASH_CHARS); only the content is compared.
+        expected.len() == presented.len()
+            && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
     /// The envelope sender for a forwarded copy of mail from `sender`.
     /// The null sender and our own domain's addresses stay as they are.
     pub fn forward(&self, sender: &str) -> String {
@@ -139,7 +151,7 @@ impl Srs {
                 let [hash, ts, dom, orig_local] = parts.as_slice() else {
                     return Err(SrsError::Malformed);
                 };
-                if !self.hash(&[ts, dom, orig_local]).eq_ignore_ascii_case(hash) {
+                if !self.hash_matches(&[ts, dom, orig_local], hash) {
                     return Err(SrsError::BadHash);
                 }
                 let then = stamp_day(ts).ok_or(SrsError::Malformed)?;
@@ -154,7 +166,7 @@ impl Srs {
                 let [hash, srs0host, rest] = parts.as_slice() else {
                     return Err(SrsError::Malformed);
                 };
-                if !self.hash(&[srs0host, rest]).eq_ignore_ascii_case(hash) {
+                if !self.hash_matches(&[srs0host, rest], hash) {
                     return Err(SrsError::BadHash);
                 }
                 Ok(format!("SRS0{rest}@{srs0host}"))

@@ -49,17 +49,21 @@ impl Outbound {
     /// Applies the forwarding rules of the local mailboxes: returns the
     /// mailboxes that keep a copy and the queue entries for forwarded copies.
     /// A target hosted here is delivered locally (one level deep, so two
-    /// mailboxes forwarding to each other cannot loop).
+    /// mailboxes forwarding to each other cannot loop). `aliased` are the
+    /// outside addresses hosted aliases resolved to at RCPT: they are
+    /// forwarded copies too (SRS sender, the gate, the forward transport),
+    /// never a relay of the original sender's mail.
     pub async fn plan(
         &self,
         store: &Arc<Store>,
         mail_from: &str,
         local: Vec<String>,
+        aliased: Vec<String>,
         score: Option<f32>,
         message_id: Option<&str>,
     ) -> (Vec<String>, Vec<QueuedCopy>) {
         let mut keep: Vec<String> = Vec::new();
-        let mut external: Vec<String> = Vec::new();
+        let mut external: Vec<String> = aliased;
         for mailbox in &local {
             let rule = {
                 let (store, m) = (store.clone(), mailbox.clone());

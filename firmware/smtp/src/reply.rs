@@ -162,11 +162,30 @@ impl Reply {
     pub fn auth_failed() -> Reply {
         Reply::new(535, "5.7.8", "Authentication credentials invalid")
     }
+    /// The null sender from an authenticated user for anything but a DSN,
+    /// MDN or ARF report (`mxrack_filter::report`).
+    pub fn null_sender_not_report() -> Reply {
+        Reply::new(
+            553,
+            "5.7.1",
+            "The null sender is allowed only for delivery, disposition or feedback reports (multipart/report)",
+        )
+    }
+    /// RFC 4954 6: 454 4.7.0, a temporary authentication failure: a budget
+    /// of the appliance's login limiter is spent.
     pub fn auth_rate_limited() -> Reply {
         Reply::new(
             454,
             "4.7.0",
-            "Too many failed authentications, try again later",
+            "Too many authentication attempts, try again later",
+        )
+    }
+    /// 454 4.7.0 as well: the password could not be checked now.
+    pub fn auth_unavailable() -> Reply {
+        Reply::new(
+            454,
+            "4.7.0",
+            "Temporary authentication failure, try again later",
         )
     }
     pub fn auth_cancelled() -> Reply {

@@ -6,6 +6,7 @@ use crate::data::{DataEvent, DataReader, DataRefusal};
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
+use mxrack_auth::{Protocol, Verdict};
 use mxrack_net::date::rfc5322_date;
 use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
 use mxrack_store::{Delivery, Resolution, Store, StoreError, id_hex};
@@ -43,7 +44,8 @@ pub struct SmtpService {
     pub limits: mxrack_config::Smtp,
     pub store: Arc<Store>,
     pub tls: Option<TlsAcceptor>,
-    pub auth_limiter: Arc<mxrack_net::AuthLimiter>,
+    /// The appliance's one authentication service (limiter and Argon2 pool).
+    pub auth: Arc<mxrack_auth::AuthService>,
     /// The relay (queue runner, SRS) when outbound delivery is configured:
     /// forwarding rules, SRS bounces and waking the queue need it.
     pub outbound: Option<Arc<crate::forwarding::Outbound>>,
@@ -53,7 +55,12 @@ struct Transaction {
     from: String,
     params: MailParams,
     local: Vec<String>,
+    /// Outside recipients the client named itself (authenticated
+    /// submission, SRS bounces): relayed with the original sender.
     remote: Vec<String>,
+    /// Outside addresses reached through a hosted alias: forwarded copies
+    /// (SRS sender, forward gate, forward transport; see forwarding.rs).
+    forwarded: Vec<String>,
     /// The addresses as the client gave them in RCPT (for the Received header).
     given: Vec<String>,
     /// A recipient is the complaint feedback address: the gate reads the message.
@@ -347,6 +354,9 @@ impl Session {
             warn!(%reason, "refusing mail: the health monitor stopped new mail");
             return Reply::insufficient_storage();
         }
+        // Invariant "an authenticated user sends only as itself". The null
+        // sender is let through here and judged at the end of DATA: only a
+        // delivery, disposition or feedback report may use it.
         if let Some(user) = &self.user
             && !from.is_empty()
             && !self.sender_owned_by(&from, user)
@@ -358,6 +368,7 @@ impl Session {
             params,
             local: Vec::new(),
             remote: Vec::new(),
+            forwarded: Vec::new(),
             given: Vec::new(),
             feedback: false,
             recipients: 0,
@@ -464,9 +475,10 @@ impl Session {
                         tx.local.push(m);
                     }
                 }
+                // An alias pointing outside is a forward, whoever sends.
                 for a in r.remote {
-                    if !tx.remote.contains(&a) {
-                        tx.remote.push(a);
+                    if !tx.forwarded.contains(&a) {
+                        tx.forwarded.push(a);
                     }
                 }
             }
@@ -603,6 +615,14 @@ impl Session {
         };
         let mut body = body;
         let trace_len = headers_len;
+        if self.user.is_some()
+            && tx.from.is_empty()
+            && mxrack_filter::report::null_sender_report_type(&body[trace_len..]).is_none()
+        {
+            warn!(client = %self.peer, user = self.user.as_deref().unwrap_or(""), "null sender refused: not a DSN, MDN or ARF report");
+            self.send(conn, Reply::null_sender_not_report());
+            return Flow::Continue;
+        }
         let mut score = None;
         if let Some(out) = &self.svc.outbound {
             if tx.feedback
@@ -638,10 +658,32 @@ impl Session {
         let message_id = crate::forwarding::message_id(&body[trace_len..]);
         let (local_list, copies) = match &self.svc.outbound {
             Some(out) => {
-                out.plan(&store, &tx.from, tx.local, score, message_id.as_deref())
-                    .await
+                out.plan(
+                    &store,
+                    &tx.from,
+                    tx.local,
+                    tx.forwarded,
+                    score,
+                    message_id.as_deref(),
+                )
+                .await
             }
-            None => (tx.local, Vec::new()),
+            // No relay (in-memory tests): still the forward transport, never
+            // the original sender's relay entry.
+            None => {
+                let copies = tx
+                    .forwarded
+                    .into_iter()
+                    .map(|to| mxrack_store::QueuedCopy {
+                        id: store.next_id(),
+                        mail_from: tx.from.clone(),
+                        recipients: vec![to],
+                        transport: "forward".into(),
+                        prepend: String::new(),
+                    })
+                    .collect();
+                (tx.local, copies)
+            }
         };
         let (local, remote, forwards) = (local_list.len(), tx.remote.len(), copies.len());
         let queued = remote + forwards > 0;
@@ -704,9 +746,6 @@ impl Session {
         if self.helo.is_none() || self.tx.is_some() {
             return Some(Reply::bad_sequence("AUTH goes after EHLO and before MAIL"));
         }
-        if !self.svc.auth_limiter.allowed(self.ip()) {
-            return Some(Reply::auth_rate_limited());
-        }
         let creds = match mechanism {
             "PLAIN" => {
                 let response = match initial {
@@ -756,22 +795,25 @@ impl Session {
         let username = creds.username.to_lowercase();
         let store = self.svc.store.clone();
         let user_for_check = username.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            store.verify_password(&user_for_check, &creds.password)
-        })
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(false);
-        if verified {
-            self.svc.auth_limiter.record_success(self.ip());
-            info!(client = %self.peer, user = %username, "authenticated");
-            self.user = Some(username);
-            Some(Reply::auth_ok())
-        } else {
-            self.svc.auth_limiter.record_failure(self.ip());
-            warn!(client = %self.peer, user = %username, "authentication failed");
-            Some(Reply::auth_failed())
+        let verdict = self
+            .svc
+            .auth
+            .check(Protocol::Smtp, self.ip(), &username, move || {
+                store.verify_password(&user_for_check, &creds.password)
+            })
+            .await;
+        match verdict {
+            Verdict::Accepted => {
+                info!(client = %self.peer, user = %username, "authenticated");
+                self.user = Some(username);
+                Some(Reply::auth_ok())
+            }
+            Verdict::Rejected => {
+                warn!(client = %self.peer, user = %username, "authentication failed");
+                Some(Reply::auth_failed())
+            }
+            Verdict::Limited(_) => Some(Reply::auth_rate_limited()),
+            Verdict::Unavailable => Some(Reply::auth_unavailable()),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Whole SMTP sessions over an in-memory duplex stream, against a real store
 //! in a temporary folder. Each test reads as the exchange it checks.
 
-use mxrack_net::{AuthLimiter, Shutdown};
+use mxrack_net::Shutdown;
 use mxrack_smtp::{Mode, SmtpService, run_session};
 use mxrack_store::Store;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ fn harness() -> Harness {
         limits,
         store: store.clone(),
         tls: None,
-        auth_limiter: Arc::new(AuthLimiter::new(3, Duration::from_secs(60))),
+        auth: test_auth(),
         outbound: None,
     });
     Harness {
@@ -348,4 +348,41 @@ async fn garbage_never_panics_the_session() {
         }
     }
     assert!(stored(&h, "jo@example.net").is_empty());
+}
+
+/// The appliance's authentication service with small budgets: 3 attempts
+/// per (network, account) pair, no failure delay.
+fn test_auth() -> Arc<mxrack_auth::AuthService> {
+    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+        pair_attempts_max: 3,
+        failure_delay_ms: 0,
+        ..mxrack_config::Auth::default()
+    }))
+}
+
+/// An alias pointing outside makes a forwarded copy (the "forward"
+/// transport), never an entry of the outbound relay with the original
+/// sender (issue 11).
+#[tokio::test]
+async fn an_alias_to_an_outside_address_is_queued_as_a_forward() {
+    let h = harness();
+    h.store
+        .alias_add("out@example.net", &["someone@external.example".to_string()])
+        .expect("alias");
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\n").await;
+    c.expect("250").await;
+    c.send("MAIL FROM:<a@remote.example>\r\n").await;
+    c.expect("250").await;
+    c.send("RCPT TO:<out@example.net>\r\n").await;
+    c.expect("250").await;
+    c.send("DATA\r\n").await;
+    c.expect("354").await;
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    c.expect("250").await;
+    let queue = h.store.queue_list().expect("queue");
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0].transport, "forward");
+    assert_eq!(queue[0].recipients, vec!["someone@external.example"]);
 }

@@ -55,6 +55,8 @@ pub struct WebService {
     pub https_port: u16,
     pub limits: mxrack_config::Web,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The one authentication service (its figures go into `/metrics`).
+    pub auth: Option<Arc<mxrack_auth::AuthService>>,
 }
 
 const BUSY: &[u8] =
@@ -257,10 +259,14 @@ async fn route(svc: &WebService, mode: Mode, req: &Request<Incoming>) -> Respons
                 .unwrap_or_default();
             let mut snap = (*snapshot).clone();
             snap.intake_refusal = svc.store.intake_refusal().map(|r| r.to_string());
+            let mut body = metrics::render(&snap, open);
+            if let Some(auth) = &svc.auth {
+                body.push_str(&metrics::render_auth(&auth.figures()));
+            }
             response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                metrics::render(&snap, open),
+                body,
             )
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

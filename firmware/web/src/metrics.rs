@@ -1,7 +1,7 @@
 //! The monitor's figures in the Prometheus text format (version 0.0.4):
 //! arrays, disks (labelled by serial and WWN, never by kernel name), kernel
 //! limits, listen-queue overflows, space, memory, the intake gate and the
-//! monitor's own cost.
+//! monitor's own cost; and the login figures of `mxrack-auth` per protocol.
 
 use mxrack_health::Snapshot;
 use std::fmt::Write;
@@ -311,9 +311,60 @@ pub fn render(s: &Snapshot, open_incidents: usize) -> String {
     o.0
 }
 
+/// The login figures of the one authentication service, per protocol and
+/// result (accepted, rejected: wrong password or unknown name, limited: a
+/// budget spent, unavailable: the check failed).
+pub fn render_auth(figures: &[(mxrack_auth::Protocol, mxrack_auth::Figures)]) -> String {
+    let mut o = Out(String::with_capacity(1024));
+    o.family(
+        "mxrack_auth_attempts_total",
+        "counter",
+        "Logins (SMTP AUTH, IMAP, POP3, LDAP bind) by protocol and result.",
+    );
+    for (protocol, f) in figures {
+        for (result, n) in [
+            ("accepted", f.accepted),
+            ("rejected", f.rejected),
+            ("limited", f.limited),
+            ("unavailable", f.unavailable),
+        ] {
+            o.sample(
+                "mxrack_auth_attempts_total",
+                &[("protocol", protocol.name()), ("result", result)],
+                n,
+            );
+        }
+    }
+    o.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_figures_per_protocol_and_result() {
+        let text = render_auth(&[(
+            mxrack_auth::Protocol::Pop3,
+            mxrack_auth::Figures {
+                accepted: 2,
+                rejected: 3,
+                limited: 4,
+                unavailable: 0,
+            },
+        )]);
+        assert!(
+            text.starts_with("# HELP mxrack_auth_attempts_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE mxrack_auth_attempts_total counter\n"));
+        assert!(
+            text.contains("mxrack_auth_attempts_total{protocol=\"pop3\",result=\"rejected\"} 3\n")
+        );
+        assert!(
+            text.contains("mxrack_auth_attempts_total{protocol=\"pop3\",result=\"limited\"} 4\n")
+        );
+    }
     use mxrack_health::snapshot::{ArrayView, DiskView, MemberView};
 
     #[test]

@@ -39,6 +39,7 @@ async fn start() -> Env {
             ..mxrack_config::Web::default()
         },
         tls: Some(tls.acceptor),
+        auth: None,
     });
     let shutdown = Shutdown::new();
     let sessions = Arc::new(Semaphore::new(10));
