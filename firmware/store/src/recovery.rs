@@ -180,7 +180,8 @@ fn read_blob_header(path: &Path) -> Result<(Option<BlobHeader>, u64), String> {
         return Ok((None, len));
     }
     let mut tail = [0u8; blobs::TRAILER_TAIL];
-    f.seek(SeekFrom::Start(len - tail_len)).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| e.to_string())?;
     f.read_exact(&mut tail).map_err(|e| e.to_string())?;
     let Some(jlen) = blobs::trailer_len(&tail) else {
         return Ok((None, len));
@@ -190,13 +191,17 @@ fn read_blob_header(path: &Path) -> Result<(Option<BlobHeader>, u64), String> {
         return Err("message file record length out of range".into());
     }
     let mut buf = vec![0u8; jlen + blobs::TRAILER_TAIL];
-    f.seek(SeekFrom::Start(len - whole)).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(len - whole))
+        .map_err(|e| e.to_string())?;
     f.read_exact(&mut buf).map_err(|e| e.to_string())?;
     let header: BlobHeader = serde_json::from_slice(&buf[..jlen])
         .map_err(|e| format!("message file record does not decode: {e}"))?;
     let body_len = len - whole;
     if header.size != body_len {
-        return Err(format!("message file holds {body_len} bytes, its record says {}", header.size));
+        return Err(format!(
+            "message file holds {body_len} bytes, its record says {}",
+            header.size
+        ));
     }
     Ok((Some(header), body_len))
 }
