@@ -140,6 +140,14 @@ impl IncomingMessage {
         Ok(())
     }
 
+    /// Gives the message up: its file is removed (on a blocking thread)
+    /// before this returns. Dropping it does the same, without waiting.
+    pub async fn discard(mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
+        }
+    }
+
     /// Writes what is buffered, appends the file's recovery record (`header`
     /// with the size and hash of what was written) and flushes the file to
     /// stable storage, on a blocking thread. Returns the message's size.
