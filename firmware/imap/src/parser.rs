@@ -238,6 +238,62 @@ pub fn literal_announced(line: &[u8]) -> Option<(u64, bool)> {
     Some((n, sync))
 }
 
+/// An APPEND read up to its message literal, whose `size` bytes the
+/// session streams to the store instead of reading them into the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendHead {
+    pub tag: String,
+    /// The message literal's announced size.
+    pub size: u64,
+    /// `{n}` (the client waits for "+") rather than `{n+}`.
+    pub sync: bool,
+    /// The arguments, or why they do not parse (a tagged BAD).
+    pub args: Result<AppendArgs, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendArgs {
+    pub mailbox: Vec<u8>,
+    pub flags: Vec<String>,
+    pub date: Option<i64>,
+}
+
+/// `Some` when `input` (a command as read so far, ending with a line that
+/// announces a literal) is an APPEND and that literal is its message:
+/// `tag APPEND mailbox [flags] [date] {n}` (the mailbox may itself be an
+/// earlier literal, inline). `None` for anything else, including an APPEND
+/// whose announced literal is the mailbox name: that literal is read like
+/// any other. MULTIAPPEND (RFC 3502) is not offered.
+pub fn parse_append_head(input: &[u8]) -> Option<AppendHead> {
+    let (size, sync) = literal_announced(input)?;
+    let open = input.iter().rposition(|&b| b == b'{')?;
+    let mut c = Cursor {
+        buf: &input[..open],
+        pos: 0,
+        depth: 0,
+    };
+    let tag = c.tag()?;
+    if !(c.eat(b' ') && c.keyword("APPEND")) {
+        return None;
+    }
+    if &c.buf[c.pos..] == b" " {
+        return None;
+    }
+    let args = c.append_args().and_then(|args| {
+        if c.pos == c.buf.len() {
+            Ok(args)
+        } else {
+            Err("unexpected characters before the message literal".into())
+        }
+    });
+    Some(AppendHead {
+        tag,
+        size,
+        sync,
+        args,
+    })
+}
+
 pub fn parse_request(input: &[u8]) -> Result<Request, ParseError> {
     let mut c = Cursor {
         buf: input,
@@ -812,6 +868,22 @@ impl<'a> Cursor<'a> {
     }
 
     fn append(&mut self) -> R<Command> {
+        let AppendArgs {
+            mailbox,
+            flags,
+            date,
+        } = self.append_args()?;
+        let message = self.literal()?;
+        Ok(Command::Append {
+            mailbox,
+            flags,
+            date,
+            message,
+        })
+    }
+
+    /// ` mailbox [flags] [date] ` of APPEND, up to its message literal.
+    fn append_args(&mut self) -> R<AppendArgs> {
         self.sp()?;
         let mailbox = self.astring()?;
         self.sp()?;
@@ -826,12 +898,10 @@ impl<'a> Cursor<'a> {
             date = Some(parse_date_time(&d).ok_or("bad APPEND date-time")?);
             self.sp()?;
         }
-        let message = self.literal()?;
-        Ok(Command::Append {
+        Ok(AppendArgs {
             mailbox,
             flags,
             date,
-            message,
         })
     }
 

@@ -6,8 +6,8 @@
 use crate::fetch;
 use crate::mutf7;
 use crate::parser::{
-    Command, FetchAtt, ListArgs, ParseError, Request, SearchKey, Section, SectionText, StatusItem,
-    StoreOp, literal_announced, parse_request,
+    AppendHead, Command, FetchAtt, ListArgs, ParseError, Request, SearchKey, Section, SectionText,
+    StatusItem, StoreOp, literal_announced, parse_append_head, parse_request,
 };
 use crate::response::{self, mailbox as mailbox_name, nstring};
 use crate::search::{self, Candidate};
@@ -24,6 +24,8 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+mod append;
+
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
 /// Output is flushed whenever this much is buffered (long FETCH responses).
@@ -37,6 +39,12 @@ const PREAUTH_LITERAL_BYTES_MAX: u64 = 8 * 1024;
 /// Largest non-synchronizing literal before authentication: LITERAL-
 /// (RFC 7888 4) is what is advertised then, not LITERAL+.
 const PREAUTH_NONSYNC_LITERAL_BYTES_MAX: u64 = 4096;
+
+/// Largest literal of any command but APPEND's message once logged in
+/// (search strings, names, ...): read into memory with its command. An
+/// APPEND's message is streamed to the store in chunks instead
+/// (`session/append.rs`), up to `imap.max_literal_bytes`.
+const COMMAND_LITERAL_BYTES_MAX: u64 = 64 * 1024;
 
 /// The system flags and the keywords this server lets clients set.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -103,6 +111,14 @@ enum ReadError {
         sync: bool,
         max: u64,
     },
+}
+
+/// What `read_command` read.
+enum Incoming {
+    /// A whole command, literals inline, for `parse_request`.
+    Command(Vec<u8>),
+    /// An APPEND up to its message literal, which is still to be read.
+    Append(AppendHead),
 }
 
 async fn blocking<T: Send + 'static>(
@@ -335,7 +351,17 @@ pub async fn run_session(
                 }
                 continue;
             }
-            Ok(Ok(b)) => b,
+            Ok(Ok(Incoming::Append(head))) => {
+                match session
+                    .append_streamed(head, &mut conn, &mut shutdown)
+                    .await
+                {
+                    Flow::Close => break,
+                    _ if session.closing => break,
+                    _ => continue,
+                }
+            }
+            Ok(Ok(Incoming::Command(b))) => b,
         };
         let flow = match parse_request(&bytes) {
             Ok(req) => session.handle(req, &mut conn, &mut shutdown).await,
@@ -391,15 +417,19 @@ async fn tls_handshake(svc: &ImapService, stream: BoxStream) -> Option<Conn> {
 /// Reads one whole command: lines, and after each line that announces a
 /// literal, the literal itself (sending "+" first for a synchronizing one).
 /// A literal over the limit is refused before any of it is read; before
-/// authentication (`authenticated` false) the limits are the PREAUTH ones.
+/// authentication (`authenticated` false) the limits are the PREAUTH ones,
+/// after it `COMMAND_LITERAL_BYTES_MAX`, except for the message of an
+/// APPEND: the command is then returned up to that literal, which the
+/// session streams to the store.
 async fn read_command(
     conn: &mut Conn,
     limits: &mxrack_config::Imap,
     authenticated: bool,
-) -> Result<Vec<u8>, ReadError> {
+) -> Result<Incoming, ReadError> {
     let mut buf = Vec::new();
     let (literal_max, nonsync_max) = if authenticated {
-        (limits.max_literal_bytes, limits.max_literal_bytes)
+        let max = COMMAND_LITERAL_BYTES_MAX.min(limits.max_literal_bytes);
+        (max, max)
     } else {
         let max = PREAUTH_LITERAL_BYTES_MAX.min(limits.max_literal_bytes);
         (max, PREAUTH_NONSYNC_LITERAL_BYTES_MAX.min(max))
@@ -413,8 +443,11 @@ async fn read_command(
         };
         buf.extend_from_slice(&line);
         let Some((size, sync)) = literal_announced(&line) else {
-            return Ok(buf);
+            return Ok(Incoming::Command(buf));
         };
+        if authenticated && let Some(head) = parse_append_head(&buf) {
+            return Ok(Incoming::Append(head));
+        }
         let max = if sync { literal_max } else { nonsync_max };
         if size > max || buf.len() + size as usize > total_max {
             let tag = String::from_utf8_lossy(buf.split(|&b| b == b' ').next().unwrap_or(b"*"))

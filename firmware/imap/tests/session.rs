@@ -19,6 +19,10 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with_literal_max(65_536)
+}
+
+fn harness_with_literal_max(max_literal_bytes: u64) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
     store.account_add("acme").expect("account");
@@ -27,7 +31,7 @@ fn harness() -> Harness {
     let limits = mxrack_config::Imap {
         // The in-memory tests run without TLS.
         allow_plaintext_auth: true,
-        max_literal_bytes: 65_536,
+        max_literal_bytes,
         ..mxrack_config::Imap::default()
     };
     let svc = Arc::new(ImapService {
@@ -384,4 +388,122 @@ async fn literals_before_login_are_small() {
     c.send(&format!("l LOGIN {{4096+}}\r\n{} x\r\n", "u".repeat(4096)))
         .await;
     assert!(c.line().await.starts_with("l NO"));
+}
+
+/// The files in the store's msg/ folder.
+fn msg_files(h: &Harness) -> usize {
+    std::fs::read_dir(h._dir.path().join("msg"))
+        .expect("msg dir")
+        .count()
+}
+
+/// A message of `len` bytes, CRLF lines, not periodic in any chunk size.
+fn message(len: usize) -> Vec<u8> {
+    let mut out = b"Subject: streamed\r\n\r\n".to_vec();
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(format!("line {i} {}\r\n", "z".repeat(i % 97)).as_bytes());
+        i += 1;
+    }
+    out.truncate(len - 2);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// APPEND's message goes to the store in chunks: a message far larger
+/// than any buffer (and than other commands' 64 KiB literals) arrives
+/// byte for byte, synchronizing or not, sent in odd pieces.
+#[tokio::test]
+async fn a_large_append_is_streamed_byte_for_byte() {
+    let h = harness_with_literal_max(8 << 20);
+    let mut c = Client::login(&h).await;
+    let big = message(3 << 20);
+    c.send(&format!("a APPEND INBOX (\\Flagged) {{{}}}\r\n", big.len()))
+        .await;
+    assert!(c.line().await.starts_with("+ "));
+    for piece in big.chunks(77_777) {
+        c.stream.write_all(piece).await.expect("write");
+    }
+    c.send("\r\n").await;
+    let a = c.until("a OK").await;
+    assert!(a.contains("[APPENDUID "), "{a}");
+    let small = message(100_000);
+    c.send("b APPEND {5}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&format!("Draft {{{}+}}\r\n", small.len())).await;
+    // Drafts does not exist yet: refused, the literal read and dropped.
+    c.stream.write_all(&small).await.expect("write");
+    c.send("\r\n").await;
+    assert!(c.line().await.starts_with("b NO [TRYCREATE]"));
+    c.send("c CREATE Draft\r\n").await;
+    c.until("c OK").await;
+    c.send("d APPEND {5}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&format!("Draft {{{}+}}\r\n", small.len())).await;
+    c.stream.write_all(&small).await.expect("write");
+    c.send("\r\n").await;
+    c.until("d OK").await;
+    let inbox = h.store.folder_snapshot(USER, "INBOX").expect("inbox");
+    assert_eq!(inbox.messages.len(), 1);
+    assert_eq!(inbox.messages[0].flags, vec!["\\Flagged".to_string()]);
+    assert!(h.store.read_blob(inbox.messages[0].blob).expect("read") == big);
+    let draft = h.store.folder_snapshot(USER, "Draft").expect("draft");
+    assert!(h.store.read_blob(draft.messages[0].blob).expect("read") == small);
+    assert_eq!(msg_files(&h), 2);
+    // Other commands keep small literals.
+    c.send("s SELECT INBOX\r\ne SEARCH TEXT {70000}\r\n").await;
+    let e = c.until("e ").await;
+    assert!(e.contains("e NO [TOOBIG]"), "{e}");
+}
+
+#[tokio::test]
+async fn an_append_is_refused_before_its_message_is_read() {
+    let h = harness_with_literal_max(8 << 20);
+    h.store
+        .mailbox_set_quota(USER, Some(1 << 20))
+        .expect("quota");
+    let mut c = Client::login(&h).await;
+    // Over the quota by its announced size: NO instead of "+".
+    c.send("a APPEND INBOX {2000000}\r\n").await;
+    assert!(c.line().await.starts_with("a NO [OVERQUOTA]"));
+    // Malformed arguments: BAD instead of "+".
+    c.send("b APPEND INBOX (\\Seen {10}\r\n").await;
+    assert!(c.line().await.starts_with("b BAD"));
+    // Over imap.max_literal_bytes: TOOBIG.
+    c.send("c APPEND INBOX {9000000}\r\n").await;
+    assert!(c.line().await.starts_with("c NO [TOOBIG]"));
+    // Something after the message: BAD, nothing stored.
+    c.send("d APPEND INBOX {12+}\r\nSubject: x\r\n junk\r\n")
+        .await;
+    assert!(c.line().await.starts_with("d BAD"));
+    c.send("e NOOP\r\n").await;
+    c.until("e OK").await;
+    assert_eq!(msg_files(&h), 0);
+    assert!(
+        h.store
+            .folder_snapshot(USER, "INBOX")
+            .expect("inbox")
+            .messages
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_append_leaves_no_file() {
+    let h = harness_with_literal_max(8 << 20);
+    let mut c = Client::login(&h).await;
+    c.send("a APPEND INBOX {5000000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.stream.write_all(&message(1 << 20)).await.expect("write");
+    c.stream.shutdown().await.expect("shutdown");
+    // The session removes the file, then closes.
+    assert_eq!(c.line().await, "");
+    assert_eq!(msg_files(&h), 0);
+    assert!(
+        h.store
+            .folder_snapshot(USER, "INBOX")
+            .expect("inbox")
+            .messages
+            .is_empty()
+    );
 }

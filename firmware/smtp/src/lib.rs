@@ -3,6 +3,8 @@
 //!
 //! - `parser`: command lines to `Command`, pure.
 //! - `data`: the DATA phase (dot-unstuffing, bare CR/LF, size), pure.
+//! - `incoming`: the message streamed to its file, with the prefix kept for
+//!   the scorer and the forwarding rules.
 //! - `sasl`: AUTH PLAIN/LOGIN decoding, pure.
 //! - `reply`: every reply the server sends, and errors mapped to replies.
 //! - `session`: one SMTP session over any `BoxStream`.
@@ -10,6 +12,7 @@
 
 pub mod data;
 pub mod forwarding;
+pub mod incoming;
 pub mod parser;
 pub mod reply;
 pub use mxrack_net::sasl;

@@ -3,13 +3,14 @@
 //! for a TLS one and resets the session state (RFC 3207 4.2).
 
 use crate::data::{DataEvent, DataReader, DataRefusal};
+use crate::incoming::{MessageSink, Received};
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
 use mxrack_auth::{Protocol, Verdict};
 use mxrack_net::date::rfc5322_date;
 use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
-use mxrack_store::{Delivery, Resolution, Store, StoreError, id_hex};
+use mxrack_store::{DeliveryMeta, Resolution, Store, StoreError, id_hex};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,6 +190,13 @@ pub async fn run_session(
 
 async fn tls_handshake(svc: &SmtpService, stream: BoxStream) -> Option<Conn> {
     mxrack_net::accept_tls(svc.tls.as_ref(), stream, "smtp").await
+}
+
+/// Removes a refused or abandoned message's file before going on.
+async fn discard(sink: Option<MessageSink>) {
+    if let Some(sink) = sink {
+        sink.discard().await;
+    }
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -567,14 +575,35 @@ impl Session {
         let id = store.next_id();
         let id_text = id_hex(id);
         let headers = self.trace_headers(&tx, &id_text);
-        let headers_len = headers.len();
         let limit = self.svc.limits.max_message_bytes + headers.len() as u64;
-        let mut reader = DataReader::new(limit, headers);
+        let mut reader = DataReader::new(limit, headers.len() as u64);
+        // The message goes to its file as it arrives (issue 10): memory per
+        // session is the line buffers, the scorer's prefix and the store's
+        // write buffer, whatever the message's size.
+        let file = match store.begin_message(id).await {
+            Ok(file) => file,
+            Err(e) => {
+                warn!(queue_id = %id_text, client = %self.peer, error = %e, "cannot start a message file");
+                self.send(conn, Reply::from(&e));
+                return Flow::Continue;
+            }
+        };
+        // Inbound mail is scored; customers' own submissions are not (the
+        // score would travel to the outside world with their mail).
+        let scorer = self
+            .svc
+            .outbound
+            .as_ref()
+            .and_then(|out| out.scorer.clone())
+            .filter(|_| self.user.is_none())
+            .map(|scorer| (scorer, tx.from.clone()));
+        let mut sink = Some(MessageSink::new(file, headers, scorer));
         self.send(conn, Reply::start_data());
         if conn.flush().await.is_err() {
             return Flow::Close;
         }
         let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
+        let mut out = Vec::new();
         loop {
             // A line longer than max_data_line_bytes comes in pieces and is
             // stored as it is (never bounced, as Postfix); the message size
@@ -586,76 +615,91 @@ impl Session {
             .await
             {
                 Err(_) => {
+                    discard(sink).await;
                     self.send(conn, Reply::timeout(&self.svc.hostname));
                     return Flow::Close;
                 }
-                Ok(Err(_)) => return Flow::Close,
-                Ok(Ok((piece, false))) => reader.feed_piece(&piece),
+                Ok(Err(_)) => {
+                    // The client went away mid-DATA: nothing of it stays.
+                    discard(sink).await;
+                    return Flow::Close;
+                }
+                Ok(Ok((piece, false))) => reader.feed_piece(&piece, &mut out),
                 Ok(Ok((line, true))) => {
-                    if reader.feed(&line) == DataEvent::End {
+                    if reader.feed(&line, &mut out) == DataEvent::End {
                         break;
                     }
                 }
             }
+            if reader.discarding() {
+                // Too big or not trustworthy: the file goes now; DATA is
+                // read (and dropped) to its end.
+                discard(sink.take()).await;
+            } else if let Some(sink) = sink.as_mut()
+                && !out.is_empty()
+            {
+                sink.push(&out).await;
+            }
+            out.clear();
         }
         if reader.saw_bare_newline() {
             warn!(client = %self.peer, "bare LF/CR in DATA: message refused");
             self.send(conn, Reply::bare_newline());
             return Flow::Close;
         }
-        let body = match reader.finish() {
-            Ok(body) => body,
-            Err(DataRefusal::TooBig) => {
-                self.send(
-                    conn,
-                    Reply::message_too_big(self.svc.limits.max_message_bytes),
-                );
+        if let Err(DataRefusal::TooBig) = reader.finish() {
+            self.send(
+                conn,
+                Reply::message_too_big(self.svc.limits.max_message_bytes),
+            );
+            return Flow::Continue;
+        }
+        let received = match sink {
+            Some(sink) => sink.finish().await,
+            None => Err(StoreError::Closed),
+        };
+        let Received {
+            file,
+            prefix,
+            score,
+        } = match received {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(queue_id = %id_text, client = %self.peer, error = %e, "message not written, not acknowledged");
+                self.send(conn, Reply::from(&e));
                 return Flow::Continue;
             }
         };
-        let mut body = body;
-        let trace_len = headers_len;
+        let size = file.len();
+        // A null sender from a user only for reports (DSN, MDN, ARF): the
+        // top-level Content-Type is in the prefix.
         if self.user.is_some()
             && tx.from.is_empty()
-            && mxrack_filter::report::null_sender_report_type(&body[trace_len..]).is_none()
+            && mxrack_filter::report::null_sender_report_type(&prefix).is_none()
         {
             warn!(client = %self.peer, user = self.user.as_deref().unwrap_or(""), "null sender refused: not a DSN, MDN or ARF report");
+            file.discard().await;
             self.send(conn, Reply::null_sender_not_report());
             return Flow::Continue;
         }
-        let mut score = None;
-        if let Some(out) = &self.svc.outbound {
-            if tx.feedback
-                && let Some(gate) = out.gate.clone()
-            {
-                let report = body.clone();
-                match tokio::task::spawn_blocking(move || gate.record_complaint(&report)).await {
-                    Ok(Ok(outcome)) => {
-                        info!(queue_id = %id_text, kind = ?outcome.kind, destination = ?outcome.destination, "complaint report received")
-                    }
-                    Ok(Err(e)) => {
-                        warn!(queue_id = %id_text, error = %e, "complaint report not understood")
-                    }
-                    Err(e) => {
-                        warn!(queue_id = %id_text, error = %e, "complaint report task failed")
-                    }
+        // Forwarding rules and complaint reports read the prefix only.
+        let message_id = crate::forwarding::message_id(&prefix);
+        if let Some(out) = &self.svc.outbound
+            && tx.feedback
+            && let Some(gate) = out.gate.clone()
+        {
+            match tokio::task::spawn_blocking(move || gate.record_complaint(&prefix)).await {
+                Ok(Ok(outcome)) => {
+                    info!(queue_id = %id_text, kind = ?outcome.kind, destination = ?outcome.destination, "complaint report received")
                 }
-            }
-            // Inbound mail is scored; customers' own submissions are not (the
-            // score would travel to the outside world with their mail).
-            if let Some(scorer) = out.scorer.clone().filter(|_| self.user.is_none()) {
-                let (message, from) = (body[trace_len..].to_vec(), tx.from.clone());
-                if let Ok(s) =
-                    tokio::task::spawn_blocking(move || scorer.score(&message, &from)).await
-                {
-                    // The score header goes right after our trace headers.
-                    body.splice(trace_len..trace_len, s.header().into_bytes());
-                    score = Some(s.value);
+                Ok(Err(e)) => {
+                    warn!(queue_id = %id_text, error = %e, "complaint report not understood")
+                }
+                Err(e) => {
+                    warn!(queue_id = %id_text, error = %e, "complaint report task failed")
                 }
             }
         }
-        let size = body.len();
-        let message_id = crate::forwarding::message_id(&body[trace_len..]);
         let (local_list, copies) = match &self.svc.outbound {
             Some(out) => {
                 out.plan(
@@ -690,19 +734,19 @@ impl Session {
         if local + remote + forwards == 0 {
             // Everything went to forwards the policy discarded: accepted, nothing to keep.
             info!(queue_id = %id_text, client = %self.peer, from = %tx.from, size, "accepted; every copy discarded by policy");
+            file.discard().await;
             self.send(conn, Reply::queued(&id_text));
             return Flow::Continue;
         }
-        let delivery = Delivery {
+        let delivery = DeliveryMeta {
             mail_from: tx.from.clone(),
             local: local_list,
             remote: tx.remote,
-            body,
             copies,
         };
-        // Invariant 1: the 250 goes out only after deliver() has made the
-        // message durable (file, directory and metadata committed).
-        let reply = match store.deliver(delivery, id).await {
+        // Acknowledged means durable: the 250 goes out only after the store
+        // made the message durable (file, directory and metadata committed).
+        let reply = match store.deliver_incoming(file, delivery).await {
             Ok(()) => {
                 info!(
                     queue_id = %id_text, client = %self.peer, from = %tx.from, local, remote, forwards, size,

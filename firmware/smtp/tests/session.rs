@@ -16,6 +16,10 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with_limit(65_536)
+}
+
+fn harness_with_limit(max_message_bytes: u64) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
     store.account_add("acme").expect("account");
@@ -27,7 +31,7 @@ fn harness() -> Harness {
         .alias_add("sales@example.net", &["jo@example.net".to_string()])
         .expect("alias");
     let limits = mxrack_config::Smtp {
-        max_message_bytes: 65_536,
+        max_message_bytes,
         max_bad_commands: 3,
         ..mxrack_config::Smtp::default()
     };
@@ -130,6 +134,14 @@ fn stored(h: &Harness, mailbox: &str) -> Vec<Vec<u8>> {
         .expect("messages")
         .iter()
         .map(|m| h.store.read_blob(m.blob).expect("blob"))
+        .collect()
+}
+
+/// The files in the store's msg/ folder.
+fn msg_files(h: &Harness) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(h._dir.path().join("msg"))
+        .expect("msg dir")
+        .map(|e| e.expect("entry").path())
         .collect()
 }
 
@@ -263,8 +275,78 @@ async fn an_oversized_message_is_refused_and_the_session_goes_on() {
     }
     c.send(".\r\n").await;
     c.expect("552 5.3.4").await;
+    // The file went when the message passed the limit.
+    assert!(msg_files(&h).is_empty(), "{:?}", msg_files(&h));
     c.send("NOOP\r\n").await;
     c.expect("250").await;
+    assert!(stored(&h, "jo@example.net").is_empty());
+}
+
+/// A message of `lines` lines that start with dots now and then, so that
+/// unstuffing happens across the store's write buffers.
+fn dotted_message(lines: usize) -> (String, Vec<u8>) {
+    let mut wire = String::from("Subject: big\r\n\r\n");
+    let mut stored = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..lines {
+        let line = if i % 7 == 0 {
+            format!(".line {i} starts with a dot {}", "y".repeat(i % 50))
+        } else {
+            format!("line {i} {}", "x".repeat(i % 90))
+        };
+        stored.extend_from_slice(line.as_bytes());
+        stored.extend_from_slice(b"\r\n");
+        if line.starts_with('.') {
+            wire.push('.');
+        }
+        wire.push_str(&line);
+        wire.push_str("\r\n");
+    }
+    (wire, stored)
+}
+
+#[tokio::test]
+async fn a_message_larger_than_every_buffer_is_stored_byte_for_byte() {
+    let h = harness_with_limit(4 << 20);
+    let (wire, want) = dotted_message(40_000);
+    assert!(
+        want.len() > 2 << 20,
+        "bigger than the prefix and many chunks"
+    );
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+        .await;
+    for code in ["250", "250", "250", "354"] {
+        c.expect(code).await;
+    }
+    c.send(&wire).await;
+    c.send(".\r\n").await;
+    c.expect("250 2.0.0").await;
+    let msgs = stored(&h, "jo@example.net");
+    assert_eq!(msgs.len(), 1);
+    assert!(body_after_trace(&msgs[0]) == want.as_slice());
+    assert_eq!(msg_files(&h).len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_data_leaves_no_file() {
+    let h = harness_with_limit(4 << 20);
+    let (wire, _) = dotted_message(20_000);
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+        .await;
+    for code in ["250", "250", "250", "354"] {
+        c.expect(code).await;
+    }
+    c.send(&wire).await;
+    // Past the prefix: the file exists and grows.
+    c.send("NOOP\r\n").await;
+    assert_eq!(msg_files(&h).len(), 1);
+    c.stream.shutdown().await.expect("shutdown");
+    // The session removes the file, then closes its side.
+    assert!(c.closed().await);
+    assert!(msg_files(&h).is_empty(), "{:?}", msg_files(&h));
     assert!(stored(&h, "jo@example.net").is_empty());
 }
 

@@ -4,7 +4,9 @@
 //! This is where ARCHITECTURE invariant 1 ("acknowledged means durable")
 //! is kept for incoming mail. A delivery is durable when
 //!
-//! 1. its blob file's data is on disk (`fdatasync`, [`blobs::write_blob`]),
+//! 1. its blob file's data is on disk: written as it arrived
+//!    ([`crate::IncomingMessage`]), then the recovery record and `fdatasync`
+//!    (`IncomingMessage::finish`, on a blocking thread),
 //! 2. the directory entry of that file is on disk (`fsync` of `msg/`),
 //! 3. the redb transaction referencing it committed with
 //!    [`Durability::Immediate`],
@@ -13,7 +15,7 @@
 //! crash in between leaves only an orphan file, removed at the next open).
 //! [`Store::deliver`] returns `Ok` only after step 3.
 //!
-//! Step 1 runs in parallel, one blocking task per delivery. Steps 2 and 3 are
+//! Step 1 runs in parallel, on blocking threads, per delivery. Steps 2 and 3 are
 //! shared: the commit thread takes every request queued at that moment (up to
 //! [`MAX_BATCH`]) and pays for one directory fsync and one commit for all of
 //! them, so durability costs latency but not throughput.
@@ -30,6 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::blobs::{self, blob_path, remove_blob_file, sync_dir};
 use crate::ids::{id_hex, now_secs};
+use crate::incoming::IncomingMessage;
 use crate::journal::{JTable, JTxn, Journal};
 use crate::schema::{
     self, BLOBS, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox, MessageMeta, QUEUE,
@@ -55,6 +58,33 @@ pub struct Delivery {
     /// Further queue entries sharing the body: forwarded copies, each with
     /// its own envelope sender (SRS), transport and trace header.
     pub copies: Vec<QueuedCopy>,
+}
+
+/// Where a message written as it arrived goes ([`Store::deliver_incoming`]):
+/// a [`Delivery`] without its body.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryMeta {
+    /// Envelope sender (empty for a bounce).
+    pub mail_from: String,
+    /// Mailbox addresses; the message goes to each one's INBOX.
+    pub local: Vec<String>,
+    /// External recipients: one queue entry carries them all.
+    pub remote: Vec<String>,
+    /// Further queue entries sharing the body (forwarded copies).
+    pub copies: Vec<QueuedCopy>,
+}
+
+impl DeliveryMeta {
+    fn check_recipients(&self) -> Result<(), StoreError> {
+        let copies = self.copies.iter().any(|c| !c.recipients.is_empty());
+        if self.local.is_empty() && self.remote.is_empty() && !copies {
+            return Err(StoreError::Invalid {
+                what: "delivery",
+                why: "no recipients".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A queue entry besides the one for `remote` (see [`Delivery::copies`]).
@@ -133,9 +163,6 @@ impl Store {
     /// written, the commit still happens or the file is collected at the
     /// next open.
     pub async fn deliver(&self, delivery: Delivery, id: Id) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
-        }
         let Delivery {
             mail_from,
             local,
@@ -143,19 +170,47 @@ impl Store {
             body,
             copies,
         } = delivery;
+        let meta = DeliveryMeta {
+            mail_from,
+            local,
+            remote,
+            copies,
+        };
+        meta.check_recipients()?;
+        let mut incoming = self.begin_message(id).await?;
+        incoming.write_owned(body).await?;
+        self.deliver_incoming(incoming, meta).await
+    }
+
+    /// [`Store::deliver`] for a message written as it arrived
+    /// ([`Store::begin_message`]): finishes its file (recovery record with
+    /// the real size and hash, `fdatasync`, on a blocking thread) and
+    /// commits it with the group commit. Same durability, same errors, same
+    /// records as [`Store::deliver`]; on error the file is removed and
+    /// nothing is stored.
+    pub async fn deliver_incoming(
+        &self,
+        incoming: IncomingMessage,
+        meta: DeliveryMeta,
+    ) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        meta.check_recipients()?;
+        let DeliveryMeta {
+            mail_from,
+            local,
+            remote,
+            copies,
+        } = meta;
         let copies: Vec<QueuedCopy> = copies
             .into_iter()
             .filter(|c| !c.recipients.is_empty())
             .collect();
         let local = dedup(local.iter().map(|a| a.to_ascii_lowercase()));
         let remote = dedup(remote.into_iter());
-        if local.is_empty() && remote.is_empty() && copies.is_empty() {
-            return Err(StoreError::Invalid {
-                what: "delivery",
-                why: "no recipients".into(),
-            });
-        }
-        let size = body.len() as u64;
+        let id = incoming.id();
+        let size = incoming.len();
         let path = blob_path(self.msg_dir(), id);
         // The file's own recovery record: where this delivery goes.
         let now = now_secs();
@@ -183,20 +238,9 @@ impl Store {
             ));
         }
 
-        // Step 1, in parallel with other deliveries.
-        let write_path = path.clone();
-        match tokio::task::spawn_blocking(move || blobs::write_blob(&write_path, &header, &body))
-            .await
-        {
-            Ok(written) => written?,
-            Err(join) => {
-                // The blocking task panicked: whatever it wrote is not ours to trust.
-                remove_blob_file(&path);
-                return Err(StoreError::Io(std::io::Error::other(format!(
-                    "blob writer failed: {join}"
-                ))));
-            }
-        }
+        // Step 1, in parallel with other deliveries: the file's last bytes
+        // and its record, then fdatasync, on a blocking thread.
+        incoming.finish(header).await?;
 
         // Steps 2 and 3, on the commit thread.
         let (reply, answer) = oneshot::channel();

@@ -22,6 +22,7 @@ mod events;
 mod filterdata;
 mod folders;
 mod ids;
+mod incoming;
 mod intake;
 mod journal;
 mod ldap;
@@ -44,7 +45,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 pub use blobs::{BlobHeader, body_hash, split_blob};
-pub use deliver::{CommitStats, Delivery, QueuedCopy};
+pub use deliver::{CommitStats, Delivery, DeliveryMeta, QueuedCopy};
 pub use error::StoreError;
 pub use events::{
     EVENTS_KEPT_MIN, EntryKind, Event, IncidentAction, NewEvent, STATUS_ENTRIES_KEPT, Severity,
@@ -56,6 +57,7 @@ pub use filterdata::{
     ForwardRecord, LearnOutcome, THRESHOLD_CHANGES_MAX, ThresholdChangeRecord, ThresholdState,
 };
 pub use ids::{Id, id_hex, parse_id_hex};
+pub use incoming::{INCOMING_CHUNK_BYTES, IncomingMessage};
 pub use journal::JournalOpen;
 pub use ldap::{
     LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,

@@ -463,7 +463,9 @@ impl Store {
 
     /// Appends a message (IMAP APPEND). Durable before it returns, like
     /// delivery: body file fsynced, directory fsynced, metadata committed.
-    /// Returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315).
+    /// Returns (UIDVALIDITY, UID) for APPENDUID (RFC 4315). A message that
+    /// arrives over the network goes through [`Store::append_incoming`]
+    /// instead, written as it comes.
     pub fn append(
         &self,
         mailbox: &str,
@@ -472,30 +474,91 @@ impl Store {
         flags: &[String],
         internal_date: Option<i64>,
     ) -> Result<(u32, u32), StoreError> {
+        let size = body.len() as u64;
+        // Check before writing the file, and again inside the transaction.
+        let (mailbox, folder_name) = self.append_check(mailbox, folder, flags, size)?;
+        let id = self.next_id();
+        let path = blobs::blob_path(self.msg_dir(), id);
+        let date = internal_date.unwrap_or_else(now_secs);
+        let header = append_header(&mailbox, &folder_name, flags, date);
+        blobs::write_blob(&path, &header, body)?;
+        self.append_commit(id, &mailbox, &folder_name, size, flags, date)
+    }
+
+    /// What APPEND checks before a byte of the message is written, with the
+    /// size the client announced: the names, the flags, that the folder
+    /// exists ([`StoreError::NotFound`] `"folder"`: TRYCREATE) and that the
+    /// quota can take `size` more. Returns the normalised mailbox and
+    /// folder names. [`Store::append_incoming`] checks again with the real
+    /// size, and the commit once more inside its transaction.
+    pub fn append_check(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        flags: &[String],
+        size: u64,
+    ) -> Result<(String, String), StoreError> {
         let mailbox = normalize_address(mailbox)?;
         let folder_name = canonical_folder(folder)?;
         check_flags(flags)?;
-        let size = body.len() as u64;
-        // Check before writing the file, and again inside the transaction.
+        {
+            let txn = self.read_txn()?;
+            get_folder(&txn.open_table(FOLDERS)?, &mailbox, &folder_name)?;
+        }
         self.check_quota(&mailbox, size)?;
-        let id = self.next_id();
-        let path = blobs::blob_path(self.msg_dir(), id);
-        let header = blobs::BlobHeader {
-            date: internal_date.unwrap_or_else(now_secs),
-            owners: vec![mailbox.clone()],
-            folder: folder_name.clone(),
-            flags: dedup_flags(flags),
-            ..Default::default()
-        };
-        blobs::write_blob(&path, &header, body)?;
+        Ok((mailbox, folder_name))
+    }
+
+    /// [`Store::append`] for a message written as it arrived
+    /// ([`Store::begin_message`]): checks the quota with its real size,
+    /// finishes its file (recovery record, `fdatasync`) and commits it, the
+    /// store work on blocking threads. Same durability and records as
+    /// `append`; on error the file is removed and nothing is stored.
+    pub async fn append_incoming(
+        self: &Arc<Self>,
+        incoming: crate::IncomingMessage,
+        mailbox: &str,
+        folder: &str,
+        flags: &[String],
+        internal_date: Option<i64>,
+    ) -> Result<(u32, u32), StoreError> {
+        let size = incoming.len();
+        let id = incoming.id();
+        let store = Arc::clone(self);
+        let (mailbox, folder, flags) = (mailbox.to_string(), folder.to_string(), flags.to_vec());
+        let (mailbox, folder, flags) = blocking(move || {
+            let (m, f) = store.append_check(&mailbox, &folder, &flags, size)?;
+            Ok((m, f, flags))
+        })
+        .await?;
+        let date = internal_date.unwrap_or_else(now_secs);
+        incoming
+            .finish(append_header(&mailbox, &folder, &flags, date))
+            .await?;
+        let store = Arc::clone(self);
+        blocking(move || store.append_commit(id, &mailbox, &folder, size, &flags, date)).await
+    }
+
+    /// Commits an appended message whose file `id` is written and fsynced:
+    /// directory fsync, then one journaled transaction. On error the file
+    /// is removed.
+    fn append_commit(
+        &self,
+        id: Id,
+        mailbox: &str,
+        folder_name: &str,
+        size: u64,
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<(u32, u32), StoreError> {
         let result = (|| {
             blobs::sync_dir(self.msg_dir()).map_err(StoreError::from_io)?;
             let txn = self.jtxn()?;
             let ids;
             {
-                charge_usage(&txn, &mailbox, size)?;
+                charge_usage(&txn, mailbox, size)?;
                 let mut folders = txn.open_table(FOLDERS)?;
-                let mut f = get_folder(&*folders, &mailbox, &folder_name)?;
+                let mut f = get_folder(&*folders, mailbox, folder_name)?;
                 let uid = f.uidnext;
                 f.uidnext = f
                     .uidnext
@@ -509,7 +572,7 @@ impl Store {
                     uid,
                     blob: id,
                     size,
-                    internal_date: internal_date.unwrap_or_else(now_secs),
+                    internal_date,
                     flags: dedup_flags(flags),
                     modseq: f.highestmodseq,
                 };
@@ -524,11 +587,11 @@ impl Store {
         })();
         match result {
             Ok(ids) => {
-                self.notify_change(&mailbox);
+                self.notify_change(mailbox);
                 Ok(ids)
             }
             Err(e) => {
-                blobs::remove_blob_file(&path);
+                blobs::remove_blob_file(&blobs::blob_path(self.msg_dir(), id));
                 Err(e)
             }
         }
@@ -796,6 +859,26 @@ impl Store {
         self.notify_change(&mailbox);
         Ok((uidvalidity, pairs))
     }
+}
+
+/// The recovery record of an appended message.
+fn append_header(mailbox: &str, folder: &str, flags: &[String], date: i64) -> blobs::BlobHeader {
+    blobs::BlobHeader {
+        date,
+        owners: vec![mailbox.to_string()],
+        folder: folder.to_string(),
+        flags: dedup_flags(flags),
+        ..Default::default()
+    }
+}
+
+/// Runs store work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
 }
 
 fn dedup_flags(flags: &[String]) -> Vec<String> {

@@ -1,0 +1,156 @@
+//! The message of a DATA phase on its way to disk: the trace headers, the
+//! spam score header, then the message bytes as `DataReader` hands them
+//! out, streamed into the store's `IncomingMessage` (the message file).
+//!
+//! The first [`MESSAGE_PREFIX_BYTES`] of the message stay in memory: the
+//! scorer reads them (it reads at most 256 KiB of text anyway), and so do the
+//! forwarding rules (the Message-ID) and the complaint reader. Nothing else
+//! of the message is held: memory per session is this prefix plus the
+//! store's 64 KiB write buffer, whatever the message's size.
+//!
+//! The score header goes before the message in the file, so the prefix is
+//! scored as soon as it is complete (or at the end of a shorter message),
+//! then written out after the trace and score headers; later bytes go
+//! straight to the file.
+
+use std::sync::Arc;
+
+use mxrack_filter::Scorer;
+use mxrack_store::{IncomingMessage, StoreError};
+
+/// Bytes at the start of a message kept in memory for scoring, forwarding
+/// and complaint reports.
+pub const MESSAGE_PREFIX_BYTES: usize = 256 * 1024;
+
+/// A message being received; see the module documentation.
+pub struct MessageSink {
+    /// `None` once a write failed (the file is gone, `error` says why).
+    file: Option<IncomingMessage>,
+    error: Option<StoreError>,
+    /// Return-Path and Received, written first.
+    trace: Vec<u8>,
+    prefix: Vec<u8>,
+    /// The prefix is scored and written; later bytes go to the file.
+    sealed: bool,
+    /// The scorer and the envelope sender, when this message is scored.
+    scorer: Option<(Arc<Scorer>, String)>,
+    score: Option<f32>,
+}
+
+/// A message received whole (its file not yet finished nor committed).
+pub struct Received {
+    pub file: IncomingMessage,
+    /// The first [`MESSAGE_PREFIX_BYTES`] of the message (no trace headers).
+    pub prefix: Vec<u8>,
+    pub score: Option<f32>,
+}
+
+impl MessageSink {
+    pub fn new(
+        file: IncomingMessage,
+        trace: Vec<u8>,
+        scorer: Option<(Arc<Scorer>, String)>,
+    ) -> MessageSink {
+        MessageSink {
+            file: Some(file),
+            error: None,
+            trace,
+            prefix: Vec::new(),
+            sealed: false,
+            scorer,
+            score: None,
+        }
+    }
+
+    /// Takes message bytes. A write error is kept for `finish` (the
+    /// message is then refused at the end of DATA) and later bytes dropped.
+    pub async fn push(&mut self, mut bytes: &[u8]) {
+        if self.file.is_none() {
+            return;
+        }
+        if !self.sealed {
+            let take = (MESSAGE_PREFIX_BYTES - self.prefix.len()).min(bytes.len());
+            self.prefix.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.prefix.len() < MESSAGE_PREFIX_BYTES {
+                return;
+            }
+            self.seal().await;
+        }
+        if !bytes.is_empty() {
+            self.write(bytes).await;
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err(e) = file.write(bytes).await {
+            self.file = None;
+            self.error = Some(e);
+        }
+    }
+
+    /// Scores the prefix (on a blocking thread), then writes the trace
+    /// headers, the score header and the prefix.
+    async fn seal(&mut self) {
+        self.sealed = true;
+        let mut score_header = String::new();
+        if let Some((scorer, from)) = self.scorer.take() {
+            let prefix = std::mem::take(&mut self.prefix);
+            match tokio::task::spawn_blocking(move || {
+                let score = scorer.score(&prefix, &from);
+                (score, prefix)
+            })
+            .await
+            {
+                Ok((score, prefix)) => {
+                    self.prefix = prefix;
+                    score_header = score.header();
+                    self.score = Some(score.value);
+                }
+                Err(e) => {
+                    // The scorer catches its own panics: this is a runtime
+                    // shutting down. The prefix is gone, so is the message.
+                    self.file = None;
+                    self.error = Some(StoreError::Io(std::io::Error::other(format!(
+                        "scoring task failed: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+        let trace = std::mem::take(&mut self.trace);
+        self.write(&trace).await;
+        self.write(score_header.as_bytes()).await;
+        let prefix = std::mem::take(&mut self.prefix);
+        self.write(&prefix).await;
+        self.prefix = prefix;
+    }
+
+    /// Gives the message up (refused, or the client went away): its file is
+    /// removed before this returns.
+    pub async fn discard(mut self) {
+        if let Some(file) = self.file.take() {
+            file.discard().await;
+        }
+    }
+
+    /// The end of DATA: scores and writes a prefix still pending, and hands
+    /// back the file to commit, or the write error that lost it.
+    pub async fn finish(mut self) -> Result<Received, StoreError> {
+        if !self.sealed {
+            self.seal().await;
+        }
+        match (self.file.take(), self.error.take()) {
+            (Some(file), None) => Ok(Received {
+                file,
+                prefix: std::mem::take(&mut self.prefix),
+                score: self.score,
+            }),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(StoreError::Closed),
+        }
+    }
+}
