@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
 import time
 
 import pytest
 
-from mxlib import HOST, IO_TIMEOUT
+from mxlib import HOST, IO_TIMEOUT, Raw, insecure_tls
 from test_imap import Imap, ImapServer, new_account, raw_imaps, simple
 
 SENDER = "sender@example.org"
@@ -285,3 +286,136 @@ def test_deeply_nested_ldap_filter(hostile_server):
         reply = s.recv(4096)
         assert reply.startswith(b"0") and b"could not be decoded" in reply, reply
     assert_alive(hostile_server)
+
+
+# --- 8. Connection pools, per-client caps, refusals inside TLS ------------------------
+
+LDAP_NOTICE_OID = b"1.3.6.1.4.1.1466.20036"
+
+
+def tls_socket(port: int) -> ssl.SSLSocket:
+    raw = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    return insecure_tls().wrap_socket(raw, server_hostname="mx.test.example")
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def first_line(sock: socket.socket) -> bytes:
+    got = b""
+    while b"\n" not in got:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.fixture
+def capped_server():
+    """Small pools and per-client caps on every service."""
+    s = ImapServer(max_connections=6, max_connections_per_client=3)
+    s.imap_limits["max_connections_per_client"] = 2
+    s.pop3_limits["max_connections_per_client"] = 2
+    s.ldap_limits["max_connections_per_client"] = 2
+    s.write_config()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.teardown()
+
+
+def test_per_client_cap_and_refusals_inside_tls_on_every_service(capped_server):
+    s = capped_server
+    held: list[socket.socket] = []
+    try:
+        # SMTP MX: 3 from 127.0.0.1, the 4th gets 421 4.7.0 and is closed.
+        for _ in range(3):
+            c = socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT)
+            assert first_line(c).startswith(b"220 "), "a session within the cap"
+            held.append(c)
+        with socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT) as c:
+            assert read_until_closed(c).startswith(b"421 4.7.0 ")
+        # Port 465 over the per-client cap: the refusal comes inside TLS.
+        for _ in range(3):
+            c = tls_socket(s.submissions_port)
+            assert first_line(c).startswith(b"220 ")
+            held.append(c)
+        with tls_socket(s.submissions_port) as c:
+            assert read_until_closed(c).startswith(b"421 4.7.0 ")
+        # Submission (587) is a pool of its own: still served.
+        with smtplib.SMTP(HOST, s.submission_port, timeout=IO_TIMEOUT) as c:
+            assert c.ehlo()[0] == 250
+        # IMAPS: 2, then * BYE [UNAVAILABLE] inside TLS.
+        for _ in range(2):
+            c = tls_socket(s.imaps_port)
+            assert first_line(c).startswith(b"* OK")
+            held.append(c)
+        with tls_socket(s.imaps_port) as c:
+            assert read_until_closed(c).startswith(b"* BYE [UNAVAILABLE]")
+        # POP3S: 2, then -ERR [SYS/TEMP] inside TLS.
+        for _ in range(2):
+            c = tls_socket(s.pop3s_port)
+            assert first_line(c).startswith(b"+OK")
+            held.append(c)
+        with tls_socket(s.pop3s_port) as c:
+            assert read_until_closed(c).startswith(b"-ERR [SYS/TEMP]")
+        # LDAPS: 2 idle connections, then a notice of disconnection (busy, 51)
+        # inside TLS.
+        for _ in range(2):
+            held.append(tls_socket(s.ldaps_port))
+        time.sleep(0.5)  # let the server count the idle TLS connections
+        with tls_socket(s.ldaps_port) as c:
+            notice = read_until_closed(c)
+        assert LDAP_NOTICE_OID in notice, notice
+        assert b"\x0a\x01\x33" in notice, f"resultCode busy (51): {notice!r}"
+        # Plain ports of IMAP and POP3 have their own pools.
+        with socket.create_connection((HOST, s.imap_port), timeout=IO_TIMEOUT) as c:
+            assert first_line(c).startswith(b"* OK")
+        with socket.create_connection((HOST, s.pop3_port), timeout=IO_TIMEOUT) as c:
+            assert first_line(c).startswith(b"+OK")
+    finally:
+        for c in held:
+            c.close()
+    # Places come back once the sessions end.
+    for _ in range(100):
+        try:
+            with socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT) as c:
+                if first_line(c).startswith(b"220 "):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert_alive(s)
+
+
+def test_an_mx_flood_does_not_starve_submission(capped_server):
+    """More connections to port 25 than its pool holds, from one address:
+    submission on 587 and 465 is still served and mail is delivered."""
+    s = capped_server
+    held = []
+    try:
+        for _ in range(10):
+            c = socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT)
+            held.append(c)
+        with smtplib.SMTP(HOST, s.submission_port, timeout=IO_TIMEOUT) as c:
+            assert c.ehlo()[0] == 250
+        with Raw(s.submissions_port, tls=True) as c:
+            assert c.reply().last.startswith("220 ")
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.5)
+    assert_alive(s)

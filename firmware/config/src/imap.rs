@@ -12,6 +12,9 @@ pub const EMBEDDED_IMAPS_ADDR: &str = "127.0.0.1:1993";
 /// least 30 minutes".
 pub const IMAP_IDLE_TIMEOUT_SECS_MIN: u64 = 1800;
 
+/// IMAP sessions from one client network per kind of listener.
+pub const IMAP_MAX_CONNECTIONS_PER_CLIENT: usize = 100;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Imap {
@@ -28,8 +31,14 @@ pub struct Imap {
     pub idle_timeout_secs: u64,
     /// Inactivity timeout before login.
     pub login_timeout_secs: u64,
-    /// IMAP sessions open at once over all listeners.
+    /// IMAP sessions open at once on each kind of listener (`imap` and
+    /// `imaps` each have a pool of this size); beyond it `* BYE [UNAVAILABLE]`.
     pub max_connections: usize,
+    /// IMAP sessions from one client network (IPv4 address, IPv6 /64) on
+    /// each kind of listener. Higher than the other services': a mail client
+    /// keeps several connections (IDLE per folder) and an office shares one
+    /// address.
+    pub max_connections_per_client: usize,
     /// BAD commands before the session is closed.
     pub max_bad_commands: usize,
     /// Failed logins allowed per client address within the window.
@@ -49,6 +58,7 @@ impl Default for Imap {
             idle_timeout_secs: IMAP_IDLE_TIMEOUT_SECS_MIN,
             login_timeout_secs: 60,
             max_connections: 1000,
+            max_connections_per_client: IMAP_MAX_CONNECTIONS_PER_CLIENT,
             max_bad_commands: 20,
             auth_failures_max: 5,
             auth_failure_window_secs: 300,
@@ -103,6 +113,12 @@ impl Imap {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "imap.max_connections_per_client",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(1..=1000).contains(&self.max_bad_commands) {
             return Err(invalid(
                 "imap.max_bad_commands",
@@ -141,6 +157,10 @@ mod tests {
             ("idle_timeout_secs = 600", "imap.idle_timeout_secs"),
             ("max_literal_bytes = 10", "imap.max_literal_bytes"),
             ("max_connections = 0", "imap.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "imap.max_connections_per_client",
+            ),
             ("max_line_bytes = 10", "imap.max_line_bytes"),
         ] {
             let e = Config::from_toml(&with_imap(line))

@@ -11,6 +11,9 @@ pub const EMBEDDED_POP3S_ADDR: &str = "127.0.0.1:1995";
 /// RFC 1939 3: the autologout timer "MUST be of at least 10 minutes".
 pub const POP3_IDLE_TIMEOUT_SECS_MIN: u64 = 600;
 
+/// POP3 sessions from one client network per kind of listener.
+pub const POP3_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3 {
@@ -22,9 +25,13 @@ pub struct Pop3 {
     /// least 10 minutes). On expiry the connection is closed and no message
     /// is deleted.
     pub idle_timeout_secs: u64,
-    /// POP3 sessions open at once over all listeners; beyond it new ones get
-    /// `-ERR [SYS/TEMP] too many connections`.
+    /// POP3 sessions open at once on each kind of listener (`pop3` and
+    /// `pop3s` each have a pool of this size); beyond it new ones get
+    /// `-ERR [SYS/TEMP] too many connections` (inside TLS on `pop3s`).
     pub max_connections: usize,
+    /// POP3 sessions from one client network (IPv4 address, IPv6 /64) on
+    /// each kind of listener.
+    pub max_connections_per_client: usize,
     /// Unknown, malformed or out-of-state commands before the session is closed.
     pub max_bad_commands: usize,
     /// Failed logins allowed per client address within the window.
@@ -42,6 +49,7 @@ impl Default for Pop3 {
             pop3s: vec![],
             idle_timeout_secs: POP3_IDLE_TIMEOUT_SECS_MIN,
             max_connections: 500,
+            max_connections_per_client: POP3_MAX_CONNECTIONS_PER_CLIENT,
             max_bad_commands: 10,
             auth_failures_max: 5,
             auth_failure_window_secs: 300,
@@ -77,6 +85,12 @@ impl Pop3 {
         if !(1..=100_000).contains(&self.max_connections) {
             return Err(invalid(
                 "pop3.max_connections",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "pop3.max_connections_per_client",
                 "must be between 1 and 100000",
             ));
         }
@@ -149,6 +163,10 @@ pop3s = ["0.0.0.0:995", "[::]:995"]
             ("idle_timeout_secs = 599", "pop3.idle_timeout_secs"),
             ("idle_timeout_secs = 3601", "pop3.idle_timeout_secs"),
             ("max_connections = 0", "pop3.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "pop3.max_connections_per_client",
+            ),
             ("max_bad_commands = 0", "pop3.max_bad_commands"),
             ("auth_failures_max = 0", "pop3.auth_failures_max"),
             (

@@ -45,6 +45,10 @@ fn errors_name_the_key() {
         ),
         ("max_data_line_bytes = 999\n", "smtp.max_data_line_bytes"),
         ("max_connections = 0\n", "smtp.max_connections"),
+        (
+            "max_connections_per_client = 0\n",
+            "smtp.max_connections_per_client",
+        ),
         ("idle_timeout_secs = 1\n", "smtp.idle_timeout_secs"),
         ("max_message_bytes = 10\n", "smtp.max_message_bytes"),
     ];

@@ -137,6 +137,12 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=100_000).contains(&s.max_connections_per_client) {
+            return Err(invalid(
+                "smtp.max_connections_per_client",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(10..=3600).contains(&s.idle_timeout_secs) {
             return Err(invalid(
                 "smtp.idle_timeout_secs",

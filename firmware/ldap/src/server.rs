@@ -11,12 +11,11 @@ use crate::codec::{CodecError, Frame, MxCodec};
 use crate::handler::{Session, Then, handle, notice};
 use futures_util::{SinkExt, StreamExt};
 use ldap3_proto::proto::LdapResultCode;
-use mxrack_net::{BoxStream, ShutdownSignal};
+use mxrack_net::{BoxStream, Pool, Refusal, ShutdownSignal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::codec::{Encoder, Framed};
 use tracing::{debug, warn};
 
@@ -33,12 +32,13 @@ pub enum Mode {
 }
 
 /// Serves one listener until shutdown (the shared accept loop: connection
-/// cap, panic containment, accept back-off).
+/// pool and per-client cap, panic containment, accept back-off). The busy
+/// notice goes inside TLS on the LDAPS port.
 pub async fn serve(
     listener: Arc<TcpListener>,
     mode: Mode,
     svc: Arc<LdapService>,
-    sessions: Arc<Semaphore>,
+    pool: Arc<Pool>,
     shutdown: ShutdownSignal,
 ) {
     let mut busy = bytes::BytesMut::new();
@@ -49,12 +49,19 @@ pub async fn serve(
         ),
         &mut busy,
     );
+    let refusal = Refusal {
+        busy_line: busy.to_vec().into(),
+        tls: match mode {
+            Mode::Ldaps => svc.tls.clone(),
+            Mode::StartTls => None,
+        },
+    };
     mxrack_net::accept_loop(
         "ldap",
         listener,
-        sessions,
+        pool,
         shutdown,
-        busy.to_vec().into(),
+        refusal,
         move |stream, peer, signal| run_connection(svc.clone(), mode, stream, peer, signal),
     )
     .await;

@@ -15,7 +15,10 @@ mod tls;
 
 pub use conn::{Conn, LineError};
 pub use limiter::AuthLimiter;
-pub use server::accept_loop;
+pub use server::{
+    Admission, Pool, REFUSAL_TIMEOUT_SECS, REFUSALS_AT_ONCE_MAX, Refusal, Refused, accept_loop,
+    client_network,
+};
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use tls::{TLS_HANDSHAKE_TIMEOUT_SECS, TlsError, TlsSetup, accept_tls, load_or_create_tls};
 

@@ -647,7 +647,7 @@ async fn a_connection_over_the_cap_gets_the_busy_line() {
     );
     let addr = listener.local_addr().expect("addr");
     // No permit at all: every connection is over the cap.
-    let sessions = Arc::new(tokio::sync::Semaphore::new(0));
+    let sessions = mxrack_net::Pool::new(0, 1);
     tokio::spawn(mxrack_pop3::serve(
         listener,
         Mode::Pop3,
