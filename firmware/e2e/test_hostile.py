@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -418,4 +419,92 @@ def test_an_mx_flood_does_not_starve_submission(capped_server):
         for c in held:
             c.close()
     time.sleep(0.5)
+    assert_alive(s)
+
+
+# --- 9. Slow clients: deadlines per command and per phase -----------------------------
+
+
+@pytest.fixture
+def slow_server():
+    """Short deadlines (the minimum allowed, 10 s) so slow clients are cut fast."""
+    s = ImapServer(command_timeout_secs=10, envelope_timeout_secs=10, login_timeout_secs=10)
+    s.imap_limits["login_timeout_secs"] = 10
+    s.pop3_limits["login_timeout_secs"] = 10
+    s.pop3_limits["command_timeout_secs"] = 10
+    s.write_config()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.teardown()
+
+
+def slow_client(port: int, tls: bool, chunks: list[bytes], pause: float, out: dict, key: str):
+    """Sends `chunks` over and over, one every `pause` seconds, until the
+    server closes; records how long the connection lived."""
+    start = time.monotonic()
+    sock = tls_socket(port) if tls else socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    sock.settimeout(pause)
+    i = 0
+    try:
+        while time.monotonic() - start < 60:
+            try:
+                sock.sendall(chunks[i % len(chunks)])
+            except OSError:
+                break
+            i += 1
+            end = time.monotonic() + pause
+            closed = False
+            while time.monotonic() < end:
+                try:
+                    data = sock.recv(4096)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except OSError:
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+            if closed:
+                break
+    finally:
+        out[key] = time.monotonic() - start
+        sock.close()
+
+
+def test_slow_clients_are_cut_at_the_command_and_phase_deadlines(slow_server):
+    """One byte every 2 s of a command line, or a whole line every 2 s
+    forever: each is cut at its 10 s deadline (they used to hold the
+    session as long as each line came within the 30 s idle timeout), and
+    mail sent alongside arrives."""
+    s = slow_server
+    noop = [b"NOOP\r\n"]
+    cases = {
+        # A command line trickled byte by byte: the command deadline.
+        "mx-bytes": (s.mx_port, False, [bytes([b]) for b in b"EHLO slow.example\r\n"]),
+        # Whole lines, slowly: the envelope phase (MX) and login phases.
+        "mx-lines": (s.mx_port, False, [b"EHLO slow.example\r\n"] + noop),
+        "submission-before-starttls": (s.submission_port, False, [b"EHLO slow.example\r\n"] + noop),
+        "submissions-before-auth": (s.submissions_port, True, [b"EHLO slow.example\r\n"] + noop),
+        "pop3-bytes": (s.pop3_port, False, [bytes([b]) for b in b"CAPA\r\n"]),
+        "pop3-lines": (s.pop3_port, False, [b"CAPA\r\n"]),
+        "imap-lines": (s.imap_port, False, [b"a NOOP\r\n"]),
+        "imaps-literal": (s.imaps_port, True, [b"a NOOP\r\n", b"b LOGIN {40}\r\n"] + [b"x"] * 40),
+    }
+    out: dict[str, float] = {}
+    threads = [
+        threading.Thread(target=slow_client, args=(port, tls, chunks, 2.0, out, key))
+        for key, (port, tls, chunks) in cases.items()
+    ]
+    for t in threads:
+        t.start()
+    # Legitimate mail while the slow clients hold their sessions.
+    assert_alive(s)
+    for t in threads:
+        t.join(90)
+    for key in cases:
+        assert key in out, f"{key}: no result"
+        assert out[key] <= 14, f"{key}: held for {out[key]:.1f}s, deadline 10 s"
     assert_alive(s)

@@ -14,6 +14,9 @@ pub const IMAP_IDLE_TIMEOUT_SECS_MIN: u64 = 1800;
 
 /// IMAP sessions from one client network per kind of listener.
 pub const IMAP_MAX_CONNECTIONS_PER_CLIENT: usize = 100;
+/// A whole command with its literals, from its first byte: 50 MiB at about
+/// 1 Mbit/s.
+pub const IMAP_COMMAND_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -29,8 +32,12 @@ pub struct Imap {
     pub max_literal_bytes: u64,
     /// Inactivity timeout once logged in (RFC 9051 5.4: at least 30 minutes).
     pub idle_timeout_secs: u64,
-    /// Inactivity timeout before login.
+    /// How long the not-authenticated state may last altogether, from the
+    /// connection to a successful LOGIN/AUTHENTICATE (STARTTLS included).
     pub login_timeout_secs: u64,
+    /// How long a whole command (its lines and literals) may take to
+    /// arrive, from its first byte: an APPEND of `max_literal_bytes` must fit.
+    pub command_timeout_secs: u64,
     /// IMAP sessions open at once on each kind of listener (`imap` and
     /// `imaps` each have a pool of this size); beyond it `* BYE [UNAVAILABLE]`.
     pub max_connections: usize,
@@ -57,6 +64,7 @@ impl Default for Imap {
             max_literal_bytes: 50 * 1024 * 1024,
             idle_timeout_secs: IMAP_IDLE_TIMEOUT_SECS_MIN,
             login_timeout_secs: 60,
+            command_timeout_secs: IMAP_COMMAND_TIMEOUT_SECS,
             max_connections: 1000,
             max_connections_per_client: IMAP_MAX_CONNECTIONS_PER_CLIENT,
             max_bad_commands: 20,
@@ -105,6 +113,12 @@ impl Imap {
             return Err(invalid(
                 "imap.login_timeout_secs",
                 "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=7200).contains(&self.command_timeout_secs) {
+            return Err(invalid(
+                "imap.command_timeout_secs",
+                "must be between 10 and 7200",
             ));
         }
         if !(1..=100_000).contains(&self.max_connections) {
@@ -162,6 +176,7 @@ mod tests {
                 "imap.max_connections_per_client",
             ),
             ("max_line_bytes = 10", "imap.max_line_bytes"),
+            ("command_timeout_secs = 5", "imap.command_timeout_secs"),
         ] {
             let e = Config::from_toml(&with_imap(line))
                 .expect_err("refused")

@@ -149,6 +149,24 @@ impl Config {
                 "must be between 10 and 3600",
             ));
         }
+        if !(10..=3600).contains(&s.command_timeout_secs) {
+            return Err(invalid(
+                "smtp.command_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&s.envelope_timeout_secs) {
+            return Err(invalid(
+                "smtp.envelope_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&s.login_timeout_secs) {
+            return Err(invalid(
+                "smtp.login_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
         if !(10..=7200).contains(&s.data_timeout_secs) {
             return Err(invalid(
                 "smtp.data_timeout_secs",

@@ -13,7 +13,7 @@ mod server;
 mod shutdown;
 mod tls;
 
-pub use conn::{Conn, LineError};
+pub use conn::{Conn, Deadlines, LineError};
 pub use limiter::AuthLimiter;
 pub use server::{
     Admission, Pool, REFUSAL_TIMEOUT_SECS, REFUSALS_AT_ONCE_MAX, Refusal, Refused, accept_loop,
