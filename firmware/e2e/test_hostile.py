@@ -7,12 +7,14 @@ legitimate message sent alongside arrives and can be read over IMAP.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import ssl
 import threading
 import time
 
+import ldap3
 import pytest
 
 from mxlib import HOST, IO_TIMEOUT, Raw, insecure_tls
@@ -508,3 +510,81 @@ def test_slow_clients_are_cut_at_the_command_and_phase_deadlines(slow_server):
         assert key in out, f"{key}: no result"
         assert out[key] <= 14, f"{key}: held for {out[key]:.1f}s, deadline 10 s"
     assert_alive(s)
+
+
+# --- 10. LDAP search results streamed, not built whole --------------------------------
+
+
+def ber(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        head = bytes([n])
+    else:
+        size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(size)]) + size
+    return bytes([tag]) + head + body
+
+
+def ldap_msg(msgid: int, op: bytes) -> bytes:
+    return ber(0x30, ber(0x02, bytes([msgid])) + op)
+
+
+def test_four_full_searches_of_a_large_book_do_not_each_hold_the_book(make_server):
+    """300 contacts with 120 KiB photos (36 MiB): four clients search the
+    whole book and do not read. The results used to be built whole in
+    memory for each search (4 x 36 MiB); now at most a few entries per
+    connection are in flight."""
+    s = make_server()
+    s.ldap_limits["allow_plaintext_bind"] = True
+    s.stop()
+    s.write_config()
+    s.start()
+    s.add_domain("acme.example", "acme")
+    s.add_mailbox("jo@acme.example", "jo-mail")
+    s.mx("ldap", "passwd", "jo@acme.example", input=b"jo-ldap\n")
+    base = "dc=example,dc=net"
+    mine = f"ou=jo@acme.example,ou=ab,{base}"
+    who = f"cn=jo@acme.example,ou=auth,{base}"
+    server = ldap3.Server(HOST, port=s.ldap_port)
+    c = ldap3.Connection(server, user=who, password="jo-ldap", auto_bind=True)
+    photo = os.urandom(120 * 1024)
+    for i in range(300):
+        assert c.add(f"cn=P{i:03},{mine}", attributes={
+            "objectClass": ["inetOrgPerson"], "cn": f"P{i:03}", "sn": "P", "jpegPhoto": photo,
+        }), c.result
+    # One full search first: the book is decoded into the server's cache once.
+    assert c.search(mine, "(objectClass=*)", search_scope=ldap3.LEVEL, attributes=["*"])
+    assert len(c.entries) == 300
+    c.unbind()
+    before = rss_kib(s)
+    bind = ldap_msg(1, ber(0x60, ber(0x02, b"\x03") + ber(0x04, who.encode()) + ber(0x80, b"jo-ldap")))
+    search = ldap_msg(2, ber(0x63, ber(0x04, mine.encode()) + b"\x0a\x01\x01\x0a\x01\x00"
+                             + b"\x02\x01\x00\x02\x01\x00\x01\x01\x00" + ber(0x87, b"objectClass")
+                             + ber(0x30, b"")))
+    socks = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection((HOST, s.ldap_port), timeout=IO_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(bind)
+            assert b"\x61" in sock.recv(4096), "bind response"
+            sock.sendall(search)  # and never read the results
+            socks.append(sock)
+        time.sleep(3)
+        grown_mib = (rss_kib(s) - before) / 1024
+        assert grown_mib < 36, f"RSS grew {grown_mib:.0f} MiB for 4 searches of a 36 MiB book"
+        # The searches run: entries wait in the sockets.
+        first = socks[0].recv(4096)
+        assert first[:1] == b"\x30" and b"\x64" in first[:16], first[:16]
+        # The other services still answer meanwhile.
+        assert_alive_basic(s)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def assert_alive_basic(s):
+    with smtplib.SMTP(HOST, s.mx_port, local_hostname="e2e.test", timeout=IO_TIMEOUT) as c:
+        assert c.ehlo()[0] == 250
+    with socket.create_connection((HOST, s.pop3_port), timeout=IO_TIMEOUT) as p:
+        assert p.recv(100).startswith(b"+OK")

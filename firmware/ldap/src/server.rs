@@ -8,7 +8,7 @@
 
 use crate::LdapService;
 use crate::codec::{CodecError, Frame, MxCodec};
-use crate::handler::{Session, Then, handle, notice};
+use crate::handler::{Session, Then, handle_streaming, notice};
 use futures_util::{SinkExt, StreamExt};
 use ldap3_proto::proto::LdapResultCode;
 use mxrack_net::{BoxStream, Pool, Refusal, ShutdownSignal};
@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::codec::{Encoder, Framed};
 use tracing::{debug, warn};
+
+/// Search entries made and not yet written, per connection.
+pub const SEARCH_ENTRIES_IN_FLIGHT: usize = 16;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
@@ -144,12 +147,33 @@ pub async fn run_connection(
             debug!(client = %peer, msgid = m.msgid, "LDAP request");
         }
         let handler_svc = svc.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        // Search entries come through a small channel while the handler
+        // runs: at most SEARCH_ENTRIES_IN_FLIGHT of them are in memory per
+        // connection, whatever the size of the book.
+        let (entries_tx, mut entries_rx) = tokio::sync::mpsc::channel(SEARCH_ENTRIES_IN_FLIGHT);
+        let handler = tokio::task::spawn_blocking(move || {
             let mut session = session;
-            let outcome = handle(&handler_svc, &mut session, frame);
+            let outcome = handle_streaming(&handler_svc, &mut session, frame, &mut |m| {
+                entries_tx.blocking_send(m).is_ok()
+            });
             (session, outcome)
-        })
-        .await;
+        });
+        while let Some(entry) = entries_rx.recv().await {
+            // A client that stops reading is cut after `idle`; dropping the
+            // receiver then stops the search at its next entry.
+            if !matches!(
+                tokio::time::timeout(idle, framed.feed(entry)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+            if entries_rx.is_empty()
+                && !matches!(tokio::time::timeout(idle, framed.flush()).await, Ok(Ok(())))
+            {
+                return;
+            }
+        }
+        let joined = handler.await;
         let outcome = match joined {
             Ok((s, outcome)) => {
                 session = s;
