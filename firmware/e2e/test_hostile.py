@@ -7,13 +7,17 @@ legitimate message sent alongside arrives and can be read over IMAP.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
+import ssl
+import threading
 import time
 
+import ldap3
 import pytest
 
-from mxlib import HOST, IO_TIMEOUT
+from mxlib import HOST, IO_TIMEOUT, Raw, insecure_tls
 from test_imap import Imap, ImapServer, new_account, raw_imaps, simple
 
 SENDER = "sender@example.org"
@@ -285,3 +289,302 @@ def test_deeply_nested_ldap_filter(hostile_server):
         reply = s.recv(4096)
         assert reply.startswith(b"0") and b"could not be decoded" in reply, reply
     assert_alive(hostile_server)
+
+
+# --- 8. Connection pools, per-client caps, refusals inside TLS ------------------------
+
+LDAP_NOTICE_OID = b"1.3.6.1.4.1.1466.20036"
+
+
+def tls_socket(port: int) -> ssl.SSLSocket:
+    raw = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    return insecure_tls().wrap_socket(raw, server_hostname="mx.test.example")
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def first_line(sock: socket.socket) -> bytes:
+    got = b""
+    while b"\n" not in got:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.fixture
+def capped_server():
+    """Small pools and per-client caps on every service."""
+    s = ImapServer(max_connections=6, max_connections_per_client=3)
+    s.imap_limits["max_connections_per_client"] = 2
+    s.pop3_limits["max_connections_per_client"] = 2
+    s.ldap_limits["max_connections_per_client"] = 2
+    s.write_config()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.teardown()
+
+
+def test_per_client_cap_and_refusals_inside_tls_on_every_service(capped_server):
+    s = capped_server
+    held: list[socket.socket] = []
+    try:
+        # SMTP MX: 3 from 127.0.0.1, the 4th gets 421 4.7.0 and is closed.
+        for _ in range(3):
+            c = socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT)
+            assert first_line(c).startswith(b"220 "), "a session within the cap"
+            held.append(c)
+        with socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT) as c:
+            assert read_until_closed(c).startswith(b"421 4.7.0 ")
+        # Port 465 over the per-client cap: the refusal comes inside TLS.
+        for _ in range(3):
+            c = tls_socket(s.submissions_port)
+            assert first_line(c).startswith(b"220 ")
+            held.append(c)
+        with tls_socket(s.submissions_port) as c:
+            assert read_until_closed(c).startswith(b"421 4.7.0 ")
+        # Submission (587) is a pool of its own: still served.
+        with smtplib.SMTP(HOST, s.submission_port, timeout=IO_TIMEOUT) as c:
+            assert c.ehlo()[0] == 250
+        # IMAPS: 2, then * BYE [UNAVAILABLE] inside TLS.
+        for _ in range(2):
+            c = tls_socket(s.imaps_port)
+            assert first_line(c).startswith(b"* OK")
+            held.append(c)
+        with tls_socket(s.imaps_port) as c:
+            assert read_until_closed(c).startswith(b"* BYE [UNAVAILABLE]")
+        # POP3S: 2, then -ERR [SYS/TEMP] inside TLS.
+        for _ in range(2):
+            c = tls_socket(s.pop3s_port)
+            assert first_line(c).startswith(b"+OK")
+            held.append(c)
+        with tls_socket(s.pop3s_port) as c:
+            assert read_until_closed(c).startswith(b"-ERR [SYS/TEMP]")
+        # LDAPS: 2 idle connections, then a notice of disconnection (busy, 51)
+        # inside TLS.
+        for _ in range(2):
+            held.append(tls_socket(s.ldaps_port))
+        time.sleep(0.5)  # let the server count the idle TLS connections
+        with tls_socket(s.ldaps_port) as c:
+            notice = read_until_closed(c)
+        assert LDAP_NOTICE_OID in notice, notice
+        assert b"\x0a\x01\x33" in notice, f"resultCode busy (51): {notice!r}"
+        # Plain ports of IMAP and POP3 have their own pools.
+        with socket.create_connection((HOST, s.imap_port), timeout=IO_TIMEOUT) as c:
+            assert first_line(c).startswith(b"* OK")
+        with socket.create_connection((HOST, s.pop3_port), timeout=IO_TIMEOUT) as c:
+            assert first_line(c).startswith(b"+OK")
+    finally:
+        for c in held:
+            c.close()
+    # Places come back once the sessions end.
+    for _ in range(100):
+        try:
+            with socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT) as c:
+                if first_line(c).startswith(b"220 "):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert_alive(s)
+
+
+def test_an_mx_flood_does_not_starve_submission(capped_server):
+    """More connections to port 25 than its pool holds, from one address:
+    submission on 587 and 465 is still served and mail is delivered."""
+    s = capped_server
+    held = []
+    try:
+        for _ in range(10):
+            c = socket.create_connection((HOST, s.mx_port), timeout=IO_TIMEOUT)
+            held.append(c)
+        with smtplib.SMTP(HOST, s.submission_port, timeout=IO_TIMEOUT) as c:
+            assert c.ehlo()[0] == 250
+        with Raw(s.submissions_port, tls=True) as c:
+            assert c.reply().last.startswith("220 ")
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.5)
+    assert_alive(s)
+
+
+# --- 9. Slow clients: deadlines per command and per phase -----------------------------
+
+
+@pytest.fixture
+def slow_server():
+    """Short deadlines (the minimum allowed, 10 s) so slow clients are cut fast."""
+    s = ImapServer(command_timeout_secs=10, envelope_timeout_secs=10, login_timeout_secs=10)
+    s.imap_limits["login_timeout_secs"] = 10
+    s.pop3_limits["login_timeout_secs"] = 10
+    s.pop3_limits["command_timeout_secs"] = 10
+    s.write_config()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.teardown()
+
+
+def slow_client(port: int, tls: bool, chunks: list[bytes], pause: float, out: dict, key: str):
+    """Sends `chunks` over and over, one every `pause` seconds, until the
+    server closes; records how long the connection lived."""
+    start = time.monotonic()
+    sock = tls_socket(port) if tls else socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    sock.settimeout(pause)
+    i = 0
+    try:
+        while time.monotonic() - start < 60:
+            try:
+                sock.sendall(chunks[i % len(chunks)])
+            except OSError:
+                break
+            i += 1
+            end = time.monotonic() + pause
+            closed = False
+            while time.monotonic() < end:
+                try:
+                    data = sock.recv(4096)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except OSError:
+                    closed = True
+                    break
+                if not data:
+                    closed = True
+                    break
+            if closed:
+                break
+    finally:
+        out[key] = time.monotonic() - start
+        sock.close()
+
+
+def test_slow_clients_are_cut_at_the_command_and_phase_deadlines(slow_server):
+    """One byte every 2 s of a command line, or a whole line every 2 s
+    forever: each is cut at its 10 s deadline (they used to hold the
+    session as long as each line came within the 30 s idle timeout), and
+    mail sent alongside arrives."""
+    s = slow_server
+    noop = [b"NOOP\r\n"]
+    cases = {
+        # A command line trickled byte by byte: the command deadline.
+        "mx-bytes": (s.mx_port, False, [bytes([b]) for b in b"EHLO slow.example\r\n"]),
+        # Whole lines, slowly: the envelope phase (MX) and login phases.
+        "mx-lines": (s.mx_port, False, [b"EHLO slow.example\r\n"] + noop),
+        "submission-before-starttls": (s.submission_port, False, [b"EHLO slow.example\r\n"] + noop),
+        "submissions-before-auth": (s.submissions_port, True, [b"EHLO slow.example\r\n"] + noop),
+        "pop3-bytes": (s.pop3_port, False, [bytes([b]) for b in b"CAPA\r\n"]),
+        "pop3-lines": (s.pop3_port, False, [b"CAPA\r\n"]),
+        "imap-lines": (s.imap_port, False, [b"a NOOP\r\n"]),
+        "imaps-literal": (s.imaps_port, True, [b"a NOOP\r\n", b"b LOGIN {40}\r\n"] + [b"x"] * 40),
+    }
+    out: dict[str, float] = {}
+    threads = [
+        threading.Thread(target=slow_client, args=(port, tls, chunks, 2.0, out, key))
+        for key, (port, tls, chunks) in cases.items()
+    ]
+    for t in threads:
+        t.start()
+    # Legitimate mail while the slow clients hold their sessions.
+    assert_alive(s)
+    for t in threads:
+        t.join(90)
+    for key in cases:
+        assert key in out, f"{key}: no result"
+        assert out[key] <= 14, f"{key}: held for {out[key]:.1f}s, deadline 10 s"
+    assert_alive(s)
+
+
+# --- 10. LDAP search results streamed, not built whole --------------------------------
+
+
+def ber(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        head = bytes([n])
+    else:
+        size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(size)]) + size
+    return bytes([tag]) + head + body
+
+
+def ldap_msg(msgid: int, op: bytes) -> bytes:
+    return ber(0x30, ber(0x02, bytes([msgid])) + op)
+
+
+def test_four_full_searches_of_a_large_book_do_not_each_hold_the_book(make_server):
+    """300 contacts with 120 KiB photos (36 MiB): four clients search the
+    whole book and do not read. The results used to be built whole in
+    memory for each search (4 x 36 MiB); now at most a few entries per
+    connection are in flight."""
+    s = make_server()
+    s.ldap_limits["allow_plaintext_bind"] = True
+    s.stop()
+    s.write_config()
+    s.start()
+    s.add_domain("acme.example", "acme")
+    s.add_mailbox("jo@acme.example", "jo-mail")
+    s.mx("ldap", "passwd", "jo@acme.example", input=b"jo-ldap\n")
+    base = "dc=example,dc=net"
+    mine = f"ou=jo@acme.example,ou=ab,{base}"
+    who = f"cn=jo@acme.example,ou=auth,{base}"
+    server = ldap3.Server(HOST, port=s.ldap_port)
+    c = ldap3.Connection(server, user=who, password="jo-ldap", auto_bind=True)
+    photo = os.urandom(120 * 1024)
+    for i in range(300):
+        assert c.add(f"cn=P{i:03},{mine}", attributes={
+            "objectClass": ["inetOrgPerson"], "cn": f"P{i:03}", "sn": "P", "jpegPhoto": photo,
+        }), c.result
+    # One full search first: the book is decoded into the server's cache once.
+    assert c.search(mine, "(objectClass=*)", search_scope=ldap3.LEVEL, attributes=["*"])
+    assert len(c.entries) == 300
+    c.unbind()
+    before = rss_kib(s)
+    bind = ldap_msg(1, ber(0x60, ber(0x02, b"\x03") + ber(0x04, who.encode()) + ber(0x80, b"jo-ldap")))
+    search = ldap_msg(2, ber(0x63, ber(0x04, mine.encode()) + b"\x0a\x01\x01\x0a\x01\x00"
+                             + b"\x02\x01\x00\x02\x01\x00\x01\x01\x00" + ber(0x87, b"objectClass")
+                             + ber(0x30, b"")))
+    socks = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection((HOST, s.ldap_port), timeout=IO_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(bind)
+            assert b"\x61" in sock.recv(4096), "bind response"
+            sock.sendall(search)  # and never read the results
+            socks.append(sock)
+        time.sleep(3)
+        grown_mib = (rss_kib(s) - before) / 1024
+        assert grown_mib < 36, f"RSS grew {grown_mib:.0f} MiB for 4 searches of a 36 MiB book"
+        # The searches run: entries wait in the sockets.
+        first = socks[0].recv(4096)
+        assert first[:1] == b"\x30" and b"\x64" in first[:16], first[:16]
+        # The other services still answer meanwhile.
+        assert_alive_basic(s)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def assert_alive_basic(s):
+    with smtplib.SMTP(HOST, s.mx_port, local_hostname="e2e.test", timeout=IO_TIMEOUT) as c:
+        assert c.ehlo()[0] == 250
+    with socket.create_connection((HOST, s.pop3_port), timeout=IO_TIMEOUT) as p:
+        assert p.recv(100).startswith(b"+OK")

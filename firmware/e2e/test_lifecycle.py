@@ -17,18 +17,29 @@ TOO_MANY = f"421 4.7.0 {HOSTNAME} too many connections, try again later"
 SHUTTING_DOWN = f"421 4.3.2 {HOSTNAME} service shutting down, closing connection"
 
 
-def test_connection_limit_is_shared_by_all_listeners_and_permits_come_back(make_server):
+def test_each_listener_has_its_own_pool_and_permits_come_back(make_server):
     s = make_server(max_connections=2)
     c1 = Raw(s.mx_port)
     c1.expect(BANNER)
-    c2 = Raw(s.submissions_port, tls=True)
+    c2 = Raw(s.mx_port)
     c2.expect(BANNER)
     with Raw(s.mx_port) as c3:
         c3.expect(TOO_MANY)
         c3.expect_closed()
+    # A full MX pool takes nothing from submission or submissions.
     with Raw(s.submission_port) as c4:
-        c4.expect(TOO_MANY)
-        c4.expect_closed()
+        c4.expect(BANNER)
+        c4.ehlo()
+    t1, t2 = Raw(s.submissions_port, tls=True), Raw(s.submissions_port, tls=True)
+    t1.expect(BANNER)
+    t2.expect(BANNER)
+    # Over its cap, port 465 answers inside TLS (the handshake succeeds,
+    # then the 421 is read through it).
+    with Raw(s.submissions_port, tls=True) as t3:
+        t3.expect(TOO_MANY)
+        t3.expect_closed()
+    t1.close()
+    t2.close()
     # The two sessions still work.
     c1.ehlo()
     c2.ehlo()

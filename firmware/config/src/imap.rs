@@ -12,6 +12,12 @@ pub const EMBEDDED_IMAPS_ADDR: &str = "127.0.0.1:1993";
 /// least 30 minutes".
 pub const IMAP_IDLE_TIMEOUT_SECS_MIN: u64 = 1800;
 
+/// IMAP sessions from one client network per kind of listener.
+pub const IMAP_MAX_CONNECTIONS_PER_CLIENT: usize = 100;
+/// A whole command with its literals, from its first byte: 50 MiB at about
+/// 1 Mbit/s.
+pub const IMAP_COMMAND_TIMEOUT_SECS: u64 = 600;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Imap {
@@ -26,10 +32,20 @@ pub struct Imap {
     pub max_literal_bytes: u64,
     /// Inactivity timeout once logged in (RFC 9051 5.4: at least 30 minutes).
     pub idle_timeout_secs: u64,
-    /// Inactivity timeout before login.
+    /// How long the not-authenticated state may last altogether, from the
+    /// connection to a successful LOGIN/AUTHENTICATE (STARTTLS included).
     pub login_timeout_secs: u64,
-    /// IMAP sessions open at once over all listeners.
+    /// How long a whole command (its lines and literals) may take to
+    /// arrive, from its first byte: an APPEND of `max_literal_bytes` must fit.
+    pub command_timeout_secs: u64,
+    /// IMAP sessions open at once on each kind of listener (`imap` and
+    /// `imaps` each have a pool of this size); beyond it `* BYE [UNAVAILABLE]`.
     pub max_connections: usize,
+    /// IMAP sessions from one client network (IPv4 address, IPv6 /64) on
+    /// each kind of listener. Higher than the other services': a mail client
+    /// keeps several connections (IDLE per folder) and an office shares one
+    /// address.
+    pub max_connections_per_client: usize,
     /// BAD commands before the session is closed.
     pub max_bad_commands: usize,
     /// Allow LOGIN/AUTHENTICATE without TLS (invariant 4: off by default).
@@ -45,7 +61,9 @@ impl Default for Imap {
             max_literal_bytes: 50 * 1024 * 1024,
             idle_timeout_secs: IMAP_IDLE_TIMEOUT_SECS_MIN,
             login_timeout_secs: 60,
+            command_timeout_secs: IMAP_COMMAND_TIMEOUT_SECS,
             max_connections: 1000,
+            max_connections_per_client: IMAP_MAX_CONNECTIONS_PER_CLIENT,
             max_bad_commands: 20,
             allow_plaintext_auth: false,
         }
@@ -92,9 +110,21 @@ impl Imap {
                 "must be between 10 and 3600",
             ));
         }
+        if !(10..=7200).contains(&self.command_timeout_secs) {
+            return Err(invalid(
+                "imap.command_timeout_secs",
+                "must be between 10 and 7200",
+            ));
+        }
         if !(1..=100_000).contains(&self.max_connections) {
             return Err(invalid(
                 "imap.max_connections",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "imap.max_connections_per_client",
                 "must be between 1 and 100000",
             ));
         }
@@ -127,7 +157,12 @@ mod tests {
             ("idle_timeout_secs = 600", "imap.idle_timeout_secs"),
             ("max_literal_bytes = 10", "imap.max_literal_bytes"),
             ("max_connections = 0", "imap.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "imap.max_connections_per_client",
+            ),
             ("max_line_bytes = 10", "imap.max_line_bytes"),
+            ("command_timeout_secs = 5", "imap.command_timeout_secs"),
         ] {
             let e = Config::from_toml(&with_imap(line))
                 .expect_err("refused")

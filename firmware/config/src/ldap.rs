@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 pub const EMBEDDED_LDAP_ADDR: &str = "127.0.0.1:3389";
 pub const EMBEDDED_LDAPS_ADDR: &str = "127.0.0.1:3636";
 
+/// LDAP connections from one client network per kind of listener.
+pub const LDAP_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ldap {
@@ -31,8 +34,13 @@ pub struct Ldap {
     /// Longest a search may run; past it the search ends with
     /// timeLimitExceeded (3) after the entries found so far.
     pub search_time_limit_secs: u64,
-    /// LDAP connections open at once over all listeners.
+    /// LDAP connections open at once on each kind of listener (`ldap` and
+    /// `ldaps` each have a pool of this size); beyond it a notice of
+    /// disconnection with `busy` (inside TLS on `ldaps`).
     pub max_connections: usize,
+    /// LDAP connections from one client network (IPv4 address, IPv6 /64)
+    /// on each kind of listener.
+    pub max_connections_per_client: usize,
     /// How long an idle connection is kept.
     pub idle_timeout_secs: u64,
     /// How long a successful bind is remembered, so that the same name and
@@ -58,6 +66,7 @@ impl Default for Ldap {
             max_search_entries: 10_000,
             search_time_limit_secs: 10,
             max_connections: 500,
+            max_connections_per_client: LDAP_MAX_CONNECTIONS_PER_CLIENT,
             idle_timeout_secs: 300,
             bind_cache_secs: 300,
             allow_plaintext_bind: false,
@@ -134,6 +143,12 @@ impl Ldap {
                 "must be between 1 and 100000".into(),
             ));
         }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "ldap.max_connections_per_client",
+                "must be between 1 and 100000".into(),
+            ));
+        }
         if !(10..=3600).contains(&self.idle_timeout_secs) {
             return Err(invalid(
                 "ldap.idle_timeout_secs",
@@ -194,6 +209,10 @@ ldaps = ["0.0.0.0:636"]
             ("max_entries_per_book = 0", "ldap.max_entries_per_book"),
             ("search_time_limit_secs = 0", "ldap.search_time_limit_secs"),
             ("max_connections = 0", "ldap.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "ldap.max_connections_per_client",
+            ),
             ("bind_cache_secs = 86400", "ldap.bind_cache_secs"),
             ("max_filter_dept = 3", "max_filter_dept"),
         ] {

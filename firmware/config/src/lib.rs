@@ -24,12 +24,29 @@ pub use forward::{
     FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward, Spam,
 };
 pub use health::{Health, PID_MAX_LIMIT, RAISABLE_SYSCTLS};
-pub use imap::{EMBEDDED_IMAP_ADDR, EMBEDDED_IMAPS_ADDR, IMAP_IDLE_TIMEOUT_SECS_MIN, Imap};
-pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, Ldap};
-pub use pop3::{EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_IDLE_TIMEOUT_SECS_MIN, Pop3};
+pub use imap::{
+    EMBEDDED_IMAP_ADDR, EMBEDDED_IMAPS_ADDR, IMAP_COMMAND_TIMEOUT_SECS, IMAP_IDLE_TIMEOUT_SECS_MIN,
+    IMAP_MAX_CONNECTIONS_PER_CLIENT, Imap,
+};
+pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, LDAP_MAX_CONNECTIONS_PER_CLIENT, Ldap};
+pub use pop3::{
+    EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_COMMAND_TIMEOUT_SECS, POP3_IDLE_TIMEOUT_SECS_MIN,
+    POP3_LOGIN_TIMEOUT_SECS, POP3_MAX_CONNECTIONS_PER_CLIENT, Pop3,
+};
 pub use relay::Relay;
 pub use validate::ConfigError;
-pub use web::{EMBEDDED_HTTP_ADDR, EMBEDDED_HTTPS_ADDR, Web};
+pub use web::{EMBEDDED_HTTP_ADDR, EMBEDDED_HTTPS_ADDR, WEB_MAX_CONNECTIONS_PER_CLIENT, Web};
+
+/// SMTP sessions from one client network per kind of listener (Postfix's
+/// `smtpd_client_connection_count_limit` is 50 too).
+pub const SMTP_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+/// A command line is a few hundred bytes, sent in one segment by any real
+/// client: a minute from its first byte is generous.
+pub const SMTP_COMMAND_TIMEOUT_SECS: u64 = 60;
+/// EHLO to DATA takes a real sender a few round trips.
+pub const SMTP_ENVELOPE_TIMEOUT_SECS: u64 = 300;
+/// Connection to successful AUTH on submission.
+pub const SMTP_LOGIN_TIMEOUT_SECS: u64 = 120;
 
 /// Ports of the embedded default (see DESIGN.md "Services and ports").
 pub const EMBEDDED_MX_ADDR: &str = "127.0.0.1:2525";
@@ -128,11 +145,28 @@ pub struct Smtp {
     pub max_commands_per_transaction: usize,
     /// Unknown or malformed commands before the session is closed with 421.
     pub max_bad_commands: usize,
-    /// SMTP sessions open at once over all listeners; beyond it new ones get 421.
+    /// SMTP sessions open at once on each kind of listener: `mx`,
+    /// `submission` and `submissions` each have a pool of this size, so
+    /// connections to the MX port never lock customers out of submission.
+    /// Beyond it new ones get 421 4.7.0 (inside TLS on `submissions`).
     pub max_connections: usize,
-    /// How long the server waits for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    /// SMTP sessions open at once from one client network (an IPv4 address,
+    /// an IPv6 /64) on each kind of listener; beyond it new ones get 421 4.7.0.
+    pub max_connections_per_client: usize,
+    /// How long the server waits for the first byte of the next command
+    /// (RFC 5321 4.5.3.2.7: 5 minutes).
     pub idle_timeout_secs: u64,
-    /// How long the whole DATA phase may take.
+    /// How long a whole command line may take to arrive, from its first
+    /// byte (a client trickling bytes is cut here, whatever it sends).
+    pub command_timeout_secs: u64,
+    /// How long the commands before DATA may take altogether, from the
+    /// greeting or the end of the previous message to the DATA command.
+    pub envelope_timeout_secs: u64,
+    /// On submission: how long a session may take from its connection to
+    /// a successful AUTH (EHLO, STARTTLS, AUTH and its challenges included).
+    pub login_timeout_secs: u64,
+    /// How long the whole DATA phase may take, from the DATA command to the
+    /// final dot.
     pub data_timeout_secs: u64,
     /// Free space the data file system must keep; below it SMTP answers 452.
     pub min_free_bytes: u64,
@@ -156,7 +190,11 @@ impl Default for Smtp {
             max_commands_per_transaction: 200,
             max_bad_commands: 10,
             max_connections: 500,
+            max_connections_per_client: SMTP_MAX_CONNECTIONS_PER_CLIENT,
             idle_timeout_secs: 300,
+            command_timeout_secs: SMTP_COMMAND_TIMEOUT_SECS,
+            envelope_timeout_secs: SMTP_ENVELOPE_TIMEOUT_SECS,
+            login_timeout_secs: SMTP_LOGIN_TIMEOUT_SECS,
             data_timeout_secs: 600,
             min_free_bytes: 64 * 1024 * 1024,
             allow_plaintext_auth: false,

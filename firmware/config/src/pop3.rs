@@ -11,6 +11,13 @@ pub const EMBEDDED_POP3S_ADDR: &str = "127.0.0.1:1995";
 /// RFC 1939 3: the autologout timer "MUST be of at least 10 minutes".
 pub const POP3_IDLE_TIMEOUT_SECS_MIN: u64 = 600;
 
+/// POP3 sessions from one client network per kind of listener.
+pub const POP3_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+/// A whole command line, from its first byte.
+pub const POP3_COMMAND_TIMEOUT_SECS: u64 = 60;
+/// Connection to a successful login.
+pub const POP3_LOGIN_TIMEOUT_SECS: u64 = 120;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3 {
@@ -22,9 +29,18 @@ pub struct Pop3 {
     /// least 10 minutes). On expiry the connection is closed and no message
     /// is deleted.
     pub idle_timeout_secs: u64,
-    /// POP3 sessions open at once over all listeners; beyond it new ones get
-    /// `-ERR [SYS/TEMP] too many connections`.
+    /// How long a whole command line may take to arrive, from its first byte.
+    pub command_timeout_secs: u64,
+    /// How long the AUTHORIZATION state may last altogether, from the
+    /// connection to a successful login (STLS and AUTH included).
+    pub login_timeout_secs: u64,
+    /// POP3 sessions open at once on each kind of listener (`pop3` and
+    /// `pop3s` each have a pool of this size); beyond it new ones get
+    /// `-ERR [SYS/TEMP] too many connections` (inside TLS on `pop3s`).
     pub max_connections: usize,
+    /// POP3 sessions from one client network (IPv4 address, IPv6 /64) on
+    /// each kind of listener.
+    pub max_connections_per_client: usize,
     /// Unknown, malformed or out-of-state commands before the session is closed.
     pub max_bad_commands: usize,
     /// Allow USER/PASS and AUTH on a connection without TLS. Off by default:
@@ -38,7 +54,10 @@ impl Default for Pop3 {
             pop3: vec![],
             pop3s: vec![],
             idle_timeout_secs: POP3_IDLE_TIMEOUT_SECS_MIN,
+            command_timeout_secs: POP3_COMMAND_TIMEOUT_SECS,
+            login_timeout_secs: POP3_LOGIN_TIMEOUT_SECS,
             max_connections: 500,
+            max_connections_per_client: POP3_MAX_CONNECTIONS_PER_CLIENT,
             max_bad_commands: 10,
             allow_plaintext_auth: false,
         }
@@ -69,9 +88,27 @@ impl Pop3 {
                 "must be between 600 (RFC 1939 3: at least 10 minutes) and 3600",
             ));
         }
+        if !(10..=3600).contains(&self.command_timeout_secs) {
+            return Err(invalid(
+                "pop3.command_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&self.login_timeout_secs) {
+            return Err(invalid(
+                "pop3.login_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
         if !(1..=100_000).contains(&self.max_connections) {
             return Err(invalid(
                 "pop3.max_connections",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "pop3.max_connections_per_client",
                 "must be between 1 and 100000",
             ));
         }
@@ -134,7 +171,13 @@ pop3s = ["0.0.0.0:995", "[::]:995"]
         for (line, key) in [
             ("idle_timeout_secs = 599", "pop3.idle_timeout_secs"),
             ("idle_timeout_secs = 3601", "pop3.idle_timeout_secs"),
+            ("command_timeout_secs = 5", "pop3.command_timeout_secs"),
+            ("login_timeout_secs = 5", "pop3.login_timeout_secs"),
             ("max_connections = 0", "pop3.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "pop3.max_connections_per_client",
+            ),
             ("max_bad_commands = 0", "pop3.max_bad_commands"),
             ("max_bad_comands = 3", "max_bad_comands"),
         ] {

@@ -45,7 +45,14 @@ fn errors_name_the_key() {
         ),
         ("max_data_line_bytes = 999\n", "smtp.max_data_line_bytes"),
         ("max_connections = 0\n", "smtp.max_connections"),
+        (
+            "max_connections_per_client = 0\n",
+            "smtp.max_connections_per_client",
+        ),
         ("idle_timeout_secs = 1\n", "smtp.idle_timeout_secs"),
+        ("command_timeout_secs = 9\n", "smtp.command_timeout_secs"),
+        ("envelope_timeout_secs = 9\n", "smtp.envelope_timeout_secs"),
+        ("login_timeout_secs = 3601\n", "smtp.login_timeout_secs"),
         ("max_message_bytes = 10\n", "smtp.max_message_bytes"),
     ];
     for (line, key) in table {

@@ -137,9 +137,33 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=100_000).contains(&s.max_connections_per_client) {
+            return Err(invalid(
+                "smtp.max_connections_per_client",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(10..=3600).contains(&s.idle_timeout_secs) {
             return Err(invalid(
                 "smtp.idle_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&s.command_timeout_secs) {
+            return Err(invalid(
+                "smtp.command_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&s.envelope_timeout_secs) {
+            return Err(invalid(
+                "smtp.envelope_timeout_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&s.login_timeout_secs) {
+            return Err(invalid(
+                "smtp.login_timeout_secs",
                 "must be between 10 and 3600",
             ));
         }

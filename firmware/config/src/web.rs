@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 pub const EMBEDDED_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const EMBEDDED_HTTPS_ADDR: &str = "127.0.0.1:8443";
 
+/// Web connections from one client network per kind of listener.
+pub const WEB_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Web {
@@ -17,8 +20,13 @@ pub struct Web {
     pub http: Vec<SocketAddr>,
     /// HTTPS listeners (port 443): /status, /status.json, /status.atom, /metrics.
     pub https: Vec<SocketAddr>,
-    /// Web connections open at once over all listeners.
+    /// Web connections open at once on each kind of listener (`http` and
+    /// `https` each have a pool of this size); beyond it 503 (inside TLS on
+    /// `https`).
     pub max_connections: usize,
+    /// Web connections from one client network (IPv4 address, IPv6 /64) on
+    /// each kind of listener.
+    pub max_connections_per_client: usize,
     /// Time a client gets to send a request's head, and a connection's
     /// longest idle time between requests.
     pub request_timeout_secs: u64,
@@ -30,6 +38,7 @@ impl Default for Web {
             http: vec![],
             https: vec![],
             max_connections: 200,
+            max_connections_per_client: WEB_MAX_CONNECTIONS_PER_CLIENT,
             request_timeout_secs: 30,
         }
     }
@@ -63,6 +72,12 @@ impl Web {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=100_000).contains(&self.max_connections_per_client) {
+            return Err(invalid(
+                "web.max_connections_per_client",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(1..=3600).contains(&self.request_timeout_secs) {
             return Err(invalid(
                 "web.request_timeout_secs",
@@ -93,6 +108,10 @@ mod tests {
         for (line, key) in [
             ("http = [\"0.0.0.0:80\"]", "web.http"),
             ("max_connections = 0", "web.max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "web.max_connections_per_client",
+            ),
             ("request_timeout_secs = 0", "web.request_timeout_secs"),
             // An address another service already listens on names this key.
             ("https = [\"0.0.0.0:25\"]", "web.https"),

@@ -13,14 +13,14 @@ use crate::response::{self, mailbox as mailbox_name, nstring};
 use crate::search::{self, Candidate};
 use crate::sequence::SequenceSet;
 use base64::Engine;
-use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_net::{BoxStream, Conn, Deadlines, LineError, ShutdownSignal};
 use mxrack_store::{FlagOp, Folder, MessageMeta, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::TryRecvError;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -92,6 +92,9 @@ struct Session {
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
     /// A BYE was sent: the session ends after the current response.
     closing: bool,
+    /// When the connection was accepted: the not-authenticated state may
+    /// last `login_timeout_secs` from here.
+    connected_at: Instant,
 }
 
 enum Flow {
@@ -282,6 +285,7 @@ pub async fn run_session(
         bad_commands: 0,
         changes: None,
         closing: false,
+        connected_at: Instant::now(),
     };
     let mut conn = if mode == Mode::Tls {
         match tls_handshake(&svc, stream).await {
@@ -306,18 +310,28 @@ pub async fn run_session(
         if !conn.has_buffered_line() && conn.flush().await.is_err() {
             return;
         }
-        let idle = Duration::from_secs(if session.user.is_some() {
-            svc.limits.idle_timeout_secs
-        } else {
-            svc.limits.login_timeout_secs
-        });
+        let deadlines = session.deadlines();
+        let authenticated = session.user.is_some();
+        // The whole command, its literals included, must be in by the
+        // command deadline (from its first byte) and the phase's end.
+        let whole_command = async {
+            match conn.await_command(&deadlines).await {
+                Ok(Some(end)) => {
+                    timeout_at(end, read_command(&mut conn, &svc.limits, authenticated))
+                        .await
+                        .map_err(|_| ())
+                }
+                Ok(None) => Err(()),
+                Err(_) => Ok(Err(ReadError::Gone)),
+            }
+        };
         let read = tokio::select! {
             biased;
             _ = shutdown.wait() => {
                 conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
                 break;
             }
-            r = timeout(idle, read_command(&mut conn, &svc.limits, session.user.is_some())) => r,
+            r = whole_command => r,
         };
         let bytes = match read {
             Err(_) => {
@@ -469,6 +483,27 @@ async fn read_command(
 }
 
 impl Session {
+    /// The deadlines of the next command: the idle wait (`login_timeout_secs`
+    /// before login, `idle_timeout_secs` after), the whole command with its
+    /// literals from its first byte, and before login the end of the
+    /// not-authenticated phase.
+    fn deadlines(&self) -> Deadlines {
+        let limits = &self.svc.limits;
+        let (idle, phase_end) = if self.user.is_some() {
+            (limits.idle_timeout_secs, None)
+        } else {
+            (
+                limits.login_timeout_secs,
+                Some(self.connected_at + Duration::from_secs(limits.login_timeout_secs)),
+            )
+        };
+        Deadlines {
+            idle: Duration::from_secs(idle),
+            command: Duration::from_secs(limits.command_timeout_secs),
+            phase_end,
+        }
+    }
+
     fn capabilities(&self) -> String {
         // LITERAL+ once logged in; before, LITERAL- (non-synchronizing
         // literals up to 4096 bytes, RFC 7888).
@@ -845,10 +880,16 @@ impl Session {
                 if conn.flush().await.is_err() {
                     return Flow::Close;
                 }
-                let idle = Duration::from_secs(self.svc.limits.login_timeout_secs);
-                match timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX)).await {
-                    Ok(Ok(line)) => String::from_utf8_lossy(&line).trim_end().to_string(),
-                    _ => return Flow::Close,
+                match conn
+                    .read_command_line(AUTH_LINE_BYTES_MAX, &self.deadlines())
+                    .await
+                {
+                    Ok(Some(line)) => String::from_utf8_lossy(&line).trim_end().to_string(),
+                    Ok(None) => {
+                        conn.write(b"* BYE Autologout; too slow\r\n");
+                        return Flow::Close;
+                    }
+                    Err(_) => return Flow::Close,
                 }
             }
         };

@@ -507,3 +507,77 @@ async fn a_client_gone_mid_append_leaves_no_file() {
             .is_empty()
     );
 }
+
+// --- Deadlines per command and per phase (issue 10) -------------------------
+
+/// Sends `chunks` over and over with `pause` between them until the server
+/// closes; returns what it wrote and the time from the first chunk to the
+/// close (paused time: minutes pass in no time).
+async fn trickle_until_closed(
+    c: Client,
+    chunks: &'static [&'static str],
+    pause: Duration,
+) -> (String, Duration) {
+    let (mut from_server, mut to_server) = tokio::io::split(c.stream);
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        for chunk in chunks.iter().cycle() {
+            if to_server.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3600), from_server.read_to_end(&mut got))
+        .await
+        .expect("closed within the hour")
+        .expect("read");
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_not_authenticated_state_is_cut_at_the_login_deadline() {
+    let h = harness();
+    let c = Client::start(&h).await;
+    // Whole commands, each well within the idle and command deadlines.
+    let (got, took) = trickle_until_closed(c, &["a NOOP\r\n"], Duration::from_secs(20)).await;
+    assert_eq!(
+        got.matches("a OK").count(),
+        3,
+        "NOOPs at 0, 20, 40 s: {got}"
+    );
+    assert!(
+        got.ends_with("* BYE Autologout; idle for too long\r\n"),
+        "{got}"
+    );
+    assert!(
+        (Duration::from_secs(60)..=Duration::from_secs(61)).contains(&took),
+        "cut after {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_literal_trickled_before_login_is_cut_at_the_login_deadline() {
+    let h = harness();
+    let c = Client::start(&h).await;
+    // Two NOOPs (0 and 20 s), then at 40 s a LOGIN whose literal trickles:
+    // cut at 60 s from the connection, not 60 s from the LOGIN.
+    let bytes: &[&str] = &[
+        "a NOOP\r\n",
+        "a NOOP\r\n",
+        "b LOGIN {12}\r\n",
+        "j",
+        "o",
+        "@",
+        "e",
+        "x",
+    ];
+    let (got, took) = trickle_until_closed(c, bytes, Duration::from_secs(20)).await;
+    assert!(got.contains("+ "), "{got}");
+    assert!(
+        got.ends_with("* BYE Autologout; idle for too long\r\n"),
+        "{got}"
+    );
+    assert!(took <= Duration::from_secs(61), "cut after {took:?}");
+}

@@ -197,8 +197,29 @@ pub fn store_refusal(e: &StoreError) -> Refusal {
     }
 }
 
-/// Handles one message.
+/// Handles one message; the entries of a search come first in `replies`.
+/// The connection uses `handle_streaming` instead, so a search never holds
+/// its result set.
 pub fn handle(svc: &LdapService, session: &mut Session, frame: Frame) -> Outcome {
+    let mut entries = Vec::new();
+    let mut outcome = handle_streaming(svc, session, frame, &mut |m| {
+        entries.push(m);
+        true
+    });
+    entries.append(&mut outcome.replies);
+    outcome.replies = entries;
+    outcome
+}
+
+/// Handles one message. A search hands each entry to `stream` as soon as it
+/// is made (`stream` returns false when the client is gone, and the search
+/// stops); `replies` then holds what follows them (SearchResultDone).
+pub fn handle_streaming(
+    svc: &LdapService,
+    session: &mut Session,
+    frame: Frame,
+    stream: &mut dyn FnMut(LdapMsg) -> bool,
+) -> Outcome {
     let msg = match frame {
         Frame::Msg(msg) => *msg,
         Frame::Malformed { msgid, op_tag } => {
@@ -250,7 +271,7 @@ pub fn handle(svc: &LdapService, session: &mut Session, frame: Frame) -> Outcome
             then: Then::Close,
         },
         LdapOp::SearchRequest(req) => {
-            Outcome::reply(search::search(svc, session, msgid, req, &ctrl))
+            Outcome::reply(search::search(svc, session, msgid, req, &ctrl, stream))
         }
         LdapOp::ModifyRequest(req) => Outcome::reply(modify::modify(svc, session, msgid, req)),
         LdapOp::AddRequest(req) => Outcome::reply(add::add(svc, session, msgid, req)),

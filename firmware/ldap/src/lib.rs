@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
-pub use handler::{Outcome, Session, Then, handle};
-pub use server::{Mode, run_connection, serve};
+pub use handler::{Outcome, Session, Then, handle, handle_streaming};
+pub use server::{Mode, SEARCH_ENTRIES_IN_FLIGHT, run_connection, serve};
 
 /// Books kept decoded in memory at once (see [`tree::BookCache`]).
 const CACHED_BOOKS_MAX: usize = 1024;

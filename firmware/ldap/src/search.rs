@@ -228,6 +228,7 @@ pub fn search(
     msgid: i32,
     req: LdapSearchRequest,
     ctrl: &[LdapControl],
+    stream: &mut dyn FnMut(LdapMsg) -> bool,
 ) -> Vec<LdapMsg> {
     let done = |res, ctrl| LdapMsg {
         msgid,
@@ -340,7 +341,9 @@ pub fn search(
     };
 
     let started = Instant::now();
-    let mut replies = Vec::new();
+    // Entries go out one by one as they are made (the candidates are
+    // pointers into the book cache): a search never holds its results.
+    let mut sent = 0usize;
     let mut seen = 0usize;
     let mut code = LdapResultCode::Success;
     let mut message = "";
@@ -363,32 +366,36 @@ pub fn search(
             message = "more entries match than the size limit";
             break;
         }
-        if replies.len() == page_size {
+        if sent == page_size {
             more = true;
             break;
         }
-        replies.push(LdapMsg {
+        let entry = LdapMsg {
             msgid,
             op: LdapOp::SearchResultEntry(LdapSearchResultEntry {
                 dn: entry.dn.clone(),
                 attributes: selection.apply(entry, req.typesonly),
             }),
             ctrl: vec![],
-        });
+        };
+        if !stream(entry) {
+            // The client is gone: nothing more to make.
+            break;
+        }
+        sent += 1;
     }
     let response_ctrl = match paged {
         Some(_) => vec![LdapControl::SimplePagedResults {
             size: 0,
             cookie: if more && code == LdapResultCode::Success {
-                cookie(offset + replies.len(), print)
+                cookie(offset + sent, print)
             } else {
                 vec![]
             },
         }],
         None => vec![],
     };
-    replies.push(done(result(code, "", message), response_ctrl));
-    replies
+    vec![done(result(code, "", message), response_ctrl)]
 }
 
 #[cfg(test)]

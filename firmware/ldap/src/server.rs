@@ -8,17 +8,19 @@
 
 use crate::LdapService;
 use crate::codec::{CodecError, Frame, MxCodec};
-use crate::handler::{Session, Then, handle, notice};
+use crate::handler::{Session, Then, handle_streaming, notice};
 use futures_util::{SinkExt, StreamExt};
 use ldap3_proto::proto::LdapResultCode;
-use mxrack_net::{BoxStream, ShutdownSignal};
+use mxrack_net::{BoxStream, Pool, Refusal, ShutdownSignal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::codec::{Encoder, Framed};
 use tracing::{debug, warn};
+
+/// Search entries made and not yet written, per connection.
+pub const SEARCH_ENTRIES_IN_FLIGHT: usize = 16;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 30;
@@ -33,12 +35,13 @@ pub enum Mode {
 }
 
 /// Serves one listener until shutdown (the shared accept loop: connection
-/// cap, panic containment, accept back-off).
+/// pool and per-client cap, panic containment, accept back-off). The busy
+/// notice goes inside TLS on the LDAPS port.
 pub async fn serve(
     listener: Arc<TcpListener>,
     mode: Mode,
     svc: Arc<LdapService>,
-    sessions: Arc<Semaphore>,
+    pool: Arc<Pool>,
     shutdown: ShutdownSignal,
 ) {
     let mut busy = bytes::BytesMut::new();
@@ -49,12 +52,19 @@ pub async fn serve(
         ),
         &mut busy,
     );
+    let refusal = Refusal {
+        busy_line: busy.to_vec().into(),
+        tls: match mode {
+            Mode::Ldaps => svc.tls.clone(),
+            Mode::StartTls => None,
+        },
+    };
     mxrack_net::accept_loop(
         "ldap",
         listener,
-        sessions,
+        pool,
         shutdown,
-        busy.to_vec().into(),
+        refusal,
         move |stream, peer, signal| run_connection(svc.clone(), mode, stream, peer, signal),
     )
     .await;
@@ -137,12 +147,33 @@ pub async fn run_connection(
             debug!(client = %peer, msgid = m.msgid, "LDAP request");
         }
         let handler_svc = svc.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        // Search entries come through a small channel while the handler
+        // runs: at most SEARCH_ENTRIES_IN_FLIGHT of them are in memory per
+        // connection, whatever the size of the book.
+        let (entries_tx, mut entries_rx) = tokio::sync::mpsc::channel(SEARCH_ENTRIES_IN_FLIGHT);
+        let handler = tokio::task::spawn_blocking(move || {
             let mut session = session;
-            let outcome = handle(&handler_svc, &mut session, frame);
+            let outcome = handle_streaming(&handler_svc, &mut session, frame, &mut |m| {
+                entries_tx.blocking_send(m).is_ok()
+            });
             (session, outcome)
-        })
-        .await;
+        });
+        while let Some(entry) = entries_rx.recv().await {
+            // A client that stops reading is cut after `idle`; dropping the
+            // receiver then stops the search at its next entry.
+            if !matches!(
+                tokio::time::timeout(idle, framed.feed(entry)).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+            if entries_rx.is_empty()
+                && !matches!(tokio::time::timeout(idle, framed.flush()).await, Ok(Ok(())))
+            {
+                return;
+            }
+        }
+        let joined = handler.await;
         let outcome = match joined {
             Ok((s, outcome)) => {
                 session = s;

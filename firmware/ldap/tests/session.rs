@@ -9,7 +9,7 @@ use ldap3_proto::proto::{
     LdapPartialAttribute, LdapResultCode, LdapSearchRequest, LdapSearchScope,
 };
 use mxrack_ldap::codec::{Frame, MxCodec};
-use mxrack_ldap::{LdapService, Mode, Session, Then, handle};
+use mxrack_ldap::{LdapService, Mode, Session, Then, handle, handle_streaming};
 use mxrack_store::Store;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -601,4 +601,57 @@ async fn a_connection_over_a_duplex() {
     assert_eq!(code_of(&reply), LdapResultCode::AdminLimitExceeded);
     assert!(c.next().await.is_none(), "the connection is closed");
     task.await.expect("connection task");
+}
+
+#[test]
+fn search_entries_are_handed_out_one_by_one_and_stop_when_the_client_is_gone() {
+    let f = fixture(mxrack_config::Ldap::default());
+    let mut s = bound(&f, "jo@acme.example");
+    for i in 0..20 {
+        let dn = format!("cn=Person {i:02},{}", book("jo@acme.example"));
+        let out = handle(
+            &f.svc,
+            &mut s,
+            msg(5, add_req(&dn, &format!("Person {i:02}")), vec![]),
+        );
+        assert_eq!(code_of(&out.replies[0]), LdapResultCode::Success);
+    }
+    let all = || LdapFilter::Substring("cn".into(), "person*".into());
+    let mine = book("jo@acme.example");
+    // Each entry reaches the stream before the next one is made; the
+    // outcome holds only SearchResultDone.
+    let mut streamed = 0;
+    let out = handle_streaming(
+        &f.svc,
+        &mut s,
+        msg(
+            6,
+            search_req(&mine, LdapSearchScope::OneLevel, all(), 0),
+            vec![],
+        ),
+        &mut |m| {
+            assert!(matches!(m.op, LdapOp::SearchResultEntry(_)));
+            streamed += 1;
+            true
+        },
+    );
+    assert_eq!(streamed, 20);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(code_of(&out.replies[0]), LdapResultCode::Success);
+    // The connection is gone after 3 entries: no fourth one is made.
+    let mut made = 0;
+    handle_streaming(
+        &f.svc,
+        &mut s,
+        msg(
+            7,
+            search_req(&mine, LdapSearchScope::OneLevel, all(), 0),
+            vec![],
+        ),
+        &mut |_| {
+            made += 1;
+            made < 3
+        },
+    );
+    assert_eq!(made, 3);
 }

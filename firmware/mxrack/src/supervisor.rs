@@ -5,7 +5,7 @@
 
 use crate::{admin, demo};
 use mxrack_config::Config;
-use mxrack_net::{Shutdown, ShutdownSignal};
+use mxrack_net::{Pool, Shutdown, ShutdownSignal};
 use mxrack_smtp::{Mode, SmtpService};
 use mxrack_store::Store;
 use std::future::Future;
@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 /// How often the adaptive forward policy checks for a complete day.
@@ -205,15 +204,17 @@ async fn serve_all(
         tls: Some(tls.clone()),
         auth: auth.clone(),
     });
-    let sessions = Arc::new(Semaphore::new(smtp.max_connections));
-    // Every service's session cap, drained together at shutdown.
-    let mut drains: Vec<(Arc<Semaphore>, usize)> = vec![(sessions.clone(), smtp.max_connections)];
+    // One pool per kind of listener (mx, submission, ...): a flood on one
+    // port never takes the places of another. All drained at shutdown.
+    let mut drains: Vec<Arc<Pool>> = Vec::new();
     let shutdown = Shutdown::new();
     let mut ready = Vec::new();
     for (mode, key, bound) in listeners {
+        let pool = Pool::new(smtp.max_connections, smtp.max_connections_per_client);
+        drains.push(pool.clone());
         for (addr, listener) in bound {
             ready.push(format!("{}={addr}", key.trim_start_matches("smtp.")));
-            let (svc, sessions, signal) = (svc.clone(), sessions.clone(), shutdown.signal());
+            let (svc, sessions, signal) = (svc.clone(), pool.clone(), shutdown.signal());
             spawn_supervised("smtp", shutdown.signal(), move || {
                 mxrack_smtp::serve(
                     listener.clone(),
@@ -233,9 +234,9 @@ async fn serve_all(
         tls: Some(tls.clone()),
         auth: auth.clone(),
     });
-    let imap_sessions = Arc::new(Semaphore::new(imap.max_connections));
-    drains.push((imap_sessions.clone(), imap.max_connections));
     for (mode, key, bound) in imap_listeners {
+        let imap_sessions = Pool::new(imap.max_connections, imap.max_connections_per_client);
+        drains.push(imap_sessions.clone());
         for (addr, listener) in bound {
             ready.push(format!("{}={addr}", key.trim_start_matches("imap.")));
             let (svc, sessions, signal) =
@@ -258,9 +259,9 @@ async fn serve_all(
         Some(tls.clone()),
         auth.clone(),
     ));
-    let pop3_sessions = Arc::new(Semaphore::new(pop3.max_connections));
-    drains.push((pop3_sessions.clone(), pop3.max_connections));
     for (mode, key, bound) in pop3_listeners {
+        let pop3_sessions = Pool::new(pop3.max_connections, pop3.max_connections_per_client);
+        drains.push(pop3_sessions.clone());
         for (addr, listener) in bound {
             ready.push(format!("{}={addr}", key.trim_start_matches("pop3.")));
             let (svc, sessions, signal) =
@@ -285,12 +286,12 @@ async fn serve_all(
         Some(tls.clone()),
         auth.clone(),
     ));
-    let ldap_sessions = Arc::new(Semaphore::new(ldap.max_connections));
-    drains.push((ldap_sessions.clone(), ldap.max_connections));
     for (mode, key, addrs) in [
         (mxrack_ldap::Mode::StartTls, "ldap.ldap", &ldap.ldap),
         (mxrack_ldap::Mode::Ldaps, "ldap.ldaps", &ldap.ldaps),
     ] {
+        let ldap_sessions = Pool::new(ldap.max_connections, ldap.max_connections_per_client);
+        drains.push(ldap_sessions.clone());
         for (addr, listener) in bind(key, addrs).await? {
             ready.push(format!("{}={addr}", key.trim_start_matches("ldap.")));
             let (svc, sessions, signal) =
@@ -328,12 +329,12 @@ async fn serve_all(
         tls: Some(tls.clone()),
         auth: Some(auth.clone()),
     });
-    let web_sessions = Arc::new(Semaphore::new(web.max_connections));
-    drains.push((web_sessions.clone(), web.max_connections));
     for (mode, key, bound) in [
         (mxrack_web::Mode::Redirect, "web.http", web_http),
         (mxrack_web::Mode::Https, "web.https", web_https),
     ] {
+        let web_sessions = Pool::new(web.max_connections, web.max_connections_per_client);
+        drains.push(web_sessions.clone());
         for (addr, listener) in bound {
             ready.push(format!("{}={addr}", key.trim_start_matches("web.")));
             let (svc, sessions, signal) =
@@ -472,17 +473,13 @@ async fn serve_all(
     Ok(())
 }
 
-/// Waits until every service's sessions have ended (each semaphore has all
+/// Waits until every pool's sessions have ended (each has all
 /// its permits back), for at most `grace` over all of them. False when
 /// sessions are still open at the deadline.
-async fn drain_sessions(drains: &[(Arc<Semaphore>, usize)], grace: Duration) -> bool {
+async fn drain_sessions(drains: &[Arc<Pool>], grace: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + grace;
-    for (sessions, max) in drains {
-        let all = u32::try_from(*max).unwrap_or(u32::MAX);
-        if tokio::time::timeout_at(deadline, sessions.acquire_many(all))
-            .await
-            .is_err()
-        {
+    for pool in drains {
+        if !pool.drained_by(deadline).await {
             return false;
         }
     }

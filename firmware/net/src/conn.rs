@@ -6,7 +6,9 @@
 
 use crate::BoxStream;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -20,6 +22,29 @@ pub enum LineError {
     Eof,
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The deadlines a protocol reads a command under.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Longest wait for the first byte of the next command.
+    pub idle: Duration,
+    /// Longest a whole command (line, and literals for IMAP) may take to
+    /// arrive, from its first byte.
+    pub command: Duration,
+    /// End of the session's current phase (SMTP before AUTH, POP3
+    /// AUTHORIZATION, IMAP not authenticated, ...), if it has one.
+    pub phase_end: Option<Instant>,
+}
+
+impl Deadlines {
+    /// `at`, or the phase's end if that is sooner.
+    pub fn clamp(&self, at: Instant) -> Instant {
+        match self.phase_end {
+            Some(end) if end < at => end,
+            _ => at,
+        }
+    }
 }
 
 pub struct Conn {
@@ -64,6 +89,46 @@ impl Conn {
                 self.read_pos = self.read_buf.len();
             }
             self.fill().await?;
+        }
+    }
+
+    /// Waits for the first byte of the next command (at most `d.idle`, and
+    /// never past the phase's end), then says by when the whole command must
+    /// be in: `d.command` from now, or the phase's end if that is sooner.
+    /// `Ok(None)` when a deadline passed first. Cancel-safe.
+    ///
+    /// So a client trickling one byte every 20 s is cut `d.command` after
+    /// its first byte, and one sending short whole lines slowly is cut at the
+    /// end of the phase: no deadline restarts with each byte or line.
+    pub async fn await_command(&mut self, d: &Deadlines) -> Result<Option<Instant>, LineError> {
+        let now = Instant::now();
+        let wait_end = d.clamp(now + d.idle);
+        if !self.has_buffered_input() {
+            match tokio::time::timeout_at(wait_end, self.fill()).await {
+                Err(_) => return Ok(None),
+                Ok(r) => r?,
+            }
+        }
+        let now = Instant::now();
+        if d.phase_end.is_some_and(|end| end <= now) {
+            return Ok(None);
+        }
+        Ok(Some(d.clamp(now + d.command)))
+    }
+
+    /// One command line under `d` (see `await_command`): `Ok(None)` when a
+    /// deadline passed before the whole line was in.
+    pub async fn read_command_line(
+        &mut self,
+        max_bytes: usize,
+        d: &Deadlines,
+    ) -> Result<Option<Vec<u8>>, LineError> {
+        let Some(end) = self.await_command(d).await? else {
+            return Ok(None);
+        };
+        match tokio::time::timeout_at(end, self.read_line(max_bytes)).await {
+            Err(_) => Ok(None),
+            Ok(line) => line.map(Some),
         }
     }
 
@@ -244,6 +309,83 @@ mod tests {
             c.read_line_piece(11).await.unwrap(),
             (b"\r\n".to_vec(), true)
         );
+    }
+
+    /// A client that writes `chunks` with `pause` between them.
+    fn trickle(chunks: &'static [&'static [u8]], pause: Duration) -> Conn {
+        let (mut client, server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            for chunk in chunks {
+                if client.write_all(chunk).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            // Held open, silent.
+            tokio::time::sleep(Duration::from_secs(100_000)).await;
+        });
+        Conn::new(Box::new(server))
+    }
+
+    fn deadlines(phase_end: Option<Instant>) -> Deadlines {
+        Deadlines {
+            idle: Duration::from_secs(300),
+            command: Duration::from_secs(60),
+            phase_end,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_trickled_a_byte_every_20_s_is_cut_60_s_after_its_first_byte() {
+        let mut c = trickle(
+            &[b"N", b"O", b"O", b"P", b"\r", b"\n"],
+            Duration::from_secs(20),
+        );
+        let start = Instant::now();
+        assert!(
+            c.read_command_line(512, &deadlines(None))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whole_lines_sent_slowly_are_cut_at_the_end_of_the_phase() {
+        const NOOP: &[u8] = b"NOOP\r\n";
+        let mut c = trickle(&[NOOP; 100], Duration::from_secs(50));
+        let start = Instant::now();
+        let d = deadlines(Some(start + Duration::from_secs(120)));
+        let mut lines = 0;
+        while let Some(line) = c.read_command_line(512, &d).await.unwrap() {
+            assert_eq!(line, b"NOOP\r\n");
+            lines += 1;
+        }
+        assert_eq!(lines, 3, "at 0, 50 and 100 s");
+        assert_eq!(start.elapsed(), Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_wait_is_separate_from_the_command_deadline() {
+        // 250 s of silence, then a whole line: within `idle` (300 s).
+        let (mut client, server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(250)).await;
+            let _ = client.write_all(b"QUIT\r\n").await;
+            tokio::time::sleep(Duration::from_secs(100_000)).await;
+        });
+        let mut c = Conn::new(Box::new(server));
+        let line = c.read_command_line(512, &deadlines(None)).await.unwrap();
+        assert_eq!(line.as_deref(), Some(&b"QUIT\r\n"[..]));
+        let start = Instant::now();
+        assert!(
+            c.read_command_line(512, &deadlines(None))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(300), "idle");
     }
 
     #[tokio::test]

@@ -14,8 +14,11 @@ mod server;
 mod shutdown;
 mod tls;
 
-pub use conn::{Conn, LineError};
-pub use server::accept_loop;
+pub use conn::{Conn, Deadlines, LineError};
+pub use server::{
+    Admission, Pool, REFUSAL_TIMEOUT_SECS, REFUSALS_AT_ONCE_MAX, Refusal, Refused, accept_loop,
+    client_network,
+};
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use tls::{TLS_HANDSHAKE_TIMEOUT_SECS, TlsError, TlsSetup, accept_tls, load_or_create_tls};
 

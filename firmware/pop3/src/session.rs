@@ -14,12 +14,12 @@ use crate::parser::{
 };
 use crate::reply::{DotStuffer, Reply, message_top, write_multiline};
 use crate::sasl::{self, SaslError};
-use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_net::{BoxStream, Conn, Deadlines, LineError, ShutdownSignal};
 use mxrack_store::{INBOX, MessageMeta, Store, StoreError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -126,6 +126,9 @@ struct Session {
     tls: bool,
     state: State,
     bad_commands: usize,
+    /// When the connection was accepted: the AUTHORIZATION state may last
+    /// `login_timeout_secs` from here.
+    connected_at: Instant,
 }
 
 /// What the loop does after a command.
@@ -151,6 +154,7 @@ pub async fn run_session(
         tls: false,
         state: State::Authorization { user: None },
         bad_commands: 0,
+        connected_at: Instant::now(),
     };
     let mut conn = if mode == Mode::Pop3s {
         match tls_handshake(&svc, stream).await {
@@ -171,6 +175,7 @@ pub async fn run_session(
         if !conn.has_buffered_line() && !flush(&mut conn, idle).await {
             return;
         }
+        let deadlines = session.deadlines();
         let line = tokio::select! {
             biased;
             _ = shutdown.wait() => {
@@ -178,24 +183,25 @@ pub async fn run_session(
                 send(&mut conn, Reply::shutting_down());
                 break;
             }
-            r = timeout(idle, conn.read_line(CREDENTIALS_LINE_BYTES_MAX)) => r,
+            r = conn.read_command_line(CREDENTIALS_LINE_BYTES_MAX, &deadlines) => r,
         };
         let line = match line {
-            Err(_) => {
+            Ok(None) => {
                 // RFC 1939 3: on the autologout timer the server "should close
                 // the TCP connection without removing any messages or sending
-                // any response to the client".
-                info!(client = %peer, "idle timeout, closing without update");
+                // any response to the client". The command and login
+                // deadlines end the session the same way.
+                info!(client = %peer, "timeout, closing without update");
                 break;
             }
-            Ok(Err(LineError::TooLong)) => {
+            Err(LineError::TooLong) => {
                 if session.bad_command(&mut conn, Reply::line_too_long()) {
                     break;
                 }
                 continue;
             }
-            Ok(Err(_)) => return,
-            Ok(Ok(line)) => line,
+            Err(_) => return,
+            Ok(Some(line)) => line,
         };
         let text = trim_line_end(&line);
         if line.len() > line_limit_for(text) {
@@ -252,6 +258,24 @@ async fn flush(conn: &mut Conn, idle: Duration) -> bool {
 impl Session {
     fn idle(&self) -> Duration {
         Duration::from_secs(self.svc.limits.idle_timeout_secs)
+    }
+
+    /// The deadlines of the next command: the idle wait (the autologout
+    /// timer), the command line from its first byte and, in AUTHORIZATION
+    /// state, the end of the login phase.
+    fn deadlines(&self) -> Deadlines {
+        let limits = &self.svc.limits;
+        let phase_end = match self.state {
+            State::Authorization { .. } => {
+                Some(self.connected_at + Duration::from_secs(limits.login_timeout_secs))
+            }
+            State::Transaction(_) => None,
+        };
+        Deadlines {
+            idle: self.idle(),
+            command: Duration::from_secs(limits.command_timeout_secs),
+            phase_end,
+        }
     }
 
     fn ip(&self) -> IpAddr {
@@ -395,12 +419,15 @@ impl Session {
                 if !flush(conn, self.idle()).await {
                     return Flow::Close;
                 }
-                match timeout(self.idle(), conn.read_line(CREDENTIALS_LINE_BYTES_MAX)).await {
-                    Ok(Ok(line)) => String::from_utf8_lossy(trim_line_end(&line)).into_owned(),
-                    Ok(Err(LineError::TooLong)) => {
+                match conn
+                    .read_command_line(CREDENTIALS_LINE_BYTES_MAX, &self.deadlines())
+                    .await
+                {
+                    Ok(Some(line)) => String::from_utf8_lossy(trim_line_end(&line)).into_owned(),
+                    Err(LineError::TooLong) => {
                         return self.refuse(conn, Reply::line_too_long());
                     }
-                    Ok(Err(_)) | Err(_) => return Flow::Close,
+                    Ok(None) | Err(_) => return Flow::Close,
                 }
             }
         };

@@ -657,7 +657,7 @@ async fn a_connection_over_the_cap_gets_the_busy_line() {
     );
     let addr = listener.local_addr().expect("addr");
     // No permit at all: every connection is over the cap.
-    let sessions = Arc::new(tokio::sync::Semaphore::new(0));
+    let sessions = mxrack_net::Pool::new(0, 1);
     tokio::spawn(mxrack_pop3::serve(
         listener,
         Mode::Pop3,
@@ -796,4 +796,64 @@ async fn pop3s_is_tls_from_the_first_byte() {
         "+OK maildrop has 0 messages (0 octets)",
     )
     .await;
+}
+
+// --- Deadlines per command and per phase (issue 10) -------------------------
+
+/// Sends `chunks` over and over with `pause` between them until the server
+/// closes; returns what it wrote and the time from the first chunk to the
+/// close (paused time: minutes pass in no time).
+async fn trickle_until_closed(
+    mut c: Client,
+    chunks: &'static [&'static str],
+    pause: Duration,
+) -> (String, Duration) {
+    let stream = c.stream.take().expect("stream");
+    let (mut from_server, mut to_server) = tokio::io::split(stream);
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        for chunk in chunks.iter().cycle() {
+            if to_server.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3600), from_server.read_to_end(&mut got))
+        .await
+        .expect("closed within the hour")
+        .expect("read");
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_trickled_a_byte_every_20_s_is_cut_60_s_after_its_first_byte() {
+    let h = harness();
+    let svc = service(&h, limits());
+    let mut c = Client::start(&h, &svc, Mode::Pop3);
+    c.expect("+OK").await;
+    let bytes: &[&str] = &["C", "A", "P", "A", "\r", "\n"];
+    let (got, took) = trickle_until_closed(c, bytes, Duration::from_secs(20)).await;
+    assert_eq!(got, "", "closed without a reply (RFC 1939 3)");
+    assert!(took <= Duration::from_secs(61), "cut after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn authorization_is_cut_at_the_login_deadline() {
+    let h = harness();
+    let svc = service(&h, limits());
+    let mut c = Client::start(&h, &svc, Mode::Pop3);
+    c.expect("+OK").await;
+    // Whole commands, each within the command and idle deadlines.
+    let (got, took) = trickle_until_closed(c, &["CAPA\r\n"], Duration::from_secs(30)).await;
+    assert_eq!(
+        got.matches("+OK").count(),
+        4,
+        "CAPA at 0, 30, 60, 90 s: {got:?}"
+    );
+    assert!(
+        (Duration::from_secs(120)..=Duration::from_secs(121)).contains(&took),
+        "cut after {took:?}"
+    );
 }

@@ -9,12 +9,12 @@ use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
 use mxrack_auth::{Protocol, Verdict};
 use mxrack_net::date::rfc5322_date;
-use mxrack_net::{BoxStream, Conn, LineError, ShutdownSignal};
+use mxrack_net::{BoxStream, Conn, Deadlines, LineError, ShutdownSignal};
 use mxrack_store::{DeliveryMeta, Resolution, Store, StoreError, id_hex};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -80,6 +80,12 @@ struct Session {
     user: Option<String>,
     tx: Option<Transaction>,
     bad_commands: usize,
+    /// When the connection was accepted: the submission login phase
+    /// (`login_timeout_secs`) runs from here to a successful AUTH.
+    connected_at: Instant,
+    /// Start of the envelope phase (`envelope_timeout_secs`): the greeting,
+    /// then the end of each DATA phase.
+    envelope_started: Instant,
 }
 
 /// What the loop does after a command.
@@ -108,6 +114,8 @@ pub async fn run_session(
         user: None,
         tx: None,
         bad_commands: 0,
+        connected_at: Instant::now(),
+        envelope_started: Instant::now(),
     };
     let mut conn = if mode == Mode::Submissions {
         match tls_handshake(&svc, stream).await {
@@ -124,35 +132,36 @@ pub async fn run_session(
         &mut conn,
         Reply::new(220, "", format!("{} ESMTP mxrack", svc.hostname)),
     );
-    let idle = Duration::from_secs(svc.limits.idle_timeout_secs);
+    session.envelope_started = Instant::now();
     loop {
         // RFC 2920 3.2: replies to a pipelined group go out together, once
         // no further command is waiting in the buffer.
         if !conn.has_buffered_line() && conn.flush().await.is_err() {
             return;
         }
+        let deadlines = session.deadlines();
         let line = tokio::select! {
             biased;
             _ = shutdown.wait() => {
                 session.send(&mut conn, Reply::shutting_down(&svc.hostname));
                 break;
             }
-            r = timeout(idle, conn.read_line(svc.limits.max_command_line_bytes)) => r,
+            r = conn.read_command_line(svc.limits.max_command_line_bytes, &deadlines) => r,
         };
         let line = match line {
-            Err(_) => {
+            Ok(None) => {
                 session.send(&mut conn, Reply::timeout(&svc.hostname));
                 break;
             }
-            Ok(Err(LineError::TooLong)) => {
+            Err(LineError::TooLong) => {
                 session.send(&mut conn, Reply::line_too_long());
                 if session.count_bad_command(&mut conn) {
                     break;
                 }
                 continue;
             }
-            Ok(Err(_)) => return,
-            Ok(Ok(line)) => line,
+            Err(_) => return,
+            Ok(Some(line)) => line,
         };
         let text = trim_line_end(&line);
         let flow = match parse_command(text) {
@@ -216,6 +225,24 @@ fn unix_now() -> i64 {
 }
 
 impl Session {
+    /// The deadlines of the next command: the idle wait, the command line
+    /// from its first byte, and the end of the current phase (the envelope;
+    /// on submission before AUTH also the login phase).
+    fn deadlines(&self) -> Deadlines {
+        let limits = &self.svc.limits;
+        let mut phase_end =
+            self.envelope_started + Duration::from_secs(limits.envelope_timeout_secs);
+        if self.mode.is_submission() && self.user.is_none() {
+            phase_end =
+                phase_end.min(self.connected_at + Duration::from_secs(limits.login_timeout_secs));
+        }
+        Deadlines {
+            idle: Duration::from_secs(limits.idle_timeout_secs),
+            command: Duration::from_secs(limits.command_timeout_secs),
+            phase_end: Some(phase_end),
+        }
+    }
+
     fn send(&self, conn: &mut Conn, reply: Reply) {
         let mut out = Vec::with_capacity(64);
         reply.write_to(&mut out);
@@ -249,7 +276,12 @@ impl Session {
             Command::Helo(name) => self.ehlo(name, false),
             Command::Mail { from, params } => self.mail(from, params),
             Command::Rcpt { to } => self.rcpt(to),
-            Command::Data => return self.data(conn).await,
+            Command::Data => {
+                let flow = self.data(conn).await;
+                // A new envelope phase for the next message.
+                self.envelope_started = Instant::now();
+                return flow;
+            }
             Command::Rset => {
                 self.tx = None;
                 Reply::ok()
@@ -869,17 +901,25 @@ impl Session {
             Reply::new(334, "", sasl::encode_base64(prompt.as_bytes())),
         );
         conn.flush().await.map_err(|_| None)?;
-        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
-        match timeout(idle, conn.read_line(AUTH_LINE_BYTES_MAX)).await {
-            Ok(Ok(line)) => String::from_utf8(trim_line_end(&line).to_vec())
+        // The answer is a command line under the same deadlines (the login
+        // phase goes on while a challenge waits).
+        match conn
+            .read_command_line(AUTH_LINE_BYTES_MAX, &self.deadlines())
+            .await
+        {
+            Ok(Some(line)) => String::from_utf8(trim_line_end(&line).to_vec())
                 .map_err(|_| Some(Reply::new(501, "5.5.2", "Cannot decode AUTH response"))),
+            Ok(None) => {
+                self.send(conn, Reply::timeout(&self.svc.hostname));
+                Err(None)
+            }
             // RFC 4954 4: 500 5.5.6 for an authentication line that is too long.
-            Ok(Err(LineError::TooLong)) => Err(Some(Reply::new(
+            Err(LineError::TooLong) => Err(Some(Reply::new(
                 500,
                 "5.5.6",
                 "Authentication Exchange line is too long",
             ))),
-            _ => Err(None),
+            Err(_) => Err(None),
         }
     }
 }

@@ -468,3 +468,117 @@ async fn an_alias_to_an_outside_address_is_queued_as_a_forward() {
     assert_eq!(queue[0].transport, "forward");
     assert_eq!(queue[0].recipients, vec!["someone@external.example"]);
 }
+
+// --- Deadlines per command and per phase (issue 10) -------------------------
+
+/// Sends `chunks` over and over with `pause` between them until the server
+/// closes; returns everything the server wrote and the time from the first
+/// chunk to the close. Time is paused: the runtime jumps to the next timer,
+/// so minutes pass in no time.
+async fn trickle_until_closed(
+    c: Client,
+    chunks: &'static [&'static str],
+    pause: Duration,
+) -> (String, Duration) {
+    let (mut from_server, mut to_server) = tokio::io::split(c.stream);
+    let start = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        for chunk in chunks.iter().cycle() {
+            if to_server.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3600), from_server.read_to_end(&mut got))
+        .await
+        .expect("closed within the hour")
+        .expect("read");
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+const TIMEOUT_421: &str = "421 4.4.2 mx.example.net timeout exceeded, closing connection\r\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_command_trickled_a_byte_every_20_s_is_cut_60_s_after_its_first_byte() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    let bytes: &[&str] = &["E", "H", "L", "O", " ", "a", ".", "e", "x", "\r", "\n"];
+    let (got, took) = trickle_until_closed(c, bytes, Duration::from_secs(20)).await;
+    assert_eq!(got, TIMEOUT_421);
+    assert!(took <= Duration::from_secs(61), "cut after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn mx_commands_before_data_are_cut_at_the_envelope_deadline() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    // Whole lines, each well within the command and idle deadlines.
+    let (got, took) = trickle_until_closed(c, &["NOOP\r\n"], Duration::from_secs(50)).await;
+    assert!(got.ends_with(TIMEOUT_421), "{got:?}");
+    assert_eq!(got.matches("250 ").count(), 6, "NOOPs at 0, 50, ... 250 s");
+    assert!(
+        (Duration::from_secs(300)..=Duration::from_secs(301)).contains(&took),
+        "cut after {took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn submission_before_auth_is_cut_at_the_login_deadline() {
+    let h = harness();
+    let mut c = Client::start(&h, Mode::Submission);
+    c.expect("220").await;
+    let (got, took) = trickle_until_closed(
+        c,
+        &["EHLO a.example\r\n", "NOOP\r\n"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(got.ends_with(TIMEOUT_421), "{got:?}");
+    assert!(
+        (Duration::from_secs(120)..=Duration::from_secs(121)).contains(&took),
+        "cut after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_message_starts_a_new_envelope_phase() {
+    // Real time (deliveries run on blocking threads), a 2 s envelope phase.
+    let mut h = harness();
+    h.svc = Arc::new(SmtpService {
+        hostname: h.svc.hostname.clone(),
+        primary_domain: h.svc.primary_domain.clone(),
+        limits: mxrack_config::Smtp {
+            envelope_timeout_secs: 2,
+            ..h.svc.limits.clone()
+        },
+        store: h.store.clone(),
+        tls: None,
+        auth: h.svc.auth.clone(),
+        outbound: None,
+    });
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO a.example\r\n").await;
+    c.expect("250").await;
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+            .await;
+        c.expect("250").await;
+        c.expect("250").await;
+        c.expect("354").await;
+        c.send(&format!("Subject: {i}\r\n\r\nhello\r\n.\r\n")).await;
+        c.expect("250").await;
+    }
+    // 4.5 s in all, no envelope phase over 2 s: the session is still served.
+    c.send("NOOP\r\n").await;
+    c.expect("250").await;
+    assert_eq!(stored(&h, "jo@example.net").len(), 3);
+    // Then an envelope phase left idle ends the session at its deadline.
+    c.expect("421 4.4.2").await;
+    assert!(c.closed().await);
+}

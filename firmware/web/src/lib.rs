@@ -25,10 +25,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mxrack_health::HealthHandle;
 use mxrack_health::status::{self, PAGE_ENTRIES_MAX};
-use mxrack_net::{BoxStream, ShutdownSignal};
+use mxrack_net::{BoxStream, Pool, Refusal, ShutdownSignal};
 use mxrack_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 /// Largest request head buffered (hyper's minimum is 8 KiB).
@@ -67,15 +66,22 @@ pub async fn serve(
     listener: Arc<TcpListener>,
     mode: Mode,
     svc: Arc<WebService>,
-    sessions: Arc<Semaphore>,
+    pool: Arc<Pool>,
     shutdown: ShutdownSignal,
 ) {
+    let refusal = Refusal {
+        busy_line: Arc::from(BUSY),
+        tls: match mode {
+            Mode::Https => svc.tls.clone(),
+            Mode::Redirect => None,
+        },
+    };
     mxrack_net::accept_loop(
         "web",
         listener,
-        sessions,
+        pool,
         shutdown,
-        Arc::from(BUSY),
+        refusal,
         move |stream, peer, signal| connection(svc.clone(), mode, stream, peer, signal),
     )
     .await;

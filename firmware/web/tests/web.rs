@@ -9,7 +9,6 @@ use mxrack_store::{IncidentAction, NewEvent, Severity, Store};
 use mxrack_web::{Mode, WebService};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -42,7 +41,7 @@ async fn start() -> Env {
         auth: None,
     });
     let shutdown = Shutdown::new();
-    let sessions = Arc::new(Semaphore::new(10));
+    let sessions = mxrack_net::Pool::new(10, 10);
     tokio::spawn(mxrack_web::serve(
         https,
         Mode::Https,
