@@ -313,12 +313,14 @@ pub async fn run_session(
         let deadlines = session.deadlines();
         let authenticated = session.user.is_some();
         // The whole command, its literals included, must be in by the
-        // command deadline (from its first byte) and the phase's end.
+        // command deadline (from its first byte) and the phase's end; an
+        // APPEND's message literal, streamed by `append_streamed`, too.
         let whole_command = async {
             match conn.await_command(&deadlines).await {
                 Ok(Some(end)) => {
                     timeout_at(end, read_command(&mut conn, &svc.limits, authenticated))
                         .await
+                        .map(|r| r.map(|incoming| (incoming, end)))
                         .map_err(|_| ())
                 }
                 Ok(None) => Err(()),
@@ -365,9 +367,9 @@ pub async fn run_session(
                 }
                 continue;
             }
-            Ok(Ok(Incoming::Append(head))) => {
+            Ok(Ok((Incoming::Append(head), command_end))) => {
                 match session
-                    .append_streamed(head, &mut conn, &mut shutdown)
+                    .append_streamed(head, command_end, &mut conn, &mut shutdown)
                     .await
                 {
                     Flow::Close => break,
@@ -375,7 +377,7 @@ pub async fn run_session(
                     _ => continue,
                 }
             }
-            Ok(Ok(Incoming::Command(b))) => b,
+            Ok(Ok((Incoming::Command(b), _))) => b,
         };
         let flow = match parse_request(&bytes) {
             Ok(req) => session.handle(req, &mut conn, &mut shutdown).await,

@@ -581,3 +581,73 @@ async fn a_literal_trickled_before_login_is_cut_at_the_login_deadline() {
     );
     assert!(took <= Duration::from_secs(61), "cut after {took:?}");
 }
+
+/// The APPEND message literal is streamed to the store in chunks
+/// (`append.rs`), outside `read_command`: it is still part of the command,
+/// so a message trickled in, each piece well within the idle time, is cut
+/// at the command deadline from the command's first byte, and nothing of it
+/// stays. Real time (the login runs on the Argon2 pool), a 2 s deadline.
+#[tokio::test]
+async fn an_append_message_trickled_in_is_cut_at_the_command_deadline() {
+    let mut h = harness_with_literal_max(8 << 20);
+    h.svc = Arc::new(ImapService {
+        hostname: h.svc.hostname.clone(),
+        limits: mxrack_config::Imap {
+            command_timeout_secs: 2,
+            ..h.svc.limits.clone()
+        },
+        store: h.store.clone(),
+        tls: None,
+        auth: h.svc.auth.clone(),
+        scorer: None,
+    });
+    let mut c = Client::login(&h).await;
+    // Within the deadline an APPEND goes through as before.
+    let small = message(10_000);
+    c.send(&format!("a APPEND INBOX {{{}+}}\r\n", small.len()))
+        .await;
+    c.stream.write_all(&small).await.expect("write");
+    c.send("\r\n").await;
+    c.until("a OK").await;
+    assert_eq!(msg_files(&h), 1);
+    let start = tokio::time::Instant::now();
+    c.send("b APPEND INBOX {300000}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    let piece = message(1000);
+    let mut rest = Vec::new();
+    for _ in 0..40 {
+        if c.stream.write_all(&piece).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1), c.stream.read_buf(&mut rest)).await
+            && n == 0
+        {
+            break;
+        }
+    }
+    let mut tail = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.stream.read_to_end(&mut tail))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    rest.extend_from_slice(&tail);
+    let took = start.elapsed();
+    let got = String::from_utf8_lossy(&rest);
+    assert_eq!(got, "* BYE Autologout; command took too long\r\n");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(4)).contains(&took),
+        "cut after {took:?}"
+    );
+    // The unfinished message's file is gone; the first one stays.
+    assert_eq!(msg_files(&h), 1);
+    assert_eq!(
+        h.store
+            .folder_snapshot(USER, "INBOX")
+            .expect("inbox")
+            .messages
+            .len(),
+        1
+    );
+}

@@ -603,6 +603,9 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
+        // The whole DATA phase, from the DATA command to the final dot, must
+        // fit in `data_timeout_secs`, however the message trickles in.
+        let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
         let store = self.svc.store.clone();
         let id = store.next_id();
         let id_text = id_hex(id);
@@ -634,7 +637,6 @@ impl Session {
         if conn.flush().await.is_err() {
             return Flow::Close;
         }
-        let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
         let mut out = Vec::new();
         loop {
             // A line longer than max_data_line_bytes comes in pieces and is

@@ -582,3 +582,57 @@ async fn each_message_starts_a_new_envelope_phase() {
     c.expect("421 4.4.2").await;
     assert!(c.closed().await);
 }
+
+/// DATA is streamed to the message file as it arrives (`incoming.rs`); its
+/// whole phase is still under `data_timeout_secs` from the DATA command:
+/// body lines trickled in, each well within the idle and command
+/// deadlines, are cut at the phase's end with 421, and the unfinished
+/// file is removed. Real time (the message file is written on blocking
+/// threads), a 2 s DATA phase.
+#[tokio::test]
+async fn a_message_trickled_in_is_cut_at_the_data_deadline_and_leaves_no_file() {
+    let mut h = harness();
+    h.svc = Arc::new(SmtpService {
+        hostname: h.svc.hostname.clone(),
+        primary_domain: h.svc.primary_domain.clone(),
+        limits: mxrack_config::Smtp {
+            data_timeout_secs: 2,
+            ..h.svc.limits.clone()
+        },
+        store: h.store.clone(),
+        tls: None,
+        auth: h.svc.auth.clone(),
+        outbound: None,
+    });
+    let mut c = Client::start(&h, Mode::Mx);
+    c.expect("220").await;
+    c.send("EHLO a.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<jo@example.net>\r\nDATA\r\n")
+        .await;
+    c.expect("250").await;
+    c.expect("250").await;
+    c.expect("250").await;
+    c.expect("354").await;
+    let start = tokio::time::Instant::now();
+    c.send("Subject: slow\r\n\r\n").await;
+    let mut got = String::new();
+    for i in 0..40 {
+        if c.stream
+            .write_all(format!("line {i}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if start.elapsed() > Duration::from_secs(2) {
+            got = c.reply().await;
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(got.starts_with("421 4.4.2"), "{got:?}");
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
+    assert!(c.closed().await);
+    assert!(stored(&h, "jo@example.net").is_empty());
+    assert!(msg_files(&h).is_empty(), "{:?}", msg_files(&h));
+}

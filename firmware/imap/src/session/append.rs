@@ -10,12 +10,16 @@
 //! A refused synchronizing literal gets its answer instead of "+", so the
 //! client sends nothing; a refused non-synchronizing one (LITERAL+: the
 //! client is already sending) is read and dropped, then answered.
+//!
+//! The whole APPEND, its message and the line end after it, must be in by
+//! the command's deadline (`imap.command_timeout_secs` from its first byte,
+//! set by the session loop); between chunks the idle wait applies too.
 
 use std::time::Duration;
 
 use mxrack_net::{Conn, LineError, ShutdownSignal};
 use mxrack_store::{IncomingMessage, StoreError};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 use tracing::warn;
 
 use super::{Flow, Session, blocking, store_error};
@@ -30,6 +34,8 @@ enum Cut {
     Gone,
     /// Nothing arrived for the idle time.
     Idle,
+    /// The command's deadline passed before the whole command was in.
+    CommandDeadline,
     Shutdown,
 }
 
@@ -41,10 +47,12 @@ struct Target {
 }
 
 impl Session {
-    /// One APPEND whose message literal is announced and not yet read.
+    /// One APPEND whose message literal is announced and not yet read;
+    /// `command_end` is when the whole command must be in.
     pub(super) async fn append_streamed(
         &mut self,
         head: AppendHead,
+        command_end: Instant,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
     ) -> Flow {
@@ -75,7 +83,11 @@ impl Session {
         };
         let target = match target {
             Ok(target) => target,
-            Err(reply) => return self.refuse_literal(conn, shutdown, size, sync, reply).await,
+            Err(reply) => {
+                return self
+                    .refuse_literal(conn, shutdown, command_end, size, sync, reply)
+                    .await;
+            }
         };
         let store = self.svc.store.clone();
         let file = match store.begin_message(store.next_id()).await {
@@ -83,7 +95,9 @@ impl Session {
             Err(e) => {
                 warn!(error = %e, "APPEND: cannot start a message file");
                 let reply = store_error(&tag, &e);
-                return self.refuse_literal(conn, shutdown, size, sync, reply).await;
+                return self
+                    .refuse_literal(conn, shutdown, command_end, size, sync, reply)
+                    .await;
             }
         };
         if sync {
@@ -93,11 +107,14 @@ impl Session {
             file.discard().await;
             return Flow::Close;
         }
-        let file = match self.read_literal(conn, shutdown, size, Some(file)).await {
+        let file = match self
+            .read_literal(conn, shutdown, command_end, size, Some(file))
+            .await
+        {
             Ok(file) => file,
             Err(cut) => return cut_flow(conn, cut),
         };
-        let end = self.end_of_command(conn, shutdown, &tag).await;
+        let end = self.end_of_command(conn, shutdown, command_end, &tag).await;
         let file = match (end, file) {
             (Ok(()), file) => file,
             (Err(flow), file) => {
@@ -191,16 +208,20 @@ impl Session {
         &mut self,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
+        command_end: Instant,
         size: u64,
         sync: bool,
         reply: String,
     ) -> Flow {
         if !sync {
-            if let Err(cut) = self.read_literal(conn, shutdown, size, None).await {
+            if let Err(cut) = self
+                .read_literal(conn, shutdown, command_end, size, None)
+                .await
+            {
                 return cut_flow(conn, cut);
             }
             let tag = reply.split(' ').next().unwrap_or("*").to_string();
-            if let Err(flow) = self.end_of_command(conn, shutdown, &tag).await {
+            if let Err(flow) = self.end_of_command(conn, shutdown, command_end, &tag).await {
                 return flow;
             }
         }
@@ -208,26 +229,34 @@ impl Session {
         Flow::Continue
     }
 
+    /// Until when the next read may wait: the idle time from now, never
+    /// past the command's deadline.
+    fn read_until(&self, command_end: Instant) -> Instant {
+        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
+        (Instant::now() + idle).min(command_end)
+    }
+
     /// Reads `size` literal bytes in chunks into `file` (or drops them when
-    /// there is none). A failed write removes the file and is returned in
-    /// its place; the rest of the literal is still read.
+    /// there is none), each chunk within the idle time and all of them
+    /// before `command_end`. A failed write removes the file and is
+    /// returned in its place; the rest of the literal is still read.
     async fn read_literal(
         &self,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
+        command_end: Instant,
         size: u64,
         file: Option<IncomingMessage>,
     ) -> Result<Option<Result<IncomingMessage, StoreError>>, Cut> {
         let mut file = file.map(Ok);
         let mut remaining = size;
-        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
         while remaining > 0 {
             let n = remaining.min(LITERAL_CHUNK_BYTES as u64) as usize;
             let chunk = tokio::select! {
                 biased;
                 _ = shutdown.wait() => Err(Cut::Shutdown),
-                r = timeout(idle, conn.read_exact_bytes(n)) => match r {
-                    Err(_) => Err(Cut::Idle),
+                r = timeout_at(self.read_until(command_end), conn.read_exact_bytes(n)) => match r {
+                    Err(_) => Err(timed_out(command_end)),
                     Ok(Err(_)) => Err(Cut::Gone),
                     Ok(Ok(chunk)) => Ok(chunk),
                 },
@@ -258,16 +287,17 @@ impl Session {
         &mut self,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
+        command_end: Instant,
         tag: &str,
     ) -> Result<(), Flow> {
-        let idle = Duration::from_secs(self.svc.limits.idle_timeout_secs);
+        let until = self.read_until(command_end);
         let line = tokio::select! {
             biased;
             _ = shutdown.wait() => return Err(cut_flow(conn, Cut::Shutdown)),
-            r = timeout(idle, conn.read_line(self.svc.limits.max_line_bytes)) => r,
+            r = timeout_at(until, conn.read_line(self.svc.limits.max_line_bytes)) => r,
         };
         let line = match line {
-            Err(_) => return Err(cut_flow(conn, Cut::Idle)),
+            Err(_) => return Err(cut_flow(conn, timed_out(command_end))),
             Ok(Err(LineError::TooLong)) => Vec::new(),
             Ok(Err(_)) => return Err(cut_flow(conn, Cut::Gone)),
             Ok(Ok(line)) => line,
@@ -289,10 +319,20 @@ impl Session {
     }
 }
 
+/// Which deadline cut a read that timed out.
+fn timed_out(command_end: Instant) -> Cut {
+    if Instant::now() >= command_end {
+        Cut::CommandDeadline
+    } else {
+        Cut::Idle
+    }
+}
+
 /// Ends the session after a cut read, saying why when it can.
 fn cut_flow(conn: &mut Conn, cut: Cut) -> Flow {
     match cut {
         Cut::Idle => conn.write(b"* BYE Autologout; idle for too long\r\n"),
+        Cut::CommandDeadline => conn.write(b"* BYE Autologout; command took too long\r\n"),
         Cut::Shutdown => conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n"),
         Cut::Gone => {}
     }
