@@ -155,7 +155,7 @@ def run(ctx):
     hold_and_stop(m)
     m.shell.run(f"rm {DATA}/meta.redb; sync")
     m.shell.sock.sendall(f"mxrack --config {CONFIG} reconstruct >/dev/null 2>&1 &\n".encode())
-    delay = random.uniform(0.05, 0.6)
+    delay = random.uniform(0.0, 0.4)
     time.sleep(delay)
     m.power_cut()
     ctx.note(f"power cut {delay:.2f}s after reconstruct started")
