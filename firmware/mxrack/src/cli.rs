@@ -494,35 +494,30 @@ fn reconstruct_text(r: &mxrack_store::ReconstructReport) -> String {
         "reconstructed from {}: {} mailboxes, {} folders, {} messages, {} queue entries in {:.1} s\n",
         r.source, r.mailboxes, r.folders, r.messages, r.queue_entries, r.seconds
     );
-    if r.from_files > 0 {
-        out.push_str(&format!(
-            "  {} messages put back from their files' own records (where they were delivered)\n",
-            r.from_files
-        ));
-    }
-    if r.queue_from_files > 0 {
-        out.push_str(&format!(
-            "  {} queue entries put back from files, held: check `mxrack queue list`, then `mxrack queue release ID`\n",
-            r.queue_from_files
-        ));
-    }
-    if r.lost_found > 0 {
-        out.push_str(&format!(
-            "  {} message files no mailbox claims moved to lost+found/\n",
-            r.lost_found
-        ));
-    }
-    if r.missing_files > 0 {
-        out.push_str(&format!(
-            "  {} records left out: their message file is missing\n",
-            r.missing_files
-        ));
-    }
-    if r.journal_damaged_bytes > 0 {
-        out.push_str(&format!(
-            "  {} bytes at the end of the journal could not be read\n",
-            r.journal_damaged_bytes
-        ));
+    let counted: [(u64, &str); 5] = [
+        (
+            r.from_files as u64,
+            "messages put back from their files' own records (where they were delivered)",
+        ),
+        (
+            r.queue_from_files as u64,
+            "queue entries put back from files, held: check `mxrack queue list`, then `mxrack queue release ID`",
+        ),
+        (
+            r.lost_found as u64,
+            "message files no mailbox claims moved to lost+found/",
+        ),
+        (
+            r.missing_files as u64,
+            "records left out: their message file is missing",
+        ),
+        (
+            r.journal_damaged_bytes,
+            "bytes at the end of the journal could not be read",
+        ),
+    ];
+    for (n, what) in counted.iter().filter(|(n, _)| *n > 0) {
+        out.push_str(&format!("  {n} {what}\n"));
     }
     for t in &r.tables_lost {
         out.push_str(&format!("  table {t} could not be read: rebuilt empty\n"));
