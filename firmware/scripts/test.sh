@@ -26,7 +26,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --exclude mxrack-fuzz
+# The fuzz targets' smoke run (issue 10): each committed corpus plus fixed-seed
+# mutations through the cargo-fuzz harnesses, about 20 s per target.
+echo "== fuzz smoke run"
+cargo test --locked -p mxrack-fuzz
 echo "== end-to-end tests with real clients"
 cargo build --locked -p mxrack
 MXRACK_BIN="$PWD/target/debug/mxrack" python3 -m pytest -q firmware/e2e

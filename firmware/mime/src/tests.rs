@@ -217,3 +217,47 @@ fn a_tree_deeper_than_the_limit_is_cut_without_recursion() {
     assert_eq!(cuts() - before, 1);
     assert_eq!(tree_depth(&cut), NESTING_MAX);
 }
+
+/// Found by the mime_structure fuzz target: these bytes reach a
+/// `debug_assert!(false)` inside mail-parser 0.11.9. The binary ships without
+/// debug assertions, and the workspace's dev profile builds mail-parser the
+/// same way (root Cargo.toml), so the parse must return the message.
+#[test]
+fn the_mail_parser_debug_assertion_input_parses() {
+    let raw =
+        include_bytes!("../../fuzz/fuzz/corpus/mime_structure/crash-mail-parser-debug-assert");
+    let m = parse(raw).expect("parsed");
+    assert_eq!(m.subject(), Some("fwd: report"));
+    assert!(!m.parts.is_empty());
+}
+
+/// Found by the mime_structure fuzz target: mail-parser left part 2 a
+/// multipart with children `[0, 1, 2, 3]` (itself and its parent), so IMAP
+/// BODYSTRUCTURE walked 4^32 paths. After `parse` every message's parts are
+/// a tree: each child comes after its multipart and has one parent.
+#[test]
+fn multipart_children_form_a_tree() {
+    let raw = include_bytes!("../../fuzz/fuzz/corpus/mime_structure/crash-multipart-child-cycle");
+    let m = parse(raw).expect("parsed");
+    let mut stack = vec![&m];
+    let mut multiparts = 0;
+    while let Some(m) = stack.pop() {
+        let mut parent = vec![None; m.parts.len()];
+        for (i, part) in m.parts.iter().enumerate() {
+            match &part.body {
+                PartType::Multipart(children) => {
+                    multiparts += 1;
+                    for &c in children {
+                        let c = c as usize;
+                        assert!(c > i && c < m.parts.len(), "child {c} of part {i}");
+                        assert_eq!(parent[c], None, "part {c} has two parents");
+                        parent[c] = Some(i);
+                    }
+                }
+                PartType::Message(inner) => stack.push(inner),
+                _ => {}
+            }
+        }
+    }
+    assert!(multiparts >= 2);
+}

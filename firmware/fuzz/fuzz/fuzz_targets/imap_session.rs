@@ -1,0 +1,9 @@
+#![no_main]
+//! A whole IMAP session over an in-memory stream against a real store: the
+//! input is what the client sends. See `mxrack_fuzz::imap_session`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    mxrack_fuzz::imap_session(data);
+});
