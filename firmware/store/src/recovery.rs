@@ -68,8 +68,12 @@ pub struct ReconstructReport {
 
 /// The blob a journaled message or queue row refers to.
 pub(crate) fn record_blob(r: &Record) -> Option<Id> {
-    let v = r.value.as_ref()?;
-    match *journal::JOURNALED.get(usize::from(r.table))? {
+    row_blob(r.table, r.value.as_ref()?)
+}
+
+/// The blob a row of journaled table `table` with value `v` refers to.
+fn row_blob(table: u8, v: &[u8]) -> Option<Id> {
+    match *journal::JOURNALED.get(usize::from(table))? {
         "messages" => serde_json::from_slice::<MessageMeta>(v)
             .ok()
             .map(|m| m.blob),
@@ -399,12 +403,7 @@ pub fn reconstruct(
         if *t != mi && *t != qi {
             return true;
         }
-        let r = Record {
-            table: *t,
-            key: Vec::new(),
-            value: Some(v.clone()),
-        };
-        match record_blob(&r) {
+        match row_blob(*t, v) {
             Some(b) if present.contains(&b) => true,
             _ => {
                 report.missing_files += 1;
