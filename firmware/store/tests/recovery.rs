@@ -436,6 +436,14 @@ fn one_mailbox_is_rebuilt_the_rest_kept() {
         }
         txn.commit().unwrap();
     }
+    // verify sees the row the database lost and the journal still has.
+    {
+        let store = Store::open(tmp.path()).unwrap();
+        let v = store.verify(&mut |_, _, _| {}).unwrap();
+        assert!(!v.journal_agrees, "{v:?}");
+        assert!(v.problems.iter().any(|p| p.contains("journal")), "{v:?}");
+        store.shutdown();
+    }
     let report = recovery::reconstruct(tmp.path(), Some("jo@acme.example"), &mut |_, _, _| {})
         .expect("reconstruct --mailbox");
     assert!(report.source.contains("for jo@acme.example"), "{report:?}");
