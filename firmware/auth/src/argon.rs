@@ -54,6 +54,27 @@ impl std::fmt::Display for HashError {
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
+/// Parameters of new hashes when not the default: set once, before the first
+/// hash, by [`set_hash_cost`].
+static HASH_PARAMS: OnceLock<Params> = OnceLock::new();
+
+/// Makes new hashes (and the unknown-user dummy) use `m_kib` KiB and
+/// `iterations` passes instead of the default (RFC 9106 section 4's second
+/// recommended option, 19 MiB and 2 passes). Only the fuzz harnesses call it:
+/// under AddressSanitizer a default hash takes most of a second, and a
+/// session input tries several logins. The appliance never does. False when
+/// a hash was already made with other parameters or they are invalid.
+pub fn set_hash_cost(m_kib: u32, iterations: u32) -> bool {
+    let Ok(params) = Params::new(m_kib, iterations, 1, None) else {
+        return false;
+    };
+    HASH_PARAMS.get_or_init(|| params.clone()) == &params
+}
+
+fn hash_params() -> Params {
+    HASH_PARAMS.get_or_init(Params::default).clone()
+}
+
 fn pool() -> &'static Mutex<SyncSender<Job>> {
     static POOL: OnceLock<Mutex<SyncSender<Job>>> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -139,11 +160,11 @@ pub fn hash(password: &str) -> Result<String, HashError> {
 
 fn hash_with_memory(password: &str, memory: &mut Vec<Block>) -> Result<String, HashError> {
     let failed = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
-    let params = Params::default();
+    let params = hash_params();
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0u8; 64];
     let salt_raw = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
-    let mut out = vec![0u8; Params::DEFAULT_OUTPUT_LEN];
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     compute(
         &argon,

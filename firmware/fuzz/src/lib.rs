@@ -128,6 +128,9 @@ fn template() -> &'static Path {
     static TEMPLATE: OnceLock<tempfile::TempDir> = OnceLock::new();
     TEMPLATE
         .get_or_init(|| {
+            // Argon2's smallest cost: the harness measures the sessions, not
+            // the hash (a default check under ASan takes most of a second).
+            mxrack_auth::argon::set_hash_cost(8, 1);
             let dir = temp_dir();
             let store = Store::open(dir.path()).expect("template store");
             store.account_add("acme").expect("account");
