@@ -14,6 +14,7 @@ mod forward;
 mod health;
 mod imap;
 mod ldap;
+mod memory;
 mod pop3;
 mod relay;
 mod validate;
@@ -29,6 +30,7 @@ pub use imap::{
     IMAP_MAX_CONNECTIONS_PER_CLIENT, Imap,
 };
 pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, LDAP_MAX_CONNECTIONS_PER_CLIENT, Ldap};
+pub use memory::{MEMORY_CLIENT_DATA_BYTES, MEMORY_WAIT_SECS, Memory};
 pub use pop3::{
     EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_COMMAND_TIMEOUT_SECS, POP3_IDLE_TIMEOUT_SECS_MIN,
     POP3_LOGIN_TIMEOUT_SECS, POP3_MAX_CONNECTIONS_PER_CLIENT, Pop3,
@@ -94,6 +96,9 @@ pub struct Config {
     /// The status page and metrics over HTTPS; no listener unless configured.
     #[serde(default)]
     pub web: Web,
+    /// The one budget for client data in flight, shared by all services.
+    #[serde(default)]
+    pub memory: Memory,
     #[serde(default)]
     pub log: Log,
 }
@@ -267,6 +272,7 @@ impl Config {
             },
             health: Health::default(),
             web: Web::embedded_default(),
+            memory: Memory::default(),
             log: Log::default(),
         }
     }

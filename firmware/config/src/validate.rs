@@ -191,6 +191,8 @@ impl Config {
         self.spam.validate()?;
         self.health.validate()?;
         self.web.validate()?;
+        let largest = self.smtp.max_message_bytes.max(self.imap.max_literal_bytes);
+        self.memory.validate(largest)?;
         if tracing_filter_is_plausible(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

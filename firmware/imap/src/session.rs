@@ -28,6 +28,9 @@ mod append;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
+/// Message bytes a FETCH batch that reads messages holds at most (a single
+/// larger message makes a batch of its own).
+const FETCH_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// Output is flushed whenever this much is buffered (long FETCH responses).
 const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
 /// Longest AUTHENTICATE continuation line (RFC 4954's figure, reused).
@@ -132,6 +135,26 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
+}
+
+/// FETCH batches: at most [`FETCH_BATCH_MESSAGES`] messages, and when the
+/// messages are read, at most [`FETCH_BATCH_BYTES`] of them (or one).
+fn fetch_batches(metas: &[(usize, MessageMeta)], reads: bool) -> Vec<&[(usize, MessageMeta)]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, (_, m)) in metas.iter().enumerate() {
+        let full = i - start == FETCH_BATCH_MESSAGES
+            || (reads && i > start && bytes.saturating_add(m.size) > FETCH_BATCH_BYTES);
+        if full {
+            batches.push(&metas[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(m.size);
+    }
+    if start < metas.len() {
+        batches.push(&metas[start..]);
+    }
+    batches
 }
 
 /// Store failures as IMAP response codes (RFC 5530), in one place.
@@ -1589,8 +1612,33 @@ impl Session {
             .collect();
         // Messages are read and rendered in batches on a blocking thread:
         // parsing stays off the async workers, and a FETCH 1:* of a large
-        // mailbox costs one task per batch, not one per message.
-        for batch in metas.chunks(FETCH_BATCH_MESSAGES) {
+        // mailbox costs one task per batch, not one per message. A batch
+        // that reads messages holds them and their rendering at once: it is
+        // cut at FETCH_BATCH_BYTES and leased from the shared memory budget
+        // (issue 10) until it is sent.
+        let reads = needs_raw || needs_structure;
+        for batch in fetch_batches(&metas, reads) {
+            let lease_bytes = if reads {
+                batch
+                    .iter()
+                    .map(|(_, m)| m.size.saturating_mul(2))
+                    .sum::<u64>()
+            } else {
+                0
+            };
+            let lease = if lease_bytes > 0 {
+                match mxrack_net::budget::global().lease(lease_bytes).await {
+                    Some(lease) => Some(lease),
+                    None => {
+                        warn!("FETCH refused: the memory budget for client data is spent");
+                        return Ok(format!(
+                            "{tag} NO [UNAVAILABLE] Server busy, try again later\r\n"
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
             let (store, items, batch) = (self.svc.store.clone(), items.clone(), batch.to_vec());
             let rendered = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
@@ -1625,9 +1673,14 @@ impl Session {
             };
             missing |= batch_missing;
             conn.write(&out);
-            if conn.buffered_output() > OUTPUT_FLUSH_BYTES && conn.flush().await.is_err() {
+            drop(out);
+            // A leased batch is sent before its lease is given back.
+            if (lease.is_some() || conn.buffered_output() > OUTPUT_FLUSH_BYTES)
+                && conn.flush().await.is_err()
+            {
                 return Ok(String::new());
             }
+            drop(lease);
         }
         if missing {
             return Ok(format!(
@@ -2032,6 +2085,47 @@ fn render_items(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(uid: u32, size: u64) -> (usize, MessageMeta) {
+        let m = MessageMeta {
+            uid,
+            blob: uid.into(),
+            size,
+            internal_date: 0,
+            flags: vec![],
+            modseq: 1,
+        };
+        (uid as usize, m)
+    }
+
+    #[test]
+    fn fetch_batches_are_cut_by_bytes_when_messages_are_read() {
+        let mb = 1024 * 1024;
+        let metas: Vec<_> = [1, 2, 2, 30, 1, 1]
+            .iter()
+            .zip(1..)
+            .map(|(n, uid)| meta(uid, n * mb))
+            .collect();
+        let sizes = |b: Vec<&[(usize, MessageMeta)]>| -> Vec<Vec<u32>> {
+            b.iter()
+                .map(|b| b.iter().map(|(_, m)| m.uid).collect())
+                .collect()
+        };
+        // 1+2 fit in 4 MiB, another 2 does not; a 30 MiB message is alone.
+        assert_eq!(
+            sizes(fetch_batches(&metas, true)),
+            vec![vec![1, 2], vec![3], vec![4], vec![5, 6]]
+        );
+        // FLAGS-only FETCH reads no message: one batch.
+        assert_eq!(
+            sizes(fetch_batches(&metas, false)),
+            vec![vec![1, 2, 3, 4, 5, 6]]
+        );
+        // And never more than FETCH_BATCH_MESSAGES per batch.
+        let many: Vec<_> = (1..=600).map(|uid| meta(uid, 10)).collect();
+        let lens: Vec<usize> = fetch_batches(&many, true).iter().map(|b| b.len()).collect();
+        assert_eq!(lens, vec![256, 256, 88]);
+    }
 
     #[test]
     fn list_patterns() {

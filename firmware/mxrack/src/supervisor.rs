@@ -174,6 +174,12 @@ async fn serve_all(
             bind("pop3.pop3s", &pop3.pop3s).await?,
         ),
     ];
+    // The one memory budget for client data in flight, before any listener
+    // serves a byte.
+    mxrack_net::budget::configure(
+        config.memory.client_data_bytes,
+        std::time::Duration::from_secs(config.memory.wait_secs),
+    );
     let relay = build_relay(&config, store.clone())?;
     let scorer = Arc::new(
         mxrack_filter::Scorer::from_config(&config.spam, store.clone())
@@ -603,5 +609,17 @@ async fn wait_for_stop_signal(
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The budget a process gets without `[memory]` (tests, tools) is the
+    /// embedded default's.
+    #[test]
+    fn memory_budget_defaults_agree() {
+        let d = mxrack_config::Memory::default();
+        assert_eq!(d.client_data_bytes, mxrack_net::budget::DEFAULT_BYTES);
+        assert_eq!(d.wait_secs, mxrack_net::budget::DEFAULT_WAIT_SECS);
     }
 }

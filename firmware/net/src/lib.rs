@@ -6,6 +6,7 @@
 //!
 //! Nothing here knows a mail protocol; each protocol crate builds on it.
 
+pub mod budget;
 mod conn;
 pub mod date;
 pub mod perms;

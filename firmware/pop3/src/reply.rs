@@ -183,6 +183,11 @@ impl Reply {
     pub fn auth_rate_limited() -> Reply {
         Reply::err_code(Code::SysTemp, "too many login attempts, try again later")
     }
+    /// RFC 3206 SYS/TEMP: the shared memory budget for client data is spent
+    /// (issue 10); the client retries later.
+    pub fn memory_busy() -> Reply {
+        Reply::err_code(Code::SysTemp, "server busy, try again later")
+    }
     pub fn auth_unavailable() -> Reply {
         Reply::err_code(Code::SysTemp, "temporary authentication failure")
     }

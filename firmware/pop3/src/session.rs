@@ -251,6 +251,27 @@ fn send(conn: &mut Conn, reply: Reply) {
 
 /// Flushes with the idle deadline, so a client that stops reading cannot
 /// hold the session (and its maildrop lock) forever. False: the session is over.
+/// Byte-stuffs one chunk of a message (RFC 1939 3) and sends it; false when
+/// the client is gone or too slow.
+async fn send_stuffed(
+    conn: &mut Conn,
+    stuffer: &mut DotStuffer,
+    chunk: &[u8],
+    idle: Duration,
+) -> bool {
+    let mut out = Vec::with_capacity(chunk.len() + 64);
+    stuffer.push(&mut out, chunk);
+    conn.write(&out);
+    flush(conn, idle).await
+}
+
+/// The end of a multi-line answer: CRLF if needed, then the lone dot.
+fn finish_stuffed(conn: &mut Conn, stuffer: DotStuffer) {
+    let mut out = Vec::with_capacity(8);
+    stuffer.finish(&mut out);
+    conn.write(&out);
+}
+
 async fn flush(conn: &mut Conn, idle: Duration) -> bool {
     matches!(timeout(idle, conn.flush()).await, Ok(Ok(())))
 }
@@ -564,7 +585,9 @@ impl Session {
     }
 
     /// RETR (`top_lines` None) or TOP: the status line, then the message
-    /// (or its top) byte-stuffed, in chunks.
+    /// (or its top) byte-stuffed, in chunks. RETR streams the message file
+    /// ([`SEND_CHUNK_BYTES`] at a time, whatever the message's size); TOP
+    /// reads the message whole under a lease of the shared memory budget.
     async fn send_message(&mut self, conn: &mut Conn, msg: u32, top_lines: Option<u64>) -> Flow {
         let State::Transaction(maildrop) = &self.state else {
             return self.refuse(conn, Reply::wrong_state("log in first"));
@@ -576,49 +599,114 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let store = self.svc.store.clone();
-        let blob = meta.blob;
-        let body = match tokio::task::spawn_blocking(move || store.read_blob(blob)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(StoreError::NotFound { .. })) => {
-                send(conn, Reply::message_gone());
-                return Flow::Continue;
-            }
-            Ok(Err(e)) => {
+        match top_lines {
+            None => self.send_retr(conn, meta.blob).await,
+            Some(n) => self.send_top(conn, meta.blob, meta.size, n).await,
+        }
+    }
+
+    /// A message read failed: the reply, and a log line unless it was gone.
+    fn read_error(&self, e: Result<StoreError, tokio::task::JoinError>) -> Reply {
+        match e {
+            Ok(StoreError::NotFound { .. }) => Reply::message_gone(),
+            Ok(e) => {
                 warn!(client = %self.peer, error = %e, "cannot read a message");
-                send(conn, Reply::read_failed());
-                return Flow::Continue;
+                Reply::read_failed()
             }
             Err(e) => {
                 warn!(client = %self.peer, error = %e, "message read task failed");
-                send(conn, Reply::read_failed());
+                Reply::read_failed()
+            }
+        }
+    }
+
+    async fn send_retr(&mut self, conn: &mut Conn, blob: mxrack_store::Id) -> Flow {
+        let store = self.svc.store.clone();
+        let mut reader = match tokio::task::spawn_blocking(move || store.open_blob(blob)).await {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(e)) => {
+                send(conn, self.read_error(Ok(e)));
+                return Flow::Continue;
+            }
+            Err(e) => {
+                send(conn, self.read_error(Err(e)));
                 return Flow::Continue;
             }
         };
-        let part = match top_lines {
-            None => {
-                // The octet count of RFC 1939 7: the message's size, as in LIST.
-                send(conn, Reply::message_follows(body.len() as u64));
-                &body[..]
-            }
-            Some(n) => {
-                send(conn, Reply::top_follows());
-                message_top(&body, n)
-            }
-        };
+        // The octet count of RFC 1939 7: the message's size, as in LIST.
+        send(conn, Reply::message_follows(reader.len()));
         let idle = self.idle();
         let mut stuffer = DotStuffer::new();
-        for chunk in part.chunks(SEND_CHUNK_BYTES) {
-            let mut out = Vec::with_capacity(chunk.len() + 64);
-            stuffer.push(&mut out, chunk);
-            conn.write(&out);
-            if !flush(conn, idle).await {
+        loop {
+            let read = tokio::task::spawn_blocking(move || {
+                let chunk = reader.read_chunk(SEND_CHUNK_BYTES);
+                (reader, chunk)
+            })
+            .await;
+            let chunk = match read {
+                Ok((r, Ok(chunk))) => {
+                    reader = r;
+                    chunk
+                }
+                // The status line is out: a message cut short cannot be
+                // told apart from a whole one, so the session ends.
+                Ok((_, Err(e))) => {
+                    warn!(client = %self.peer, error = %e, "message read failed during RETR");
+                    return Flow::Close;
+                }
+                Err(e) => {
+                    warn!(client = %self.peer, error = %e, "message read task failed during RETR");
+                    return Flow::Close;
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            if !send_stuffed(conn, &mut stuffer, &chunk, idle).await {
                 return Flow::Close;
             }
         }
-        let mut out = Vec::with_capacity(8);
-        stuffer.finish(&mut out);
-        conn.write(&out);
+        finish_stuffed(conn, stuffer);
+        Flow::Continue
+    }
+
+    async fn send_top(
+        &mut self,
+        conn: &mut Conn,
+        blob: mxrack_store::Id,
+        size: u64,
+        lines: u64,
+    ) -> Flow {
+        // The message and its stuffed copy, leased from the shared budget.
+        let Some(_lease) = mxrack_net::budget::global()
+            .lease(size.saturating_mul(2))
+            .await
+        else {
+            warn!(client = %self.peer, "TOP refused: the memory budget for client data is spent");
+            send(conn, Reply::memory_busy());
+            return Flow::Continue;
+        };
+        let store = self.svc.store.clone();
+        let body = match tokio::task::spawn_blocking(move || store.read_blob(blob)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                send(conn, self.read_error(Ok(e)));
+                return Flow::Continue;
+            }
+            Err(e) => {
+                send(conn, self.read_error(Err(e)));
+                return Flow::Continue;
+            }
+        };
+        send(conn, Reply::top_follows());
+        let idle = self.idle();
+        let mut stuffer = DotStuffer::new();
+        for chunk in message_top(&body, lines).chunks(SEND_CHUNK_BYTES) {
+            if !send_stuffed(conn, &mut stuffer, chunk, idle).await {
+                return Flow::Close;
+            }
+        }
+        finish_stuffed(conn, stuffer);
         Flow::Continue
     }
 

@@ -221,6 +221,13 @@ impl Relay {
             _ => return,
         };
         let qid = id_hex(entry.id);
+        // The message is read whole and sent: leased from the shared memory
+        // budget (issue 10) while it is. When the budget is spent the entry
+        // stays due and is taken again at the next pass; no attempt counts.
+        let Some(_lease) = mxrack_net::budget::global().lease(entry.size).await else {
+            warn!(queue_id = %qid, "memory budget for client data spent; the message waits for the next pass");
+            return;
+        };
         let blob = entry.blob;
         let body = match blocking(&self.store, move |s| s.read_blob(blob)).await {
             Ok(b) => b,

@@ -127,6 +127,12 @@ impl Reply {
     pub fn insufficient_storage() -> Reply {
         Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
     }
+    /// The shared memory budget for client data is spent (issue 10): the
+    /// message is not read now; the sender retries later (RFC 5321 4.2.5:
+    /// 451 to DATA; RFC 3463 4.3.2, the system is not taking messages now).
+    pub fn memory_busy() -> Reply {
+        Reply::new(451, "4.3.2", "Server busy, try again later")
+    }
     pub fn temporary_failure() -> Reply {
         Reply::new(451, "4.3.0", "Local error in processing, try again later")
     }

@@ -20,6 +20,10 @@ use tracing::{info, warn};
 
 /// Longest AUTH continuation line (RFC 4954 4: at least 12288 octets).
 const AUTH_LINE_BYTES_MAX: usize = 12_288 + 2;
+/// What a DATA phase leases from the shared memory budget: the prefix kept
+/// for the scorer and the store's write buffer.
+const DATA_LEASE_BYTES: u64 =
+    (crate::incoming::MESSAGE_PREFIX_BYTES + mxrack_store::INCOMING_CHUNK_BYTES) as u64;
 
 /// Which port a session came in on; it decides what the session allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -606,6 +610,15 @@ impl Session {
         // The whole DATA phase, from the DATA command to the final dot, must
         // fit in `data_timeout_secs`, however the message trickles in.
         let deadline = Instant::now() + Duration::from_secs(self.svc.limits.data_timeout_secs);
+        // The shared memory budget (issue 10): the scorer's prefix and the
+        // store's write buffer are leased for the whole DATA phase; when
+        // client data in flight has spent the budget, DATA gets a 451 before
+        // a byte of the message is read.
+        let Some(_lease) = mxrack_net::budget::global().lease(DATA_LEASE_BYTES).await else {
+            warn!(client = %self.peer, "DATA refused: the memory budget for client data is spent");
+            self.send(conn, Reply::memory_busy());
+            return Flow::Continue;
+        };
         let store = self.svc.store.clone();
         let id = store.next_id();
         let id_text = id_hex(id);

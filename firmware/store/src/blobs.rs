@@ -127,6 +127,39 @@ pub fn split_blob(bytes: &[u8]) -> Result<(Option<BlobHeader>, usize), String> {
     Ok((Some(header), body_len))
 }
 
+/// Length of the message in an open blob file, from its end alone (the
+/// record's fixed tail, then the record): the message is not read. A file
+/// written before the records is all message.
+pub(crate) fn message_len(file: &mut File) -> Result<u64, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let tail_len = (TRAILER_TAIL as u64).min(file_len);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.seek(SeekFrom::Start(file_len - tail_len))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(|e| e.to_string())?;
+    let Some(len) = trailer_len(&tail) else {
+        return Ok(file_len);
+    };
+    let record_start = file_len
+        .checked_sub((TRAILER_TAIL + len) as u64)
+        .ok_or("message file record length out of range")?;
+    let mut record = vec![0u8; len];
+    file.seek(SeekFrom::Start(record_start))
+        .and_then(|_| file.read_exact(&mut record))
+        .map_err(|e| e.to_string())?;
+    let header: BlobHeader = serde_json::from_slice(&record)
+        .map_err(|e| format!("message file record does not decode: {e}"))?;
+    if header.size != record_start {
+        return Err(format!(
+            "message file holds {record_start} bytes, its record says {}",
+            header.size
+        ));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(record_start)
+}
+
 /// A blob file being written: the message as it arrives (hashed on the
 /// way), then [`BlobWriter::finish`] appends the record and flushes.
 pub(crate) struct BlobWriter {

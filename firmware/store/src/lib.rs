@@ -218,6 +218,28 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Blob `blob` opened for reading in chunks (POP3 RETR streams a
+    /// message this way: memory is one chunk, whatever the message's size).
+    pub fn open_blob(&self, blob: Id) -> Result<BlobReader, StoreError> {
+        let mut file = fs::File::open(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound {
+                    kind: "message blob",
+                    name: id_hex(blob),
+                }
+            } else {
+                StoreError::from_io(e)
+            }
+        })?;
+        let len = blobs::message_len(&mut file)
+            .map_err(|why| StoreError::Db(format!("message file {}: {why}", id_hex(blob))))?;
+        Ok(BlobReader {
+            file,
+            remaining: len,
+            len,
+        })
+    }
+
     /// Space left on the data file system for an unprivileged writer:
     /// `(bytes available, inodes available)`.
     pub fn free_space(&self) -> Result<(u64, u64), StoreError> {
@@ -307,3 +329,36 @@ const _: () = {
     const fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<Store>();
 };
+
+/// A message file open for reading, the message only (its recovery record
+/// is never returned). Blocking: read it on a blocking thread.
+#[derive(Debug)]
+pub struct BlobReader {
+    file: fs::File,
+    remaining: u64,
+    len: u64,
+}
+
+impl BlobReader {
+    /// The message's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The next at most `max` bytes of the message; empty at its end.
+    pub fn read_chunk(&mut self, max: usize) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read;
+        let n = (max as u64).min(self.remaining) as usize;
+        let mut buf = vec![0u8; n];
+        self.file
+            .read_exact(&mut buf)
+            .map_err(StoreError::from_io)?;
+        self.remaining -= n as u64;
+        Ok(buf)
+    }
+}

@@ -77,6 +77,19 @@ fn a_message_written_in_pieces_is_delivered_byte_for_byte() {
             .expect("deliver");
     });
     assert_eq!(store.read_blob(id).expect("read"), message);
+    // Read back in chunks (POP3 RETR), the record is never part of it.
+    let mut reader = store.open_blob(id).expect("open");
+    assert_eq!(reader.len(), message.len() as u64);
+    let mut chunks = Vec::new();
+    loop {
+        let chunk = reader.read_chunk(50_000).expect("chunk");
+        if chunk.is_empty() {
+            break;
+        }
+        assert!(chunk.len() <= 50_000);
+        chunks.extend_from_slice(&chunk);
+    }
+    assert_eq!(chunks, message);
     // The file is the message, then its recovery record with size and hash.
     let file = std::fs::read(tmp.path().join("msg").join(id_hex(id))).expect("file");
     let (header, len) = split_blob(&file).expect("split");

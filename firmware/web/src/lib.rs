@@ -269,6 +269,7 @@ async fn route(svc: &WebService, mode: Mode, req: &Request<Incoming>) -> Respons
             if let Some(auth) = &svc.auth {
                 body.push_str(&metrics::render_auth(&auth.figures()));
             }
+            body.push_str(&metrics::render_memory(mxrack_net::budget::global()));
             response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

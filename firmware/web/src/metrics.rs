@@ -338,6 +338,31 @@ pub fn render_auth(figures: &[(mxrack_auth::Protocol, mxrack_auth::Figures)]) ->
     o.0
 }
 
+/// The shared memory budget for client data in flight (`[memory]`): its
+/// size, what is leased now, and the requests it refused.
+pub fn render_memory(budget: &mxrack_net::budget::MemoryBudget) -> String {
+    let mut o = Out(String::with_capacity(512));
+    o.family(
+        "mxrack_client_data_budget_bytes",
+        "gauge",
+        "The memory budget for client data in flight, all services together.",
+    );
+    o.sample("mxrack_client_data_budget_bytes", &[], budget.total_bytes());
+    o.family(
+        "mxrack_client_data_leased_bytes",
+        "gauge",
+        "Bytes of the client data budget leased now (messages read or arriving).",
+    );
+    o.sample("mxrack_client_data_leased_bytes", &[], budget.used_bytes());
+    o.family(
+        "mxrack_client_data_refused_total",
+        "counter",
+        "Requests refused with a temporary error because the budget was spent.",
+    );
+    o.sample("mxrack_client_data_refused_total", &[], budget.refused());
+    o.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

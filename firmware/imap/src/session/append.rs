@@ -27,6 +27,9 @@ use crate::parser::{AppendArgs, AppendHead, literal_announced};
 
 /// Bytes of a literal read from the connection at a time.
 const LITERAL_CHUNK_BYTES: usize = 64 * 1024;
+/// What an APPEND leases from the memory budget while its literal streams:
+/// the chunk it reads into and the store's write buffer.
+const APPEND_LEASE_BYTES: u64 = (LITERAL_CHUNK_BYTES + mxrack_store::INCOMING_CHUNK_BYTES) as u64;
 
 /// Why reading stopped before the end of the command.
 enum Cut {
@@ -88,6 +91,16 @@ impl Session {
                     .refuse_literal(conn, shutdown, command_end, size, sync, reply)
                     .await;
             }
+        };
+        // The shared memory budget (issue 10): when client data in flight
+        // has spent it, the APPEND is refused as a temporary failure before
+        // a byte of the literal is read (RFC 5530 UNAVAILABLE).
+        let Some(_lease) = mxrack_net::budget::global().lease(APPEND_LEASE_BYTES).await else {
+            warn!("APPEND refused: the memory budget for client data is spent");
+            let reply = format!("{tag} NO [UNAVAILABLE] Server busy, try again later\r\n");
+            return self
+                .refuse_literal(conn, shutdown, command_end, size, sync, reply)
+                .await;
         };
         let store = self.svc.store.clone();
         let file = match store.begin_message(store.next_id()).await {
