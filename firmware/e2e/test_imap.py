@@ -1187,7 +1187,7 @@ def test_idle_reports_new_mail_without_polling(imap_server):
 def test_quota_getquotaroot_append_and_smtp(imap_server):
     acct = new_account(imap_server, "quota")
     out = imap_server.mx("mailbox", "quota", acct.address, "10K").decode()
-    assert out == f"{acct.address}\tused=0\tquota=10240\n"
+    assert out == f"{acct.address}\tused=0\tmail=0\tcontacts=0\tquota=10240\n"
     small = simple("q-1", "x" * 3000 + "\r\n")  # about 3 KiB stored
     deliver(imap_server, acct.address, small)
     used = len(imap_server.cat(acct.address, 1))
@@ -1217,7 +1217,7 @@ def test_quota_getquotaroot_append_and_smtp(imap_server):
             s.sendmail(SENDER, [acct.address], huge)
         assert e.value.smtp_code == 552 and e.value.smtp_error.startswith(b"5.2.3 "), e.value
     assert imap_server.mx("mailbox", "quota", acct.address).decode() == \
-        f"{acct.address}\tused={used}\tquota=10240\n"
+        f"{acct.address}\tused={used}\tmail={used}\tcontacts=0\tquota=10240\n"
     assert len(imap_server.inbox(acct.address)) == 1
 
 
