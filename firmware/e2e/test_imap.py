@@ -21,10 +21,12 @@ import imaplib
 import re
 import smtplib
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 
+import ldap3
 import pytest
 
 from mxlib import (
@@ -1187,7 +1189,7 @@ def test_idle_reports_new_mail_without_polling(imap_server):
 def test_quota_getquotaroot_append_and_smtp(imap_server):
     acct = new_account(imap_server, "quota")
     out = imap_server.mx("mailbox", "quota", acct.address, "10K").decode()
-    assert out == f"{acct.address}\tused=0\tquota=10240\n"
+    assert out == f"{acct.address}\tused=0\tmail=0\tcontacts=0\tquota=10240\n"
     small = simple("q-1", "x" * 3000 + "\r\n")  # about 3 KiB stored
     deliver(imap_server, acct.address, small)
     used = len(imap_server.cat(acct.address, 1))
@@ -1217,8 +1219,49 @@ def test_quota_getquotaroot_append_and_smtp(imap_server):
             s.sendmail(SENDER, [acct.address], huge)
         assert e.value.smtp_code == 552 and e.value.smtp_error.startswith(b"5.2.3 "), e.value
     assert imap_server.mx("mailbox", "quota", acct.address).decode() == \
-        f"{acct.address}\tused={used}\tquota=10240\n"
+        f"{acct.address}\tused={used}\tmail={used}\tcontacts=0\tquota=10240\n"
     assert len(imap_server.inbox(acct.address)) == 1
+
+
+def test_the_quota_counts_the_address_book(imap_server):
+    """One number for mail and contacts (issue 10): a contact's photo added
+    over LDAP shows in GETQUOTA and leaves less room for mail."""
+    acct = new_account(imap_server, "abquota")
+    imap_server.mx("mailbox", "quota", acct.address, "64K")
+    imap_server.mx("ldap", "passwd", acct.address, "--password", "ab-ldap")
+    tls = ldap3.Tls(validate=ssl.CERT_NONE)
+    server = ldap3.Server(HOST, port=imap_server.ldaps_port, use_ssl=True, tls=tls)
+    c = ldap3.Connection(
+        server, user=f"cn={acct.address},ou=auth,dc=example,dc=net", password="ab-ldap",
+        raise_exceptions=False, auto_bind=ldap3.AUTO_BIND_NONE,
+    )
+    c.open()
+    assert c.bind(), c.result
+    try:
+        dn = f"cn=Pic,ou={acct.address},ou=ab,dc=example,dc=net"
+        photo = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(range(256)) * 160  # 40 KiB
+        assert c.add(dn, attributes={
+            "objectClass": ["top", "person", "inetOrgPerson"], "cn": "Pic", "sn": "Pic", "jpegPhoto": photo,
+        }), c.result
+    finally:
+        c.unbind()
+    fields = dict(f.split("=", 1) for f in imap_server.mx("mailbox", "quota", acct.address).decode().split("\t")[1:])
+    contacts = int(fields["contacts"])
+    assert int(fields["mail"]) == 0 and int(fields["used"]) == contacts
+    assert 40 * 1024 * 4 // 3 < contacts < 60 * 1024, contacts
+    m = imaps(imap_server, acct)
+    try:
+        typ, data = m.getquota('""')
+        assert typ == "OK" and data == [f'"" (STORAGE {-(-contacts // 1024)} 64)'.encode()], data
+    finally:
+        close(m)
+    # 20 KiB of mail fits 64 KiB alone, not beside the contacts: 452 4.2.2.
+    mail = simple("ab-1", ("m" * 998 + "\r\n") * 20)
+    with smtplib.SMTP(HOST, imap_server.mx_port, local_hostname="e2e.test", timeout=IO_TIMEOUT) as s:
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail(SENDER, [acct.address], mail)
+        assert (e.value.smtp_code, e.value.smtp_error) == (452, b"4.2.2 Mailbox full, try again later")
+    assert imap_server.inbox(acct.address) == []
 
 
 # --- bad input, limits ------------------------------------------------------------------------------

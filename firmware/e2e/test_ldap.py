@@ -10,6 +10,7 @@ exit with the LDAP result code, so `returncode` is what the server said.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 
@@ -603,6 +604,134 @@ def test_a_removed_mailbox_takes_its_book(make_server):
     s.add_mailbox("gone@acme.example", "m")
     s.mx("ldap", "passwd", "gone@acme.example", "--password", "gone-ldap")
     assert t.search(book("gone@acme.example"), "(objectClass=inetOrgPerson)") == (SUCCESS, [])
+
+
+# --- address books count in their owner's quota (issue 10) ----------------------------
+
+QUOTA_MESSAGE = re.compile(
+    r"mailbox quota of jo@acme\.example exceeded: 1048576 bytes allowed, "
+    r"(\d+) in use \((\d+) mail, (\d+) contacts\), the change adds (\d+)$"
+)
+
+
+def photo_contact(cn: str, photo: bytes) -> dict:
+    return {
+        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson"],
+        "cn": cn,
+        "sn": cn,
+        "jpegPhoto": photo,
+    }
+
+
+def quota_line(s: Server, address: str) -> dict:
+    """`mxrack mailbox quota ADDRESS` as a dict: used, mail, contacts, quota."""
+    fields = s.mx("mailbox", "quota", address).decode().rstrip("\n").split("\t")
+    assert fields[0] == address
+    return {k: v if k == "quota" else int(v) for k, v in (f.split("=", 1) for f in fields[1:])}
+
+
+def book_size(c: ldap3.Connection, who: str) -> int:
+    assert c.search(book(who), "(objectClass=*)", search_scope=ldap3.LEVEL, attributes=["cn"]), c.result
+    return len(c.entries)
+
+
+def test_photos_count_in_the_mailbox_quota(make_server):
+    """The issue's reproduction: a 1 MiB mailbox adds contacts with photos
+    over LDAP until adminLimitExceeded; nothing more is stored, the figures
+    survive a restart, a modify that grows is refused, a delete frees room."""
+    s = make_server()
+    s.add_domain("acme.example", "acme")
+    s.add_mailbox("jo@acme.example", "jo-mail")
+    s.mx("ldap", "passwd", "jo@acme.example", "--password", PASSWORDS["jo@acme.example"])
+    s.mx("mailbox", "quota", "jo@acme.example", "1M")
+    photo = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + os.urandom(100 * 1024)
+    c = connect(s, "jo@acme.example")
+    try:
+        added = 0
+        for i in range(40):
+            dn = f"cn=Photo {i},{book('jo@acme.example')}"
+            if not c.add(dn, attributes=photo_contact(f"Photo {i}", photo)):
+                break
+            added += 1
+        # 100 KiB of binary is about 137 KB stored (base64): 7 fit in 1 MiB.
+        assert added == 7, added
+        assert c.result["result"] == ADMIN_LIMIT, c.result
+        m = QUOTA_MESSAGE.match(c.result["message"])
+        assert m, c.result["message"]
+        used, mail, contacts, adds = (int(g) for g in m.groups())
+        assert mail == 0 and used == contacts
+        assert used <= 1048576 < used + adds
+        assert book_size(c, "jo@acme.example") == added
+        figures = quota_line(s, "jo@acme.example")
+        assert figures == {"used": used, "mail": 0, "contacts": used, "quota": "1048576"}
+
+        # A modify that makes an entry larger is refused with the same code;
+        # nothing changes.
+        first = f"cn=Photo 0,{book('jo@acme.example')}"
+        bigger = photo + os.urandom(150 * 1024)
+        assert not c.modify(first, {"jpegPhoto": [(ldap3.MODIFY_REPLACE, [bigger])]})
+        assert c.result["result"] == ADMIN_LIMIT, c.result
+        assert QUOTA_MESSAGE.match(c.result["message"]), c.result["message"]
+        assert quota_line(s, "jo@acme.example")["contacts"] == used
+        # One that makes it smaller is not.
+        assert c.modify(first, {"jpegPhoto": [(ldap3.MODIFY_REPLACE, [photo[:1024]])]}), c.result
+        shrunk = quota_line(s, "jo@acme.example")["contacts"]
+        assert shrunk < used - 100_000
+    finally:
+        c.unbind()
+
+    # The figure is the same after a restart (SIGKILL: no clean shutdown).
+    s.kill()
+    s.start()
+    assert quota_line(s, "jo@acme.example")["contacts"] == shrunk
+    c = connect(s, "jo@acme.example")
+    try:
+        # The entry refused before still does not fit: delete one and it does.
+        dn = f"cn=Late,{book('jo@acme.example')}"
+        big = photo + os.urandom(150 * 1024)
+        assert not c.add(dn, attributes=photo_contact("Late", big))
+        assert c.result["result"] == ADMIN_LIMIT, c.result
+        assert c.delete(f"cn=Photo 1,{book('jo@acme.example')}"), c.result
+        assert quota_line(s, "jo@acme.example")["contacts"] < shrunk
+        assert c.add(dn, attributes=photo_contact("Late", big)), c.result
+        assert book_size(c, "jo@acme.example") == added
+        # A rename keeps the size counted (its key changes with it).
+        assert c.modify_dn(dn, "cn=Later"), c.result
+        assert c.search(book("jo@acme.example"), "(cn=Later)", attributes=["jpegPhoto"]), c.result
+        assert c.entries[0].jpegPhoto.value == big
+    finally:
+        c.unbind()
+    final = quota_line(s, "jo@acme.example")
+    assert final["used"] == final["contacts"] <= 1048576
+    assert "no problems found" in s.mx("verify").decode()
+
+
+def test_an_account_book_is_bounded_by_max_book_bytes(make_server):
+    """An account has no quota: its book stops at ldap.max_book_bytes."""
+    s = make_server(start=False)
+    s.ldap_limits = {"max_book_bytes": 512 * 1024}
+    s.write_config()
+    s.start()
+    s.add_domain("acme.example", "acme")
+    s.mx("ldap", "passwd", "acme", "--password", PASSWORDS["acme"])
+    photo = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + os.urandom(100 * 1024)
+    c = connect(s, "acme")
+    try:
+        added = 0
+        for i in range(20):
+            if not c.add(f"cn=Shared {i},{book('acme')}", attributes=photo_contact(f"Shared {i}", photo)):
+                break
+            added += 1
+        assert added == 3, added
+        assert c.result["result"] == ADMIN_LIMIT, c.result
+        assert re.match(
+            r"address book size limit \(ldap\.max_book_bytes\) of the address book of acme exceeded: "
+            r"524288 bytes allowed, \d+ in use, the change adds \d+$",
+            c.result["message"],
+        ), c.result["message"]
+        assert book_size(c, "acme") == added
+    finally:
+        c.unbind()
 
 
 def test_python_ldap3_starttls_session(ls):

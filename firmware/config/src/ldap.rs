@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 pub const EMBEDDED_LDAP_ADDR: &str = "127.0.0.1:3389";
 pub const EMBEDDED_LDAPS_ADDR: &str = "127.0.0.1:3636";
 
+/// Default of `ldap.max_book_bytes`: 64 MiB, 10,000 contacts of 6 KiB or
+/// about 190 with a 250 KiB photo.
+pub const LDAP_MAX_BOOK_BYTES: u64 = 64 << 20;
+
 /// LDAP connections from one client network per kind of listener.
 pub const LDAP_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
 
@@ -28,6 +32,13 @@ pub struct Ldap {
     /// Most entries one address book may hold; an add beyond it gets
     /// adminLimitExceeded (11).
     pub max_entries_per_book: usize,
+    /// Largest an address book may grow, in bytes as stored (each entry's
+    /// record, a binary value such as a jpegPhoto in base64, plus its key);
+    /// a write past it gets adminLimitExceeded (11). It bounds every book:
+    /// an account's book, which no mailbox quota covers, and a personal book
+    /// of a mailbox without a quota. A mailbox's personal book also counts
+    /// in the mailbox's quota, with its mail.
+    pub max_book_bytes: u64,
     /// Most entries one search returns, whatever the client asks; past it the
     /// search ends with sizeLimitExceeded (4) after the entries up to it.
     pub max_search_entries: usize,
@@ -63,6 +74,7 @@ impl Default for Ldap {
             max_filter_depth: 10,
             max_filter_terms: 64,
             max_entries_per_book: 10_000,
+            max_book_bytes: LDAP_MAX_BOOK_BYTES,
             max_search_entries: 10_000,
             search_time_limit_secs: 10,
             max_connections: 500,
@@ -123,6 +135,12 @@ impl Ldap {
             return Err(invalid(
                 "ldap.max_entries_per_book",
                 "must be between 1 and 1000000".into(),
+            ));
+        }
+        if !(64 * 1024..=1 << 40).contains(&self.max_book_bytes) {
+            return Err(invalid(
+                "ldap.max_book_bytes",
+                "must be between 65536 and 1099511627776".into(),
             ));
         }
         if !(1..=1_000_000).contains(&self.max_search_entries) {
@@ -207,6 +225,7 @@ ldaps = ["0.0.0.0:636"]
             ("max_filter_depth = 0", "ldap.max_filter_depth"),
             ("max_filter_terms = 1", "ldap.max_filter_terms"),
             ("max_entries_per_book = 0", "ldap.max_entries_per_book"),
+            ("max_book_bytes = 1000", "ldap.max_book_bytes"),
             ("search_time_limit_secs = 0", "ldap.search_time_limit_secs"),
             ("max_connections = 0", "ldap.max_connections"),
             (

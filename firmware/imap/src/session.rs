@@ -168,6 +168,8 @@ fn store_error(tag: &str, e: &StoreError) -> String {
         StoreError::InUse { .. } => ("[INUSE]", e.to_string()),
         StoreError::Invalid { .. } => ("[CANNOT]", e.to_string()),
         StoreError::OverQuota { .. } => ("[OVERQUOTA]", "Quota exceeded".to_string()),
+        // Only address-book writes give it; IMAP never makes one.
+        StoreError::AddressBookOverLimit { .. } => ("[OVERQUOTA]", e.to_string()),
         StoreError::NoSpace => (
             "[UNAVAILABLE]",
             "Insufficient storage, try again later".to_string(),

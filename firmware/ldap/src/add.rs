@@ -27,7 +27,7 @@ fn try_add(svc: &LdapService, session: &Session, req: &LdapAddRequest) -> Result
         &at.right.book,
         &entry_key(&at.rdn),
         &entry,
-        svc.limits.max_entries_per_book,
+        &svc.book_limits(),
     )?;
     tracing::info!(client = %session.peer, book = %at.right.book, entry = %entry.rdn, "LDAP add");
     Ok(())

@@ -182,6 +182,10 @@ pub fn store_refusal(e: &StoreError) -> Refusal {
             what: "address book",
             why,
         } => refuse(C::AdminLimitExceeded, format!("the address book is {why}")),
+        // RFC 4511 4.1.9 / Appendix A.2: adminLimitExceeded, "a limit set
+        // by an administrative authority", with the figures as the
+        // diagnostic message so the user sees which limit and how far.
+        StoreError::AddressBookOverLimit { .. } => refuse(C::AdminLimitExceeded, e.to_string()),
         StoreError::Invalid { what, why } => {
             refuse(C::ConstraintViolation, format!("invalid {what}: {why}"))
         }

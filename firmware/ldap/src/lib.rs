@@ -85,6 +85,14 @@ impl LdapService {
         self.base.to_string()
     }
 
+    /// The bounds of every book (its owner's quota is the store's to check).
+    pub fn book_limits(&self) -> mxrack_store::BookLimits {
+        mxrack_store::BookLimits {
+            max_entries: self.limits.max_entries_per_book,
+            max_bytes: self.limits.max_book_bytes,
+        }
+    }
+
     pub fn filter_limits(&self) -> filter::FilterLimits {
         filter::FilterLimits {
             depth_max: self.limits.max_filter_depth,

@@ -31,9 +31,11 @@ fn try_modify(
     let at = locate_entry(svc, session, &req.dn, true)?;
     let key = entry_key(&at.rdn);
     let rdn = at.rdn.clone();
-    let result = svc
-        .store
-        .ldap_entry_update(&at.right.book, &key, |entry: &mut LdapEntry| {
+    let result = svc.store.ldap_entry_update(
+        &at.right.book,
+        &key,
+        &svc.book_limits(),
+        |entry: &mut LdapEntry| {
             let mut contact = Contact::from_stored(entry);
             for change in &req.changes {
                 let def = contact_def(&change.modification.atype)?;
@@ -72,7 +74,8 @@ fn try_modify(
             contact.check()?;
             entry.attributes = contact.into_stored(&rdn, entry.created).attributes;
             Ok(())
-        });
+        },
+    );
     match result {
         Ok(()) => {
             tracing::info!(client = %session.peer, book = %at.right.book, entry = %at.rdn, "LDAP modify");

@@ -53,6 +53,7 @@ fn try_modify_dn(
         &at.right.book,
         &old_key,
         &new_key,
+        &svc.book_limits(),
         |entry: &mut LdapEntry| {
             let mut contact = Contact::from_stored(entry);
             if req.deleteoldrdn {

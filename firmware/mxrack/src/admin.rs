@@ -276,9 +276,13 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 store.mailbox_set_quota(address, *quota).map_err(e)?;
             }
             let quota = store.mailbox_get(address).map_err(e)?.quota_bytes;
-            let used = store.mailbox_usage(address).map_err(e)?;
+            // The quota covers mail and the address book together.
+            let used = store.mailbox_usage_parts(address).map_err(e)?;
             out = format!(
-                "{address}\tused={used}\tquota={}\n",
+                "{address}\tused={}\tmail={}\tcontacts={}\tquota={}\n",
+                used.total(),
+                used.mail,
+                used.contacts,
                 quota
                     .map(|q| q.to_string())
                     .unwrap_or_else(|| "none".into())

@@ -420,6 +420,8 @@ struct Tables<'t> {
     blobs: JTable<'t, u64, u64>,
     queue: JTable<'t, u64, &'static [u8]>,
     usage: JTable<'t, &'static str, u64>,
+    /// Read only: a mailbox's quota counts its address book too.
+    books: JTable<'t, &'static str, &'static [u8]>,
 }
 
 /// One transaction for the whole batch. The outer error fails the whole
@@ -440,6 +442,7 @@ fn apply_batch(
             blobs: txn.open_table(BLOBS)?,
             queue: txn.open_table(QUEUE)?,
             usage: txn.open_table(USAGE)?,
+            books: txn.open_table(crate::ldap::LDAP_BOOKS)?,
         };
         let now = now_secs();
         for req in batch {
@@ -483,13 +486,15 @@ fn check(req: &Request, t: &Tables<'_>) -> Result<(), StoreError> {
             None => return Err(not_found()),
         };
         // Quota (RFC 9208 STORAGE): the whole delivery is refused when one
-        // local mailbox cannot take it, so nothing is half delivered.
+        // local mailbox cannot take it, so nothing is half delivered. It
+        // counts the mailbox's mail and its address book together.
         if let Some(quota) = record.quota_bytes {
             let used = t
                 .usage
                 .get(mailbox.as_str())?
                 .map(|g| g.value())
-                .unwrap_or(0);
+                .unwrap_or(0)
+                .saturating_add(crate::ldap::contacts_bytes(&*t.books, mailbox)?);
             if used.saturating_add(req.size) > quota {
                 return Err(StoreError::OverQuota {
                     mailbox: mailbox.clone(),

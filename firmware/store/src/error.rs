@@ -32,6 +32,21 @@ pub enum StoreError {
         mailbox: String,
         larger_than_quota: bool,
     },
+    /// An address-book write would take its book past a limit: `limit` names
+    /// it ("mailbox quota": the owner mailbox's quota, counting its mail and
+    /// its contacts; or `ldap.max_book_bytes`). Figures in bytes: `mail` and
+    /// `contacts` are in use (mail 0 for a limit on the book alone), `adds`
+    /// is what the change would add. LDAP answers adminLimitExceeded with
+    /// this text as the diagnostic message (RFC 4511 4.1.9).
+    #[error("{}", over_limit_message(.limit, .owner, *.allowed, *.mail, *.contacts, *.adds))]
+    AddressBookOverLimit {
+        limit: &'static str,
+        owner: String,
+        allowed: u64,
+        mail: u64,
+        contacts: u64,
+        adds: u64,
+    },
     /// ENOSPC or EDQUOT on the data file system.
     #[error("no space left on the data file system")]
     NoSpace,
@@ -52,6 +67,28 @@ pub enum StoreError {
     /// [`crate::Store::shutdown`] was called (or the commit thread is gone).
     #[error("the store is shutting down")]
     Closed,
+}
+
+fn over_limit_message(
+    limit: &str,
+    owner: &str,
+    allowed: u64,
+    mail: u64,
+    contacts: u64,
+    adds: u64,
+) -> String {
+    let used = mail.saturating_add(contacts);
+    if limit == "mailbox quota" {
+        format!(
+            "mailbox quota of {owner} exceeded: {allowed} bytes allowed, {used} in use \
+             ({mail} mail, {contacts} contacts), the change adds {adds}"
+        )
+    } else {
+        format!(
+            "{limit} of the address book of {owner} exceeded: {allowed} bytes allowed, \
+             {used} in use, the change adds {adds}"
+        )
+    }
 }
 
 impl StoreError {
@@ -101,6 +138,21 @@ impl StoreError {
             StoreError::Invalid { what, why } => StoreError::Invalid {
                 what,
                 why: why.clone(),
+            },
+            StoreError::AddressBookOverLimit {
+                limit,
+                owner,
+                allowed,
+                mail,
+                contacts,
+                adds,
+            } => StoreError::AddressBookOverLimit {
+                limit,
+                owner: owner.clone(),
+                allowed: *allowed,
+                mail: *mail,
+                contacts: *contacts,
+                adds: *adds,
             },
             StoreError::NoSpace => StoreError::NoSpace,
             StoreError::Io(e) => StoreError::Io(io::Error::new(e.kind(), e.to_string())),

@@ -13,7 +13,7 @@
 //! So the state of those tables is always `snapshot + journal`, whatever
 //! happens to `meta.redb`: `mxrack reconstruct` replays them into a new
 //! database. Derived tables (blob reference counts, usage, id counters) are
-//! recomputed; the other tables (LDAP books, spam data, events) are copied
+//! recomputed; the other tables (spam data, events) are copied
 //! from whatever of the old database still reads.
 //!
 //! Format. Both files start with an 8-byte magic and the 8-byte generation

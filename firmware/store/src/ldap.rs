@@ -13,6 +13,17 @@
 //! repeats, even after a book is removed and made again): the LDAP service
 //! caches decoded books and reloads one only when its generation moved.
 //!
+//! Size. A book's *bytes* are the sum over its entries of the stored record
+//! (the JSON bytes) plus its key, kept in its `ldap_books` record beside the
+//! entry count and changed in the same transaction as the entry, so the
+//! figure is journaled with it and `mxrack reconstruct` brings it back. A
+//! write that makes a book larger is checked, inside its transaction, against
+//! [`BookLimits::max_bytes`] (`ldap.max_book_bytes`, every book) and, for a
+//! mailbox's personal book, against the mailbox's quota, which counts mail
+//! and contacts together (issue 10: a 1 MiB mailbox stored 100 MB of photos
+//! when contacts were outside it). A write that shrinks or keeps the size is
+//! never refused, so an owner over a lowered limit can always clean up.
+//!
 //! LDAP passwords are separate from mail passwords (as in the seed): a
 //! mailbox's is `Mailbox::ldap_password_hash`, an account's is
 //! `Account::ldap_password_hash`, both Argon2id like the mail passwords.
@@ -28,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::now_secs;
 use crate::journal::JTxn;
 use crate::names::{normalize_account, normalize_address};
-use crate::schema::{self, ACCOUNTS, Account, COUNTERS, MAILBOXES, Mailbox};
+use crate::schema::{self, ACCOUNTS, Account, COUNTERS, MAILBOXES, Mailbox, USAGE};
 use crate::{Store, StoreError, password};
 
 /// `ldap_entries`: (book, entry key) -> [`LdapEntry`].
@@ -109,6 +120,114 @@ pub struct LdapBookMeta {
     /// Changes with every write to the book; 0 for a book never written.
     pub generation: u64,
     pub entries: u64,
+    /// The book's stored size ([`entry_cost`] summed over its entries).
+    /// `None` in a record written before books were counted: filled in at
+    /// open ([`count_uncounted_books`]) and, failing that, counted from the
+    /// entries by the next write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// What bounds every book besides its owner's quota: `ldap.max_entries_per_book`
+/// and `ldap.max_book_bytes`. An account's book has no mailbox quota, so
+/// these two are its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookLimits {
+    pub max_entries: usize,
+    pub max_bytes: u64,
+}
+
+impl BookLimits {
+    /// No bound but the store's own (tests and tools).
+    pub const UNLIMITED: BookLimits = BookLimits {
+        max_entries: usize::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
+/// The bytes an entry counts for: its record as stored plus its key.
+pub(crate) fn entry_cost(key: &str, record: &[u8]) -> u64 {
+    (key.len() + record.len()) as u64
+}
+
+/// A book's stored size summed from its entries (one range scan: values are
+/// read, not decoded).
+pub(crate) fn sum_book_bytes(
+    entries: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    book: &str,
+) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    for item in entries.range((book, "")..)? {
+        let (k, v) = item?;
+        let (b, key) = k.value();
+        if b != book {
+            break;
+        }
+        total = total.saturating_add(entry_cost(key, v.value()));
+    }
+    Ok(total)
+}
+
+/// The size of `book` read in `txn` (counted from its entries if its record
+/// has none yet).
+pub(crate) fn book_bytes_read(txn: &ReadTransaction, book: &str) -> Result<u64, StoreError> {
+    let Some(books) = open_read(txn, LDAP_BOOKS)? else {
+        return Ok(0);
+    };
+    match read_meta(&books, book)?.bytes {
+        Some(b) => Ok(b),
+        None => match open_read(txn, LDAP_ENTRIES)? {
+            Some(entries) => sum_book_bytes(&entries, book),
+            None => Ok(0),
+        },
+    }
+}
+
+/// What `mxrack verify` finds wrong with the books' records: a count or a
+/// size that is not what the entries add up to.
+pub(crate) fn check_books(txn: &ReadTransaction) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let (Some(books), Some(entries)) = (open_read(txn, LDAP_BOOKS)?, open_read(txn, LDAP_ENTRIES)?)
+    else {
+        return Ok(problems);
+    };
+    for item in books.iter()? {
+        let (k, v) = item?;
+        let book = k.value();
+        let meta: LdapBookMeta = schema::decode(v.value(), "address book")?;
+        let mut count = 0u64;
+        for item in entries.range((book, "")..)? {
+            if item?.0.value().0 != book {
+                break;
+            }
+            count += 1;
+        }
+        if count != meta.entries {
+            problems.push(format!(
+                "address book {book}: counts {} entries, holds {count}",
+                meta.entries
+            ));
+        }
+        let bytes = sum_book_bytes(&entries, book)?;
+        if let Some(kept) = meta.bytes
+            && kept != bytes
+        {
+            problems.push(format!(
+                "address book {book}: size {kept} but its entries hold {bytes} bytes"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The bytes of the personal book of `mailbox` as its `ldap_books` record
+/// says (0 when it has none): what mail deliveries and APPEND add to the
+/// mailbox's usage before comparing with its quota.
+pub(crate) fn contacts_bytes(
+    books: &impl ReadableTable<&'static str, &'static [u8]>,
+    mailbox: &str,
+) -> Result<u64, StoreError> {
+    Ok(read_meta(books, mailbox)?.bytes.unwrap_or(0))
 }
 
 /// A whole book read in one transaction.
@@ -187,20 +306,92 @@ fn read_meta(
     }
 }
 
-/// Gives `book` a new generation and adds `entries_delta` to its count.
-fn touch_book(txn: &JTxn<'_>, book: &str, entries_delta: i64) -> Result<(), StoreError> {
+/// Gives `book` a new generation, adds `entries_delta` to its count and
+/// `bytes_delta` to its size. Called before the entry itself is written, so
+/// a size still unknown (`None`) is counted from the entries as they were.
+/// A change that makes the book larger is refused with
+/// [`StoreError::AddressBookOverLimit`] (nothing written: the caller drops
+/// the transaction) when it would pass `limits.max_bytes` or, for a
+/// mailbox's book, the mailbox's quota with its mail.
+fn charge_book(
+    txn: &JTxn<'_>,
+    book: &str,
+    entries_delta: i64,
+    bytes_delta: i64,
+    limits: &BookLimits,
+) -> Result<(), StoreError> {
+    let mut books = txn.open_table(LDAP_BOOKS)?;
+    let mut meta = read_meta(&*books, book)?;
+    let before = match meta.bytes {
+        Some(b) => b,
+        None => sum_book_bytes(&*txn.open_table(LDAP_ENTRIES)?, book)?,
+    };
+    let after = before.saturating_add_signed(bytes_delta);
+    if bytes_delta > 0 {
+        let adds = bytes_delta.unsigned_abs();
+        // The owner's quota first: it is the figure the user knows (IMAP
+        // GETQUOTA shows the same sum).
+        if book.contains('@')
+            && let Some(g) = txn.open_table(MAILBOXES)?.get(book)?
+        {
+            let m: Mailbox = schema::decode(g.value(), "mailbox")?;
+            if let Some(quota) = m.quota_bytes {
+                let mail = txn.open_table(USAGE)?.get(book)?.map_or(0, |g| g.value());
+                if mail.saturating_add(after) > quota {
+                    return Err(StoreError::AddressBookOverLimit {
+                        limit: "mailbox quota",
+                        owner: book.to_string(),
+                        allowed: quota,
+                        mail,
+                        contacts: before,
+                        adds,
+                    });
+                }
+            }
+        }
+        if after > limits.max_bytes {
+            return Err(StoreError::AddressBookOverLimit {
+                limit: "address book size limit (ldap.max_book_bytes)",
+                owner: book.to_string(),
+                allowed: limits.max_bytes,
+                mail: 0,
+                contacts: before,
+                adds,
+            });
+        }
+    }
     let mut counters = txn.open_table(COUNTERS)?;
     let last = counters
         .get(LDAP_GENERATION_COUNTER)?
         .map_or(0, |g| g.value());
     let generation = last.saturating_add(1);
     counters.insert(LDAP_GENERATION_COUNTER, generation)?;
-    let mut books = txn.open_table(LDAP_BOOKS)?;
-    let mut meta = read_meta(&*books, book)?;
     meta.generation = generation;
     meta.entries = meta.entries.saturating_add_signed(entries_delta);
+    meta.bytes = Some(after);
     books.insert(book, schema::encode(&meta)?.as_slice())?;
     Ok(())
+}
+
+/// Counts the size of every book whose record has none (written by a
+/// binary from before books were counted), in one journaled transaction.
+/// At open: a store that has counted all its books reads `ldap_books` only.
+pub(crate) fn count_uncounted_books(txn: &JTxn<'_>) -> Result<usize, StoreError> {
+    let mut books = txn.open_table(LDAP_BOOKS)?;
+    let mut uncounted = Vec::new();
+    for item in books.iter()? {
+        let (k, v) = item?;
+        let meta: LdapBookMeta = schema::decode(v.value(), "address book")?;
+        if meta.bytes.is_none() {
+            uncounted.push((k.value().to_string(), meta));
+        }
+    }
+    let entries = txn.open_table(LDAP_ENTRIES)?;
+    for (book, meta) in &mut uncounted {
+        meta.bytes = Some(sum_book_bytes(&*entries, book)?);
+        books.insert(book.as_str(), schema::encode(&meta)?.as_slice())?;
+    }
+    Ok(uncounted.len())
 }
 
 /// Removes a book and its entries inside `txn` (a mailbox or an account
@@ -272,16 +463,25 @@ impl Store {
             .transpose()
     }
 
+    /// The size of `book` in bytes ([`entry_cost`] summed), as its record
+    /// keeps it (0 for a book never written).
+    pub fn ldap_book_bytes(&self, book: &str) -> Result<u64, StoreError> {
+        book_bytes_read(&self.read_txn()?, book)
+    }
+
     /// Adds an entry. [`StoreError::Duplicate`] if the key is taken,
     /// [`StoreError::Invalid`] (what = "address book") when the book already
-    /// holds `max_entries`.
+    /// holds `limits.max_entries`, [`StoreError::AddressBookOverLimit`] when
+    /// it would take the book past `limits.max_bytes` or its mailbox past
+    /// its quota.
     pub fn ldap_entry_add(
         &self,
         book: &str,
         key: &str,
         entry: &LdapEntry,
-        max_entries: usize,
+        limits: &BookLimits,
     ) -> Result<(), StoreError> {
+        let max_entries = limits.max_entries;
         let mut entry = entry.clone();
         let now = now_secs();
         entry.created = now;
@@ -296,30 +496,40 @@ impl Store {
                     why: format!("it is full ({max_entries} entries)"),
                 });
             }
-            let mut entries = txn.open_table(LDAP_ENTRIES)?;
-            if entries.get((book, key))?.is_some() {
+            if txn.open_table(LDAP_ENTRIES)?.get((book, key))?.is_some() {
                 return Err(StoreError::Duplicate {
                     kind: "address book entry",
                     name: entry.rdn.clone(),
                 });
             }
-            entries.insert((book, key), bytes.as_slice())?;
         }
-        touch_book(&txn, book, 1)?;
+        let cost = entry_cost(key, &bytes);
+        charge_book(
+            &txn,
+            book,
+            1,
+            i64::try_from(cost).unwrap_or(i64::MAX),
+            limits,
+        )?;
+        txn.open_table(LDAP_ENTRIES)?
+            .insert((book, key), bytes.as_slice())?;
         txn.commit()?;
         Ok(())
     }
 
     /// Changes an entry in place with `change`, which sees the stored entry
     /// and may refuse (its error is returned and nothing is written).
-    /// [`StoreError::NotFound`] when the entry does not exist.
+    /// [`StoreError::NotFound`] when the entry does not exist; a change that
+    /// makes the entry larger is checked as [`Store::ldap_entry_add`] checks
+    /// an add.
     pub fn ldap_entry_update<E: From<StoreError>>(
         &self,
         book: &str,
         key: &str,
+        limits: &BookLimits,
         change: impl FnOnce(&mut LdapEntry) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.ldap_entry_rename(book, key, key, change)
+        self.ldap_entry_rename(book, key, key, limits, change)
     }
 
     /// Moves an entry to `new_key` in the same book (the same key: an update)
@@ -330,14 +540,18 @@ impl Store {
         book: &str,
         old_key: &str,
         new_key: &str,
+        limits: &BookLimits,
         change: impl FnOnce(&mut LdapEntry) -> Result<(), E>,
     ) -> Result<(), E> {
         let txn = self.jtxn()?;
-        {
-            let mut entries = txn.open_table(LDAP_ENTRIES)?;
-            let mut entry: LdapEntry =
+        let (old_cost, new_cost, bytes) = {
+            let entries = txn.open_table(LDAP_ENTRIES)?;
+            let (mut entry, old_cost): (LdapEntry, u64) =
                 match entries.get((book, old_key)).map_err(StoreError::from)? {
-                    Some(g) => schema::decode(g.value(), "address book entry")?,
+                    Some(g) => (
+                        schema::decode(g.value(), "address book entry")?,
+                        entry_cost(old_key, g.value()),
+                    ),
                     None => return Err(not_found("address book entry", old_key).into()),
                 };
             if new_key != old_key
@@ -355,12 +569,19 @@ impl Store {
             change(&mut entry)?;
             entry.modified = now_secs();
             let bytes = schema::encode(&entry)?;
+            (old_cost, entry_cost(new_key, &bytes), bytes)
+        };
+        let delta = i64::try_from(new_cost)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(old_cost).unwrap_or(i64::MAX));
+        charge_book(&txn, book, 0, delta, limits)?;
+        {
+            let mut entries = txn.open_table(LDAP_ENTRIES)?;
             if new_key != old_key {
                 entries.remove((book, old_key))?;
             }
             entries.insert((book, new_key), bytes.as_slice())?;
         }
-        touch_book(&txn, book, 0)?;
         txn.commit()?;
         Ok(())
     }
@@ -368,13 +589,18 @@ impl Store {
     /// Deletes an entry; [`StoreError::NotFound`] if it does not exist.
     pub fn ldap_entry_delete(&self, book: &str, key: &str) -> Result<(), StoreError> {
         let txn = self.jtxn()?;
-        {
-            let mut entries = txn.open_table(LDAP_ENTRIES)?;
-            if entries.remove((book, key))?.is_none() {
-                return Err(not_found("address book entry", key));
-            }
-        }
-        touch_book(&txn, book, -1)?;
+        let cost = match txn.open_table(LDAP_ENTRIES)?.get((book, key))? {
+            Some(g) => entry_cost(key, g.value()),
+            None => return Err(not_found("address book entry", key)),
+        };
+        charge_book(
+            &txn,
+            book,
+            -1,
+            -i64::try_from(cost).unwrap_or(i64::MAX),
+            &BookLimits::UNLIMITED,
+        )?;
+        txn.open_table(LDAP_ENTRIES)?.remove((book, key))?;
         txn.commit()?;
         Ok(())
     }
@@ -499,6 +725,258 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    const MB: &str = "jo@example.net";
+    const LIMITS: BookLimits = BookLimits {
+        max_entries: 1000,
+        max_bytes: 1 << 30,
+    };
+
+    fn store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        s.account_add("acme").expect("account");
+        s.domain_add("example.net", "acme").expect("domain");
+        s.mailbox_add(MB, "pw", false).expect("mailbox");
+        (dir, s)
+    }
+
+    /// A contact with a `photo_bytes` long binary jpegPhoto.
+    fn contact(cn: &str, photo_bytes: usize) -> LdapEntry {
+        let mut photo = vec![0xffu8, 0xd8, 0xff];
+        photo.resize(photo_bytes.max(3), 0x80);
+        LdapEntry {
+            rdn: format!("cn={cn}"),
+            attributes: vec![
+                LdapAttribute {
+                    name: "cn".into(),
+                    values: vec![LdapValue(cn.as_bytes().to_vec())],
+                },
+                LdapAttribute {
+                    name: "jpegPhoto".into(),
+                    values: vec![LdapValue(photo)],
+                },
+            ],
+            created: 0,
+            modified: 0,
+        }
+    }
+
+    fn key(cn: &str) -> String {
+        format!("cn={}", cn.to_lowercase())
+    }
+
+    fn add(s: &Store, book: &str, cn: &str, photo: usize) -> Result<(), StoreError> {
+        s.ldap_entry_add(book, &key(cn), &contact(cn, photo), &LIMITS)
+    }
+
+    /// The size the book's record keeps, checked against its entries.
+    fn book_bytes(s: &Store, book: &str) -> u64 {
+        let kept = s.ldap_book_bytes(book).expect("bytes");
+        let txn = s.read_txn().expect("txn");
+        let summed =
+            sum_book_bytes(&txn.open_table(LDAP_ENTRIES).expect("table"), book).expect("sum");
+        assert_eq!(kept, summed, "the kept size is what the entries hold");
+        kept
+    }
+
+    fn over_limit(r: Result<(), StoreError>) -> StoreError {
+        match r {
+            Err(e @ StoreError::AddressBookOverLimit { .. }) => e,
+            other => panic!("expected AddressBookOverLimit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_mailbox_quota_counts_its_contacts() {
+        let (_d, s) = store();
+        s.mailbox_set_quota(MB, Some(100_000)).expect("quota");
+        add(&s, MB, "Small", 10).expect("within the quota");
+        let one = book_bytes(&s, MB);
+        assert!(one > 10 && one < 500, "{one}");
+        assert_eq!(s.mailbox_usage_parts(MB).expect("usage").contacts, one);
+        assert_eq!(s.mailbox_usage(MB).expect("usage"), one, "mail + contacts");
+
+        // Binary photos are stored as base64: 60,000 bytes count ~80,000.
+        add(&s, MB, "Photo1", 60_000).expect("within the quota");
+        let two = book_bytes(&s, MB);
+        assert!(two > 80_000 && two < 100_000, "{two}");
+        let e = over_limit(add(&s, MB, "Photo2", 60_000));
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "mailbox quota of {MB} exceeded: 100000 bytes allowed, {two} in use (0 mail, {two} contacts), the change adds "
+            )),
+            "{text}"
+        );
+        assert_eq!(book_bytes(&s, MB), two, "nothing stored");
+        assert!(s.ldap_entry_get(MB, &key("Photo2")).expect("get").is_none());
+        assert_eq!(s.ldap_book_load(MB).expect("load").entries.len(), 2);
+
+        // A modify that makes an entry larger is refused, one that makes it
+        // smaller is not (even over a lowered quota).
+        let grow = s.ldap_entry_update(MB, &key("Small"), &LIMITS, |e: &mut LdapEntry| {
+            e.attributes[1].values[0].0.resize(30_000, 1);
+            Ok::<(), StoreError>(())
+        });
+        over_limit(grow);
+        assert_eq!(book_bytes(&s, MB), two);
+        s.mailbox_set_quota(MB, Some(1_000)).expect("lower quota");
+        s.ldap_entry_update(MB, &key("Photo1"), &LIMITS, |e: &mut LdapEntry| {
+            e.attributes[1].values[0].0.truncate(1_000);
+            Ok::<(), StoreError>(())
+        })
+        .expect("shrinking is allowed over the quota");
+        let shrunk = book_bytes(&s, MB);
+        assert!(shrunk < 2_000, "{shrunk}");
+        s.mailbox_set_quota(MB, Some(100_000)).expect("quota");
+
+        // A rename counts its new key.
+        s.ldap_entry_rename(
+            MB,
+            &key("Small"),
+            &key("Tiny"),
+            &LIMITS,
+            |e: &mut LdapEntry| {
+                e.rdn = "cn=Tiny".into();
+                Ok::<(), StoreError>(())
+            },
+        )
+        .expect("rename");
+        let renamed = book_bytes(&s, MB);
+
+        // A delete frees room: the refused photo fits now.
+        s.ldap_entry_delete(MB, &key("Photo1")).expect("delete");
+        assert!(book_bytes(&s, MB) < renamed);
+        add(&s, MB, "Photo2", 60_000).expect("room again");
+        book_bytes(&s, MB);
+    }
+
+    #[test]
+    fn mail_and_contacts_share_the_quota() {
+        let (_d, s) = store();
+        s.mailbox_set_quota(MB, Some(50_000)).expect("quota");
+        add(&s, MB, "Photo", 30_000).expect("contacts");
+        let contacts = book_bytes(&s, MB);
+        // APPEND sees the contacts.
+        let body = vec![b'x'; 20_000];
+        assert!(matches!(
+            s.append(MB, "INBOX", &body, &[], None),
+            Err(StoreError::OverQuota { .. })
+        ));
+        s.append(MB, "INBOX", &body[..5_000], &[], None)
+            .expect("fits");
+        assert_eq!(
+            s.mailbox_usage_parts(MB).expect("usage"),
+            crate::MailboxUsage {
+                mail: 5_000,
+                contacts
+            }
+        );
+        // And an LDAP add sees the mail.
+        let e = over_limit(add(&s, MB, "Again", 6_000));
+        assert!(e.to_string().contains("(5000 mail, "), "{e}");
+    }
+
+    #[tokio::test]
+    async fn deliveries_count_the_contacts() {
+        let (_d, s) = store();
+        s.mailbox_set_quota(MB, Some(50_000)).expect("quota");
+        add(&s, MB, "Photo", 30_000).expect("contacts");
+        let delivery = |n: usize| crate::Delivery {
+            mail_from: "a@example.org".into(),
+            local: vec![MB.into()],
+            remote: vec![],
+            body: vec![b'y'; n],
+            copies: vec![],
+        };
+        let id = s.next_id();
+        assert!(matches!(
+            s.deliver(delivery(20_000), id).await,
+            Err(StoreError::OverQuota { .. })
+        ));
+        let id = s.next_id();
+        s.deliver(delivery(1_000), id).await.expect("fits");
+    }
+
+    #[test]
+    fn an_account_book_is_bounded_by_max_book_bytes() {
+        let (_d, s) = store();
+        let limits = BookLimits {
+            max_entries: 1000,
+            max_bytes: 10_000,
+        };
+        s.ldap_entry_add("acme", &key("A"), &contact("A", 5_000), &limits)
+            .expect("fits");
+        let e = over_limit(s.ldap_entry_add("acme", &key("B"), &contact("B", 5_000), &limits));
+        let used = book_bytes(&s, "acme");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "address book size limit (ldap.max_book_bytes) of the address book of acme exceeded: 10000 bytes allowed, {used} in use, the change adds "
+            )),
+            "{e}"
+        );
+        // The same bound holds for a mailbox without a quota.
+        over_limit(s.ldap_entry_add(MB, &key("B"), &contact("B", 20_000), &limits));
+    }
+
+    #[test]
+    fn the_size_survives_a_restart_and_a_reconstruct() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let used = {
+            let s = Store::open(dir.path()).expect("open");
+            s.account_add("acme").expect("account");
+            s.domain_add("example.net", "acme").expect("domain");
+            s.mailbox_add(MB, "pw", false).expect("mailbox");
+            s.mailbox_set_quota(MB, Some(100_000)).expect("quota");
+            add(&s, MB, "A", 20_000).expect("add");
+            add(&s, MB, "B", 20_000).expect("add");
+            s.ldap_entry_delete(MB, &key("A")).expect("delete");
+            book_bytes(&s, MB)
+        };
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(book_bytes(&s, MB), used);
+        assert_eq!(s.mailbox_usage(MB).expect("usage"), used);
+        assert!(
+            s.verify(&mut |_, _, _| {})
+                .expect("verify")
+                .problems
+                .is_empty()
+        );
+        drop(s);
+        crate::recovery::reconstruct(dir.path(), None, &mut |_, _, _| {}).expect("reconstruct");
+        let s = Store::open(dir.path()).expect("open rebuilt");
+        assert_eq!(book_bytes(&s, MB), used, "the size is journaled");
+        over_limit(add(&s, MB, "Big", 60_000));
+    }
+
+    #[test]
+    fn a_book_from_before_sizes_is_counted_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let used = {
+            let s = Store::open(dir.path()).expect("open");
+            s.account_add("acme").expect("account");
+            add(&s, "acme", "A", 1_000).expect("add");
+            // Write the book's record as an older binary did: no size.
+            let txn = s.jtxn().expect("txn");
+            {
+                let mut books = txn.open_table(LDAP_BOOKS).expect("books");
+                let mut meta = read_meta(&*books, "acme").expect("meta");
+                meta.bytes = None;
+                let bytes = schema::encode(&meta).expect("encode");
+                assert!(!String::from_utf8_lossy(&bytes).contains("bytes"));
+                books.insert("acme", bytes.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+            let txn = s.read_txn().expect("txn");
+            sum_book_bytes(&txn.open_table(LDAP_ENTRIES).expect("t"), "acme").expect("sum")
+        };
+        let s = Store::open(dir.path()).expect("reopen");
+        let txn = s.read_txn().expect("txn");
+        let meta = read_meta(&txn.open_table(LDAP_BOOKS).expect("t"), "acme").expect("meta");
+        assert_eq!(meta.bytes, Some(used));
+    }
 
     #[test]
     fn values_are_text_when_they_can_be_and_base64_otherwise() {

@@ -60,8 +60,9 @@ pub use ids::{Id, id_hex, parse_id_hex};
 pub use incoming::{INCOMING_CHUNK_BYTES, IncomingMessage};
 pub use journal::JournalOpen;
 pub use ldap::{
-    LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
+    BookLimits, LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
 };
+pub use mailstore::MailboxUsage;
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
 pub use password::MAX_PASSWORD_LEN;
@@ -152,6 +153,16 @@ impl Store {
                 frames = journal_open.rolled_forward,
                 "meta.redb was behind the recovery journal; rolled forward"
             );
+        }
+        {
+            // Books written before their size was kept get it now (once;
+            // a store that has it reads `ldap_books` only).
+            let txn = journal::JTxn::new(deliver::durable_write(&db)?, &journal, None);
+            let counted = ldap::count_uncounted_books(&txn)?;
+            txn.commit()?;
+            if counted > 0 {
+                tracing::info!(books = counted, "address books counted for quotas");
+            }
         }
         let reconciled = blobs::reconcile(&db, &msg_dir)?;
         let largest_blob = reconciled.largest;

@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::ids::now_secs;
 use crate::journal::{JTable, JTxn};
+use crate::ldap::LDAP_BOOKS;
 use crate::names::normalize_address;
 use crate::schema::{
     self, BLOBS, COUNTERS, FOLDER_ID_COUNTER, FOLDERS, Folder, INBOX, MAILBOXES, MESSAGES, Mailbox,
@@ -172,15 +173,17 @@ fn flags_contain(flags: &[String], flag: &str) -> bool {
 
 /// Adds `bytes` to a mailbox's usage inside `txn`, refusing with
 /// [`StoreError::OverQuota`] when that would pass its quota (APPEND, COPY).
+/// The quota covers mail and the mailbox's address book together.
 fn charge_usage(txn: &JTxn<'_>, mailbox: &str, bytes: u64) -> Result<(), StoreError> {
     let record = match txn.open_table(MAILBOXES)?.get(mailbox)? {
         Some(g) => schema::decode::<Mailbox>(g.value(), "mailbox")?,
         None => return Err(not_found("mailbox", mailbox.to_string())),
     };
+    let contacts = crate::ldap::contacts_bytes(&*txn.open_table(LDAP_BOOKS)?, mailbox)?;
     let mut usage = txn.open_table(USAGE)?;
     let used = usage.get(mailbox)?.map(|g| g.value()).unwrap_or(0);
     if let Some(q) = record.quota_bytes
-        && used.saturating_add(bytes) > q
+        && used.saturating_add(contacts).saturating_add(bytes) > q
     {
         return Err(StoreError::OverQuota {
             mailbox: mailbox.to_string(),
@@ -230,6 +233,21 @@ pub(crate) fn recount_usage(db: &Database) -> Result<(), StoreError> {
     }
     txn.commit()?;
     Ok(())
+}
+
+/// What a mailbox uses against its quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxUsage {
+    /// Message bytes over all its folders.
+    pub mail: u64,
+    /// Its address book's stored bytes (`ldap_books`).
+    pub contacts: u64,
+}
+
+impl MailboxUsage {
+    pub fn total(&self) -> u64 {
+        self.mail.saturating_add(self.contacts)
+    }
 }
 
 impl Store {
@@ -610,15 +628,23 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes stored in a mailbox over all its folders.
+    /// Bytes a mailbox uses against its quota: its mail over all its
+    /// folders plus its address book (what IMAP GETQUOTA reports).
     pub fn mailbox_usage(&self, address: &str) -> Result<u64, StoreError> {
+        Ok(self.mailbox_usage_parts(address)?.total())
+    }
+
+    /// [`Store::mailbox_usage`] in its two parts, read in one transaction.
+    pub fn mailbox_usage_parts(&self, address: &str) -> Result<MailboxUsage, StoreError> {
         let address = normalize_address(address)?;
         let txn = self.read_txn()?;
-        Ok(txn
+        let mail = txn
             .open_table(USAGE)?
             .get(address.as_str())?
             .map(|g| g.value())
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let contacts = crate::ldap::book_bytes_read(&txn, &address)?;
+        Ok(MailboxUsage { mail, contacts })
     }
 
     /// Sets (or with `None` lifts) a mailbox's storage quota.

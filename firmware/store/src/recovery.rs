@@ -16,7 +16,7 @@
 //! intact, nothing of the mail tables. From a file's header alone: later flag
 //! changes and moves (the message comes back where it was delivered, with
 //! its delivery flags), and the file's UID (it gets the next one in its
-//! folder). The other tables (LDAP books, spam data, events) come from
+//! folder). The other tables (spam data, events) come from
 //! whatever of the old database reads; a table that does not is rebuilt
 //! empty and named in the report.
 
@@ -894,6 +894,9 @@ impl Store {
                     "{mailbox}: usage {stored} but its messages hold {used} bytes"
                 ));
             }
+        }
+        for problem in crate::ldap::check_books(&txn)? {
+            r.problem(problem);
         }
         drop(txn);
         // 3. Each file: there, the right size, the recorded hash.
