@@ -452,7 +452,7 @@ impl Session {
             .svc
             .auth
             .check(mxrack_auth::Protocol::Pop3, ip, &username, move || {
-                store.verify_password(&user, &password)
+                mxrack_store::spawn_blocking(move || store.verify_password(&user, &password))
             })
             .await;
         let verified = match verdict {
@@ -474,7 +474,7 @@ impl Session {
         };
         let store = self.svc.store.clone();
         let name = mailbox.clone();
-        let snapshot = tokio::task::spawn_blocking(move || store.folder_snapshot(&name, INBOX))
+        let snapshot = mxrack_store::spawn_blocking(move || store.folder_snapshot(&name, INBOX))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -578,7 +578,7 @@ impl Session {
         };
         let store = self.svc.store.clone();
         let blob = meta.blob;
-        let body = match tokio::task::spawn_blocking(move || store.read_blob(blob)).await {
+        let body = match mxrack_store::spawn_blocking(move || store.read_blob(blob)).await {
             Ok(Ok(body)) => body,
             Ok(Err(StoreError::NotFound { .. })) => {
                 send(conn, Reply::message_gone());
@@ -644,7 +644,7 @@ impl Session {
         let store = self.svc.store.clone();
         let mailbox = maildrop.mailbox.clone();
         let result =
-            tokio::task::spawn_blocking(move || store.remove_messages(&mailbox, INBOX, &uids))
+            mxrack_store::spawn_blocking(move || store.remove_messages(&mailbox, INBOX, &uids))
                 .await;
         let reply = match result {
             Ok(Ok(removed)) => {

@@ -876,7 +876,7 @@ fn append_header(mailbox: &str, folder: &str, flags: &[String], date: i64) -> bl
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
+    crate::offload::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
 }
