@@ -344,13 +344,13 @@ mod tests {
         auth.check(Protocol::Smtp, ip(), "a", || {
             tokio::task::spawn_blocking(|| Ok::<bool, String>(false))
         })
-            .await;
+        .await;
         assert!(start.elapsed() >= Duration::from_millis(20));
         let start = Instant::now();
         auth.check(Protocol::Smtp, ip(), "b", || {
             tokio::task::spawn_blocking(|| Ok::<bool, String>(true))
         })
-            .await;
+        .await;
         assert!(start.elapsed() < Duration::from_millis(20));
         // A store error is Unavailable and gives its attempt back.
         assert_eq!(

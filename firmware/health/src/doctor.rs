@@ -636,7 +636,13 @@ pub async fn run(config: &Config) -> Report {
         vec![data, modes, clock]
     })
     .await
-    .unwrap_or_else(|e| vec![check("data folder", false, format!("the check failed: {e}"))]);
+    .unwrap_or_else(|e| {
+        vec![check(
+            "data folder",
+            false,
+            format!("the check failed: {e}"),
+        )]
+    });
     checks.extend(local);
     Report { checks }
 }
@@ -912,9 +918,17 @@ mod tests {
         assert!(text.ends_with("5 passed, 2 failed\n"), "{text}");
 
         // At start, each failure becomes an incident; passing again resolves it.
-        let store = Store::open(&dir.path().join("store")).expect("store");
+        // (Store calls run off the runtime, as the check requires.)
+        let store_dir = dir.path().join("store");
+        let store = mxrack_store::spawn_blocking(move || Store::open(&store_dir).expect("store"))
+            .await
+            .expect("open");
         run_at_start(&config, store.clone()).await;
-        let open = store.status_open_incidents().expect("open");
+        let s = store.clone();
+        let open = mxrack_store::spawn_blocking(move || s.status_open_incidents())
+            .await
+            .expect("task")
+            .expect("open");
         assert!(
             open.iter()
                 .any(|(k, _)| *k == format!("selfcheck:web.http {closed}")),

@@ -668,7 +668,10 @@ mod tests {
     #[tokio::test]
     async fn the_socket_serves_its_own_user() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
+        let data = dir.path().to_path_buf();
+        let store = mxrack_store::spawn_blocking(move || Store::open(&data).expect("store"))
+            .await
+            .expect("open");
         let listener = bind(dir.path()).expect("bind");
         let shutdown = mxrack_net::Shutdown::new();
         let server = tokio::spawn(serve(listener, store.clone(), shutdown.signal()));

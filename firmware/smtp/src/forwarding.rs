@@ -81,7 +81,11 @@ impl Outbound {
             )
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(format!("forwarding plan failed: {e}"))))
+        .map_err(|e| {
+            StoreError::Io(std::io::Error::other(format!(
+                "forwarding plan failed: {e}"
+            )))
+        })
     }
 
     fn plan_blocking(

@@ -964,7 +964,9 @@ impl Session {
             .svc
             .auth
             .check(Protocol::Smtp, self.ip(), &username, move || {
-                mxrack_store::spawn_blocking(move || store.verify_password(&user_for_check, &creds.password))
+                mxrack_store::spawn_blocking(move || {
+                    store.verify_password(&user_for_check, &creds.password)
+                })
             })
             .await;
         match verdict {

@@ -46,6 +46,32 @@ impl Drop for Section {
     }
 }
 
+/// A blocking job and what it owns. A job the runtime never started (it
+/// shuts down) is dropped wherever tokio drops it, possibly on a worker;
+/// what its drop does (an unfinished message file removed) is let through
+/// as offloaded: the runtime is ending and serves no session.
+struct Job<F>(Option<F>);
+
+impl<F> Job<F> {
+    fn run<R>(mut self) -> R
+    where
+        F: FnOnce() -> R,
+    {
+        let _section = Section::enter();
+        let f = self.0.take().expect("a job runs once");
+        f()
+    }
+}
+
+impl<F> Drop for Job<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            let _section = Section::enter();
+            drop(f);
+        }
+    }
+}
+
 /// `tokio::task::spawn_blocking` for work that calls the store: runs `f`
 /// on the runtime's blocking pool, marked as offloaded. Must be called
 /// inside a Tokio runtime, as tokio's own.
@@ -54,10 +80,8 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
-        let _section = Section::enter();
-        f()
-    })
+    let job = Job(Some(f));
+    tokio::task::spawn_blocking(move || job.run())
 }
 
 /// [`spawn_blocking`] on a given runtime (from a `Drop`, where only a
@@ -67,10 +91,8 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    rt.spawn_blocking(move || {
-        let _section = Section::enter();
-        f()
-    })
+    let job = Job(Some(f));
+    rt.spawn_blocking(move || job.run())
 }
 
 /// Whether a blocking store call here would break the invariant: inside a
@@ -207,14 +229,14 @@ mod tests {
         });
         assert_eq!(direct.is_err(), cfg!(debug_assertions));
         let s = std::sync::Arc::clone(&store);
-        let direct = rt.block_on(async move {
-            tokio::spawn(async move { s.free_space().map(|_| ()) }).await
-        });
+        let direct = rt
+            .block_on(async move { tokio::spawn(async move { s.free_space().map(|_| ()) }).await });
         assert_eq!(direct.is_err(), cfg!(debug_assertions));
         let s = std::sync::Arc::clone(&store);
-        let offloaded = rt.block_on(async move {
-            spawn_blocking(move || s.domain_list().map(|d| d.len())).await
-        });
+        let offloaded =
+            rt.block_on(
+                async move { spawn_blocking(move || s.domain_list().map(|d| d.len())).await },
+            );
         assert_eq!(offloaded.expect("no panic").expect("listed"), 0);
     }
 }
