@@ -5,7 +5,8 @@
 //! from a blocking thread) with a closure that does the lookup and the
 //! Argon2 check (the store's, which runs on this crate's one pool,
 //! [`argon`]). The service asks the one [`limiter::Limiter`] first, counts
-//! the attempt when it starts, runs the check on a blocking thread, delays a
+//! the attempt when it starts, has the caller start the check on a blocking
+//! thread, delays a
 //! failure, and keeps the figures per protocol for `/metrics`. Each protocol
 //! turns [`Verdict::Limited`] into its own temporary error (SMTP 454 4.7.0,
 //! IMAP `NO [UNAVAILABLE]`, POP3 `-ERR [SYS/TEMP]`, LDAP busy).
@@ -95,26 +96,30 @@ impl AuthService {
         }
     }
 
-    /// Checks a login from an async session: admits it (or not), runs
-    /// `verify` on a blocking thread, and sleeps the failure delay before
-    /// answering Rejected. `account` is the name as the client gave it; it is
-    /// lower-cased here for the budgets.
-    pub async fn check<F, E>(
+    /// Checks a login from an async session: admits it (or not), then
+    /// calls `start`, which starts the check on a blocking thread and
+    /// returns its handle (the caller's `mxrack_store::spawn_blocking`, so
+    /// that the store's lookup is marked as off the async workers), and
+    /// sleeps the failure delay before answering Rejected. `start` is not
+    /// called for a refused attempt. `account` is the name as the client
+    /// gave it; it is lower-cased here for the budgets.
+    pub async fn check<F, Fut, E>(
         &self,
         protocol: Protocol,
         ip: IpAddr,
         account: &str,
-        verify: F,
+        start: F,
     ) -> Verdict
     where
-        F: FnOnce() -> Result<bool, E> + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Result<bool, E>, tokio::task::JoinError>>,
+        E: std::fmt::Display,
     {
         let ticket = match self.begin(protocol, ip, account) {
             Ok(t) => t,
             Err(v) => return v,
         };
-        let result = tokio::task::spawn_blocking(verify)
+        let result = start()
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -255,7 +260,7 @@ mod tests {
     #[tokio::test]
     async fn one_budget_for_every_protocol() {
         let auth = service();
-        let wrong = || Ok::<bool, String>(false);
+        let wrong = || tokio::task::spawn_blocking(|| Ok::<bool, String>(false));
         assert_eq!(
             auth.check(Protocol::Smtp, ip(), "Jo@acme.example", wrong)
                 .await,
@@ -282,12 +287,9 @@ mod tests {
         );
         // Another mailbox from the same network still logs in.
         assert_eq!(
-            auth.check(Protocol::Imap, ip(), "boss@acme.example", || Ok::<
-                bool,
-                String,
-            >(
-                true
-            ))
+            auth.check(Protocol::Imap, ip(), "boss@acme.example", || {
+                tokio::task::spawn_blocking(|| Ok::<bool, String>(true))
+            })
             .await,
             Verdict::Accepted
         );
@@ -315,8 +317,10 @@ mod tests {
                 let (auth, checked) = (auth.clone(), checked.clone());
                 tokio::spawn(async move {
                     auth.check(Protocol::Smtp, ip(), "jo@acme.example", move || {
-                        checked.fetch_add(1, Ordering::SeqCst);
-                        Ok::<bool, String>(false)
+                        tokio::task::spawn_blocking(move || {
+                            checked.fetch_add(1, Ordering::SeqCst);
+                            Ok::<bool, String>(false)
+                        })
                     })
                     .await
                 })
@@ -337,18 +341,22 @@ mod tests {
     async fn failures_wait() {
         let auth = service();
         let start = Instant::now();
-        auth.check(Protocol::Smtp, ip(), "a", || Ok::<bool, String>(false))
-            .await;
+        auth.check(Protocol::Smtp, ip(), "a", || {
+            tokio::task::spawn_blocking(|| Ok::<bool, String>(false))
+        })
+        .await;
         assert!(start.elapsed() >= Duration::from_millis(20));
         let start = Instant::now();
-        auth.check(Protocol::Smtp, ip(), "b", || Ok::<bool, String>(true))
-            .await;
+        auth.check(Protocol::Smtp, ip(), "b", || {
+            tokio::task::spawn_blocking(|| Ok::<bool, String>(true))
+        })
+        .await;
         assert!(start.elapsed() < Duration::from_millis(20));
         // A store error is Unavailable and gives its attempt back.
         assert_eq!(
-            auth.check(Protocol::Smtp, ip(), "c", || Err::<bool, String>(
-                "disk".into()
-            ))
+            auth.check(Protocol::Smtp, ip(), "c", || {
+                tokio::task::spawn_blocking(|| Err::<bool, String>("disk".into()))
+            })
             .await,
             Verdict::Unavailable
         );

@@ -625,10 +625,25 @@ pub async fn run(config: &Config) -> Report {
     if let Some(m) = served_mismatch {
         checks.push(m);
     }
-    let (data, skew) = data_writable(&config.appliance.data_dir, now);
-    checks.push(data);
-    checks.push(file_modes_check(&config.appliance.data_dir));
-    checks.push(skew.unwrap_or_else(|| clock_check(&config.appliance.data_dir, now)));
+    // A probe file written and fsynced, a walk of the whole data folder:
+    // blocking work, off the async workers (the self-check at start runs
+    // while sessions are served).
+    let data_dir = config.appliance.data_dir.clone();
+    let local = mxrack_store::spawn_blocking(move || {
+        let (data, skew) = data_writable(&data_dir, now);
+        let modes = file_modes_check(&data_dir);
+        let clock = skew.unwrap_or_else(|| clock_check(&data_dir, now));
+        vec![data, modes, clock]
+    })
+    .await
+    .unwrap_or_else(|e| {
+        vec![check(
+            "data folder",
+            false,
+            format!("the check failed: {e}"),
+        )]
+    });
+    checks.extend(local);
     Report { checks }
 }
 
@@ -681,7 +696,7 @@ pub fn file_modes_check(data_dir: &Path) -> Check {
 pub async fn run_at_start(config: &Config, store: Arc<Store>) -> Report {
     let report = run(config).await;
     let (r, events_max) = (report.clone(), config.health.events_max);
-    let _ = tokio::task::spawn_blocking(move || record(&r, &store, events_max)).await;
+    let _ = mxrack_store::spawn_blocking(move || record(&r, &store, events_max)).await;
     if report.passed() {
         tracing::info!(checks = report.checks.len(), "self-check passed");
     }
@@ -903,9 +918,17 @@ mod tests {
         assert!(text.ends_with("5 passed, 2 failed\n"), "{text}");
 
         // At start, each failure becomes an incident; passing again resolves it.
-        let store = Store::open(&dir.path().join("store")).expect("store");
+        // (Store calls run off the runtime, as the check requires.)
+        let store_dir = dir.path().join("store");
+        let store = mxrack_store::spawn_blocking(move || Store::open(&store_dir).expect("store"))
+            .await
+            .expect("open");
         run_at_start(&config, store.clone()).await;
-        let open = store.status_open_incidents().expect("open");
+        let s = store.clone();
+        let open = mxrack_store::spawn_blocking(move || s.status_open_incidents())
+            .await
+            .expect("task")
+            .expect("open");
         assert!(
             open.iter()
                 .any(|(k, _)| *k == format!("selfcheck:web.http {closed}")),

@@ -138,7 +138,7 @@ impl MonitorTask {
     /// passed on so the supervisor restarts the task (invariant 6).
     pub async fn run(self: Arc<Self>) {
         let task = self.clone();
-        match tokio::task::spawn_blocking(move || task.run_blocking()).await {
+        match mxrack_store::spawn_blocking(move || task.run_blocking()).await {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             _ => {}
         }

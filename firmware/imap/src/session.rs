@@ -132,7 +132,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    mxrack_store::spawn_blocking(move || f(&store))
         .await
         .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
 }
@@ -851,7 +851,7 @@ impl Session {
             .svc
             .auth
             .check(mxrack_auth::Protocol::Imap, ip, &username, move || {
-                store.verify_password(&check, &password)
+                mxrack_store::spawn_blocking(move || store.verify_password(&check, &password))
             })
             .await;
         match verdict {
@@ -1472,7 +1472,7 @@ impl Session {
         let messages = sel.messages.clone();
         let content = search::needs_content(&criteria);
         let store = self.svc.store.clone();
-        let hits: Vec<(u32, u32)> = tokio::task::spawn_blocking(move || {
+        let hits: Vec<(u32, u32)> = mxrack_store::spawn_blocking(move || {
             let max_seq = messages.len() as u32;
             let max_uid = messages.last().map(|m| m.uid).unwrap_or(0);
             let mut hits = Vec::new();
@@ -1642,7 +1642,7 @@ impl Session {
                 None
             };
             let (store, items, batch) = (self.svc.store.clone(), items.clone(), batch.to_vec());
-            let rendered = tokio::task::spawn_blocking(move || {
+            let rendered = mxrack_store::spawn_blocking(move || {
                 let mut out = Vec::new();
                 let mut missing = false;
                 for (seq, meta) in &batch {
@@ -1855,7 +1855,7 @@ impl Session {
         };
         let store = self.svc.store.clone();
         let (user, from, to) = (user.to_string(), from.to_string(), to.to_string());
-        tokio::task::spawn_blocking(move || {
+        mxrack_store::spawn_blocking(move || {
             let use_of = |name: &str| {
                 store
                     .folder_get(&user, name)

@@ -24,10 +24,13 @@ fn harness() -> Harness {
 
 fn harness_with_literal_max(max_literal_bytes: u64) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
-    store.account_add("acme").expect("account");
-    store.domain_add("example.net", "acme").expect("domain");
-    store.mailbox_add(USER, PASS, false).expect("mailbox");
+    let store = off(|| {
+        let store = Store::open(dir.path()).expect("store");
+        store.account_add("acme").expect("account");
+        store.domain_add("example.net", "acme").expect("domain");
+        store.mailbox_add(USER, PASS, false).expect("mailbox");
+        store
+    });
     let limits = mxrack_config::Imap {
         // The in-memory tests run without TLS.
         allow_plaintext_auth: true,
@@ -390,6 +393,12 @@ async fn literals_before_login_are_small() {
     assert!(c.line().await.starts_with("l NO"));
 }
 
+/// Store calls block: the test's own run on a plain thread, off the
+/// runtime (the store's debug-build check refuses them on an async worker).
+fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
+}
+
 /// The files in the store's msg/ folder.
 fn msg_files(h: &Harness) -> usize {
     std::fs::read_dir(h._dir.path().join("msg"))
@@ -443,12 +452,14 @@ async fn a_large_append_is_streamed_byte_for_byte() {
     c.stream.write_all(&small).await.expect("write");
     c.send("\r\n").await;
     c.until("d OK").await;
-    let inbox = h.store.folder_snapshot(USER, "INBOX").expect("inbox");
-    assert_eq!(inbox.messages.len(), 1);
-    assert_eq!(inbox.messages[0].flags, vec!["\\Flagged".to_string()]);
-    assert!(h.store.read_blob(inbox.messages[0].blob).expect("read") == big);
-    let draft = h.store.folder_snapshot(USER, "Draft").expect("draft");
-    assert!(h.store.read_blob(draft.messages[0].blob).expect("read") == small);
+    off(|| {
+        let inbox = h.store.folder_snapshot(USER, "INBOX").expect("inbox");
+        assert_eq!(inbox.messages.len(), 1);
+        assert_eq!(inbox.messages[0].flags, vec!["\\Flagged".to_string()]);
+        assert!(h.store.read_blob(inbox.messages[0].blob).expect("read") == big);
+        let draft = h.store.folder_snapshot(USER, "Draft").expect("draft");
+        assert!(h.store.read_blob(draft.messages[0].blob).expect("read") == small);
+    });
     assert_eq!(msg_files(&h), 2);
     // Other commands keep small literals.
     c.send("s SELECT INBOX\r\ne SEARCH TEXT {70000}\r\n").await;
@@ -459,9 +470,11 @@ async fn a_large_append_is_streamed_byte_for_byte() {
 #[tokio::test]
 async fn an_append_is_refused_before_its_message_is_read() {
     let h = harness_with_literal_max(8 << 20);
-    h.store
-        .mailbox_set_quota(USER, Some(1 << 20))
-        .expect("quota");
+    off(|| {
+        h.store
+            .mailbox_set_quota(USER, Some(1 << 20))
+            .expect("quota")
+    });
     let mut c = Client::login(&h).await;
     // Over the quota by its announced size: NO instead of "+".
     c.send("a APPEND INBOX {2000000}\r\n").await;
@@ -479,13 +492,12 @@ async fn an_append_is_refused_before_its_message_is_read() {
     c.send("e NOOP\r\n").await;
     c.until("e OK").await;
     assert_eq!(msg_files(&h), 0);
-    assert!(
-        h.store
-            .folder_snapshot(USER, "INBOX")
-            .expect("inbox")
-            .messages
-            .is_empty()
-    );
+    assert!(off(|| h
+        .store
+        .folder_snapshot(USER, "INBOX")
+        .expect("inbox")
+        .messages
+        .is_empty()));
 }
 
 #[tokio::test]
@@ -499,13 +511,12 @@ async fn a_client_gone_mid_append_leaves_no_file() {
     // The session removes the file, then closes.
     assert_eq!(c.line().await, "");
     assert_eq!(msg_files(&h), 0);
-    assert!(
-        h.store
-            .folder_snapshot(USER, "INBOX")
-            .expect("inbox")
-            .messages
-            .is_empty()
-    );
+    assert!(off(|| h
+        .store
+        .folder_snapshot(USER, "INBOX")
+        .expect("inbox")
+        .messages
+        .is_empty()));
 }
 
 // --- Deadlines per command and per phase (issue 10) -------------------------
@@ -643,11 +654,12 @@ async fn an_append_message_trickled_in_is_cut_at_the_command_deadline() {
     // The unfinished message's file is gone; the first one stays.
     assert_eq!(msg_files(&h), 1);
     assert_eq!(
-        h.store
+        off(|| h
+            .store
             .folder_snapshot(USER, "INBOX")
             .expect("inbox")
             .messages
-            .len(),
+            .len()),
         1
     );
 }

@@ -151,7 +151,7 @@ pub async fn run_connection(
         // runs: at most SEARCH_ENTRIES_IN_FLIGHT of them are in memory per
         // connection, whatever the size of the book.
         let (entries_tx, mut entries_rx) = tokio::sync::mpsc::channel(SEARCH_ENTRIES_IN_FLIGHT);
-        let handler = tokio::task::spawn_blocking(move || {
+        let handler = mxrack_store::spawn_blocking(move || {
             let mut session = session;
             let outcome = handle_streaming(&handler_svc, &mut session, frame, &mut |m| {
                 entries_tx.blocking_send(m).is_ok()

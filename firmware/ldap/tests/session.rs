@@ -24,36 +24,42 @@ struct Fixture {
     svc: Arc<LdapService>,
 }
 
+/// Store calls block: the test's own run on a plain thread, off the
+/// runtime (the store's debug-build check refuses them on an async worker).
+fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
+}
+
 /// Account acme with jo (plain) and boss (full management); account other
 /// with eve. LDAP passwords NAME-ldap.
 fn fixture(limits: mxrack_config::Ldap) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
-    store.account_add("acme").expect("account");
-    store.account_add("other").expect("account");
-    store.domain_add("acme.example", "acme").expect("domain");
-    store.domain_add("other.example", "other").expect("domain");
-    store
-        .mailbox_add("jo@acme.example", "m", false)
-        .expect("jo");
-    store
-        .mailbox_add("boss@acme.example", "m", true)
-        .expect("boss");
-    store
-        .mailbox_add("eve@other.example", "m", false)
-        .expect("eve");
-    for name in [
-        "jo@acme.example",
-        "boss@acme.example",
-        "eve@other.example",
-        "acme",
-    ] {
+    let svc = off(|| {
+        let store = Store::open(dir.path()).expect("store");
+        store.account_add("acme").expect("account");
+        store.account_add("other").expect("account");
+        store.domain_add("acme.example", "acme").expect("domain");
+        store.domain_add("other.example", "other").expect("domain");
         store
-            .ldap_set_password(name, &format!("{name}-ldap"))
-            .expect("password");
-    }
-    Fixture {
-        svc: Arc::new(LdapService::new(
+            .mailbox_add("jo@acme.example", "m", false)
+            .expect("jo");
+        store
+            .mailbox_add("boss@acme.example", "m", true)
+            .expect("boss");
+        store
+            .mailbox_add("eve@other.example", "m", false)
+            .expect("eve");
+        for name in [
+            "jo@acme.example",
+            "boss@acme.example",
+            "eve@other.example",
+            "acme",
+        ] {
+            store
+                .ldap_set_password(name, &format!("{name}-ldap"))
+                .expect("password");
+        }
+        Arc::new(LdapService::new(
             limits,
             "example.net",
             store,
@@ -62,9 +68,9 @@ fn fixture(limits: mxrack_config::Ldap) -> Fixture {
                 failure_delay_ms: 0,
                 ..mxrack_config::Auth::default()
             })),
-        )),
-        _dir: dir,
-    }
+        ))
+    });
+    Fixture { svc, _dir: dir }
 }
 
 fn msg(msgid: i32, op: LdapOp, ctrl: Vec<LdapControl>) -> Frame {

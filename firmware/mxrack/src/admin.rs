@@ -622,7 +622,7 @@ pub async fn serve(
                         .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
                         .unwrap_or_default();
                     info!(%op, "admin request");
-                    tokio::task::spawn_blocking(move || execute(&store, &request))
+                    mxrack_store::spawn_blocking(move || execute(&store, &request))
                         .await
                         .unwrap_or_else(|_| Err("admin request failed".into()))
                 }
@@ -672,12 +672,15 @@ mod tests {
     #[tokio::test]
     async fn the_socket_serves_its_own_user() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
+        let data = dir.path().to_path_buf();
+        let store = mxrack_store::spawn_blocking(move || Store::open(&data).expect("store"))
+            .await
+            .expect("open");
         let listener = bind(dir.path()).expect("bind");
         let shutdown = mxrack_net::Shutdown::new();
         let server = tokio::spawn(serve(listener, store.clone(), shutdown.signal()));
         let data_dir = dir.path().to_path_buf();
-        let answer = tokio::task::spawn_blocking(move || {
+        let answer = mxrack_store::spawn_blocking(move || {
             let stream = UnixStream::connect(socket_path(&data_dir)).expect("connect");
             submit_to_socket(stream, &AdminRequest::DomainList)
         })

@@ -365,7 +365,7 @@ async fn serve_all(
         tokio::spawn(async move {
             loop {
                 let g = gate.clone();
-                match tokio::task::spawn_blocking(move || g.evaluate_due()).await {
+                match mxrack_store::spawn_blocking(move || g.evaluate_due()).await {
                     Ok(Ok(changes)) => {
                         for c in changes {
                             info!(change = ?c, "forward threshold changed");

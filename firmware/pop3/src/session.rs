@@ -473,7 +473,7 @@ impl Session {
             .svc
             .auth
             .check(mxrack_auth::Protocol::Pop3, ip, &username, move || {
-                store.verify_password(&user, &password)
+                mxrack_store::spawn_blocking(move || store.verify_password(&user, &password))
             })
             .await;
         let verified = match verdict {
@@ -495,7 +495,7 @@ impl Session {
         };
         let store = self.svc.store.clone();
         let name = mailbox.clone();
-        let snapshot = tokio::task::spawn_blocking(move || store.folder_snapshot(&name, INBOX))
+        let snapshot = mxrack_store::spawn_blocking(move || store.folder_snapshot(&name, INBOX))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -622,7 +622,7 @@ impl Session {
 
     async fn send_retr(&mut self, conn: &mut Conn, blob: mxrack_store::Id) -> Flow {
         let store = self.svc.store.clone();
-        let mut reader = match tokio::task::spawn_blocking(move || store.open_blob(blob)).await {
+        let mut reader = match mxrack_store::spawn_blocking(move || store.open_blob(blob)).await {
             Ok(Ok(reader)) => reader,
             Ok(Err(e)) => {
                 send(conn, self.read_error(Ok(e)));
@@ -638,7 +638,7 @@ impl Session {
         let idle = self.idle();
         let mut stuffer = DotStuffer::new();
         loop {
-            let read = tokio::task::spawn_blocking(move || {
+            let read = mxrack_store::spawn_blocking(move || {
                 let chunk = reader.read_chunk(SEND_CHUNK_BYTES);
                 (reader, chunk)
             })
@@ -687,7 +687,7 @@ impl Session {
             return Flow::Continue;
         };
         let store = self.svc.store.clone();
-        let body = match tokio::task::spawn_blocking(move || store.read_blob(blob)).await {
+        let body = match mxrack_store::spawn_blocking(move || store.read_blob(blob)).await {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => {
                 send(conn, self.read_error(Ok(e)));
@@ -732,7 +732,7 @@ impl Session {
         let store = self.svc.store.clone();
         let mailbox = maildrop.mailbox.clone();
         let result =
-            tokio::task::spawn_blocking(move || store.remove_messages(&mailbox, INBOX, &uids))
+            mxrack_store::spawn_blocking(move || store.remove_messages(&mailbox, INBOX, &uids))
                 .await;
         let reply = match result {
             Ok(Ok(removed)) => {

@@ -93,7 +93,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, mxrack_store::StoreError> + Send + 'static,
 ) -> Result<T, mxrack_store::StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    mxrack_store::spawn_blocking(move || f(&store))
         .await
         .unwrap_or_else(|e| {
             Err(mxrack_store::StoreError::Db(format!(

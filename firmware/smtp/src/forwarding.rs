@@ -4,7 +4,7 @@
 
 use mxrack_relay::Relay;
 use mxrack_relay::srs::SrsError;
-use mxrack_store::{QueuedCopy, Resolution, Store};
+use mxrack_store::{QueuedCopy, Resolution, Store, StoreError};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -53,9 +53,44 @@ impl Outbound {
     /// outside addresses hosted aliases resolved to at RCPT: they are
     /// forwarded copies too (SRS sender, the gate, the forward transport),
     /// never a relay of the original sender's mail.
+    ///
+    /// Reads the rules, resolves targets and asks the gate (store calls
+    /// all), so the whole plan runs on a blocking thread. Its task failing
+    /// (a panic, the runtime shutting down) is an error: the message is
+    /// then refused with a temporary failure, never half delivered.
     pub async fn plan(
-        &self,
+        self: &Arc<Self>,
         store: &Arc<Store>,
+        mail_from: &str,
+        local: Vec<String>,
+        aliased: Vec<String>,
+        score: Option<f32>,
+        message_id: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<QueuedCopy>), StoreError> {
+        let (this, store) = (Arc::clone(self), Arc::clone(store));
+        let mail_from = mail_from.to_string();
+        let message_id = message_id.map(str::to_string);
+        mxrack_store::spawn_blocking(move || {
+            this.plan_blocking(
+                &store,
+                &mail_from,
+                local,
+                aliased,
+                score,
+                message_id.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| {
+            StoreError::Io(std::io::Error::other(format!(
+                "forwarding plan failed: {e}"
+            )))
+        })
+    }
+
+    fn plan_blocking(
+        &self,
+        store: &Store,
         mail_from: &str,
         local: Vec<String>,
         aliased: Vec<String>,
@@ -65,14 +100,7 @@ impl Outbound {
         let mut keep: Vec<String> = Vec::new();
         let mut external: Vec<String> = aliased;
         for mailbox in &local {
-            let rule = {
-                let (store, m) = (store.clone(), mailbox.clone());
-                tokio::task::spawn_blocking(move || store.forward_get(&m))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten()
-            };
+            let rule = store.forward_get(mailbox).ok().flatten();
             let Some(rule) = rule else {
                 if !keep.contains(mailbox) {
                     keep.push(mailbox.clone());

@@ -99,7 +99,7 @@ impl MessageSink {
         let mut score_header = String::new();
         if let Some((scorer, from)) = self.scorer.take() {
             let prefix = std::mem::take(&mut self.prefix);
-            match tokio::task::spawn_blocking(move || {
+            match mxrack_store::spawn_blocking(move || {
                 let score = scorer.score(&prefix, &from);
                 (score, prefix)
             })

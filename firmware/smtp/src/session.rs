@@ -228,6 +228,78 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// An authenticated user may send as its own address or as an alias that
+/// delivers to it, and as nobody else. Reads redb: blocking threads only.
+fn sender_owned_by(store: &Store, from: &str, user: &str) -> bool {
+    if from.eq_ignore_ascii_case(user) {
+        return true;
+    }
+    match store.resolve_recipient(from) {
+        Ok(Resolution::Deliver(r)) => r.local.iter().any(|m| m.eq_ignore_ascii_case(user)),
+        _ => false,
+    }
+}
+
+/// What the store says about one RCPT, gathered on a blocking thread.
+struct RecipientLookup {
+    resolved: Result<Resolution, StoreError>,
+    /// The refusal when the sender's domain is blocked (for everyone, or by
+    /// the account of one of the mailboxes it resolved to).
+    blocked: Option<Reply>,
+    /// For an address the store cannot hold: whether its domain is hosted.
+    hosted: bool,
+}
+
+/// Resolves `target` and, when `from_domain` is given (mail from outside),
+/// checks the block lists. Reads redb: blocking threads only.
+fn recipient_lookup(
+    store: &Store,
+    target: &str,
+    to: &str,
+    from_domain: Option<&str>,
+) -> RecipientLookup {
+    let resolved = store.resolve_recipient(target);
+    let blocked = match (&resolved, from_domain) {
+        (Ok(Resolution::Deliver(r)), Some(domain)) => sender_blocked(store, domain, &r.local),
+        _ => None,
+    };
+    let hosted = match &resolved {
+        Err(StoreError::Invalid { .. }) => {
+            let domain = to.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            store.is_hosted_domain(domain).unwrap_or(false)
+        }
+        _ => false,
+    };
+    RecipientLookup {
+        resolved,
+        blocked,
+        hosted,
+    }
+}
+
+/// Block lists apply to mail from outside, not to customers' own
+/// submissions: the caller asks only for those.
+fn sender_blocked(store: &Store, from_domain: &str, mailboxes: &[String]) -> Option<Reply> {
+    if let Ok(Some(None)) = store.sender_blocked(from_domain, None) {
+        return Some(Reply::new(
+            550,
+            "5.7.1",
+            format!("Sender domain {from_domain} is blocked here"),
+        ));
+    }
+    for m in mailboxes {
+        let account = store.mailbox_get(m).ok().map(|r| r.account);
+        if let Ok(Some(Some(_))) = store.sender_blocked(from_domain, account.as_deref()) {
+            return Some(Reply::new(
+                550,
+                "5.7.1",
+                format!("Sender domain {from_domain} is blocked by the recipient"),
+            ));
+        }
+    }
+    None
+}
+
 impl Session {
     /// The deadlines of the next command: the idle wait, the command line
     /// from its first byte, and the end of the current phase (the envelope;
@@ -278,8 +350,8 @@ impl Session {
         let reply = match cmd {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
-            Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to } => self.rcpt(to),
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to } => self.rcpt(to).await,
             Command::Data => {
                 let flow = self.data(conn).await;
                 // A new envelope phase for the next message.
@@ -351,7 +423,7 @@ impl Session {
         Reply::new(250, "", lines.join("\n"))
     }
 
-    fn mail(&mut self, from: String, params: MailParams) -> Reply {
+    async fn mail(&mut self, from: String, params: MailParams) -> Reply {
         if self.helo.is_none() {
             return Reply::bad_sequence("send HELO/EHLO first");
         }
@@ -372,9 +444,31 @@ impl Session {
         if params.size.is_some_and(|s| s > max) {
             return Reply::message_too_big(max);
         }
+        // The store's answers for this command, from one blocking thread:
+        // statvfs and the alias lookup block (ARCHITECTURE: store calls
+        // never run on async workers).
+        let store = self.svc.store.clone();
+        let owner = self
+            .user
+            .clone()
+            .filter(|user| !from.is_empty() && !from.eq_ignore_ascii_case(user))
+            .map(|user| (user, from.clone()));
+        let looked = mxrack_store::spawn_blocking(move || {
+            let space = store.free_space();
+            let owned = owner.map(|(user, from)| sender_owned_by(&store, &from, &user));
+            (space, owned)
+        })
+        .await;
+        let (space, owned) = match looked {
+            Ok(answers) => answers,
+            Err(e) => {
+                warn!(error = %e, "sender lookup task failed");
+                return Reply::temporary_failure();
+            }
+        };
         // Refuse before the disk is full, never after: a 452 now costs the
         // sender a retry, a full disk later could cost a message.
-        match self.svc.store.free_space() {
+        match space {
             Ok((bytes, inodes)) => {
                 let needed = self.svc.limits.min_free_bytes + params.size.unwrap_or(0);
                 if bytes < needed || inodes < 16 {
@@ -401,10 +495,7 @@ impl Session {
         // Invariant "an authenticated user sends only as itself". The null
         // sender is let through here and judged at the end of DATA: only a
         // delivery, disposition or feedback report may use it.
-        if let Some(user) = &self.user
-            && !from.is_empty()
-            && !self.sender_owned_by(&from, user)
-        {
+        if owned == Some(false) {
             return Reply::sender_not_owned();
         }
         self.tx = Some(Transaction {
@@ -421,19 +512,7 @@ impl Session {
         Reply::sender_ok()
     }
 
-    /// An authenticated user may send as its own address or as an alias that
-    /// delivers to it, and as nobody else.
-    fn sender_owned_by(&self, from: &str, user: &str) -> bool {
-        if from.eq_ignore_ascii_case(user) {
-            return true;
-        }
-        match self.svc.store.resolve_recipient(from) {
-            Ok(Resolution::Deliver(r)) => r.local.iter().any(|m| m.eq_ignore_ascii_case(user)),
-            _ => false,
-        }
-    }
-
-    fn rcpt(&mut self, to: String) -> Reply {
+    async fn rcpt(&mut self, to: String) -> Reply {
         let max_recipients = self.svc.limits.max_recipients;
         let authenticated = self.user.is_some();
         let Some(tx) = self.tx.as_mut() else {
@@ -484,34 +563,34 @@ impl Session {
                 }
             }
         }
-        let blocked = |store: &Store, mailboxes: &[String]| -> Option<Reply> {
-            // Block lists apply to mail from outside, not to customers' own submissions.
-            if authenticated || tx_from_domain.is_empty() {
-                return None;
+        // The recipient's lookups (alias expansion, block lists, hosted
+        // domains: redb reads) on one blocking thread.
+        let store = self.svc.store.clone();
+        let check_blocks = !authenticated && !tx_from_domain.is_empty();
+        let (lookup_target, lookup_to) = (target.clone(), to.clone());
+        let looked = mxrack_store::spawn_blocking(move || {
+            recipient_lookup(
+                &store,
+                &lookup_target,
+                &lookup_to,
+                check_blocks.then_some(tx_from_domain.as_str()),
+            )
+        })
+        .await;
+        let RecipientLookup {
+            resolved,
+            blocked,
+            hosted,
+        } = match looked {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                warn!(error = %e, "recipient lookup task failed");
+                return Reply::temporary_failure();
             }
-            if let Ok(Some(None)) = store.sender_blocked(&tx_from_domain, None) {
-                return Some(Reply::new(
-                    550,
-                    "5.7.1",
-                    format!("Sender domain {tx_from_domain} is blocked here"),
-                ));
-            }
-            for m in mailboxes {
-                let account = store.mailbox_get(m).ok().map(|r| r.account);
-                if let Ok(Some(Some(_))) = store.sender_blocked(&tx_from_domain, account.as_deref())
-                {
-                    return Some(Reply::new(
-                        550,
-                        "5.7.1",
-                        format!("Sender domain {tx_from_domain} is blocked by the recipient"),
-                    ));
-                }
-            }
-            None
         };
-        match self.svc.store.resolve_recipient(&target) {
+        match resolved {
             Ok(Resolution::Deliver(r)) => {
-                if let Some(reply) = blocked(&self.svc.store, &r.local) {
+                if let Some(reply) = blocked {
                     return reply;
                 }
                 for m in r.local {
@@ -539,8 +618,6 @@ impl Session {
             // (quoted local part, address literal): a permanent answer,
             // never a 4xx the sender would retry for days.
             Err(StoreError::Invalid { .. }) => {
-                let domain = to.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                let hosted = self.svc.store.is_hosted_domain(domain).unwrap_or(false);
                 if hosted {
                     return Reply::unknown_user();
                 }
@@ -735,7 +812,7 @@ impl Session {
             && tx.feedback
             && let Some(gate) = out.gate.clone()
         {
-            match tokio::task::spawn_blocking(move || gate.record_complaint(&prefix)).await {
+            match mxrack_store::spawn_blocking(move || gate.record_complaint(&prefix)).await {
                 Ok(Ok(outcome)) => {
                     info!(queue_id = %id_text, kind = ?outcome.kind, destination = ?outcome.destination, "complaint report received")
                 }
@@ -749,15 +826,25 @@ impl Session {
         }
         let (local_list, copies) = match &self.svc.outbound {
             Some(out) => {
-                out.plan(
-                    &store,
-                    &tx.from,
-                    tx.local,
-                    tx.forwarded,
-                    score,
-                    message_id.as_deref(),
-                )
-                .await
+                match out
+                    .plan(
+                        &store,
+                        &tx.from,
+                        tx.local,
+                        tx.forwarded,
+                        score,
+                        message_id.as_deref(),
+                    )
+                    .await
+                {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        warn!(queue_id = %id_text, client = %self.peer, error = %e, "message not planned, not acknowledged");
+                        file.discard().await;
+                        self.send(conn, Reply::from(&e));
+                        return Flow::Continue;
+                    }
+                }
             }
             // No relay (in-memory tests): still the forward transport, never
             // the original sender's relay entry.
@@ -890,7 +977,9 @@ impl Session {
             .svc
             .auth
             .check(Protocol::Smtp, self.ip(), &username, move || {
-                store.verify_password(&user_for_check, &creds.password)
+                mxrack_store::spawn_blocking(move || {
+                    store.verify_password(&user_for_check, &creds.password)
+                })
             })
             .await;
         match verdict {

@@ -492,7 +492,7 @@ impl Store {
     /// malformed address too, after the same hashing work, so the answer
     /// time does not tell whether the mailbox exists.
     ///
-    /// CPU heavy (Argon2id): async callers run it in `spawn_blocking`.
+    /// CPU heavy (Argon2id): async callers run it in [`crate::spawn_blocking`].
     pub fn verify_password(&self, address: &str, password: &str) -> Result<bool, StoreError> {
         let hash = match normalize_address(address) {
             Ok(address) => {

@@ -172,6 +172,7 @@ pub(crate) struct BlobWriter {
 impl BlobWriter {
     /// Creates the file (`create_new`: an existing file is never touched).
     pub(crate) fn create(path: &Path) -> Result<BlobWriter, StoreError> {
+        crate::offload::check("create a message file");
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -187,6 +188,7 @@ impl BlobWriter {
     }
 
     pub(crate) fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        crate::offload::check("write a message file");
         let Some(file) = self.file.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -200,6 +202,7 @@ impl BlobWriter {
     /// flushes the file to stable storage (`fdatasync`). The directory
     /// entry is made durable by the caller (once per batch).
     pub(crate) fn finish(mut self, header: &BlobHeader) -> Result<(), StoreError> {
+        crate::offload::check("fdatasync a message file");
         let mut header = header.clone();
         header.v = 1;
         header.size = self.size;
@@ -238,6 +241,7 @@ pub(crate) fn write_blob(path: &Path, header: &BlobHeader, body: &[u8]) -> Resul
 /// Deletes a blob file, logging (not failing) on errors other than "absent":
 /// a file left behind is only an orphan, collected at the next open.
 pub(crate) fn remove_blob_file(path: &Path) {
+    crate::offload::check("remove a message file");
     if let Err(e) = fs::remove_file(path)
         && e.kind() != io::ErrorKind::NotFound
     {
@@ -247,6 +251,7 @@ pub(crate) fn remove_blob_file(path: &Path) {
 
 /// `fsync` of a directory, making the entries created in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    crate::offload::check("fsync a folder");
     File::open(dir)?.sync_all()
 }
 

@@ -158,8 +158,8 @@ impl Store {
     /// when the disk is full, [`StoreError::Closed`] after
     /// [`Store::shutdown`]. On error nothing is stored.
     ///
-    /// Must run inside a Tokio runtime (the file write uses
-    /// `spawn_blocking`). If the future is dropped after the blob is
+    /// Must run inside a Tokio runtime (the file work runs in
+    /// [`crate::spawn_blocking`], the commit on the commit thread). If the future is dropped after the blob is
     /// written, the commit still happens or the file is collected at the
     /// next open.
     pub async fn deliver(&self, delivery: Delivery, id: Id) -> Result<(), StoreError> {
@@ -265,7 +265,7 @@ impl Store {
             }
         };
         if !sent {
-            remove_blob_file(&path);
+            let _ = crate::offload::spawn_blocking(move || remove_blob_file(&path)).await;
             return Err(StoreError::Closed);
         }
         // A dropped reply means the commit thread died mid-batch: nothing was
@@ -315,6 +315,7 @@ fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
 
 /// A write transaction that commits with [`Durability::Immediate`].
 pub(crate) fn durable_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    crate::offload::check("redb write transaction");
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     Ok(txn)

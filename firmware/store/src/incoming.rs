@@ -44,7 +44,7 @@ impl Store {
         }
         let path = blob_path(self.msg_dir(), id);
         let create_path = path.clone();
-        let writer = tokio::task::spawn_blocking(move || BlobWriter::create(&create_path))
+        let writer = crate::offload::spawn_blocking(move || BlobWriter::create(&create_path))
             .await
             .map_err(|e| {
                 StoreError::Io(std::io::Error::other(format!("blob task failed: {e}")))
@@ -128,7 +128,7 @@ impl IncomingMessage {
         let buf = std::mem::take(&mut self.buf);
         // On error the writer is dropped there, on the blocking thread,
         // which removes the file.
-        let (writer, mut buf) = tokio::task::spawn_blocking(move || {
+        let (writer, mut buf) = crate::offload::spawn_blocking(move || {
             writer.write(&buf)?;
             Ok::<_, StoreError>((writer, buf))
         })
@@ -144,7 +144,7 @@ impl IncomingMessage {
     /// before this returns. Dropping it does the same, without waiting.
     pub async fn discard(mut self) {
         if let Some(writer) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(writer)).await;
+            let _ = crate::offload::spawn_blocking(move || drop(writer)).await;
         }
     }
 
@@ -159,7 +159,7 @@ impl IncomingMessage {
         let buf = std::mem::take(&mut self.buf);
         let path = self.path.clone();
         let size = self.size;
-        tokio::task::spawn_blocking(move || {
+        crate::offload::spawn_blocking(move || {
             writer.write(&buf)?;
             // BlobWriter::finish consumes the writer; a failed finish leaves
             // a file that was never acknowledged.
@@ -180,7 +180,7 @@ impl Drop for IncomingMessage {
         if let Some(writer) = self.writer.take() {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn_blocking(move || drop(writer));
+                    crate::offload::spawn_blocking_on(&rt, move || drop(writer));
                 }
                 Err(_) => drop(writer),
             }

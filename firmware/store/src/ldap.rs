@@ -675,7 +675,7 @@ impl Store {
     /// an LDAP password, after the same hashing work, so the answer time
     /// does not tell which.
     ///
-    /// CPU heavy (Argon2id): async callers run it in `spawn_blocking`.
+    /// CPU heavy (Argon2id): async callers run it in [`crate::spawn_blocking`].
     pub fn ldap_verify_password(&self, name: &str, password: &str) -> Result<bool, StoreError> {
         match self.ldap_password_hash(name)? {
             Some(hash) => Ok(password::verify(password, &hash)),

@@ -13,6 +13,10 @@
 //! ("acknowledged means durable", with group commit): see its documentation
 //! and the `deliver` module (`src/deliver.rs`). Administration calls are
 //! synchronous and each is one durable redb write transaction.
+//!
+//! Every synchronous call that opens a redb transaction or touches a file
+//! blocks: async code makes it inside [`spawn_blocking`] (module
+//! [`offload`]), never on an async worker; debug builds panic otherwise.
 
 mod admin;
 mod blobs;
@@ -28,6 +32,7 @@ mod journal;
 mod ldap;
 mod mailstore;
 mod names;
+pub mod offload;
 mod password;
 mod queue;
 pub mod recovery;
@@ -65,6 +70,7 @@ pub use ldap::{
 pub use mailstore::MailboxUsage;
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};
+pub use offload::spawn_blocking;
 pub use password::MAX_PASSWORD_LEN;
 pub use recovery::{BackupReport, ReconstructReport, VerifyReport};
 pub use relaydata::{BlockedSender, ForwardRule};
@@ -114,6 +120,7 @@ impl Store {
     /// A data folder holding mail but no `meta.redb` is refused
     /// ([`StoreError::NeedsReconstruct`]): an empty database would hide it.
     pub fn open(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        offload::check("open");
         // redb panics on some damaged pages: that is a damaged database,
         // which the operator repairs with reconstruct, not a crash loop.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Store::open_inner(data_dir)))
@@ -213,6 +220,7 @@ impl Store {
     /// The body of blob `blob`, as delivered (CRLF line ends), without the
     /// file's recovery record.
     pub fn read_blob(&self, blob: Id) -> Result<Vec<u8>, StoreError> {
+        offload::check("read a message file");
         let mut bytes = fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::NotFound {
@@ -232,6 +240,7 @@ impl Store {
     /// Blob `blob` opened for reading in chunks (POP3 RETR streams a
     /// message this way: memory is one chunk, whatever the message's size).
     pub fn open_blob(&self, blob: Id) -> Result<BlobReader, StoreError> {
+        offload::check("open a message file");
         let mut file = fs::File::open(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::NotFound {
@@ -254,6 +263,7 @@ impl Store {
     /// Space left on the data file system for an unprivileged writer:
     /// `(bytes available, inodes available)`.
     pub fn free_space(&self) -> Result<(u64, u64), StoreError> {
+        offload::check("statvfs");
         let st = nix::sys::statvfs::statvfs(&self.dir)
             .map_err(|e| StoreError::from_io(std::io::Error::from(e)))?;
         #[allow(clippy::useless_conversion)] // the widths differ between targets
@@ -313,6 +323,7 @@ impl Store {
     }
 
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
+        offload::check("redb read transaction");
         Ok(self.db.begin_read()?)
     }
 
@@ -364,6 +375,7 @@ impl BlobReader {
     /// The next at most `max` bytes of the message; empty at its end.
     pub fn read_chunk(&mut self, max: usize) -> Result<Vec<u8>, StoreError> {
         use std::io::Read;
+        offload::check("read a message file in chunks");
         let n = (max as u64).min(self.remaining) as usize;
         let mut buf = vec![0u8; n];
         self.file

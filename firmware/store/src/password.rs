@@ -2,7 +2,7 @@
 //! hash), on the appliance's one Argon2 pool (`mxrack_auth::argon`): hashing
 //! for `mailbox add` and checks for every login share its fixed threads and
 //! buffers, so neither grows the process. Both block the caller for tens of
-//! milliseconds: async callers run them in `spawn_blocking`.
+//! milliseconds: async callers run them in `mxrack_store::spawn_blocking`.
 
 use crate::StoreError;
 

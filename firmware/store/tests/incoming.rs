@@ -151,16 +151,16 @@ fn append_incoming_checks_the_real_size_against_the_quota() {
     let store = populated(tmp.path());
     store.mailbox_set_quota(BOB, Some(100_000)).expect("quota");
     let rt = runtime();
+    // The announced size fits; the checks before the first byte pass.
+    store
+        .append_check(BOB, "INBOX", &[], 10)
+        .expect("announced size fits");
+    assert!(matches!(
+        store.append_check(BOB, "Nope", &[], 10),
+        Err(StoreError::NotFound { kind: "folder", .. })
+    ));
+    let message = body(70_000);
     rt.block_on(async {
-        // The announced size fits; the checks before the first byte pass.
-        store
-            .append_check(BOB, "INBOX", &[], 10)
-            .expect("announced size fits");
-        assert!(matches!(
-            store.append_check(BOB, "Nope", &[], 10),
-            Err(StoreError::NotFound { kind: "folder", .. })
-        ));
-        let message = body(70_000);
         let mut incoming = store.begin_message(store.next_id()).await.expect("begin");
         incoming.write(&message).await.expect("write");
         let (_, uid) = store
@@ -168,13 +168,16 @@ fn append_incoming_checks_the_real_size_against_the_quota() {
             .await
             .expect("append");
         assert_eq!(uid, 1);
-        let snap = store.folder_snapshot(BOB, "INBOX").expect("snapshot");
-        assert_eq!(snap.messages[0].flags, vec!["\\Seen".to_string()]);
-        assert_eq!(snap.messages[0].internal_date, 1000);
-        assert_eq!(
-            store.read_blob(snap.messages[0].blob).expect("read"),
-            message
-        );
+        // Read back on a blocking thread, as a session would.
+        let (s, m) = (Arc::clone(&store), message.clone());
+        mxrack_store::spawn_blocking(move || {
+            let snap = s.folder_snapshot(BOB, "INBOX").expect("snapshot");
+            assert_eq!(snap.messages[0].flags, vec!["\\Seen".to_string()]);
+            assert_eq!(snap.messages[0].internal_date, 1000);
+            assert_eq!(s.read_blob(snap.messages[0].blob).expect("read"), m);
+        })
+        .await
+        .expect("read back");
         // A second one would pass the quota by its real size: refused.
         let mut incoming = store.begin_message(store.next_id()).await.expect("begin");
         incoming.write(&message).await.expect("write");

@@ -28,6 +28,17 @@ fn populated(dir: &Path) -> Arc<Store> {
     store
 }
 
+/// A runtime for the async calls (deliveries); the test's own store calls
+/// run outside it, on the test thread (the store's debug-build check
+/// refuses them on an async worker).
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn delivery(local: &[&str], remote: &[&str], body: &[u8]) -> Delivery {
     Delivery {
         mail_from: "sender@remote.example".into(),
@@ -437,34 +448,37 @@ fn alias_expansion() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_deliveries_are_durable_and_ordered() {
+#[test]
+fn concurrent_deliveries_are_durable_and_ordered() {
+    let rt = runtime(4);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
     const N: usize = 200;
 
-    let mut tasks = Vec::new();
-    for n in 0..N {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let id = store.next_id();
-            // Bodies of different sizes, each unique.
-            let body = format!(
-                "Subject: message {n}\r\n\r\n{}\r\n",
-                format!("line {n} of the body\r\n").repeat(n % 17 + 1)
-            )
-            .into_bytes();
-            store
-                .deliver(delivery(&["Bob@example.com"], &[], &body), id)
-                .await
-                .map(|()| (id, body))
-        }));
-    }
     let mut sent: HashMap<Id, Vec<u8>> = HashMap::new();
-    for t in tasks {
-        let (id, body) = t.await.expect("task").expect("deliver");
-        assert!(sent.insert(id, body).is_none(), "ids are unique");
-    }
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for n in 0..N {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let id = store.next_id();
+                // Bodies of different sizes, each unique.
+                let body = format!(
+                    "Subject: message {n}\r\n\r\n{}\r\n",
+                    format!("line {n} of the body\r\n").repeat(n % 17 + 1)
+                )
+                .into_bytes();
+                store
+                    .deliver(delivery(&["Bob@example.com"], &[], &body), id)
+                    .await
+                    .map(|()| (id, body))
+            }));
+        }
+        for t in tasks {
+            let (id, body) = t.await.expect("task").expect("deliver");
+            assert!(sent.insert(id, body).is_none(), "ids are unique");
+        }
+    });
     let stats = store.commit_stats();
     assert_eq!(stats.deliveries, N as u64);
     assert_eq!(stats.failed, 0);
@@ -510,23 +524,22 @@ async fn concurrent_deliveries_are_durable_and_ordered() {
     assert!(store.next_id() > max);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_delivery_is_queued_and_released() {
+#[test]
+fn remote_delivery_is_queued_and_released() {
+    let rt = runtime(2);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
     let id = store.next_id();
     let body = b"Subject: hi\r\n\r\nout and in\r\n";
-    store
-        .deliver(
-            delivery(
-                &["carol@example.com"],
-                &["a@far.example", "b@far.example"],
-                body,
-            ),
-            id,
-        )
-        .await
-        .expect("deliver");
+    rt.block_on(store.deliver(
+        delivery(
+            &["carol@example.com"],
+            &["a@far.example", "b@far.example"],
+            body,
+        ),
+        id,
+    ))
+    .expect("deliver");
 
     let queue = store.queue_list().expect("queue");
     assert_eq!(queue.len(), 1);
@@ -577,9 +590,7 @@ async fn remote_delivery_is_queued_and_released() {
 
     // Remote only.
     let id2 = store.next_id();
-    store
-        .deliver(delivery(&[], &["z@far.example"], b"x\r\n"), id2)
-        .await
+    rt.block_on(store.deliver(delivery(&[], &["z@far.example"], b"x\r\n"), id2))
         .expect("deliver");
     assert_eq!(
         store.queue_get(id2).expect("queued").recipients,
@@ -589,26 +600,23 @@ async fn remote_delivery_is_queued_and_released() {
     assert!(!blob_file(tmp.path(), id2).exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removing_a_mailbox_frees_blobs_only_when_unused() {
+#[test]
+fn removing_a_mailbox_frees_blobs_only_when_unused() {
+    let rt = runtime(2);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
     let shared = store.next_id();
-    store
-        .deliver(
-            delivery(
-                &["bob@example.com", "carol@example.com", "bob@example.com"],
-                &[],
-                b"both\r\n",
-            ),
-            shared,
-        )
-        .await
-        .expect("deliver");
+    rt.block_on(store.deliver(
+        delivery(
+            &["bob@example.com", "carol@example.com", "bob@example.com"],
+            &[],
+            b"both\r\n",
+        ),
+        shared,
+    ))
+    .expect("deliver");
     let own = store.next_id();
-    store
-        .deliver(delivery(&["bob@example.com"], &[], b"bob only\r\n"), own)
-        .await
+    rt.block_on(store.deliver(delivery(&["bob@example.com"], &[], b"bob only\r\n"), own))
         .expect("deliver");
     // Duplicated recipients get one copy.
     let bob = store.messages("bob@example.com", "INBOX").expect("m");
@@ -638,38 +646,41 @@ async fn removing_a_mailbox_frees_blobs_only_when_unused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_delivery_does_not_fail_its_batch() {
+#[test]
+fn a_bad_delivery_does_not_fail_its_batch() {
+    let rt = runtime(2);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
-    let mut tasks = Vec::new();
-    for n in 0..40u32 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let id = store.next_id();
-            let to = if n % 4 == 0 {
-                "ghost@example.com"
-            } else {
-                "carol@example.com"
-            };
-            let r = store.deliver(delivery(&[to], &[], b"x\r\n"), id).await;
-            (n, id, r)
-        }));
-    }
     let mut ok = 0;
-    for t in tasks {
-        let (n, id, r) = t.await.expect("task");
-        if n % 4 == 0 {
-            assert!(
-                matches!(&r, Err(StoreError::NotFound { kind: "mailbox", name }) if name == "ghost@example.com"),
-                "{r:?}"
-            );
-            assert!(!blob_file(tmp.path(), id).exists(), "refused blob removed");
-        } else {
-            r.expect("good delivery");
-            ok += 1;
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for n in 0..40u32 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let id = store.next_id();
+                let to = if n % 4 == 0 {
+                    "ghost@example.com"
+                } else {
+                    "carol@example.com"
+                };
+                let r = store.deliver(delivery(&[to], &[], b"x\r\n"), id).await;
+                (n, id, r)
+            }));
         }
-    }
+        for t in tasks {
+            let (n, id, r) = t.await.expect("task");
+            if n % 4 == 0 {
+                assert!(
+                    matches!(&r, Err(StoreError::NotFound { kind: "mailbox", name }) if name == "ghost@example.com"),
+                    "{r:?}"
+                );
+                assert!(!blob_file(tmp.path(), id).exists(), "refused blob removed");
+            } else {
+                r.expect("good delivery");
+                ok += 1;
+            }
+        }
+    });
     assert_eq!(ok, 30);
     assert_eq!(
         store
@@ -681,33 +692,26 @@ async fn a_bad_delivery_does_not_fail_its_batch() {
     assert_eq!(store.commit_stats().failed, 10);
 
     // No recipients at all is the caller's mistake.
-    let r = store
-        .deliver(delivery(&[], &[], b"x"), store.next_id())
-        .await;
+    let r = rt.block_on(store.deliver(delivery(&[], &[], b"x"), store.next_id()));
     assert!(matches!(r, Err(StoreError::Invalid { .. })), "{r:?}");
     // A reused id is refused before anything is overwritten.
     let id = store.next_id();
-    store
-        .deliver(delivery(&["bob@example.com"], &[], b"first"), id)
-        .await
+    rt.block_on(store.deliver(delivery(&["bob@example.com"], &[], b"first"), id))
         .expect("deliver");
-    let r = store
-        .deliver(delivery(&["carol@example.com"], &[], b"second"), id)
-        .await;
+    let r = rt.block_on(store.deliver(delivery(&["carol@example.com"], &[], b"second"), id));
     assert!(r.is_err(), "{r:?}");
     assert_eq!(store.read_blob(id).expect("read"), b"first");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_refuses_new_deliveries() {
+#[test]
+fn shutdown_refuses_new_deliveries() {
+    let rt = runtime(2);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
     store.shutdown();
     store.shutdown(); // idempotent
     let id = store.next_id();
-    let r = store
-        .deliver(delivery(&["bob@example.com"], &[], b"late"), id)
-        .await;
+    let r = rt.block_on(store.deliver(delivery(&["bob@example.com"], &[], b"late"), id));
     assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
     assert!(r.as_ref().err().is_some_and(StoreError::is_temporary));
     assert!(!blob_file(tmp.path(), id).exists());
@@ -731,18 +735,17 @@ fn orphan_blobs_are_removed_at_open() {
     assert!(store.next_id() > orphan, "ids stay above what was on disk");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn referenced_blobs_survive_reopen() {
+#[test]
+fn referenced_blobs_survive_reopen() {
+    let rt = runtime(2);
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(tmp.path());
     let id = store.next_id();
-    store
-        .deliver(
-            delivery(&["bob@example.com"], &["r@far.example"], b"keep me\r\n"),
-            id,
-        )
-        .await
-        .expect("deliver");
+    rt.block_on(store.deliver(
+        delivery(&["bob@example.com"], &["r@far.example"], b"keep me\r\n"),
+        id,
+    ))
+    .expect("deliver");
     drop(store);
     let store = open(tmp.path());
     assert_eq!(store.read_blob(id).expect("read"), b"keep me\r\n");

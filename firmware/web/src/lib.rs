@@ -253,7 +253,7 @@ async fn route(svc: &WebService, mode: Mode, req: &Request<Incoming>) -> Respons
         }
         "/metrics" => {
             let store = svc.store.clone();
-            let open = tokio::task::spawn_blocking(move || store.status_open_incidents())
+            let open = mxrack_store::spawn_blocking(move || store.status_open_incidents())
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -284,7 +284,7 @@ async fn page(svc: &WebService) -> Result<status::StatusPage, String> {
     let store = svc.store.clone();
     let hostname = svc.hostname.clone();
     let snapshot = svc.health.as_ref().map(|h| h.snapshot());
-    tokio::task::spawn_blocking(move || {
+    mxrack_store::spawn_blocking(move || {
         status::build(&hostname, &store, snapshot, PAGE_ENTRIES_MAX).map_err(|e| e.to_string())
     })
     .await

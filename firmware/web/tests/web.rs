@@ -18,10 +18,19 @@ struct Env {
     shutdown: Shutdown,
 }
 
+/// Store calls block: the test's own run on a plain thread, off the
+/// runtime (the store's debug-build check refuses them on an async worker).
+fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
+}
+
 async fn start() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
-    let tls = mxrack_net::load_or_create_tls(None, None, dir.path(), "mx.test").expect("tls");
+    let (store, tls) = off(|| {
+        let store = Store::open(dir.path()).expect("store");
+        let tls = mxrack_net::load_or_create_tls(None, None, dir.path(), "mx.test").expect("tls");
+        (store, tls)
+    });
     let https = Arc::new(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
     let http = Arc::new(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
     let (https_addr, http_addr) = (
@@ -84,29 +93,33 @@ fn get(path: &str) -> String {
 #[tokio::test]
 async fn status_page_json_atom_and_metrics_over_https() {
     let env = start().await;
-    env.store
-        .event_record(
-            &NewEvent {
-                time: 1_764_417_600,
-                severity: Severity::Critical,
-                component: "disk SN-7".into(),
-                text: "Disk SN-7 failing <b>".into(),
-                incident: IncidentAction::Open {
-                    key: "disk:SN-7".into(),
-                    title: "Disk SN-7 failing".into(),
+    off(|| {
+        env.store
+            .event_record(
+                &NewEvent {
+                    time: 1_764_417_600,
+                    severity: Severity::Critical,
+                    component: "disk SN-7".into(),
+                    text: "Disk SN-7 failing <b>".into(),
+                    incident: IncidentAction::Open {
+                        key: "disk:SN-7".into(),
+                        title: "Disk SN-7 failing".into(),
+                    },
                 },
-            },
-            1000,
-        )
-        .expect("event");
-    env.store
-        .status_note(
-            1_764_421_200,
-            "Maintenance tonight",
-            Some("22:00 UTC"),
-            None,
-        )
-        .expect("note");
+                1000,
+            )
+            .expect("event")
+    });
+    off(|| {
+        env.store
+            .status_note(
+                1_764_421_200,
+                "Maintenance tonight",
+                Some("22:00 UTC"),
+                None,
+            )
+            .expect("note")
+    });
     let html = get_tls(env.https, &get("/status")).await;
     assert!(html.starts_with("HTTP/1.1 200 OK\r\n"), "{html}");
     assert!(
