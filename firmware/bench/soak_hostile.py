@@ -658,7 +658,7 @@ def cmd_report(args):
           f"CPU seconds in that time: server {r['server_cpu']:.0f}, the hostile clients' Python "
           f"{r['hostile_cpu']:.0f} (of {os.cpu_count() * r['elapsed']:.0f} on {os.cpu_count()} cores)")
     print(f"  {'kind':13} {'n':>3} {'made':>6} {'refused':>7} {'answered':>8} {'cut':>6} "
-          f"{'ops':>6} {'errors':>6}  max op s  server's last words (count)")
+          f"{'ops':>6} {'errors':>6}  max op s  longest held s  server's last words (count)")
     for kind, n in r["kinds"].items():
         s = r["stats"].get(kind, {})
         words = "; ".join(f"{w} ({c})" for w, c in sorted(r["endings"].get(kind, {}).items(),
@@ -666,7 +666,8 @@ def cmd_report(args):
         lat = r["latency_max"].get(kind)
         print(f"  {kind:13} {n:>3} {s.get('made', 0):>6} {s.get('refused', 0):>7} "
               f"{s.get('answered', 0):>8} {s.get('cut', 0):>6} {s.get('ops', 0):>6} "
-              f"{s.get('errors', 0):>6}  {('%.2f' % lat) if lat is not None else '-':>8}  {words}")
+              f"{s.get('errors', 0):>6}  {('%.2f' % lat) if lat is not None else '-':>8}  "
+              f"{r['held_max'].get(kind, 0):>14.0f}  {words}")
         other = {k: v for k, v in s.items() if k.startswith(("reply", "op refused"))}
         if other:
             print(f"  {'':13} replies: {other}")
