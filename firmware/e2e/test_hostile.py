@@ -434,6 +434,7 @@ def slow_server():
     s.imap_limits["login_timeout_secs"] = 10
     s.pop3_limits["login_timeout_secs"] = 10
     s.pop3_limits["command_timeout_secs"] = 10
+    s.ldap_limits["command_timeout_secs"] = 10
     s.write_config()
     try:
         s.start()
@@ -494,6 +495,13 @@ def test_slow_clients_are_cut_at_the_command_and_phase_deadlines(slow_server):
         "pop3-lines": (s.pop3_port, False, [b"CAPA\r\n"]),
         "imap-lines": (s.imap_port, False, [b"a NOOP\r\n"]),
         "imaps-literal": (s.imaps_port, True, [b"a NOOP\r\n", b"b LOGIN {40}\r\n"] + [b"x"] * 40),
+        # An LDAP bind trickled byte by byte (the idle timeout is 300 s):
+        # the message deadline, from its first byte.
+        "ldap-bytes": (
+            s.ldap_port,
+            False,
+            [bytes([b]) for b in ldap_msg(1, ber(0x60, ber(0x02, b"\x03") + ber(0x04, b"cn=slow,dc=example,dc=net") + ber(0x80, b"secret")))],
+        ),
     }
     out: dict[str, float] = {}
     threads = [

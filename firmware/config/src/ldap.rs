@@ -54,6 +54,10 @@ pub struct Ldap {
     pub max_connections_per_client: usize,
     /// How long an idle connection is kept.
     pub idle_timeout_secs: u64,
+    /// How long one LDAP message may take to arrive, from its first byte (a
+    /// client trickling bytes is cut here, whatever it sends; as the other
+    /// services' command deadlines).
+    pub command_timeout_secs: u64,
     /// How long a successful bind is remembered, so that the same name and
     /// password bind again without a new Argon2 check (Thunderbird opens a
     /// connection, and binds, for every lookup). A changed password is never
@@ -80,6 +84,7 @@ impl Default for Ldap {
             max_connections: 500,
             max_connections_per_client: LDAP_MAX_CONNECTIONS_PER_CLIENT,
             idle_timeout_secs: 300,
+            command_timeout_secs: 60,
             bind_cache_secs: 300,
             allow_plaintext_bind: false,
         }
@@ -171,6 +176,12 @@ impl Ldap {
             return Err(invalid(
                 "ldap.idle_timeout_secs",
                 "must be between 10 and 3600".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.command_timeout_secs) {
+            return Err(invalid(
+                "ldap.command_timeout_secs",
+                "must be between 1 and 3600".into(),
             ));
         }
         if self.bind_cache_secs > 3600 {

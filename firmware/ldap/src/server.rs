@@ -70,6 +70,44 @@ pub async fn serve(
     .await;
 }
 
+/// How often the wait for a message looks whether its first bytes came.
+const DEADLINE_LOOK: Duration = Duration::from_secs(1);
+
+/// The next LDAP message: the first byte within `idle`, then the whole
+/// message within `command` of it (no deadline restarts with each byte: a
+/// client trickling one byte every few seconds is cut, as the other
+/// services cut theirs). `Err` is the notice of disconnection's text.
+/// `Framed::next` is cancel-safe (what was read stays in its buffer), so
+/// the wait is cut in looks of [`DEADLINE_LOOK`] to see when bytes came.
+async fn next_message<S>(
+    framed: &mut Framed<S, MxCodec>,
+    idle: Duration,
+    command: Duration,
+) -> Result<Option<Result<Frame, CodecError>>, &'static str>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let start = tokio::time::Instant::now();
+    let mut first_byte: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if first_byte.is_none() && !framed.read_buffer().is_empty() {
+            first_byte = Some(now);
+        }
+        let (end, why) = match first_byte {
+            Some(t) => (t + command, "the message took too long to arrive"),
+            None => (start + idle, "idle for too long"),
+        };
+        if now >= end {
+            return Err(why);
+        }
+        let look = (end - now).min(DEADLINE_LOOK);
+        if let Ok(n) = tokio::time::timeout(look, framed.next()).await {
+            return Ok(n);
+        }
+    }
+}
+
 async fn tls_handshake(svc: &LdapService, stream: BoxStream) -> Option<BoxStream> {
     let acceptor = svc.tls.clone()?;
     match tokio::time::timeout(
@@ -109,6 +147,7 @@ pub async fn run_connection(
     let mut framed = Framed::new(stream, codec());
     let mut session = Session::new(peer.ip(), mode == Mode::Ldaps);
     let idle = Duration::from_secs(svc.limits.idle_timeout_secs);
+    let command = Duration::from_secs(svc.limits.command_timeout_secs);
     loop {
         let next = tokio::select! {
             biased;
@@ -116,13 +155,11 @@ pub async fn run_connection(
                 let _ = framed.send(notice(LdapResultCode::Unavailable, "the server is shutting down")).await;
                 break;
             }
-            n = tokio::time::timeout(idle, framed.next()) => n,
+            n = next_message(&mut framed, idle, command) => n,
         };
         let frame = match next {
-            Err(_) => {
-                let _ = framed
-                    .send(notice(LdapResultCode::Unavailable, "idle for too long"))
-                    .await;
+            Err(why) => {
+                let _ = framed.send(notice(LdapResultCode::Unavailable, why)).await;
                 break;
             }
             Ok(None) => break,

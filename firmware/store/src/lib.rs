@@ -146,7 +146,7 @@ impl Store {
         if fresh {
             blobs::sync_dir(data_dir).map_err(StoreError::from_io)?;
         }
-        let db = Database::create(data_dir.join("meta.redb")).map_err(|e| match e {
+        let db = create_db(&data_dir.join("meta.redb")).map_err(|e| match e {
             redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
                 StoreError::NeedsReconstruct(format!("meta.redb is damaged ({why})"))
             }
@@ -359,6 +359,20 @@ pub struct BlobReader {
     file: fs::File,
     remaining: u64,
     len: u64,
+}
+
+/// Memory redb may use for its page cache (reads and the write buffer).
+/// redb's own default is up to 1 GiB, which a long-running appliance fills
+/// as `meta.redb` grows: the soak benchmark saw RSS follow the file. A named
+/// bound keeps the process's memory a sum of stated limits
+/// (ARCHITECTURE.md); 64 MiB holds the hot tables of a large store.
+pub const DB_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Opens (or creates) a redb file with the store's bounded cache.
+pub(crate) fn create_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(DB_CACHE_BYTES)
+        .create(path)
 }
 
 impl BlobReader {

@@ -417,7 +417,7 @@ pub fn reconstruct(
     if new_path.exists() {
         fs::remove_file(&new_path).map_err(StoreError::from_io)?;
     }
-    let new = Database::create(&new_path)?;
+    let new = crate::create_db(&new_path)?;
     schema::prepare(&new)?;
     if let Some(old) = &old {
         progress("copying what reads of the old database", 0, 1);
