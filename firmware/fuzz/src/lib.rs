@@ -173,9 +173,22 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::create_dir(&target).expect("mkdir");
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
+            copy_file(&entry.path(), &target);
         }
     }
+}
+
+/// Copies one file, again when a signal interrupted the copy (libFuzzer's
+/// own timer signals reach this process: one EINTR stopped a 30-minute run).
+fn copy_file(from: &Path, to: &Path) {
+    for _ in 0..100 {
+        match std::fs::copy(from, to) {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("copy {}: {e}", from.display()),
+        }
+    }
+    panic!("copy {}: interrupted 100 times", from.display());
 }
 
 /// A fresh copy of the fixture store.
