@@ -511,9 +511,9 @@ def session_kib(cfg: dict) -> dict[str, tuple[float, str]]:
         "smtp": (smtp_k, "2 x (data line + 16 KiB chunk) + 256 KiB prefix + 64 KiB write buffer "
                  "+ 256 KiB for the scorer's parse of the prefix (assumed = one prefix) + 32 KiB conn (assumed)"),
         "imap": (imap_k, "command line + 64 KiB small literals + 64 KiB literal chunk + 64 KiB write buffer "
-                 "+ 32 KiB conn (assumed); a FETCH reads its message whole: not in the bound"),
+                 "+ 32 KiB conn (assumed); messages a FETCH reads are leased from [memory]"),
         "pop3": (pop3_k, "12 KiB credentials line + 64 KiB send chunk + 32 KiB conn (assumed); "
-                 "RETR reads its message whole: not in the bound"),
+                 "RETR streams the file; TOP is leased from [memory]"),
         "ldap": (ldap_k, "one max_message_bytes frame + 16 entries in flight of at most that size "
                  "+ 32 KiB conn (assumed)"),
         "web": (web_k, "16 KiB request head + 64 KiB response (assumed) + 32 KiB conn (assumed)"),
@@ -534,15 +534,18 @@ def budget(cfg: dict, idle_kib: int, data_dir: str, load: dict[str, int]) -> dic
         redb_kib = os.path.getsize(os.path.join(data_dir, "meta.redb")) // KIB
     except OSError:
         redb_kib = 0
-    redb_cache_kib = min(redb_kib, MIB)  # redb's default cache: 1 GiB, bounded by the file
-    fixed = idle_kib + argon_kib + redb_cache_kib
+    # The store's redb page cache: DB_CACHE_BYTES (64 MiB), bounded by the file.
+    redb_cache_kib = min(redb_kib, 64 * KIB)
+    # The one budget for client data in flight, all services ([memory]).
+    client_data_kib = cfg.get("memory", {}).get("client_data_bytes", 256 * MIB) // KIB
+    fixed = idle_kib + argon_kib + redb_cache_kib + client_data_kib
     full = fixed + sum(n * per[svc][0] for _, svc, n in pools)
     at_load = fixed + sum(n * per[svc][0] for svc, n in load.items())
     return {
         "per_session_kib": {k: [round(v[0]), v[1]] for k, v in per.items()},
         "pools": [[name, svc, n] for name, svc, n in pools],
         "idle_kib": idle_kib, "argon_kib": argon_kib, "redb_file_kib": redb_kib,
-        "redb_cache_kib": redb_cache_kib, "full_pools_kib": round(full), "at_load_kib": round(at_load),
+        "redb_cache_kib": redb_cache_kib, "client_data_kib": client_data_kib, "full_pools_kib": round(full), "at_load_kib": round(at_load),
         "load_sessions": load,
     }
 
@@ -688,7 +691,8 @@ def cmd_report(args):
         print(f"  {svc:5} {k:>5}  {why}")
     print("  pools: " + ", ".join(f"{name} {n}" for name, _, n in b["pools"])
           + f"; fixed: idle RSS {mib(b['idle_kib'])} + Argon2 pool {mib(b['argon_kib'])} + redb cache "
-          f"{mib(b['redb_cache_kib'])} (default 1 GiB, bounded by meta.redb, now {mib(b['redb_file_kib'])})")
+          f"{mib(b['redb_cache_kib'])} (DB_CACHE_BYTES 64 MiB, bounded by meta.redb, now {mib(b['redb_file_kib'])})"
+          f" + client data budget {mib(b['client_data_kib'])} ([memory])")
     print(f"  budget with every pool full: {mib(b['full_pools_kib'])}; at this soak's "
           f"{sum(b['load_sessions'].values())} sessions ({', '.join(f'{k} {v}' for k, v in b['load_sessions'].items())}): "
           f"{mib(b['at_load_kib'])}")
