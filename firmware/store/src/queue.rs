@@ -112,9 +112,10 @@ impl Store {
         Ok(n)
     }
 
-    /// Releases a held entry: not held, no reason, no expiry, due now.
-    /// A copy the gate held starts its `relay.max_age` from now (it waited
-    /// on a policy, not on its destination). Returns the entry as it was,
+    /// Releases a held entry: not held, no reason, no expiry. A copy the
+    /// gate held is due now and starts its `relay.max_age` from now (it
+    /// waited on a policy, not on its destination); an operator's hold keeps
+    /// its retry time (`mxrack queue flush` makes it due). Returns the entry as it was,
     /// so the caller can tell a gate's hold (and count its release).
     pub fn queue_release(&self, id: Id, now: i64) -> Result<QueueEntry, StoreError> {
         let txn = self.jtxn()?;
@@ -127,11 +128,11 @@ impl Store {
             let mut e = old.clone();
             if old.gate_held() {
                 e.created = now;
+                e.next_attempt = now;
             }
             e.held = false;
             e.hold_reason = None;
             e.expires = None;
-            e.next_attempt = now;
             queue.insert(id, schema::encode(&e)?.as_slice())?;
             old
         };

@@ -912,6 +912,17 @@ fn gate_held_copy_round_trip_expiry_and_release() {
             .expect("expire")
             .is_empty()
     );
+    // An operator's hold released keeps its retry time and age.
+    let op = store.queue_get(c).expect("operator hold");
+    assert!(
+        !store
+            .queue_release(c, now + 5)
+            .expect("release")
+            .gate_held()
+    );
+    let r = store.queue_get(c).expect("entry");
+    assert!(!r.held);
+    assert_eq!((r.next_attempt, r.created), (op.next_attempt, op.created));
     assert!(matches!(
         store.queue_release(12345, now),
         Err(StoreError::NotFound { .. })
