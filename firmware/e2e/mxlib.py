@@ -428,17 +428,22 @@ class Queued:
     state: str
     transport: str | None = None  # outbound, forward, bounce (once the relay exists)
     last_error: str | None = None
+    # A copy the forward gate held: why, until when (UTC), for which mailbox.
+    reason: str | None = None
+    expires: str | None = None
+    mailbox: str | None = None
 
     @staticmethod
     def parse(line: str) -> "Queued":
         m = re.fullmatch(
             r"([0-9a-f]{16})\t(\d+)\tfrom=<([^>]*)>\tto=([^\t]*)(?:\ttransport=([^\t]*))?"
-            r"\tattempts=(\d+)\t(waiting|held)(?:\t(.*))?",
+            r"\tattempts=(\d+)\t(waiting|held)(?:\treason=([^\t]*))?(?:\texpires=([^\t]*))?"
+            r"(?:\tmailbox=([^\t]*))?(?:\t(.*))?",
             line,
         )
         assert m, f"bad queue list line {line!r}"
         return Queued(
-            m[1], int(m[2]), m[3], m[4].split(","), int(m[6]), m[7], m[5], m[8]
+            m[1], int(m[2]), m[3], m[4].split(","), int(m[6]), m[7], m[5], m[11], m[8], m[9], m[10]
         )
 
 

@@ -205,6 +205,14 @@ def wait_queue_empty(server: Server, timeout: float = WAIT):
             return
 
 
+def wait_only_held(server: Server, timeout: float = WAIT) -> list[Queued]:
+    """Waits until every queue entry left is held by the forward gate."""
+    for _ in deadline_loop(timeout, "only gate-held entries in the queue", interval=0.1):
+        q = server.queue()
+        if q and all(e.state == "held" and e.reason for e in q):
+            return q
+
+
 def wait_new_messages(server: Server, address: str, before: set[int], n: int = 1,
                       timeout: float = WAIT) -> list[bytes]:
     for _ in deadline_loop(timeout, f"{n} new message(s) for {address}", interval=0.1):
@@ -487,10 +495,63 @@ def test_the_forward_gate_discards_a_copy_scoring_over_its_destinations_threshol
     assert 1.0 <= st.spam_score < 6.0, st.spam_score  # MISSING_DATE
     [t] = sink.wait_delivered(1)
     assert t.rcpt_to == ["jo@example.org"]
-    # Copies are decided before the 250: once the queue is empty, a copy to
-    # hotmail.com would have reached the sink.
-    wait_queue_empty(relay)
+    # Copies are decided before the 250: the one to hotmail.com is queued
+    # held (issue 16), the one to example.org leaves.
+    [held] = wait_only_held(relay)
+    assert (held.recipients, held.transport, held.mailbox) == (["jo@hotmail.com"], "forward", DEMO)
     assert len(sink.transactions) == 1, "nothing went to hotmail.com"
+
+
+HELD_REASON_RE = re.compile(r"spam gate: score (\d+\.\d) at or over 1\.0 for hotmail\.com")
+
+
+def test_a_copy_the_gate_discards_is_held_listed_and_released(relay, sink):
+    """Issue 16: nothing discarded is lost. demo forwards to jo@hotmail.com
+    without a local copy; a message over hotmail.com's threshold (1.0: no
+    Date header, MISSING_DATE) is not sent but queued held with its reason,
+    an expiry `forward.discard_keep_days` (14) away and the mailbox; the CLI
+    lists it; released, it reaches the (routed) hotmail.com sink."""
+    relay.mx("forward", "set", DEMO, "jo@hotmail.com", "--no-local-copy")
+    before = relay.uids(DEMO)
+    body = message("gate-held", sender="alice@sender.example", to=DEMO, date=False)
+    t0 = time.time()
+    qid = mx_send(relay, "alice@sender.example", [DEMO], body)
+    [q] = wait_only_held(relay)
+    assert q.id != qid, "the copy is its own queue entry"
+    assert (q.recipients, q.transport, q.mailbox, q.attempts) == (["jo@hotmail.com"], "forward", DEMO, 0)
+    m = HELD_REASON_RE.fullmatch(q.reason or "")
+    assert m and float(m[1]) >= 1.0, q
+    expires = time.mktime(time.strptime(q.expires, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert t0 + 14 * 86400 - 5 <= expires <= time.time() + 14 * 86400 + 5, q.expires
+    assert SRS0_RE.fullmatch(q.mail_from), q.mail_from
+    assert relay.uids(DEMO) == before, "no local copy: the held copy is the only one"
+
+    # Passes go by (a later message is delivered) and the held copy stays.
+    submit(relay, ["witness@example.org"], message("witness-held", to="witness@example.org"))
+    sink.wait_delivered(1, rcpt="witness@example.org")
+    assert [t.rcpt_to for t in sink.transactions] == [["witness@example.org"]]
+    assert entry(relay, q.id).state == "held"
+
+    # The user's view: their held copies, with reason and expiry.
+    listed = relay.mx("forward", "held", DEMO).decode().splitlines()
+    assert listed[0].split("\t") == [
+        q.id, f"mailbox={DEMO}", "to=jo@hotmail.com", f"size={q.size}", f"expires={q.expires}", q.reason,
+    ], listed
+    assert listed[1] == "send one with: mxrack queue release ID"
+    assert relay.mx("forward", "held", "jo@acme.example") == b"no forwarded copies held by the spam gate\n"
+    shown = queue_show(relay, q.id)
+    assert (shown["held"], shown["hold reason"], shown["expires"], shown["mailbox"]) == (
+        "true", q.reason, q.expires, DEMO)
+
+    # Released: sent like any forwarded copy (SRS sender, the message).
+    out = relay.mx("queue", "release", q.id).decode()
+    assert out == f"{q.id} released (was {q.reason})\n", out
+    [t] = sink.wait_delivered(1, rcpt="jo@hotmail.com")
+    assert t.rcpt_to == ["jo@hotmail.com"] and t.mail_from == q.mail_from
+    assert relayed_body(t.data, qid, "ESMTP", "e2e.test", DEMO) == body
+    wait_queue_empty(relay)
+    assert relay.mx("forward", "held") == b"no forwarded copies held by the spam gate\n"
+    assert relay.uids(DEMO) == before
 
 
 def test_an_alias_to_an_outside_address_is_a_forward(relay, sink):
@@ -512,8 +573,11 @@ def test_an_alias_to_an_outside_address_is_a_forward(relay, sink):
         # discards the copy to hotmail.com, as it does a forwarding rule's.
         spammy = message("alias-spam", sender="alice@sender.example", to="out@example.net", date=False)
         mx_send(relay, "alice@sender.example", ["out@example.net"], spammy)
-        wait_queue_empty(relay)
-        assert len(sink.transactions) == 1, "the gated copy went nowhere"
+        [held] = wait_only_held(relay)
+        # An alias's outside target has no mailbox whose rule made it.
+        assert (held.recipients, held.mailbox) == (["someone@hotmail.com"], None)
+        assert held.reason.startswith("spam gate: score "), held
+        assert len(sink.transactions) == 1, "the gated copy is held, not sent"
         stats = relay.mx("forward", "stats").decode()
         assert "hotmail.com" in stats, stats
     finally:

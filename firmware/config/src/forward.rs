@@ -18,6 +18,10 @@ use std::path::PathBuf;
 pub const FORWARD_STRICT_DESTINATIONS: [&str; 4] =
     ["hotmail.com", "msn.com", "live.com", "outlook.com"];
 
+/// Default and range of `forward.discard_keep_days`.
+pub const FORWARD_DISCARD_KEEP_DAYS_DEFAULT: u32 = 14;
+pub const FORWARD_DISCARD_KEEP_DAYS_MAX: u32 = 365;
+
 /// Lowest and highest threshold a configuration may name at all.
 pub const FORWARD_THRESHOLD_FLOOR: f32 = -10.0;
 pub const FORWARD_THRESHOLD_CEILING: f32 = 100.0;
@@ -63,6 +67,10 @@ pub struct Forward {
     pub source_address: Option<IpAddr>,
     /// EHLO name of the forward transport; default: `appliance.hostname`.
     pub ehlo: Option<String>,
+    /// Days a forwarded copy the gate discards is kept, held in the queue
+    /// (`mxrack forward held`, `mxrack queue release ID`), before it is
+    /// removed: nothing the gate discards is lost unaccounted for.
+    pub discard_keep_days: u32,
 }
 
 impl Default for Forward {
@@ -85,6 +93,7 @@ impl Default for Forward {
             srs_domain: None,
             source_address: None,
             ehlo: None,
+            discard_keep_days: FORWARD_DISCARD_KEEP_DAYS_DEFAULT,
         }
     }
 }
@@ -214,6 +223,12 @@ impl Forward {
                 "must be between 1 and 1000000".into(),
             ));
         }
+        if !(1..=FORWARD_DISCARD_KEEP_DAYS_MAX).contains(&self.discard_keep_days) {
+            return Err(invalid(
+                "forward.discard_keep_days",
+                format!("must be between 1 and {FORWARD_DISCARD_KEEP_DAYS_MAX}"),
+            ));
+        }
         if let Some(address) = &self.feedback_address {
             let ok = address.rsplit_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
@@ -302,6 +317,7 @@ mod tests {
         assert_eq!(f.initial_threshold("nothotmail.com"), 6.0);
         assert_eq!(f.bounds_of("hotmail.com"), (0.0, 10.0));
         assert_eq!(c.spam.rules_file, None);
+        assert_eq!(f.discard_keep_days, 14);
     }
 
     #[test]
@@ -350,6 +366,8 @@ mod tests {
             ("window_days = 0", "forward.window_days"),
             ("step = 0.0", "forward.step"),
             ("min_forwards = 0", "forward.min_forwards"),
+            ("discard_keep_days = 0", "forward.discard_keep_days"),
+            ("discard_keep_days = 366", "forward.discard_keep_days"),
             ("feedback_address = \"nobody\"", "forward.feedback_address"),
             ("srs_secret = \"short\"", "forward.srs_secret"),
             ("srs_domain = \"bad domain\"", "forward.srs_domain"),

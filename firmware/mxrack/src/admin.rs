@@ -93,6 +93,10 @@ pub enum AdminRequest {
         keep_copy: bool,
     },
     ForwardShow,
+    /// Forwarded copies the spam gate held, for one mailbox or all.
+    ForwardHeld {
+        mailbox: Option<String>,
+    },
     ForwardRemove {
         address: String,
     },
@@ -195,6 +199,40 @@ fn wake_queue() {
 fn parse_queue_id(text: &str) -> Result<mxrack_store::Id, String> {
     mxrack_store::parse_id_hex(text)
         .ok_or_else(|| format!("{text:?} is not a queue id (16 hex digits)"))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix seconds as `2025-03-01T12:00:00Z` (UTC).
+fn utc_text(t: i64) -> String {
+    let secs = t.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        mxrack_filter::format_day(t.div_euclid(86_400)),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The extra columns of a held entry in `queue list`: why and until when.
+fn hold_text(q: &mxrack_store::QueueEntry) -> String {
+    let mut s = String::new();
+    if let Some(r) = &q.hold_reason {
+        s.push_str(&format!("\treason={r}"));
+    }
+    if let Some(t) = q.expires {
+        s.push_str(&format!("\texpires={}", utc_text(t)));
+    }
+    if let Some(m) = q.origin_mailbox.as_deref().filter(|_| q.held) {
+        s.push_str(&format!("\tmailbox={m}"));
+    }
+    s
 }
 
 fn scope_text(account: Option<&str>) -> String {
@@ -327,17 +365,18 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                     q.transport,
                     q.attempts,
                     if q.held { "held" } else { "waiting" },
-                    q.last_error
-                        .as_deref()
-                        .map(|e| format!("\t{e}"))
-                        .unwrap_or_default()
+                    hold_text(&q)
+                        + &q.last_error
+                            .as_deref()
+                            .map(|e| format!("\t{e}"))
+                            .unwrap_or_default()
                 ));
             }
         }
         QueueShow { id } => {
             let q = store.queue_get(parse_queue_id(id)?).map_err(e)?;
             out = format!(
-                "id: {}\nfrom: <{}>\nto: {}\ntransport: {}\nsize: {}\ncreated: {}\nattempts: {}\nnext attempt: {}\nlast error: {}\nheld: {}\n",
+                "id: {}\nfrom: <{}>\nto: {}\ntransport: {}\nsize: {}\ncreated: {}\nattempts: {}\nnext attempt: {}\nlast error: {}\nheld: {}\nhold reason: {}\nexpires: {}\nmailbox: {}\n",
                 id_hex(q.id),
                 q.mail_from,
                 q.recipients.join(", "),
@@ -347,7 +386,10 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 q.attempts,
                 q.next_attempt,
                 q.last_error.as_deref().unwrap_or("-"),
-                q.held
+                q.held,
+                q.hold_reason.as_deref().unwrap_or("-"),
+                q.expires.map(utc_text).unwrap_or_else(|| "-".into()),
+                q.origin_mailbox.as_deref().unwrap_or("-"),
             );
         }
         QueueFlush { id } => {
@@ -360,18 +402,33 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             wake_queue();
             out = format!("{n} queue entries due now\n");
         }
-        QueueHold { id, hold } => {
+        QueueHold { id, hold: true } => {
             let mut q = store.queue_get(parse_queue_id(id)?).map_err(e)?;
-            q.held = *hold;
+            q.held = true;
             store.queue_update(&q).map_err(e)?;
-            if !hold {
-                wake_queue();
+            out = format!("{} held\n", id_hex(q.id));
+        }
+        QueueHold { id, hold: false } => {
+            // Clears the hold, its reason and its expiry: the entry is due
+            // now and the relay sends it like any other.
+            let old = store
+                .queue_release(parse_queue_id(id)?, unix_now())
+                .map_err(e)?;
+            wake_queue();
+            out = format!("{} released\n", id_hex(old.id));
+            if old.gate_held() {
+                tracing::info!(
+                    queue_id = %id_hex(old.id),
+                    to = %old.recipients.join(","),
+                    reason = old.hold_reason.as_deref().unwrap_or(""),
+                    "copy held by the spam gate released by the operator"
+                );
+                out = format!(
+                    "{} released (was {})\n",
+                    id_hex(old.id),
+                    old.hold_reason.as_deref().unwrap_or("held")
+                );
             }
-            out = format!(
-                "{} {}\n",
-                id_hex(q.id),
-                if *hold { "held" } else { "released" }
-            );
         }
         QueueDelete { id } => {
             let id = parse_queue_id(id)?;
@@ -402,6 +459,32 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                     f.targets.join(","),
                     if f.keep_copy { "yes" } else { "no" }
                 ));
+            }
+        }
+        ForwardHeld { mailbox } => {
+            let wanted = mailbox.as_deref().map(str::to_ascii_lowercase);
+            let held: Vec<_> = store
+                .queue_list()
+                .map_err(e)?
+                .into_iter()
+                .filter(|q| q.gate_held())
+                .filter(|q| wanted.is_none() || q.origin_mailbox == wanted)
+                .collect();
+            for q in &held {
+                out.push_str(&format!(
+                    "{}\tmailbox={}\tto={}\tsize={}\texpires={}\t{}\n",
+                    id_hex(q.id),
+                    q.origin_mailbox.as_deref().unwrap_or("(alias)"),
+                    q.recipients.join(","),
+                    q.size,
+                    q.expires.map(utc_text).unwrap_or_default(),
+                    q.hold_reason.as_deref().unwrap_or("")
+                ));
+            }
+            if held.is_empty() {
+                out = "no forwarded copies held by the spam gate\n".into();
+            } else {
+                out.push_str("send one with: mxrack queue release ID\n");
             }
         }
         ForwardRemove { address } => {

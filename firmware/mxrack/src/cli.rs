@@ -319,24 +319,16 @@ enum QueueCommand {
     /// Messages waiting for outbound delivery.
     List,
     /// One entry in full: recipients, transport, attempts, last error.
-    Show {
-        id: String,
-    },
+    Show { id: String },
     /// Make every entry (or one) due now and wake the relay.
-    Flush {
-        id: Option<String>,
-    },
+    Flush { id: Option<String> },
     /// Keep an entry from being delivered until released.
-    Hold {
-        id: String,
-    },
-    Release {
-        id: String,
-    },
+    Hold { id: String },
+    /// Send a held entry (an operator's hold, or a forwarded copy the spam
+    /// gate held): clears the hold, its reason and its expiry.
+    Release { id: String },
     /// Drop an entry without delivering or bouncing it.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +346,12 @@ enum ForwardCommand {
     List,
     Remove {
         address: String,
+    },
+    /// Forwarded copies the spam gate discarded, kept held in the queue
+    /// for `forward.discard_keep_days` (all, or one mailbox's): reason,
+    /// expiry; `mxrack queue release ID` sends one.
+    Held {
+        mailbox: Option<String>,
     },
     /// Per destination: forwards, discards, complaints (window and total),
     /// the current discard threshold, its bounds and recent changes.
@@ -723,6 +721,9 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 keep_copy: !no_local_copy,
             },
             ForwardCommand::List => AdminRequest::ForwardShow,
+            ForwardCommand::Held { mailbox } => AdminRequest::ForwardHeld {
+                mailbox: mailbox.clone(),
+            },
             ForwardCommand::Remove { address } => AdminRequest::ForwardRemove {
                 address: address.clone(),
             },

@@ -175,6 +175,28 @@ impl Relay {
             }
         };
         let now = now_secs();
+        // Held copies past their retention (the forward gate's, after
+        // `forward.discard_keep_days`) are removed here, each logged with
+        // its reason: the one way a gate-held copy leaves without release.
+        if entries
+            .iter()
+            .any(|e| e.held && e.expires.is_some_and(|t| t <= now))
+        {
+            match blocking(&self.store, move |s| s.queue_expire(now)).await {
+                Ok(gone) => {
+                    for e in gone {
+                        info!(
+                            queue_id = %id_hex(e.id),
+                            to = %e.recipients.join(","),
+                            mailbox = e.origin_mailbox.as_deref().unwrap_or(""),
+                            reason = e.hold_reason.as_deref().unwrap_or(""),
+                            "held copy expired (forward.discard_keep_days); removed"
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot remove expired held copies"),
+            }
+        }
         let mut started = 0;
         for entry in entries {
             if entry.held || entry.next_attempt > now || started >= ENTRIES_PER_PASS_MAX {

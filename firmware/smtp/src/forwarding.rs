@@ -4,7 +4,7 @@
 
 use mxrack_relay::Relay;
 use mxrack_relay::srs::SrsError;
-use mxrack_store::{QueuedCopy, Resolution, Store, StoreError};
+use mxrack_store::{CopyHold, QueuedCopy, Resolution, Store, StoreError};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -99,6 +99,9 @@ impl Outbound {
     ) -> (Vec<String>, Vec<QueuedCopy>) {
         let mut keep: Vec<String> = Vec::new();
         let mut external: Vec<String> = aliased;
+        // Which mailbox's rule made each outside target (the first one), so
+        // a copy the gate holds can be listed for that mailbox's user.
+        let mut origin: Vec<(String, String)> = Vec::new();
         for mailbox in &local {
             let rule = store.forward_get(mailbox).ok().flatten();
             let Some(rule) = rule else {
@@ -118,9 +121,15 @@ impl Outbound {
                                 keep.push(m);
                             }
                         }
-                        external.extend(r.remote);
+                        for t in r.remote {
+                            origin.push((t.clone(), mailbox.clone()));
+                            external.push(t);
+                        }
                     }
-                    Ok(Resolution::NotHosted) => external.push(target),
+                    Ok(Resolution::NotHosted) => {
+                        origin.push((target.clone(), mailbox.clone()));
+                        external.push(target);
+                    }
                     Ok(Resolution::UnknownUser) | Err(_) => {
                         warn!(mailbox = %mailbox, target = %target, "forward target does not exist here; skipped");
                     }
@@ -140,6 +149,7 @@ impl Outbound {
                 .map(|(_, d)| d.to_string())
                 .unwrap_or_default();
             let mut prepend = String::new();
+            let mut hold = None;
             if let Some(gate) = &self.gate {
                 // The gate applies to forwarded copies only; the local copy
                 // (if kept) is not touched.
@@ -148,12 +158,34 @@ impl Outbound {
                     if let Err(e) = gate.record_discard(&domain, score) {
                         warn!(error = %e, "cannot count a discarded forward");
                     }
-                    info!(to = %target, score, threshold = gate.threshold(&domain), "forward discarded by the spam gate");
-                    continue;
-                }
-                match gate.record_forward(&domain, message_id, score) {
-                    Ok(trace) => prepend = format!("{}: {trace}\r\n", mxrack_filter::TRACE_HEADER),
-                    Err(e) => warn!(error = %e, "cannot record a forward"),
+                    // Discarded means not sent, never deleted: the copy is
+                    // queued held, with its reason, for
+                    // `forward.discard_keep_days` (issue 16; ARCHITECTURE,
+                    // "the gate judges forwarded copies only").
+                    let threshold = gate.threshold(&domain);
+                    let days = gate.config().discard_keep_days;
+                    let reason = format!(
+                        "spam gate: score {score:.1} at or over {threshold:.1} for {}",
+                        gate.destination(&domain)
+                    );
+                    let mailbox = origin
+                        .iter()
+                        .find(|(t, _)| *t == target)
+                        .map(|(_, m)| m.clone());
+                    info!(to = %target, score, threshold, keep_days = days, mailbox = mailbox.as_deref().unwrap_or(""), "forward discarded by the spam gate; held");
+                    hold = Some(CopyHold {
+                        reason,
+                        expires: mxrack_filter::gate::now_secs()
+                            .saturating_add(i64::from(days) * 86_400),
+                        mailbox,
+                    });
+                } else {
+                    match gate.record_forward(&domain, message_id, score) {
+                        Ok(trace) => {
+                            prepend = format!("{}: {trace}\r\n", mxrack_filter::TRACE_HEADER)
+                        }
+                        Err(e) => warn!(error = %e, "cannot record a forward"),
+                    }
                 }
             }
             copies.push(QueuedCopy {
@@ -162,6 +194,7 @@ impl Outbound {
                 recipients: vec![target],
                 transport: "forward".into(),
                 prepend,
+                hold,
             });
         }
         (keep, copies)

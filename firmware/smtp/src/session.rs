@@ -858,6 +858,7 @@ impl Session {
                         recipients: vec![to],
                         transport: "forward".into(),
                         prepend: String::new(),
+                        hold: None,
                     })
                     .collect();
                 (tx.local, copies)
@@ -866,8 +867,10 @@ impl Session {
         let (local, remote, forwards) = (local_list.len(), tx.remote.len(), copies.len());
         let queued = remote + forwards > 0;
         if local + remote + forwards == 0 {
-            // Everything went to forwards the policy discarded: accepted, nothing to keep.
-            info!(queue_id = %id_text, client = %self.peer, from = %tx.from, size, "accepted; every copy discarded by policy");
+            // No copy at all: a forwarding rule without a local copy whose
+            // targets do not exist here (skipped, logged by the plan). A
+            // copy the gate discards is not this case: it is queued held.
+            info!(queue_id = %id_text, client = %self.peer, from = %tx.from, size, "accepted; no mailbox and no forward target to deliver to");
             file.discard().await;
             self.send(conn, Reply::queued(&id_text));
             return Flow::Continue;

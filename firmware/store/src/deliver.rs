@@ -96,6 +96,45 @@ pub struct QueuedCopy {
     pub recipients: Vec<String>,
     pub transport: String,
     pub prepend: String,
+    /// Set when the copy is queued held: a forwarded copy the spam gate
+    /// discarded is kept, not dropped (nothing is deleted that cannot be
+    /// accounted for), until released or expired.
+    pub hold: Option<CopyHold>,
+}
+
+/// Why a [`QueuedCopy`] is queued held, until when, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyHold {
+    pub reason: String,
+    /// Unix seconds at which the held entry is removed.
+    pub expires: i64,
+    /// The mailbox whose forwarding rule made the copy.
+    pub mailbox: Option<String>,
+}
+
+impl QueuedCopy {
+    /// The queue entry this copy becomes: the same in the blob's recovery
+    /// record and in the queue table, so reconstruct brings a hold back
+    /// with its reason and expiry.
+    fn entry(&self, blob: Id, size: u64, now: i64) -> QueueEntry {
+        let mut e = queue_entry(
+            self.id,
+            blob,
+            &self.mail_from,
+            &self.recipients,
+            size,
+            now,
+            &self.transport,
+            &self.prepend,
+        );
+        if let Some(h) = &self.hold {
+            e.held = true;
+            e.hold_reason = Some(h.reason.clone());
+            e.expires = Some(h.expires);
+            e.origin_mailbox = h.mailbox.clone();
+        }
+        e
+    }
 }
 
 /// Group-commit counters.
@@ -226,16 +265,7 @@ impl Store {
             ));
         }
         for c in &copies {
-            header.queue.push(queue_entry(
-                c.id,
-                id,
-                &c.mail_from,
-                &c.recipients,
-                size,
-                now,
-                &c.transport,
-                &c.prepend,
-            ));
+            header.queue.push(c.entry(id, size, now));
         }
 
         // Step 1, in parallel with other deliveries: the file's last bytes
@@ -304,6 +334,9 @@ fn queue_entry(
         held: false,
         transport: transport.to_string(),
         prepend: prepend.to_string(),
+        hold_reason: None,
+        expires: None,
+        origin_mailbox: None,
     }
 }
 
@@ -549,37 +582,20 @@ fn apply(req: &Request, now: i64, t: &mut Tables<'_>) -> Result<(), StoreError> 
             .insert((folder.id, uid), schema::encode(&meta)?.as_slice())?;
     }
     if !req.remote.is_empty() {
-        let entry = QueueEntry {
-            id: req.id,
-            mail_from: req.mail_from.clone(),
-            recipients: req.remote.clone(),
-            blob: req.id,
-            size: req.size,
-            created: now,
-            attempts: 0,
-            next_attempt: now,
-            last_error: None,
-            held: false,
-            transport: "outbound".into(),
-            prepend: String::new(),
-        };
+        let entry = queue_entry(
+            req.id,
+            req.id,
+            &req.mail_from,
+            &req.remote,
+            req.size,
+            now,
+            "outbound",
+            "",
+        );
         t.queue.insert(req.id, schema::encode(&entry)?.as_slice())?;
     }
     for copy in &req.copies {
-        let entry = QueueEntry {
-            id: copy.id,
-            mail_from: copy.mail_from.clone(),
-            recipients: copy.recipients.clone(),
-            blob: req.id,
-            size: req.size,
-            created: now,
-            attempts: 0,
-            next_attempt: now,
-            last_error: None,
-            held: false,
-            transport: copy.transport.clone(),
-            prepend: copy.prepend.clone(),
-        };
+        let entry = copy.entry(req.id, req.size, now);
         t.queue
             .insert(copy.id, schema::encode(&entry)?.as_slice())?;
     }

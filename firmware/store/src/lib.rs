@@ -50,7 +50,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 pub use blobs::{BlobHeader, body_hash, split_blob};
-pub use deliver::{CommitStats, Delivery, DeliveryMeta, QueuedCopy};
+pub use deliver::{CommitStats, CopyHold, Delivery, DeliveryMeta, QueuedCopy};
 pub use error::StoreError;
 pub use events::{
     EVENTS_KEPT_MIN, EntryKind, Event, IncidentAction, NewEvent, STATUS_ENTRIES_KEPT, Severity,

@@ -5,11 +5,22 @@
 //! recipients, attempts, next attempt, last error) with
 //! [`Store::queue_update`] and removes it when done with
 //! [`Store::queue_remove`], which releases the blob.
+//!
+//! A held entry is never sent. The forward gate's discarded copies are
+//! queued held with a reason and an expiry ([`QueueEntry::gate_held`]):
+//! [`Store::queue_release`] sends one, [`Store::queue_expire`] removes the
+//! ones whose `forward.discard_keep_days` have passed (the relay's pass
+//! calls it and logs each removal), so no forwarded copy is dropped
+//! without the retention the configuration states.
 
 use redb::ReadableTable;
 
 use crate::schema::{self, BLOBS, QUEUE, QueueEntry};
 use crate::{Id, Store, StoreError, blobs, id_hex};
+
+/// Most expired held entries removed in one transaction; the rest go at
+/// the next pass.
+pub const EXPIRE_BATCH_MAX: usize = 1000;
 
 fn not_found(id: Id) -> StoreError {
     StoreError::NotFound {
@@ -99,6 +110,72 @@ impl Store {
         }
         txn.commit()?;
         Ok(n)
+    }
+
+    /// Releases a held entry: not held, no reason, no expiry. A copy the
+    /// gate held is due now and starts its `relay.max_age` from now (it
+    /// waited on a policy, not on its destination); an operator's hold keeps
+    /// its retry time (`mxrack queue flush` makes it due). Returns the entry as it was,
+    /// so the caller can tell a gate's hold (and count its release).
+    pub fn queue_release(&self, id: Id, now: i64) -> Result<QueueEntry, StoreError> {
+        let txn = self.jtxn()?;
+        let old = {
+            let mut queue = txn.open_table(QUEUE)?;
+            let old: QueueEntry = match queue.get(id)? {
+                Some(g) => schema::decode(g.value(), "queue")?,
+                None => return Err(not_found(id)),
+            };
+            let mut e = old.clone();
+            if old.gate_held() {
+                e.created = now;
+                e.next_attempt = now;
+            }
+            e.held = false;
+            e.hold_reason = None;
+            e.expires = None;
+            queue.insert(id, schema::encode(&e)?.as_slice())?;
+            old
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    /// Removes the held entries whose expiry is at or before `now` (the
+    /// forward gate's copies after `forward.discard_keep_days`), at most
+    /// [`EXPIRE_BATCH_MAX`] per call, releasing their blobs; returns them
+    /// so the caller logs each removal with its reason. Entries without an
+    /// expiry (an operator's hold, a reconstruct's) are never touched.
+    pub fn queue_expire(&self, now: i64) -> Result<Vec<QueueEntry>, StoreError> {
+        let txn = self.jtxn()?;
+        let mut gone = Vec::new();
+        let mut freed = Vec::new();
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            for item in queue.iter()? {
+                let (_, v) = item?;
+                let e: QueueEntry = schema::decode(v.value(), "queue")?;
+                if e.held && e.expires.is_some_and(|t| t <= now) {
+                    gone.push(e);
+                    if gone.len() >= EXPIRE_BATCH_MAX {
+                        break;
+                    }
+                }
+            }
+            let mut refs = txn.open_table(BLOBS)?;
+            for e in &gone {
+                queue.remove(e.id)?;
+                if blobs::release(&mut refs, e.blob)? {
+                    freed.push(e.blob);
+                }
+            }
+        }
+        if gone.is_empty() {
+            txn.abort()?;
+            return Ok(gone);
+        }
+        txn.commit()?;
+        self.delete_blob_files(&freed);
+        Ok(gone)
     }
 
     /// Removes a queue entry (delivered, bounced or deleted by an operator)

@@ -161,6 +161,29 @@ pub struct QueueEntry {
     /// so one body file serves every copy.
     #[serde(default)]
     pub prepend: String,
+    /// Why the entry is held when something other than an operator held it:
+    /// the forward gate keeps the copies it discards here instead of
+    /// dropping them ("spam gate: score 7.2 at or over 5.0 for
+    /// hotmail.com"). None for an operator's hold and a reconstruct's.
+    #[serde(default)]
+    pub hold_reason: Option<String>,
+    /// Unix seconds at which a held entry is removed (the gate's copies:
+    /// `forward.discard_keep_days` after delivery); None: kept until an
+    /// operator releases or deletes it.
+    #[serde(default)]
+    pub expires: Option<i64>,
+    /// The local mailbox whose forwarding rule made this copy (None for an
+    /// alias's outside target), so a user's held copies can be listed.
+    #[serde(default)]
+    pub origin_mailbox: Option<String>,
+}
+
+impl QueueEntry {
+    /// Held by the forward gate (a reason and an expiry), as opposed to an
+    /// operator's or a reconstruct's hold.
+    pub fn gate_held(&self) -> bool {
+        self.held && self.hold_reason.is_some() && self.expires.is_some()
+    }
 }
 
 fn default_transport() -> String {

@@ -459,3 +459,76 @@ fn an_empty_store_without_its_database_just_starts_again() {
     let store = Store::open(tmp.path()).expect("nothing to lose: no refusal");
     store.account_add("acme").unwrap();
 }
+
+/// A forwarded copy the spam gate held (issue 16) comes back from the
+/// journal with its hold, reason, expiry and mailbox; from its file alone
+/// too (held, reason and expiry kept, so the retention still applies).
+#[test]
+fn a_gate_held_copy_keeps_its_reason_through_reconstruct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let store = Store::open(tmp.path()).unwrap();
+    store.account_add("acme").unwrap();
+    store.domain_add("acme.example", "acme").unwrap();
+    store
+        .mailbox_add("jo@acme.example", "pw-jo", false)
+        .unwrap();
+    let (id, copy_id) = (store.next_id(), store.next_id());
+    let reason = "spam gate: score 7.2 at or over 1.0 for hotmail.com";
+    let mut d = delivery(&[], &[], "Subject: spam\r\n\r\nbuy now\r\n");
+    d.copies = vec![mxrack_store::QueuedCopy {
+        id: copy_id,
+        mail_from: "SRS0=a=b=remote.example=sender@acme.example".into(),
+        recipients: vec!["jo@hotmail.com".into()],
+        transport: "forward".into(),
+        prepend: String::new(),
+        hold: Some(mxrack_store::CopyHold {
+            reason: reason.into(),
+            expires: 1_900_000_000,
+            mailbox: Some("jo@acme.example".into()),
+        }),
+    }];
+    rt.block_on(store.deliver(d, id)).unwrap();
+    let before = store.queue_get(copy_id).unwrap();
+    assert!(before.gate_held());
+    store.shutdown();
+    drop(store);
+
+    // The database lost: the journal brings the entry back unchanged.
+    std::fs::remove_file(tmp.path().join("meta.redb")).unwrap();
+    assert_eq!(reconstruct(tmp.path()).source, "journal");
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.queue_list().unwrap(), vec![before.clone()]);
+    store.shutdown();
+    drop(store);
+
+    // Database and journal lost, the accounts from a backup: the message
+    // file's record brings it back, still held with its reason and expiry.
+    let backup = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(backup.path()).unwrap();
+        s.account_add("acme").unwrap();
+        s.domain_add("acme.example", "acme").unwrap();
+        s.mailbox_add("jo@acme.example", "pw-jo", false).unwrap();
+        s.shutdown();
+    }
+    std::fs::remove_dir_all(tmp.path().join("recovery")).unwrap();
+    std::fs::copy(
+        backup.path().join("meta.redb"),
+        tmp.path().join("meta.redb"),
+    )
+    .unwrap();
+    let report = reconstruct(tmp.path());
+    assert_eq!(report.queue_from_files, 1, "{report:?}");
+    let store = Store::open(tmp.path()).unwrap();
+    let q = store.queue_list().unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(q[0].gate_held());
+    assert_eq!(q[0].hold_reason.as_deref(), Some(reason));
+    assert_eq!(q[0].expires, Some(1_900_000_000));
+    assert_eq!(q[0].origin_mailbox.as_deref(), Some("jo@acme.example"));
+    assert_eq!(
+        store.read_blob(q[0].blob).unwrap(),
+        b"Subject: spam\r\n\r\nbuy now\r\n"
+    );
+}

@@ -807,3 +807,124 @@ fn folder_names_with_non_ascii_at_byte_six() {
     let err = store.folder_create("bob@example.com", "INBOX/é");
     assert!(err.is_err(), "INBOX/é is inbox/é, which exists");
 }
+
+/// A forwarded copy the gate discarded, queued held with a reason and an
+/// expiry for the mailbox whose rule made it.
+fn held_copy(store: &Store, to: &str, expires: i64) -> mxrack_store::QueuedCopy {
+    mxrack_store::QueuedCopy {
+        id: store.next_id(),
+        mail_from: "SRS0=x=y=remote.example=sender@example.com".into(),
+        recipients: vec![to.to_string()],
+        transport: "forward".into(),
+        prepend: String::new(),
+        hold: Some(mxrack_store::CopyHold {
+            reason: format!("spam gate: score 7.2 at or over 1.0 for {to}"),
+            expires,
+            mailbox: Some("bob@example.com".into()),
+        }),
+    }
+}
+
+#[test]
+fn gate_held_copy_round_trip_expiry_and_release() {
+    let rt = runtime(2);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let now = 1_900_000_000;
+    // Two deliveries whose only copy is held (no local copy), one of them
+    // with an expiry already past, and one plain copy beside a held one.
+    let (a, b) = (store.next_id(), store.next_id());
+    let soon = held_copy(&store, "x@hotmail.com", now - 1);
+    let later = held_copy(&store, "y@hotmail.com", now + 86_400);
+    let (soon_id, later_id) = (soon.id, later.id);
+    for (id, copy) in [(a, soon), (b, later)] {
+        let mut d = delivery(&[], &[], b"Subject: spam\r\n\r\nbuy\r\n");
+        d.copies = vec![copy];
+        rt.block_on(store.deliver(d, id)).expect("deliver");
+    }
+    let q = store.queue_get(later_id).expect("held entry");
+    assert!(q.held && q.gate_held());
+    assert_eq!(
+        q.hold_reason.as_deref(),
+        Some("spam gate: score 7.2 at or over 1.0 for y@hotmail.com")
+    );
+    assert_eq!(q.expires, Some(now + 86_400));
+    assert_eq!(q.origin_mailbox.as_deref(), Some("bob@example.com"));
+    assert_eq!(q.blob, b);
+    // The blob's recovery record carries the hold too.
+    let file = std::fs::read(blob_file(tmp.path(), b)).expect("blob");
+    let header = mxrack_store::split_blob(&file)
+        .expect("split")
+        .0
+        .expect("record");
+    assert_eq!(header.queue.len(), 1);
+    let h = &header.queue[0];
+    assert_eq!(
+        (h.id, h.held, &h.hold_reason, h.expires, &h.origin_mailbox),
+        (q.id, true, &q.hold_reason, q.expires, &q.origin_mailbox)
+    );
+
+    // An operator's hold has no expiry and is never removed by the sweep.
+    let c = store.next_id();
+    rt.block_on(store.deliver(
+        delivery(&[], &["z@far.example"], b"Subject: s\r\n\r\nb\r\n"),
+        c,
+    ))
+    .expect("deliver");
+    let mut op = store.queue_get(c).expect("entry");
+    op.held = true;
+    store.queue_update(&op).expect("hold");
+
+    // Expiry: only the expired gate hold goes, with its blob.
+    assert!(store.queue_expire(now - 10).expect("expire").is_empty());
+    let gone = store.queue_expire(now).expect("expire");
+    assert_eq!(gone.iter().map(|e| e.id).collect::<Vec<_>>(), [soon_id]);
+    assert!(gone[0].hold_reason.is_some());
+    assert!(!blob_file(tmp.path(), a).exists());
+    let left: Vec<Id> = store
+        .queue_list()
+        .expect("queue")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, [later_id, c]);
+    assert!(store.queue_expire(now + 10 * 86_400).expect("expire").len() == 1);
+    assert!(store.queue_get(c).expect("operator hold kept").held);
+
+    // Release: not held, no reason, no expiry, due now, age from now.
+    let d = store.next_id();
+    let copy = held_copy(&store, "w@hotmail.com", now + 86_400);
+    let copy_id = copy.id;
+    let mut del = delivery(&["carol@example.com"], &[], b"Subject: s2\r\n\r\nb\r\n");
+    del.copies = vec![copy];
+    rt.block_on(store.deliver(del, d)).expect("deliver");
+    let old = store.queue_release(copy_id, now + 5).expect("release");
+    assert!(old.gate_held());
+    let r = store.queue_get(copy_id).expect("entry");
+    assert!(!r.held && !r.gate_held());
+    assert_eq!((r.hold_reason, r.expires), (None, None));
+    assert_eq!((r.next_attempt, r.created), (now + 5, now + 5));
+    assert_eq!(r.origin_mailbox.as_deref(), Some("bob@example.com"));
+    // Released, it is no longer the sweep's business.
+    assert!(
+        store
+            .queue_expire(now + 100 * 86_400)
+            .expect("expire")
+            .is_empty()
+    );
+    // An operator's hold released keeps its retry time and age.
+    let op = store.queue_get(c).expect("operator hold");
+    assert!(
+        !store
+            .queue_release(c, now + 5)
+            .expect("release")
+            .gate_held()
+    );
+    let r = store.queue_get(c).expect("entry");
+    assert!(!r.held);
+    assert_eq!((r.next_attempt, r.created), (op.next_attempt, op.created));
+    assert!(matches!(
+        store.queue_release(12345, now),
+        Err(StoreError::NotFound { .. })
+    ));
+}
