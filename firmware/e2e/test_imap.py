@@ -705,6 +705,36 @@ def test_fetch_items_of_a_multipart_message(imap_server):
         close(m)
 
 
+def test_envelope_groups_routes_and_addresses_without_domain(imap_server):
+    """RFC 3501 7.4.2: a group is a start marker (NIL NIL "name" NIL), its
+    members and an end marker (NIL NIL NIL NIL); a source route is the adl
+    field; an address without a domain is an address (host MISSING_DOMAIN,
+    as Dovecot answers), never read as a group."""
+    acct = new_account(imap_server, "envelope")
+    msg = (
+        b"From: <@relay.example:kim@example.org>\r\n"
+        b"Sender: broken\r\n"
+        b"To: team: a@example.org, b@example.net;, solo: (nobody) ;\r\n"
+        b"Cc: lee@example.org (Lee Park)\r\n"
+        b"Subject: groups\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        typ, data = m.fetch("1", "(ENVELOPE)")
+        kim = '((NIL "@relay.example" "kim" "example.org"))'
+        assert (typ, data) == ("OK", [(
+            '1 (ENVELOPE (NIL "groups" ' + kim + ' ((NIL NIL "broken" "MISSING_DOMAIN")) ' + kim + ' '
+            '((NIL NIL "team" NIL)(NIL NIL "a" "example.org")(NIL NIL "b" "example.net")(NIL NIL NIL NIL)'
+            '(NIL NIL "solo" NIL)(NIL NIL NIL NIL)) (("Lee Park" NIL "lee" "example.org")) NIL NIL NIL))'
+        ).encode()])
+    finally:
+        close(m)
+
+
 # --- SEARCH ------------------------------------------------------------------------------------
 
 
