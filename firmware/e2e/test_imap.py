@@ -735,6 +735,25 @@ def test_envelope_groups_routes_and_addresses_without_domain(imap_server):
         close(m)
 
 
+def test_text_of_an_attached_multipart_message_keeps_its_epilogue(imap_server):
+    """RFC 3501 6.4.5: BODY[1.TEXT] of a message/rfc822 part is the attached
+    message's body after its header, up to the end of the part: the
+    epilogue after its closing boundary is part of it."""
+    acct = new_account(imap_server, "ptext")
+    inner_head = b'From: b@example.org\r\nContent-Type: multipart/mixed; boundary="d"\r\n\r\n'
+    inner_body = b"--d\r\n\r\none\r\n--d--\r\n\r\nepilogue\r\n"
+    msg = b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n" + inner_head + inner_body
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        typ, data = m.fetch("1", "(BODY.PEEK[1.TEXT] BODY.PEEK[1])")
+        assert typ == "OK"
+        assert fetch_literals(data) == [inner_body, inner_head + inner_body]
+    finally:
+        close(m)
+
+
 # --- SEARCH ------------------------------------------------------------------------------------
 
 

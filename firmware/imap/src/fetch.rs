@@ -381,18 +381,28 @@ pub fn section_bytes(raw: &[u8], msg: &Message<'_>, section: &Section) -> Option
         (Some(text), pi) => {
             // HEADER, HEADER.FIELDS, TEXT of a message: the top one, or an
             // encapsulated message/rfc822 part.
-            let (m, r): (&Message<'_>, &[u8]) = match pi {
-                None => (cur_msg, cur_raw),
-                Some(pi) => match &cur_msg.parts.get(pi)?.body {
-                    PartType::Message(inner) => (inner, raw_of(inner)),
-                    _ if pi == 0 && section.part.len() == 1 => (cur_msg, cur_raw),
-                    _ => return None,
-                },
+            // `end`: where that message's bytes end. A nested message's
+            // offsets index into the bytes of the message holding it, and
+            // its root part ends at its closing boundary; its TEXT runs to
+            // the end of the enclosing part, epilogue included (RFC 3501
+            // 6.4.5: TEXT is the body of the message, after the header).
+            let (m, r, end): (&Message<'_>, &[u8], u32) = match pi {
+                None => (cur_msg, cur_raw, cur_raw.len() as u32),
+                Some(pi) => {
+                    let part = cur_msg.parts.get(pi)?;
+                    match &part.body {
+                        PartType::Message(inner) => (inner, raw_of(inner), part.offset_end),
+                        _ if pi == 0 && section.part.len() == 1 => {
+                            (cur_msg, cur_raw, cur_raw.len() as u32)
+                        }
+                        _ => return None,
+                    }
+                }
             };
             let root = m.parts.first()?;
             match text {
                 SectionText::Header => Some(header_block(m, r)),
-                SectionText::Text => Some(slice(r, root.offset_body, root.offset_end).to_vec()),
+                SectionText::Text => Some(slice(r, root.offset_body, end).to_vec()),
                 SectionText::HeaderFields { not, fields } => {
                     Some(header_fields(&header_block(m, r), fields, *not))
                 }

@@ -213,3 +213,57 @@ fn empty_sender_and_reply_to_are_the_from_list() {
         format!("(NIL NIL {k} {k} {k} ((NIL NIL \"team\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL)")
     );
 }
+
+/// BODY[1.TEXT] of an attached multipart message is its whole body, the
+/// epilogue after the closing boundary included (RFC 3501 6.4.5), as
+/// BODY[1] has it after the header.
+#[test]
+fn text_of_an_attached_multipart_message_keeps_its_epilogue() {
+    let inner_head =
+        "From: b@example.org\r\nContent-Type: multipart/digest; boundary=\"d\"\r\n\r\n";
+    let inner_body = "preamble\r\n\r\n--d \r\n\r\nFrom: m1@example.org\r\n\r\nm1 body\r\n\r\n--d \r\nX-Part: two\r\n\r\nFrom: m2@example.org\r\n\r\nm2 body\r\n\r\n--d--\r\n\r\nepilogue\r\n";
+    let raw = format!(
+        "From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n{inner_head}{inner_body}"
+    );
+    let m = parse(raw.as_bytes()).expect("parse");
+    let table: Vec<(Vec<u32>, Option<SectionText>, String)> = vec![
+        (vec![1], None, format!("{inner_head}{inner_body}")),
+        (vec![1], Some(SectionText::Text), inner_body.to_string()),
+        (
+            vec![],
+            Some(SectionText::Text),
+            format!("{inner_head}{inner_body}"),
+        ),
+        (
+            vec![1, 1],
+            None,
+            "From: m1@example.org\r\n\r\nm1 body\r\n".into(),
+        ),
+        (
+            vec![1, 2],
+            Some(SectionText::Mime),
+            "X-Part: two\r\n\r\n".into(),
+        ),
+        (vec![1, 2], Some(SectionText::Text), "m2 body\r\n".into()),
+        (
+            vec![1, 2],
+            Some(SectionText::Header),
+            "From: m2@example.org\r\n\r\n".into(),
+        ),
+    ];
+    for (part, t, want) in table {
+        let got = section_bytes(
+            raw.as_bytes(),
+            &m,
+            &Section {
+                part: part.clone(),
+                text: t.clone(),
+            },
+        );
+        assert_eq!(
+            got.map(text).as_deref(),
+            Some(want.as_str()),
+            "BODY[{part:?} {t:?}]"
+        );
+    }
+}
