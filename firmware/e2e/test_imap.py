@@ -832,6 +832,36 @@ def test_search(imap_server):
         close(m)
 
 
+def test_search_sent_dates_as_written_and_repeated_header_fields(imap_server):
+    """RFC 3501 6.4.4: SENTON/SENTBEFORE/SENTSINCE take the Date: field's own
+    date, its zone disregarded; HEADER matches any field of that name."""
+    acct = new_account(imap_server, "sentdate")
+    msg = (
+        b"From: kim@example.org\r\n"
+        b"Date: Mon, 1 Jan 2024 23:30:00 -0500\r\n"
+        b"X-Extra: first\r\n"
+        b"X-Extra: hello there\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        for criteria, want in [
+            ("SENTON 1-Jan-2024", [b"1"]),
+            ("SENTON 2-Jan-2024", [b""]),
+            ("SENTBEFORE 2-Jan-2024", [b"1"]),
+            ("SENTSINCE 2-Jan-2024", [b""]),
+            ("HEADER X-Extra hello", [b"1"]),
+            ("HEADER X-Extra first", [b"1"]),
+            ("HEADER X-Extra nowhere", [b""]),
+        ]:
+            assert m.search(None, criteria) == ("OK", want), criteria
+    finally:
+        close(m)
+
+
 def test_search_body_looks_into_attachments_and_attached_messages(imap_server):
     acct = new_account(imap_server, "searchatt")
     att = (
