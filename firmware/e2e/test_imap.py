@@ -1144,12 +1144,18 @@ def test_subscribe_and_lsub(imap_server):
         assert m.unsubscribe("Lists")[0] == "OK"
         typ, data = m.lsub('""', "L*")
         assert data == [None]
+        # A subscribed child of an unsubscribed parent: "%" cannot reach
+        # the child, so LSUB shows the parent with \Noselect (RFC 3501 6.3.9).
+        assert m.create("Lists/Rust")[0] == "OK"
+        assert m.subscribe("Lists/Rust")[0] == "OK"
+        assert m.lsub('""', "L%") == ("OK", [b'(\\Noselect) "/" Lists'])
+        assert m.lsub('""', "Lists/%") == ("OK", [b'() "/" Lists/Rust'])
     finally:
         close(m)
     with raw_imaps(imap_server, acct) as c:
         r = c.ok('LIST "" "%" RETURN (SUBSCRIBED)')
         assert r.untagged[0] == '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX'
-        assert r.untagged[-1] == '* LIST (\\HasNoChildren) "/" Lists'
+        assert r.untagged[-1] == '* LIST (\\HasChildren) "/" Lists'
 
 
 def test_utf8_mailbox_name_in_modified_utf7(imap_server):

@@ -1232,9 +1232,33 @@ impl Session {
             }
         }
         let names: HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let subscribed: HashSet<&str> = folders
+            .iter()
+            .filter(|f| f.subscribed)
+            .map(|f| f.name.as_str())
+            .collect();
+        let mut noselect_parents: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         for f in &folders {
             if !patterns.iter().any(|p| matches_list_pattern(p, &f.name)) {
+                // RFC 3501 6.3.9: when "foo/bar" is subscribed and "foo" is
+                // not, LSUB with "%" answers "foo" with \Noselect (the
+                // wildcard cannot reach "foo/bar" itself).
+                if lsub && f.subscribed {
+                    let parts: Vec<&str> = f.name.split('/').collect();
+                    for i in 1..parts.len() {
+                        let parent = parts[..i].join("/");
+                        if subscribed.contains(parent.as_str())
+                            || !patterns.iter().any(|p| matches_list_pattern(p, &parent))
+                            || !noselect_parents.insert(parent.clone())
+                        {
+                            continue;
+                        }
+                        out.extend_from_slice(b"* LSUB (\\Noselect) \"/\" ");
+                        out.extend_from_slice(&self.quoted_name(&parent));
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
                 continue;
             }
             if args.select_subscribed && !f.subscribed {

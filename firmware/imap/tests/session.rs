@@ -651,3 +651,43 @@ async fn an_append_message_trickled_in_is_cut_at_the_command_deadline() {
         1
     );
 }
+
+/// RFC 3501 6.3.9: a subscribed child whose parent is not subscribed shows
+/// the parent with \Noselect to LSUB "%" (which cannot reach the child);
+/// "*" reaches the child itself. Lines come in folder creation order.
+#[tokio::test]
+async fn lsub_shows_an_unsubscribed_parent_as_noselect() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    for (t, cmd) in [
+        ("c1", "CREATE Lists/Rust"),
+        ("c2", "CREATE Lists/Go/Old"),
+        ("c3", "CREATE Notes"),
+        ("s1", "SUBSCRIBE Lists/Rust"),
+        ("s2", "SUBSCRIBE Lists/Go/Old"),
+        ("s3", "SUBSCRIBE Notes"),
+    ] {
+        c.send(&format!("{t} {cmd}\r\n")).await;
+        c.until(&format!("{t} OK")).await;
+    }
+    // The default folders (INBOX, Sent, ...) are subscribed and come first.
+    c.send("l1 LSUB \"\" %\r\n").await;
+    let l1 = c.until("l1 OK").await;
+    assert!(
+        l1.starts_with("* LSUB () \"/\" INBOX\r\n")
+            && l1.ends_with(
+                "* LSUB () \"/\" Junk\r\n* LSUB (\\Noselect) \"/\" Lists\r\n* LSUB () \"/\" Notes\r\nl1 OK LSUB completed\r\n"
+            ),
+        "{l1}"
+    );
+    c.send("l2 LSUB \"\" Lists/%\r\n").await;
+    assert_eq!(
+        c.until("l2 OK").await,
+        "* LSUB () \"/\" Lists/Rust\r\n* LSUB (\\Noselect) \"/\" Lists/Go\r\nl2 OK LSUB completed\r\n"
+    );
+    c.send("l3 LSUB \"\" Lists*\r\n").await;
+    assert_eq!(
+        c.until("l3 OK").await,
+        "* LSUB () \"/\" Lists/Rust\r\n* LSUB () \"/\" Lists/Go/Old\r\nl3 OK LSUB completed\r\n"
+    );
+}
