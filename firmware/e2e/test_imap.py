@@ -1158,6 +1158,19 @@ def test_subscribe_and_lsub(imap_server):
         assert r.untagged[-1] == '* LIST (\\HasChildren) "/" Lists'
 
 
+def test_a_name_that_is_not_modified_utf7_gets_no(imap_server):
+    """RFC 3501 5.1.3: "&'" is no modified UTF-7; the command is well formed,
+    the name cannot exist: NO (as Dovecot answers), and LIST lists nothing."""
+    acct = new_account(imap_server, "badutf7")
+    m = imaps(imap_server, acct)
+    try:
+        typ, data = m.select("a&'b")
+        assert typ == "NO" and data[0].startswith(b"[CANNOT]"), data
+        assert m.list('""', "a&'b*") == ("OK", [None])
+    finally:
+        close(m)
+
+
 def test_utf8_mailbox_name_in_modified_utf7(imap_server):
     acct = new_account(imap_server, "utf7")
     name = "Entwürfe"

@@ -691,3 +691,34 @@ async fn lsub_shows_an_unsubscribed_parent_as_noselect() {
         "* LSUB () \"/\" Lists/Rust\r\n* LSUB () \"/\" Lists/Go/Old\r\nl3 OK LSUB completed\r\n"
     );
 }
+
+/// Odd but valid atoms as mailbox names (RFC 3501 9 atom-char): a name that
+/// is not modified UTF-7 ("&'" starts no valid base64 run, RFC 3501 5.1.3)
+/// cannot exist, so SELECT gets NO, not BAD, and LIST answers nothing.
+#[tokio::test]
+async fn odd_atoms_as_mailbox_names_get_no_not_bad() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    let table = [
+        ("a1 LIST \"\" ~foo", "a1 OK LIST completed\r\n"),
+        ("a2 SELECT ~foo", "a2 NO [NONEXISTENT]"),
+        (
+            "a3 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}",
+            "a3 NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n",
+        ),
+        (
+            "a4 LIST \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*",
+            "a4 OK LIST completed\r\n",
+        ),
+        (
+            "a5 STATUS &' (MESSAGES)",
+            "a5 NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n",
+        ),
+    ];
+    for (cmd, want) in table {
+        c.send(&format!("{cmd}\r\n")).await;
+        let tag = &cmd[..3];
+        let got = c.until(tag).await;
+        assert!(got.starts_with(want), "{cmd}\n got {got:?}\nwant {want:?}");
+    }
+}
