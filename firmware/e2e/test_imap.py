@@ -705,6 +705,55 @@ def test_fetch_items_of_a_multipart_message(imap_server):
         close(m)
 
 
+def test_envelope_groups_routes_and_addresses_without_domain(imap_server):
+    """RFC 3501 7.4.2: a group is a start marker (NIL NIL "name" NIL), its
+    members and an end marker (NIL NIL NIL NIL); a source route is the adl
+    field; an address without a domain is an address (host MISSING_DOMAIN,
+    as Dovecot answers), never read as a group."""
+    acct = new_account(imap_server, "envelope")
+    msg = (
+        b"From: <@relay.example:kim@example.org>\r\n"
+        b"Sender: broken\r\n"
+        b"To: team: a@example.org, b@example.net;, solo: (nobody) ;\r\n"
+        b"Cc: lee@example.org (Lee Park)\r\n"
+        b"Subject: groups\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        typ, data = m.fetch("1", "(ENVELOPE)")
+        kim = '((NIL "@relay.example" "kim" "example.org"))'
+        assert (typ, data) == ("OK", [(
+            '1 (ENVELOPE (NIL "groups" ' + kim + ' ((NIL NIL "broken" "MISSING_DOMAIN")) ' + kim + ' '
+            '((NIL NIL "team" NIL)(NIL NIL "a" "example.org")(NIL NIL "b" "example.net")(NIL NIL NIL NIL)'
+            '(NIL NIL "solo" NIL)(NIL NIL NIL NIL)) (("Lee Park" NIL "lee" "example.org")) NIL NIL NIL))'
+        ).encode()])
+    finally:
+        close(m)
+
+
+def test_text_of_an_attached_multipart_message_keeps_its_epilogue(imap_server):
+    """RFC 3501 6.4.5: BODY[1.TEXT] of a message/rfc822 part is the attached
+    message's body after its header, up to the end of the part: the
+    epilogue after its closing boundary is part of it."""
+    acct = new_account(imap_server, "ptext")
+    inner_head = b'From: b@example.org\r\nContent-Type: multipart/mixed; boundary="d"\r\n\r\n'
+    inner_body = b"--d\r\n\r\none\r\n--d--\r\n\r\nepilogue\r\n"
+    msg = b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n" + inner_head + inner_body
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        typ, data = m.fetch("1", "(BODY.PEEK[1.TEXT] BODY.PEEK[1])")
+        assert typ == "OK"
+        assert fetch_literals(data) == [inner_body, inner_head + inner_body]
+    finally:
+        close(m)
+
+
 # --- SEARCH ------------------------------------------------------------------------------------
 
 
@@ -779,6 +828,36 @@ def test_search(imap_server):
         m.literal = "Köln".encode()
         assert search("BODY", charset="UTF-8") == []
         assert search("BODY", "sushi", charset="US-ASCII") == [2]
+    finally:
+        close(m)
+
+
+def test_search_sent_dates_as_written_and_repeated_header_fields(imap_server):
+    """RFC 3501 6.4.4: SENTON/SENTBEFORE/SENTSINCE take the Date: field's own
+    date, its zone disregarded; HEADER matches any field of that name."""
+    acct = new_account(imap_server, "sentdate")
+    msg = (
+        b"From: kim@example.org\r\n"
+        b"Date: Mon, 1 Jan 2024 23:30:00 -0500\r\n"
+        b"X-Extra: first\r\n"
+        b"X-Extra: hello there\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    m = imaps(imap_server, acct)
+    try:
+        assert m.append("INBOX", None, None, msg)[0] == "OK"
+        assert m.select("INBOX") == ("OK", [b"1"])
+        for criteria, want in [
+            ("SENTON 1-Jan-2024", [b"1"]),
+            ("SENTON 2-Jan-2024", [b""]),
+            ("SENTBEFORE 2-Jan-2024", [b"1"]),
+            ("SENTSINCE 2-Jan-2024", [b""]),
+            ("HEADER X-Extra hello", [b"1"]),
+            ("HEADER X-Extra first", [b"1"]),
+            ("HEADER X-Extra nowhere", [b""]),
+        ]:
+            assert m.search(None, criteria) == ("OK", want), criteria
     finally:
         close(m)
 
@@ -1065,12 +1144,31 @@ def test_subscribe_and_lsub(imap_server):
         assert m.unsubscribe("Lists")[0] == "OK"
         typ, data = m.lsub('""', "L*")
         assert data == [None]
+        # A subscribed child of an unsubscribed parent: "%" cannot reach
+        # the child, so LSUB shows the parent with \Noselect (RFC 3501 6.3.9).
+        assert m.create("Lists/Rust")[0] == "OK"
+        assert m.subscribe("Lists/Rust")[0] == "OK"
+        assert m.lsub('""', "L%") == ("OK", [b'(\\Noselect) "/" Lists'])
+        assert m.lsub('""', "Lists/%") == ("OK", [b'() "/" Lists/Rust'])
     finally:
         close(m)
     with raw_imaps(imap_server, acct) as c:
         r = c.ok('LIST "" "%" RETURN (SUBSCRIBED)')
         assert r.untagged[0] == '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX'
-        assert r.untagged[-1] == '* LIST (\\HasNoChildren) "/" Lists'
+        assert r.untagged[-1] == '* LIST (\\HasChildren) "/" Lists'
+
+
+def test_a_name_that_is_not_modified_utf7_gets_no(imap_server):
+    """RFC 3501 5.1.3: "&'" is no modified UTF-7; the command is well formed,
+    the name cannot exist: NO (as Dovecot answers), and LIST lists nothing."""
+    acct = new_account(imap_server, "badutf7")
+    m = imaps(imap_server, acct)
+    try:
+        typ, data = m.select("a&'b")
+        assert typ == "NO" and data[0].startswith(b"[CANNOT]"), data
+        assert m.list('""', "a&'b*") == ("OK", [None])
+    finally:
+        close(m)
 
 
 def test_utf8_mailbox_name_in_modified_utf7(imap_server):

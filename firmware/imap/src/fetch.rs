@@ -12,7 +12,7 @@
 use crate::parser::{Section, SectionText};
 use crate::response::{nstring, string};
 use base64::Engine;
-use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
 /// Deepest MIME nesting rendered in BODYSTRUCTURE (the parsed tree is
 /// never deeper; this keeps the renderer bounded on its own).
@@ -100,56 +100,33 @@ fn raw_header(msg: &Message<'_>, name: &str) -> Option<String> {
     msg.header_raw(name).map(unfold)
 }
 
-fn address_list(out: &mut Vec<u8>, addr: Option<&Address<'_>>) {
-    let Some(addr) = addr else {
+/// An ENVELOPE address list from the raw header field (RFC 3501 7.4.2),
+/// NIL when the field is absent or holds no address.
+fn address_list(out: &mut Vec<u8>, addrs: &[address::Addr]) {
+    if addrs.is_empty() {
         out.extend_from_slice(b"NIL");
         return;
-    };
-    let mut items: Vec<u8> = Vec::new();
-    let one = |items: &mut Vec<u8>, name: Option<&str>, email: Option<&str>| {
-        let email = email.unwrap_or("");
-        let (mbox, host) = match email.rsplit_once('@') {
-            Some((m, h)) => (m, Some(h)),
-            None => (email, None),
-        };
-        items.push(b'(');
-        nstring(items, name.map(encode_word).as_deref().map(str::as_bytes));
-        items.extend_from_slice(b" NIL ");
-        string(items, mbox.as_bytes());
-        items.push(b' ');
-        nstring(items, host.map(str::as_bytes));
-        items.push(b')');
-    };
-    match addr {
-        Address::List(list) => {
-            for a in list {
-                one(&mut items, a.name.as_deref(), a.address.as_deref());
-            }
-        }
-        Address::Group(groups) => {
-            for g in groups {
-                if let Some(name) = &g.name {
-                    // Group start: (NIL NIL "name" NIL), end: (NIL NIL NIL NIL).
-                    items.extend_from_slice(b"(NIL NIL ");
-                    string(&mut items, encode_word(name).as_bytes());
-                    items.extend_from_slice(b" NIL)");
-                }
-                for a in &g.addresses {
-                    one(&mut items, a.name.as_deref(), a.address.as_deref());
-                }
-                if g.name.is_some() {
-                    items.extend_from_slice(b"(NIL NIL NIL NIL)");
-                }
-            }
-        }
     }
-    if items.is_empty() {
-        out.extend_from_slice(b"NIL");
-    } else {
+    out.push(b'(');
+    for a in addrs {
         out.push(b'(');
-        out.extend_from_slice(&items);
+        nstring(
+            out,
+            a.name
+                .as_deref()
+                .map(encode_word)
+                .as_deref()
+                .map(str::as_bytes),
+        );
+        out.push(b' ');
+        nstring(out, a.adl.as_deref().map(str::as_bytes));
+        out.push(b' ');
+        nstring(out, a.mailbox.as_deref().map(str::as_bytes));
+        out.push(b' ');
+        nstring(out, a.host.as_deref().map(str::as_bytes));
         out.push(b')');
     }
+    out.push(b')');
 }
 
 pub fn envelope(out: &mut Vec<u8>, msg: &Message<'_>) {
@@ -161,18 +138,25 @@ pub fn envelope(out: &mut Vec<u8>, msg: &Message<'_>) {
     out.push(b' ');
     text(out, "Subject");
     out.push(b' ');
-    let from = msg.from();
-    address_list(out, from);
+    let addrs = |name: &str| {
+        raw_header(msg, name)
+            .map(|v| address::parse(&v))
+            .unwrap_or_default()
+    };
+    let from = addrs("From");
+    // Sender and Reply-To absent or empty are the From list (RFC 3501 7.4.2).
+    let or_from = |list: Vec<address::Addr>| if list.is_empty() { from.clone() } else { list };
+    address_list(out, &from);
     out.push(b' ');
-    address_list(out, msg.sender().or(from));
+    address_list(out, &or_from(addrs("Sender")));
     out.push(b' ');
-    address_list(out, msg.reply_to().or(from));
+    address_list(out, &or_from(addrs("Reply-To")));
     out.push(b' ');
-    address_list(out, msg.to());
+    address_list(out, &addrs("To"));
     out.push(b' ');
-    address_list(out, msg.cc());
+    address_list(out, &addrs("Cc"));
     out.push(b' ');
-    address_list(out, msg.bcc());
+    address_list(out, &addrs("Bcc"));
     out.push(b' ');
     text(out, "In-Reply-To");
     out.push(b' ');
@@ -397,18 +381,28 @@ pub fn section_bytes(raw: &[u8], msg: &Message<'_>, section: &Section) -> Option
         (Some(text), pi) => {
             // HEADER, HEADER.FIELDS, TEXT of a message: the top one, or an
             // encapsulated message/rfc822 part.
-            let (m, r): (&Message<'_>, &[u8]) = match pi {
-                None => (cur_msg, cur_raw),
-                Some(pi) => match &cur_msg.parts.get(pi)?.body {
-                    PartType::Message(inner) => (inner, raw_of(inner)),
-                    _ if pi == 0 && section.part.len() == 1 => (cur_msg, cur_raw),
-                    _ => return None,
-                },
+            // `end`: where that message's bytes end. A nested message's
+            // offsets index into the bytes of the message holding it, and
+            // its root part ends at its closing boundary; its TEXT runs to
+            // the end of the enclosing part, epilogue included (RFC 3501
+            // 6.4.5: TEXT is the body of the message, after the header).
+            let (m, r, end): (&Message<'_>, &[u8], u32) = match pi {
+                None => (cur_msg, cur_raw, cur_raw.len() as u32),
+                Some(pi) => {
+                    let part = cur_msg.parts.get(pi)?;
+                    match &part.body {
+                        PartType::Message(inner) => (inner, raw_of(inner), part.offset_end),
+                        _ if pi == 0 && section.part.len() == 1 => {
+                            (cur_msg, cur_raw, cur_raw.len() as u32)
+                        }
+                        _ => return None,
+                    }
+                }
             };
             let root = m.parts.first()?;
             match text {
                 SectionText::Header => Some(header_block(m, r)),
-                SectionText::Text => Some(slice(r, root.offset_body, root.offset_end).to_vec()),
+                SectionText::Text => Some(slice(r, root.offset_body, end).to_vec()),
                 SectionText::HeaderFields { not, fields } => {
                     Some(header_fields(&header_block(m, r), fields, *not))
                 }
@@ -440,6 +434,8 @@ pub fn header_fields(header: &[u8], fields: &[String], not: bool) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out
 }
+
+pub mod address;
 
 #[cfg(test)]
 mod tests;

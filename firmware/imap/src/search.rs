@@ -47,8 +47,18 @@ fn days(unix: i64) -> i64 {
     unix.div_euclid(86_400)
 }
 
+/// The Date: field's own calendar date, its zone ignored: RFC 3501 6.4.4
+/// compares SENTBEFORE/SENTON/SENTSINCE "disregarding time and timezone",
+/// so "Mon, 1 Jan 2024 23:30 -0500" is sent on 1 January, not on the
+/// 2nd as it is in UTC.
 fn sent_days(c: &Candidate<'_>) -> Option<i64> {
-    c.parsed?.date().map(|d| days(d.to_timestamp()))
+    let d = c.parsed?.date()?;
+    // The same day count as the key's date (parser::parse_date).
+    Some(crate::parser::days_from_civil(
+        i64::from(d.year),
+        i64::from(d.month),
+        i64::from(d.day),
+    ))
 }
 
 /// Every text of a message: each text part, attachment or not, and the
@@ -101,19 +111,7 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {
         SearchKey::SentOn(d) => sent_days(c).is_some_and(|s| s == *d),
         SearchKey::SentSince(d) => sent_days(c).is_some_and(|s| s >= *d),
         SearchKey::ModSeq(n) => m.modseq >= *n,
-        SearchKey::Header(name, value) => c.parsed.is_some_and(|p| {
-            // Decoded values where mail-parser has them, raw text otherwise.
-            let raw = p.header_raw(name.as_str()).map(str::to_string);
-            let decoded = p
-                .header(name.as_str())
-                .and_then(|v| v.as_text())
-                .map(str::to_string);
-            let address = address_text(p, name);
-            [raw, decoded, address]
-                .iter()
-                .flatten()
-                .any(|h| contains_ci(h, value))
-        }),
+        SearchKey::Header(name, value) => c.parsed.is_some_and(|p| header_matches(p, name, value)),
         SearchKey::Body(text) => c.parsed.is_some_and(|p| contains_ci(&body_text(p), text)),
         SearchKey::Text(text) => {
             let header = c.raw.map(|r| {
@@ -129,15 +127,29 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {
     }
 }
 
-/// Address headers as "Name <addr>, ..." so FROM "Jo" and FROM "jo@x" both match.
-fn address_text(p: &Message<'_>, name: &str) -> Option<String> {
-    let addr = match name.to_ascii_lowercase().as_str() {
-        "from" => p.from(),
-        "to" => p.to(),
-        "cc" => p.cc(),
-        "bcc" => p.bcc(),
-        _ => None,
-    }?;
+/// HEADER name value (RFC 3501 6.4.4): true when any field of that name
+/// (a message may carry several, e.g. X-Extra or Received) contains the
+/// value; an empty value matches any message having the field. Each field
+/// is tried raw, decoded where mail-parser decodes it, and as
+/// "Name addr, ..." for address fields so FROM "Jo" and FROM "jo@x" match.
+fn header_matches(p: &Message<'_>, name: &str, value: &str) -> bool {
+    let raw = p.raw_message.as_ref();
+    p.headers()
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .any(|h| {
+            let (s, e) = (h.offset_start as usize, h.offset_end as usize);
+            let field = raw.get(s..e.min(raw.len())).unwrap_or_default();
+            let texts = [
+                Some(mxrack_mime::unfold(&String::from_utf8_lossy(field))),
+                h.value.as_text().map(str::to_string),
+                h.value.as_address().map(address_text),
+            ];
+            texts.iter().flatten().any(|t| contains_ci(t, value))
+        })
+}
+
+fn address_text(addr: &mail_parser::Address<'_>) -> String {
     let mut out = String::new();
     for a in addr.iter() {
         if let Some(n) = &a.name {
@@ -149,7 +161,7 @@ fn address_text(p: &Message<'_>, name: &str) -> Option<String> {
         }
         out.push_str(", ");
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
@@ -165,6 +177,65 @@ mod tests {
             Command::Search { criteria, .. } => criteria,
             _ => panic!(),
         }
+    }
+
+    fn candidate<'a>(
+        raw: &'a [u8],
+        parsed: &'a Message<'a>,
+        meta: &'a MessageMeta,
+    ) -> Candidate<'a> {
+        Candidate {
+            seq: 1,
+            max_seq: 1,
+            max_uid: meta.uid,
+            meta,
+            raw: Some(raw),
+            parsed: Some(parsed),
+        }
+    }
+
+    /// SENT* keys take the Date: field's date as written, whatever its zone
+    /// (RFC 3501 6.4.4); HEADER matches any of several fields of one name.
+    #[test]
+    fn sent_dates_as_written_and_repeated_header_fields() {
+        let raw: &[u8] = b"From: kim@example.org\r\nDate: Mon, 1 Jan 2024 23:30:00 -0500\r\nX-Extra: first\r\nX-Extra: hello there\r\nX-Extra: third\r\n\r\nbody\r\n";
+        let parsed = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("parse");
+        let meta = MessageMeta {
+            uid: 1,
+            blob: 1,
+            size: raw.len() as u64,
+            internal_date: 1_704_153_600,
+            flags: vec![],
+            modseq: 1,
+        };
+        let c = candidate(raw, &parsed, &meta);
+        let table = [
+            // 23:30 -0500 is 2 January in UTC; the message was sent on the 1st.
+            ("SENTON 1-Jan-2024", true),
+            ("SENTON 2-Jan-2024", false),
+            ("SENTBEFORE 2-Jan-2024", true),
+            ("SENTBEFORE 1-Jan-2024", false),
+            ("SENTSINCE 1-Jan-2024", true),
+            ("SENTSINCE 2-Jan-2024", false),
+            ("HEADER X-Extra first", true),
+            ("HEADER x-extra hello", true),
+            ("HEADER X-EXTRA third", true),
+            ("HEADER X-Extra fourth", false),
+            ("HEADER X-Extra \"\"", true),
+            ("HEADER X-Other \"\"", false),
+        ];
+        for (k, want) in table {
+            assert_eq!(matches(&key(k), &c), want, "{k}");
+        }
+        let zone_ahead: &[u8] = b"Date: Tue, 2 Jan 2024 00:30:00 +0900\r\n\r\nx\r\n";
+        let parsed = mail_parser::MessageParser::default()
+            .parse(zone_ahead)
+            .expect("parse");
+        let c = candidate(zone_ahead, &parsed, &meta);
+        assert!(matches(&key("SENTON 2-Jan-2024"), &c));
+        assert!(!matches(&key("SENTON 1-Jan-2024"), &c));
     }
 
     #[test]

@@ -157,6 +157,14 @@ fn fetch_batches(metas: &[(usize, MessageMeta)], reads: bool) -> Vec<&[(usize, M
     batches
 }
 
+/// A mailbox name that is a valid astring but not valid modified UTF-7
+/// (RFC 3501 5.1.3): the command is well formed, the name just cannot
+/// exist, so NO, not BAD (as Dovecot answers: "NO Mailbox name is not
+/// valid mUTF-7").
+fn invalid_mailbox_name(tag: &str) -> String {
+    format!("{tag} NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n")
+}
+
 /// Store failures as IMAP response codes (RFC 5530), in one place.
 fn store_error(tag: &str, e: &StoreError) -> String {
     let (code, text) = match e {
@@ -733,7 +741,7 @@ impl Session {
                         Err(e) => Ok(store_error(&tag, &e)),
                     }
                 }
-                _ => Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n")),
+                _ => Ok(invalid_mailbox_name(&tag)),
             },
             Subscribe(name) => {
                 self.with_name(&tag, &name, |s, user, n| {
@@ -959,7 +967,7 @@ impl Session {
         op: impl FnOnce(&Store, String, String) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<String, StoreError> {
         let Some(name) = self.decode_name(name) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         let user = self.user.clone().unwrap_or_default();
         blocking(&self.svc.store, move |s| op(s, user, name)).await?;
@@ -968,7 +976,7 @@ impl Session {
 
     async fn create(&mut self, tag: &str, name: &[u8]) -> Result<String, StoreError> {
         let Some(name) = self.decode_name(name) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         // A trailing delimiter only declares intent to create children (RFC 3501 6.3.3).
         let name = name.trim_end_matches('/').to_string();
@@ -1004,7 +1012,7 @@ impl Session {
             self.condstore = true;
         }
         let Some(name) = self.decode_name(name) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
@@ -1226,15 +1234,40 @@ impl Session {
         };
         let mut patterns = Vec::new();
         for p in &args.patterns {
-            match self.decode_name(p) {
-                Some(p) => patterns.push(format!("{reference}{p}")),
-                None => return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox pattern\r\n")),
+            // A pattern that is not modified UTF-7 (RFC 3501 5.1.3) matches
+            // no name; the LIST is answered, empty (as Dovecot does).
+            if let Some(p) = self.decode_name(p) {
+                patterns.push(format!("{reference}{p}"));
             }
         }
         let names: HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        let subscribed: HashSet<&str> = folders
+            .iter()
+            .filter(|f| f.subscribed)
+            .map(|f| f.name.as_str())
+            .collect();
+        let mut noselect_parents: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         for f in &folders {
             if !patterns.iter().any(|p| matches_list_pattern(p, &f.name)) {
+                // RFC 3501 6.3.9: when "foo/bar" is subscribed and "foo" is
+                // not, LSUB with "%" answers "foo" with \Noselect (the
+                // wildcard cannot reach "foo/bar" itself).
+                if lsub && f.subscribed {
+                    let parts: Vec<&str> = f.name.split('/').collect();
+                    for i in 1..parts.len() {
+                        let parent = parts[..i].join("/");
+                        if subscribed.contains(parent.as_str())
+                            || !patterns.iter().any(|p| matches_list_pattern(p, &parent))
+                            || !noselect_parents.insert(parent.clone())
+                        {
+                            continue;
+                        }
+                        out.extend_from_slice(b"* LSUB (\\Noselect) \"/\" ");
+                        out.extend_from_slice(&self.quoted_name(&parent));
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
                 continue;
             }
             if args.select_subscribed && !f.subscribed {
@@ -1333,7 +1366,7 @@ impl Session {
         conn: &mut Conn,
     ) -> Result<String, StoreError> {
         let Some(name) = self.decode_name(name) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
@@ -1350,7 +1383,7 @@ impl Session {
         message: Vec<u8>,
     ) -> Result<String, StoreError> {
         let Some(name) = self.decode_name(name) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         if message.is_empty() {
             return Ok(format!("{tag} NO [CANNOT] Empty message\r\n"));
@@ -1802,7 +1835,7 @@ impl Session {
             Err(why) => return Ok(format!("{tag} BAD [CLIENTBUG] {why}\r\n")),
         };
         let Some(target) = self.decode_name(target) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         let Some(sel) = self.selected.as_ref() else {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
@@ -1920,7 +1953,7 @@ impl Session {
         conn: &mut Conn,
     ) -> Result<String, StoreError> {
         let Some(name) = self.decode_name(mailbox) else {
-            return Ok(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Ok(invalid_mailbox_name(tag));
         };
         let user = self.user.clone().unwrap_or_default();
         let n = name.clone();

@@ -663,3 +663,74 @@ async fn an_append_message_trickled_in_is_cut_at_the_command_deadline() {
         1
     );
 }
+
+/// RFC 3501 6.3.9: a subscribed child whose parent is not subscribed shows
+/// the parent with \Noselect to LSUB "%" (which cannot reach the child);
+/// "*" reaches the child itself. Lines come in folder creation order.
+#[tokio::test]
+async fn lsub_shows_an_unsubscribed_parent_as_noselect() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    for (t, cmd) in [
+        ("c1", "CREATE Lists/Rust"),
+        ("c2", "CREATE Lists/Go/Old"),
+        ("c3", "CREATE Notes"),
+        ("s1", "SUBSCRIBE Lists/Rust"),
+        ("s2", "SUBSCRIBE Lists/Go/Old"),
+        ("s3", "SUBSCRIBE Notes"),
+    ] {
+        c.send(&format!("{t} {cmd}\r\n")).await;
+        c.until(&format!("{t} OK")).await;
+    }
+    // The default folders (INBOX, Sent, ...) are subscribed and come first.
+    c.send("l1 LSUB \"\" %\r\n").await;
+    let l1 = c.until("l1 OK").await;
+    assert!(
+        l1.starts_with("* LSUB () \"/\" INBOX\r\n")
+            && l1.ends_with(
+                "* LSUB () \"/\" Junk\r\n* LSUB (\\Noselect) \"/\" Lists\r\n* LSUB () \"/\" Notes\r\nl1 OK LSUB completed\r\n"
+            ),
+        "{l1}"
+    );
+    c.send("l2 LSUB \"\" Lists/%\r\n").await;
+    assert_eq!(
+        c.until("l2 OK").await,
+        "* LSUB () \"/\" Lists/Rust\r\n* LSUB (\\Noselect) \"/\" Lists/Go\r\nl2 OK LSUB completed\r\n"
+    );
+    c.send("l3 LSUB \"\" Lists*\r\n").await;
+    assert_eq!(
+        c.until("l3 OK").await,
+        "* LSUB () \"/\" Lists/Rust\r\n* LSUB () \"/\" Lists/Go/Old\r\nl3 OK LSUB completed\r\n"
+    );
+}
+
+/// Odd but valid atoms as mailbox names (RFC 3501 9 atom-char): a name that
+/// is not modified UTF-7 ("&'" starts no valid base64 run, RFC 3501 5.1.3)
+/// cannot exist, so SELECT gets NO, not BAD, and LIST answers nothing.
+#[tokio::test]
+async fn odd_atoms_as_mailbox_names_get_no_not_bad() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    let table = [
+        ("a1 LIST \"\" ~foo", "a1 OK LIST completed\r\n"),
+        ("a2 SELECT ~foo", "a2 NO [NONEXISTENT]"),
+        (
+            "a3 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}",
+            "a3 NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n",
+        ),
+        (
+            "a4 LIST \"\" !#$&'+,-.0123456789:;<=>?@^_`|[}%*",
+            "a4 OK LIST completed\r\n",
+        ),
+        (
+            "a5 STATUS &' (MESSAGES)",
+            "a5 NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n",
+        ),
+    ];
+    for (cmd, want) in table {
+        c.send(&format!("{cmd}\r\n")).await;
+        let tag = &cmd[..3];
+        let got = c.until(tag).await;
+        assert!(got.starts_with(want), "{cmd}\n got {got:?}\nwant {want:?}");
+    }
+}

@@ -142,3 +142,128 @@ fn deeply_nested_messages_stay_within_the_nesting_limit() {
     assert!(bytes.starts_with(b"Content-Type: message/rfc822\r\n"));
     assert!(bytes.ends_with(b"the end\r\n"));
 }
+
+/// ENVELOPE address structures (RFC 3501 7.4.2, RFC 5322 3.4): one header
+/// field in, the address list a client reads out.
+#[test]
+fn envelope_addresses_table() {
+    let table: &[(&str, &str)] = &[
+        (
+            "Kim <kim@example.org>",
+            "((\"Kim\" NIL \"kim\" \"example.org\"))",
+        ),
+        ("<kim@example.org>", "((NIL NIL \"kim\" \"example.org\"))"),
+        (
+            "kim@example.org (Kim Lee)",
+            "((\"Kim Lee\" NIL \"kim\" \"example.org\"))",
+        ),
+        (
+            "\"Lee, Kim\" <kim@example.org>, bo@example.net",
+            "((\"Lee, Kim\" NIL \"kim\" \"example.org\")(NIL NIL \"bo\" \"example.net\"))",
+        ),
+        // A source route goes to the adl field (RFC 5322 4.4 obs-route).
+        (
+            "<@relay.example:kim@example.org>",
+            "((NIL \"@relay.example\" \"kim\" \"example.org\"))",
+        ),
+        (
+            "Kim <@a.example,@b.example:kim@example.org>",
+            "((\"Kim\" \"@a.example,@b.example\" \"kim\" \"example.org\"))",
+        ),
+        // Groups: a start marker with the name as mailbox, the members, an
+        // end marker; a comment inside an empty group is white space.
+        (
+            "team: kim@example.org, bo@example.net;, solo: (nobody here) ;",
+            "((NIL NIL \"team\" NIL)(NIL NIL \"kim\" \"example.org\")(NIL NIL \"bo\" \"example.net\")(NIL NIL NIL NIL)(NIL NIL \"solo\" NIL)(NIL NIL NIL NIL))",
+        ),
+        (
+            "undisclosed-recipients:;",
+            "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))",
+        ),
+        // No domain: an address, never a group marker (Dovecot's placeholder host).
+        ("broken", "((NIL NIL \"broken\" \"MISSING_DOMAIN\"))"),
+        ("<>", "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))"),
+        ("", "NIL"),
+        (", ,", "NIL"),
+    ];
+    for (value, want) in table {
+        let raw = format!("From: {value}\r\nSubject: t\r\n\r\nbody\r\n");
+        let m = parse(raw.as_bytes()).expect("parse");
+        let mut out = Vec::new();
+        envelope(&mut out, &m);
+        let env = text(out);
+        let from_list = format!("\"t\" {want} {want} {want} NIL NIL NIL NIL NIL)");
+        assert!(
+            env.ends_with(&from_list),
+            "From: {value}\n got {env}\nwant {from_list}"
+        );
+    }
+}
+
+/// Sender and Reply-To present but empty are the From list (RFC 3501 7.4.2).
+#[test]
+fn empty_sender_and_reply_to_are_the_from_list() {
+    let raw = b"From: kim@example.org\r\nSender: \r\nReply-To: \r\nTo: team:;\r\n\r\nx\r\n";
+    let m = parse(raw).expect("parse");
+    let mut out = Vec::new();
+    envelope(&mut out, &m);
+    let k = "((NIL NIL \"kim\" \"example.org\"))";
+    assert_eq!(
+        text(out),
+        format!("(NIL NIL {k} {k} {k} ((NIL NIL \"team\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL)")
+    );
+}
+
+/// BODY[1.TEXT] of an attached multipart message is its whole body, the
+/// epilogue after the closing boundary included (RFC 3501 6.4.5), as
+/// BODY[1] has it after the header.
+#[test]
+fn text_of_an_attached_multipart_message_keeps_its_epilogue() {
+    let inner_head =
+        "From: b@example.org\r\nContent-Type: multipart/digest; boundary=\"d\"\r\n\r\n";
+    let inner_body = "preamble\r\n\r\n--d \r\n\r\nFrom: m1@example.org\r\n\r\nm1 body\r\n\r\n--d \r\nX-Part: two\r\n\r\nFrom: m2@example.org\r\n\r\nm2 body\r\n\r\n--d--\r\n\r\nepilogue\r\n";
+    let raw = format!(
+        "From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n{inner_head}{inner_body}"
+    );
+    let m = parse(raw.as_bytes()).expect("parse");
+    let table: Vec<(Vec<u32>, Option<SectionText>, String)> = vec![
+        (vec![1], None, format!("{inner_head}{inner_body}")),
+        (vec![1], Some(SectionText::Text), inner_body.to_string()),
+        (
+            vec![],
+            Some(SectionText::Text),
+            format!("{inner_head}{inner_body}"),
+        ),
+        (
+            vec![1, 1],
+            None,
+            "From: m1@example.org\r\n\r\nm1 body\r\n".into(),
+        ),
+        (
+            vec![1, 2],
+            Some(SectionText::Mime),
+            "X-Part: two\r\n\r\n".into(),
+        ),
+        (vec![1, 2], Some(SectionText::Text), "m2 body\r\n".into()),
+        (
+            vec![1, 2],
+            Some(SectionText::Header),
+            "From: m2@example.org\r\n\r\n".into(),
+        ),
+    ];
+    for (part, t, want) in table {
+        let got = section_bytes(
+            raw.as_bytes(),
+            &m,
+            &Section {
+                part: part.clone(),
+                text: t.clone(),
+            },
+        );
+        assert_eq!(
+            got.map(text).as_deref(),
+            Some(want.as_str()),
+            "BODY[{part:?} {t:?}]"
+        );
+    }
+}

@@ -177,7 +177,7 @@ impl Session {
             date,
         } = args;
         let Some(folder) = self.decode_name(&mailbox) else {
-            return Err(format!("{tag} BAD [CLIENTBUG] Invalid mailbox name\r\n"));
+            return Err(super::invalid_mailbox_name(tag));
         };
         if size == 0 {
             return Err(format!("{tag} NO [CANNOT] Empty message\r\n"));
