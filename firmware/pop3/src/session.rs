@@ -620,16 +620,25 @@ impl Session {
         }
     }
 
-    async fn send_retr(&mut self, conn: &mut Conn, blob: mxrack_store::Id) -> Flow {
+    /// Runs a message read on a blocking thread; `Err` is the reply for a
+    /// read that failed.
+    async fn read_off_workers<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Reply> {
         let store = self.svc.store.clone();
-        let mut reader = match mxrack_store::spawn_blocking(move || store.open_blob(blob)).await {
-            Ok(Ok(reader)) => reader,
-            Ok(Err(e)) => {
-                send(conn, self.read_error(Ok(e)));
-                return Flow::Continue;
-            }
-            Err(e) => {
-                send(conn, self.read_error(Err(e)));
+        match mxrack_store::spawn_blocking(move || read(&store)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.read_error(Ok(e))),
+            Err(e) => Err(self.read_error(Err(e))),
+        }
+    }
+
+    async fn send_retr(&mut self, conn: &mut Conn, blob: mxrack_store::Id) -> Flow {
+        let mut reader = match self.read_off_workers(move |s| s.open_blob(blob)).await {
+            Ok(reader) => reader,
+            Err(reply) => {
+                send(conn, reply);
                 return Flow::Continue;
             }
         };
@@ -686,15 +695,10 @@ impl Session {
             send(conn, Reply::memory_busy());
             return Flow::Continue;
         };
-        let store = self.svc.store.clone();
-        let body = match mxrack_store::spawn_blocking(move || store.read_blob(blob)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => {
-                send(conn, self.read_error(Ok(e)));
-                return Flow::Continue;
-            }
-            Err(e) => {
-                send(conn, self.read_error(Err(e)));
+        let body = match self.read_off_workers(move |s| s.read_blob(blob)).await {
+            Ok(body) => body,
+            Err(reply) => {
+                send(conn, reply);
                 return Flow::Continue;
             }
         };

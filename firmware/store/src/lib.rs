@@ -221,18 +221,9 @@ impl Store {
     /// file's recovery record.
     pub fn read_blob(&self, blob: Id) -> Result<Vec<u8>, StoreError> {
         offload::check("read a message file");
-        let mut bytes = fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound {
-                    kind: "message blob",
-                    name: id_hex(blob),
-                }
-            } else {
-                StoreError::from_io(e)
-            }
-        })?;
-        let (_, body_len) = blobs::split_blob(&bytes)
-            .map_err(|why| StoreError::Db(format!("message file {}: {why}", id_hex(blob))))?;
+        let mut bytes =
+            fs::read(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| blob_io_error(blob, e))?;
+        let (_, body_len) = blobs::split_blob(&bytes).map_err(|why| damaged_blob(blob, &why))?;
         bytes.truncate(body_len);
         Ok(bytes)
     }
@@ -241,18 +232,9 @@ impl Store {
     /// message this way: memory is one chunk, whatever the message's size).
     pub fn open_blob(&self, blob: Id) -> Result<BlobReader, StoreError> {
         offload::check("open a message file");
-        let mut file = fs::File::open(blobs::blob_path(&self.msg_dir, blob)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound {
-                    kind: "message blob",
-                    name: id_hex(blob),
-                }
-            } else {
-                StoreError::from_io(e)
-            }
-        })?;
-        let len = blobs::message_len(&mut file)
-            .map_err(|why| StoreError::Db(format!("message file {}: {why}", id_hex(blob))))?;
+        let mut file = fs::File::open(blobs::blob_path(&self.msg_dir, blob))
+            .map_err(|e| blob_io_error(blob, e))?;
+        let len = blobs::message_len(&mut file).map_err(|why| damaged_blob(blob, &why))?;
         Ok(BlobReader {
             file,
             remaining: len,
@@ -359,6 +341,24 @@ pub struct BlobReader {
     file: fs::File,
     remaining: u64,
     len: u64,
+}
+
+/// A message file that cannot be opened or read: gone (expunged meanwhile)
+/// or an I/O fault.
+fn blob_io_error(blob: Id, e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        StoreError::NotFound {
+            kind: "message blob",
+            name: id_hex(blob),
+        }
+    } else {
+        StoreError::from_io(e)
+    }
+}
+
+/// A message file whose recovery record does not agree with it.
+fn damaged_blob(blob: Id, why: &str) -> StoreError {
+    StoreError::Db(format!("message file {}: {why}", id_hex(blob)))
 }
 
 /// Memory redb may use for its page cache (reads and the write buffer).
