@@ -104,6 +104,7 @@ pub struct DavRequest {
     pub if_none_match: Option<String>,
     pub accept: Option<String>,
     pub content_type: Option<String>,
+    pub user_agent: Option<String>,
     pub body: Bytes,
 }
 
@@ -160,6 +161,7 @@ async fn answer(svc: Arc<DavService>, req: Request<Incoming>, peer: SocketAddr) 
         if_none_match: text(header::IF_NONE_MATCH),
         accept: text(header::ACCEPT),
         content_type: text(header::CONTENT_TYPE),
+        user_agent: text(header::USER_AGENT),
         body: body.0,
     };
     let lease = body.1;

@@ -592,7 +592,7 @@ fn report(
         return query(svc, ctx, *sel, &book, &root);
     }
     if root.is(DAV, "sync-collection") {
-        return sync_collection(svc, ctx, *sel, &book, &root);
+        return sync_collection(svc, ctx, req, *sel, &book, &root);
     }
     Err(DavError::Dav(StatusCode::FORBIDDEN, "supported-report"))
 }
@@ -735,10 +735,25 @@ fn text_match(tm: &Element, values: &[String]) -> Result<bool, DavError> {
 fn sync_collection(
     svc: &DavService,
     ctx: &Ctx,
+    req: &DavRequest,
     sel: BookSel,
     book: &str,
     root: &Element,
 ) -> Result<Reply, DavError> {
+    // RFC 6578 3.2 answers a token the server cannot use with 403 and
+    // DAV:valid-sync-token, which DAVx5 and iOS take as "start over";
+    // Thunderbird starts over only on 400 (its CardDAV directory expects
+    // 207 or 400 from a sync-collection), so it gets 400 with the same body.
+    let stale_status = if req
+        .user_agent
+        .as_deref()
+        .is_some_and(|ua| ua.contains("Thunderbird"))
+    {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let stale = DavError::Dav(stale_status, "valid-sync-token");
     let token = root
         .child(DAV, "sync-token")
         .map(|t| t.text.trim().to_string())
@@ -749,14 +764,14 @@ fn sync_collection(
         token
             .strip_prefix(SYNC_TOKEN_PREFIX)
             .and_then(|n| n.parse::<u64>().ok())
-            .ok_or(DavError::Dav(StatusCode::FORBIDDEN, "valid-sync-token"))?
+            .ok_or_else(|| stale.clone())?
     };
     let changes = svc.store.ldap_book_changes(book, since)?;
     // A token older than the deletions we still remember, or newer than the
     // book, was not given for this book's current history (RFC 6578 3.2:
     // 403 with DAV:valid-sync-token; the client starts over).
     if since > 0 && (since < changes.floor || since > changes.generation) {
-        return Err(DavError::Dav(StatusCode::FORBIDDEN, "valid-sync-token"));
+        return Err(stale);
     }
     let (want, version) = prop_request(Some(root));
     let mut ms = Multistatus::new();

@@ -952,7 +952,11 @@ mod tests {
         assert_eq!(all.changed.len(), 2);
         assert!(all.deleted.is_empty());
         let token = all.generation;
-        assert!(all.changed.iter().all(|(_, e)| e.generation > 0 && e.generation <= token));
+        assert!(
+            all.changed
+                .iter()
+                .all(|(_, e)| e.generation > 0 && e.generation <= token)
+        );
 
         s.ldap_entry_update(MB, &key("Ann"), &BookLimits::UNLIMITED, |e| {
             e.vcard = Some("BEGIN:VCARD".into());
@@ -984,7 +988,11 @@ mod tests {
             s.ldap_entry_delete(MB, &key(&name)).expect("delete");
         }
         let now = s.ldap_book_changes(MB, 1).expect("changes");
-        assert!(now.floor > 1, "the oldest tombstones went: floor {}", now.floor);
+        assert!(
+            now.floor > 1,
+            "the oldest tombstones went: floor {}",
+            now.floor
+        );
         assert_eq!(now.deleted.len() as u64, TOMBSTONES_PER_BOOK_MAX);
     }
 
