@@ -447,6 +447,15 @@ async fn serve_all(
                 "status page:          https://{addr}/status   (mxrack status, mxrack disks, mxrack doctor)"
             );
         }
+        if let Some(addr) = config.web.https.first()
+            && config.web.carddav
+        {
+            let _ = writeln!(
+                stdout,
+                "contacts (CardDAV):   curl -k -u {mailbox}:{password} -X PROPFIND -H 'Depth: 1' https://{addr}/dav/books/{mailbox}/",
+                mailbox = mxrack_config::DEMO_MAILBOX,
+            );
+        }
         if let Some(addr) = ldap.ldap.first() {
             let _ = writeln!(
                 stdout,
