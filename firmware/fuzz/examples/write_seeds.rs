@@ -17,7 +17,7 @@ use ldap3_proto::proto::{
     LdapExtendedRequest, LdapFilter, LdapModify, LdapModifyRequest, LdapModifyType, LdapMsg,
     LdapOp, LdapPartialAttribute, LdapSearchRequest, LdapSearchScope, LdapSubstringFilter,
 };
-use mxrack_fuzz::{BOSS, FIXTURE_MESSAGES, JO, JO_PASSWORD, LDAP_PASSWORD_SUFFIX};
+use mxrack_fuzz::{BOSS, BOSS_PASSWORD, FIXTURE_MESSAGES, JO, JO_PASSWORD, LDAP_PASSWORD_SUFFIX};
 use std::path::Path;
 use tokio_util::codec::Encoder;
 
@@ -482,6 +482,127 @@ fn mime() -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// One HTTP/1.1 request with Basic credentials (and Content-Length when it
+/// has a body or a method that takes one).
+fn http(method: &str, path: &str, login: (&str, &str), headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: mx.example.net\r\nAuthorization: Basic {}\r\n",
+        b64(format!("{}:{}", login.0, login.1).as_bytes())
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if !body.is_empty() || ["PUT", "PROPFIND", "REPORT", "PROPPATCH"].contains(&method) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn dav() -> Vec<(&'static str, Vec<u8>)> {
+    let jo = (JO, JO_PASSWORD);
+    let boss = (BOSS, BOSS_PASSWORD);
+    let card: &[u8] = b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c1\r\nFN:Ann Lee\r\nN:Lee;Ann;;;\r\n\
+EMAIL;TYPE=INTERNET:ann@example.org\r\nTEL;TYPE=CELL:+1 555 0100\r\nORG:Acme;Sales\r\n\
+ADR;TYPE=HOME:;;1 Main St;Town;ST;12345;US\r\nX-FOO:bar\r\nEND:VCARD\r\n";
+    let card4: &[u8] = b"BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:1\r\nFN:Bo\r\n\
+EMAIL:bo@example.org\r\nBDAY:19800102\r\nEND:VCARD\r\n";
+    let propfind: &[u8] = br#"<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav" xmlns:cs="http://calendarserver.org/ns/"><d:prop><d:resourcetype/><d:getetag/><cs:getctag/><d:sync-token/><c:addressbook-home-set/><d:current-user-principal/><c:supported-address-data/></d:prop></d:propfind>"#;
+    let sync = |token: &str| {
+        format!(
+            r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"#
+        )
+        .into_bytes()
+    };
+    let personal = format!("/dav/books/{JO}/personal/");
+    let c1 = format!("{personal}c1.vcf");
+    let c2 = format!("{personal}c2.vcf");
+    let d1 = ["Depth: 1"];
+    let d0 = ["Depth: 0"];
+    let vcard = ["Content-Type: text/vcard"];
+    let discovery = [
+        http("PROPFIND", "/.well-known/carddav", jo, &d0, propfind),
+        http("PROPFIND", "/dav/", jo, &d0, propfind),
+        http(
+            "PROPFIND",
+            &format!("/dav/principals/{JO}/"),
+            jo,
+            &d0,
+            propfind,
+        ),
+        http("PROPFIND", &format!("/dav/books/{JO}/"), jo, &d1, propfind),
+        http("OPTIONS", &personal, jo, &[], b""),
+    ]
+    .concat();
+    let put_get_sync_delete = [
+        http(
+            "PUT",
+            &c1,
+            jo,
+            &["Content-Type: text/vcard", "If-None-Match: *"],
+            card,
+        ),
+        http("GET", &c1, jo, &["Accept: text/vcard; version=4.0"], b""),
+        http("REPORT", &personal, jo, &d1, &sync("")),
+        http(
+            "PUT",
+            &c1,
+            jo,
+            &["Content-Type: text/vcard", "If-Match: \"g1\""],
+            card4,
+        ),
+        http("DELETE", &c1, jo, &[], b""),
+        http("REPORT", &personal, jo, &d1, &sync("urn:x-mxrack:sync:1")),
+    ]
+    .concat();
+    let multiget = format!(
+        r#"<c:addressbook-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><c:address-data version="3.0"/></d:prop><d:href>{c2}</d:href><d:href>{personal}none.vcf</d:href></c:addressbook-multiget>"#
+    );
+    let query = br#"<c:addressbook-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/></d:prop><c:filter test="anyof"><c:prop-filter name="EMAIL"><c:text-match collation="i;unicode-casemap" match-type="contains">bo@</c:text-match></c:prop-filter><c:prop-filter name="FN"><c:is-not-defined/></c:prop-filter></c:filter><c:limit><c:nresults>5</c:nresults></c:limit></c:addressbook-query>"#;
+    let multiget_query = [
+        http("PUT", &c2, jo, &vcard, card4),
+        http("REPORT", &personal, jo, &d1, multiget.as_bytes()),
+        http("REPORT", &personal, jo, &d1, query),
+    ]
+    .concat();
+    let proppatch = br#"<d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:displayname>x</d:displayname></d:prop></d:set></d:propertyupdate>"#;
+    let account = [
+        http(
+            "PUT",
+            &format!("/dav/books/{BOSS}/account/x.vcf"),
+            boss,
+            &vcard,
+            card,
+        ),
+        http(
+            "PROPFIND",
+            &format!("/dav/books/{BOSS}/account/"),
+            boss,
+            &d1,
+            b"",
+        ),
+        http("PROPPATCH", &personal, jo, &[], proppatch),
+        http(
+            "PUT",
+            &format!("/dav/books/{JO}/account/y.vcf"),
+            jo,
+            &vcard,
+            card,
+        ),
+        http("MKCOL", &format!("/dav/books/{JO}/new/"), jo, &[], b""),
+    ]
+    .concat();
+    vec![
+        ("discovery", discovery),
+        ("put_get_sync_delete", put_get_sync_delete),
+        ("multiget_query", multiget_query),
+        ("account_book_and_proppatch", account),
+    ]
+}
+
 fn write(target: &str, seeds: Vec<(&'static str, Vec<u8>)>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -498,4 +619,5 @@ fn main() {
     write("pop3_session", pop3());
     write("ldap_session", ldap());
     write("mime_structure", mime());
+    write("dav_session", dav());
 }
