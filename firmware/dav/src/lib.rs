@@ -58,10 +58,18 @@ pub struct DavService {
     /// (`max_message_bytes`: a contact is at most what LDAP would carry,
     /// whichever protocol writes it).
     pub ldap: mxrack_config::Ldap,
+    /// Longest a request body may take to arrive (the web port's request
+    /// deadline): a client trickling a body is cut, whatever it sends.
+    pub body_timeout: Duration,
 }
 
 impl DavService {
-    pub fn new(store: Arc<Store>, auth: Arc<AuthService>, ldap: mxrack_config::Ldap) -> DavService {
+    pub fn new(
+        store: Arc<Store>,
+        auth: Arc<AuthService>,
+        ldap: mxrack_config::Ldap,
+        body_timeout: Duration,
+    ) -> DavService {
         DavService {
             verifier: BindVerifier::of(
                 Secret::Mail,
@@ -71,6 +79,7 @@ impl DavService {
             store,
             auth,
             ldap,
+            body_timeout,
         }
     }
 
@@ -142,7 +151,7 @@ async fn answer(svc: Arc<DavService>, req: Request<Incoming>, peer: SocketAddr) 
     };
     let headers = req.headers().clone();
     let method = req.method().clone();
-    let body = match read_body(req, limit).await {
+    let body = match read_body(req, limit, svc.body_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into(),
     };
@@ -223,6 +232,7 @@ async fn authenticate(
 async fn read_body(
     req: Request<Incoming>,
     limit: usize,
+    deadline: Duration,
 ) -> Result<(Bytes, Option<mxrack_net::budget::Lease>), DavError> {
     let declared = req
         .headers()
@@ -239,7 +249,11 @@ async fn read_body(
     let Some(lease) = mxrack_net::budget::global().lease(want).await else {
         return Err(DavError::Busy);
     };
-    match Limited::new(req.into_body(), limit).collect().await {
+    let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(DavError::RequestTimeout);
+    };
+    match read {
         Ok(c) => Ok((c.to_bytes(), Some(lease))),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -40,6 +40,8 @@ pub enum DavError {
     TooLarge(usize),
     /// The memory budget for client data is spent: try again.
     Busy,
+    /// The body did not arrive within the deadline.
+    RequestTimeout,
     /// A precondition in the `DAV:` namespace, with its status.
     Dav(StatusCode, &'static str),
     /// A precondition in the CardDAV namespace, with its status.
@@ -172,6 +174,10 @@ pub fn error(e: &DavError) -> Reply {
         )
         .header(header::RETRY_AFTER, "5"),
         DavError::NotFound => Reply::text(StatusCode::NOT_FOUND, "not found"),
+        DavError::RequestTimeout => {
+            Reply::text(StatusCode::REQUEST_TIMEOUT, "the body took too long")
+                .header(header::CONNECTION, "close")
+        }
         DavError::NotAllowed => {
             Reply::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
                 .header(header::ALLOW, ALLOW)

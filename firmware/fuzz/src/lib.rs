@@ -429,6 +429,7 @@ pub fn dav_session(data: &[u8]) -> SessionRun {
                 max_message_bytes: 65_536,
                 ..mxrack_config::Ldap::default()
             },
+            Duration::from_secs(5),
         ));
         async move {
             let service = hyper::service::service_fn(move |req| {

@@ -339,6 +339,7 @@ async fn serve_all(
                 store.clone(),
                 auth.clone(),
                 config.ldap.clone(),
+                std::time::Duration::from_secs(web.request_timeout_secs),
             ))
         }),
     });

@@ -426,6 +426,11 @@ fn charge_book(
         .map_or(0, |g| g.value());
     let generation = last.saturating_add(1);
     counters.insert(LDAP_GENERATION_COUNTER, generation)?;
+    if meta.generation == 0 {
+        // A new book (or one made again after its owner was removed): sync
+        // tokens of an earlier book by this name are not valid for it.
+        meta.sync_floor = generation;
+    }
     meta.generation = generation;
     meta.entries = meta.entries.saturating_add_signed(entries_delta);
     meta.bytes = Some(after);

@@ -200,9 +200,18 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     if mode == Mode::Https
         && let Some(dav) = &svc.dav
-        && mxrack_dav::is_dav_path(req.uri().path())
     {
-        return mxrack_dav::handle(dav.clone(), req, peer).await;
+        if mxrack_dav::is_dav_path(req.uri().path()) {
+            return mxrack_dav::handle(dav.clone(), req, peer).await;
+        }
+        // Some CardDAV clients ask the server's root for the principal
+        // first (RFC 6764 5 lets the context path be anywhere).
+        if req.uri().path() == "/" && req.method().as_str() == "PROPFIND" {
+            let mut r = text(StatusCode::MOVED_PERMANENTLY, "see /dav/\n");
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/dav/"));
+            return r;
+        }
     }
     let head = req.method() == Method::HEAD;
     let mut r = route(svc, mode, &req).await;
