@@ -30,15 +30,18 @@ pub enum Protocol {
     Ldap,
     /// CardDAV on the web port (issue 18).
     Dav,
+    /// The web Manager's logins (issue 15).
+    Web,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Smtp,
         Protocol::Imap,
         Protocol::Pop3,
         Protocol::Ldap,
         Protocol::Dav,
+        Protocol::Web,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Protocol {
             Protocol::Pop3 => "pop3",
             Protocol::Ldap => "ldap",
             Protocol::Dav => "carddav",
+            Protocol::Web => "manager",
         }
     }
 
@@ -89,7 +93,7 @@ struct Counters {
 
 pub struct AuthService {
     limiter: Mutex<Limiter>,
-    figures: [Counters; 5],
+    figures: [Counters; 6],
 }
 
 impl AuthService {

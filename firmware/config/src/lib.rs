@@ -304,3 +304,29 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// A mailbox quota as people write it (the CLI and the Manager): bytes with
+/// an optional K, M or G suffix (powers of 1024), or `none` to lift it.
+pub fn parse_quota(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    n.checked_mul(mult)
+        .map(Some)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}

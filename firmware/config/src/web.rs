@@ -24,6 +24,8 @@ pub struct Web {
     /// Serve the LDAP address books over CardDAV (RFC 6352) on the HTTPS
     /// listeners, to mailboxes logging in with their mail password.
     pub carddav: bool,
+    /// Serve the web Manager under /manager/ on the HTTPS listeners.
+    pub manager: bool,
     /// Web connections open at once on each kind of listener (`http` and
     /// `https` each have a pool of this size); beyond it 503 (inside TLS on
     /// `https`).
@@ -45,6 +47,7 @@ impl Default for Web {
             max_connections_per_client: WEB_MAX_CONNECTIONS_PER_CLIENT,
             request_timeout_secs: 30,
             carddav: true,
+            manager: true,
         }
     }
 }

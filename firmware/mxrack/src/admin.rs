@@ -129,6 +129,10 @@ pub enum AdminRequest {
         name: String,
         password: String,
     },
+    /// The provider administrator's password (the Manager's `admin`).
+    AdminPasswd {
+        password: String,
+    },
     /// The status page in a terminal (health_cli.rs answers the five
     /// health requests below).
     Status,
@@ -342,6 +346,12 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         LdapPasswd { name, password } => {
             store.ldap_set_password(name, password).map_err(e)?;
             out = format!("LDAP password of {name} set\n");
+        }
+        AdminPasswd { password } => {
+            store.admin_set_password(password).map_err(e)?;
+            // Sessions opened with the old password end.
+            store.web_sessions_end_for("admin").map_err(e)?;
+            out = "admin password set\n".to_string();
         }
         Status | StatusNote { .. } | Disks | DiskReplace { .. } | DiskAdd { .. } => {
             return crate::health_cli::execute(store, request);

@@ -80,6 +80,10 @@ enum Command {
     /// LDAP address books.
     #[command(subcommand)]
     Ldap(LdapCommand),
+    /// The appliance's own administrator (the provider's login to the web
+    /// Manager, user name `admin`).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// The status page in a terminal; `status note` adds a maintenance note.
     Status {
         #[command(subcommand)]
@@ -207,6 +211,16 @@ enum LdapCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Set the admin password (the Manager's `admin` login). Read from
+    /// --password or the first line of standard input.
+    Passwd {
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Parse and validate FILE; print what is wrong, naming the key.
     Check { file: PathBuf },
@@ -279,26 +293,7 @@ enum MailboxCommand {
 pub struct QuotaArg(Option<u64>);
 
 fn parse_quota(text: &str) -> Result<QuotaArg, String> {
-    if text.eq_ignore_ascii_case("none") {
-        return Ok(QuotaArg(None));
-    }
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size"))?;
-    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
-    };
-    n.checked_mul(mult)
-        .map(|b| QuotaArg(Some(b)))
-        .ok_or_else(|| format!("{text:?} is too large"))
+    mxrack_config::parse_quota(text).map(QuotaArg)
 }
 
 #[derive(Debug, Subcommand)]
@@ -763,6 +758,9 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         },
         Command::Ldap(LdapCommand::Passwd { name, password }) => AdminRequest::LdapPasswd {
             name: name.clone(),
+            password: password_from(password.clone())?,
+        },
+        Command::Admin(AdminCommand::Passwd { password }) => AdminRequest::AdminPasswd {
             password: password_from(password.clone())?,
         },
         Command::Backup { dir } => {

@@ -334,6 +334,23 @@ async fn serve_all(
         limits: web.clone(),
         tls: Some(tls.clone()),
         auth: Some(auth.clone()),
+        manager: web.manager.then(|| {
+            let admin_store = store.clone();
+            let admin: mxrack_manager::AdminFn = Arc::new(move |v| {
+                let request: crate::admin::AdminRequest =
+                    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+                crate::admin::execute(&admin_store, &request)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            });
+            mxrack_manager::Manager::new(
+                store.clone(),
+                auth.clone(),
+                admin,
+                config.to_toml(),
+                config.appliance.hostname.clone(),
+                ldap_svc.base_dn(),
+            )
+        }),
         dav: web.carddav.then(|| {
             Arc::new(mxrack_dav::DavService::new(
                 store.clone(),

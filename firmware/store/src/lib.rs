@@ -39,6 +39,7 @@ pub mod recovery;
 mod relaydata;
 mod resolve;
 pub mod schema;
+mod webadmin;
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
@@ -79,6 +80,7 @@ pub use resolve::{Resolution, Resolved};
 pub use schema::{
     Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
 };
+pub use webadmin::{AUDIT_KEPT, AuditRecord, WEB_SESSIONS_MAX, WebSession, session_key};
 
 /// Change notices buffered per listener; a session that falls behind gets
 /// `Lagged` and simply re-reads its folder.

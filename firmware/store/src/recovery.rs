@@ -171,6 +171,9 @@ fn copy_other_tables(
     copy(old, new, FORWARD_THRESHOLDS, lost)?;
     copy(old, new, FORWARD_CHANGES, lost)?;
     copy(old, new, COMPLAINT_SAMPLES, lost)?;
+    copy(old, new, crate::webadmin::SETTINGS, lost)?;
+    copy(old, new, crate::webadmin::WEB_SESSIONS, lost)?;
+    copy(old, new, crate::webadmin::AUDIT, lost)?;
     Ok(())
 }
 

@@ -59,6 +59,8 @@ pub struct WebService {
     pub auth: Option<Arc<mxrack_auth::AuthService>>,
     /// CardDAV under `/dav/` on HTTPS (`None`: not served).
     pub dav: Option<Arc<mxrack_dav::DavService>>,
+    /// The web Manager under `/manager/` on HTTPS (`None`: not served).
+    pub manager: Option<Arc<mxrack_manager::Manager>>,
 }
 
 const BUSY: &[u8] =
@@ -198,6 +200,12 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    if mode == Mode::Https
+        && let Some(manager) = &svc.manager
+        && mxrack_manager::is_manager_path(req.uri().path())
+    {
+        return mxrack_manager::handle(manager.clone(), req, peer).await;
+    }
     if mode == Mode::Https
         && let Some(dav) = &svc.dav
     {

@@ -39,6 +39,7 @@ async fn start() -> Env {
     );
     let svc = Arc::new(WebService {
         dav: None,
+        manager: None,
         hostname: "mx.test".into(),
         store: store.clone(),
         health: None,

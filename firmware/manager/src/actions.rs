@@ -1,0 +1,467 @@
+//! Every change the Manager makes. Each checks, in this order: the session
+//! (the [`Ctx`] extractor), the CSRF token, the role (`access`), that the
+//! mailbox or alias named belongs to the account of the URL; then runs the
+//! CLI's own operation ([`crate::AdminFn`]: the `AdminRequest` the admin
+//! socket takes, run by the same `execute`) and writes the audit record.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::access::{address_in_account, domain_of};
+use crate::pages::{forbidden, login_form, not_found};
+use crate::{ADMIN_USER, Ctx, Fields, Manager, SESSION_COOKIE, back, blocking, state};
+
+fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
+    f.get(name).map(|s| s.trim()).unwrap_or("")
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn csrf_refused() -> Response {
+    forbidden(
+        "The form is out of date or was not sent from this page (CSRF token missing or wrong). Reload the page and try again.",
+    )
+}
+
+/// Runs one operation as the CLI would, and audits it when it succeeds.
+/// `what` is the audit text; the answer goes back to `to`.
+async fn run(m: &Arc<Manager>, ctx: &Ctx, to: &str, what: String, op: Value) -> Response {
+    let (m2, who, client) = (m.clone(), ctx.who().to_string(), ctx.client.clone());
+    let w = what.clone();
+    let result = mxrack_store::spawn_blocking(move || {
+        let out = (m2.admin)(op);
+        if out.is_ok()
+            && let Err(e) = m2.store.audit_add(&who, &client, &w)
+        {
+            tracing::error!(error = %e, "Manager: audit record not written");
+        }
+        out
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => {
+            tracing::info!(who = %ctx.who(), client = %ctx.client, what = %what, "Manager change");
+            back(to, true, &what)
+        }
+        Ok(Err(e)) => back(to, false, &format!("Not done: {e}")),
+        Err(_) => back(to, false, "Not done: internal error"),
+    }
+}
+
+/// POST /manager/login: the credentials through the one auth service,
+/// then a session. A cross-site login form is refused like any POST.
+pub async fn login(
+    m: State<Arc<Manager>>,
+    axum::Extension(client): axum::Extension<crate::Client>,
+    headers: HeaderMap,
+    Form(f): Form<Fields>,
+) -> Response {
+    if !crate::same_origin(&headers) {
+        return forbidden("This form was sent from another site.");
+    }
+    do_login(state(&m), client.0, f).await
+}
+
+pub async fn logout(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let token = ctx.token.clone();
+    let _ = blocking(move || store.web_session_delete(&token)).await;
+    let mut r = Redirect::to("/manager/login").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/manager/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub async fn me(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path(what): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    me_change(m, ctx, what, None, f).await
+}
+
+pub async fn me_verb(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path((what, verb)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    me_change(m, ctx, what, Some(verb), f).await
+}
+
+async fn me_change(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    what: String,
+    verb: Option<String>,
+    f: Fields,
+) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    let m = state(&m);
+    let Some(address) = ctx.role.mailbox().map(str::to_string) else {
+        return forbidden("The provider administrator has no mailbox.");
+    };
+    const TO: &str = "/manager/me";
+    match (what.as_str(), verb.as_deref()) {
+        ("password", None) => {
+            // The current password first, checked like a login.
+            let (store, a, old) = (
+                m.store.clone(),
+                address.clone(),
+                field(&f, "old").to_string(),
+            );
+            let right = mxrack_store::spawn_blocking(move || store.verify_password(&a, &old))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+            if !right {
+                return back(TO, false, "Not done: the current password is wrong");
+            }
+            run(
+                &m,
+                &ctx,
+                TO,
+                format!("password of {address} changed"),
+                json!({"op": "mailbox_passwd", "address": address, "password": field(&f, "new")}),
+            )
+            .await
+        }
+        ("ldap-password", None) => {
+            run(
+                &m,
+                &ctx,
+                TO,
+                format!("LDAP password of {address} set"),
+                json!({"op": "ldap_passwd", "name": address, "password": field(&f, "new")}),
+            )
+            .await
+        }
+        ("forwards", None) => {
+            let targets = list(field(&f, "targets"));
+            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
+            run(
+                &m,
+                &ctx,
+                TO,
+                format!(
+                    "{address} forwards to {} ({})",
+                    targets.join(", "),
+                    if keep { "local copy kept" } else { "no local copy" }
+                ),
+                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
+            )
+            .await
+        }
+        ("forwards", Some("remove")) => {
+            run(
+                &m,
+                &ctx,
+                TO,
+                format!("forwarding of {address} removed"),
+                json!({"op": "forward_remove", "address": address}),
+            )
+            .await
+        }
+        _ => not_found(),
+    }
+}
+
+pub async fn account_add(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator adds accounts.");
+    }
+    let name = field(&f, "name").to_string();
+    run(
+        &state(&m),
+        &ctx,
+        "/manager/accounts",
+        format!("account {name} added"),
+        json!({"op": "account_add", "name": name}),
+    )
+    .await
+}
+
+pub async fn account_remove(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator removes accounts.");
+    }
+    let name = field(&f, "name").to_string();
+    run(
+        &state(&m),
+        &ctx,
+        "/manager/accounts",
+        format!("account {name} removed"),
+        json!({"op": "account_remove", "name": name}),
+    )
+    .await
+}
+
+pub async fn account_what(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path((account, what)): Path<(String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    account_change(m, ctx, account, what, None, f).await
+}
+
+pub async fn account_what_verb(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path((account, what, verb)): Path<(String, String, String)>,
+    Form(f): Form<Fields>,
+) -> Response {
+    account_change(m, ctx, account, what, Some(verb), f).await
+}
+
+async fn account_change(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    account: String,
+    what: String,
+    verb: Option<String>,
+    f: Fields,
+) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.manages(&account) {
+        return forbidden("You do not manage this account.");
+    }
+    let m = state(&m);
+    let to = format!("/manager/accounts/{account}");
+    let address = field(&f, "address").to_ascii_lowercase();
+    // A mailbox or alias named in the form must be of this account.
+    let belongs = {
+        let (store, a, acc) = (m.store.clone(), address.clone(), account.clone());
+        match blocking(move || address_in_account(&store, &a, &acc)).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+    let needs_address = matches!(what.as_str(), "mailboxes" | "aliases");
+    if needs_address && !belongs {
+        return back(
+            &to,
+            false,
+            &format!(
+                "Not done: {address:?} is not in a domain of account {account} ({})",
+                domain_of(&address).unwrap_or_default()
+            ),
+        );
+    }
+    let (audit, op) = match (what.as_str(), verb.as_deref()) {
+        ("domains", v) => {
+            if !ctx.role.is_provider() {
+                return forbidden("Only the provider administrator adds and removes domains.");
+            }
+            let domain = field(&f, "domain").to_ascii_lowercase();
+            match v {
+                None => (
+                    format!("domain {domain} added to account {account}"),
+                    json!({"op": "domain_add", "domain": domain, "account": account}),
+                ),
+                Some("remove") => {
+                    // Only a domain of this account.
+                    let (store, d, acc) = (m.store.clone(), domain.clone(), account.clone());
+                    let ours = blocking(move || {
+                        Ok(store
+                            .domain_list()?
+                            .iter()
+                            .any(|x| x.name == d && x.account == acc))
+                    })
+                    .await;
+                    if !matches!(ours, Ok(true)) {
+                        return back(
+                            &to,
+                            false,
+                            &format!("Not done: {domain} is not a domain of {account}"),
+                        );
+                    }
+                    (
+                        format!("domain {domain} removed"),
+                        json!({"op": "domain_remove", "domain": domain}),
+                    )
+                }
+                _ => return not_found(),
+            }
+        }
+        ("mailboxes", None) => (
+            format!("mailbox {address} added"),
+            json!({"op": "mailbox_add", "address": address, "password": field(&f, "password"),
+                   "full_management": f.get("full_management").is_some_and(|v| v == "on")}),
+        ),
+        ("mailboxes", Some("remove")) => (
+            format!("mailbox {address} removed"),
+            json!({"op": "mailbox_remove", "address": address}),
+        ),
+        ("mailboxes", Some("password")) => (
+            format!("password of {address} changed"),
+            json!({"op": "mailbox_passwd", "address": address, "password": field(&f, "password")}),
+        ),
+        ("mailboxes", Some("ldap-password")) => (
+            format!("LDAP password of {address} set"),
+            json!({"op": "ldap_passwd", "name": address, "password": field(&f, "password")}),
+        ),
+        ("mailboxes", Some("quota")) => match mxrack_config::parse_quota(field(&f, "quota")) {
+            Ok(q) => (
+                format!(
+                    "quota of {address} set to {}",
+                    q.map_or_else(|| "none".to_string(), |b| format!("{b} bytes"))
+                ),
+                json!({"op": "mailbox_quota", "address": address, "set": Some(q)}),
+            ),
+            Err(e) => return back(&to, false, &format!("Not done: {e}")),
+        },
+        ("mailboxes", Some("full-management")) => {
+            let on = field(&f, "on") == "on";
+            (
+                format!(
+                    "full management access of {address} {}",
+                    if on { "granted" } else { "revoked" }
+                ),
+                json!({"op": "mailbox_full_management", "address": address, "on": on}),
+            )
+        }
+        ("aliases", None) => {
+            let targets = list(field(&f, "targets"));
+            (
+                format!("alias {address} -> {}", targets.join(", ")),
+                json!({"op": "alias_add", "address": address, "targets": targets}),
+            )
+        }
+        ("aliases", Some("remove")) => (
+            format!("alias {address} removed"),
+            json!({"op": "alias_remove", "address": address}),
+        ),
+        ("ldap-password", None) => (
+            format!("LDAP password of account {account} set"),
+            json!({"op": "ldap_passwd", "name": account, "password": field(&f, "password")}),
+        ),
+        _ => return not_found(),
+    };
+    run(&m, &ctx, &to, audit, op).await
+}
+
+pub async fn queue(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path(verb): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator manages the queue.");
+    }
+    let id = field(&f, "id").to_string();
+    let (audit, op) = match verb.as_str() {
+        "hold" => (
+            format!("queue entry {id} held"),
+            json!({"op": "queue_hold", "id": id, "hold": true}),
+        ),
+        "release" => (
+            format!("queue entry {id} released"),
+            json!({"op": "queue_hold", "id": id, "hold": false}),
+        ),
+        "delete" => (
+            format!("queue entry {id} deleted"),
+            json!({"op": "queue_delete", "id": id}),
+        ),
+        "flush" => (
+            "queue flushed".to_string(),
+            json!({"op": "queue_flush", "id": null}),
+        ),
+        _ => return not_found(),
+    };
+    run(&state(&m), &ctx, "/manager/queue", audit, op).await
+}
+
+/// The session cookie of a new login.
+fn session_cookie(token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/manager/; Secure; HttpOnly; SameSite=Strict"
+    ))
+    .ok()
+}
+
+async fn do_login(m: Arc<Manager>, client: std::net::SocketAddr, f: Fields) -> Response {
+    let user = field(&f, "user").to_ascii_lowercase();
+    let password = field(&f, "password").to_string();
+    if user.is_empty() || password.is_empty() || user.len() > 320 {
+        return login_form(StatusCode::OK, Some("wrong user name or password"));
+    }
+    let (store, u, p) = (m.store.clone(), user.clone(), password);
+    let verdict = m
+        .auth
+        .check(mxrack_auth::Protocol::Web, client.ip(), &user, move || {
+            mxrack_store::spawn_blocking(move || {
+                if u == ADMIN_USER {
+                    store.admin_verify_password(&p)
+                } else {
+                    store.verify_password(&u, &p)
+                }
+            })
+        })
+        .await;
+    match verdict {
+        mxrack_auth::Verdict::Accepted => {}
+        mxrack_auth::Verdict::Rejected => {
+            return login_form(StatusCode::OK, Some("wrong user name or password"));
+        }
+        mxrack_auth::Verdict::Limited(_) => {
+            return login_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("too many login attempts; try again later"),
+            );
+        }
+        mxrack_auth::Verdict::Unavailable => {
+            return login_form(StatusCode::SERVICE_UNAVAILABLE, Some("try again shortly"));
+        }
+    }
+    let store = m.store.clone();
+    let who = user.clone();
+    let made = blocking(move || store.web_session_create(&who)).await;
+    let (token, _) = match made {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    tracing::info!(user = %user, client = %client.ip(), "Manager login");
+    let mut r = Redirect::to("/manager/").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Some(v) = session_cookie(&token) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}

@@ -1,0 +1,543 @@
+//! The Manager's pages, server-rendered with maud (every text escaped by
+//! the template engine). Each page checks its role first ([`crate::access`])
+//! and answers 403 otherwise, whatever link was or was not shown.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use hyper::header::{self, HeaderValue};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::{Ctx, FLASH_COOKIE, Manager, blocking, state};
+
+fn page(status: StatusCode, title: &str, ctx: Option<&Ctx>, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " - mxrack Manager" }
+                link rel="stylesheet" href="/manager/static/manager.css";
+            }
+            body {
+                header {
+                    nav {
+                        a href="/manager/" { "Manager" }
+                        @if let Some(c) = ctx {
+                            @if c.role.mailbox().is_some() { a href="/manager/me" { "My mailbox" } }
+                            @if let Some(a) = c.role.managed_account() {
+                                a href={ "/manager/accounts/" (a) } { "Account " (a) }
+                            }
+                            @if c.role.is_provider() {
+                                a href="/manager/accounts" { "Accounts" }
+                                a href="/manager/queue" { "Queue" }
+                                a href="/manager/audit" { "Audit" }
+                                a href="/manager/config" { "Configuration" }
+                            }
+                        }
+                    }
+                    @if let Some(c) = ctx {
+                        div {
+                            span #who { (c.role.label()) }
+                            form.inline method="post" action="/manager/logout" {
+                                input type="hidden" name="csrf" value=(c.session.csrf);
+                                button #logout type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    @if let Some(c) = ctx {
+                        @if let Some((ok, text)) = &c.flash {
+                            p class=(if *ok { "notice" } else { "error" }) { (text) }
+                        }
+                    }
+                    (body)
+                }
+            }
+        }
+    };
+    let mut r = (status, Html(markup.into_string())).into_response();
+    if ctx.is_some_and(|c| c.flash.is_some())
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{FLASH_COOKIE}=; Path=/manager/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
+        ))
+    {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        None,
+        html! { p { "There is no such page." } },
+    )
+}
+
+pub fn forbidden(why: &str) -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        None,
+        html! { p.error { (why) } p { a href="/manager/" { "Back to the Manager" } } },
+    )
+}
+
+pub fn failure(why: &str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        None,
+        html! { p.error { (why) } },
+    )
+}
+
+/// The flash cookie's value: `1` or `0`, then the text in hex (a cookie
+/// value cannot hold every character).
+pub fn encode_flash(ok: bool, text: &str) -> String {
+    let text: String = text.chars().take(300).collect();
+    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{}{hex}", if ok { '1' } else { '0' })
+}
+
+pub fn decode_flash(v: &str) -> Option<(bool, String)> {
+    let ok = match v.as_bytes().first()? {
+        b'1' => true,
+        b'0' => false,
+        _ => return None,
+    };
+    let hex = &v[1..];
+    if !hex.len().is_multiple_of(2) || hex.len() > 2400 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some((ok, String::from_utf8(bytes?).ok()?))
+}
+
+fn csrf(ctx: &Ctx) -> Markup {
+    html! { input type="hidden" name="csrf" value=(ctx.session.csrf); }
+}
+
+pub async fn login_page() -> Response {
+    login_form(StatusCode::OK, None)
+}
+
+pub fn login_form(status: StatusCode, error: Option<&str>) -> Response {
+    page(
+        status,
+        "Log in",
+        None,
+        html! {
+            @if let Some(e) = error { p.error { (e) } }
+            form #login .box method="post" action="/manager/login" {
+                p { label { "User " input type="text" name="user" autocomplete="username" required; } }
+                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                button #login-submit type="submit" { "Log in" }
+            }
+            p { "The provider logs in as " code { "admin" } "; a mailbox with its address and mail password." }
+        },
+    )
+}
+
+pub async fn home(ctx: Ctx) -> Response {
+    let body = html! {
+        p { "Logged in as " strong { (ctx.role.label()) } "." }
+        ul {
+            @if ctx.role.mailbox().is_some() {
+                li { a href="/manager/me" { "My mailbox" } ": password, LDAP password, forwarding" }
+            }
+            @if let Some(a) = ctx.role.managed_account() {
+                li { a href={ "/manager/accounts/" (a) } { "Account " (a) } ": mailboxes, aliases, LDAP password" }
+            }
+            @if ctx.role.is_provider() {
+                li { a href="/manager/accounts" { "Accounts and domains" } }
+                li { a href="/manager/queue" { "Outbound queue" } }
+                li { a href="/manager/audit" { "Audit trail" } }
+                li { a href="/manager/config" { "Configuration" } " (read only)" }
+            }
+        }
+    };
+    page(StatusCode::OK, "Manager", Some(&ctx), body)
+}
+
+pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    let m = state(&m);
+    let Some(address) = ctx.role.mailbox().map(str::to_string) else {
+        return forbidden("The provider administrator has no mailbox.");
+    };
+    let store = m.store.clone();
+    let a = address.clone();
+    let (forward, usage, quota) = match blocking(move || {
+        let forward = store
+            .forward_list()?
+            .into_iter()
+            .find(|f| f.mailbox.eq_ignore_ascii_case(&a));
+        let usage = store.mailbox_usage_parts(&a)?;
+        let quota = store.mailbox_get(&a)?.quota_bytes;
+        Ok((forward, usage, quota))
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = html! {
+        p { "Storage: " (usage.total()) " bytes used (" (usage.mail) " mail, " (usage.contacts) " contacts)"
+            @if let Some(q) = quota { " of " (q) } "." }
+        h2 { "Password" }
+        form #password .box method="post" action="/manager/me/password" {
+            (csrf(&ctx))
+            label { "Current " input type="password" name="old" autocomplete="current-password" required; }
+            label { "New " input type="password" name="new" autocomplete="new-password" required; }
+            button type="submit" { "Change password" }
+        }
+        h2 { "LDAP password" }
+        p { "For the address books over LDAP: bind as " code { "cn=" (address) ",ou=auth," (m.ldap_base) } "." }
+        form #ldap-password .box method="post" action="/manager/me/ldap-password" {
+            (csrf(&ctx))
+            label { "New LDAP password " input type="password" name="new" autocomplete="new-password" required; }
+            button type="submit" { "Set LDAP password" }
+        }
+        h2 { "Forwarding" }
+        table #forwards {
+            tr { th { "Forwards to" } th { "Local copy" } }
+            @if let Some(f) = &forward {
+                @for t in &f.targets {
+                    tr { td { (t) } td { (if f.keep_copy { "kept" } else { "not kept" }) } }
+                }
+            }
+        }
+        @if forward.is_some() {
+            form.inline method="post" action="/manager/me/forwards/remove" {
+                (csrf(&ctx))
+                button.remove type="submit" { "Stop forwarding" }
+            }
+        }
+        form #forward-set .box method="post" action="/manager/me/forwards" {
+            (csrf(&ctx))
+            label { "Forward to (comma separated) " input type="text" name="targets" required; }
+            label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy here" }
+            button type="submit" { "Set forwarding" }
+        }
+    };
+    page(
+        StatusCode::OK,
+        &format!("Mailbox {address}"),
+        Some(&ctx),
+        body,
+    )
+}
+
+pub async fn accounts(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator manages accounts.");
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let (accounts, domains) =
+        match blocking(move || Ok((store.account_list()?, store.domain_list()?))).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let body = html! {
+        table #accounts {
+            tr { th { "Account" } th { "Domains" } th {} }
+            @for a in &accounts {
+                tr {
+                    td { a href={ "/manager/accounts/" (a.name) } { (a.name) } }
+                    td { @for d in domains.iter().filter(|d| d.account == a.name) { (d.name) " " } }
+                    td {
+                        form.inline method="post" action="/manager/accounts/remove" {
+                            (csrf(&ctx))
+                            input type="hidden" name="name" value=(a.name);
+                            button.remove type="submit" { "Remove" }
+                        }
+                    }
+                }
+            }
+        }
+        form #account-add .box method="post" action="/manager/accounts" {
+            (csrf(&ctx))
+            label { "New account " input type="text" name="name" required; }
+            button type="submit" { "Add account" }
+        }
+    };
+    page(StatusCode::OK, "Accounts", Some(&ctx), body)
+}
+
+pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<String>) -> Response {
+    if !ctx.role.manages(&account) {
+        return forbidden("You do not manage this account.");
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let acc = account.clone();
+    let data = blocking(move || {
+        if !store.account_list()?.iter().any(|a| a.name == acc) {
+            return Ok(None);
+        }
+        let domains: Vec<String> = store
+            .domain_list()?
+            .into_iter()
+            .filter(|d| d.account == acc)
+            .map(|d| d.name)
+            .collect();
+        let mut mailboxes = Vec::new();
+        for mb in store
+            .mailbox_list(None)?
+            .into_iter()
+            .filter(|mb| mb.account == acc)
+        {
+            let used = store.mailbox_usage_parts(&mb.address)?.total();
+            mailboxes.push((mb, used));
+        }
+        let aliases: Vec<_> = store
+            .alias_list()?
+            .into_iter()
+            .filter(|a| {
+                crate::access::domain_of(&a.address)
+                    .is_some_and(|d| domains.iter().any(|x| x.eq_ignore_ascii_case(&d)))
+            })
+            .collect();
+        Ok(Some((domains, mailboxes, aliases)))
+    })
+    .await;
+    let (domains, mailboxes, aliases) = match data {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let base = format!("/manager/accounts/{account}");
+    let provider = ctx.role.is_provider();
+    let body = html! {
+        h2 { "Domains" }
+        table #domains {
+            tr { th { "Domain" } @if provider { th {} } }
+            @for d in &domains {
+                tr {
+                    td { (d) }
+                    @if provider {
+                        td { form.inline method="post" action={ (base) "/domains/remove" } {
+                            (csrf(&ctx)) input type="hidden" name="domain" value=(d);
+                            button.remove type="submit" { "Remove" }
+                        } }
+                    }
+                }
+            }
+        }
+        @if provider {
+            form #domain-add .box method="post" action={ (base) "/domains" } {
+                (csrf(&ctx))
+                label { "New domain " input type="text" name="domain" required; }
+                button type="submit" { "Add domain" }
+            }
+        }
+        h2 { "Mailboxes" }
+        table #mailboxes {
+            tr { th { "Address" } th { "Full management" } th { "Quota" } th { "Used" } th { "Change" } }
+            @for (mb, used) in &mailboxes {
+                tr {
+                    td { (mb.address) }
+                    td {
+                        form.inline method="post" action={ (base) "/mailboxes/full-management" } {
+                            (csrf(&ctx)) input type="hidden" name="address" value=(mb.address);
+                            input type="hidden" name="on" value=(if mb.full_management { "off" } else { "on" });
+                            (if mb.full_management { "on " } else { "off " })
+                            button type="submit" { (if mb.full_management { "Revoke" } else { "Grant" }) }
+                        }
+                    }
+                    td { (mb.quota_bytes.map(|q| q.to_string()).unwrap_or_else(|| "none".into())) }
+                    td { (used) }
+                    td {
+                        form.inline method="post" action={ (base) "/mailboxes/password" } {
+                            (csrf(&ctx)) input type="hidden" name="address" value=(mb.address);
+                            input type="password" name="password" placeholder="new password" autocomplete="new-password";
+                            button type="submit" { "Set password" }
+                        }
+                        form.inline method="post" action={ (base) "/mailboxes/ldap-password" } {
+                            (csrf(&ctx)) input type="hidden" name="address" value=(mb.address);
+                            input type="password" name="password" placeholder="LDAP password" autocomplete="new-password";
+                            button type="submit" { "Set LDAP password" }
+                        }
+                        form.inline method="post" action={ (base) "/mailboxes/quota" } {
+                            (csrf(&ctx)) input type="hidden" name="address" value=(mb.address);
+                            input type="text" name="quota" placeholder="e.g. 2G or none" size="8";
+                            button type="submit" { "Set quota" }
+                        }
+                        form.inline method="post" action={ (base) "/mailboxes/remove" } {
+                            (csrf(&ctx)) input type="hidden" name="address" value=(mb.address);
+                            button.remove type="submit" { "Remove" }
+                        }
+                    }
+                }
+            }
+        }
+        form #mailbox-add .box method="post" action={ (base) "/mailboxes" } {
+            (csrf(&ctx))
+            label { "Address " input type="text" name="address" required; }
+            label { "Password " input type="password" name="password" autocomplete="new-password" required; }
+            label { input type="checkbox" name="full_management" value="on"; " full management" }
+            button type="submit" { "Add mailbox" }
+        }
+        h2 { "Aliases" }
+        table #aliases {
+            tr { th { "Alias" } th { "Delivers to" } th {} }
+            @for a in &aliases {
+                tr {
+                    td { (a.address) } td { (a.targets.join(", ")) }
+                    td { form.inline method="post" action={ (base) "/aliases/remove" } {
+                        (csrf(&ctx)) input type="hidden" name="address" value=(a.address);
+                        button.remove type="submit" { "Remove" }
+                    } }
+                }
+            }
+        }
+        form #alias-add .box method="post" action={ (base) "/aliases" } {
+            (csrf(&ctx))
+            label { "Alias " input type="text" name="address" required; }
+            label { "Delivers to (comma separated) " input type="text" name="targets" required; }
+            button type="submit" { "Add alias" }
+        }
+        h2 { "Account LDAP password" }
+        p { "Binds as " code { "cn=" (account) ",ou=auth," (m.ldap_base) } " write the account address book." }
+        form #account-ldap-password .box method="post" action={ (base) "/ldap-password" } {
+            (csrf(&ctx))
+            label { "New LDAP password " input type="password" name="password" autocomplete="new-password" required; }
+            button type="submit" { "Set account LDAP password" }
+        }
+    };
+    page(
+        StatusCode::OK,
+        &format!("Account {account}"),
+        Some(&ctx),
+        body,
+    )
+}
+
+pub async fn queue(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator sees the queue.");
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let entries = match blocking(move || store.queue_list()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = html! {
+        p { (entries.len()) " messages waiting." }
+        form.inline method="post" action="/manager/queue/flush" {
+            (csrf(&ctx)) button #flush type="submit" { "Try all now" }
+        }
+        table #queue {
+            tr { th { "Id" } th { "From" } th { "To" } th { "Attempts" } th { "State" } th {} }
+            @for q in &entries {
+                @let id = mxrack_store::id_hex(q.id);
+                tr {
+                    td { code { (id) } } td { (q.mail_from) } td { (q.recipients.join(", ")) }
+                    td { (q.attempts) }
+                    td { (if q.held { "held" } else { "waiting" })
+                         @if let Some(r) = &q.hold_reason { br; small { (r) } }
+                         @if let Some(e) = &q.last_error { br; small { (e) } } }
+                    td {
+                        @for verb in (if q.held { ["release", "delete"] } else { ["hold", "delete"] }) {
+                            form.inline method="post" action={ "/manager/queue/" (verb) } {
+                                (csrf(&ctx)) input type="hidden" name="id" value=(id);
+                                button class=(verb) type="submit" { (verb) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Outbound queue", Some(&ctx), body)
+}
+
+pub async fn audit(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator sees the audit trail.");
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let records = match blocking(move || store.audit_recent(500)).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = html! {
+        p { "Every change made in the Manager, newest first (the last 500)." }
+        table #audit {
+            tr { th { "When (UTC)" } th { "Who" } th { "From" } th { "What" } }
+            @for r in &records {
+                tr { td { (utc(r.at)) } td { (r.who) } td { (r.client) } td { (r.what) } }
+            }
+        }
+    };
+    page(StatusCode::OK, "Audit trail", Some(&ctx), body)
+}
+
+pub async fn config(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator sees the configuration.");
+    }
+    let m = state(&m);
+    let body = html! {
+        p { "Read only: the appliance's configuration file as it was loaded." }
+        pre #config { (m.config_text) }
+    };
+    page(StatusCode::OK, "Configuration", Some(&ctx), body)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of Unix seconds (civil from days, Howard Hinnant).
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_round_trips_and_refuses_junk() {
+        let v = encode_flash(true, "mailbox al@acme.example added; <b>");
+        assert_eq!(
+            decode_flash(&v),
+            Some((true, "mailbox al@acme.example added; <b>".into()))
+        );
+        assert_eq!(decode_flash("2abc"), None);
+        assert_eq!(decode_flash("1zz"), None);
+        assert_eq!(decode_flash(""), None);
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
+    }
+}
