@@ -364,6 +364,20 @@ async fn account_change(
             format!("alias {address} removed"),
             json!({"op": "alias_remove", "address": address}),
         ),
+        ("blocks", v) => {
+            let domain = field(&f, "domain").to_ascii_lowercase();
+            match v {
+                None => (
+                    format!("{domain} blocked for account {account}"),
+                    json!({"op": "block_add", "domain": domain, "account": account}),
+                ),
+                Some("remove") => (
+                    format!("{domain} unblocked for account {account}"),
+                    json!({"op": "block_remove", "domain": domain, "account": account}),
+                ),
+                _ => return not_found(),
+            }
+        }
         ("ldap-password", None) => (
             format!("LDAP password of account {account} set"),
             json!({"op": "ldap_passwd", "name": account, "password": field(&f, "password")}),
@@ -406,6 +420,52 @@ pub async fn queue(
         _ => return not_found(),
     };
     run(&state(&m), &ctx, "/manager/queue", audit, op).await
+}
+
+pub async fn disks(
+    m: State<Arc<Manager>>,
+    ctx: Ctx,
+    Path(verb): Path<String>,
+    Form(f): Form<Fields>,
+) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator swaps disks.");
+    }
+    let serial = field(&f, "serial").to_string();
+    let (audit, op) = match verb.as_str() {
+        "replace" => (
+            format!("disk {serial} taken out for replacement"),
+            json!({"op": "disk_replace", "serial": serial}),
+        ),
+        "add" => (
+            format!("disk {serial} added to an array"),
+            json!({"op": "disk_add", "serial": serial}),
+        ),
+        _ => return not_found(),
+    };
+    run(&state(&m), &ctx, "/manager/disks", audit, op).await
+}
+
+pub async fn note(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
+    if !ctx.csrf_ok(&f) {
+        return csrf_refused();
+    }
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator writes status notes.");
+    }
+    let title = field(&f, "title").to_string();
+    let text = Some(field(&f, "text").to_string()).filter(|t| !t.is_empty());
+    run(
+        &state(&m),
+        &ctx,
+        "/manager/notes",
+        format!("status note \"{title}\" published"),
+        json!({"op": "status_note", "title": title, "text": text, "to": null}),
+    )
+    .await
 }
 
 /// The session cookie of a new login.

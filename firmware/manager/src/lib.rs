@@ -25,6 +25,7 @@
 
 pub mod access;
 mod actions;
+pub mod charts;
 mod pages;
 
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ pub struct Manager {
     pub hostname: String,
     /// The LDAP base DN (for the hints next to LDAP passwords).
     pub ldap_base: String,
+    /// The running health monitor (disks and arrays), when there is one.
+    pub health: Option<Arc<mxrack_health::HealthHandle>>,
     router: OnceLock<Router>,
 }
 
@@ -91,6 +94,7 @@ impl Manager {
         config_text: String,
         hostname: String,
         ldap_base: String,
+        health: Option<Arc<mxrack_health::HealthHandle>>,
     ) -> Arc<Manager> {
         Arc::new(Manager {
             store,
@@ -99,6 +103,7 @@ impl Manager {
             config_text,
             hostname,
             ldap_base,
+            health,
             router: OnceLock::new(),
         })
     }
@@ -135,6 +140,10 @@ impl Manager {
                     .route("/manager/queue", get(pages::queue))
                     .route("/manager/queue/{verb}", post(actions::queue))
                     .route("/manager/audit", get(pages::audit))
+                    .route("/manager/gate", get(pages::gate))
+                    .route("/manager/disks", get(pages::disks))
+                    .route("/manager/disks/{verb}", post(actions::disks))
+                    .route("/manager/notes", get(pages::notes).post(actions::note))
                     .route("/manager/config", get(pages::config))
                     .fallback(|| async { pages::not_found() })
                     .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))

@@ -34,6 +34,9 @@ fn page(status: StatusCode, title: &str, ctx: Option<&Ctx>, body: Markup) -> Res
                             @if c.role.is_provider() {
                                 a href="/manager/accounts" { "Accounts" }
                                 a href="/manager/queue" { "Queue" }
+                                a href="/manager/gate" { "Forward gate" }
+                                a href="/manager/disks" { "Disks" }
+                                a href="/manager/notes" { "Status notes" }
                                 a href="/manager/audit" { "Audit" }
                                 a href="/manager/config" { "Configuration" }
                             }
@@ -162,6 +165,9 @@ pub async fn home(ctx: Ctx) -> Response {
             @if ctx.role.is_provider() {
                 li { a href="/manager/accounts" { "Accounts and domains" } }
                 li { a href="/manager/queue" { "Outbound queue" } }
+                li { a href="/manager/gate" { "Forward gate" } ": thresholds, complaints and discards per destination" }
+                li { a href="/manager/disks" { "Disks and arrays" } ": the bays, what to swap" }
+                li { a href="/manager/notes" { "Status page notes" } }
                 li { a href="/manager/audit" { "Audit trail" } }
                 li { a href="/manager/config" { "Configuration" } " (read only)" }
             }
@@ -309,10 +315,16 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
                     .is_some_and(|d| domains.iter().any(|x| x.eq_ignore_ascii_case(&d)))
             })
             .collect();
-        Ok(Some((domains, mailboxes, aliases)))
+        let blocks: Vec<String> = store
+            .block_list()?
+            .into_iter()
+            .filter(|b| b.account.as_deref() == Some(acc.as_str()))
+            .map(|b| b.domain)
+            .collect();
+        Ok(Some((domains, mailboxes, aliases, blocks)))
     })
     .await;
-    let (domains, mailboxes, aliases) = match data {
+    let (domains, mailboxes, aliases, blocks) = match data {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(),
         Err(r) => return r,
@@ -408,6 +420,22 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             label { "Delivers to (comma separated) " input type="text" name="targets" required; }
             button type="submit" { "Add alias" }
         }
+        h2 { "Blocked sender domains" }
+        p { "Mail from these domains to the account's mailboxes is refused." }
+        table #blocks {
+            tr { th { "Domain" } th {} }
+            @for d in &blocks {
+                tr { td { (d) } td { form.inline method="post" action={ (base) "/blocks/remove" } {
+                    (csrf(&ctx)) input type="hidden" name="domain" value=(d);
+                    button.remove type="submit" { "Remove" }
+                } } }
+            }
+        }
+        form #block-add .box method="post" action={ (base) "/blocks" } {
+            (csrf(&ctx))
+            label { "Block domain " input type="text" name="domain" required; }
+            button type="submit" { "Block" }
+        }
         h2 { "Account LDAP password" }
         p { "Binds as " code { "cn=" (account) ",ou=auth," (m.ldap_base) } " write the account address book." }
         form #account-ldap-password .box method="post" action={ (base) "/ldap-password" } {
@@ -496,6 +524,160 @@ pub async fn config(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
         pre #config { (m.config_text) }
     };
     page(StatusCode::OK, "Configuration", Some(&ctx), body)
+}
+
+pub async fn gate(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator sees the forward gate.");
+    }
+    let m = state(&m);
+    let store = m.store.clone();
+    let today = now_secs().div_euclid(86_400);
+    const DAYS: i64 = 30;
+    let data = blocking(move || {
+        Ok((
+            store.forward_thresholds()?,
+            store.forward_days(today - DAYS + 1, today)?,
+            store.forward_samples(20)?,
+        ))
+    })
+    .await;
+    let (thresholds, days, samples) = match data {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // Per destination: forwards, discards, complaints per day, oldest first.
+    let mut per: std::collections::BTreeMap<String, Vec<(u64, u64, u64)>> = Default::default();
+    for (dest, day, c) in &days {
+        let row = per
+            .entry(dest.clone())
+            .or_insert_with(|| vec![(0, 0, 0); DAYS as usize]);
+        let i = (day - (today - DAYS + 1)).clamp(0, DAYS - 1) as usize;
+        row[i] = (c.forwards, c.discards, c.complaints);
+    }
+    let first = utc((today - DAYS + 1) * 86_400)[..10].to_string();
+    let last = utc(today * 86_400)[..10].to_string();
+    let body = html! {
+        p { "Forwarded mail per destination over the last " (DAYS) " days: complaints per 1,000 forwards and copies the gate held back." }
+        h2 { "Thresholds" }
+        table #thresholds {
+            tr { th { "Destination" } th { "Threshold" } th { "Initial" } th { "Last change" } }
+            @for (dest, t) in &thresholds {
+                tr { td { (dest) } td { (format!("{:.1}", t.threshold)) } td { (format!("{:.1}", t.initial)) }
+                     td { (t.last_change_day.map(|d| utc(d * 86_400)[..10].to_string()).unwrap_or_else(|| "never".into())) } }
+            }
+        }
+        @for (dest, row) in &per {
+            h2 { (dest) }
+            @let rate: Vec<f64> = row.iter().map(|(f, _, c)| if *f > 0 { *c as f64 * 1000.0 / *f as f64 } else { 0.0 }).collect();
+            @let discards: Vec<f64> = row.iter().map(|(_, d, _)| *d as f64).collect();
+            div.charts {
+                (crate::charts::bars(&format!("{dest}: complaints per 1,000 forwards"), &rate, &first, &last, "#c62828"))
+                (crate::charts::bars(&format!("{dest}: copies held back"), &discards, &first, &last, "#546e7a"))
+            }
+        }
+        @if per.is_empty() { p { "Nothing forwarded in that time." } }
+        h2 { "Newest complaint samples" }
+        table #samples {
+            tr { th { "Received (UTC)" } th { "Destination" } th { "Type" } th { "Message-ID" } }
+            @for s in &samples {
+                tr { td { (utc(s.received)) } td { (s.destination.as_deref().unwrap_or("(unmatched)")) }
+                     td { (s.feedback_type) } td { (s.message_id.as_deref().unwrap_or("")) } }
+            }
+        }
+    };
+    page(StatusCode::OK, "Forward gate", Some(&ctx), body)
+}
+
+pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator sees the disks.");
+    }
+    let m = state(&m);
+    let Some(health) = &m.health else {
+        return page(
+            StatusCode::OK,
+            "Disks and arrays",
+            Some(&ctx),
+            html! { p { "The health monitor is off (health.enabled = false)." } },
+        );
+    };
+    let snap = health.snapshot();
+    let mut disks = snap.disks.clone();
+    disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+    let bays: Vec<crate::charts::Bay> = disks
+        .iter()
+        .map(|d| crate::charts::Bay {
+            label: d.slot.clone(),
+            serial: d.id.clone(),
+            condition: d.condition.clone(),
+        })
+        .collect();
+    let body = html! {
+        (crate::charts::chassis(&bays))
+        h2 { "Arrays" }
+        table #arrays {
+            tr { th { "Array" } th { "Level" } th { "State" } th { "In sync" } th { "Spares" } th { "Rebuild" } }
+            @for a in &snap.arrays {
+                tr { td { (a.name) } td { (a.level) } td { (a.array_state) @if a.degraded > 0 { " (degraded)" } }
+                     td { (a.in_sync) "/" (a.raid_disks) } td { (a.spares) }
+                     td { @if let Some(p) = a.sync_permille { (a.sync_action) " " (p / 10) "." (p % 10) " %" } } }
+            }
+        }
+        h2 { "Disks" }
+        table #disks {
+            tr { th { "Slot" } th { "Serial" } th { "WWN" } th { "Model" } th { "Condition" } th { "Errors" } th { "Arrays" } th { "What to do" } }
+            @for d in &disks {
+                tr {
+                    td { (d.slot) } td { (d.id) } td { (d.wwn.as_deref().unwrap_or("")) } td { (d.vendor) " " (d.model) }
+                    td { (d.condition) } td { (d.ioerr) } td { (d.arrays.join(", ")) }
+                    td {
+                        @if d.condition == "ok" && !d.arrays.is_empty() {
+                            form.inline method="post" action="/manager/disks/replace" {
+                                (csrf(&ctx)) input type="hidden" name="serial" value=(d.id);
+                                button type="submit" { "Take out for replacement" }
+                            }
+                        } @else if d.arrays.is_empty() && matches!(d.condition.as_str(), "unused" | "blank") {
+                            form.inline method="post" action="/manager/disks/add" {
+                                (csrf(&ctx)) input type="hidden" name="serial" value=(d.id);
+                                button type="submit" { "Add to an array" }
+                            }
+                        } @else if d.condition != "ok" {
+                            ol.steps {
+                                li { "Take disk " (d.id) " out: the button, or " code { "mxrack disk replace " (d.id) } }
+                                li { "Pull it from slot " (d.slot) " (its LED: " code { "mxrack disks" } ")" }
+                                li { "Insert the new disk, then " code { "mxrack disk add NEW-SERIAL" } " (or its button here)" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Disks and arrays", Some(&ctx), body)
+}
+
+pub async fn notes(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
+    if !ctx.role.is_provider() {
+        return forbidden("Only the provider administrator writes status notes.");
+    }
+    let _ = state(&m);
+    let body = html! {
+        p { "A maintenance note appears on the public status page (" a href="/status" { "/status" } ") as the seed's notes did." }
+        form #note .box method="post" action="/manager/notes" {
+            (csrf(&ctx))
+            p { label { "Title " input type="text" name="title" size="60" required; } }
+            p { label { "Text " textarea name="text" rows="4" cols="60" {} } }
+            button type="submit" { "Publish note" }
+        }
+    };
+    page(StatusCode::OK, "Status page notes", Some(&ctx), body)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of Unix seconds (civil from days, Howard Hinnant).

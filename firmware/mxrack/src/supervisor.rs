@@ -349,6 +349,7 @@ async fn serve_all(
                 config.to_toml(),
                 config.appliance.hostname.clone(),
                 ldap_svc.base_dn(),
+                health.clone(),
             )
         }),
         dav: web.carddav.then(|| {
