@@ -127,6 +127,40 @@ pub fn decode_flash(v: &str) -> Option<(bool, String)> {
     Some((ok, String::from_utf8(bytes?).ok()?))
 }
 
+/// A book's contacts (cn, mail, phone) and the forms to add and remove
+/// them; `action` is where the forms post (`.../contacts`).
+fn contacts(ctx: &Ctx, action: &str, rows: &[(String, mxrack_store::LdapEntry)]) -> Markup {
+    let first = |e: &mxrack_store::LdapEntry, name: &str| {
+        e.attributes
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(name))
+            .and_then(|a| a.values.first())
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    html! {
+        table #contacts {
+            tr { th { "Name" } th { "E-mail" } th { "Phone" } th {} }
+            @for (key, e) in rows {
+                tr {
+                    td { (first(e, "cn")) } td { (first(e, "mail")) } td { (first(e, "telephoneNumber")) }
+                    td { form.inline method="post" action={ (action) "/remove" } {
+                        (csrf(ctx)) input type="hidden" name="key" value=(key);
+                        button.remove type="submit" { "Remove" }
+                    } }
+                }
+            }
+        }
+        form #contact-add .box method="post" action=(action) {
+            (csrf(ctx))
+            label { "Name " input type="text" name="cn" required; }
+            label { "E-mail " input type="text" name="mail"; }
+            label { "Phone " input type="text" name="phone"; }
+            button type="submit" { "Add contact" }
+        }
+    }
+}
+
 fn csrf(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.session.csrf); }
 }
@@ -183,14 +217,15 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     };
     let store = m.store.clone();
     let a = address.clone();
-    let (forward, usage, quota) = match blocking(move || {
+    let (forward, usage, quota, book) = match blocking(move || {
         let forward = store
             .forward_list()?
             .into_iter()
             .find(|f| f.mailbox.eq_ignore_ascii_case(&a));
         let usage = store.mailbox_usage_parts(&a)?;
         let quota = store.mailbox_get(&a)?.quota_bytes;
-        Ok((forward, usage, quota))
+        let book = store.ldap_book_load(&a)?.entries;
+        Ok((forward, usage, quota, book))
     })
     .await
     {
@@ -235,6 +270,9 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
             label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy here" }
             button type="submit" { "Set forwarding" }
         }
+        h2 { "Personal address book" }
+        p { "The same contacts over LDAP and CardDAV." }
+        (contacts(&ctx, "/manager/me/contacts", &book))
     };
     page(
         StatusCode::OK,
@@ -321,10 +359,11 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             .filter(|b| b.account.as_deref() == Some(acc.as_str()))
             .map(|b| b.domain)
             .collect();
-        Ok(Some((domains, mailboxes, aliases, blocks)))
+        let book = store.ldap_book_load(&acc)?.entries;
+        Ok(Some((domains, mailboxes, aliases, blocks, book)))
     })
     .await;
-    let (domains, mailboxes, aliases, blocks) = match data {
+    let (domains, mailboxes, aliases, blocks, book) = match data {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(),
         Err(r) => return r,
@@ -436,6 +475,9 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             label { "Block domain " input type="text" name="domain" required; }
             button type="submit" { "Block" }
         }
+        h2 { "Account address book" }
+        p { "Every mailbox of the account reads it over LDAP and CardDAV." }
+        (contacts(&ctx, &format!("{base}/contacts"), &book))
         h2 { "Account LDAP password" }
         p { "Binds as " code { "cn=" (account) ",ou=auth," (m.ldap_base) } " write the account address book." }
         form #account-ldap-password .box method="post" action={ (base) "/ldap-password" } {
@@ -458,11 +500,19 @@ pub async fn queue(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     }
     let m = state(&m);
     let store = m.store.clone();
-    let entries = match blocking(move || store.queue_list()).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let since = (now_secs() - 86_400).max(0) as u64;
+    let (entries, samples) =
+        match blocking(move || Ok((store.queue_list()?, store.queue_samples(since)?))).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let lengths: Vec<f64> = samples.iter().map(|(_, n)| *n as f64).collect();
+    let (first, last) = match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) => (utc(a.0 as i64), utc(b.0 as i64)),
+        _ => (String::new(), String::new()),
     };
     let body = html! {
+        (crate::charts::bars("Queue length over the last 24 hours (every 5 minutes)", &lengths, &first, &last, "#1565c0"))
         p { (entries.len()) " messages waiting." }
         form.inline method="post" action="/manager/queue/flush" {
             (csrf(&ctx)) button #flush type="submit" { "Try all now" }
