@@ -28,14 +28,17 @@ pub enum Protocol {
     Imap,
     Pop3,
     Ldap,
+    /// CardDAV on the web port (issue 18).
+    Dav,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Smtp,
         Protocol::Imap,
         Protocol::Pop3,
         Protocol::Ldap,
+        Protocol::Dav,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Protocol {
             Protocol::Imap => "imap",
             Protocol::Pop3 => "pop3",
             Protocol::Ldap => "ldap",
+            Protocol::Dav => "carddav",
         }
     }
 
@@ -85,7 +89,7 @@ struct Counters {
 
 pub struct AuthService {
     limiter: Mutex<Limiter>,
-    figures: [Counters; 4],
+    figures: [Counters; 5],
 }
 
 impl AuthService {

@@ -18,8 +18,12 @@ pub const WEB_MAX_CONNECTIONS_PER_CLIENT: usize = 50;
 pub struct Web {
     /// Plain HTTP listeners (port 80): every request is redirected to HTTPS.
     pub http: Vec<SocketAddr>,
-    /// HTTPS listeners (port 443): /status, /status.json, /status.atom, /metrics.
+    /// HTTPS listeners (port 443): /status, /status.json, /status.atom,
+    /// /metrics, and CardDAV under /dav/ (with /.well-known/carddav).
     pub https: Vec<SocketAddr>,
+    /// Serve the LDAP address books over CardDAV (RFC 6352) on the HTTPS
+    /// listeners, to mailboxes logging in with their mail password.
+    pub carddav: bool,
     /// Web connections open at once on each kind of listener (`http` and
     /// `https` each have a pool of this size); beyond it 503 (inside TLS on
     /// `https`).
@@ -40,6 +44,7 @@ impl Default for Web {
             max_connections: 200,
             max_connections_per_client: WEB_MAX_CONNECTIONS_PER_CLIENT,
             request_timeout_secs: 30,
+            carddav: true,
         }
     }
 }

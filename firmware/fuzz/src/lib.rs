@@ -415,6 +415,39 @@ pub fn ldap_session(data: &[u8]) -> SessionRun {
     })
 }
 
+/// One HTTP/1.1 connection to CardDAV (issue 18): hyper reads the client's
+/// requests (the input, several may be pipelined) and each goes to
+/// `mxrack_dav::handle` as the web port's HTTPS listener hands it over,
+/// against the fixture store (jo's and boss's books; seeds log in with
+/// Basic credentials of the fixture passwords).
+pub fn dav_session(data: &[u8]) -> SessionRun {
+    session_input(data, |store, stream| {
+        let svc = Arc::new(mxrack_dav::DavService::new(
+            store,
+            auth(),
+            mxrack_config::Ldap {
+                max_message_bytes: 65_536,
+                ..mxrack_config::Ldap::default()
+            },
+        ));
+        async move {
+            let service = hyper::service::service_fn(move |req| {
+                let svc = svc.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(mxrack_dav::handle(svc, req, peer()).await)
+                }
+            });
+            // half_close: the harness shuts its writing side after the
+            // last request, and that request still gets its answer.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        }
+    })
+}
+
 /// The spam scorer on a store of its own (it only reads the classifier's
 /// tables when scoring), made once.
 fn scorer() -> &'static mxrack_filter::Scorer {

@@ -123,6 +123,13 @@ fn smoke(target: &str, seed: u64, mutations: u64, harness: fn(&[u8]) -> usize) {
 }
 
 #[test]
+fn dav_session() {
+    smoke("dav_session", 0xda5_0018, 5000, |d| {
+        mxrack_fuzz::dav_session(d).received
+    });
+}
+
+#[test]
 fn smtp_session() {
     smoke("smtp_session", 0x5e55_1011, 5000, |d| {
         mxrack_fuzz::smtp_session(d).received

@@ -505,6 +505,8 @@ impl Contact {
                 .collect(),
             created,
             modified: created,
+            generation: 0,
+            vcard: None,
         }
     }
 }

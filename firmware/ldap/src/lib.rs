@@ -30,7 +30,7 @@ pub mod schema;
 mod search;
 pub mod server;
 pub mod tree;
-mod verifier;
+pub mod verifier;
 
 use mxrack_store::Store;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 pub use handler::{Outcome, Session, Then, handle, handle_streaming};
+pub use ldap3_proto::proto::LdapResultCode;
 pub use server::{Mode, SEARCH_ENTRIES_IN_FLIGHT, run_connection, serve};
 
 /// Books kept decoded in memory at once (see [`tree::BookCache`]).

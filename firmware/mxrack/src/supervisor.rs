@@ -334,6 +334,13 @@ async fn serve_all(
         limits: web.clone(),
         tls: Some(tls.clone()),
         auth: Some(auth.clone()),
+        dav: web.carddav.then(|| {
+            Arc::new(mxrack_dav::DavService::new(
+                store.clone(),
+                auth.clone(),
+                config.ldap.clone(),
+            ))
+        }),
     });
     for (mode, key, bound) in [
         (mxrack_web::Mode::Redirect, "web.http", web_http),

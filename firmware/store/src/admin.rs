@@ -488,6 +488,20 @@ impl Store {
         Ok(())
     }
 
+    /// The stored hash of a mailbox's login password (`None`: no such
+    /// mailbox), for a cache of successful checks keyed on it.
+    pub fn mailbox_password_hash(&self, address: &str) -> Result<Option<String>, StoreError> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(None);
+        };
+        let txn = self.read_txn()?;
+        let table = txn.open_table(MAILBOXES)?;
+        let record = table.get(address.as_str())?;
+        record
+            .map(|g| schema::decode::<Mailbox>(g.value(), "mailbox").map(|m| m.password_hash))
+            .transpose()
+    }
+
     /// Checks a mailbox's login password. `false` for an unknown or
     /// malformed address too, after the same hashing work, so the answer
     /// time does not tell whether the mailbox exists.

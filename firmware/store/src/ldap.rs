@@ -47,6 +47,13 @@ pub(crate) const LDAP_ENTRIES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("ldap_entries");
 /// `ldap_books`: book -> [`LdapBookMeta`].
 pub(crate) const LDAP_BOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("ldap_books");
+/// `ldap_tombstones`: (book, generation of the deletion) -> [`Tombstone`]:
+/// what CardDAV's sync-collection (RFC 6578) reports as gone since a token.
+pub(crate) const LDAP_TOMBSTONES: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("ldap_tombstones");
+/// Deletion records kept per book; past it the oldest go and a sync token
+/// older than them is no longer valid (the client syncs from scratch).
+pub const TOMBSTONES_PER_BOOK_MAX: u64 = 10_000;
 /// Counter: the last book generation handed out.
 pub(crate) const LDAP_GENERATION_COUNTER: &str = "last_ldap_generation";
 
@@ -62,6 +69,42 @@ pub struct LdapEntry {
     /// Unix seconds.
     #[serde(default)]
     pub modified: i64,
+    /// The book generation of the entry's last write (0: written before
+    /// entries carried one): CardDAV's ETag and what sync-collection
+    /// compares with a token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    /// The vCard as a CardDAV client last sent it (issue 18), kept beside
+    /// the LDAP attributes it maps to, so what only a vCard can say (a
+    /// photo, custom fields, parameters) is served back as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcard: Option<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What is left of a deleted (or renamed) entry: enough for CardDAV to name
+/// the resource that went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The entry's key and RDN when it went.
+    pub key: String,
+    pub rdn: String,
+}
+
+/// What changed in a book since a generation, read in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct BookChanges {
+    /// The book's generation now (the next sync token).
+    pub generation: u64,
+    /// Deletions older than this are forgotten: a token below it is stale.
+    pub floor: u64,
+    /// Entries written after `since` (every entry when `since` is 0).
+    pub changed: Vec<(String, LdapEntry)>,
+    /// Entries deleted after `since` (not when `since` is 0).
+    pub deleted: Vec<Tombstone>,
 }
 
 /// An attribute with its name as the client first wrote it.
@@ -126,6 +169,13 @@ pub struct LdapBookMeta {
     /// entries by the next write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Deletion records kept in `ldap_tombstones` for this book.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tombstones: u64,
+    /// The generation of the newest deletion record dropped (oldest first,
+    /// past [`TOMBSTONES_PER_BOOK_MAX`]): sync tokens below it are stale.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sync_floor: u64,
 }
 
 /// What bounds every book besides its owner's quota: `ldap.max_entries_per_book`
@@ -313,13 +363,23 @@ fn read_meta(
 /// [`StoreError::AddressBookOverLimit`] (nothing written: the caller drops
 /// the transaction) when it would pass `limits.max_bytes` or, for a
 /// mailbox's book, the mailbox's quota with its mail.
+/// The generation the next write will give its book (the write transaction
+/// is the only writer, so it is the one [`charge_book`] then records).
+fn next_generation(txn: &JTxn<'_>) -> Result<u64, StoreError> {
+    let counters = txn.open_table(COUNTERS)?;
+    let last = counters
+        .get(LDAP_GENERATION_COUNTER)?
+        .map_or(0, |g| g.value());
+    Ok(last.saturating_add(1))
+}
+
 fn charge_book(
     txn: &JTxn<'_>,
     book: &str,
     entries_delta: i64,
     bytes_delta: i64,
     limits: &BookLimits,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut books = txn.open_table(LDAP_BOOKS)?;
     let mut meta = read_meta(&*books, book)?;
     let before = match meta.bytes {
@@ -370,6 +430,39 @@ fn charge_book(
     meta.entries = meta.entries.saturating_add_signed(entries_delta);
     meta.bytes = Some(after);
     books.insert(book, schema::encode(&meta)?.as_slice())?;
+    Ok(generation)
+}
+
+/// Records that the entry `key` (`rdn`) left `book` at `generation`, and
+/// drops the oldest records past [`TOMBSTONES_PER_BOOK_MAX`], raising the
+/// book's sync floor. Tombstones are not counted in the book's size: they
+/// are a few dozen bytes, bounded in number.
+fn bury(
+    txn: &JTxn<'_>,
+    book: &str,
+    key: &str,
+    rdn: &str,
+    generation: u64,
+) -> Result<(), StoreError> {
+    let stone = schema::encode(&Tombstone {
+        key: key.to_string(),
+        rdn: rdn.to_string(),
+    })?;
+    let mut stones = txn.open_table(LDAP_TOMBSTONES)?;
+    stones.insert((book, generation), stone.as_slice())?;
+    let mut books = txn.open_table(LDAP_BOOKS)?;
+    let mut meta = read_meta(&*books, book)?;
+    meta.tombstones = meta.tombstones.saturating_add(1);
+    while meta.tombstones > TOMBSTONES_PER_BOOK_MAX {
+        let oldest = match stones.range((book, 0)..=(book, u64::MAX))?.next() {
+            Some(item) => item?.0.value().1,
+            None => break,
+        };
+        stones.remove((book, oldest))?;
+        meta.tombstones -= 1;
+        meta.sync_floor = meta.sync_floor.max(oldest);
+    }
+    books.insert(book, schema::encode(&meta)?.as_slice())?;
     Ok(())
 }
 
@@ -409,6 +502,14 @@ pub(crate) fn remove_book(txn: &JTxn<'_>, book: &str) -> Result<(), StoreError> 
     }
     for key in &keys {
         entries.remove((book, key.as_str()))?;
+    }
+    let mut stones = txn.open_table(LDAP_TOMBSTONES)?;
+    let mut buried = Vec::new();
+    for item in stones.range((book, 0)..=(book, u64::MAX))? {
+        buried.push(item?.0.value().1);
+    }
+    for generation in buried {
+        stones.remove((book, generation))?;
     }
     txn.open_table(LDAP_BOOKS)?.remove(book)?;
     Ok(())
@@ -486,8 +587,9 @@ impl Store {
         let now = now_secs();
         entry.created = now;
         entry.modified = now;
-        let bytes = schema::encode(&entry)?;
         let txn = self.jtxn()?;
+        entry.generation = next_generation(&txn)?;
+        let bytes = schema::encode(&entry)?;
         {
             let count = read_meta(&*txn.open_table(LDAP_BOOKS)?, book)?.entries;
             if count >= u64::try_from(max_entries).unwrap_or(u64::MAX) {
@@ -534,7 +636,8 @@ impl Store {
 
     /// Moves an entry to `new_key` in the same book (the same key: an update)
     /// and changes it with `change` in the same transaction.
-    /// [`StoreError::Duplicate`] if `new_key` is another entry's.
+    /// [`StoreError::Duplicate`] if `new_key` is another entry's. A move
+    /// leaves a tombstone for the old key (CardDAV sees a delete and an add).
     pub fn ldap_entry_rename<E: From<StoreError>>(
         &self,
         book: &str,
@@ -544,7 +647,7 @@ impl Store {
         change: impl FnOnce(&mut LdapEntry) -> Result<(), E>,
     ) -> Result<(), E> {
         let txn = self.jtxn()?;
-        let (old_cost, new_cost, bytes) = {
+        let (old_cost, new_cost, bytes, old_rdn) = {
             let entries = txn.open_table(LDAP_ENTRIES)?;
             let (mut entry, old_cost): (LdapEntry, u64) =
                 match entries.get((book, old_key)).map_err(StoreError::from)? {
@@ -566,21 +669,26 @@ impl Store {
                 }
                 .into());
             }
+            let old_rdn = entry.rdn.clone();
             change(&mut entry)?;
             entry.modified = now_secs();
+            entry.generation = next_generation(&txn)?;
             let bytes = schema::encode(&entry)?;
-            (old_cost, entry_cost(new_key, &bytes), bytes)
+            (old_cost, entry_cost(new_key, &bytes), bytes, old_rdn)
         };
         let delta = i64::try_from(new_cost)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(old_cost).unwrap_or(i64::MAX));
-        charge_book(&txn, book, 0, delta, limits)?;
+        let generation = charge_book(&txn, book, 0, delta, limits)?;
         {
             let mut entries = txn.open_table(LDAP_ENTRIES)?;
             if new_key != old_key {
                 entries.remove((book, old_key))?;
             }
             entries.insert((book, new_key), bytes.as_slice())?;
+        }
+        if new_key != old_key {
+            bury(&txn, book, old_key, &old_rdn, generation)?;
         }
         txn.commit()?;
         Ok(())
@@ -589,11 +697,14 @@ impl Store {
     /// Deletes an entry; [`StoreError::NotFound`] if it does not exist.
     pub fn ldap_entry_delete(&self, book: &str, key: &str) -> Result<(), StoreError> {
         let txn = self.jtxn()?;
-        let cost = match txn.open_table(LDAP_ENTRIES)?.get((book, key))? {
-            Some(g) => entry_cost(key, g.value()),
+        let (cost, rdn) = match txn.open_table(LDAP_ENTRIES)?.get((book, key))? {
+            Some(g) => (
+                entry_cost(key, g.value()),
+                schema::decode::<LdapEntry>(g.value(), "address book entry")?.rdn,
+            ),
             None => return Err(not_found("address book entry", key)),
         };
-        charge_book(
+        let generation = charge_book(
             &txn,
             book,
             -1,
@@ -601,8 +712,48 @@ impl Store {
             &BookLimits::UNLIMITED,
         )?;
         txn.open_table(LDAP_ENTRIES)?.remove((book, key))?;
+        bury(&txn, book, key, &rdn, generation)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// What changed in `book` after generation `since` (0: everything), in
+    /// one read transaction, for CardDAV's sync-collection.
+    pub fn ldap_book_changes(&self, book: &str, since: u64) -> Result<BookChanges, StoreError> {
+        let txn = self.read_txn()?;
+        let meta = match open_read(&txn, LDAP_BOOKS)? {
+            Some(t) => read_meta(&t, book)?,
+            None => LdapBookMeta::default(),
+        };
+        let mut changes = BookChanges {
+            generation: meta.generation,
+            floor: meta.sync_floor,
+            ..BookChanges::default()
+        };
+        if let Some(table) = open_read(&txn, LDAP_ENTRIES)? {
+            for item in table.range((book, "")..)? {
+                let (k, v) = item?;
+                let (b, key) = k.value();
+                if b != book {
+                    break;
+                }
+                let entry: LdapEntry = schema::decode(v.value(), "address book entry")?;
+                if since == 0 || entry.generation > since {
+                    changes.changed.push((key.to_string(), entry));
+                }
+            }
+        }
+        if since > 0
+            && let Some(table) = open_read(&txn, LDAP_TOMBSTONES)?
+        {
+            for item in table.range((book, since.saturating_add(1))..=(book, u64::MAX))? {
+                let (_, v) = item?;
+                changes
+                    .deleted
+                    .push(schema::decode(v.value(), "address book tombstone")?);
+            }
+        }
+        Ok(changes)
     }
 
     /// The mailbox (a name with `@`) or account (without) named `name`,
@@ -760,6 +911,8 @@ mod tests {
             ],
             created: 0,
             modified: 0,
+            generation: 0,
+            vcard: None,
         }
     }
 
@@ -786,6 +939,61 @@ mod tests {
             Err(e @ StoreError::AddressBookOverLimit { .. }) => e,
             other => panic!("expected AddressBookOverLimit, got {other:?}"),
         }
+    }
+
+    /// CardDAV's sync-collection reads entries written after a generation
+    /// and the tombstones of those deleted or renamed since.
+    #[test]
+    fn changes_since_a_generation_name_writes_and_deletions() {
+        let (_d, s) = store();
+        add(&s, MB, "Ann", 10).expect("add");
+        add(&s, MB, "Bob", 10).expect("add");
+        let all = s.ldap_book_changes(MB, 0).expect("changes");
+        assert_eq!(all.changed.len(), 2);
+        assert!(all.deleted.is_empty());
+        let token = all.generation;
+        assert!(
+            all.changed
+                .iter()
+                .all(|(_, e)| e.generation > 0 && e.generation <= token)
+        );
+
+        s.ldap_entry_update(MB, &key("Ann"), &BookLimits::UNLIMITED, |e| {
+            e.vcard = Some("BEGIN:VCARD".into());
+            Ok::<(), StoreError>(())
+        })
+        .expect("update");
+        s.ldap_entry_delete(MB, &key("Bob")).expect("delete");
+        let since = s.ldap_book_changes(MB, token).expect("changes");
+        assert_eq!(since.changed.len(), 1);
+        assert_eq!(since.changed[0].0, key("Ann"));
+        assert_eq!(since.changed[0].1.vcard.as_deref(), Some("BEGIN:VCARD"));
+        assert_eq!(since.deleted.len(), 1);
+        assert_eq!(since.deleted[0].key, key("Bob"));
+        assert!(since.generation > token);
+        let none = s.ldap_book_changes(MB, since.generation).expect("changes");
+        assert!(none.changed.is_empty() && none.deleted.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_tombstones_go_and_raise_the_sync_floor() {
+        let (_d, s) = store();
+        let before = s.ldap_book_changes(MB, 0).expect("changes");
+        assert_eq!(before.floor, 0);
+        // Fill past the bound with add+delete pairs (test the cut, not the
+        // count: TOMBSTONES_PER_BOOK_MAX + 3 deletions).
+        for i in 0..TOMBSTONES_PER_BOOK_MAX + 3 {
+            let name = format!("c{i}");
+            add(&s, MB, &name, 1).expect("add");
+            s.ldap_entry_delete(MB, &key(&name)).expect("delete");
+        }
+        let now = s.ldap_book_changes(MB, 1).expect("changes");
+        assert!(
+            now.floor > 1,
+            "the oldest tombstones went: floor {}",
+            now.floor
+        );
+        assert_eq!(now.deleted.len() as u64, TOMBSTONES_PER_BOOK_MAX);
     }
 
     #[test]

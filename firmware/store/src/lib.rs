@@ -65,7 +65,8 @@ pub use ids::{Id, id_hex, parse_id_hex};
 pub use incoming::{INCOMING_CHUNK_BYTES, IncomingMessage};
 pub use journal::JournalOpen;
 pub use ldap::{
-    BookLimits, LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry, LdapPrincipal, LdapValue,
+    BookChanges, BookLimits, LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry,
+    LdapPrincipal, LdapValue, TOMBSTONES_PER_BOOK_MAX, Tombstone,
 };
 pub use mailstore::MailboxUsage;
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};

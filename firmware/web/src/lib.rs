@@ -6,7 +6,8 @@
 //!
 //! hyper 1 (HTTP/1.1) over the shared accept loop of mxrack-net (connection
 //! cap with a 503 busy answer, a panic ends one connection) and the TLS
-//! acceptor every service uses. Only GET and HEAD are served; request heads
+//! acceptor every service uses. Only GET and HEAD are served, except under
+//! `/dav/`, which is CardDAV's (`mxrack-dav`, HTTPS only); request heads
 //! have a deadline and a size limit; connections drain on shutdown.
 
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct WebService {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The one authentication service (its figures go into `/metrics`).
     pub auth: Option<Arc<mxrack_auth::AuthService>>,
+    /// CardDAV under `/dav/` on HTTPS (`None`: not served).
+    pub dav: Option<Arc<mxrack_dav::DavService>>,
 }
 
 const BUSY: &[u8] =
@@ -109,7 +112,7 @@ async fn connection(
     };
     let service = hyper::service::service_fn(move |req| {
         let svc = svc.clone();
-        async move { Ok::<_, Infallible>(handle(&svc, mode, req).await) }
+        async move { Ok::<_, Infallible>(handle(&svc, mode, req, peer).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -189,7 +192,18 @@ fn https_base(svc: &WebService, host: &str) -> String {
     }
 }
 
-async fn handle(svc: &WebService, mode: Mode, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    svc: &WebService,
+    mode: Mode,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if mode == Mode::Https
+        && let Some(dav) = &svc.dav
+        && mxrack_dav::is_dav_path(req.uri().path())
+    {
+        return mxrack_dav::handle(dav.clone(), req, peer).await;
+    }
     let head = req.method() == Method::HEAD;
     let mut r = route(svc, mode, &req).await;
     if head {

@@ -38,6 +38,7 @@ async fn start() -> Env {
         http.local_addr().expect("addr"),
     );
     let svc = Arc::new(WebService {
+        dav: None,
         hostname: "mx.test".into(),
         store: store.clone(),
         health: None,
