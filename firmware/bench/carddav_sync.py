@@ -449,6 +449,9 @@ def main():
             raise SystemExit(f"unknown server {name}")
         try:
             results[name] = run_server(s, cards, a.cards, a.changes)
+        except SystemExit as e:  # one server failing does not hide the others' figures
+            print(f"{name:9s} FAILED: {e}", flush=True)
+            continue
         finally:
             s.stop()
         r = results[name]
