@@ -13,6 +13,13 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
 # The status page is looked at in a real browser (firmware/e2e/test_status.py).
 command -v chromium >/dev/null || need_apt+=(chromium)
+# CardDAV's real clients (firmware/e2e/test_carddav.py): vdirsyncer, litmus and
+# python3-caldav (Debian's, in /usr/lib/python3/dist-packages, which the test
+# also looks in when python3 is not Debian's).
+command -v vdirsyncer >/dev/null || need_apt+=(vdirsyncer)
+command -v litmus >/dev/null || need_apt+=(litmus)
+python3 -c 'import caldav' 2>/dev/null || [ -e /usr/lib/python3/dist-packages/caldav/__init__.py ] \
+    || need_apt+=(python3-caldav)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq
