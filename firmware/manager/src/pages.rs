@@ -692,7 +692,7 @@ pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
                                 (csrf(&ctx)) input type="hidden" name="serial" value=(d.id);
                                 button type="submit" { "Add to an array" }
                             }
-                        } @else if d.condition != "ok" {
+                        } @else if matches!(d.condition.as_str(), "failing" | "faulty" | "offline" | "ready to remove") {
                             ol.steps {
                                 li { "Take disk " (d.id) " out: the button, or " code { "mxrack disk replace " (d.id) } }
                                 li { "Pull it from slot " (d.slot) " (its LED: " code { "mxrack disks" } ")" }
