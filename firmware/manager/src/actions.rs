@@ -276,7 +276,7 @@ async fn account_change(
             Err(r) => return r,
         }
     };
-    let needs_address = matches!(what.as_str(), "mailboxes" | "aliases");
+    let needs_address = matches!(what.as_str(), "mailboxes" | "aliases" | "forwards");
     if needs_address && !belongs {
         return back(
             &to,
@@ -370,6 +370,26 @@ async fn account_change(
         ("aliases", Some("remove")) => (
             format!("alias {address} removed"),
             json!({"op": "alias_remove", "address": address}),
+        ),
+        ("forwards", None) => {
+            let targets = list(field(&f, "targets"));
+            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
+            (
+                format!(
+                    "{address} forwards to {} ({})",
+                    targets.join(", "),
+                    if keep {
+                        "local copy kept"
+                    } else {
+                        "no local copy"
+                    }
+                ),
+                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
+            )
+        }
+        ("forwards", Some("remove")) => (
+            format!("forwarding of {address} removed"),
+            json!({"op": "forward_remove", "address": address}),
         ),
         ("blocks", v) => {
             let domain = field(&f, "domain").to_ascii_lowercase();

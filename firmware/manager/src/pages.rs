@@ -360,10 +360,19 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             .map(|b| b.domain)
             .collect();
         let book = store.ldap_book_load(&acc)?.entries;
-        Ok(Some((domains, mailboxes, aliases, blocks, book)))
+        let forwards: Vec<_> = store
+            .forward_list()?
+            .into_iter()
+            .filter(|f| {
+                mailboxes
+                    .iter()
+                    .any(|(mb, _)| mb.address.eq_ignore_ascii_case(&f.mailbox))
+            })
+            .collect();
+        Ok(Some((domains, mailboxes, aliases, blocks, book, forwards)))
     })
     .await;
-    let (domains, mailboxes, aliases, blocks, book) = match data {
+    let (domains, mailboxes, aliases, blocks, book, forwards) = match data {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(),
         Err(r) => return r,
@@ -458,6 +467,27 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             label { "Alias " input type="text" name="address" required; }
             label { "Delivers to (comma separated) " input type="text" name="targets" required; }
             button type="submit" { "Add alias" }
+        }
+        h2 { "Forwarding" }
+        table #account-forwards {
+            tr { th { "Mailbox" } th { "Forwards to" } th { "Local copy" } th {} }
+            @for fw in &forwards {
+                tr {
+                    td { (fw.mailbox) } td { (fw.targets.join(", ")) }
+                    td { (if fw.keep_copy { "kept" } else { "not kept" }) }
+                    td { form.inline method="post" action={ (base) "/forwards/remove" } {
+                        (csrf(&ctx)) input type="hidden" name="address" value=(fw.mailbox);
+                        button.remove type="submit" { "Stop" }
+                    } }
+                }
+            }
+        }
+        form #account-forward-set .box method="post" action={ (base) "/forwards" } {
+            (csrf(&ctx))
+            label { "Mailbox " input type="text" name="address" required; }
+            label { "Forward to (comma separated) " input type="text" name="targets" required; }
+            label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy" }
+            button type="submit" { "Set forwarding" }
         }
         h2 { "Blocked sender domains" }
         p { "Mail from these domains to the account's mailboxes is refused." }
