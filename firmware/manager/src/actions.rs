@@ -21,6 +21,12 @@ fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
     f.get(name).map(|s| s.trim()).unwrap_or("")
 }
 
+/// A password field as typed: never trimmed (a password may start or end
+/// with a space, and the CLI takes it as given).
+fn secret<'a>(f: &'a Fields, name: &str) -> &'a str {
+    f.get(name).map(String::as_str).unwrap_or("")
+}
+
 fn list(text: &str) -> Vec<String> {
     text.split([',', ' ', '\n'])
         .map(str::trim)
@@ -128,25 +134,32 @@ async fn me_change(
     match (what.as_str(), verb.as_deref()) {
         ("password", None) => {
             // The current password first, checked like a login.
+            // Through the one limiter, as a login: a session cannot be used
+            // to guess the password without bound.
             let (store, a, old) = (
                 m.store.clone(),
                 address.clone(),
-                field(&f, "old").to_string(),
+                secret(&f, "old").to_string(),
             );
-            let right = mxrack_store::spawn_blocking(move || store.verify_password(&a, &old))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(false);
-            if !right {
-                return back(TO, false, "Not done: the current password is wrong");
+            let verdict = m
+                .auth
+                .check(mxrack_auth::Protocol::Web, ctx.ip, &address, move || {
+                    mxrack_store::spawn_blocking(move || store.verify_password(&a, &old))
+                })
+                .await;
+            match verdict {
+                mxrack_auth::Verdict::Accepted => {}
+                mxrack_auth::Verdict::Limited(_) => {
+                    return back(TO, false, "Not done: too many attempts; try again later");
+                }
+                _ => return back(TO, false, "Not done: the current password is wrong"),
             }
             run(
                 &m,
                 &ctx,
                 TO,
                 format!("password of {address} changed"),
-                json!({"op": "mailbox_passwd", "address": address, "password": field(&f, "new")}),
+                json!({"op": "mailbox_passwd", "address": address, "password": secret(&f, "new")}),
             )
             .await
         }
@@ -156,7 +169,7 @@ async fn me_change(
                 &ctx,
                 TO,
                 format!("LDAP password of {address} set"),
-                json!({"op": "ldap_passwd", "name": address, "password": field(&f, "new")}),
+                json!({"op": "ldap_passwd", "name": address, "password": secret(&f, "new")}),
             )
             .await
         }
@@ -259,6 +272,7 @@ async fn account_change(
     verb: Option<String>,
     f: Fields,
 ) -> Response {
+    let account = account.to_ascii_lowercase();
     if !ctx.csrf_ok(&f) {
         return csrf_refused();
     }
@@ -325,7 +339,7 @@ async fn account_change(
         }
         ("mailboxes", None) => (
             format!("mailbox {address} added"),
-            json!({"op": "mailbox_add", "address": address, "password": field(&f, "password"),
+            json!({"op": "mailbox_add", "address": address, "password": secret(&f, "password"),
                    "full_management": f.get("full_management").is_some_and(|v| v == "on")}),
         ),
         ("mailboxes", Some("remove")) => (
@@ -334,11 +348,11 @@ async fn account_change(
         ),
         ("mailboxes", Some("password")) => (
             format!("password of {address} changed"),
-            json!({"op": "mailbox_passwd", "address": address, "password": field(&f, "password")}),
+            json!({"op": "mailbox_passwd", "address": address, "password": secret(&f, "password")}),
         ),
         ("mailboxes", Some("ldap-password")) => (
             format!("LDAP password of {address} set"),
-            json!({"op": "ldap_passwd", "name": address, "password": field(&f, "password")}),
+            json!({"op": "ldap_passwd", "name": address, "password": secret(&f, "password")}),
         ),
         ("mailboxes", Some("quota")) => match mxrack_config::parse_quota(field(&f, "quota")) {
             Ok(q) => (
@@ -414,7 +428,7 @@ async fn account_change(
         }
         ("ldap-password", None) => (
             format!("LDAP password of account {account} set"),
-            json!({"op": "ldap_passwd", "name": account, "password": field(&f, "password")}),
+            json!({"op": "ldap_passwd", "name": account, "password": secret(&f, "password")}),
         ),
         _ => return not_found(),
     };
@@ -536,7 +550,7 @@ fn session_cookie(token: &str) -> Option<HeaderValue> {
 
 async fn do_login(m: Arc<Manager>, client: std::net::SocketAddr, f: Fields) -> Response {
     let user = field(&f, "user").to_ascii_lowercase();
-    let password = field(&f, "password").to_string();
+    let password = secret(&f, "password").to_string();
     if user.is_empty() || password.is_empty() || user.len() > 320 {
         return login_form(StatusCode::OK, Some("wrong user name or password"));
     }

@@ -281,6 +281,7 @@ pub struct Ctx {
     pub session: WebSession,
     pub role: Role,
     pub client: String,
+    pub ip: std::net::IpAddr,
     /// The one-shot message of the previous change, if any.
     pub flash: Option<(bool, String)>,
 }
@@ -304,11 +305,11 @@ impl FromRequestParts<Arc<Manager>> for Ctx {
         parts: &mut Parts,
         m: &Arc<Manager>,
     ) -> Result<Self, Self::Rejection> {
-        let client = parts
+        let ip = parts
             .extensions
             .get::<Client>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let client = ip.to_string();
         if parts.method == Method::POST && !same_origin(&parts.headers) {
             return Err(pages::forbidden("This form was sent from another site."));
         }
@@ -336,6 +337,7 @@ impl FromRequestParts<Arc<Manager>> for Ctx {
             session,
             role,
             client,
+            ip,
             flash,
         })
     }

@@ -320,6 +320,8 @@ pub async fn accounts(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
 }
 
 pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<String>) -> Response {
+    // Account names are kept in lower case.
+    let account = account.to_ascii_lowercase();
     if !ctx.role.manages(&account) {
         return forbidden("You do not manage this account.");
     }
