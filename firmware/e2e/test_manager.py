@@ -478,10 +478,18 @@ def test_the_account_administrator_manages_its_account_and_nothing_else(mgr, bro
     f = b.row_form("mailboxes", "cy@beta.example", "/mailboxes/full-management")
     assert b.one("button", f).text == "Grant"
 
-    # A mailbox in a domain of another account is refused.
+    # A mailbox in a domain of another account is refused, and so is
+    # another account's mailbox named in a forged form of this page.
     b.submit("mailbox-add", address="intruder@example.net", password="Intruder-1")
     assert "not in a domain of account beta" in b.error()
     assert "intruder@example.net" not in [r[0] for r in b.rows("mailboxes")]
+    for action, extra in (("remove", {}), ("password", {"password": "Taken-over-1"}),
+                          ("full-management", {"on": "on"})):
+        r = http(s, "POST", f"/manager/accounts/beta/mailboxes/{action}", b.cookie(),
+                 data={"csrf": b.csrf(), "address": "demo@example.net", **extra})
+        assert r.status_code == 303 and r.headers["Location"] == "/manager/accounts/beta"
+    assert "demo@example.net" in s.mx("mailbox", "list").decode()
+    assert imap_login(s, "demo@example.net", s.password) == "OK"
 
     # An alias, then removed.
     b.submit("alias-add", address="sales@beta.example", targets="cy@beta.example, chief@beta.example")
@@ -520,6 +528,42 @@ def test_the_account_administrator_manages_its_account_and_nothing_else(mgr, bro
     domains = s.mx("domain", "list").decode()
     assert "more.example" not in domains
     assert "x@example.net" not in s.mx("mailbox", "list").decode()
+
+
+def test_roles_are_read_at_every_click(mgr, browsers):
+    """Revoking full management or removing a mailbox takes effect at the
+    next click of a session opened before."""
+    s = mgr
+    setup_account(s, "theta", "theta.example", ("top@theta.example", "Top-pass-123", True),
+                  ("jo@theta.example", "Jo-pass-123", False))
+    top = browsers()
+    top.login("top@theta.example", "Top-pass-123")
+    top.open("/manager/accounts/theta")
+    top.submit(top.row_form("mailboxes", "jo@theta.example", "/mailboxes/full-management"))
+    assert top.notice() == "full management access of jo@theta.example granted"
+
+    jo = browsers()
+    jo.login("jo@theta.example", "Jo-pass-123")
+    assert jo.who() == "jo@theta.example (account theta)"
+    jo.open("/manager/accounts/theta")
+    assert jo.title() == "Account theta"
+
+    top.submit(top.row_form("mailboxes", "jo@theta.example", "/mailboxes/full-management"))
+    assert top.notice() == "full management access of jo@theta.example revoked"
+    # jo sends a form of the page it still shows: refused, nothing added.
+    jo.submit("mailbox-add", address="sneak@theta.example", password="Sneak-pass-1")
+    assert jo.title() == "Not allowed"
+    assert "sneak@theta.example" not in s.mx("mailbox", "list").decode()
+    jo.open("/manager/")
+    assert jo.who() == "jo@theta.example"
+    assert_refused_page(jo, s, "/manager/accounts/theta")
+
+    # Removed: the session is gone with the mailbox.
+    top.open("/manager/accounts/theta")
+    top.click(top.one("button.remove", top.row_form("mailboxes", "jo@theta.example", "/mailboxes/remove")))
+    assert top.notice() == "mailbox jo@theta.example removed"
+    jo.open("/manager/me")
+    assert jo.path() == "/manager/login"
 
 
 # --- 3. the mailbox user ----------------------------------------------------------------
@@ -589,6 +633,73 @@ def test_the_mailbox_user_changes_password_ldap_password_and_forwarding(mgr, bro
         "LDAP password of di@gamma.example set",
         "password of di@gamma.example changed",
     ], mine
+
+
+# --- the provider's queue, domains and accounts ------------------------------------------
+
+
+def test_the_provider_holds_releases_and_deletes_queued_mail_and_removes_a_customer(mgr, browsers):
+    s = mgr
+    with s.submission(login=("demo@example.net", s.password)) as c:
+        c.sendmail("demo@example.net", ["far@remote.example"],
+                   b"From: demo@example.net\r\nTo: far@remote.example\r\nSubject: q\r\n\r\nbody\r\n")
+    queued = [q for q in s.queue() if q.recipients == ["far@remote.example"]]
+    assert len(queued) == 1, s.queue()
+    qid = queued[0].id
+
+    b = browsers()
+    b.login("admin", admin_password(s))
+    b.click(b.d.find_element(By.LINK_TEXT, "Queue"))
+    assert b.path() == "/manager/queue"
+    row = b.row("queue", qid)
+    cells = [c.text for c in b.all("td", row)]
+    assert cells[1] == "demo@example.net" and cells[2] == "far@remote.example"
+    assert cells[4].startswith("waiting"), cells
+    b.shot("queue")
+
+    b.click(b.one("button.hold", b.row("queue", qid)))
+    assert b.notice() == f"queue entry {qid} held"
+    assert b.all("td", b.row("queue", qid))[4].text.startswith("held")
+    assert next(q for q in s.queue() if q.id == qid).state == "held"
+    b.click(b.one("button.release", b.row("queue", qid)))
+    assert b.notice() == f"queue entry {qid} released"
+    assert next(q for q in s.queue() if q.id == qid).state == "waiting"
+    b.click(b.one("#flush"))
+    assert b.notice() == "queue flushed"
+    b.click(b.one("button.delete", b.row("queue", qid)))
+    assert b.notice() == f"queue entry {qid} deleted"
+    assert qid not in [r[0] for r in b.rows("queue")]
+    assert qid not in [q.id for q in s.queue()]
+
+    # A customer leaves: its mailbox, its domain, then the account.
+    setup_account(s, "iota", "iota.example", ("ki@iota.example", "Ki-pass-123", False))
+    b.open("/manager/accounts")
+    b.submit(b.row_form("accounts", "iota", "/accounts/remove"))
+    assert "still used by domain" in b.error()
+    b.click(b.d.find_element(By.LINK_TEXT, "iota"))
+    b.submit(b.row_form("mailboxes", "ki@iota.example", "/mailboxes/remove"))
+    assert b.notice() == "mailbox ki@iota.example removed"
+    b.submit(b.row_form("domains", "iota.example", "/domains/remove"))
+    assert b.notice() == "domain iota.example removed"
+    assert b.rows("domains") == []
+    b.open("/manager/accounts")
+    b.submit(b.row_form("accounts", "iota", "/accounts/remove"))
+    assert b.notice() == "account iota removed"
+    assert "iota" not in [r[0] for r in b.rows("accounts")]
+    assert "iota" not in accounts_of(s)
+    assert imap_login(s, "ki@iota.example", "Ki-pass-123") == "NO"
+
+    # The configuration, read only.
+    b.click(b.d.find_element(By.LINK_TEXT, "Configuration"))
+    config = b.one("pre#config").text
+    assert f'https = ["{HOST}:{s.https_port}"]' in config
+    assert b.all("#config ~ form, form textarea") == []
+
+    whats = [r[3] for r in audit_rows(b)]
+    for what in (f"queue entry {qid} held", f"queue entry {qid} released", "queue flushed",
+                 f"queue entry {qid} deleted", "mailbox ki@iota.example removed",
+                 "domain iota.example removed", "account iota removed"):
+        assert what in whats, (what, whats)
 
 
 # --- 4. CSRF, another site, logout ------------------------------------------------------
