@@ -16,6 +16,13 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 # The Manager is used in a real browser driven by selenium through
 # chromedriver (firmware/e2e/test_manager.py).
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# CardDAV's real clients (firmware/e2e/test_carddav.py): vdirsyncer, litmus and
+# python3-caldav (Debian's, in /usr/lib/python3/dist-packages, which the test
+# also looks in when python3 is not Debian's).
+command -v vdirsyncer >/dev/null || need_apt+=(vdirsyncer)
+command -v litmus >/dev/null || need_apt+=(litmus)
+python3 -c 'import caldav' 2>/dev/null || [ -e /usr/lib/python3/dist-packages/caldav/__init__.py ] \
+    || need_apt+=(python3-caldav)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

@@ -243,6 +243,7 @@ async fn read_body(
         return Ok((Bytes::new(), None));
     }
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(req.into_body(), deadline).await;
         return Err(DavError::TooLarge(limit));
     }
     let want = declared.unwrap_or(limit as u64).max(1);
@@ -263,6 +264,27 @@ async fn read_body(
         }
         Err(_) => Err(DavError::BadRequest("the body could not be read".into())),
     }
+}
+
+/// Most bytes of a refused body read and thrown away, so that the client,
+/// still sending, reads the 413 instead of a reset connection (RFC 9112
+/// 9.6); past it the connection is closed.
+pub const DRAIN_BYTES_MAX: u64 = 8 << 20;
+
+async fn drain(body: Incoming, deadline: Duration) {
+    let mut body = body;
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(deadline, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > DRAIN_BYTES_MAX {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 impl From<DavError> for Reply {

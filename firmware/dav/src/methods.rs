@@ -68,6 +68,13 @@ pub fn dispatch(svc: &DavService, req: &DavRequest) -> Reply {
 fn run(svc: &DavService, req: &DavRequest) -> Result<Reply, DavError> {
     let ctx = Ctx::load(svc, &req.user)?;
     let target = names::target(&req.path, &ctx.user);
+    // RFC 4918 9.3.1: collections cannot be made anywhere here (403); on
+    // an existing resource MKCOL is 405, as for the other methods below.
+    if req.method.as_str() == "MKCOL" && target == Target::Missing {
+        return Err(DavError::Forbidden(
+            "address books are the LDAP books; no collection can be made here",
+        ));
+    }
     if target == Target::Missing {
         return Err(DavError::NotFound);
     }

@@ -35,6 +35,8 @@ pub enum DavError {
     NotFound,
     /// The method does not apply to this resource.
     NotAllowed,
+    /// Refused for a reason with no precondition element (RFC 4918 9.3.1).
+    Forbidden(&'static str),
     BadRequest(String),
     /// A body over its limit (bytes).
     TooLarge(usize),
@@ -174,6 +176,7 @@ pub fn error(e: &DavError) -> Reply {
         )
         .header(header::RETRY_AFTER, "5"),
         DavError::NotFound => Reply::text(StatusCode::NOT_FOUND, "not found"),
+        DavError::Forbidden(why) => Reply::text(StatusCode::FORBIDDEN, why),
         DavError::RequestTimeout => {
             Reply::text(StatusCode::REQUEST_TIMEOUT, "the body took too long")
                 .header(header::CONNECTION, "close")

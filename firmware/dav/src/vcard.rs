@@ -105,6 +105,12 @@ pub struct CardError(pub String);
 
 /// Parses a body that must hold exactly one vCard.
 pub fn parse_one(text: &str) -> Result<VCard, CardError> {
+    // RFC 6350 3.3: a vCard ends with END:VCARD (the parser would accept
+    // a body cut short).
+    let last = text.trim_end().rsplit(['\n', '\r']).next().unwrap_or("");
+    if !last.trim().eq_ignore_ascii_case("END:VCARD") {
+        return Err(CardError("the vCard does not end with END:VCARD".into()));
+    }
     let mut parser = Parser::new(text);
     let card = match parser.entry() {
         Entry::VCard(card) => card,
@@ -635,6 +641,7 @@ X-CUSTOM:kept\r\nEND:VCARD\r\n";
             parse_one("BEGIN:VCARD\r\nVERSION:4.0\r\nEMAIL:x@y.example\r\nEND:VCARD\r\n").unwrap();
         assert_eq!(attributes_of(&card)[0], ("cn", "x@y.example".to_string()));
         assert!(parse_one("hello").is_err());
+        assert!(parse_one("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:No End\r\n").is_err());
         assert!(parse_one("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n").is_err());
         let two = "BEGIN:VCARD\r\nFN:a\r\nEND:VCARD\r\nBEGIN:VCARD\r\nFN:b\r\nEND:VCARD\r\n";
         assert!(parse_one(two).is_err());

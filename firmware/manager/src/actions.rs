@@ -176,6 +176,13 @@ async fn me_change(
             )
             .await
         }
+        ("contacts", v) => {
+            let (audit, op) = contact_op(&m, &address, v, &f);
+            if op.is_null() {
+                return not_found();
+            }
+            run(&m, &ctx, TO, audit, op).await
+        }
         ("forwards", Some("remove")) => {
             run(
                 &m,
@@ -269,7 +276,7 @@ async fn account_change(
             Err(r) => return r,
         }
     };
-    let needs_address = matches!(what.as_str(), "mailboxes" | "aliases");
+    let needs_address = matches!(what.as_str(), "mailboxes" | "aliases" | "forwards");
     if needs_address && !belongs {
         return back(
             &to,
@@ -364,6 +371,26 @@ async fn account_change(
             format!("alias {address} removed"),
             json!({"op": "alias_remove", "address": address}),
         ),
+        ("forwards", None) => {
+            let targets = list(field(&f, "targets"));
+            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
+            (
+                format!(
+                    "{address} forwards to {} ({})",
+                    targets.join(", "),
+                    if keep {
+                        "local copy kept"
+                    } else {
+                        "no local copy"
+                    }
+                ),
+                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
+            )
+        }
+        ("forwards", Some("remove")) => (
+            format!("forwarding of {address} removed"),
+            json!({"op": "forward_remove", "address": address}),
+        ),
         ("blocks", v) => {
             let domain = field(&f, "domain").to_ascii_lowercase();
             match v {
@@ -377,6 +404,13 @@ async fn account_change(
                 ),
                 _ => return not_found(),
             }
+        }
+        ("contacts", v) => {
+            let (audit, op) = contact_op(&m, &account, v, &f);
+            if op.is_null() {
+                return not_found();
+            }
+            (audit, op)
         }
         ("ldap-password", None) => (
             format!("LDAP password of account {account} set"),
@@ -466,6 +500,30 @@ pub async fn note(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Re
         json!({"op": "status_note", "title": title, "text": text, "to": null}),
     )
     .await
+}
+
+/// Adding (`verb` none) or removing a contact of `book`: the CLI's
+/// `ldap contact add|remove`. Null when the verb is unknown.
+fn contact_op(m: &Manager, book: &str, verb: Option<&str>, f: &Fields) -> (String, Value) {
+    match verb {
+        None => {
+            let cn = field(f, "cn").to_string();
+            let opt = |name: &str| Some(field(f, name).to_string()).filter(|v| !v.is_empty());
+            (
+                format!("contact {cn} added to the book of {book}"),
+                json!({"op": "contact_add", "book": book, "cn": cn, "mail": opt("mail"),
+                       "phone": opt("phone"), "max_entries": m.book_limits.0, "max_bytes": m.book_limits.1}),
+            )
+        }
+        Some("remove") => {
+            let key = field(f, "key").to_string();
+            (
+                format!("contact {key} removed from the book of {book}"),
+                json!({"op": "contact_remove", "book": book, "key": key}),
+            )
+        }
+        _ => (String::new(), Value::Null),
+    }
 }
 
 /// The session cookie of a new login.

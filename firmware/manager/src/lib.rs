@@ -79,7 +79,21 @@ pub struct Manager {
     pub ldap_base: String,
     /// The running health monitor (disks and arrays), when there is one.
     pub health: Option<Arc<mxrack_health::HealthHandle>>,
+    /// `ldap.max_entries_per_book` and `ldap.max_book_bytes`: a contact
+    /// added here meets the limits an LDAP add meets.
+    pub book_limits: (usize, u64),
     router: OnceLock<Router>,
+}
+
+/// What the Manager shows of the appliance's configuration.
+pub struct Site {
+    /// The configuration as loaded (read only on its page).
+    pub config_text: String,
+    pub hostname: String,
+    /// The LDAP base DN.
+    pub ldap_base: String,
+    /// `ldap.max_entries_per_book` and `ldap.max_book_bytes`.
+    pub book_limits: (usize, u64),
 }
 
 /// The client's address, put in the request by [`handle`].
@@ -91,19 +105,18 @@ impl Manager {
         store: Arc<Store>,
         auth: Arc<AuthService>,
         admin: AdminFn,
-        config_text: String,
-        hostname: String,
-        ldap_base: String,
         health: Option<Arc<mxrack_health::HealthHandle>>,
+        site: Site,
     ) -> Arc<Manager> {
         Arc::new(Manager {
             store,
             auth,
             admin,
-            config_text,
-            hostname,
-            ldap_base,
+            config_text: site.config_text,
+            hostname: site.hostname,
+            ldap_base: site.ldap_base,
             health,
+            book_limits: site.book_limits,
             router: OnceLock::new(),
         })
     }

@@ -127,6 +127,40 @@ pub fn decode_flash(v: &str) -> Option<(bool, String)> {
     Some((ok, String::from_utf8(bytes?).ok()?))
 }
 
+/// A book's contacts (cn, mail, phone) and the forms to add and remove
+/// them; `action` is where the forms post (`.../contacts`).
+fn contacts(ctx: &Ctx, action: &str, rows: &[(String, mxrack_store::LdapEntry)]) -> Markup {
+    let first = |e: &mxrack_store::LdapEntry, name: &str| {
+        e.attributes
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(name))
+            .and_then(|a| a.values.first())
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    html! {
+        table #contacts {
+            tr { th { "Name" } th { "E-mail" } th { "Phone" } th {} }
+            @for (key, e) in rows {
+                tr {
+                    td { (first(e, "cn")) } td { (first(e, "mail")) } td { (first(e, "telephoneNumber")) }
+                    td { form.inline method="post" action={ (action) "/remove" } {
+                        (csrf(ctx)) input type="hidden" name="key" value=(key);
+                        button.remove type="submit" { "Remove" }
+                    } }
+                }
+            }
+        }
+        form #contact-add .box method="post" action=(action) {
+            (csrf(ctx))
+            label { "Name " input type="text" name="cn" required; }
+            label { "E-mail " input type="text" name="mail"; }
+            label { "Phone " input type="text" name="phone"; }
+            button type="submit" { "Add contact" }
+        }
+    }
+}
+
 fn csrf(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.session.csrf); }
 }
@@ -183,14 +217,15 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     };
     let store = m.store.clone();
     let a = address.clone();
-    let (forward, usage, quota) = match blocking(move || {
+    let (forward, usage, quota, book) = match blocking(move || {
         let forward = store
             .forward_list()?
             .into_iter()
             .find(|f| f.mailbox.eq_ignore_ascii_case(&a));
         let usage = store.mailbox_usage_parts(&a)?;
         let quota = store.mailbox_get(&a)?.quota_bytes;
-        Ok((forward, usage, quota))
+        let book = store.ldap_book_load(&a)?.entries;
+        Ok((forward, usage, quota, book))
     })
     .await
     {
@@ -235,6 +270,9 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
             label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy here" }
             button type="submit" { "Set forwarding" }
         }
+        h2 { "Personal address book" }
+        p { "The same contacts over LDAP and CardDAV." }
+        (contacts(&ctx, "/manager/me/contacts", &book))
     };
     page(
         StatusCode::OK,
@@ -321,10 +359,20 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             .filter(|b| b.account.as_deref() == Some(acc.as_str()))
             .map(|b| b.domain)
             .collect();
-        Ok(Some((domains, mailboxes, aliases, blocks)))
+        let book = store.ldap_book_load(&acc)?.entries;
+        let forwards: Vec<_> = store
+            .forward_list()?
+            .into_iter()
+            .filter(|f| {
+                mailboxes
+                    .iter()
+                    .any(|(mb, _)| mb.address.eq_ignore_ascii_case(&f.mailbox))
+            })
+            .collect();
+        Ok(Some((domains, mailboxes, aliases, blocks, book, forwards)))
     })
     .await;
-    let (domains, mailboxes, aliases, blocks) = match data {
+    let (domains, mailboxes, aliases, blocks, book, forwards) = match data {
         Ok(Some(v)) => v,
         Ok(None) => return not_found(),
         Err(r) => return r,
@@ -420,6 +468,27 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             label { "Delivers to (comma separated) " input type="text" name="targets" required; }
             button type="submit" { "Add alias" }
         }
+        h2 { "Forwarding" }
+        table #account-forwards {
+            tr { th { "Mailbox" } th { "Forwards to" } th { "Local copy" } th {} }
+            @for fw in &forwards {
+                tr {
+                    td { (fw.mailbox) } td { (fw.targets.join(", ")) }
+                    td { (if fw.keep_copy { "kept" } else { "not kept" }) }
+                    td { form.inline method="post" action={ (base) "/forwards/remove" } {
+                        (csrf(&ctx)) input type="hidden" name="address" value=(fw.mailbox);
+                        button.remove type="submit" { "Stop" }
+                    } }
+                }
+            }
+        }
+        form #account-forward-set .box method="post" action={ (base) "/forwards" } {
+            (csrf(&ctx))
+            label { "Mailbox " input type="text" name="address" required; }
+            label { "Forward to (comma separated) " input type="text" name="targets" required; }
+            label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy" }
+            button type="submit" { "Set forwarding" }
+        }
         h2 { "Blocked sender domains" }
         p { "Mail from these domains to the account's mailboxes is refused." }
         table #blocks {
@@ -436,6 +505,9 @@ pub async fn account(m: State<Arc<Manager>>, ctx: Ctx, Path(account): Path<Strin
             label { "Block domain " input type="text" name="domain" required; }
             button type="submit" { "Block" }
         }
+        h2 { "Account address book" }
+        p { "Every mailbox of the account reads it over LDAP and CardDAV." }
+        (contacts(&ctx, &format!("{base}/contacts"), &book))
         h2 { "Account LDAP password" }
         p { "Binds as " code { "cn=" (account) ",ou=auth," (m.ldap_base) } " write the account address book." }
         form #account-ldap-password .box method="post" action={ (base) "/ldap-password" } {
@@ -458,11 +530,19 @@ pub async fn queue(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     }
     let m = state(&m);
     let store = m.store.clone();
-    let entries = match blocking(move || store.queue_list()).await {
-        Ok(v) => v,
-        Err(r) => return r,
+    let since = (now_secs() - 86_400).max(0) as u64;
+    let (entries, samples) =
+        match blocking(move || Ok((store.queue_list()?, store.queue_samples(since)?))).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let lengths: Vec<f64> = samples.iter().map(|(_, n)| *n as f64).collect();
+    let (first, last) = match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) => (utc(a.0 as i64), utc(b.0 as i64)),
+        _ => (String::new(), String::new()),
     };
     let body = html! {
+        (crate::charts::bars("Queue length over the last 24 hours (every 5 minutes)", &lengths, &first, &last, "#1565c0"))
         p { (entries.len()) " messages waiting." }
         form.inline method="post" action="/manager/queue/flush" {
             (csrf(&ctx)) button #flush type="submit" { "Try all now" }
@@ -642,7 +722,7 @@ pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
                                 (csrf(&ctx)) input type="hidden" name="serial" value=(d.id);
                                 button type="submit" { "Add to an array" }
                             }
-                        } @else if d.condition != "ok" {
+                        } @else if matches!(d.condition.as_str(), "failing" | "faulty" | "offline" | "ready to remove") {
                             ol.steps {
                                 li { "Take disk " (d.id) " out: the button, or " code { "mxrack disk replace " (d.id) } }
                                 li { "Pull it from slot " (d.slot) " (its LED: " code { "mxrack disks" } ")" }

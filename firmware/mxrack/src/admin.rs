@@ -133,6 +133,27 @@ pub enum AdminRequest {
     AdminPasswd {
         password: String,
     },
+    /// The contacts of an address book (a mailbox's personal book, or an
+    /// account's book), as LDAP serves them.
+    ContactList {
+        book: String,
+    },
+    /// Adds a contact (inetOrgPerson, RDN `cn=NAME`) with LDAP's own checks,
+    /// within the book's limits (`ldap.max_entries_per_book`,
+    /// `ldap.max_book_bytes`, the mailbox quota).
+    ContactAdd {
+        book: String,
+        cn: String,
+        mail: Option<String>,
+        phone: Option<String>,
+        max_entries: usize,
+        max_bytes: u64,
+    },
+    /// Removes a contact by its key (as `contact list` prints it).
+    ContactRemove {
+        book: String,
+        key: String,
+    },
     /// The status page in a terminal (health_cli.rs answers the five
     /// health requests below).
     Status,
@@ -346,6 +367,67 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         LdapPasswd { name, password } => {
             store.ldap_set_password(name, password).map_err(e)?;
             out = format!("LDAP password of {name} set\n");
+        }
+        ContactList { book } => {
+            for (key, entry) in store.ldap_book_load(book).map_err(e)?.entries {
+                let first = |name: &str| {
+                    entry
+                        .attributes
+                        .iter()
+                        .find(|a| a.name.eq_ignore_ascii_case(name))
+                        .and_then(|a| a.values.first())
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                        .unwrap_or_default()
+                };
+                out.push_str(&format!(
+                    "{key}\t{}\t{}\t{}\n",
+                    first("cn"),
+                    first("mail"),
+                    first("telephoneNumber")
+                ));
+            }
+        }
+        ContactAdd {
+            book,
+            cn,
+            mail,
+            phone,
+            max_entries,
+            max_bytes,
+        } => {
+            let refusal = |r: mxrack_ldap::entry::Refusal| r.message;
+            let rdn = mxrack_ldap::dn::Rdn::single("cn", cn.trim());
+            let mut pairs: Vec<(&str, Vec<Vec<u8>>)> = vec![(
+                "objectClass",
+                ["top", "person", "organizationalPerson", "inetOrgPerson"]
+                    .iter()
+                    .map(|c| c.as_bytes().to_vec())
+                    .collect(),
+            )];
+            if let Some(m) = mail.as_deref().filter(|m| !m.trim().is_empty()) {
+                pairs.push(("mail", vec![m.trim().as_bytes().to_vec()]));
+            }
+            if let Some(p) = phone.as_deref().filter(|p| !p.trim().is_empty()) {
+                pairs.push(("telephoneNumber", vec![p.trim().as_bytes().to_vec()]));
+            }
+            let mut contact = mxrack_ldap::entry::Contact::from_client(
+                pairs.iter().map(|(n, v)| (*n, v.as_slice())),
+            )
+            .map_err(refusal)?;
+            contact.finish(&rdn).map_err(refusal)?;
+            let entry = contact.into_stored(&rdn, 0);
+            let limits = mxrack_store::BookLimits {
+                max_entries: *max_entries,
+                max_bytes: *max_bytes,
+            };
+            store
+                .ldap_entry_add(book, &mxrack_ldap::entry::entry_key(&rdn), &entry, &limits)
+                .map_err(e)?;
+            out = format!("contact {} added to the book of {book}\n", entry.rdn);
+        }
+        ContactRemove { book, key } => {
+            store.ldap_entry_delete(book, key).map_err(e)?;
+            out = format!("contact {key} removed from the book of {book}\n");
         }
         AdminPasswd { password } => {
             store.admin_set_password(password).map_err(e)?;

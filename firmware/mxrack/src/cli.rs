@@ -199,6 +199,23 @@ fn health_request(cli: &Cli, request: &AdminRequest) -> Result<(), CliError> {
 }
 
 #[derive(Debug, Subcommand)]
+enum ContactCommand {
+    /// The contacts of BOOK (a mailbox address or an account name).
+    List { book: String },
+    /// Add a contact named NAME (cn) to BOOK.
+    Add {
+        book: String,
+        name: String,
+        #[arg(long)]
+        mail: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Remove the contact KEY (as `contact list` prints it) from BOOK.
+    Remove { book: String, key: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum LdapCommand {
     /// Set the LDAP password of a mailbox (NAME with @) or of an account,
     /// used to bind as cn=NAME,ou=auth,BASE. It is separate from the mail
@@ -208,6 +225,9 @@ enum LdapCommand {
         #[arg(long)]
         password: Option<String>,
     },
+    /// The contacts of an address book (what LDAP and CardDAV serve).
+    #[command(subcommand)]
+    Contact(ContactCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -759,6 +779,29 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Ldap(LdapCommand::Passwd { name, password }) => AdminRequest::LdapPasswd {
             name: name.clone(),
             password: password_from(password.clone())?,
+        },
+        Command::Ldap(LdapCommand::Contact(c)) => match c {
+            ContactCommand::List { book } => AdminRequest::ContactList { book: book.clone() },
+            ContactCommand::Add {
+                book,
+                name,
+                mail,
+                phone,
+            } => {
+                let ldap = &cli.effective_config()?.ldap;
+                AdminRequest::ContactAdd {
+                    book: book.clone(),
+                    cn: name.clone(),
+                    mail: mail.clone(),
+                    phone: phone.clone(),
+                    max_entries: ldap.max_entries_per_book,
+                    max_bytes: ldap.max_book_bytes,
+                }
+            }
+            ContactCommand::Remove { book, key } => AdminRequest::ContactRemove {
+                book: book.clone(),
+                key: key.clone(),
+            },
         },
         Command::Admin(AdminCommand::Passwd { password }) => AdminRequest::AdminPasswd {
             password: password_from(password.clone())?,

@@ -50,6 +50,10 @@ fn record_lost_found(store: &Store, events_max: u64) {
     }
 }
 
+/// How often the outbound queue's length is recorded (a week of samples is
+/// `mxrack_store::QUEUE_SAMPLES_KEPT`).
+const QUEUE_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub fn run(config: Config) -> Result<(), String> {
     init_logging(&config.log.level);
     let data_dir = &config.appliance.data_dir.clone();
@@ -346,10 +350,13 @@ async fn serve_all(
                 store.clone(),
                 auth.clone(),
                 admin,
-                config.to_toml(),
-                config.appliance.hostname.clone(),
-                ldap_svc.base_dn(),
                 health.clone(),
+                mxrack_manager::Site {
+                    config_text: config.to_toml(),
+                    hostname: config.appliance.hostname.clone(),
+                    ldap_base: ldap_svc.base_dn(),
+                    book_limits: (ldap.max_entries_per_book, ldap.max_book_bytes),
+                },
             )
         }),
         dav: web.carddav.then(|| {
@@ -414,6 +421,28 @@ async fn serve_all(
         });
     } else {
         info!("relay.enabled = false: outbound mail waits in the queue");
+    }
+    // The queue's length every 5 minutes, for the Manager's chart.
+    {
+        let (store, mut signal) = (store.clone(), shutdown.signal());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(QUEUE_SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = signal.wait() => break,
+                }
+                let store = store.clone();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                match mxrack_store::spawn_blocking(move || store.queue_sample(now)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "queue sample not recorded"),
+                    Err(_) => {}
+                }
+            }
+        });
     }
     let admin_listener = admin::bind(store.data_dir()).map_err(|e| {
         format!(

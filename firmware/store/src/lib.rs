@@ -80,7 +80,9 @@ pub use resolve::{Resolution, Resolved};
 pub use schema::{
     Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
 };
-pub use webadmin::{AUDIT_KEPT, AuditRecord, WEB_SESSIONS_MAX, WebSession, session_key};
+pub use webadmin::{
+    AUDIT_KEPT, AuditRecord, QUEUE_SAMPLES_KEPT, WEB_SESSIONS_MAX, WebSession, session_key,
+};
 
 /// Change notices buffered per listener; a session that falls behind gets
 /// `Lagged` and simply re-reads its folder.

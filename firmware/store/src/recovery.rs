@@ -174,6 +174,7 @@ fn copy_other_tables(
     copy(old, new, crate::webadmin::SETTINGS, lost)?;
     copy(old, new, crate::webadmin::WEB_SESSIONS, lost)?;
     copy(old, new, crate::webadmin::AUDIT, lost)?;
+    copy(old, new, crate::webadmin::QUEUE_SAMPLES, lost)?;
     Ok(())
 }
 

@@ -24,6 +24,10 @@ use crate::{Store, StoreError, password};
 pub(crate) const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 pub(crate) const WEB_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("web_sessions");
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `queue_samples`: Unix seconds -> outbound queue length then.
+pub(crate) const QUEUE_SAMPLES: TableDefinition<u64, u64> = TableDefinition::new("queue_samples");
+/// Queue-length samples kept (a week at one per 5 minutes).
+pub const QUEUE_SAMPLES_KEPT: usize = 2016;
 const ADMIN_PASSWORD: &str = "admin_password_hash";
 const AUDIT_COUNTER: &str = "last_audit_id";
 
@@ -252,6 +256,43 @@ impl Store {
         Ok(())
     }
 
+    /// Records the outbound queue's length now (the supervisor does it
+    /// every [`QUEUE_SAMPLES_KEPT`]-th of a week), trimming the oldest.
+    pub fn queue_sample(&self, at: u64) -> Result<u64, StoreError> {
+        let txn = self.write_txn()?;
+        let n = {
+            let n = txn.open_table(crate::schema::QUEUE)?.len()?;
+            let mut t = txn.open_table(QUEUE_SAMPLES)?;
+            t.insert(at, n)?;
+            while t.len()? > QUEUE_SAMPLES_KEPT as u64 {
+                let oldest = match t.iter()?.next() {
+                    Some(item) => item?.0.value(),
+                    None => break,
+                };
+                t.remove(oldest)?;
+            }
+            n
+        };
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Queue-length samples since `from` (Unix seconds), oldest first.
+    pub fn queue_samples(&self, from: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = match txn.open_table(QUEUE_SAMPLES) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in table.range(from..)? {
+            let (k, v) = item?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
     /// The newest audit records, newest first.
     pub fn audit_recent(&self, max: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let txn = self.read_txn()?;
@@ -311,6 +352,23 @@ mod tests {
         let (t2, _) = s.web_session_create("jo@acme.example").unwrap();
         assert_eq!(s.web_sessions_end_for("JO@acme.example").unwrap(), 1);
         assert!(s.web_session_get(&t2, 1800, 43_200).unwrap().is_none());
+    }
+
+    #[test]
+    fn queue_samples_are_kept_for_a_week() {
+        let (_d, s) = store();
+        for i in 0..(QUEUE_SAMPLES_KEPT as u64 + 5) {
+            assert_eq!(s.queue_sample(1_000 + i).unwrap(), 0);
+        }
+        let all = s.queue_samples(0).unwrap();
+        assert_eq!(all.len(), QUEUE_SAMPLES_KEPT);
+        assert_eq!(all[0].0, 1_005);
+        assert_eq!(
+            s.queue_samples(1_000 + QUEUE_SAMPLES_KEPT as u64)
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]
