@@ -13,6 +13,9 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
 # The status page is looked at in a real browser (firmware/e2e/test_status.py).
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The Manager is used in a real browser driven by selenium through
+# chromedriver (firmware/e2e/test_manager.py).
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 # CardDAV's real clients (firmware/e2e/test_carddav.py): vdirsyncer, litmus and
 # python3-caldav (Debian's, in /usr/lib/python3/dist-packages, which the test
 # also looks in when python3 is not Debian's).
@@ -27,6 +30,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q 'pytest==8.3.4'
 python3 -c 'import ldap3' 2>/dev/null || python3 -m pip install -q 'ldap3==2.9.1'
+python3 -c 'import selenium' 2>/dev/null || python3 -m pip install -q 'selenium==4.36.0'
+python3 -c 'import requests' 2>/dev/null || python3 -m pip install -q 'requests==2.32.3'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
