@@ -35,6 +35,15 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The checks every change starts with: the form's CSRF token, then the
+/// role (`allowed`, from `access`); `Some` is the refusal to answer.
+fn guard(ctx: &Ctx, f: &Fields, allowed: bool, why: &str) -> Option<Response> {
+    if !ctx.csrf_ok(f) {
+        return Some(csrf_refused());
+    }
+    (!allowed).then(|| forbidden(why))
+}
+
 fn csrf_refused() -> Response {
     forbidden(
         "The form is out of date or was not sent from this page (CSRF token missing or wrong). Reload the page and try again.",
@@ -173,21 +182,12 @@ async fn me_change(
             )
             .await
         }
-        ("forwards", None) => {
-            let targets = list(field(&f, "targets"));
-            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
-            run(
-                &m,
-                &ctx,
-                TO,
-                format!(
-                    "{address} forwards to {} ({})",
-                    targets.join(", "),
-                    if keep { "local copy kept" } else { "no local copy" }
-                ),
-                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
-            )
-            .await
+        ("forwards", v) => {
+            let (audit, op) = forward_op(&address, v, &f);
+            if op.is_null() {
+                return not_found();
+            }
+            run(&m, &ctx, TO, audit, op).await
         }
         ("contacts", v) => {
             let (audit, op) = contact_op(&m, &address, v, &f);
@@ -196,52 +196,37 @@ async fn me_change(
             }
             run(&m, &ctx, TO, audit, op).await
         }
-        ("forwards", Some("remove")) => {
-            run(
-                &m,
-                &ctx,
-                TO,
-                format!("forwarding of {address} removed"),
-                json!({"op": "forward_remove", "address": address}),
-            )
-            .await
-        }
         _ => not_found(),
     }
 }
 
+/// POST /manager/accounts (add) and /manager/accounts/remove.
 pub async fn account_add(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.is_provider() {
-        return forbidden("Only the provider administrator adds accounts.");
-    }
-    let name = field(&f, "name").to_string();
-    run(
-        &state(&m),
-        &ctx,
-        "/manager/accounts",
-        format!("account {name} added"),
-        json!({"op": "account_add", "name": name}),
-    )
-    .await
+    accounts_change(m, ctx, "add", f).await
 }
 
 pub async fn account_remove(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.is_provider() {
-        return forbidden("Only the provider administrator removes accounts.");
+    accounts_change(m, ctx, "remove", f).await
+}
+
+async fn accounts_change(m: State<Arc<Manager>>, ctx: Ctx, verb: &str, f: Fields) -> Response {
+    let provider = ctx.role.is_provider();
+    if let Some(refused) = guard(
+        &ctx,
+        &f,
+        provider,
+        "Only the provider administrator adds and removes accounts.",
+    ) {
+        return refused;
     }
     let name = field(&f, "name").to_string();
+    let done = if verb == "add" { "added" } else { "removed" };
     run(
         &state(&m),
         &ctx,
         "/manager/accounts",
-        format!("account {name} removed"),
-        json!({"op": "account_remove", "name": name}),
+        format!("account {name} {done}"),
+        json!({"op": format!("account_{verb}"), "name": name}),
     )
     .await
 }
@@ -273,11 +258,13 @@ async fn account_change(
     f: Fields,
 ) -> Response {
     let account = account.to_ascii_lowercase();
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.manages(&account) {
-        return forbidden("You do not manage this account.");
+    if let Some(refused) = guard(
+        &ctx,
+        &f,
+        ctx.role.manages(&account),
+        "You do not manage this account.",
+    ) {
+        return refused;
     }
     let m = state(&m);
     let to = format!("/manager/accounts/{account}");
@@ -385,26 +372,13 @@ async fn account_change(
             format!("alias {address} removed"),
             json!({"op": "alias_remove", "address": address}),
         ),
-        ("forwards", None) => {
-            let targets = list(field(&f, "targets"));
-            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
-            (
-                format!(
-                    "{address} forwards to {} ({})",
-                    targets.join(", "),
-                    if keep {
-                        "local copy kept"
-                    } else {
-                        "no local copy"
-                    }
-                ),
-                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
-            )
+        ("forwards", v) => {
+            let (audit, op) = forward_op(&address, v, &f);
+            if op.is_null() {
+                return not_found();
+            }
+            (audit, op)
         }
-        ("forwards", Some("remove")) => (
-            format!("forwarding of {address} removed"),
-            json!({"op": "forward_remove", "address": address}),
-        ),
         ("blocks", v) => {
             let domain = field(&f, "domain").to_ascii_lowercase();
             match v {
@@ -441,11 +415,13 @@ pub async fn queue(
     Path(verb): Path<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.is_provider() {
-        return forbidden("Only the provider administrator manages the queue.");
+    if let Some(refused) = guard(
+        &ctx,
+        &f,
+        ctx.role.is_provider(),
+        "Only the provider administrator manages the queue.",
+    ) {
+        return refused;
     }
     let id = field(&f, "id").to_string();
     let (audit, op) = match verb.as_str() {
@@ -476,11 +452,13 @@ pub async fn disks(
     Path(verb): Path<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.is_provider() {
-        return forbidden("Only the provider administrator swaps disks.");
+    if let Some(refused) = guard(
+        &ctx,
+        &f,
+        ctx.role.is_provider(),
+        "Only the provider administrator swaps disks.",
+    ) {
+        return refused;
     }
     let serial = field(&f, "serial").to_string();
     let (audit, op) = match verb.as_str() {
@@ -498,11 +476,13 @@ pub async fn disks(
 }
 
 pub async fn note(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Response {
-    if !ctx.csrf_ok(&f) {
-        return csrf_refused();
-    }
-    if !ctx.role.is_provider() {
-        return forbidden("Only the provider administrator writes status notes.");
+    if let Some(refused) = guard(
+        &ctx,
+        &f,
+        ctx.role.is_provider(),
+        "Only the provider administrator writes status notes.",
+    ) {
+        return refused;
     }
     let title = field(&f, "title").to_string();
     let text = Some(field(&f, "text").to_string()).filter(|t| !t.is_empty());
@@ -514,6 +494,34 @@ pub async fn note(m: State<Arc<Manager>>, ctx: Ctx, Form(f): Form<Fields>) -> Re
         json!({"op": "status_note", "title": title, "text": text, "to": null}),
     )
     .await
+}
+
+/// Setting (`verb` none) or stopping the forwarding of `address`: the
+/// CLI's `forward set|remove`. Null when the verb is unknown.
+fn forward_op(address: &str, verb: Option<&str>, f: &Fields) -> (String, Value) {
+    match verb {
+        None => {
+            let targets = list(field(f, "targets"));
+            let keep = f.get("keep_copy").is_some_and(|v| v == "on");
+            (
+                format!(
+                    "{address} forwards to {} ({})",
+                    targets.join(", "),
+                    if keep {
+                        "local copy kept"
+                    } else {
+                        "no local copy"
+                    }
+                ),
+                json!({"op": "forward_set", "address": address, "targets": targets, "keep_copy": keep}),
+            )
+        }
+        Some("remove") => (
+            format!("forwarding of {address} removed"),
+            json!({"op": "forward_remove", "address": address}),
+        ),
+        _ => (String::new(), Value::Null),
+    }
 }
 
 /// Adding (`verb` none) or removing a contact of `book`: the CLI's

@@ -356,6 +356,29 @@ fn read_meta(
     }
 }
 
+/// The entries of `book` that `keep` accepts, in key order, read in `txn`.
+fn book_entries(
+    txn: &ReadTransaction,
+    book: &str,
+    keep: impl Fn(&LdapEntry) -> bool,
+) -> Result<Vec<(String, LdapEntry)>, StoreError> {
+    let mut out = Vec::new();
+    if let Some(table) = open_read(txn, LDAP_ENTRIES)? {
+        for item in table.range((book, "")..)? {
+            let (k, v) = item?;
+            let (b, key) = k.value();
+            if b != book {
+                break;
+            }
+            let entry: LdapEntry = schema::decode(v.value(), "address book entry")?;
+            if keep(&entry) {
+                out.push((key.to_string(), entry));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Gives `book` a new generation, adds `entries_delta` to its count and
 /// `bytes_delta` to its size. Called before the entry itself is written, so
 /// a size still unknown (`None`) is counted from the entries as they were.
@@ -537,24 +560,10 @@ impl Store {
             Some(t) => read_meta(&t, book)?.generation,
             None => 0,
         };
-        let mut snapshot = LdapBookSnapshot {
+        Ok(LdapBookSnapshot {
             generation,
-            entries: Vec::new(),
-        };
-        if let Some(table) = open_read(&txn, LDAP_ENTRIES)? {
-            for item in table.range((book, "")..)? {
-                let (k, v) = item?;
-                let (b, key) = k.value();
-                if b != book {
-                    break;
-                }
-                snapshot.entries.push((
-                    key.to_string(),
-                    schema::decode(v.value(), "address book entry")?,
-                ));
-            }
-        }
-        Ok(snapshot)
+            entries: book_entries(&txn, book, |_| true)?,
+        })
     }
 
     /// One entry, if it exists.
@@ -733,21 +742,9 @@ impl Store {
         let mut changes = BookChanges {
             generation: meta.generation,
             floor: meta.sync_floor,
+            changed: book_entries(&txn, book, |e| since == 0 || e.generation > since)?,
             ..BookChanges::default()
         };
-        if let Some(table) = open_read(&txn, LDAP_ENTRIES)? {
-            for item in table.range((book, "")..)? {
-                let (k, v) = item?;
-                let (b, key) = k.value();
-                if b != book {
-                    break;
-                }
-                let entry: LdapEntry = schema::decode(v.value(), "address book entry")?;
-                if since == 0 || entry.generation > since {
-                    changes.changed.push((key.to_string(), entry));
-                }
-            }
-        }
         if since > 0
             && let Some(table) = open_read(&txn, LDAP_TOMBSTONES)?
         {
