@@ -939,3 +939,14 @@ def test_guessing_the_current_password_in_a_session_meets_the_limiter():
             b.quit()
     finally:
         s.teardown()
+
+
+def test_an_oversized_form_is_refused_and_the_manager_answers_after(mgr):
+    """A form body is bounded (64 KiB): a 1 MiB login form gets 413, logs
+    nobody in, and the next request is answered as usual."""
+    r = http(mgr, "POST", "/manager/login",
+             data={"user": "admin", "password": "x" * (1 << 20)})
+    assert r.status_code == 413
+    assert "mxrack_session" not in r.headers.get("Set-Cookie", "")
+    r = http(mgr, "GET", "/manager/login")
+    assert r.status_code == 200 and 'id="login"' in r.text

@@ -55,6 +55,10 @@ pub const SESSION_IDLE_SECS: i64 = 30 * 60;
 pub const SESSION_MAX_SECS: i64 = 12 * 3600;
 /// Largest form body read.
 pub const FORM_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes of an oversized form read and dropped before its 413, and
+/// the longest that may take.
+const DRAIN_BYTES_MAX: u64 = 8 << 20;
+const DRAIN_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "mxrack_session";
 /// The one-shot message shown after a change.
@@ -177,6 +181,33 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> hyper::Response<Full<Bytes>> {
+    // A form over the limit by its Content-Length: read and drop the body
+    // (bounded in bytes and time) so the client, still sending, reads the
+    // 413 instead of a reset connection (RFC 9112 9.6).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > FORM_BYTES_MAX as u64) {
+        let mut body = req.into_body();
+        let mut seen = 0u64;
+        let _ = tokio::time::timeout(DRAIN_TIME_MAX, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DRAIN_BYTES_MAX {
+                    break;
+                }
+            }
+        })
+        .await;
+        let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+            b"the form is larger than the Manager accepts\n",
+        )));
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        secure_headers(r.headers_mut());
+        return r;
+    }
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(Client(peer));
     let req = Request::from_parts(parts, axum::body::Body::new(body));
