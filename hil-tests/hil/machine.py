@@ -246,7 +246,9 @@ class Shell:
 class QMP:
     """QEMU's machine protocol over its unix socket."""
 
-    def __init__(self, path, timeout=30):
+    def __init__(self, path, timeout=90, alive=None):
+        # A loaded CI host can take a while to start QEMU; `alive` lets a
+        # QEMU that ended at once fail fast instead of timing out.
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -255,6 +257,8 @@ class QMP:
                 break
             except OSError:
                 self.sock.close()
+                if alive is not None and not alive():
+                    raise HilError(f"QEMU ended before its QMP socket {path} opened")
                 if time.monotonic() > deadline:
                     raise HilError(f"cannot connect to QMP at {path}")
                 time.sleep(0.05)
@@ -404,13 +408,31 @@ class Machine:
         log = os.path.join(self.workdir, "console.log")
         with open(log, "ab") as f:
             f.write(f"\n===== boot {self.boots} =====\n".encode())
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.console = Console(self.proc.stdout, log, echo=self.echo)
-        self.qmp = QMP(self.qmp_path)
+        # Twice at most: right after a power cut (SIGKILL) the host may not
+        # yet have released the old QEMU's image locks, and the new QEMU then
+        # exits at once ("Failed to get write lock"). A second failure is
+        # reported with QEMU's own words.
+        for attempt in (1, 2):
+            self.started_at = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            self.console = Console(self.proc.stdout, log, echo=self.echo)
+            try:
+                self.qmp = QMP(self.qmp_path, alive=lambda: self.proc.poll() is None)
+                break
+            except HilError as e:
+                ended = self.proc.poll() is not None
+                if not ended:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=30)
+                self.console.thread.join(timeout=10)
+                said = " | ".join(line for line in self.console.lines[-6:] if line.strip())
+                if attempt == 2 or not ended:
+                    raise HilError(f"{e}; QEMU said: {said or '(nothing)'}")
+                print(f"    QEMU ended at start ({said or 'no output'}); starting it again", flush=True)
+                time.sleep(2)
         self.shell = Shell(self.ctl_path)
         return self
 
