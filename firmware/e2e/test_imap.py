@@ -1220,6 +1220,12 @@ def test_expunge_is_seen_by_another_session(imap_server):
         r = b.ok("FETCH 1:3 (UID)")
         assert not any("EXPUNGE" in x for x in r.untagged), r
         assert "* 2 FETCH (UID 2)" in r.untagged
+        # The expunged message's content is still served to the session that
+        # has not synced yet (the store keeps a released file readable for
+        # a grace period; RFC 2180 4.1.3), as Dovecot does, not NO
+        # [EXPUNGEISSUED].
+        r = b.ok("FETCH 2 (BODY.PEEK[])")
+        assert len(r.untagged) == 1 and "ex-2" in r.untagged[0], r
         # At the next NOOP session B learns of it.
         r = b.ok("NOOP")
         assert "* 2 EXPUNGE" in r.untagged, r

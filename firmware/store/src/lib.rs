@@ -88,6 +88,16 @@ pub use webadmin::{
 /// `Lagged` and simply re-reads its folder.
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 
+/// How long the file of a released message stays readable after the
+/// transaction that released it. An IMAP session that has not yet synced
+/// still shows the message (RFC 3501 7.4.1: EXPUNGE is reported only
+/// between commands); within this grace its FETCH gets the data, as
+/// Dovecot serves it, instead of `NO [EXPUNGEISSUED]` (RFC 2180 4.1.3).
+pub const RELEASED_FILE_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+/// At most this many released files wait out their grace; past it the
+/// oldest go at once (memory: one id and one instant each).
+pub const RELEASED_FILES_MAX: usize = 4096;
+
 /// The mail store. `Send + Sync`; share it as `Arc<Store>`.
 ///
 /// Dropping the last reference shuts it down (see [`Store::shutdown`]).
@@ -110,6 +120,13 @@ pub struct Store {
     journal: Arc<journal::Journal>,
     /// Message files moved to lost+found at open.
     lost_found_at_open: usize,
+    /// Files of released blobs waiting out [`RELEASED_FILE_GRACE`], oldest
+    /// first. Their release is committed: a crash leaves them to the next
+    /// open, which moves them to lost+found like any file without a record.
+    released: Mutex<std::collections::VecDeque<(std::time::Instant, Id)>>,
+    /// The grace in milliseconds: [`RELEASED_FILE_GRACE`] unless a test set
+    /// another with [`Store::set_released_file_grace`].
+    grace_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -202,6 +219,8 @@ impl Store {
             intake: intake::IntakeGate::default(),
             journal,
             lost_found_at_open: reconciled.lost_found,
+            released: Mutex::new(std::collections::VecDeque::new()),
+            grace_ms: std::sync::atomic::AtomicU64::new(RELEASED_FILE_GRACE.as_millis() as u64),
         }))
     }
 
@@ -285,6 +304,7 @@ impl Store {
                 tracing::info!("store commit thread stopped");
             }
         }
+        self.delete_released_now();
     }
 
     /// Counters of the group commit, for metrics.
@@ -319,10 +339,70 @@ impl Store {
     }
 
     /// Deletes the files of blobs whose last reference went in a committed
-    /// transaction.
+    /// transaction (queue entries, removed mailboxes: nothing an IMAP
+    /// session may still show), and any released file past its grace.
     pub(crate) fn delete_blob_files(&self, freed: &[Id]) {
         for id in freed {
             blobs::remove_blob_file(&blobs::blob_path(&self.msg_dir, *id));
+        }
+        self.delete_blob_files_after_grace(&[]);
+    }
+
+    /// Like [`Store::delete_blob_files`] for expunged messages: `freed`
+    /// joins the waiting line, and the files past [`RELEASED_FILE_GRACE`]
+    /// go now, so a session that has not synced can still FETCH them.
+    pub(crate) fn delete_blob_files_after_grace(&self, freed: &[Id]) {
+        let now = std::time::Instant::now();
+        let grace = std::time::Duration::from_millis(self.grace_ms.load(Ordering::Relaxed));
+        let due: Vec<Id> = {
+            let mut line = self.released.lock().unwrap_or_else(PoisonError::into_inner);
+            line.extend(freed.iter().map(|id| (now, *id)));
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = line.front() {
+                if line.len() > RELEASED_FILES_MAX || now.duration_since(at) >= grace {
+                    due.push(id);
+                    line.pop_front();
+                } else {
+                    break;
+                }
+            }
+            due
+        };
+        for id in due {
+            blobs::remove_blob_file(&blobs::blob_path(&self.msg_dir, id));
+        }
+    }
+
+    /// Sets how long expunged message files stay readable (tests that
+    /// check a file is gone right after its expunge set zero).
+    pub fn set_released_file_grace(&self, grace: std::time::Duration) {
+        self.grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Blobs whose files are waiting out [`RELEASED_FILE_GRACE`].
+    pub(crate) fn released_ids(&self) -> std::collections::HashSet<Id> {
+        let line = self.released.lock().unwrap_or_else(PoisonError::into_inner);
+        line.iter().map(|(_, id)| *id).collect()
+    }
+
+    /// Deletes every released file still waiting out its grace (shutdown).
+    fn delete_released_now(&self) {
+        let line: Vec<(std::time::Instant, Id)> = self
+            .released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        // Not `remove_blob_file`: shutdown may run on an async worker (the
+        // store's last owner dropped there), and this runs once, at the end.
+        for (_, id) in line {
+            let path = blobs::blob_path(&self.msg_dir, id);
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove blob file");
+            }
         }
     }
 }

@@ -373,7 +373,7 @@ impl Store {
             adjust_usage(&mut txn.open_table(USAGE)?, &mailbox, -(bytes as i64))?;
         }
         txn.commit()?;
-        self.delete_blob_files(&freed);
+        self.delete_blob_files_after_grace(&freed);
         self.notify_change(&mailbox);
         Ok(())
     }
@@ -803,7 +803,7 @@ impl Store {
             return Ok(removed);
         }
         txn.commit()?;
-        self.delete_blob_files(&freed);
+        self.delete_blob_files_after_grace(&freed);
         self.notify_change(&mailbox);
         Ok(removed)
     }

@@ -958,11 +958,15 @@ impl Store {
         let have: HashSet<Id> = blob_files(&bmsg)?.into_iter().collect();
         // Pass 1, without the lock: every file there now.
         let files = blob_files(self.msg_dir())?;
+        // Released files waiting out their grace are gone for the store:
+        // not worth copying (one released later is dropped below).
+        let released = self.released_ids();
         for (i, id) in files.iter().enumerate() {
             if i % 1000 == 0 {
                 progress("copying message files", i as u64, files.len() as u64);
             }
             if !have.contains(id)
+                && !released.contains(id)
                 && copy_or_link(&blob_path(self.msg_dir(), *id), &blob_path(&bmsg, *id))?
             {
                 report.files_copied += 1;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use mxrack_store::{Delivery, Id, Resolution, Resolved, SCHEMA_VERSION, Store, StoreError, id_hex};
+use mxrack_store::{
+    Delivery, FlagOp, Id, RELEASED_FILE_GRACE, Resolution, Resolved, SCHEMA_VERSION, Store,
+    StoreError, id_hex,
+};
 
 fn open(dir: &Path) -> Arc<Store> {
     Store::open(dir).expect("open store")
@@ -598,6 +601,77 @@ fn remote_delivery_is_queued_and_released() {
     );
     store.queue_remove(id2).expect("remove");
     assert!(!blob_file(tmp.path(), id2).exists());
+}
+
+#[test]
+fn a_released_file_stays_readable_for_its_grace_and_goes_at_shutdown() {
+    let rt = runtime(2);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    assert_eq!(RELEASED_FILE_GRACE.as_secs(), 120);
+    let id = store.next_id();
+    rt.block_on(store.deliver(delivery(&["bob@example.com"], &[], b"late reader\r\n"), id))
+        .expect("deliver");
+    store
+        .set_flags(
+            "bob@example.com",
+            "INBOX",
+            &[1],
+            FlagOp::Add,
+            &["\\Deleted".to_string()],
+        )
+        .expect("flag");
+    assert_eq!(
+        store
+            .expunge("bob@example.com", "INBOX", None)
+            .expect("expunge"),
+        [1]
+    );
+    // Expunged, but a session that has not synced can still read it.
+    assert_eq!(store.read_blob(id).expect("read"), b"late reader\r\n");
+    // With no grace the next expunge takes the waiting file with it.
+    store.set_released_file_grace(std::time::Duration::ZERO);
+    let other = store.next_id();
+    rt.block_on(store.deliver(delivery(&["carol@example.com"], &[], b"other\r\n"), other))
+        .expect("deliver");
+    store
+        .set_flags(
+            "carol@example.com",
+            "INBOX",
+            &[1],
+            FlagOp::Add,
+            &["\\Deleted".to_string()],
+        )
+        .expect("flag");
+    store
+        .expunge("carol@example.com", "INBOX", None)
+        .expect("expunge");
+    assert!(!blob_file(tmp.path(), id).exists());
+    assert!(!blob_file(tmp.path(), other).exists());
+    let id = store.next_id();
+    rt.block_on(store.deliver(delivery(&["carol@example.com"], &[], b"third\r\n"), id))
+        .expect("deliver");
+    store.set_released_file_grace(RELEASED_FILE_GRACE);
+    store
+        .set_flags(
+            "carol@example.com",
+            "INBOX",
+            &[2],
+            FlagOp::Add,
+            &["\\Deleted".to_string()],
+        )
+        .expect("flag");
+    store
+        .expunge("carol@example.com", "INBOX", None)
+        .expect("expunge");
+    assert!(blob_file(tmp.path(), id).exists());
+    // Shutdown deletes what is still waiting: nothing is left for the next
+    // open to put in lost+found.
+    store.shutdown();
+    assert!(!blob_file(tmp.path(), id).exists());
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.opened_lost_found(), 0);
 }
 
 #[test]
