@@ -436,6 +436,7 @@ pub fn header_fields(header: &[u8], fields: &[String], not: bool) -> Vec<u8> {
 }
 
 pub mod address;
+pub mod binary;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,9 @@
 
 use crate::sequence::SequenceSet;
 
+mod append;
+pub use append::{Announced, AppendLexer, AppendToken, parse_section};
+
 /// Deepest nesting of parenthesised lists and search keys.
 pub const NESTING_DEPTH_MAX: usize = 32;
 /// Most items in one list (fetch attributes, flags, search keys, ...).
@@ -82,6 +85,8 @@ pub enum Command {
         set: SequenceSet,
         items: Vec<FetchAtt>,
         changed_since: Option<u64>,
+        /// The VANISHED modifier (RFC 7162 3.2.6).
+        vanished: bool,
     },
     Store {
         uid: bool,
@@ -102,6 +107,12 @@ pub enum Command {
         mailbox: Vec<u8>,
     },
     Idle,
+    /// SELECT/EXAMINE with the QRESYNC parameter (RFC 7162 3.2.5).
+    SelectQresync {
+        mailbox: Vec<u8>,
+        read_only: bool,
+        qresync: QresyncArgs,
+    },
     GetQuota(Vec<u8>),
     GetQuotaRoot(Vec<u8>),
 }
@@ -159,6 +170,26 @@ pub enum FetchAtt {
         section: Section,
         partial: Option<(u32, u32)>,
     },
+    /// BINARY[part]<partial> and BINARY.PEEK (RFC 3516 4.1).
+    Binary {
+        peek: bool,
+        part: Vec<u32>,
+        partial: Option<(u32, u32)>,
+    },
+    /// BINARY.SIZE[part] (RFC 3516 4.1).
+    BinarySize {
+        part: Vec<u32>,
+    },
+}
+
+/// `QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])` (RFC 7162
+/// 3.2.5). The sequence-match data is parsed and not needed: VANISHED
+/// (EARLIER) is computed exactly from the UIDs that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QresyncArgs {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SequenceSet>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -238,17 +269,15 @@ pub fn literal_announced(line: &[u8]) -> Option<(u64, bool)> {
     Some((n, sync))
 }
 
-/// An APPEND read up to its message literal, whose `size` bytes the
-/// session streams to the store instead of reading them into the command.
+/// An APPEND read up to the end of its mailbox name: the rest (messages,
+/// CATENATE parts, MULTIAPPEND, RFC 3502 / 4469) is lexed by
+/// [`AppendLexer`] line by line while the session streams the literals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendHead {
     pub tag: String,
-    /// The message literal's announced size.
-    pub size: u64,
-    /// `{n}` (the client waits for "+") rather than `{n+}`.
-    pub sync: bool,
-    /// The arguments, or why they do not parse (a tagged BAD).
-    pub args: Result<AppendArgs, String>,
+    pub mailbox: Vec<u8>,
+    /// The rest of the last line read, from the space after the mailbox.
+    pub rest: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,39 +287,29 @@ pub struct AppendArgs {
     pub date: Option<i64>,
 }
 
-/// `Some` when `input` (a command as read so far, ending with a line that
-/// announces a literal) is an APPEND and that literal is its message:
-/// `tag APPEND mailbox [flags] [date] {n}` (the mailbox may itself be an
-/// earlier literal, inline). `None` for anything else, including an APPEND
-/// whose announced literal is the mailbox name: that literal is read like
-/// any other. MULTIAPPEND (RFC 3502) is not offered.
+/// `Some` when `input` (a command as read so far, ending with a line) is
+/// `tag APPEND mailbox SP ...` with the mailbox complete. `None` for
+/// anything else, including an APPEND whose announced literal is the
+/// mailbox name: that literal is read like any other, then this is asked
+/// again with it inline.
 pub fn parse_append_head(input: &[u8]) -> Option<AppendHead> {
-    let (size, sync) = literal_announced(input)?;
-    let open = input.iter().rposition(|&b| b == b'{')?;
     let mut c = Cursor {
-        buf: &input[..open],
+        buf: input,
         pos: 0,
         depth: 0,
     };
     let tag = c.tag()?;
-    if !(c.eat(b' ') && c.keyword("APPEND")) {
+    if !(c.eat(b' ') && c.keyword("APPEND") && c.eat(b' ')) {
         return None;
     }
-    if &c.buf[c.pos..] == b" " {
+    let mailbox = c.astring().ok()?;
+    if c.peek() != Some(b' ') {
         return None;
     }
-    let args = c.append_args().and_then(|args| {
-        if c.pos == c.buf.len() {
-            Ok(args)
-        } else {
-            Err("unexpected characters before the message literal".into())
-        }
-    });
     Some(AppendHead {
         tag,
-        size,
-        sync,
-        args,
+        mailbox,
+        rest: input[c.pos..].to_vec(),
     })
 }
 
@@ -682,12 +701,16 @@ impl<'a> Cursor<'a> {
                 self.sp()?;
                 let mailbox = self.astring()?;
                 let mut condstore = false;
+                let mut qresync = None;
                 if self.eat(b' ') {
                     self.open()?;
                     loop {
                         let p = self.atom()?.to_ascii_uppercase();
                         if p == "CONDSTORE" {
                             condstore = true;
+                        } else if p == "QRESYNC" {
+                            self.sp()?;
+                            qresync = Some(self.qresync_args()?);
                         } else {
                             return Err(format!("unknown SELECT parameter {p}"));
                         }
@@ -698,7 +721,13 @@ impl<'a> Cursor<'a> {
                     }
                     self.depth -= 1;
                 }
-                if word == "SELECT" {
+                if let Some(qresync) = qresync {
+                    Command::SelectQresync {
+                        mailbox,
+                        read_only: word == "EXAMINE",
+                        qresync,
+                    }
+                } else if word == "SELECT" {
                     Command::Select { mailbox, condstore }
                 } else {
                     Command::Examine { mailbox, condstore }
@@ -1137,20 +1166,34 @@ impl<'a> Cursor<'a> {
             items.push(self.fetch_att()?);
         }
         let mut changed_since = None;
+        let mut vanished = false;
         if self.eat(b' ') {
             self.open()?;
-            if !self.keyword("CHANGEDSINCE") {
-                return Err("unknown FETCH modifier".into());
+            loop {
+                if self.keyword("CHANGEDSINCE") {
+                    self.sp()?;
+                    changed_since = Some(self.number()?);
+                } else if self.keyword("VANISHED") {
+                    vanished = true;
+                } else {
+                    return Err("unknown FETCH modifier".into());
+                }
+                if !self.eat(b' ') {
+                    break;
+                }
             }
-            self.sp()?;
-            changed_since = Some(self.number()?);
             self.close()?;
+        }
+        // RFC 7162 3.2.6: VANISHED only with UID FETCH and CHANGEDSINCE.
+        if vanished && !(uid && changed_since.is_some()) {
+            return Err("VANISHED needs UID FETCH with CHANGEDSINCE".into());
         }
         Ok(Command::Fetch {
             uid,
             set,
             items,
             changed_since,
+            vanished,
         })
     }
 
@@ -1168,6 +1211,7 @@ impl<'a> Cursor<'a> {
             "RFC822" => FetchAtt::Rfc822,
             "RFC822.HEADER" => FetchAtt::Rfc822Header,
             "RFC822.TEXT" => FetchAtt::Rfc822Text,
+            "BINARY" | "BINARY.PEEK" | "BINARY.SIZE" => self.binary_att(&word)?,
             "BODY" | "BODY.PEEK" => {
                 if self.peek() != Some(b'[') {
                     if word == "BODY" {
@@ -1197,6 +1241,87 @@ impl<'a> Cursor<'a> {
                 }
             }
             _ => return Err(format!("unknown fetch item {word}")),
+        })
+    }
+
+    /// `[part]<partial>` after BINARY, BINARY.PEEK, BINARY.SIZE (RFC 3516
+    /// 4.1: `section-binary = "[" [section-part] "]"`; no partial on SIZE).
+    fn binary_att(&mut self, word: &str) -> R<FetchAtt> {
+        if !self.eat(b'[') {
+            return Err(format!("{word} needs a section"));
+        }
+        let mut part = Vec::new();
+        if !self.eat(b']') {
+            loop {
+                let n = self.number32()?;
+                if n == 0 || part.len() >= NESTING_DEPTH_MAX {
+                    return Err("bad section part".into());
+                }
+                part.push(n);
+                if !self.eat(b'.') {
+                    break;
+                }
+            }
+            if !self.eat(b']') {
+                return Err("BINARY takes part numbers only".into());
+            }
+        }
+        if word == "BINARY.SIZE" {
+            return Ok(FetchAtt::BinarySize { part });
+        }
+        let partial = if self.eat(b'<') {
+            let start = self.number32()?;
+            if !self.eat(b'.') {
+                return Err("bad partial".into());
+            }
+            let len = self.number32()?;
+            if !self.eat(b'>') || len == 0 {
+                return Err("bad partial".into());
+            }
+            Some((start, len))
+        } else {
+            None
+        };
+        Ok(FetchAtt::Binary {
+            peek: word == "BINARY.PEEK",
+            part,
+            partial,
+        })
+    }
+
+    /// `(uidvalidity modseq [known-uids [(seq-set uid-set)]])` of QRESYNC.
+    fn qresync_args(&mut self) -> R<QresyncArgs> {
+        self.open()?;
+        let uidvalidity = self.number32()?;
+        if uidvalidity == 0 {
+            return Err("bad UIDVALIDITY".into());
+        }
+        self.sp()?;
+        let modseq = self.number()?;
+        let mut known_uids = None;
+        if self.eat(b' ') {
+            if self.peek() != Some(b'(') {
+                known_uids = Some(self.sequence_set()?);
+                if !self.eat(b' ') {
+                    self.close()?;
+                    return Ok(QresyncArgs {
+                        uidvalidity,
+                        modseq,
+                        known_uids,
+                    });
+                }
+            }
+            self.open()?;
+            self.sequence_set()?;
+            self.sp()?;
+            self.sequence_set()?;
+            self.close()?;
+        }
+        self.close()?;
+        Ok(QresyncArgs {
+            uidvalidity,
+            modseq,
+            known_uids,
         })
     }
 

@@ -25,6 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 mod append;
+mod binary;
+mod catenate;
+mod qresync;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -90,6 +93,8 @@ struct Session {
     user: Option<String>,
     utf8: bool,
     condstore: bool,
+    /// ENABLE QRESYNC was given (RFC 7162 3.2.3): VANISHED, not EXPUNGE.
+    qresync: bool,
     selected: Option<Selected>,
     bad_commands: usize,
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
@@ -314,6 +319,7 @@ pub async fn run_session(
         user: None,
         utf8: false,
         condstore: false,
+        qresync: false,
         selected: None,
         bad_commands: 0,
         changes: None,
@@ -491,12 +497,12 @@ async fn read_command(
             Err(_) => return Err(ReadError::Gone),
         };
         buf.extend_from_slice(&line);
-        let Some((size, sync)) = literal_announced(&line) else {
-            return Ok(Incoming::Command(buf));
-        };
         if authenticated && let Some(head) = parse_append_head(&buf) {
             return Ok(Incoming::Append(head));
         }
+        let Some((size, sync)) = literal_announced(&line) else {
+            return Ok(Incoming::Command(buf));
+        };
         let max = if sync { literal_max } else { nonsync_max };
         if size > max || buf.len() + size as usize > total_max {
             let tag = String::from_utf8_lossy(buf.split(|&b| b == b' ').next().unwrap_or(b"*"))
@@ -548,7 +554,7 @@ impl Session {
             "LITERAL-"
         };
         let mut caps = format!(
-            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND CATENATE BINARY QRESYNC MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
         );
         if self.user.is_none() {
             if !self.tls && self.svc.tls.is_some() {
@@ -694,6 +700,11 @@ impl Session {
                             self.condstore = true;
                             enabled.push(c);
                         }
+                        // RFC 7162 3.2.3: QRESYNC implies CONDSTORE.
+                        "QRESYNC" => {
+                            (self.condstore, self.qresync) = (true, true);
+                            enabled.push(c);
+                        }
                         _ => {}
                     }
                 }
@@ -773,6 +784,14 @@ impl Session {
                 message,
             } => self.append(&tag, &mailbox, flags, date, message).await,
             Idle => return self.idle(&tag, conn, shutdown).await,
+            SelectQresync {
+                mailbox,
+                read_only,
+                qresync,
+            } => {
+                self.select_qresync(&tag, &mailbox, read_only, qresync, conn)
+                    .await
+            }
             GetQuota(root) => self.get_quota(&tag, &root, conn).await,
             GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, conn).await,
             Close => {
@@ -805,9 +824,18 @@ impl Session {
                 set,
                 items,
                 changed_since,
+                vanished,
             } => {
-                self.fetch(&tag, uid, &set, items, changed_since, conn)
-                    .await
+                if vanished && !self.qresync {
+                    Ok(format!(
+                        "{tag} BAD [CLIENTBUG] VANISHED needs ENABLE QRESYNC\r\n"
+                    ))
+                } else if vanished && let Err(e) = self.fetch_vanished(&set, conn).await {
+                    Err(e)
+                } else {
+                    self.fetch(&tag, uid, &set, items, changed_since, conn)
+                        .await
+                }
             }
             Store {
                 uid,
@@ -1106,7 +1134,7 @@ impl Session {
         else {
             return;
         };
-        let condstore = self.condstore;
+        let (condstore, qresync) = (self.condstore, self.qresync);
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
@@ -1114,14 +1142,15 @@ impl Session {
             snap.messages.iter().map(|m| (m.uid, m)).collect();
         let mut out = String::new();
         if allow_expunge {
+            let mut gone = Vec::new();
             let mut i = sel.messages.len();
             while i > 0 {
                 if !current.contains_key(&sel.messages[i - 1].uid) {
-                    out.push_str(&format!("* {i} EXPUNGE\r\n"));
-                    sel.messages.remove(i - 1);
+                    gone.push((i, sel.messages.remove(i - 1).uid));
                 }
                 i -= 1;
             }
+            qresync::expunged_lines(&mut out, qresync, &gone);
         }
         for (i, m) in sel.messages.iter_mut().enumerate() {
             if let Some(now) = current.get(&m.uid)
@@ -1475,19 +1504,21 @@ impl Session {
     }
 
     fn report_expunged(&mut self, removed: &[u32], conn: &mut Conn) {
+        let qresync = self.qresync;
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
         let removed: HashSet<u32> = removed.iter().copied().collect();
         let mut out = String::new();
+        let mut gone = Vec::new();
         let mut i = sel.messages.len();
         while i > 0 {
             if removed.contains(&sel.messages[i - 1].uid) {
-                out.push_str(&format!("* {i} EXPUNGE\r\n"));
-                sel.messages.remove(i - 1);
+                gone.push((i, sel.messages.remove(i - 1).uid));
             }
             i -= 1;
         }
+        qresync::expunged_lines(&mut out, qresync, &gone);
         conn.write(out.as_bytes());
     }
 
@@ -1606,13 +1637,18 @@ impl Session {
                     | FetchAtt::Rfc822Header
                     | FetchAtt::Rfc822Text
                     | FetchAtt::Section { .. }
+                    | FetchAtt::Binary { .. }
+                    | FetchAtt::BinarySize { .. }
             )
         });
         let sets_seen = !read_only
             && items.iter().any(|i| {
                 matches!(
                     i,
-                    FetchAtt::Rfc822 | FetchAtt::Rfc822Text | FetchAtt::Section { peek: false, .. }
+                    FetchAtt::Rfc822
+                        | FetchAtt::Rfc822Text
+                        | FetchAtt::Section { peek: false, .. }
+                        | FetchAtt::Binary { peek: false, .. }
                 )
             });
         // Mark \Seen first so the FLAGS in the response are the new ones (RFC 3501 6.4.5).
@@ -1639,6 +1675,7 @@ impl Session {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
         let mut missing = false;
+        let mut unknown_cte = None;
         let items = Arc::new(items);
         let metas: Vec<(usize, MessageMeta)> = seqs
             .iter()
@@ -1677,7 +1714,8 @@ impl Session {
             let (store, items, batch) = (self.svc.store.clone(), items.clone(), batch.to_vec());
             let rendered = mxrack_store::spawn_blocking(move || {
                 let mut out = Vec::new();
-                let mut missing = false;
+                let (mut missing, mut unknown_cte) = (false, None);
+                let has_binary = binary::wanted(&items);
                 for (seq, meta) in &batch {
                     let structure = if needs_structure {
                         fetch::cached_structure(meta.blob)
@@ -1696,17 +1734,25 @@ impl Session {
                     } else {
                         None
                     };
+                    // RFC 3516 4.3: no response for a part it cannot decode.
+                    if has_binary
+                        && let Some(e) = raw.as_deref().and_then(|r| binary::unknown_cte(&items, r))
+                    {
+                        unknown_cte = Some(e);
+                        continue;
+                    }
                     out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
                     render_items(&mut out, &items, meta, raw.as_deref(), structure);
                     out.extend_from_slice(b")\r\n");
                 }
-                (out, missing)
+                (out, missing, unknown_cte)
             })
             .await;
-            let Ok((out, batch_missing)) = rendered else {
+            let Ok((out, batch_missing, batch_cte)) = rendered else {
                 return Ok(format!("{tag} NO [SERVERBUG] FETCH failed\r\n"));
             };
             missing |= batch_missing;
+            unknown_cte = unknown_cte.or(batch_cte);
             conn.write(&out);
             drop(out);
             // A leased batch is sent before its lease is given back.
@@ -1716,6 +1762,11 @@ impl Session {
                 return Ok(String::new());
             }
             drop(lease);
+        }
+        if let Some(fetch::binary::UnknownCte(cte)) = unknown_cte {
+            return Ok(format!(
+                "{tag} NO [UNKNOWN-CTE] Cannot decode content transfer encoding {cte:?}\r\n"
+            ));
         }
         if missing {
             return Ok(format!(
@@ -2112,6 +2163,9 @@ fn render_items(
                 };
                 out.push(b' ');
                 response::literal(out, &bytes);
+            }
+            FetchAtt::Binary { .. } | FetchAtt::BinarySize { .. } => {
+                binary::render(out, item, raw.unwrap_or_default(), parsed.as_ref())
             }
         }
     }

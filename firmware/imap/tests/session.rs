@@ -488,7 +488,8 @@ async fn an_append_is_refused_before_its_message_is_read() {
     // Something after the message: BAD, nothing stored.
     c.send("d APPEND INBOX {12+}\r\nSubject: x\r\n junk\r\n")
         .await;
-    assert!(c.line().await.starts_with("d BAD"));
+    let d = c.line().await;
+    assert!(d.starts_with("d BAD"), "{d}");
     c.send("e NOOP\r\n").await;
     c.until("e OK").await;
     assert_eq!(msg_files(&h), 0);

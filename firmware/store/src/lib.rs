@@ -69,6 +69,7 @@ pub use ldap::{
     BookChanges, BookLimits, LdapAttribute, LdapBookMeta, LdapBookSnapshot, LdapEntry,
     LdapPrincipal, LdapValue, TOMBSTONES_PER_BOOK_MAX, Tombstone,
 };
+pub use mailstore::AppendedFile;
 pub use mailstore::MailboxUsage;
 pub use mailstore::{FlagOp, FolderSnapshot, folder_name_valid};
 pub use names::{normalize_address, normalize_domain};

@@ -18,6 +18,9 @@ use crate::schema::{
 };
 use crate::{Id, Store, StoreError, blobs};
 
+mod many;
+pub use many::AppendedFile;
+
 /// Longest folder name, in bytes, and deepest hierarchy.
 pub const FOLDER_NAME_BYTES_MAX: usize = 512;
 pub const FOLDER_DEPTH_MAX: usize = 16;

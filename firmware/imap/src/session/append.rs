@@ -1,29 +1,34 @@
-//! APPEND with its message streamed to the store (RFC 3501 6.3.11, RFC 4315
-//! APPENDUID, RFC 7888 LITERAL+): `read_command` stops at the message
-//! literal's announcement; everything that can refuse the message (size,
-//! arguments, name, intake gate, folder, quota with the announced size) is
-//! decided before a byte of it is read, then the literal goes in chunks of
-//! `LITERAL_CHUNK_BYTES` into an `IncomingMessage` (the message file), and
-//! the store commits it with its real size. Memory per session stays one
-//! chunk plus the store's 64 KiB buffer, whatever the message's size.
+//! APPEND with its messages streamed to the store (RFC 3501 6.3.11, RFC
+//! 4315 APPENDUID, RFC 7888 LITERAL+, MULTIAPPEND RFC 3502, CATENATE RFC
+//! 4469, literal8 RFC 3516): `read_command` stops after the mailbox name;
+//! the rest is lexed line by line (`parser::AppendLexer`). Everything that
+//! can refuse a message (size, arguments, name, intake gate, folder, quota
+//! with the announced size, the memory budget) is decided before a byte
+//! of it is read, then each literal goes in chunks of `LITERAL_CHUNK_BYTES`
+//! into an `IncomingMessage` (the message file), finished when the
+//! message ends; the store commits all the messages of the command in one
+//! transaction at its end. Memory per session stays one chunk plus the
+//! store's 64 KiB buffer, whatever the size or number of messages
+//! (CATENATE URL parts: the referenced message, leased like FETCH).
 //!
 //! A refused synchronizing literal gets its answer instead of "+", so the
 //! client sends nothing; a refused non-synchronizing one (LITERAL+: the
 //! client is already sending) is read and dropped, then answered.
 //!
-//! The whole APPEND, its message and the line end after it, must be in by
-//! the command's deadline (`imap.command_timeout_secs` from its first byte,
-//! set by the session loop); between chunks the idle wait applies too.
+//! The whole APPEND, its messages and the line end after them, must be in
+//! by the command's deadline (`imap.command_timeout_secs` from its first
+//! byte, set by the session loop); between chunks the idle wait applies too.
 
 use std::time::Duration;
 
 use mxrack_net::{Conn, LineError, ShutdownSignal};
-use mxrack_store::{IncomingMessage, StoreError};
+use mxrack_store::{AppendedFile, IncomingMessage, StoreError};
 use tokio::time::{Instant, timeout_at};
 use tracing::warn;
 
 use super::{Flow, Session, blocking, store_error};
-use crate::parser::{AppendArgs, AppendHead, literal_announced};
+use crate::parser::{Announced, AppendHead, AppendLexer, AppendToken, literal_announced};
+use crate::sequence::SequenceSet;
 
 /// Bytes of a literal read from the connection at a time.
 const LITERAL_CHUNK_BYTES: usize = 64 * 1024;
@@ -42,16 +47,34 @@ enum Cut {
     Shutdown,
 }
 
-/// Where an accepted APPEND goes.
-struct Target {
-    folder: String,
+/// The message being built: a literal streamed into its file, or the
+/// parts of a CATENATE.
+struct Building {
     flags: Vec<String>,
     date: Option<i64>,
+    file: Option<IncomingMessage>,
+}
+
+/// What follows the current line.
+enum Literal {
+    /// Message bytes, streamed into the message being built; `true` when
+    /// they are the whole message (not a CATENATE TEXT part).
+    Stream(Announced, bool),
+    /// A CATENATE URL given as a literal, read into memory.
+    Url(Announced),
 }
 
 impl Session {
-    /// One APPEND whose message literal is announced and not yet read;
-    /// `command_end` is when the whole command must be in.
+    /// One APPEND from its mailbox on (RFC 3501 6.3.11 with MULTIAPPEND,
+    /// RFC 3502, CATENATE, RFC 4469, and literal8, RFC 3516): each message
+    /// and each TEXT part streams into a message file as it arrives, each
+    /// finished message waits as an `AppendedFile`, and at the end of the
+    /// command all of them are committed in one transaction, or none.
+    /// Once something refuses the command (`failure`), the rest is only
+    /// read to its end: a synchronizing literal gets the refusal instead
+    /// of "+" (the client then sends nothing more), a non-synchronizing
+    /// one is read and dropped. `command_end` is when the whole command
+    /// must be in.
     pub(super) async fn append_streamed(
         &mut self,
         head: AppendHead,
@@ -59,129 +82,210 @@ impl Session {
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
     ) -> Flow {
-        let AppendHead {
-            tag,
-            size,
-            sync,
-            args,
-        } = head;
-        let max = self.svc.limits.max_literal_bytes;
-        if size > max {
-            conn.write(format!("{tag} NO [TOOBIG] Literal larger than {max} bytes\r\n").as_bytes());
-            if !sync {
-                // The client is already sending it: the only safe way out is to close.
-                conn.write(b"* BYE [TOOBIG] Literal too large\r\n");
-                return Flow::Close;
-            }
-            return Flow::Continue;
-        }
-        let target = match args {
-            Ok(args) => self.append_target(&tag, args, size).await,
-            Err(text) => {
-                if self.count_bad(conn) {
-                    return Flow::Close;
-                }
-                Err(format!("{tag} BAD [CLIENTBUG] {text}\r\n"))
-            }
-        };
-        let target = match target {
-            Ok(target) => target,
-            Err(reply) => {
-                return self
-                    .refuse_literal(conn, shutdown, command_end, size, sync, reply)
-                    .await;
-            }
-        };
-        // The shared memory budget (issue 10): when client data in flight
-        // has spent it, the APPEND is refused as a temporary failure before
-        // a byte of the literal is read (RFC 5530 UNAVAILABLE).
-        let Some(_lease) = mxrack_net::budget::global().lease(APPEND_LEASE_BYTES).await else {
-            warn!("APPEND refused: the memory budget for client data is spent");
-            let reply = format!("{tag} NO [UNAVAILABLE] Server busy, try again later\r\n");
-            return self
-                .refuse_literal(conn, shutdown, command_end, size, sync, reply)
-                .await;
-        };
-        let store = self.svc.store.clone();
-        let file = match store.begin_message(store.next_id()).await {
-            Ok(file) => file,
-            Err(e) => {
-                warn!(error = %e, "APPEND: cannot start a message file");
-                let reply = store_error(&tag, &e);
-                return self
-                    .refuse_literal(conn, shutdown, command_end, size, sync, reply)
-                    .await;
-            }
-        };
-        if sync {
-            conn.write(b"+ Ready for literal data\r\n");
-        }
-        if conn.flush().await.is_err() {
-            file.discard().await;
-            return Flow::Close;
-        }
-        let file = match self
-            .read_literal(conn, shutdown, command_end, size, Some(file))
-            .await
+        let (mut done, mut building) = (Vec::new(), None);
+        let flow = self
+            .append_messages(head, command_end, conn, shutdown, &mut done, &mut building)
+            .await;
+        // Whatever was not committed goes, before the answer is sent (it is
+        // only buffered so far): a refused APPEND leaves no file.
+        if let Some(Building {
+            file: Some(file), ..
+        }) = building
         {
-            Ok(file) => file,
-            Err(cut) => return cut_flow(conn, cut),
-        };
-        let end = self.end_of_command(conn, shutdown, command_end, &tag).await;
-        let file = match (end, file) {
-            (Ok(()), file) => file,
-            (Err(flow), file) => {
-                if let Some(Ok(file)) = file {
-                    file.discard().await;
-                }
-                return flow;
-            }
-        };
-        let reply = match file {
-            Some(Ok(file)) => {
-                let user = self.user.clone().unwrap_or_default();
-                match store
-                    .append_incoming(file, &user, &target.folder, &target.flags, target.date)
-                    .await
-                {
-                    Ok((validity, uid)) => {
-                        format!("{tag} OK [APPENDUID {validity} {uid}] APPEND completed\r\n")
-                    }
-                    Err(StoreError::NotFound { kind: "folder", .. }) => {
-                        format!("{tag} NO [TRYCREATE] No such mailbox\r\n")
-                    }
-                    Err(e) => store_error(&tag, &e),
-                }
-            }
-            Some(Err(e)) => store_error(&tag, &e),
-            None => store_error(&tag, &StoreError::Closed),
-        };
-        if self.selected.is_some() {
-            self.sync(conn, true).await;
+            file.discard().await;
         }
-        conn.write(reply.as_bytes());
-        Flow::Continue
+        for file in done {
+            file.discard().await;
+        }
+        flow
     }
 
-    /// What can refuse an APPEND before its message is read, with the size
-    /// the client announced. `Err` is the tagged answer.
-    async fn append_target(
+    async fn append_messages(
+        &mut self,
+        head: AppendHead,
+        command_end: Instant,
+        conn: &mut Conn,
+        shutdown: &mut ShutdownSignal,
+        done: &mut Vec<AppendedFile>,
+        building: &mut Option<Building>,
+    ) -> Flow {
+        let AppendHead { tag, mailbox, rest } = head;
+        let max = self.svc.limits.max_literal_bytes;
+        let folder = self.decode_name(&mailbox);
+        let mut failure = folder.is_none().then(|| super::invalid_mailbox_name(&tag));
+        let folder = folder.unwrap_or_default();
+        let mut lexer = AppendLexer::default();
+        let (mut line, mut pos) = (rest, 0);
+        let mut lease = None;
+        loop {
+            let token = match lexer.next(&line, &mut pos) {
+                Ok(token) => token,
+                Err(text) => return self.append_bad(conn, &tag, &line, &text),
+            };
+            let literal = match token {
+                AppendToken::End => {
+                    let reply = match failure {
+                        Some(reply) => reply,
+                        None => self.append_commit(&tag, std::mem::take(done)).await,
+                    };
+                    if self.selected.is_some() {
+                        self.sync(conn, true).await;
+                    }
+                    conn.write(reply.as_bytes());
+                    return Flow::Continue;
+                }
+                AppendToken::Message {
+                    flags,
+                    date,
+                    literal,
+                } => {
+                    if failure.is_none() {
+                        if literal.size > max {
+                            failure = Some(format!(
+                                "{tag} NO [TOOBIG] Literal larger than {max} bytes\r\n"
+                            ));
+                        } else if literal.size == 0 {
+                            failure = Some(format!("{tag} NO [CANNOT] Empty message\r\n"));
+                        } else {
+                            *building = self
+                                .start_message(&tag, &folder, flags, date, literal.size, &mut lease)
+                                .await
+                                .map_err(|reply| failure = Some(reply))
+                                .ok();
+                        }
+                    }
+                    Literal::Stream(literal, true)
+                }
+                AppendToken::Catenate { flags, date } => {
+                    if failure.is_none() {
+                        *building = self
+                            .start_message(&tag, &folder, flags, date, 0, &mut lease)
+                            .await
+                            .map_err(|reply| failure = Some(reply))
+                            .ok();
+                    }
+                    continue;
+                }
+                AppendToken::Text(literal) => {
+                    let held = building
+                        .as_ref()
+                        .and_then(|b| b.file.as_ref())
+                        .map(|f| f.len());
+                    if failure.is_none() && held.unwrap_or(0).saturating_add(literal.size) > max {
+                        failure = Some(super::catenate::too_big(&tag));
+                    }
+                    Literal::Stream(literal, false)
+                }
+                AppendToken::UrlLiteral(literal) => {
+                    if failure.is_none() && literal.size > super::catenate::URL_BYTES_MAX {
+                        failure = Some(super::catenate::too_big(&tag));
+                    }
+                    Literal::Url(literal)
+                }
+                AppendToken::Url(url) => {
+                    if failure.is_none() {
+                        failure = self.add_url(&tag, &url, building, max).await.err();
+                    }
+                    continue;
+                }
+                AppendToken::CatenateEnd => {
+                    if failure.is_none() {
+                        match self.finish_message(&tag, &folder, building.take()).await {
+                            Ok(file) => done.push(file),
+                            Err(reply) => failure = Some(reply),
+                        }
+                    }
+                    continue;
+                }
+            };
+            let announced = match &literal {
+                Literal::Stream(a, _) | Literal::Url(a) => *a,
+            };
+            if let Some(reply) = &failure {
+                if announced.sync {
+                    // Instead of "+": the client sends nothing more (RFC
+                    // 3502 6.3.11, RFC 4469 5).
+                    conn.write(reply.as_bytes());
+                    return Flow::Continue;
+                }
+                if announced.size > max {
+                    // Too much to read and drop: the only safe way out is to close.
+                    conn.write(reply.as_bytes());
+                    conn.write(b"* BYE [TOOBIG] Literal too large\r\n");
+                    return Flow::Close;
+                }
+                if let Err(cut) = self
+                    .read_literal(conn, shutdown, command_end, announced.size, None)
+                    .await
+                {
+                    return cut_flow(conn, cut);
+                }
+            } else {
+                if announced.sync {
+                    conn.write(b"+ Ready for literal data\r\n");
+                }
+                if conn.flush().await.is_err() {
+                    return Flow::Close;
+                }
+                match literal {
+                    Literal::Url(a) => {
+                        let until = self.read_until(command_end);
+                        let url = tokio::select! {
+                            biased;
+                            _ = shutdown.wait() => return cut_flow(conn, Cut::Shutdown),
+                            r = timeout_at(until, conn.read_exact_bytes(a.size as usize)) => r,
+                        };
+                        let url = match url {
+                            Err(_) => return cut_flow(conn, timed_out(command_end)),
+                            Ok(Err(_)) => return cut_flow(conn, Cut::Gone),
+                            Ok(Ok(url)) => url,
+                        };
+                        failure = self.add_url(&tag, &url, building, max).await.err();
+                    }
+                    Literal::Stream(a, whole) => {
+                        let file = building.as_mut().and_then(|b| b.file.take());
+                        let file = match self
+                            .read_literal(conn, shutdown, command_end, a.size, file)
+                            .await
+                        {
+                            Ok(file) => file,
+                            Err(cut) => return cut_flow(conn, cut),
+                        };
+                        match (file, building.as_mut()) {
+                            (Some(Ok(file)), Some(b)) => b.file = Some(file),
+                            (Some(Err(e)), _) => failure = Some(store_error(&tag, &e)),
+                            _ => failure = Some(store_error(&tag, &StoreError::Closed)),
+                        }
+                        // A whole message ends with its literal.
+                        if failure.is_none() && whole {
+                            match self.finish_message(&tag, &folder, building.take()).await {
+                                Ok(file) => done.push(file),
+                                Err(reply) => failure = Some(reply),
+                            }
+                        }
+                    }
+                }
+            }
+            line = match self.next_line(conn, shutdown, command_end, &tag).await {
+                Ok(line) => line,
+                Err(flow) => return flow,
+            };
+            pos = 0;
+        }
+    }
+
+    /// What can refuse a message before its bytes are read (with the size
+    /// the client announced; 0 for a CATENATE, whose size comes with its
+    /// parts), then its file. `Err` is the tagged answer.
+    async fn start_message(
         &self,
         tag: &str,
-        args: AppendArgs,
+        folder: &str,
+        flags: Vec<String>,
+        date: Option<i64>,
         size: u64,
-    ) -> Result<Target, String> {
-        let AppendArgs {
-            mailbox,
-            flags,
-            date,
-        } = args;
-        let Some(folder) = self.decode_name(&mailbox) else {
-            return Err(super::invalid_mailbox_name(tag));
-        };
-        if size == 0 {
-            return Err(format!("{tag} NO [CANNOT] Empty message\r\n"));
-        }
+        lease: &mut Option<mxrack_net::budget::Lease>,
+    ) -> Result<Building, String> {
         // The health monitor stops new mail before the data file system is
         // full (issue 6): APPEND is refused like a full disk, until space is
         // back. [OVERQUOTA] (RFC 5530) is what clients show as "disk full".
@@ -196,17 +300,88 @@ impl Session {
             .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
             .collect();
         let user = self.user.clone().unwrap_or_default();
-        let (name, check_flags) = (folder.clone(), flags.clone());
+        let (name, check_flags) = (folder.to_string(), flags.clone());
         match blocking(&self.svc.store, move |s| {
             s.append_check(&user, &name, &check_flags, size)
         })
         .await
         {
-            Ok(_) => Ok(Target {
-                folder,
+            Ok(_) => {}
+            Err(StoreError::NotFound { kind: "folder", .. }) => {
+                return Err(format!("{tag} NO [TRYCREATE] No such mailbox\r\n"));
+            }
+            Err(e) => return Err(store_error(tag, &e)),
+        }
+        // The shared memory budget (issue 10): one lease for the whole
+        // command (one message is written at a time), taken before a byte
+        // of a literal is read (RFC 5530 UNAVAILABLE when it is spent).
+        if lease.is_none() {
+            match mxrack_net::budget::global().lease(APPEND_LEASE_BYTES).await {
+                Some(l) => *lease = Some(l),
+                None => {
+                    warn!("APPEND refused: the memory budget for client data is spent");
+                    return Err(format!(
+                        "{tag} NO [UNAVAILABLE] Server busy, try again later\r\n"
+                    ));
+                }
+            }
+        }
+        let store = &self.svc.store;
+        match store.begin_message(store.next_id()).await {
+            Ok(file) => Ok(Building {
                 flags,
                 date,
+                file: Some(file),
             }),
+            Err(e) => {
+                warn!(error = %e, "APPEND: cannot start a message file");
+                Err(store_error(tag, &e))
+            }
+        }
+    }
+
+    /// Adds a CATENATE URL part to the message being built.
+    async fn add_url(
+        &self,
+        tag: &str,
+        url: &[u8],
+        building: &mut Option<Building>,
+        max: u64,
+    ) -> Result<(), String> {
+        let Some(file) = building.as_mut().and_then(|b| b.file.as_mut()) else {
+            return Err(store_error(tag, &StoreError::Closed));
+        };
+        let room = max.saturating_sub(file.len());
+        self.catenate_url(tag, url, file, room).await
+    }
+
+    /// Checks and finishes the message just built (not yet in the folder).
+    async fn finish_message(
+        &self,
+        tag: &str,
+        folder: &str,
+        building: Option<Building>,
+    ) -> Result<AppendedFile, String> {
+        let Some(Building {
+            flags,
+            date,
+            file: Some(file),
+        }) = building
+        else {
+            return Err(store_error(tag, &StoreError::Closed));
+        };
+        if file.is_empty() {
+            file.discard().await;
+            return Err(format!("{tag} NO [CANNOT] Empty message\r\n"));
+        }
+        let user = self.user.clone().unwrap_or_default();
+        match self
+            .svc
+            .store
+            .append_finish(file, &user, folder, &flags, date)
+            .await
+        {
+            Ok(file) => Ok(file),
             Err(StoreError::NotFound { kind: "folder", .. }) => {
                 Err(format!("{tag} NO [TRYCREATE] No such mailbox\r\n"))
             }
@@ -214,32 +389,59 @@ impl Session {
         }
     }
 
-    /// Answers an APPEND refused before its message: instead of "+" for a
-    /// synchronizing literal; after reading and dropping a
-    /// non-synchronizing one, which the client is already sending.
-    async fn refuse_literal(
+    /// Commits every message of the command in one transaction: APPENDUID
+    /// with their UIDs (RFC 4315 3, RFC 3502 6.3.11).
+    async fn append_commit(&self, tag: &str, done: Vec<AppendedFile>) -> String {
+        match self.svc.store.append_commit_all(done).await {
+            Ok((validity, uids)) => format!(
+                "{tag} OK [APPENDUID {validity} {}] APPEND completed\r\n",
+                SequenceSet::compact(&uids)
+            ),
+            Err(StoreError::NotFound { kind: "folder", .. }) => {
+                format!("{tag} NO [TRYCREATE] No such mailbox\r\n")
+            }
+            Err(e) => store_error(tag, &e),
+        }
+    }
+
+    /// A malformed APPEND: BAD, and nothing of it is kept. When the line
+    /// announced a non-synchronizing literal it cannot be told from
+    /// commands: the session ends.
+    fn append_bad(&mut self, conn: &mut Conn, tag: &str, line: &[u8], text: &str) -> Flow {
+        conn.write(format!("{tag} BAD [CLIENTBUG] {text}\r\n").as_bytes());
+        if literal_announced(line).is_some_and(|(_, sync)| !sync) || self.count_bad(conn) {
+            conn.write(b"* BYE Protocol error\r\n");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    /// The next line of the command, after a literal. `Err` is how the
+    /// session goes on (the answer written).
+    async fn next_line(
         &mut self,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
         command_end: Instant,
-        size: u64,
-        sync: bool,
-        reply: String,
-    ) -> Flow {
-        if !sync {
-            if let Err(cut) = self
-                .read_literal(conn, shutdown, command_end, size, None)
-                .await
-            {
-                return cut_flow(conn, cut);
+        tag: &str,
+    ) -> Result<Vec<u8>, Flow> {
+        let until = self.read_until(command_end);
+        let line = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Err(cut_flow(conn, Cut::Shutdown)),
+            r = timeout_at(until, conn.read_line(self.svc.limits.max_line_bytes)) => r,
+        };
+        match line {
+            Err(_) => Err(cut_flow(conn, timed_out(command_end))),
+            Ok(Err(LineError::TooLong)) => {
+                // What it announced is unknown: the session cannot go on safely.
+                conn.write(format!("{tag} BAD [TOOBIG] Command line too long\r\n").as_bytes());
+                conn.write(b"* BYE Protocol error\r\n");
+                Err(Flow::Close)
             }
-            let tag = reply.split(' ').next().unwrap_or("*").to_string();
-            if let Err(flow) = self.end_of_command(conn, shutdown, command_end, &tag).await {
-                return flow;
-            }
+            Ok(Err(_)) => Err(cut_flow(conn, Cut::Gone)),
+            Ok(Ok(line)) => Ok(line),
         }
-        conn.write(reply.as_bytes());
-        Flow::Continue
     }
 
     /// Until when the next read may wait: the idle time from now, never
@@ -292,43 +494,6 @@ impl Session {
             }
         }
         Ok(file)
-    }
-
-    /// Reads the end of the command line after the message literal: it
-    /// must be empty. `Err` is how the session goes on (the answer written).
-    async fn end_of_command(
-        &mut self,
-        conn: &mut Conn,
-        shutdown: &mut ShutdownSignal,
-        command_end: Instant,
-        tag: &str,
-    ) -> Result<(), Flow> {
-        let until = self.read_until(command_end);
-        let line = tokio::select! {
-            biased;
-            _ = shutdown.wait() => return Err(cut_flow(conn, Cut::Shutdown)),
-            r = timeout_at(until, conn.read_line(self.svc.limits.max_line_bytes)) => r,
-        };
-        let line = match line {
-            Err(_) => return Err(cut_flow(conn, timed_out(command_end))),
-            Ok(Err(LineError::TooLong)) => Vec::new(),
-            Ok(Err(_)) => return Err(cut_flow(conn, Cut::Gone)),
-            Ok(Ok(line)) => line,
-        };
-        if line == b"\r\n" || line == b"\n" {
-            return Ok(());
-        }
-        // MULTIAPPEND (RFC 3502) is not offered; anything after the
-        // message is a client error.
-        conn.write(
-            format!("{tag} BAD [CLIENTBUG] Unexpected characters after the message\r\n").as_bytes(),
-        );
-        if literal_announced(&line).is_some_and(|(_, sync)| !sync) || self.count_bad(conn) {
-            // A literal already on its way cannot be told from commands.
-            conn.write(b"* BYE Protocol error\r\n");
-            return Err(Flow::Close);
-        }
-        Err(Flow::Continue)
     }
 }
 
