@@ -7,6 +7,11 @@
 //! literal follows and how large it is, before any of it is read.
 
 use crate::sequence::SequenceSet;
+use crate::sort::SortCriterion;
+use crate::thread::Algorithm;
+
+mod sort;
+pub use sort::ReturnOpts;
 
 mod append;
 pub use append::{Announced, AppendLexer, AppendToken, parse_section};
@@ -78,8 +83,21 @@ pub enum Command {
     Search {
         uid: bool,
         criteria: SearchKey,
-        esearch: Option<Vec<String>>,
+        esearch: Option<ReturnOpts>,
     },
+    /// RFC 5256 SORT, with RFC 5267 RETURN options.
+    Sort {
+        uid: bool,
+        program: Vec<SortCriterion>,
+        criteria: SearchKey,
+        ret: Option<ReturnOpts>,
+    },
+    Thread {
+        uid: bool,
+        algorithm: Algorithm,
+        criteria: SearchKey,
+    },
+    CancelUpdate(Vec<String>),
     Fetch {
         uid: bool,
         set: SequenceSet,
@@ -775,6 +793,9 @@ impl<'a> Cursor<'a> {
             }
             "APPEND" => self.append()?,
             "SEARCH" => self.search(false)?,
+            "SORT" => self.sort(false)?,
+            "THREAD" => self.thread(false)?,
+            "CANCELUPDATE" => self.cancel_update()?,
             "FETCH" => self.fetch(false)?,
             "STORE" => self.store(false)?,
             "COPY" | "MOVE" => self.copy(false, word == "MOVE")?,
@@ -783,6 +804,8 @@ impl<'a> Cursor<'a> {
                 let sub = self.atom()?.to_ascii_uppercase();
                 match sub.as_str() {
                     "SEARCH" => self.search(true)?,
+                    "SORT" => self.sort(true)?,
+                    "THREAD" => self.thread(true)?,
                     "FETCH" => self.fetch(true)?,
                     "STORE" => self.store(true)?,
                     "COPY" => self.copy(true, false)?,
@@ -935,48 +958,9 @@ impl<'a> Cursor<'a> {
     }
 
     fn search(&mut self, uid: bool) -> R<Command> {
-        let mut esearch = None;
-        let mut keys = Vec::new();
         self.sp()?;
-        if self.keyword("RETURN") {
-            self.sp()?;
-            self.open()?;
-            let mut opts = Vec::new();
-            while !self.eat(b')') {
-                opts.push(self.atom()?.to_ascii_uppercase());
-                self.eat(b' ');
-                if opts.len() > 8 {
-                    return Err("too many RETURN options".into());
-                }
-            }
-            self.depth -= 1;
-            esearch = Some(opts);
-            self.sp()?;
-        }
-        if self.keyword("CHARSET") {
-            self.sp()?;
-            let cs = self.astring_text()?;
-            if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") {
-                return Err(format!(
-                    "[BADCHARSET (UTF-8 US-ASCII)] {cs} is not supported"
-                ));
-            }
-            self.sp()?;
-        }
-        loop {
-            keys.push(self.search_key()?);
-            if keys.len() > LIST_ITEMS_MAX {
-                return Err("too many search keys".into());
-            }
-            if !self.eat(b' ') {
-                break;
-            }
-        }
-        let criteria = if keys.len() == 1 {
-            keys.remove(0)
-        } else {
-            SearchKey::And(keys)
-        };
+        let esearch = self.return_opts()?;
+        let criteria = self.charset_criteria(false)?;
         Ok(Command::Search {
             uid,
             criteria,
@@ -1110,11 +1094,16 @@ impl<'a> Cursor<'a> {
             }
             "MODSEQ" => {
                 self.sp()?;
-                // Optional entry name and type (RFC 7162 3.1.5) are skipped.
+                // RFC 7162 3.1.5: an optional entry name ("/flags/\\Seen")
+                // and type (priv, shared or all); one mod-sequence is kept
+                // per message here, so the entry narrows nothing.
                 if self.peek() == Some(b'"') {
                     self.quoted()?;
                     self.sp()?;
-                    self.atom()?;
+                    let t = self.atom()?.to_ascii_lowercase();
+                    if !matches!(t.as_str(), "priv" | "shared" | "all") {
+                        return Err(format!("bad MODSEQ entry type {t}"));
+                    }
                     self.sp()?;
                 }
                 Ok(SearchKey::ModSeq(self.number()?))

@@ -36,11 +36,10 @@ fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
     meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
+/// Substring match under i;unicode-casemap (RFC 5051), the collation
+/// SORT and THREAD compare with too.
 fn contains_ci(haystack: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    haystack.to_lowercase().contains(&needle.to_lowercase())
+    crate::collate::contains(haystack, needle)
 }
 
 fn days(unix: i64) -> i64 {

@@ -6,11 +6,10 @@
 use crate::fetch;
 use crate::mutf7;
 use crate::parser::{
-    AppendHead, Command, FetchAtt, ListArgs, ParseError, Request, SearchKey, Section, SectionText,
-    StatusItem, StoreOp, literal_announced, parse_append_head, parse_request,
+    AppendHead, Command, FetchAtt, ListArgs, ParseError, Request, ReturnOpts, SearchKey, Section,
+    SectionText, StatusItem, StoreOp, literal_announced, parse_append_head, parse_request,
 };
 use crate::response::{self, mailbox as mailbox_name, nstring};
-use crate::search::{self, Candidate};
 use crate::sequence::SequenceSet;
 use base64::Engine;
 use mxrack_net::{BoxStream, Conn, Deadlines, LineError, ShutdownSignal};
@@ -28,6 +27,8 @@ mod append;
 mod binary;
 mod catenate;
 mod qresync;
+mod context;
+mod sort;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -100,6 +101,8 @@ struct Session {
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
     /// A BYE was sent: the session ends after the current response.
     closing: bool,
+    /// SEARCH RETURN (UPDATE) results kept up to date (RFC 5267 4.3).
+    contexts: Vec<context::UpdateContext>,
     /// When the connection was accepted: the not-authenticated state may
     /// last `login_timeout_secs` from here.
     connected_at: Instant,
@@ -323,6 +326,7 @@ pub async fn run_session(
         selected: None,
         bad_commands: 0,
         changes: None,
+        contexts: Vec::new(),
         closing: false,
         connected_at: Instant::now(),
     };
@@ -554,7 +558,8 @@ impl Session {
             "LITERAL-"
         };
         let mut caps = format!(
-            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND CATENATE BINARY QRESYNC MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND CATENATE BINARY QRESYNC MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT {}",
+            sort::CAPABILITIES,
         );
         if self.user.is_none() {
             if !self.tls && self.svc.tls.is_some() {
@@ -621,6 +626,8 @@ impl Session {
             | Expunge
             | UidExpunge(_)
             | Search { .. }
+            | Sort { .. }
+            | Thread { .. }
             | Fetch { .. }
             | Store { .. }
             | Copy { .. }
@@ -646,8 +653,11 @@ impl Session {
             Fetch { uid: false, .. }
                 | Store { uid: false, .. }
                 | Search { uid: false, .. }
+                | Sort { uid: false, .. }
+                | Thread { uid: false, .. }
                 | Copy { uid: false, .. }
         );
+        self.condstore_enabling(&req.command, conn);
         let result = match req.command {
             Capability => {
                 conn.write(format!("* CAPABILITY {}\r\n", self.capabilities()).as_bytes());
@@ -819,6 +829,18 @@ impl Session {
                 criteria,
                 esearch,
             } => self.search(&tag, uid, criteria, esearch, conn).await,
+            Sort {
+                uid,
+                program,
+                criteria,
+                ret,
+            } => self.sort(&tag, uid, program, criteria, ret, conn).await,
+            Thread {
+                uid,
+                algorithm,
+                criteria,
+            } => self.thread(&tag, uid, algorithm, criteria, conn).await,
+            CancelUpdate(tags) => Ok(self.cancel_update(&tag, &tags)),
             Fetch {
                 uid,
                 set,
@@ -859,6 +881,7 @@ impl Session {
         if self.selected.is_some() {
             self.sync(conn, !no_expunge).await;
         }
+        self.context_updates(conn).await;
         conn.write(reply.as_bytes());
         Flow::Continue
     }
@@ -1134,6 +1157,17 @@ impl Session {
         else {
             return;
         };
+        if allow_expunge && !self.contexts.is_empty() {
+            let now: HashSet<u32> = snap.messages.iter().map(|m| m.uid).collect();
+            let gone: Vec<u32> = self.selected.as_ref().map_or(Vec::new(), |s| {
+                s.messages
+                    .iter()
+                    .map(|m| m.uid)
+                    .filter(|u| !now.contains(u))
+                    .collect()
+            });
+            self.context_expunging(&gone, conn);
+        }
         let (condstore, qresync) = (self.condstore, self.qresync);
         let Some(sel) = self.selected.as_mut() else {
             return;
@@ -1504,6 +1538,7 @@ impl Session {
     }
 
     fn report_expunged(&mut self, removed: &[u32], conn: &mut Conn) {
+        self.context_expunging(removed, conn);
         let qresync = self.qresync;
         let Some(sel) = self.selected.as_mut() else {
             return;
@@ -1527,75 +1562,31 @@ impl Session {
         tag: &str,
         uid: bool,
         criteria: SearchKey,
-        esearch: Option<Vec<String>>,
+        esearch: Option<ReturnOpts>,
         conn: &mut Conn,
     ) -> Result<String, StoreError> {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
         let messages = sel.messages.clone();
-        let content = search::needs_content(&criteria);
+        let modseq = sort::uses_modseq(&criteria);
         let store = self.svc.store.clone();
-        let hits: Vec<(u32, u32)> = mxrack_store::spawn_blocking(move || {
-            let max_seq = messages.len() as u32;
-            let max_uid = messages.last().map(|m| m.uid).unwrap_or(0);
-            let mut hits = Vec::new();
-            for (i, meta) in messages.iter().enumerate() {
-                let raw = if content {
-                    store.read_blob(meta.blob).ok()
-                } else {
-                    None
-                };
-                let parsed = raw.as_deref().and_then(fetch::parse);
-                let c = Candidate {
-                    seq: i as u32 + 1,
-                    max_seq,
-                    max_uid,
-                    meta,
-                    raw: raw.as_deref(),
-                    parsed: parsed.as_ref(),
-                };
-                if search::matches(&criteria, &c) {
-                    hits.push((i as u32 + 1, meta.uid));
-                }
-            }
-            hits
+        let update = esearch
+            .as_ref()
+            .is_some_and(|o| o.update)
+            .then(|| criteria.clone());
+        let hits: Vec<sort::Hit> = mxrack_store::spawn_blocking(move || {
+            sort::evaluate(&store, &messages, &criteria, false, |hit, _, _| hit)
         })
         .await
         .map_err(|e| StoreError::Db(format!("search failed: {e}")))?;
-        let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
-        match esearch {
-            None => {
-                let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
-                let sep = if list.is_empty() { "" } else { " " };
-                conn.write(format!("* SEARCH{sep}{}\r\n", list.join(" ")).as_bytes());
-            }
-            Some(opts) => {
-                // RFC 4731: no options means ALL.
-                let opts = if opts.is_empty() {
-                    vec!["ALL".to_string()]
-                } else {
-                    opts
-                };
-                let mut line =
-                    format!("* ESEARCH (TAG \"{tag}\"){}", if uid { " UID" } else { "" });
-                if !numbers.is_empty() {
-                    for o in &opts {
-                        match o.as_str() {
-                            "MIN" => line.push_str(&format!(" MIN {}", numbers[0])),
-                            "MAX" => line.push_str(&format!(" MAX {}", numbers[numbers.len() - 1])),
-                            "ALL" => {
-                                line.push_str(&format!(" ALL {}", SequenceSet::compact(&numbers)))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                if opts.iter().any(|o| o == "COUNT") {
-                    line.push_str(&format!(" COUNT {}", numbers.len()));
-                }
-                conn.write(format!("{line}\r\n").as_bytes());
-            }
+        let line = match &esearch {
+            None => sort::number_list("SEARCH", uid, &hits, modseq),
+            Some(opts) => sort::esearch_line(tag, uid, opts, &hits, false, modseq),
+        };
+        conn.write(line.as_bytes());
+        if let Some(criteria) = update {
+            self.start_update(tag, uid, criteria, &hits, conn);
         }
         Ok(format!("{tag} OK SEARCH completed\r\n"))
     }
