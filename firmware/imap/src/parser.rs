@@ -8,6 +8,12 @@
 
 use crate::sequence::SequenceSet;
 
+mod notify;
+pub use notify::{
+    Event, EventGroup, Filter, NOTIFY_FETCH_ATTS_MAX, NOTIFY_GROUPS_MAX, NOTIFY_MAILBOXES_MAX,
+    Notify,
+};
+
 /// Deepest nesting of parenthesised lists and search keys.
 pub const NESTING_DEPTH_MAX: usize = 32;
 /// Most items in one list (fetch attributes, flags, search keys, ...).
@@ -104,6 +110,8 @@ pub enum Command {
     Idle,
     GetQuota(Vec<u8>),
     GetQuotaRoot(Vec<u8>),
+    /// RFC 5465 (`parser/notify.rs`).
+    Notify(Notify),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -773,6 +781,7 @@ impl<'a> Cursor<'a> {
                 self.sp()?;
                 Command::GetQuotaRoot(self.astring()?)
             }
+            "NOTIFY" => Command::Notify(self.notify()?),
             _ => return Err(format!("unknown command {word}")),
         };
         Ok(cmd)

@@ -25,6 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 mod append;
+mod notify;
+mod rev2;
+pub use notify::NOTIFY_PENDING_EVENTS_MAX;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -90,6 +93,10 @@ struct Session {
     user: Option<String>,
     utf8: bool,
     condstore: bool,
+    /// `ENABLE IMAP4rev2` was sent: RFC 9051 rules (`session/rev2.rs`).
+    rev2: bool,
+    /// NOTIFY SET's choice of events (`session/notify.rs`), if any.
+    notify: Option<notify::Notify>,
     selected: Option<Selected>,
     bad_commands: usize,
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
@@ -314,6 +321,8 @@ pub async fn run_session(
         user: None,
         utf8: false,
         condstore: false,
+        rev2: false,
+        notify: None,
         selected: None,
         bad_commands: 0,
         changes: None,
@@ -342,6 +351,21 @@ pub async fn run_session(
     loop {
         if !conn.has_buffered_line() && conn.flush().await.is_err() {
             return;
+        }
+        // With NOTIFY on, changes are pushed while waiting (RFC 5465).
+        if session.notify.is_some() && !conn.has_buffered_input() {
+            match session.notify_wait(&mut conn, &mut shutdown).await {
+                notify::Waited::Ready => {}
+                notify::Waited::Idle => {
+                    conn.write(b"* BYE Autologout; idle for too long\r\n");
+                    break;
+                }
+                notify::Waited::Shutdown => {
+                    conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
+                    break;
+                }
+                notify::Waited::Gone => return,
+            }
         }
         let deadlines = session.deadlines();
         let authenticated = session.user.is_some();
@@ -547,8 +571,11 @@ impl Session {
         } else {
             "LITERAL-"
         };
+        // IMAP4rev2 (RFC 9051) also needs FETCH BINARY: it is listed (as
+        // BINARY) by the BINARY work when that lands; see session/rev2.rs.
         let mut caps = format!(
-            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT",
+            "IMAP4rev1 IMAP4rev2 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT APPENDLIMIT={} NOTIFY",
+            self.svc.limits.max_literal_bytes
         );
         if self.user.is_none() {
             if !self.tls && self.svc.tls.is_some() {
@@ -694,6 +721,10 @@ impl Session {
                             self.condstore = true;
                             enabled.push(c);
                         }
+                        "IMAP4REV2" => {
+                            self.enable_rev2();
+                            enabled.push("IMAP4rev2".into());
+                        }
                         _ => {}
                     }
                 }
@@ -775,6 +806,7 @@ impl Session {
             Idle => return self.idle(&tag, conn, shutdown).await,
             GetQuota(root) => self.get_quota(&tag, &root, conn).await,
             GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, conn).await,
+            Notify(cmd) => self.notify_command(&tag, cmd, conn).await,
             Close => {
                 if let Some(sel) = self.selected.take()
                     && !sel.read_only
@@ -831,6 +863,8 @@ impl Session {
         if self.selected.is_some() {
             self.sync(conn, !no_expunge).await;
         }
+        // And about the other mailboxes NOTIFY follows (RFC 5465).
+        self.notify_push(conn, false).await;
         conn.write(reply.as_bytes());
         Flow::Continue
     }
@@ -1037,17 +1071,17 @@ impl Session {
                 "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n"
             ));
         }
-        out.push_str(&format!(
-            "* {} EXISTS\r\n* 0 RECENT\r\n",
-            snap.messages.len()
-        ));
+        out.push_str(&format!("* {} EXISTS\r\n", snap.messages.len()));
+        let mut rev1_only = "* 0 RECENT\r\n".to_string();
         if let Some(i) = snap
             .messages
             .iter()
             .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
         {
-            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+            rev1_only.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
         }
+        let extras = self.select_extras(&snap.folder.name, rev1_only);
+        out.push_str(&String::from_utf8_lossy(&extras));
         out.push_str(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
             snap.folder.uidvalidity, snap.folder.uidnext
@@ -1200,6 +1234,9 @@ impl Session {
                     };
                     if relevant && self.selected.is_some() {
                         self.sync(conn, true).await;
+                    }
+                    if relevant {
+                        self.notify_push(conn, false).await;
                     }
                 }
             }
@@ -1502,6 +1539,7 @@ impl Session {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
+        let esearch = self.search_return(esearch);
         let messages = sel.messages.clone();
         let content = search::needs_content(&criteria);
         let store = self.svc.store.clone();
