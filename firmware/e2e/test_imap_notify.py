@@ -74,6 +74,11 @@ def test_rev2_with_imaplib(imap_server):
         assert typ == "OK" and data == [None]
         esearch = m.untagged_responses.pop("ESEARCH")
         assert re.fullmatch(rb'\(TAG "\w+"\) ALL 2', esearch[0]), esearch
+        # SEARCHRES: the result saved, then used as `$`.
+        typ, data = m.search(None, "RETURN", "(SAVE)", "SUBJECT", "rev2-two")
+        assert typ == "OK" and "ESEARCH" not in m.untagged_responses
+        typ, data = m.fetch("$", "(UID)")
+        assert typ == "OK" and data == [b"2 (UID 2)"], data
         # UTF-8 names.
         assert m.create('"Körbe"')[0] == "OK"
         typ, data = m.list('""', "K*")

@@ -302,6 +302,16 @@ pub fn parse_append_head(input: &[u8]) -> Option<AppendHead> {
     })
 }
 
+/// `$`, the saved search result (RFC 5182 2.1, part of RFC 9051): a set
+/// no client can write otherwise (0 is never a sequence number or UID);
+/// the session puts the saved numbers in its place (`session/searchres.rs`).
+pub fn saved_result() -> SequenceSet {
+    SequenceSet(vec![(
+        crate::sequence::Bound::Num(0),
+        crate::sequence::Bound::Num(0),
+    )])
+}
+
 pub fn parse_request(input: &[u8]) -> Result<Request, ParseError> {
     let mut c = Cursor {
         buf: input,
@@ -604,6 +614,9 @@ impl<'a> Cursor<'a> {
     fn sequence_set(&mut self) -> R<SequenceSet> {
         let text =
             self.take_while(|b| b.is_ascii_digit() || matches!(b, b':' | b',' | b'*' | b'$'));
+        if text == b"$" {
+            return Ok(saved_result());
+        }
         SequenceSet::parse(text).ok_or_else(|| "bad sequence set".into())
     }
 

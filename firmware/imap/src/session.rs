@@ -27,6 +27,7 @@ use tracing::{info, warn};
 mod append;
 mod notify;
 mod rev2;
+mod searchres;
 pub use notify::NOTIFY_PENDING_EVENTS_MAX;
 
 /// Messages read and rendered per blocking task in a FETCH.
@@ -84,6 +85,8 @@ struct Selected {
     messages: Vec<MessageMeta>,
     /// The folder's HIGHESTMODSEQ as last seen by this session.
     modseq: u64,
+    /// UIDs of `SEARCH RETURN (SAVE)` (RFC 5182), for `$`.
+    saved: Vec<u32>,
 }
 
 struct Session {
@@ -574,7 +577,7 @@ impl Session {
         // IMAP4rev2 (RFC 9051) also needs FETCH BINARY: it is listed (as
         // BINARY) by the BINARY work when that lands; see session/rev2.rs.
         let mut caps = format!(
-            "IMAP4rev1 IMAP4rev2 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT APPENDLIMIT={} NOTIFY",
+            "IMAP4rev1 IMAP4rev2 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH SEARCHRES CONDSTORE UTF8=ACCEPT APPENDLIMIT={} NOTIFY",
             self.svc.limits.max_literal_bytes
         );
         if self.user.is_none() {
@@ -625,7 +628,7 @@ impl Session {
 
     async fn handle(
         &mut self,
-        req: Request,
+        mut req: Request,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
     ) -> Flow {
@@ -661,6 +664,7 @@ impl Session {
                 Flow::Continue
             };
         }
+        self.substitute_saved(&mut req.command);
         // Commands during which EXPUNGE responses must not be sent (RFC 3501 7.4.1).
         let no_expunge = matches!(
             req.command,
@@ -1096,6 +1100,7 @@ impl Session {
             read_only,
             modseq: snap.folder.highestmodseq,
             messages: snap.messages,
+            saved: Vec::new(),
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(format!(
@@ -1571,6 +1576,15 @@ impl Session {
         .await
         .map_err(|e| StoreError::Db(format!("search failed: {e}")))?;
         let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
+        let esearch = match self.save_result(esearch, &hits) {
+            searchres::Saved::Answer(e) => e,
+            searchres::Saved::Quiet => return Ok(format!("{tag} OK SEARCH completed\r\n")),
+            searchres::Saved::Refused => {
+                return Ok(format!(
+                    "{tag} NO [NOTSAVED] Result too fragmented to save\r\n"
+                ));
+            }
+        };
         match esearch {
             None => {
                 let list: Vec<String> = numbers.iter().map(u32::to_string).collect();

@@ -612,3 +612,76 @@ async fn notify_overflow_turns_notify_off() {
     a.table(&[("z NOOP", lines(&["z OK NOOP completed"]))])
         .await;
 }
+
+/// SEARCHRES (RFC 5182, part of rev2): RETURN (SAVE) keeps the result,
+/// `$` uses it in FETCH, STORE, UID commands and search keys; an expunge
+/// takes messages out of it; a new SELECT forgets it.
+#[tokio::test]
+async fn searchres_saves_and_dollar_uses_the_result() {
+    let h = harness();
+    for s in ["a", "b", "a", "c"] {
+        deliver(&h, &format!("Subject: {s}\r\n\r\nbody\r\n")).await;
+    }
+    let mut c = Client::login(&h).await;
+    c.send("s SELECT INBOX\r\n").await;
+    while !c.line().await.starts_with("s OK") {}
+    c.table(&[
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+        ),
+        ("f FETCH $ UID", lines(&["f OK FETCH completed"])),
+        (
+            "a SEARCH RETURN (SAVE) SUBJECT a",
+            lines(&["a OK SEARCH completed"]),
+        ),
+        (
+            "f FETCH $ (UID)",
+            lines(&[
+                "* 1 FETCH (UID 1)",
+                "* 3 FETCH (UID 3)",
+                "f OK FETCH completed",
+            ]),
+        ),
+        (
+            "g UID SEARCH UID $ NOT 1",
+            lines(&["* ESEARCH (TAG \"g\") UID ALL 3", "g OK SEARCH completed"]),
+        ),
+        (
+            "b SEARCH RETURN (SAVE MIN COUNT) OR SUBJECT b SUBJECT c",
+            lines(&[
+                "* ESEARCH (TAG \"b\") MIN 2 COUNT 2",
+                "b OK SEARCH completed",
+            ]),
+        ),
+        (
+            "d STORE $ +FLAGS.SILENT (\\Deleted)",
+            lines(&["d OK STORE completed"]),
+        ),
+        (
+            "x EXPUNGE",
+            lines(&["* 4 EXPUNGE", "* 2 EXPUNGE", "x OK EXPUNGE completed"]),
+        ),
+        (
+            "h SEARCH $",
+            lines(&["* ESEARCH (TAG \"h\")", "h OK SEARCH completed"]),
+        ),
+        (
+            "c SEARCH RETURN (SAVE) ALL",
+            lines(&["c OK SEARCH completed"]),
+        ),
+        (
+            "u UID FETCH $ UID",
+            lines(&[
+                "* 1 FETCH (UID 1)",
+                "* 2 FETCH (UID 3)",
+                "u OK FETCH completed",
+            ]),
+        ),
+    ])
+    .await;
+    c.send("s SELECT INBOX\r\n").await;
+    while !c.line().await.starts_with("s OK") {}
+    c.table(&[("f FETCH $ UID", lines(&["f OK FETCH completed"]))])
+        .await;
+}
