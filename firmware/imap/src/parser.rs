@@ -16,6 +16,12 @@ pub use sort::ReturnOpts;
 mod append;
 pub use append::{Announced, AppendLexer, AppendToken, parse_section};
 
+mod notify;
+pub use notify::{
+    Event, EventGroup, Filter, NOTIFY_FETCH_ATTS_MAX, NOTIFY_GROUPS_MAX, NOTIFY_MAILBOXES_MAX,
+    Notify,
+};
+
 /// Deepest nesting of parenthesised lists and search keys.
 pub const NESTING_DEPTH_MAX: usize = 32;
 /// Most items in one list (fetch attributes, flags, search keys, ...).
@@ -133,6 +139,8 @@ pub enum Command {
     },
     GetQuota(Vec<u8>),
     GetQuotaRoot(Vec<u8>),
+    /// RFC 5465 (`parser/notify.rs`).
+    Notify(Notify),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -329,6 +337,16 @@ pub fn parse_append_head(input: &[u8]) -> Option<AppendHead> {
         mailbox,
         rest: input[c.pos..].to_vec(),
     })
+}
+
+/// `$`, the saved search result (RFC 5182 2.1, part of RFC 9051): a set
+/// no client can write otherwise (0 is never a sequence number or UID);
+/// the session puts the saved numbers in its place (`session/searchres.rs`).
+pub fn saved_result() -> SequenceSet {
+    SequenceSet(vec![(
+        crate::sequence::Bound::Num(0),
+        crate::sequence::Bound::Num(0),
+    )])
 }
 
 pub fn parse_request(input: &[u8]) -> Result<Request, ParseError> {
@@ -633,6 +651,9 @@ impl<'a> Cursor<'a> {
     fn sequence_set(&mut self) -> R<SequenceSet> {
         let text =
             self.take_while(|b| b.is_ascii_digit() || matches!(b, b':' | b',' | b'*' | b'$'));
+        if text == b"$" {
+            return Ok(saved_result());
+        }
         SequenceSet::parse(text).ok_or_else(|| "bad sequence set".into())
     }
 
@@ -825,6 +846,7 @@ impl<'a> Cursor<'a> {
                 self.sp()?;
                 Command::GetQuotaRoot(self.astring()?)
             }
+            "NOTIFY" => Command::Notify(self.notify()?),
             _ => return Err(format!("unknown command {word}")),
         };
         Ok(cmd)

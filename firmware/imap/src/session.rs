@@ -26,9 +26,13 @@ use tracing::{info, warn};
 mod append;
 mod binary;
 mod catenate;
-mod qresync;
 mod context;
+mod notify;
+mod qresync;
+mod rev2;
+mod searchres;
 mod sort;
+pub use notify::NOTIFY_PENDING_EVENTS_MAX;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -85,6 +89,8 @@ struct Selected {
     messages: Vec<MessageMeta>,
     /// The folder's HIGHESTMODSEQ as last seen by this session.
     modseq: u64,
+    /// UIDs of `SEARCH RETURN (SAVE)` (RFC 5182), for `$`.
+    saved: Vec<u32>,
 }
 
 struct Session {
@@ -96,6 +102,10 @@ struct Session {
     condstore: bool,
     /// ENABLE QRESYNC was given (RFC 7162 3.2.3): VANISHED, not EXPUNGE.
     qresync: bool,
+    /// `ENABLE IMAP4rev2` was sent: RFC 9051 rules (`session/rev2.rs`).
+    rev2: bool,
+    /// NOTIFY SET's choice of events (`session/notify.rs`), if any.
+    notify: Option<notify::Notify>,
     selected: Option<Selected>,
     bad_commands: usize,
     changes: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
@@ -323,6 +333,8 @@ pub async fn run_session(
         utf8: false,
         condstore: false,
         qresync: false,
+        rev2: false,
+        notify: None,
         selected: None,
         bad_commands: 0,
         changes: None,
@@ -352,6 +364,21 @@ pub async fn run_session(
     loop {
         if !conn.has_buffered_line() && conn.flush().await.is_err() {
             return;
+        }
+        // With NOTIFY on, changes are pushed while waiting (RFC 5465).
+        if session.notify.is_some() && !conn.has_buffered_input() {
+            match session.notify_wait(&mut conn, &mut shutdown).await {
+                notify::Waited::Ready => {}
+                notify::Waited::Idle => {
+                    conn.write(b"* BYE Autologout; idle for too long\r\n");
+                    break;
+                }
+                notify::Waited::Shutdown => {
+                    conn.write(b"* BYE [UNAVAILABLE] Server shutting down\r\n");
+                    break;
+                }
+                notify::Waited::Gone => return,
+            }
         }
         let deadlines = session.deadlines();
         let authenticated = session.user.is_some();
@@ -558,7 +585,8 @@ impl Session {
             "LITERAL-"
         };
         let mut caps = format!(
-            "IMAP4rev1 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND CATENATE BINARY QRESYNC MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH CONDSTORE UTF8=ACCEPT {}",
+            "IMAP4rev1 IMAP4rev2 {literal} SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MULTIAPPEND CATENATE BINARY QRESYNC MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE ESEARCH SEARCHRES CONDSTORE UTF8=ACCEPT APPENDLIMIT={} NOTIFY {}",
+            self.svc.limits.max_literal_bytes,
             sort::CAPABILITIES,
         );
         if self.user.is_none() {
@@ -609,7 +637,7 @@ impl Session {
 
     async fn handle(
         &mut self,
-        req: Request,
+        mut req: Request,
         conn: &mut Conn,
         shutdown: &mut ShutdownSignal,
     ) -> Flow {
@@ -647,6 +675,7 @@ impl Session {
                 Flow::Continue
             };
         }
+        self.substitute_saved(&mut req.command);
         // Commands during which EXPUNGE responses must not be sent (RFC 3501 7.4.1).
         let no_expunge = matches!(
             req.command,
@@ -714,6 +743,10 @@ impl Session {
                         "QRESYNC" => {
                             (self.condstore, self.qresync) = (true, true);
                             enabled.push(c);
+                        }
+                        "IMAP4REV2" => {
+                            self.enable_rev2();
+                            enabled.push("IMAP4rev2".into());
                         }
                         _ => {}
                     }
@@ -804,6 +837,7 @@ impl Session {
             }
             GetQuota(root) => self.get_quota(&tag, &root, conn).await,
             GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, conn).await,
+            Notify(cmd) => self.notify_command(&tag, cmd, conn).await,
             Close => {
                 if let Some(sel) = self.selected.take()
                     && !sel.read_only
@@ -882,6 +916,8 @@ impl Session {
             self.sync(conn, !no_expunge).await;
         }
         self.context_updates(conn).await;
+        // And about the other mailboxes NOTIFY follows (RFC 5465).
+        self.notify_push(conn, false).await;
         conn.write(reply.as_bytes());
         Flow::Continue
     }
@@ -1088,17 +1124,17 @@ impl Session {
                 "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n"
             ));
         }
-        out.push_str(&format!(
-            "* {} EXISTS\r\n* 0 RECENT\r\n",
-            snap.messages.len()
-        ));
+        out.push_str(&format!("* {} EXISTS\r\n", snap.messages.len()));
+        let mut rev1_only = "* 0 RECENT\r\n".to_string();
         if let Some(i) = snap
             .messages
             .iter()
             .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
         {
-            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+            rev1_only.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
         }
+        let extras = self.select_extras(&snap.folder.name, rev1_only);
+        out.push_str(&String::from_utf8_lossy(&extras));
         out.push_str(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
             snap.folder.uidvalidity, snap.folder.uidnext
@@ -1113,6 +1149,7 @@ impl Session {
             read_only,
             modseq: snap.folder.highestmodseq,
             messages: snap.messages,
+            saved: Vec::new(),
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(format!(
@@ -1263,6 +1300,9 @@ impl Session {
                     };
                     if relevant && self.selected.is_some() {
                         self.sync(conn, true).await;
+                    }
+                    if relevant {
+                        self.notify_push(conn, false).await;
                     }
                 }
             }
@@ -1568,6 +1608,7 @@ impl Session {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
+        let esearch = self.search_return(esearch);
         let messages = sel.messages.clone();
         let modseq = sort::uses_modseq(&criteria);
         let store = self.svc.store.clone();
@@ -1580,6 +1621,15 @@ impl Session {
         })
         .await
         .map_err(|e| StoreError::Db(format!("search failed: {e}")))?;
+        let esearch = match self.save_result(esearch, &hits) {
+            searchres::Saved::Answer(e) => e,
+            searchres::Saved::Quiet => return Ok(format!("{tag} OK SEARCH completed\r\n")),
+            searchres::Saved::Refused => {
+                return Ok(format!(
+                    "{tag} NO [NOTSAVED] Result too fragmented to save\r\n"
+                ));
+            }
+        };
         let line = match &esearch {
             None => sort::number_list("SEARCH", uid, &hits, modseq),
             Some(opts) => sort::esearch_line(tag, uid, opts, &hits, false, modseq),

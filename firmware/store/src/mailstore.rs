@@ -479,6 +479,8 @@ impl Store {
             put_folder(&mut folders, &f)?;
         }
         txn.commit()?;
+        // IMAP NOTIFY reports subscription changes (RFC 5465 5.5).
+        self.notify_change(&mailbox);
         Ok(())
     }
 

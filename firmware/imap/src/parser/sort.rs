@@ -15,6 +15,8 @@ pub struct ReturnOpts {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// RFC 5182 2.1 (SEARCHRES): keep the result for `$`.
+    pub save: bool,
     /// RFC 5267 4.3: keep the result up to date (ADDTO/REMOVEFROM).
     pub update: bool,
     /// RFC 5267 4.4: positions `from..=to` (1-based) of the result.
@@ -42,6 +44,7 @@ impl Cursor<'_> {
                     "MAX" => o.max = true,
                     "ALL" => o.all = true,
                     "COUNT" => o.count = true,
+                    "SAVE" => o.save = true,
                     // RFC 5267 4.2: CONTEXT is a hint; results are always
                     // computed afresh here.
                     "CONTEXT" => {}

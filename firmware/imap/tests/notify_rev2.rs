@@ -1,0 +1,687 @@
+//! IMAP4rev2 (RFC 9051) after `ENABLE IMAP4rev2`, and NOTIFY (RFC 5465),
+//! as tables of exact exchanges: each step is what the client sends and
+//! every line the server answers, in order, over an in-memory duplex
+//! stream against a real store in a temporary folder.
+
+use mxrack_imap::session::NOTIFY_PENDING_EVENTS_MAX;
+use mxrack_imap::{ImapService, Mode, run_session};
+use mxrack_net::Shutdown;
+use mxrack_store::{Delivery, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const USER: &str = "jo@example.net";
+const PASS: &str = "pw-jo-123";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    svc: Arc<ImapService>,
+    shutdown: Shutdown,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = off(|| {
+        let store = Store::open(dir.path()).expect("store");
+        store.account_add("acme").expect("account");
+        store.domain_add("example.net", "acme").expect("domain");
+        store.mailbox_add(USER, PASS, false).expect("mailbox");
+        store
+    });
+    let limits = mxrack_config::Imap {
+        allow_plaintext_auth: true,
+        max_literal_bytes: 65_536,
+        ..mxrack_config::Imap::default()
+    };
+    let svc = Arc::new(ImapService {
+        hostname: "mx.example.net".into(),
+        limits,
+        store: store.clone(),
+        tls: None,
+        auth: Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+            failure_delay_ms: 0,
+            ..mxrack_config::Auth::default()
+        })),
+        scorer: None,
+    });
+    Harness {
+        _dir: dir,
+        store,
+        svc,
+        shutdown: Shutdown::new(),
+    }
+}
+
+/// Store calls block: they run on a plain thread, off the runtime. The
+/// test's runtime has one thread, so no session runs meanwhile.
+fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
+}
+
+async fn deliver(h: &Harness, body: &str) {
+    let d = Delivery {
+        mail_from: "a@sender.example".into(),
+        local: vec![USER.into()],
+        remote: vec![],
+        body: body.as_bytes().to_vec(),
+        copies: vec![],
+    };
+    h.store
+        .deliver(d, h.store.next_id())
+        .await
+        .expect("deliver");
+}
+
+fn uidvalidity(h: &Harness, folder: &str) -> u32 {
+    off(|| {
+        h.store
+            .folder_get(USER, folder)
+            .expect("folder")
+            .uidvalidity
+    })
+}
+
+fn modseq(h: &Harness, folder: &str) -> u64 {
+    off(|| {
+        h.store
+            .folder_get(USER, folder)
+            .expect("folder")
+            .highestmodseq
+    })
+}
+
+struct Client {
+    stream: DuplexStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    async fn login(h: &Harness) -> Client {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(run_session(
+            h.svc.clone(),
+            Mode::Plain,
+            Box::new(server),
+            "192.0.2.7:40000".parse().expect("addr"),
+            h.shutdown.signal(),
+        ));
+        let mut c = Client {
+            stream: client,
+            pending: Vec::new(),
+        };
+        c.line().await;
+        c.send(&format!("l LOGIN {USER} {PASS}\r\n")).await;
+        assert!(c.line().await.starts_with("l OK"));
+        c
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.stream.write_all(s.as_bytes()).await.expect("write");
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                let text = String::from_utf8_lossy(&line);
+                return text.trim_end_matches("\r\n").to_string();
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("response in time")
+                .expect("read");
+            assert!(n > 0, "connection closed");
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Nothing arrives within a short while.
+    async fn quiet(&mut self) {
+        assert!(self.pending.is_empty(), "{:?}", self.pending);
+        let mut buf = [0u8; 256];
+        let r = tokio::time::timeout(Duration::from_millis(300), self.stream.read(&mut buf)).await;
+        assert!(
+            r.is_err(),
+            "unexpected: {:?}",
+            r.map(|n| String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned())
+        );
+    }
+
+    /// One table: each step's command (may be empty: only read) and every
+    /// line of the answer, exactly.
+    async fn table(&mut self, steps: &[(&str, Vec<String>)]) {
+        for (send, want) in steps {
+            if !send.is_empty() {
+                self.send(&format!("{send}\r\n")).await;
+            }
+            let mut got = Vec::new();
+            for _ in 0..want.len() {
+                got.push(self.line().await);
+            }
+            assert_eq!(&got, want, "after {send:?}");
+        }
+    }
+}
+
+fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn rev2_is_advertised_and_enabled() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    c.send("c CAPABILITY\r\n").await;
+    let caps = c.line().await;
+    assert!(
+        caps.starts_with("* CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ")
+            && caps.contains(" APPENDLIMIT=65536")
+            && caps.contains(" NOTIFY"),
+        "{caps}"
+    );
+    c.line().await;
+    c.table(&[
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+        ),
+        // Enabling again is harmless.
+        (
+            "e2 ENABLE imap4rev2 CONDSTORE",
+            lines(&["* ENABLED IMAP4rev2 CONDSTORE", "e2 OK ENABLE completed"]),
+        ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn rev2_select_search_and_names() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    let v = uidvalidity(&h, "INBOX");
+    let m = modseq(&h, "INBOX");
+    let flags = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+    // IMAP4rev1 first: RECENT and OK [UNSEEN], SEARCH, modified UTF-7.
+    let mut c = Client::login(&h).await;
+    c.table(&[
+        (
+            "s EXAMINE INBOX",
+            vec![
+                format!("* FLAGS ({flags})"),
+                "* OK [PERMANENTFLAGS ()] Read-only mailbox".into(),
+                "* 2 EXISTS".into(),
+                "* 0 RECENT".into(),
+                "* OK [UNSEEN 1] First unseen".into(),
+                format!("* OK [UIDVALIDITY {v}] UIDs valid"),
+                "* OK [UIDNEXT 3] Predicted next UID".into(),
+                format!("* OK [HIGHESTMODSEQ {m}] Highest"),
+                "s OK [READ-ONLY] EXAMINE completed".into(),
+            ],
+        ),
+        (
+            "f SEARCH ALL",
+            lines(&["* SEARCH 1 2", "f OK SEARCH completed"]),
+        ),
+        ("k CREATE K\u{f6}rbe", lines(&["k OK CREATE completed"])),
+        (
+            "l LIST \"\" K*",
+            lines(&[
+                "* LIST (\\HasNoChildren) \"/\" K&APY-rbe",
+                "l OK LIST completed",
+            ]),
+        ),
+    ])
+    .await;
+    // IMAP4rev2: no RECENT, no UNSEEN code, the mailbox's LIST; ESEARCH
+    // with the tag; UTF-8 names.
+    c.table(&[
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+        ),
+        (
+            "s SELECT INBOX",
+            vec![
+                "* OK [CLOSED] Previous mailbox closed".into(),
+                format!("* FLAGS ({flags})"),
+                format!("* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted"),
+                "* 2 EXISTS".into(),
+                "* LIST () \"/\" INBOX".into(),
+                format!("* OK [UIDVALIDITY {v}] UIDs valid"),
+                "* OK [UIDNEXT 3] Predicted next UID".into(),
+                format!("* OK [HIGHESTMODSEQ {m}] Highest"),
+                "s OK [READ-WRITE] SELECT completed".into(),
+            ],
+        ),
+        (
+            "f SEARCH ALL",
+            lines(&["* ESEARCH (TAG \"f\") ALL 1:2", "f OK SEARCH completed"]),
+        ),
+        (
+            "g UID SEARCH SUBJECT two",
+            lines(&["* ESEARCH (TAG \"g\") UID ALL 2", "g OK SEARCH completed"]),
+        ),
+        (
+            "h SEARCH SUBJECT nothing",
+            lines(&["* ESEARCH (TAG \"h\")", "h OK SEARCH completed"]),
+        ),
+        (
+            "i SEARCH RETURN (COUNT) ALL",
+            lines(&["* ESEARCH (TAG \"i\") COUNT 2", "i OK SEARCH completed"]),
+        ),
+        (
+            "l LIST \"\" K*",
+            lines(&[
+                // 8-bit names go as literals (valid in every mode).
+                "* LIST (\\HasNoChildren) \"/\" {6}",
+                "K\u{f6}rbe",
+                "l OK LIST completed",
+            ]),
+        ),
+        (
+            "m CREATE \"\u{e9}t\u{e9}/\u{e0}\"",
+            lines(&["m OK CREATE completed"]),
+        ),
+        (
+            "n LIST \"\" \"\u{e9}t\u{e9}*\" RETURN (STATUS (MESSAGES SIZE DELETED))",
+            lines(&[
+                "* LIST (\\HasChildren) \"/\" {5}",
+                "\u{e9}t\u{e9}",
+                "* STATUS {5}",
+                "\u{e9}t\u{e9} (MESSAGES 0 SIZE 0 DELETED 0)",
+                "* LIST (\\HasNoChildren) \"/\" {8}",
+                "\u{e9}t\u{e9}/\u{e0}",
+                "* STATUS {8}",
+                "\u{e9}t\u{e9}/\u{e0} (MESSAGES 0 SIZE 0 DELETED 0)",
+                "n OK LIST completed",
+            ]),
+        ),
+        (
+            "o NAMESPACE",
+            lines(&[
+                "* NAMESPACE ((\"\" \"/\")) NIL NIL",
+                "o OK NAMESPACE completed",
+            ]),
+        ),
+        ("u UNSELECT", lines(&["u OK UNSELECT completed"])),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn notify_set_checks_its_events() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    let bad = "n NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] Unsupported event";
+    c.table(&[
+        (
+            "n NOTIFY SET (personal (MessageNew MessageExpunge AnnotationChange))",
+            lines(&[bad]),
+        ),
+        (
+            "n NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxMetadataChange))",
+            lines(&[bad]),
+        ),
+        (
+            "b NOTIFY SET (personal (MessageNew))",
+            lines(&["b BAD [CLIENTBUG] MessageNew and MessageExpunge go together (RFC 5465 5)"]),
+        ),
+        (
+            "b NOTIFY SET (personal (FlagChange))",
+            lines(&["b BAD [CLIENTBUG] FlagChange needs MessageNew and MessageExpunge (RFC 5465 5)"]),
+        ),
+        (
+            "b NOTIFY SET (personal (MessageNew (UID) MessageExpunge))",
+            lines(&["b BAD [CLIENTBUG] MessageNew fetch attributes are only for the selected mailbox"]),
+        ),
+        (
+            "b NOTIFY SET (elsewhere (MessageNew MessageExpunge))",
+            lines(&["b BAD [CLIENTBUG] unknown NOTIFY filter ELSEWHERE"]),
+        ),
+        (
+            "b NOTIFY",
+            lines(&["b BAD [CLIENTBUG] expected a space"]),
+        ),
+        ("o NOTIFY NONE", lines(&["o OK NOTIFY completed"])),
+        (
+            "o NOTIFY SET (selected NONE) (personal NONE)",
+            lines(&["o OK NOTIFY completed"]),
+        ),
+    ])
+    .await;
+    // More than NOTIFY_MAILBOXES_MAX names.
+    let names: Vec<String> = (0..101).map(|i| format!("m{i}")).collect();
+    c.send(&format!(
+        "x NOTIFY SET (mailboxes ({}) (MessageNew MessageExpunge))\r\n",
+        names.join(" ")
+    ))
+    .await;
+    assert_eq!(
+        c.line().await,
+        "x BAD [LIMIT] at most 100 mailbox names in NOTIFY"
+    );
+}
+
+/// imaptest's notify script: the STATUS indicator reports the current
+/// state of each mailbox named, HIGHESTMODSEQ too with FlagChange, and
+/// nothing without it.
+#[tokio::test]
+async fn notify_set_status_reports_the_current_state() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    c.table(&[
+        ("c CREATE box2", lines(&["c OK CREATE completed"])),
+        ("a APPEND box2 {18}\r\nSubject: x\r\n\r\nbody", vec![]),
+    ])
+    .await;
+    assert!(c.line().await.starts_with("+ "));
+    assert!(c.line().await.starts_with("a OK [APPENDUID"));
+    let v = uidvalidity(&h, "box2");
+    let m = modseq(&h, "box2");
+    c.table(&[
+        (
+            "n NOTIFY SET STATUS (mailboxes box2 (MessageNew MessageExpunge))",
+            vec![
+                format!("* STATUS box2 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v})"),
+                "n OK NOTIFY completed".into(),
+            ],
+        ),
+        (
+            "n NOTIFY SET STATUS (mailboxes box2 (MessageNew MessageExpunge FlagChange))",
+            vec![
+                format!("* STATUS box2 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v} HIGHESTMODSEQ {m})"),
+                "n OK NOTIFY completed".into(),
+            ],
+        ),
+        (
+            "n NOTIFY SET (mailboxes box2 (MessageNew MessageExpunge FlagChange))",
+            lines(&["n OK NOTIFY completed"]),
+        ),
+        // Never a STATUS for the selected mailbox.
+        ("s SELECT box2", vec![]),
+    ])
+    .await;
+    loop {
+        if c.line().await.starts_with("s OK") {
+            break;
+        }
+    }
+    c.table(&[(
+        "n NOTIFY SET STATUS (mailboxes box2 (MessageNew MessageExpunge))",
+        lines(&["n OK NOTIFY completed"]),
+    )])
+    .await;
+}
+
+/// Changes in other mailboxes of the account are pushed while the client
+/// waits between commands: STATUS for messages, LIST for names and
+/// subscriptions.
+#[tokio::test]
+async fn notify_pushes_other_mailboxes_between_commands() {
+    let h = harness();
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    b.table(&[("c CREATE box2", lines(&["c OK CREATE completed"]))])
+        .await;
+    let v = uidvalidity(&h, "box2");
+    a.table(&[(
+        "n NOTIFY SET (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))",
+        lines(&["n OK NOTIFY completed"]),
+    )])
+    .await;
+    b.send("a APPEND box2 {18}\r\n").await;
+    assert!(b.line().await.starts_with("+ "));
+    b.send("Subject: x\r\n\r\nbody\r\n").await;
+    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    a.table(&[(
+        "",
+        vec![format!(
+            "* STATUS box2 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v} UNSEEN 1)"
+        )],
+    )])
+    .await;
+    // A flag change is not followed (no FlagChange): nothing.
+    b.table(&[("s SELECT box2", vec![])]).await;
+    while !b.line().await.starts_with("s OK") {}
+    b.table(&[(
+        "f STORE 1 +FLAGS.SILENT (\\Seen)",
+        lines(&["f OK STORE completed"]),
+    )])
+    .await;
+    a.quiet().await;
+    // Each change of B, then what A is told of it.
+    let steps: Vec<(&str, Vec<&str>, Vec<String>)> = vec![
+        (
+            "x STORE 1 +FLAGS.SILENT (\\Deleted)",
+            vec!["x OK STORE completed"],
+            vec![],
+        ),
+        (
+            "e EXPUNGE",
+            vec!["* 1 EXPUNGE", "e OK EXPUNGE completed"],
+            vec![format!(
+                "* STATUS box2 (MESSAGES 0 UIDNEXT 2 UIDVALIDITY {v} UNSEEN 0)"
+            )],
+        ),
+        (
+            "c CREATE new",
+            vec!["c OK CREATE completed"],
+            vec!["* LIST () \"/\" new".into()],
+        ),
+        (
+            "u SUBSCRIBE new",
+            vec!["u OK completed"],
+            vec!["* LIST (\\Subscribed) \"/\" new".into()],
+        ),
+        (
+            "r RENAME new newer",
+            vec!["r OK RENAME completed"],
+            vec!["* LIST () \"/\" newer (\"OLDNAME\" (new))".into()],
+        ),
+        (
+            "d DELETE newer",
+            vec!["d OK completed"],
+            vec!["* LIST (\\NonExistent) \"/\" newer".into()],
+        ),
+    ];
+    for (send, b_says, a_hears) in steps {
+        b.table(&[(send, lines(&b_says))]).await;
+        a.table(&[("", a_hears)]).await;
+        a.quiet().await;
+    }
+    // NOTIFY NONE: quiet again.
+    a.table(&[("o NOTIFY NONE", lines(&["o OK NOTIFY completed"]))])
+        .await;
+    b.table(&[("c CREATE other", lines(&["c OK CREATE completed"]))])
+        .await;
+    a.quiet().await;
+}
+
+/// The selected mailbox: new messages are pushed with the fetch
+/// attributes asked for, expunges at once with `selected`, and a
+/// `mailboxes` group with NONE keeps one mailbox quiet.
+#[tokio::test]
+async fn notify_selected_mailbox_and_idle() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    b.table(&[
+        ("c CREATE quiet", lines(&["c OK CREATE completed"])),
+        ("c CREATE loud", lines(&["c OK CREATE completed"])),
+    ])
+    .await;
+    let v = uidvalidity(&h, "loud");
+    a.send("s SELECT INBOX\r\n").await;
+    while !a.line().await.starts_with("s OK") {}
+    a.table(&[(
+        "n NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge)) (mailboxes quiet NONE)",
+        lines(&["n OK NOTIFY completed"]),
+    )])
+    .await;
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    a.table(&[("", lines(&["* 2 EXISTS", "* 2 FETCH (UID 2 FLAGS ())"]))])
+        .await;
+    b.send("s SELECT INBOX\r\n").await;
+    while !b.line().await.starts_with("s OK") {}
+    b.table(&[(
+        "f STORE 1 +FLAGS.SILENT (\\Flagged)",
+        lines(&["f OK STORE completed"]),
+    )])
+    .await;
+    // (The selected mailbox's sync also repeats EXISTS after flag changes.)
+    a.table(&[(
+        "",
+        lines(&["* 1 FETCH (UID 1 FLAGS (\\Flagged))", "* 2 EXISTS"]),
+    )])
+    .await;
+    b.table(&[(
+        "x STORE 1 +FLAGS.SILENT (\\Deleted)",
+        lines(&["x OK STORE completed"]),
+    )])
+    .await;
+    a.table(&[(
+        "",
+        lines(&[
+            "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Deleted))",
+            "* 2 EXISTS",
+        ]),
+    )])
+    .await;
+    b.table(&[(
+        "e EXPUNGE",
+        lines(&["* 1 EXPUNGE", "e OK EXPUNGE completed"]),
+    )])
+    .await;
+    a.table(&[("", lines(&["* 1 EXPUNGE", "* 1 EXISTS"]))])
+        .await;
+    a.quiet().await;
+    // During IDLE too; the quiet mailbox says nothing.
+    a.table(&[("i IDLE", lines(&["+ idling"]))]).await;
+    b.send("a APPEND quiet {18}\r\n").await;
+    assert!(b.line().await.starts_with("+ "));
+    b.send("Subject: x\r\n\r\nbody\r\n").await;
+    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    b.send("a APPEND loud {18}\r\n").await;
+    assert!(b.line().await.starts_with("+ "));
+    b.send("Subject: x\r\n\r\nbody\r\n").await;
+    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    a.table(&[
+        (
+            "",
+            vec![format!(
+                "* STATUS loud (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v} UNSEEN 1)"
+            )],
+        ),
+        ("DONE", lines(&["i OK IDLE terminated"])),
+    ])
+    .await;
+}
+
+/// More changes in one round than NOTIFY_PENDING_EVENTS_MAX: one
+/// NOTIFICATIONOVERFLOW, then NOTIFY is off (RFC 5465 5.8).
+#[tokio::test]
+async fn notify_overflow_turns_notify_off() {
+    let h = harness();
+    let mut a = Client::login(&h).await;
+    a.table(&[(
+        "n NOTIFY SET (personal (MailboxName))",
+        lines(&["n OK NOTIFY completed"]),
+    )])
+    .await;
+    // All created before the session can run (one runtime thread): one round.
+    off(|| {
+        for i in 0..=NOTIFY_PENDING_EVENTS_MAX {
+            h.store
+                .folder_create(USER, &format!("f{i}"))
+                .expect("create");
+        }
+    });
+    a.table(&[(
+        "",
+        lines(&["* OK [NOTIFICATIONOVERFLOW] Too many events; NOTIFY is off"]),
+    )])
+    .await;
+    off(|| h.store.folder_create(USER, "after").expect("create"));
+    a.quiet().await;
+    // The session goes on.
+    a.table(&[("z NOOP", lines(&["z OK NOOP completed"]))])
+        .await;
+}
+
+/// SEARCHRES (RFC 5182, part of rev2): RETURN (SAVE) keeps the result,
+/// `$` uses it in FETCH, STORE, UID commands and search keys; an expunge
+/// takes messages out of it; a new SELECT forgets it.
+#[tokio::test]
+async fn searchres_saves_and_dollar_uses_the_result() {
+    let h = harness();
+    for s in ["a", "b", "a", "c"] {
+        deliver(&h, &format!("Subject: {s}\r\n\r\nbody\r\n")).await;
+    }
+    let mut c = Client::login(&h).await;
+    c.send("s SELECT INBOX\r\n").await;
+    while !c.line().await.starts_with("s OK") {}
+    c.table(&[
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+        ),
+        ("f FETCH $ UID", lines(&["f OK FETCH completed"])),
+        (
+            "a SEARCH RETURN (SAVE) SUBJECT a",
+            lines(&["a OK SEARCH completed"]),
+        ),
+        (
+            "f FETCH $ (UID)",
+            lines(&[
+                "* 1 FETCH (UID 1)",
+                "* 3 FETCH (UID 3)",
+                "f OK FETCH completed",
+            ]),
+        ),
+        (
+            "g UID SEARCH UID $ NOT 1",
+            lines(&["* ESEARCH (TAG \"g\") UID ALL 3", "g OK SEARCH completed"]),
+        ),
+        (
+            "b SEARCH RETURN (SAVE MIN COUNT) OR SUBJECT b SUBJECT c",
+            lines(&[
+                "* ESEARCH (TAG \"b\") MIN 2 COUNT 2",
+                "b OK SEARCH completed",
+            ]),
+        ),
+        (
+            "d STORE $ +FLAGS.SILENT (\\Deleted)",
+            lines(&["d OK STORE completed"]),
+        ),
+        (
+            "x EXPUNGE",
+            lines(&["* 4 EXPUNGE", "* 2 EXPUNGE", "x OK EXPUNGE completed"]),
+        ),
+        (
+            "h SEARCH $",
+            lines(&["* ESEARCH (TAG \"h\")", "h OK SEARCH completed"]),
+        ),
+        (
+            "c SEARCH RETURN (SAVE) ALL",
+            lines(&["c OK SEARCH completed"]),
+        ),
+        (
+            "u UID FETCH $ UID",
+            lines(&[
+                "* 1 FETCH (UID 1)",
+                "* 2 FETCH (UID 3)",
+                "u OK FETCH completed",
+            ]),
+        ),
+    ])
+    .await;
+    c.send("s SELECT INBOX\r\n").await;
+    while !c.line().await.starts_with("s OK") {}
+    c.table(&[("f FETCH $ UID", lines(&["f OK FETCH completed"]))])
+        .await;
+}
