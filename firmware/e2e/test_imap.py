@@ -1046,7 +1046,8 @@ def test_create_rename_delete(imap_server):
         # RENAME takes the children along, with their messages and UIDVALIDITY.
         c.ok("RENAME Projects Archive")
         assert c.ok('LIST "" "*"').untagged[5:] == [
-            '* LIST (\\HasChildren) "/" Archive',
+            # "Archive" is a role name: the folder gets \\Archive (RFC 6154).
+            '* LIST (\\HasChildren \\Archive) "/" Archive',
             '* LIST (\\HasNoChildren) "/" Archive/2024',
         ]
         assert status(c, "Archive/2024")["MESSAGES"] == before["MESSAGES"] == 1
@@ -1167,6 +1168,51 @@ def test_a_name_that_is_not_modified_utf7_gets_no(imap_server):
         typ, data = m.select("a&'b")
         assert typ == "NO" and data[0].startswith(b"[CANNOT]"), data
         assert m.list('""', "a&'b*") == ("OK", [None])
+    finally:
+        close(m)
+
+
+def test_delete_keeps_the_subscription_and_listext(imap_server):
+    """RFC 3501 6.3.6: DELETE leaves the subscription; LSUB shows the name
+    (\\Noselect), LIST (SUBSCRIBED) marks it \\NonExistent (RFC 5258 3.4);
+    RECURSIVEMATCH answers a parent with CHILDINFO (RFC 5258 3.5)."""
+    acct = new_account(imap_server, "delsub")
+    m = imaps(imap_server, acct)
+    try:
+        for name in ("box/t6", "box/t2/t1"):
+            assert m.create(name)[0] == "OK"
+            assert m.subscribe(name)[0] == "OK"
+        assert m.delete("box/t6")[0] == "OK"
+        assert m.lsub('""', "box/*") == ("OK", [b'() "/" box/t2/t1', b'(\\Noselect) "/" box/t6'])
+        assert m.list('""', "box/*") == ("OK", [b'(\\HasChildren) "/" box/t2', b'(\\HasNoChildren) "/" box/t2/t1'])
+        typ, data = m._simple_command("LIST", "(SUBSCRIBED)", '""', "box/*")
+        assert typ == "OK"
+        assert m.untagged_responses.pop("LIST") == [
+            b'(\\HasNoChildren \\Subscribed) "/" box/t2/t1',
+            b'(\\NonExistent \\Subscribed) "/" box/t6',
+        ]
+        typ, data = m._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "box/%")
+        assert typ == "OK"
+        assert m.untagged_responses.pop("LIST") == [
+            b'(\\HasChildren) "/" box/t2 ("CHILDINFO" ("SUBSCRIBED"))',
+            b'(\\NonExistent \\Subscribed) "/" box/t6',
+        ]
+        with pytest.raises(imaplib.IMAP4.error, match="RECURSIVEMATCH"):
+            m._simple_command("LIST", "(RECURSIVEMATCH)", '""', '""')
+    finally:
+        close(m)
+
+
+def test_a_recreated_junk_folder_is_junk_again(imap_server):
+    """A Junk folder deleted and created again gets \\Junk back (RFC 6154),
+    so clients find it and moves into it train the spam filter again."""
+    acct = new_account(imap_server, "rejunk")
+    m = imaps(imap_server, acct)
+    try:
+        assert m.delete("Junk")[0] == "OK"
+        assert m.list('""', "Junk") == ("OK", [None])
+        assert m.create("Junk")[0] == "OK"
+        assert m.list('""', "Junk") == ("OK", [b'(\\HasNoChildren \\Junk) "/" Junk'])
     finally:
         close(m)
 

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 mod append;
+mod list;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -171,6 +172,10 @@ fn store_error(tag: &str, e: &StoreError) -> String {
         StoreError::NotFound { kind: "folder", .. } => {
             ("[NONEXISTENT]", "No such mailbox".to_string())
         }
+        StoreError::NotFound {
+            kind: "subscription",
+            ..
+        } => ("[NONEXISTENT]", "Not subscribed".to_string()),
         StoreError::NotFound { .. } => ("[NONEXISTENT]", e.to_string()),
         StoreError::Duplicate { .. } => ("[ALREADYEXISTS]", "Mailbox already exists".to_string()),
         StoreError::InUse { .. } => ("[INUSE]", e.to_string()),
@@ -1204,118 +1209,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    async fn list(
-        &mut self,
-        tag: &str,
-        args: ListArgs,
-        conn: &mut Conn,
-    ) -> Result<String, StoreError> {
-        // LIST "" "" asks for the hierarchy delimiter (RFC 3501 6.3.8).
-        if args.patterns.len() == 1 && args.patterns[0].is_empty() {
-            conn.write(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-            return Ok(format!("{tag} OK LIST completed\r\n"));
-        }
-        self.list_impl(tag, args, false, conn).await
-    }
-
-    async fn list_impl(
-        &mut self,
-        tag: &str,
-        args: ListArgs,
-        lsub: bool,
-        conn: &mut Conn,
-    ) -> Result<String, StoreError> {
-        let user = self.user.clone().unwrap_or_default();
-        let folders = blocking(&self.svc.store, move |s| s.folder_list(&user)).await?;
-        let Some(reference) = self.decode_name(&args.reference).or(Some(String::new())) else {
-            return Ok(format!("{tag} BAD Invalid reference\r\n"));
-        };
-        let mut patterns = Vec::new();
-        for p in &args.patterns {
-            // A pattern that is not modified UTF-7 (RFC 3501 5.1.3) matches
-            // no name; the LIST is answered, empty (as Dovecot does).
-            if let Some(p) = self.decode_name(p) {
-                patterns.push(format!("{reference}{p}"));
-            }
-        }
-        let names: HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
-        let subscribed: HashSet<&str> = folders
-            .iter()
-            .filter(|f| f.subscribed)
-            .map(|f| f.name.as_str())
-            .collect();
-        let mut noselect_parents: HashSet<String> = HashSet::new();
-        let mut out = Vec::new();
-        for f in &folders {
-            if !patterns.iter().any(|p| matches_list_pattern(p, &f.name)) {
-                // RFC 3501 6.3.9: when "foo/bar" is subscribed and "foo" is
-                // not, LSUB with "%" answers "foo" with \Noselect (the
-                // wildcard cannot reach "foo/bar" itself).
-                if lsub && f.subscribed {
-                    let parts: Vec<&str> = f.name.split('/').collect();
-                    for i in 1..parts.len() {
-                        let parent = parts[..i].join("/");
-                        if subscribed.contains(parent.as_str())
-                            || !patterns.iter().any(|p| matches_list_pattern(p, &parent))
-                            || !noselect_parents.insert(parent.clone())
-                        {
-                            continue;
-                        }
-                        out.extend_from_slice(b"* LSUB (\\Noselect) \"/\" ");
-                        out.extend_from_slice(&self.quoted_name(&parent));
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
-                continue;
-            }
-            if args.select_subscribed && !f.subscribed {
-                continue;
-            }
-            if args.select_special_use && f.special_use.is_none() {
-                continue;
-            }
-            let mut attrs: Vec<&str> = Vec::new();
-            if !lsub {
-                let prefix = format!("{}/", f.name);
-                let children = names.iter().any(|n| n.starts_with(&prefix));
-                attrs.push(if children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if let Some(su) = &f.special_use {
-                    attrs.push(su.as_str());
-                }
-                if (args.return_subscribed || args.select_subscribed) && f.subscribed {
-                    attrs.push("\\Subscribed");
-                }
-            }
-            let verb = if lsub { "LSUB" } else { "LIST" };
-            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
-            out.extend_from_slice(&self.quoted_name(&f.name));
-            out.extend_from_slice(b"\r\n");
-            if let Some(items) = &args.return_status {
-                let user = self.user.clone().unwrap_or_default();
-                let name = f.name.clone();
-                if let Ok(snap) =
-                    blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await
-                {
-                    out.extend_from_slice(&self.status_line(
-                        &f.name,
-                        &snap.folder,
-                        &snap.messages,
-                        items,
-                    ));
-                }
-            }
-        }
-        conn.write(&out);
-        Ok(format!(
-            "{tag} OK {} completed\r\n",
-            if lsub { "LSUB" } else { "LIST" }
-        ))
     }
 
     fn status_line(

@@ -53,7 +53,7 @@ pub fn folder_name_valid(name: &str) -> bool {
 }
 
 /// INBOX is case-insensitive (RFC 3501 5.1), also as a hierarchy prefix.
-fn canonical_folder(name: &str) -> Result<String, StoreError> {
+pub(crate) fn canonical_folder(name: &str) -> Result<String, StoreError> {
     if !folder_name_valid(name) {
         return Err(StoreError::Invalid {
             what: "folder name",
@@ -91,6 +91,33 @@ fn get_folder(
         Some(g) => schema::decode(g.value(), "folder"),
         None => Err(not_found("folder", format!("{mailbox}/{name}"))),
     }
+}
+
+/// The special-use role (RFC 6154) a folder named `name` gets: the role
+/// its name stands for in [`schema::SPECIAL_USE_NAMES`] ("Junk": \Junk),
+/// unless another folder of the mailbox holds that role already. So a Junk
+/// folder deleted and created again is the Junk folder again (clients
+/// find it, and moves into it train the spam filter), and a Junk renamed
+/// away keeps the role without a namesake taking it twice.
+fn role_for_name(
+    folders: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mailbox: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some((_, role)) = schema::SPECIAL_USE_NAMES.iter().find(|(n, _)| *n == name) else {
+        return Ok(None);
+    };
+    for item in folders.range((mailbox, "")..)? {
+        let (k, v) = item?;
+        if k.value().0 != mailbox {
+            break;
+        }
+        let f: Folder = schema::decode(v.value(), "folder")?;
+        if f.special_use.as_deref() == Some(*role) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(role.to_string()))
 }
 
 fn put_folder(folders: &mut FolderTable<'_>, f: &Folder) -> Result<(), StoreError> {
@@ -311,6 +338,7 @@ impl Store {
                     why: format!("a mailbox holds at most {FOLDERS_PER_MAILBOX_MAX} folders"),
                 });
             }
+            let special_use = role_for_name(&*folders, &mailbox, &name)?;
             let mut counters = txn.open_table(COUNTERS)?;
             folder = Folder {
                 id: new_folder_id(&mut counters)?,
@@ -318,9 +346,9 @@ impl Store {
                 name: name.clone(),
                 uidvalidity: new_uidvalidity(&mut counters)?,
                 uidnext: 1,
-                special_use: None,
-                subscribed: false,
+                special_use,
                 highestmodseq: 1,
+                first_recent_uid: 1,
             };
             put_folder(&mut folders, &folder)?;
         }
@@ -409,8 +437,8 @@ impl Store {
                     uidvalidity: new_uidvalidity(&mut counters)?,
                     uidnext: 1,
                     special_use: None,
-                    subscribed: false,
                     highestmodseq: 1,
+                    first_recent_uid: 1,
                 };
                 let mut messages = txn.open_table(MESSAGES)?;
                 let moving = read_messages(&*messages, source.id)?;
@@ -446,6 +474,7 @@ impl Store {
                         });
                     }
                 }
+                crate::subscriptions::rename(&txn, &mailbox, &renames)?;
                 for (old, new) in renames {
                     if !folder_name_valid(&new) {
                         return Err(StoreError::Invalid {
@@ -455,6 +484,10 @@ impl Store {
                     }
                     let mut f = get_folder(&*folders, &mailbox, &old)?;
                     folders.remove((mailbox.as_str(), old.as_str()))?;
+                    if f.special_use.is_none() {
+                        // Renamed to "Junk" while no folder is Junk: it is now.
+                        f.special_use = role_for_name(&*folders, &mailbox, &new)?;
+                    }
                     f.name = new;
                     put_folder(&mut folders, &f)?;
                 }
@@ -462,20 +495,6 @@ impl Store {
         }
         txn.commit()?;
         self.notify_change(&mailbox);
-        Ok(())
-    }
-
-    pub fn folder_subscribe(&self, mailbox: &str, name: &str, on: bool) -> Result<(), StoreError> {
-        let mailbox = normalize_address(mailbox)?;
-        let name = canonical_folder(name)?;
-        let txn = self.jtxn()?;
-        {
-            let mut folders = txn.open_table(FOLDERS)?;
-            let mut f = get_folder(&*folders, &mailbox, &name)?;
-            f.subscribed = on;
-            put_folder(&mut folders, &f)?;
-        }
-        txn.commit()?;
         Ok(())
     }
 

@@ -1,0 +1,306 @@
+//! IMAP state the conformance tests (imaptest's list, listext, subscribe,
+//! select, copy, move, search-flags, fetch scripts) exercise, as our own
+//! exchanges: subscriptions that outlive folders, special-use roles,
+//! \Recent, COPY/MOVE into the selected mailbox, new keywords announced,
+//! NUL bytes in bodies, modified UTF-7 names. Same harness as session.rs:
+//! a whole session over an in-memory stream against a real store.
+
+use mxrack_imap::{ImapService, Mode, run_session};
+use mxrack_net::Shutdown;
+use mxrack_store::{Delivery, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const USER: &str = "jo@example.net";
+const PASS: &str = "pw-jo-123";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    svc: Arc<ImapService>,
+    shutdown: Shutdown,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = off(|| {
+        let store = Store::open(dir.path()).expect("store");
+        store.account_add("acme").expect("account");
+        store.domain_add("example.net", "acme").expect("domain");
+        store.mailbox_add(USER, PASS, false).expect("mailbox");
+        store
+    });
+    let limits = mxrack_config::Imap {
+        // The in-memory tests run without TLS.
+        allow_plaintext_auth: true,
+        ..mxrack_config::Imap::default()
+    };
+    let svc = Arc::new(ImapService {
+        hostname: "mx.example.net".into(),
+        limits,
+        store: store.clone(),
+        tls: None,
+        auth: test_auth(),
+        scorer: None,
+    });
+    Harness {
+        _dir: dir,
+        store,
+        svc,
+        shutdown: Shutdown::new(),
+    }
+}
+
+async fn deliver(h: &Harness, body: &str) {
+    let d = Delivery {
+        mail_from: "a@sender.example".into(),
+        local: vec![USER.into()],
+        remote: vec![],
+        body: body.as_bytes().to_vec(),
+        copies: vec![],
+    };
+    h.store
+        .deliver(d, h.store.next_id())
+        .await
+        .expect("deliver");
+}
+
+struct Client {
+    stream: DuplexStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    async fn start(h: &Harness) -> Client {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let peer = "192.0.2.7:40000".parse().expect("addr");
+        tokio::spawn(run_session(
+            h.svc.clone(),
+            Mode::Plain,
+            Box::new(server),
+            peer,
+            h.shutdown.signal(),
+        ));
+        let mut c = Client {
+            stream: client,
+            pending: Vec::new(),
+        };
+        let greeting = c.line().await;
+        assert!(
+            greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
+            "{greeting}"
+        );
+        c
+    }
+
+    async fn login(h: &Harness) -> Client {
+        let mut c = Client::start(h).await;
+        c.send(&format!("l LOGIN {USER} {PASS}\r\n")).await;
+        c.until("l OK").await;
+        c
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.stream.write_all(s.as_bytes()).await.expect("write");
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return String::from_utf8_lossy(&line).into_owned();
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("response in time")
+                .expect("read");
+            if n == 0 {
+                return String::new();
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Every line up to and including the one starting with `prefix`.
+    async fn until(&mut self, prefix: &str) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line().await;
+            assert!(
+                !l.is_empty(),
+                "connection closed before {prefix:?}; got {all}"
+            );
+            all.push_str(&l);
+            if l.starts_with(prefix) {
+                return all;
+            }
+            if l.starts_with(&prefix[..prefix.find(' ').unwrap_or(0) + 1]) && prefix.contains(" OK")
+            {
+                panic!("expected {prefix:?}, got {l:?} after {all}");
+            }
+        }
+    }
+}
+
+fn test_auth() -> Arc<mxrack_auth::AuthService> {
+    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
+        pair_attempts_max: 3,
+        failure_delay_ms: 0,
+        ..mxrack_config::Auth::default()
+    }))
+}
+
+/// Store calls block: the test's own run on a plain thread, off the
+/// runtime (the store's debug-build check refuses them on an async worker).
+fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
+}
+
+/// Sends `cmd` (its first word is the tag) and returns every line up to and
+/// including the tagged one.
+async fn run(c: &mut Client, cmd: &str) -> String {
+    let tag = format!("{} ", cmd.split(' ').next().expect("tag"));
+    c.send(&format!("{cmd}\r\n")).await;
+    let mut all = String::new();
+    loop {
+        let l = c.line().await;
+        assert!(!l.is_empty(), "closed during {cmd:?}: {all}");
+        all.push_str(&l);
+        if l.starts_with(&tag) {
+            return all;
+        }
+    }
+}
+
+/// Runs a table of (command, exact answer).
+async fn table(c: &mut Client, rows: &[(&str, &str)]) {
+    for (cmd, want) in rows {
+        let got = run(c, cmd).await;
+        assert_eq!(got, *want, "{cmd}");
+    }
+}
+
+/// RFC 3501 6.3.6: DELETE does not remove the subscription; LSUB still
+/// shows the name (\Noselect: there is no folder), LIST (SUBSCRIBED) with
+/// \NonExistent (RFC 5258 3.4), and a plain LIST does not.
+#[tokio::test]
+async fn delete_keeps_the_subscription() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    table(
+        &mut c,
+        &[
+            ("a CREATE box/t6", "a OK CREATE completed\r\n"),
+            ("b SUBSCRIBE box/t6", "b OK completed\r\n"),
+            ("c DELETE box/t6", "c OK completed\r\n"),
+            (
+                "d LSUB \"\" box/*",
+                "* LSUB (\\Noselect) \"/\" box/t6\r\nd OK LSUB completed\r\n",
+            ),
+            (
+                "e LIST (SUBSCRIBED) \"\" box/*",
+                "* LIST (\\NonExistent \\Subscribed) \"/\" box/t6\r\ne OK LIST completed\r\n",
+            ),
+            ("f LIST \"\" box/*", "f OK LIST completed\r\n"),
+            // Subscribing a name without a folder is allowed, as Dovecot does.
+            ("g SUBSCRIBE never/was", "g OK completed\r\n"),
+            ("h UNSUBSCRIBE never/was", "h OK completed\r\n"),
+            (
+                "i UNSUBSCRIBE never/was",
+                "i NO [NONEXISTENT] Not subscribed\r\n",
+            ),
+            // Created again, it is subscribed still.
+            ("j CREATE box/t6", "j OK CREATE completed\r\n"),
+            (
+                "k LIST \"\" box/t6 RETURN (SUBSCRIBED)",
+                "* LIST (\\HasNoChildren \\Subscribed) \"/\" box/t6\r\nk OK LIST completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// A Junk folder deleted and created again is \Junk again (RFC 6154).
+#[tokio::test]
+async fn a_recreated_junk_folder_gets_its_role_back() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    table(
+        &mut c,
+        &[
+            ("a DELETE Junk", "a OK completed\r\n"),
+            ("b CREATE Junk", "b OK CREATE completed\r\n"),
+            (
+                "c LIST (SPECIAL-USE) \"\" J*",
+                "* LIST (\\HasNoChildren \\Junk) \"/\" Junk\r\nc OK LIST completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// LIST-EXTENDED (RFC 5258) as imaptest's listext script drives it.
+#[tokio::test]
+async fn list_extended_selection_and_return_options() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    let mut c = Client::login(&h).await;
+    for (i, name) in [
+        "b/t1", "b/t2/t1", "b/t3", "b/t4/t5", "b/t6", "b/t7/t7", "b/t8/t8", "b/t8/t9",
+    ]
+    .iter()
+    .enumerate()
+    {
+        run(&mut c, &format!("c{i} CREATE {name}")).await;
+    }
+    for (i, name) in ["b/t1", "b/t2/t1", "b/t6", "b/t7/t7", "b/t8/t8", "b/t8/t9"]
+        .iter()
+        .enumerate()
+    {
+        run(&mut c, &format!("s{i} SUBSCRIBE {name}")).await;
+    }
+    table(
+        &mut c,
+        &[
+            ("d DELETE b/t6", "d OK completed\r\n"),
+            (
+                "e LIST (RECURSIVEMATCH) \"\" \"\"",
+                "e BAD [CLIENTBUG] RECURSIVEMATCH needs another selection option\r\n",
+            ),
+            (
+                "f LIST (RECURSIVEMATCH REMOTE) \"\" \"\"",
+                "f BAD [CLIENTBUG] RECURSIVEMATCH needs another selection option\r\n",
+            ),
+            ("g LIST (REMOTE) \"\" b", "* LIST (\\HasChildren) \"/\" b\r\ng OK LIST completed\r\n"),
+            (
+                "h LIST (SUBSCRIBED RECURSIVEMATCH) \"\" b/t2% RETURN (CHILDREN)",
+                "* LIST (\\HasChildren) \"/\" b/t2 (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\nh OK LIST completed\r\n",
+            ),
+            (
+                "i LIST (SUBSCRIBED RECURSIVEMATCH) \"\" b*t7",
+                "* LIST (\\HasNoChildren \\Subscribed) \"/\" b/t7/t7\r\ni OK LIST completed\r\n",
+            ),
+            (
+                "j LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (b/t2 b/t2/t1)",
+                "* LIST (\\HasNoChildren \\Subscribed) \"/\" b/t2/t1\r\nj OK LIST completed\r\n",
+            ),
+            (
+                "k LIST \"\" b/% RETURN (CHILDREN SUBSCRIBED)",
+                "* LIST (\\HasNoChildren \\Subscribed) \"/\" b/t1\r\n\
+                 * LIST (\\HasChildren) \"/\" b/t2\r\n\
+                 * LIST (\\HasNoChildren) \"/\" b/t3\r\n\
+                 * LIST (\\HasChildren) \"/\" b/t4\r\n\
+                 * LIST (\\HasChildren) \"/\" b/t7\r\n\
+                 * LIST (\\HasChildren) \"/\" b/t8\r\n\
+                 k OK LIST completed\r\n",
+            ),
+            (
+                "l LIST \"\" INBOX RETURN (STATUS (MESSAGES UNSEEN) SPECIAL-USE)",
+                "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* STATUS INBOX (MESSAGES 1 UNSEEN 1)\r\nl OK LIST completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}
