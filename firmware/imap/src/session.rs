@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 mod append;
 mod list;
+mod recent;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -82,6 +83,8 @@ struct Selected {
     messages: Vec<MessageMeta>,
     /// The folder's HIGHESTMODSEQ as last seen by this session.
     modseq: u64,
+    /// UIDs that are \Recent in this session (`session/recent.rs`).
+    recent: HashSet<u32>,
 }
 
 struct Session {
@@ -1021,6 +1024,12 @@ impl Session {
         };
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
+        let recent = if read_only {
+            HashSet::new()
+        } else {
+            self.claim_recent(&snap.folder.name, &snap.messages, snap.folder.uidnext)
+                .await
+        };
         let mut keywords: Vec<String> = Vec::new();
         for m in &snap.messages {
             for f in &m.flags {
@@ -1043,8 +1052,9 @@ impl Session {
             ));
         }
         out.push_str(&format!(
-            "* {} EXISTS\r\n* 0 RECENT\r\n",
-            snap.messages.len()
+            "* {} EXISTS\r\n* {} RECENT\r\n",
+            snap.messages.len(),
+            recent.len()
         ));
         if let Some(i) = snap
             .messages
@@ -1067,6 +1077,7 @@ impl Session {
             read_only,
             modseq: snap.folder.highestmodseq,
             messages: snap.messages,
+            recent,
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(format!(
@@ -1142,7 +1153,7 @@ impl Session {
                         "* {} FETCH (UID {} FLAGS {}{modseq})\r\n",
                         i + 1,
                         m.uid,
-                        flag_list(&now.flags)
+                        recent::shown_flags(&now.flags, sel.recent.contains(&m.uid))
                     ));
                 }
                 *m = (*now).clone();
@@ -1152,9 +1163,21 @@ impl Session {
         let before = sel.messages.len();
         sel.messages
             .extend(snap.messages.iter().filter(|m| m.uid > max_known).cloned());
-        if sel.messages.len() != before || (allow_expunge && !out.is_empty()) {
+        let grew = sel.messages.len() != before;
+        if grew || (allow_expunge && !out.is_empty()) {
             out.push_str(&format!("* {} EXISTS\r\n", sel.messages.len()));
         }
+        if grew && !sel.read_only {
+            let (name, view) = (sel.name.clone(), sel.messages[before..].to_vec());
+            let claimed = self.claim_recent(&name, &view, snap.folder.uidnext).await;
+            if let Some(sel) = self.selected.as_mut() {
+                sel.recent.extend(claimed);
+                out.push_str(&format!("* {} RECENT\r\n", recent::count(sel)));
+            }
+        }
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
         // Only move the marker when everything (expunges too) was reported.
         if allow_expunge {
             sel.modseq = snap.folder.highestmodseq;
@@ -1222,7 +1245,14 @@ impl Session {
         for item in items {
             parts.push(match item {
                 StatusItem::Messages => format!("MESSAGES {}", messages.len()),
-                StatusItem::Recent => "RECENT 0".to_string(),
+                // Not yet claimed by a session (session/recent.rs).
+                StatusItem::Recent => format!(
+                    "RECENT {}",
+                    messages
+                        .iter()
+                        .filter(|m| m.uid >= folder.first_recent_uid)
+                        .count()
+                ),
                 StatusItem::UidNext => format!("UIDNEXT {}", folder.uidnext),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", folder.uidvalidity),
                 StatusItem::Unseen => format!(
@@ -1395,7 +1425,11 @@ impl Session {
         let Some(sel) = self.selected.as_ref() else {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
-        let messages = sel.messages.clone();
+        let messages: Vec<MessageMeta> = sel
+            .messages
+            .iter()
+            .map(|m| recent::with_recent(m, &sel.recent))
+            .collect();
         let content = search::needs_content(&criteria);
         let store = self.svc.store.clone();
         let hits: Vec<(u32, u32)> = mxrack_store::spawn_blocking(move || {
@@ -1535,7 +1569,12 @@ impl Session {
         let items = Arc::new(items);
         let metas: Vec<(usize, MessageMeta)> = seqs
             .iter()
-            .map(|&seq| (seq, sel.messages[seq - 1].clone()))
+            .map(|&seq| {
+                (
+                    seq,
+                    recent::with_recent(&sel.messages[seq - 1], &sel.recent),
+                )
+            })
             .filter(|(_, m)| changed_since.is_none_or(|c| m.modseq > c))
             .collect();
         // Messages are read and rendered in batches on a blocking thread:
@@ -1699,7 +1738,7 @@ impl Session {
                     out.push_str(&format!(
                         "* {} FETCH (FLAGS {}{uid_item}{modseq})\r\n",
                         i + 1,
-                        flag_list(&m.flags)
+                        recent::shown_flags(&m.flags, sel.recent.contains(&m.uid))
                     ));
                 }
             }

@@ -304,3 +304,134 @@ async fn list_extended_selection_and_return_options() {
     )
     .await;
 }
+
+/// The UIDVALIDITY of a folder, for exchanges that name it.
+async fn uidvalidity(c: &mut Client, folder: &str) -> String {
+    let s = run(c, &format!("v STATUS {folder} (UIDVALIDITY)")).await;
+    s.split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("UIDVALIDITY")
+        .to_string()
+}
+
+/// RFC 3501 2.3.2 as Dovecot does it: \Recent in exactly one session, the
+/// first to SELECT (not EXAMINE) after the message arrived, or the selected
+/// session that notices new mail first; SEARCH RECENT/NEW/OLD and STATUS
+/// (RECENT: not yet claimed by any session) follow.
+#[tokio::test]
+async fn recent_belongs_to_one_session() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\n1\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\n2\r\n").await;
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    let mut e = Client::login(&h).await;
+    table(
+        &mut e,
+        &[(
+            "s STATUS INBOX (MESSAGES RECENT)",
+            "* STATUS INBOX (MESSAGES 2 RECENT 2)\r\ns OK STATUS completed\r\n",
+        )],
+    )
+    .await;
+    let mut x = Client::login(&h).await;
+    let sel = run(&mut x, "x EXAMINE INBOX").await;
+    assert!(sel.contains("* 2 EXISTS\r\n* 0 RECENT\r\n"), "{sel}");
+    let sel = run(&mut a, "s SELECT INBOX").await;
+    assert!(sel.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{sel}");
+    let sel = run(&mut b, "s SELECT INBOX").await;
+    assert!(sel.contains("* 2 EXISTS\r\n* 0 RECENT\r\n"), "{sel}");
+    table(
+        &mut a,
+        &[
+            (
+                "f FETCH 1:2 FLAGS",
+                "* 1 FETCH (FLAGS (\\Recent))\r\n* 2 FETCH (FLAGS (\\Recent))\r\nf OK FETCH completed\r\n",
+            ),
+            (
+                "t STORE 1 +FLAGS (\\Seen)",
+                "* 1 FETCH (FLAGS (\\Recent \\Seen))\r\nt OK STORE completed\r\n",
+            ),
+        ],
+    )
+    .await;
+    deliver(&h, "Subject: three\r\n\r\n3\r\n").await;
+    table(
+        &mut e,
+        &[(
+            "s STATUS INBOX (RECENT)",
+            "* STATUS INBOX (RECENT 1)\r\ns OK STATUS completed\r\n",
+        )],
+    )
+    .await;
+    // The first selected session to notice new mail has it as \Recent.
+    table(
+        &mut a,
+        &[
+            (
+                "n NOOP",
+                "* 3 EXISTS\r\n* 3 RECENT\r\nn OK NOOP completed\r\n",
+            ),
+            (
+                "r SEARCH RECENT",
+                "* SEARCH 1 2 3\r\nr OK SEARCH completed\r\n",
+            ),
+            ("w SEARCH NEW", "* SEARCH 2 3\r\nw OK SEARCH completed\r\n"),
+            ("o SEARCH OLD", "* SEARCH\r\no OK SEARCH completed\r\n"),
+        ],
+    )
+    .await;
+    table(
+        &mut b,
+        &[
+            ("n NOOP", "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n* 3 EXISTS\r\n* 0 RECENT\r\nn OK NOOP completed\r\n"),
+            ("r SEARCH RECENT", "* SEARCH\r\nr OK SEARCH completed\r\n"),
+            ("o SEARCH OLD", "* SEARCH 1 2 3\r\no OK SEARCH completed\r\n"),
+            (
+                "s STATUS INBOX (RECENT)",
+                "* STATUS INBOX (RECENT 0)\r\ns OK STATUS completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// COPY and MOVE into the selected mailbox (RFC 6851 3.3: MOVE to the
+/// same mailbox gives the messages new UIDs); the copies are \Recent in
+/// this session.
+#[tokio::test]
+async fn copy_and_move_into_the_selected_mailbox() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\n1\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\n2\r\n").await;
+    let mut c = Client::login(&h).await;
+    let v = uidvalidity(&mut c, "INBOX").await;
+    run(&mut c, "s SELECT INBOX").await;
+    table(
+        &mut c,
+        &[
+            (
+                "c COPY 1 INBOX",
+                &format!("* 3 EXISTS\r\n* 3 RECENT\r\nc OK [COPYUID {v} 1 3] COPY completed\r\n"),
+            ),
+            (
+                "m MOVE 1 INBOX",
+                &format!(
+                    "* OK [COPYUID {v} 1 4] Moved\r\n* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 3 RECENT\r\nm OK MOVE completed\r\n"
+                ),
+            ),
+            (
+                "u UID MOVE 2 INBOX",
+                &format!(
+                    "* OK [COPYUID {v} 2 5] Moved\r\n* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 3 RECENT\r\nu OK MOVE completed\r\n"
+                ),
+            ),
+            (
+                "f FETCH 1:* (UID FLAGS)",
+                "* 1 FETCH (UID 3 FLAGS (\\Recent))\r\n* 2 FETCH (UID 4 FLAGS (\\Recent))\r\n* 3 FETCH (UID 5 FLAGS (\\Recent))\r\nf OK FETCH completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}

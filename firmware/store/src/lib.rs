@@ -35,6 +35,7 @@ mod names;
 pub mod offload;
 mod password;
 mod queue;
+mod recent;
 pub mod recovery;
 mod relaydata;
 mod resolve;

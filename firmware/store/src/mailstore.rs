@@ -849,12 +849,10 @@ impl Store {
             let mut folders = txn.open_table(FOLDERS)?;
             let mut src = get_folder(&*folders, &mailbox, &from)?;
             let mut dst = get_folder(&*folders, &mailbox, &to)?;
-            if src.id == dst.id {
-                return Err(StoreError::Invalid {
-                    what: "folder",
-                    why: "source and target are the same folder".into(),
-                });
-            }
+            // Into the same folder (RFC 6851 3.3 allows MOVE there; COPY
+            // too): the copies get new UIDs after every existing one, and
+            // `dst` is the one record written.
+            let same = src.id == dst.id;
             let mut messages: MessageTable<'_> = txn.open_table(MESSAGES)?;
             let mut blob_refs = txn.open_table(BLOBS)?;
             let mut added = 0u64;
@@ -893,7 +891,7 @@ impl Store {
             if !remove_source && added > 0 {
                 charge_usage(&txn, &mailbox, added)?;
             }
-            if remove_source && !pairs.is_empty() {
+            if remove_source && !pairs.is_empty() && !same {
                 src.highestmodseq += 1;
                 put_folder(&mut folders, &src)?;
             }
