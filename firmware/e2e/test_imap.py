@@ -1257,6 +1257,31 @@ def test_recent_in_one_session_and_move_into_the_selected_mailbox(imap_server):
         close(b)
 
 
+def test_nul_bytes_go_out_as_0x80_and_non_canonical_utf7_is_refused(imap_server):
+    """RFC 3501 4.3 forbids NUL in a literal: as Dovecot, a NUL in a stored
+    message goes out as 0x80 (same size). RFC 3501 5.1.3: a name that is not
+    in canonical modified UTF-7 is refused, not rewritten."""
+    acct = new_account(imap_server, "nul")
+    msg = b"Subject: nul\r\n\r\na\x00b\r\n"
+    deliver(imap_server, acct.address, msg)
+    stored = imap_server.cat(acct.address, 1)
+    assert b"\x00" in stored
+    m = imaps(imap_server, acct)
+    try:
+        assert m.select("INBOX")[0] == "OK"
+        typ, data = m.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        assert fetch_literals(data) == [stored.replace(b"\x00", b"\x80")]
+        assert f"RFC822.SIZE {len(stored)}" in fetch_text(data)
+        for name in ("&AGE-", "&AOQ-&APY-"):
+            typ, data = m.create(name)
+            assert typ == "NO" and data[0].startswith(b"[CANNOT]"), (name, data)
+        assert m.create("&AOQA9g-")[0] == "OK"
+        assert m.list('""', "&AOQA9g-") == ("OK", [b'(\\HasNoChildren) "/" &AOQA9g-'])
+    finally:
+        close(m)
+
+
 def test_utf8_mailbox_name_in_modified_utf7(imap_server):
     acct = new_account(imap_server, "utf7")
     name = "Entwürfe"

@@ -3,6 +3,7 @@
 
 pub mod fetch;
 pub mod mutf7;
+pub mod nul;
 pub mod parser;
 pub mod response;
 pub mod search;

@@ -1995,7 +1995,7 @@ fn render_items(
             }
             FetchAtt::Rfc822 => {
                 out.extend_from_slice(b"RFC822 ");
-                nstring(out, raw);
+                nstring(out, raw.map(crate::nul::literal_safe).as_deref());
             }
             FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => {
                 let text = if *item == FetchAtt::Rfc822Header {
@@ -2020,7 +2020,10 @@ fn render_items(
                     ),
                     _ => None,
                 };
-                response::string(out, bytes.as_deref().unwrap_or(b""));
+                response::string(
+                    out,
+                    &crate::nul::literal_safe(bytes.as_deref().unwrap_or(b"")),
+                );
             }
             FetchAtt::Section {
                 section, partial, ..
@@ -2043,7 +2046,7 @@ fn render_items(
                     None => bytes,
                 };
                 out.push(b' ');
-                response::literal(out, &bytes);
+                response::literal(out, &crate::nul::literal_safe(&bytes));
             }
         }
     }

@@ -435,3 +435,55 @@ async fn copy_and_move_into_the_selected_mailbox() {
     )
     .await;
 }
+
+/// RFC 3501 4.3: no NUL in a literal. As Dovecot, each NUL of the message
+/// goes out as 0x80, byte for byte, so RFC822.SIZE and the literal agree.
+#[tokio::test]
+async fn nul_bytes_are_never_sent_raw() {
+    let h = harness();
+    deliver(&h, "Subject: nul\r\n\r\na\0b\0\r\n").await;
+    let mut c = Client::login(&h).await;
+    run(&mut c, "s SELECT INBOX").await;
+    let f = run(
+        &mut c,
+        "f FETCH 1 (RFC822.SIZE BODY.PEEK[] BODY.PEEK[TEXT] RFC822.TEXT)",
+    )
+    .await;
+    assert!(!f.contains('\0'), "{f:?}");
+    let size: usize = f
+        .split("RFC822.SIZE ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("size");
+    assert!(f.contains(&format!("BODY[] {{{size}}}\r\n")), "{f:?}");
+    // 0x80 is not UTF-8: the test client shows it as U+FFFD.
+    assert!(
+        f.contains("BODY[TEXT] {6}\r\na\u{FFFD}b\u{FFFD}\r\n")
+            && f.contains("RFC822.TEXT {6}\r\na\u{FFFD}b\u{FFFD}\r\n"),
+        "{f:?}"
+    );
+}
+
+/// A name in modified UTF-7 that is not the canonical form (RFC 3501
+/// 5.1.3) is refused as Dovecot refuses it, not silently rewritten.
+#[tokio::test]
+async fn non_canonical_modified_utf7_is_refused() {
+    let h = harness();
+    let mut c = Client::login(&h).await;
+    let no = "NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n";
+    table(
+        &mut c,
+        &[
+            ("a CREATE &AGE-", &format!("a {no}")),
+            ("b CREATE &AOQ-&APY-", &format!("b {no}")),
+            ("c SELECT Entw&APw-&AGE-", &format!("c {no}")),
+            ("d CREATE &AOQA9g-", "d OK CREATE completed\r\n"),
+            (
+                "e LIST \"\" &AOQA9g-",
+                "* LIST (\\HasNoChildren) \"/\" &AOQA9g-\r\ne OK LIST completed\r\n",
+            ),
+        ],
+    )
+    .await;
+}
