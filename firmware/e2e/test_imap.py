@@ -903,8 +903,14 @@ def test_store_flags(imap_server):
     with raw_imaps(imap_server, acct) as c:
         assert select_info(c.ok("SELECT INBOX"))["RECENT"] == "0"
         r = c.ok("STORE 1 +FLAGS (\\Flagged $Work)")
-        assert len(r.untagged) == 1 and r.untagged[0].startswith("* 1 FETCH (FLAGS (")
-        assert flags_of(r.untagged[0]) == {"\\Flagged", "$Work"}
+        # $Work is new to the mailbox: FLAGS and PERMANENTFLAGS come first
+        # (RFC 3501 7.2.6).
+        assert r.untagged[:2] == [
+            f"* FLAGS ({SYSTEM_FLAGS} $Work)",
+            f"* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} $Work \\*)] Flags permitted",
+        ], r
+        assert len(r.untagged) == 3 and r.untagged[2].startswith("* 1 FETCH (FLAGS (")
+        assert flags_of(r.untagged[2]) == {"\\Flagged", "$Work"}
         r = c.ok("STORE 1 -FLAGS (\\Flagged)")
         assert r.untagged == ["* 1 FETCH (FLAGS ($Work))"]
         # .SILENT: no untagged FETCH; FLAGS replaces the whole set.

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 mod append;
+mod keywords;
 mod list;
 mod recent;
 
@@ -85,6 +86,8 @@ struct Selected {
     modseq: u64,
     /// UIDs that are \Recent in this session (`session/recent.rs`).
     recent: HashSet<u32>,
+    /// The keywords its last `* FLAGS` listed (`session/keywords.rs`).
+    keywords: Vec<String>,
 }
 
 struct Session {
@@ -1025,7 +1028,7 @@ impl Session {
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
         let recent = if read_only {
-            HashSet::new()
+            recent::unclaimed(&snap.folder, &snap.messages)
         } else {
             self.claim_recent(&snap.folder.name, &snap.messages, snap.folder.uidnext)
                 .await
@@ -1078,6 +1081,7 @@ impl Session {
             modseq: snap.folder.highestmodseq,
             messages: snap.messages,
             recent,
+            keywords,
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(format!(
@@ -1139,6 +1143,9 @@ impl Session {
                 i -= 1;
             }
         }
+        // EXISTS follows expunges (the count changed), not flag changes.
+        let expunged = !out.is_empty();
+        out.push_str(&keywords::announce(sel, &snap.messages));
         for (i, m) in sel.messages.iter_mut().enumerate() {
             if let Some(now) = current.get(&m.uid)
                 && now.modseq != m.modseq
@@ -1164,12 +1171,16 @@ impl Session {
         sel.messages
             .extend(snap.messages.iter().filter(|m| m.uid > max_known).cloned());
         let grew = sel.messages.len() != before;
-        if grew || (allow_expunge && !out.is_empty()) {
+        if grew || (allow_expunge && expunged) {
             out.push_str(&format!("* {} EXISTS\r\n", sel.messages.len()));
         }
-        if grew && !sel.read_only {
+        if grew {
             let (name, view) = (sel.name.clone(), sel.messages[before..].to_vec());
-            let claimed = self.claim_recent(&name, &view, snap.folder.uidnext).await;
+            let claimed = if sel.read_only {
+                recent::unclaimed(&snap.folder, &view)
+            } else {
+                self.claim_recent(&name, &view, snap.folder.uidnext).await
+            };
             if let Some(sel) = self.selected.as_mut() {
                 sel.recent.extend(claimed);
                 out.push_str(&format!("* {} RECENT\r\n", recent::count(sel)));
@@ -1717,6 +1728,9 @@ impl Session {
         })
         .await?;
         self.apply_changed(&changed);
+        if let Some(sel) = self.selected.as_mut() {
+            conn.write(keywords::announce(sel, &changed).as_bytes());
+        }
         if !silent {
             let Some(sel) = self.selected.as_ref() else {
                 return Ok(String::new());

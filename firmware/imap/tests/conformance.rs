@@ -335,9 +335,11 @@ async fn recent_belongs_to_one_session() {
         )],
     )
     .await;
+    // EXAMINE shows what no session took as recent, and takes nothing.
     let mut x = Client::login(&h).await;
     let sel = run(&mut x, "x EXAMINE INBOX").await;
-    assert!(sel.contains("* 2 EXISTS\r\n* 0 RECENT\r\n"), "{sel}");
+    assert!(sel.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{sel}");
+    run(&mut x, "c CLOSE").await;
     let sel = run(&mut a, "s SELECT INBOX").await;
     assert!(sel.contains("* 2 EXISTS\r\n* 2 RECENT\r\n"), "{sel}");
     let sel = run(&mut b, "s SELECT INBOX").await;
@@ -484,6 +486,49 @@ async fn non_canonical_modified_utf7_is_refused() {
                 "* LIST (\\HasNoChildren) \"/\" &AOQA9g-\r\ne OK LIST completed\r\n",
             ),
         ],
+    )
+    .await;
+}
+
+/// RFC 3501 7.2.6: a keyword new to the mailbox is announced by `* FLAGS`
+/// and `* OK [PERMANENTFLAGS]` before the FETCH that shows it, in the
+/// session that stored it and in one that sees it arrive.
+#[tokio::test]
+async fn a_new_keyword_is_announced_before_it_is_used() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\n1\r\n").await;
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    run(&mut a, "s SELECT INBOX").await;
+    run(&mut b, "s EXAMINE INBOX").await;
+    let sys = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+    table(
+        &mut a,
+        &[
+            (
+                "t STORE 1 +FLAGS ($Work)",
+                &format!(
+                    "* FLAGS ({sys} $Work)\r\n* OK [PERMANENTFLAGS ({sys} $Work \\*)] Flags permitted\r\n\
+                     * 1 FETCH (FLAGS (\\Recent $Work))\r\nt OK STORE completed\r\n"
+                ),
+            ),
+            // Known now: no second announcement.
+            (
+                "u STORE 1 FLAGS ($Work)",
+                "* 1 FETCH (FLAGS (\\Recent $Work))\r\nu OK STORE completed\r\n",
+            ),
+        ],
+    )
+    .await;
+    table(
+        &mut b,
+        &[(
+            "n NOOP",
+            &format!(
+                "* FLAGS ({sys} $Work)\r\n* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n\
+                 * 1 FETCH (UID 1 FLAGS ($Work))\r\nn OK NOOP completed\r\n"
+            ),
+        )],
     )
     .await;
 }

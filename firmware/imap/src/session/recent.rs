@@ -1,6 +1,7 @@
 //! \Recent (RFC 3501 2.3.2), as Dovecot implements it: a message is
 //! \Recent in exactly one session, the first that SELECTs its mailbox (not
-//! EXAMINE) after it arrived, or the selected session that notices it
+//! EXAMINE, which shows the unclaimed ones as recent without taking them)
+//! after it arrived, or the selected session that notices it
 //! arriving (new mail, or its own COPY/MOVE/APPEND into the mailbox). The
 //! store keeps each folder's recent high-water UID and hands a message out
 //! once (`Store::claim_recent`); the session keeps the UIDs it was given.
@@ -9,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use mxrack_store::MessageMeta;
+use mxrack_store::{Folder, MessageMeta};
 use tracing::warn;
 
 use super::{Selected, Session, blocking, flag_list};
@@ -34,6 +35,16 @@ pub(super) fn with_recent(m: &MessageMeta, recent: &HashSet<u32>) -> MessageMeta
         m.flags.insert(0, "\\Recent".to_string());
     }
     m
+}
+
+/// What a read-only session (EXAMINE) shows as \Recent without taking it:
+/// the messages no session has claimed yet (as Dovecot, and imaptest's
+/// select script, expect).
+pub(super) fn unclaimed(folder: &Folder, view: &[MessageMeta]) -> HashSet<u32> {
+    view.iter()
+        .map(|m| m.uid)
+        .filter(|&u| u >= folder.first_recent_uid)
+        .collect()
 }
 
 /// How many messages of the session's view are \Recent here (expunged
