@@ -658,7 +658,8 @@ def test_fetch_items_of_a_multipart_message(imap_server):
     try:
         assert m.select("INBOX") == ("OK", [b"1"])
         typ, data = m.fetch("1", "(FLAGS UID RFC822.SIZE)")
-        assert (typ, data) == ("OK", [f"1 (FLAGS () UID 1 RFC822.SIZE {len(stored)})".encode()])
+        # This session was the first to SELECT after delivery: \\Recent.
+        assert (typ, data) == ("OK", [f"1 (FLAGS (\\Recent) UID 1 RFC822.SIZE {len(stored)})".encode()])
 
         typ, data = m.fetch("1", "(ENVELOPE)")
         assert data == [f"1 (ENVELOPE {MULTI_ENVELOPE})".encode()]
@@ -691,14 +692,14 @@ def test_fetch_items_of_a_multipart_message(imap_server):
             stored[:10],
         ]
         # PEEK left \Seen alone.
-        assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS ())"]
+        assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Recent))"]
 
         # BODY[] (not PEEK) returns the stored bytes and sets \Seen; the new
         # flags come in the same FETCH response (RFC 3501 6.4.5).
         typ, data = m.fetch("1", "(BODY[])")
         assert fetch_literals(data) == [stored]
-        assert fetch_text(data) == f"1 (BODY[] {{{len(stored)}}} FLAGS (\\Seen))"
-        assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Seen))"]
+        assert fetch_text(data) == f"1 (BODY[] {{{len(stored)}}} FLAGS (\\Recent \\Seen))"
+        assert m.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Recent \\Seen))"]
         typ, data = m.uid("FETCH", "1", "(RFC822.SIZE BODY.PEEK[TEXT])")
         assert fetch_literals(data) == [MULTI[len(MULTI_HEADER):]]
     finally:
@@ -897,10 +898,19 @@ def test_store_flags(imap_server):
     acct = new_account(imap_server, "store")
     deliver(imap_server, acct.address, simple("st-1"), simple("st-2"))
     with raw_imaps(imap_server, acct) as c:
-        c.ok("SELECT INBOX")
+        # An earlier session took the \\Recent flags (RFC 3501 2.3.2).
+        assert select_info(c.ok("SELECT INBOX"))["RECENT"] == "2"
+    with raw_imaps(imap_server, acct) as c:
+        assert select_info(c.ok("SELECT INBOX"))["RECENT"] == "0"
         r = c.ok("STORE 1 +FLAGS (\\Flagged $Work)")
-        assert len(r.untagged) == 1 and r.untagged[0].startswith("* 1 FETCH (FLAGS (")
-        assert flags_of(r.untagged[0]) == {"\\Flagged", "$Work"}
+        # $Work is new to the mailbox: FLAGS and PERMANENTFLAGS come first
+        # (RFC 3501 7.2.6).
+        assert r.untagged[:2] == [
+            f"* FLAGS ({SYSTEM_FLAGS} $Work)",
+            f"* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} $Work \\*)] Flags permitted",
+        ], r
+        assert len(r.untagged) == 3 and r.untagged[2].startswith("* 1 FETCH (FLAGS (")
+        assert flags_of(r.untagged[2]) == {"\\Flagged", "$Work"}
         r = c.ok("STORE 1 -FLAGS (\\Flagged)")
         assert r.untagged == ["* 1 FETCH (FLAGS ($Work))"]
         # .SILENT: no untagged FETCH; FLAGS replaces the whole set.
@@ -997,7 +1007,7 @@ def test_append_with_flags_and_date_then_fetch_back(imap_server):
         assert fetch_literals(data) == [msg]
         head = fetch_text(data)
         assert f"UID {uid}" in head and f"RFC822.SIZE {len(msg)}" in head
-        assert flags_of(head) == {"\\Seen", "$Label1"}
+        assert flags_of(head) == {"\\Recent", "\\Seen", "$Label1"}
         date = re.search(r'INTERNALDATE "([^"]+)"', head)[1]
         assert time.mktime(imaplib.Internaldate2tuple(f'INTERNALDATE "{date}"'.encode())) == \
             time.mktime(imaplib.Internaldate2tuple(b'INTERNALDATE "05-Mar-2024 10:20:30 +0100"'))
@@ -1012,7 +1022,7 @@ def test_append_with_flags_and_date_then_fetch_back(imap_server):
         t = c.tag()
         c.send(f"{t} APPEND Drafts {{{len(msg)}+}}\r\n".encode() + msg + b"\r\n")
         r = c.read_until_tagged(t)
-        assert r.status == "OK" and r.code.startswith("APPENDUID ") and r.untagged == ["* 2 EXISTS"], r
+        assert r.status == "OK" and r.code.startswith("APPENDUID ") and r.untagged == ["* 2 EXISTS", "* 1 RECENT"], r
 
 
 def status_imaplib(m: imaplib.IMAP4, mailbox: str) -> dict[str, int]:
@@ -1046,7 +1056,8 @@ def test_create_rename_delete(imap_server):
         # RENAME takes the children along, with their messages and UIDVALIDITY.
         c.ok("RENAME Projects Archive")
         assert c.ok('LIST "" "*"').untagged[5:] == [
-            '* LIST (\\HasChildren) "/" Archive',
+            # "Archive" is a role name: the folder gets \\Archive (RFC 6154).
+            '* LIST (\\HasChildren \\Archive) "/" Archive',
             '* LIST (\\HasNoChildren) "/" Archive/2024',
         ]
         assert status(c, "Archive/2024")["MESSAGES"] == before["MESSAGES"] == 1
@@ -1171,6 +1182,112 @@ def test_a_name_that_is_not_modified_utf7_gets_no(imap_server):
         close(m)
 
 
+def test_delete_keeps_the_subscription_and_listext(imap_server):
+    """RFC 3501 6.3.6: DELETE leaves the subscription; LSUB shows the name
+    (\\Noselect), LIST (SUBSCRIBED) marks it \\NonExistent (RFC 5258 3.4);
+    RECURSIVEMATCH answers a parent with CHILDINFO (RFC 5258 3.5)."""
+    acct = new_account(imap_server, "delsub")
+    m = imaps(imap_server, acct)
+    try:
+        for name in ("box/t6", "box/t2/t1"):
+            assert m.create(name)[0] == "OK"
+            assert m.subscribe(name)[0] == "OK"
+        assert m.delete("box/t6")[0] == "OK"
+        assert m.lsub('""', "box/*") == ("OK", [b'() "/" box/t2/t1', b'(\\Noselect) "/" box/t6'])
+        assert m.list('""', "box/*") == ("OK", [b'(\\HasChildren) "/" box/t2', b'(\\HasNoChildren) "/" box/t2/t1'])
+        typ, data = m._simple_command("LIST", "(SUBSCRIBED)", '""', "box/*")
+        assert typ == "OK"
+        assert m.untagged_responses.pop("LIST") == [
+            b'(\\HasNoChildren \\Subscribed) "/" box/t2/t1',
+            b'(\\NonExistent \\Subscribed) "/" box/t6',
+        ]
+        typ, data = m._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "box/%")
+        assert typ == "OK"
+        assert m.untagged_responses.pop("LIST") == [
+            b'(\\HasChildren) "/" box/t2 ("CHILDINFO" ("SUBSCRIBED"))',
+            b'(\\NonExistent \\Subscribed) "/" box/t6',
+        ]
+        with pytest.raises(imaplib.IMAP4.error, match="RECURSIVEMATCH"):
+            m._simple_command("LIST", "(RECURSIVEMATCH)", '""', '""')
+    finally:
+        close(m)
+
+
+def test_a_recreated_junk_folder_is_junk_again(imap_server):
+    """A Junk folder deleted and created again gets \\Junk back (RFC 6154),
+    so clients find it and moves into it train the spam filter again."""
+    acct = new_account(imap_server, "rejunk")
+    m = imaps(imap_server, acct)
+    try:
+        assert m.delete("Junk")[0] == "OK"
+        assert m.list('""', "Junk") == ("OK", [None])
+        assert m.create("Junk")[0] == "OK"
+        assert m.list('""', "Junk") == ("OK", [b'(\\HasNoChildren \\Junk) "/" Junk'])
+    finally:
+        close(m)
+
+
+def test_recent_in_one_session_and_move_into_the_selected_mailbox(imap_server):
+    """RFC 3501 2.3.2 as Dovecot: \\Recent in the first session that SELECTs
+    after delivery only; COPY/MOVE into the selected mailbox work (RFC 6851
+    3.3) and the copies are \\Recent there."""
+    acct = new_account(imap_server, "recent")
+    deliver(imap_server, acct.address, simple("r1"), simple("r2"))
+    a, b = imaps(imap_server, acct), imaps(imap_server, acct)
+    try:
+        assert b.status("INBOX", "(RECENT)") == ("OK", [b"INBOX (RECENT 2)"])
+        typ, data = a.select("INBOX")
+        assert typ == "OK" and data == [b"2"]
+        assert a.response("RECENT") == ("RECENT", [b"2"])
+        typ, _ = b.select("INBOX")
+        assert b.response("RECENT") == ("RECENT", [b"0"])
+        assert a.search(None, "RECENT") == ("OK", [b"1 2"])
+        assert b.search(None, "RECENT") == ("OK", [b""])
+        assert b.search(None, "OLD") == ("OK", [b"1 2"])
+        typ, data = a.fetch("1", "(FLAGS)")
+        assert data == [b"1 (FLAGS (\\Recent))"]
+        typ, data = a.copy("1", "INBOX")
+        assert typ == "OK" and b"COPYUID" in data[0], data
+        typ, data = a._simple_command("MOVE", "2", "INBOX")
+        assert typ == "OK", data
+        typ, data = a.fetch("1:*", "(UID FLAGS)")
+        assert data == [
+            b"1 (UID 1 FLAGS (\\Recent))",
+            b"2 (UID 3 FLAGS (\\Recent))",
+            b"3 (UID 4 FLAGS (\\Recent))",
+        ], data
+        assert a.search(None, "NEW") == ("OK", [b"1 2 3"])
+        assert b.status("INBOX", "(RECENT)") == ("OK", [b"INBOX (RECENT 0)"])
+    finally:
+        close(a)
+        close(b)
+
+
+def test_nul_bytes_go_out_as_0x80_and_non_canonical_utf7_is_refused(imap_server):
+    """RFC 3501 4.3 forbids NUL in a literal: as Dovecot, a NUL in a stored
+    message goes out as 0x80 (same size). RFC 3501 5.1.3: a name that is not
+    in canonical modified UTF-7 is refused, not rewritten."""
+    acct = new_account(imap_server, "nul")
+    msg = b"Subject: nul\r\n\r\na\x00b\r\n"
+    deliver(imap_server, acct.address, msg)
+    stored = imap_server.cat(acct.address, 1)
+    assert b"\x00" in stored
+    m = imaps(imap_server, acct)
+    try:
+        assert m.select("INBOX")[0] == "OK"
+        typ, data = m.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        assert fetch_literals(data) == [stored.replace(b"\x00", b"\x80")]
+        assert f"RFC822.SIZE {len(stored)}" in fetch_text(data)
+        for name in ("&AGE-", "&AOQ-&APY-"):
+            typ, data = m.create(name)
+            assert typ == "NO" and data[0].startswith(b"[CANNOT]"), (name, data)
+        assert m.create("&AOQA9g-")[0] == "OK"
+        assert m.list('""', "&AOQA9g-") == ("OK", [b'(\\HasNoChildren) "/" &AOQA9g-'])
+    finally:
+        close(m)
+
+
 def test_utf8_mailbox_name_in_modified_utf7(imap_server):
     acct = new_account(imap_server, "utf7")
     name = "Entwürfe"
@@ -1266,6 +1383,8 @@ def test_idle_reports_new_mail_without_polling(imap_server):
         # Another client delivers; B, sending nothing, is told.
         deliver(imap_server, acct.address, simple("idle-1"))
         assert b.response(timeout=10) == "* 2 EXISTS"
+        # B holds the mailbox: the new message is \\Recent in B (RFC 3501 2.3.2).
+        assert b.response(timeout=10) == "* 2 RECENT"
         # ...and an APPEND by another session, too.
         m = imaps(imap_server, acct)
         try:
@@ -1273,6 +1392,7 @@ def test_idle_reports_new_mail_without_polling(imap_server):
         finally:
             close(m)
         assert b.response(timeout=10) == "* 3 EXISTS"
+        assert b.response(timeout=10) == "* 3 RECENT"
         b.send("DONE\r\n")
         r = b.read_until_tagged(t)
         assert r.status == "OK" and r.untagged == [], r

@@ -184,8 +184,9 @@ def test_multiappend_is_all_or_nothing(imap_server):
         c.ok("SELECT Drafts")
         r = c.ok("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert r.untagged == [
-            "* 1 FETCH (FLAGS () BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: one\r\n\r\n)",
-            "* 2 FETCH (FLAGS (\\Flagged) BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)",
+            # \Recent: this SELECT is the first to see them (RFC 3501 2.3.2).
+            "* 1 FETCH (FLAGS (\\Recent) BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: one\r\n\r\n)",
+            "* 2 FETCH (FLAGS (\\Recent \\Flagged) BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)",
         ], r
         # The third message is over the size limit: NO [TOOBIG] instead of
         # "+", and the two before it are not stored either.

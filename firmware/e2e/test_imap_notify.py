@@ -123,13 +123,14 @@ def test_notify_other_clients_changes_and_the_selected_mailbox(imap_server):
         v = uidvalidity(b, "Projects")
         assert b.append("Projects", None, None, simple("p1"))[0] == "OK"
         assert pushed(a) == [f"* STATUS Projects (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v} UNSEEN 1)"]
-        # A delivery into the selected INBOX: EXISTS and the FETCH asked for.
+        # A delivery into the selected INBOX: EXISTS, RECENT (this session
+        # saw it arrive, RFC 3501 2.3.2) and the FETCH asked for.
         deliver(imap_server, acct.address, simple("selected-new"))
-        assert pushed(a, 2) == ["* 1 EXISTS", "* 1 FETCH (UID 1 FLAGS ())"]
+        assert pushed(a, 3) == ["* 1 EXISTS", "* 1 RECENT", "* 1 FETCH (UID 1 FLAGS (\\Recent))"]
         # Expunged by the other client: EXPUNGE pushed at once (`selected`).
         assert b.select("INBOX")[0] == "OK"
         assert b.store("1", "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
-        assert pushed(a, 2) == ["* 1 FETCH (UID 1 FLAGS (\\Deleted))", "* 1 EXISTS"]
+        assert pushed(a) == ["* 1 FETCH (UID 1 FLAGS (\\Recent \\Deleted))"]
         assert b.expunge()[0] == "OK"
         assert pushed(a, 2) == ["* 1 EXPUNGE", "* 0 EXISTS"]
         # Unsupported events: BADEVENT, NOTIFY as it was.

@@ -267,7 +267,7 @@ def test_condstore_enabled_by_fetch_modseq_and_search_modseq(imap_server):
         c.ok("SELECT INBOX")
         # Not enabled yet: no MODSEQ in a STORE's FETCH.
         r = c.ok("STORE 1 +FLAGS (\\Flagged)")
-        assert r.untagged == ["* 1 FETCH (FLAGS (\\Flagged))"], r
+        assert r.untagged == ["* 1 FETCH (FLAGS (\\Recent \\Flagged))"], r
         c.ok("STORE 1 -FLAGS.SILENT (\\Flagged)")
         # The other session asks (STATUS HIGHESTMODSEQ enables it there only).
         st = other.ok("STATUS INBOX (HIGHESTMODSEQ)").untagged[0]
@@ -279,7 +279,7 @@ def test_condstore_enabled_by_fetch_modseq_and_search_modseq(imap_server):
         mod = {}
         for seq in (1, 3, 2, 4):
             r = c.ok(f"STORE {seq} +FLAGS (\\Seen)")
-            assert len(r.untagged) == 1 and r.untagged[0].startswith(f"* {seq} FETCH (FLAGS (\\Seen) MODSEQ ("), r
+            assert len(r.untagged) == 1 and r.untagged[0].startswith(f"* {seq} FETCH (FLAGS (\\Recent \\Seen) MODSEQ ("), r
             mod[seq] = modseq_of(r.untagged[0])
         assert mod[1] < mod[3] < mod[2] < mod[4]
         entry = 'MODSEQ "/flags/\\\\Seen" all'
@@ -305,7 +305,7 @@ def test_condstore_enabled_by_fetch_modseq_and_search_modseq(imap_server):
         other.ok("STORE 2 -FLAGS.SILENT (\\Seen)")
         r = c.ok("NOOP")
         assert r.untagged[0].startswith("* 2 FETCH (UID "), r
-        assert "FLAGS ()" in r.untagged[0] and modseq_of(r.untagged[0]) > mod[4]
+        assert "FLAGS (\\Recent)" in r.untagged[0] and modseq_of(r.untagged[0]) > mod[4]
     finally:
         c.close()
         other.close()
@@ -372,7 +372,7 @@ def test_search_context_updates_and_partial(imap_server):
         finally:
             close(m)
         r = c.ok("NOOP")
-        assert r.untagged == ["* 3 EXISTS", f'* ESEARCH (TAG "{ctx}") ADDTO (0 3)'], r
+        assert r.untagged == ["* 3 EXISTS", "* 3 RECENT", f'* ESEARCH (TAG "{ctx}") ADDTO (0 3)'], r
         # A UID context, then the limit of contexts.
         uid_ctx = f"t{c.n + 1}"
         exchange(c, "UID SEARCH RETURN (UPDATE COUNT) SEEN", ['* ESEARCH (TAG "{tag}") UID COUNT 3'])

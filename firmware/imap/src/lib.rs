@@ -4,6 +4,7 @@
 pub mod collate;
 pub mod fetch;
 pub mod mutf7;
+pub mod nul;
 pub mod parser;
 pub mod response;
 pub mod search;

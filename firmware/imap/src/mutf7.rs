@@ -41,8 +41,19 @@ pub fn encode(name: &str) -> String {
     out
 }
 
-/// Decodes a name; `None` when it is not valid modified UTF-7.
+/// Decodes a name; `None` when it is not valid modified UTF-7, or not in
+/// its one canonical form (RFC 3501 5.1.3: printable ASCII, "&" excepted,
+/// stands for itself, a run of other characters is one base64 run): an
+/// "a" written "&AGE-", or two runs back to back, would name the same
+/// folder another way, so such a name is refused, not rewritten (as
+/// Dovecot refuses it).
 pub fn decode(name: &str) -> Option<String> {
+    let decoded = decode_any(name)?;
+    (encode(&decoded) == name).then_some(decoded)
+}
+
+/// Decodes valid modified UTF-7, canonical or not.
+fn decode_any(name: &str) -> Option<String> {
     let mut out = String::new();
     let mut rest = name;
     while let Some(i) = rest.find('&') {
@@ -86,5 +97,19 @@ mod tests {
             assert_eq!(decode(wire).as_deref(), Some(utf8));
         }
         assert_eq!(decode("bad&abc"), None);
+    }
+
+    #[test]
+    fn only_the_canonical_form_is_accepted() {
+        for wire in [
+            "&AGE-",          // "a", which stands for itself
+            "&AOQ-&APY-",     // two runs back to back: one run "&AOQA9g-"
+            "Entw&APw-&AGE-", // ASCII inside a run
+            "&AOQ",           // unterminated
+            "&AOR-",          // trailing bits set
+        ] {
+            assert_eq!(decode(wire), None, "{wire}");
+        }
+        assert_eq!(decode("&AOQA9g-").as_deref(), Some("äö"));
     }
 }

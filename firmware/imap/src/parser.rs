@@ -150,6 +150,9 @@ pub struct ListArgs {
     /// LIST-EXTENDED selection options (RFC 5258): SUBSCRIBED, SPECIAL-USE...
     pub select_subscribed: bool,
     pub select_special_use: bool,
+    /// RECURSIVEMATCH: a name not selected itself but with a selected
+    /// descendant is answered with CHILDINFO (RFC 5258 3.5).
+    pub select_recursivematch: bool,
     /// RETURN options.
     pub return_subscribed: bool,
     pub return_children: bool,
@@ -890,12 +893,18 @@ impl<'a> Cursor<'a> {
                 match o.as_str() {
                     "SUBSCRIBED" => args.select_subscribed = true,
                     "SPECIAL-USE" => args.select_special_use = true,
-                    "REMOTE" | "RECURSIVEMATCH" => {}
+                    "RECURSIVEMATCH" => args.select_recursivematch = true,
+                    // No remote mailboxes here: REMOTE selects nothing more.
+                    "REMOTE" => {}
                     _ => return Err(format!("unknown LIST selection option {o}")),
                 }
                 self.eat(b' ');
             }
             self.depth -= 1;
+            // RFC 5258 3.1: RECURSIVEMATCH alone (or with REMOTE only) is BAD.
+            if args.select_recursivematch && !args.select_subscribed && !args.select_special_use {
+                return Err("RECURSIVEMATCH needs another selection option".into());
+            }
             self.sp()?;
         }
         args.reference = self.astring()?;

@@ -98,9 +98,11 @@ pub fn matches(key: &SearchKey, c: &Candidate<'_>) -> bool {
         SearchKey::Uid(set) => set.contains(m.uid, c.max_uid),
         SearchKey::Flag(f) => has_flag(m, f),
         SearchKey::Unflag(f) => !has_flag(m, f),
-        // No message is \Recent in this server (IMAP4rev2 drops \Recent).
-        SearchKey::New | SearchKey::Recent => false,
-        SearchKey::Old => true,
+        // The session adds \Recent to the flags of its recent messages
+        // (session/recent.rs); NEW is RECENT UNSEEN (RFC 3501 6.4.4).
+        SearchKey::Recent => has_flag(m, "\\Recent"),
+        SearchKey::New => has_flag(m, "\\Recent") && !has_flag(m, "\\Seen"),
+        SearchKey::Old => !has_flag(m, "\\Recent"),
         SearchKey::Larger(n) => m.size > *n,
         SearchKey::Smaller(n) => m.size < *n,
         SearchKey::Before(d) => days(m.internal_date) < *d,

@@ -33,6 +33,9 @@ mod rev2;
 mod searchres;
 mod sort;
 pub use notify::NOTIFY_PENDING_EVENTS_MAX;
+mod keywords;
+mod list;
+mod recent;
 
 /// Messages read and rendered per blocking task in a FETCH.
 const FETCH_BATCH_MESSAGES: usize = 256;
@@ -91,6 +94,10 @@ struct Selected {
     modseq: u64,
     /// UIDs of `SEARCH RETURN (SAVE)` (RFC 5182), for `$`.
     saved: Vec<u32>,
+    /// UIDs that are \Recent in this session (`session/recent.rs`).
+    recent: HashSet<u32>,
+    /// The keywords its last `* FLAGS` listed (`session/keywords.rs`).
+    keywords: Vec<String>,
 }
 
 struct Session {
@@ -189,6 +196,10 @@ fn store_error(tag: &str, e: &StoreError) -> String {
         StoreError::NotFound { kind: "folder", .. } => {
             ("[NONEXISTENT]", "No such mailbox".to_string())
         }
+        StoreError::NotFound {
+            kind: "subscription",
+            ..
+        } => ("[NONEXISTENT]", "Not subscribed".to_string()),
         StoreError::NotFound { .. } => ("[NONEXISTENT]", e.to_string()),
         StoreError::Duplicate { .. } => ("[ALREADYEXISTS]", "Mailbox already exists".to_string()),
         StoreError::InUse { .. } => ("[INUSE]", e.to_string()),
@@ -1103,6 +1114,12 @@ impl Session {
         };
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
+        let recent = if read_only {
+            recent::unclaimed(&snap.folder, &snap.messages)
+        } else {
+            self.claim_recent(&snap.folder.name, &snap.messages, snap.folder.uidnext)
+                .await
+        };
         let mut keywords: Vec<String> = Vec::new();
         for m in &snap.messages {
             for f in &m.flags {
@@ -1125,7 +1142,7 @@ impl Session {
             ));
         }
         out.push_str(&format!("* {} EXISTS\r\n", snap.messages.len()));
-        let mut rev1_only = "* 0 RECENT\r\n".to_string();
+        let mut rev1_only = format!("* {} RECENT\r\n", recent.len());
         if let Some(i) = snap
             .messages
             .iter()
@@ -1150,6 +1167,8 @@ impl Session {
             modseq: snap.folder.highestmodseq,
             messages: snap.messages,
             saved: Vec::new(),
+            recent,
+            keywords,
         });
         let mode = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(format!(
@@ -1223,6 +1242,9 @@ impl Session {
             }
             qresync::expunged_lines(&mut out, qresync, &gone);
         }
+        // EXISTS follows expunges (the count changed), not flag changes.
+        let expunged = !out.is_empty();
+        out.push_str(&keywords::announce(sel, &snap.messages));
         for (i, m) in sel.messages.iter_mut().enumerate() {
             if let Some(now) = current.get(&m.uid)
                 && now.modseq != m.modseq
@@ -1237,7 +1259,7 @@ impl Session {
                         "* {} FETCH (UID {} FLAGS {}{modseq})\r\n",
                         i + 1,
                         m.uid,
-                        flag_list(&now.flags)
+                        recent::shown_flags(&now.flags, sel.recent.contains(&m.uid))
                     ));
                 }
                 *m = (*now).clone();
@@ -1247,9 +1269,25 @@ impl Session {
         let before = sel.messages.len();
         sel.messages
             .extend(snap.messages.iter().filter(|m| m.uid > max_known).cloned());
-        if sel.messages.len() != before || (allow_expunge && !out.is_empty()) {
+        let grew = sel.messages.len() != before;
+        if grew || (allow_expunge && expunged) {
             out.push_str(&format!("* {} EXISTS\r\n", sel.messages.len()));
         }
+        if grew {
+            let (name, view) = (sel.name.clone(), sel.messages[before..].to_vec());
+            let claimed = if sel.read_only {
+                recent::unclaimed(&snap.folder, &view)
+            } else {
+                self.claim_recent(&name, &view, snap.folder.uidnext).await
+            };
+            if let Some(sel) = self.selected.as_mut() {
+                sel.recent.extend(claimed);
+                out.push_str(&format!("* {} RECENT\r\n", recent::count(sel)));
+            }
+        }
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
         // Only move the marker when everything (expunges too) was reported.
         if allow_expunge {
             sel.modseq = snap.folder.highestmodseq;
@@ -1309,118 +1347,6 @@ impl Session {
         }
     }
 
-    async fn list(
-        &mut self,
-        tag: &str,
-        args: ListArgs,
-        conn: &mut Conn,
-    ) -> Result<String, StoreError> {
-        // LIST "" "" asks for the hierarchy delimiter (RFC 3501 6.3.8).
-        if args.patterns.len() == 1 && args.patterns[0].is_empty() {
-            conn.write(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-            return Ok(format!("{tag} OK LIST completed\r\n"));
-        }
-        self.list_impl(tag, args, false, conn).await
-    }
-
-    async fn list_impl(
-        &mut self,
-        tag: &str,
-        args: ListArgs,
-        lsub: bool,
-        conn: &mut Conn,
-    ) -> Result<String, StoreError> {
-        let user = self.user.clone().unwrap_or_default();
-        let folders = blocking(&self.svc.store, move |s| s.folder_list(&user)).await?;
-        let Some(reference) = self.decode_name(&args.reference).or(Some(String::new())) else {
-            return Ok(format!("{tag} BAD Invalid reference\r\n"));
-        };
-        let mut patterns = Vec::new();
-        for p in &args.patterns {
-            // A pattern that is not modified UTF-7 (RFC 3501 5.1.3) matches
-            // no name; the LIST is answered, empty (as Dovecot does).
-            if let Some(p) = self.decode_name(p) {
-                patterns.push(format!("{reference}{p}"));
-            }
-        }
-        let names: HashSet<&str> = folders.iter().map(|f| f.name.as_str()).collect();
-        let subscribed: HashSet<&str> = folders
-            .iter()
-            .filter(|f| f.subscribed)
-            .map(|f| f.name.as_str())
-            .collect();
-        let mut noselect_parents: HashSet<String> = HashSet::new();
-        let mut out = Vec::new();
-        for f in &folders {
-            if !patterns.iter().any(|p| matches_list_pattern(p, &f.name)) {
-                // RFC 3501 6.3.9: when "foo/bar" is subscribed and "foo" is
-                // not, LSUB with "%" answers "foo" with \Noselect (the
-                // wildcard cannot reach "foo/bar" itself).
-                if lsub && f.subscribed {
-                    let parts: Vec<&str> = f.name.split('/').collect();
-                    for i in 1..parts.len() {
-                        let parent = parts[..i].join("/");
-                        if subscribed.contains(parent.as_str())
-                            || !patterns.iter().any(|p| matches_list_pattern(p, &parent))
-                            || !noselect_parents.insert(parent.clone())
-                        {
-                            continue;
-                        }
-                        out.extend_from_slice(b"* LSUB (\\Noselect) \"/\" ");
-                        out.extend_from_slice(&self.quoted_name(&parent));
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
-                continue;
-            }
-            if args.select_subscribed && !f.subscribed {
-                continue;
-            }
-            if args.select_special_use && f.special_use.is_none() {
-                continue;
-            }
-            let mut attrs: Vec<&str> = Vec::new();
-            if !lsub {
-                let prefix = format!("{}/", f.name);
-                let children = names.iter().any(|n| n.starts_with(&prefix));
-                attrs.push(if children {
-                    "\\HasChildren"
-                } else {
-                    "\\HasNoChildren"
-                });
-                if let Some(su) = &f.special_use {
-                    attrs.push(su.as_str());
-                }
-                if (args.return_subscribed || args.select_subscribed) && f.subscribed {
-                    attrs.push("\\Subscribed");
-                }
-            }
-            let verb = if lsub { "LSUB" } else { "LIST" };
-            out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attrs.join(" ")).as_bytes());
-            out.extend_from_slice(&self.quoted_name(&f.name));
-            out.extend_from_slice(b"\r\n");
-            if let Some(items) = &args.return_status {
-                let user = self.user.clone().unwrap_or_default();
-                let name = f.name.clone();
-                if let Ok(snap) =
-                    blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await
-                {
-                    out.extend_from_slice(&self.status_line(
-                        &f.name,
-                        &snap.folder,
-                        &snap.messages,
-                        items,
-                    ));
-                }
-            }
-        }
-        conn.write(&out);
-        Ok(format!(
-            "{tag} OK {} completed\r\n",
-            if lsub { "LSUB" } else { "LIST" }
-        ))
-    }
-
     fn status_line(
         &self,
         name: &str,
@@ -1432,7 +1358,14 @@ impl Session {
         for item in items {
             parts.push(match item {
                 StatusItem::Messages => format!("MESSAGES {}", messages.len()),
-                StatusItem::Recent => "RECENT 0".to_string(),
+                // Not yet claimed by a session (session/recent.rs).
+                StatusItem::Recent => format!(
+                    "RECENT {}",
+                    messages
+                        .iter()
+                        .filter(|m| m.uid >= folder.first_recent_uid)
+                        .count()
+                ),
                 StatusItem::UidNext => format!("UIDNEXT {}", folder.uidnext),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", folder.uidvalidity),
                 StatusItem::Unseen => format!(
@@ -1609,7 +1542,11 @@ impl Session {
             return Ok(format!("{tag} BAD No mailbox selected\r\n"));
         };
         let esearch = self.search_return(esearch);
-        let messages = sel.messages.clone();
+        let messages: Vec<MessageMeta> = sel
+            .messages
+            .iter()
+            .map(|m| recent::with_recent(m, &sel.recent))
+            .collect();
         let modseq = sort::uses_modseq(&criteria);
         let store = self.svc.store.clone();
         let update = esearch
@@ -1720,7 +1657,12 @@ impl Session {
         let items = Arc::new(items);
         let metas: Vec<(usize, MessageMeta)> = seqs
             .iter()
-            .map(|&seq| (seq, sel.messages[seq - 1].clone()))
+            .map(|&seq| {
+                (
+                    seq,
+                    recent::with_recent(&sel.messages[seq - 1], &sel.recent),
+                )
+            })
             .filter(|(_, m)| changed_since.is_none_or(|c| m.modseq > c))
             .collect();
         // Messages are read and rendered in batches on a blocking thread:
@@ -1877,6 +1819,9 @@ impl Session {
         })
         .await?;
         self.apply_changed(&changed);
+        if let Some(sel) = self.selected.as_mut() {
+            conn.write(keywords::announce(sel, &changed).as_bytes());
+        }
         if !silent {
             let Some(sel) = self.selected.as_ref() else {
                 return Ok(String::new());
@@ -1898,7 +1843,7 @@ impl Session {
                     out.push_str(&format!(
                         "* {} FETCH (FLAGS {}{uid_item}{modseq})\r\n",
                         i + 1,
-                        flag_list(&m.flags)
+                        recent::shown_flags(&m.flags, sel.recent.contains(&m.uid))
                     ));
                 }
             }
@@ -2155,7 +2100,7 @@ fn render_items(
             }
             FetchAtt::Rfc822 => {
                 out.extend_from_slice(b"RFC822 ");
-                nstring(out, raw);
+                nstring(out, raw.map(crate::nul::literal_safe).as_deref());
             }
             FetchAtt::Rfc822Header | FetchAtt::Rfc822Text => {
                 let text = if *item == FetchAtt::Rfc822Header {
@@ -2180,7 +2125,10 @@ fn render_items(
                     ),
                     _ => None,
                 };
-                response::string(out, bytes.as_deref().unwrap_or(b""));
+                response::string(
+                    out,
+                    &crate::nul::literal_safe(bytes.as_deref().unwrap_or(b"")),
+                );
             }
             FetchAtt::Section {
                 section, partial, ..
@@ -2203,7 +2151,7 @@ fn render_items(
                     None => bytes,
                 };
                 out.push(b' ');
-                response::literal(out, &bytes);
+                response::literal(out, &crate::nul::literal_safe(&bytes));
             }
             FetchAtt::Binary { .. } | FetchAtt::BinarySize { .. } => {
                 binary::render(out, item, raw.unwrap_or_default(), parsed.as_ref())

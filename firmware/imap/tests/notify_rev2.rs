@@ -205,7 +205,8 @@ async fn rev2_select_search_and_names() {
     let v = uidvalidity(&h, "INBOX");
     let m = modseq(&h, "INBOX");
     let flags = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-    // IMAP4rev1 first: RECENT and OK [UNSEEN], SEARCH, modified UTF-7.
+    // IMAP4rev1 first: RECENT (EXAMINE shows the messages no session has
+    // taken) and OK [UNSEEN], SEARCH, modified UTF-7.
     let mut c = Client::login(&h).await;
     c.table(&[
         (
@@ -214,7 +215,7 @@ async fn rev2_select_search_and_names() {
                 format!("* FLAGS ({flags})"),
                 "* OK [PERMANENTFLAGS ()] Read-only mailbox".into(),
                 "* 2 EXISTS".into(),
-                "* 0 RECENT".into(),
+                "* 2 RECENT".into(),
                 "* OK [UNSEEN 1] First unseen".into(),
                 format!("* OK [UIDVALIDITY {v}] UIDs valid"),
                 "* OK [UIDNEXT 3] Predicted next UID".into(),
@@ -524,8 +525,17 @@ async fn notify_selected_mailbox_and_idle() {
     )])
     .await;
     deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
-    a.table(&[("", lines(&["* 2 EXISTS", "* 2 FETCH (UID 2 FLAGS ())"]))])
-        .await;
+    // The new message is \Recent in this session, the one that saw it
+    // arrive (RFC 3501 2.3.2).
+    a.table(&[(
+        "",
+        lines(&[
+            "* 2 EXISTS",
+            "* 2 RECENT",
+            "* 2 FETCH (UID 2 FLAGS (\\Recent))",
+        ]),
+    )])
+    .await;
     b.send("s SELECT INBOX\r\n").await;
     while !b.line().await.starts_with("s OK") {}
     b.table(&[(
@@ -533,12 +543,9 @@ async fn notify_selected_mailbox_and_idle() {
         lines(&["f OK STORE completed"]),
     )])
     .await;
-    // (The selected mailbox's sync also repeats EXISTS after flag changes.)
-    a.table(&[(
-        "",
-        lines(&["* 1 FETCH (UID 1 FLAGS (\\Flagged))", "* 2 EXISTS"]),
-    )])
-    .await;
+    // Message 1 is \Recent here: this session's SELECT took it.
+    a.table(&[("", lines(&["* 1 FETCH (UID 1 FLAGS (\\Recent \\Flagged))"]))])
+        .await;
     b.table(&[(
         "x STORE 1 +FLAGS.SILENT (\\Deleted)",
         lines(&["x OK STORE completed"]),
@@ -546,10 +553,7 @@ async fn notify_selected_mailbox_and_idle() {
     .await;
     a.table(&[(
         "",
-        lines(&[
-            "* 1 FETCH (UID 1 FLAGS (\\Flagged \\Deleted))",
-            "* 2 EXISTS",
-        ]),
+        lines(&["* 1 FETCH (UID 1 FLAGS (\\Recent \\Flagged \\Deleted))"]),
     )])
     .await;
     b.table(&[(

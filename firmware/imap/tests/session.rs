@@ -172,18 +172,22 @@ async fn select_fetch_store_expunge() {
     c.send("f FETCH 1:* (UID FLAGS)\r\n").await;
     let f = c.until("f OK").await;
     assert!(
-        f.contains("* 1 FETCH (UID 1 FLAGS ())") && f.contains("* 2 FETCH (UID 2 FLAGS ())"),
+        f.contains("* 1 FETCH (UID 1 FLAGS (\\Recent))")
+            && f.contains("* 2 FETCH (UID 2 FLAGS (\\Recent))"),
         "{f}"
     );
     c.send("b FETCH 2 BODY[TEXT]\r\n").await;
     let b = c.until("b OK").await;
     assert!(b.contains("BODY[TEXT] {8}\r\nsecond\r\n"), "{b}");
-    assert!(b.contains("FLAGS (\\Seen)"), "BODY[] sets \\Seen: {b}");
+    assert!(
+        b.contains("FLAGS (\\Recent \\Seen)"),
+        "BODY[] sets \\Seen: {b}"
+    );
     c.send("t STORE 1 +FLAGS (\\Deleted)\r\n").await;
     assert!(
         c.until("t OK")
             .await
-            .contains("* 1 FETCH (FLAGS (\\Deleted))")
+            .contains("* 1 FETCH (FLAGS (\\Recent \\Deleted))")
     );
     c.send("e EXPUNGE\r\n").await;
     let e = c.until("e OK").await;
@@ -210,6 +214,8 @@ async fn another_sessions_changes_arrive_and_idle_wakes() {
     assert!(b.line().await.starts_with("+ "));
     deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
     assert_eq!(b.line().await, "* 2 EXISTS\r\n");
+    // B saw it arrive first: it is \Recent in B (RFC 3501 2.3.2).
+    assert_eq!(b.line().await, "* 1 RECENT\r\n");
     a.send("t STORE 1 +FLAGS.SILENT (\\Flagged)\r\n").await;
     a.until("t OK").await;
     assert_eq!(b.line().await, "* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n");

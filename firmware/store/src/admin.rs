@@ -269,14 +269,16 @@ impl Store {
                     uidvalidity,
                     uidnext: 1,
                     special_use: special_use.map(str::to_string),
-                    subscribed: true,
                     highestmodseq: 1,
+                    first_recent_uid: 1,
                 };
                 folders.insert(
                     (address.as_str(), name),
                     schema::encode(&folder)?.as_slice(),
                 )?;
             }
+            let names: Vec<&str> = DEFAULT_FOLDERS.iter().map(|(n, _)| *n).collect();
+            crate::subscriptions::subscribe_defaults(&txn, &address, &names)?;
         }
         txn.commit()?;
         tracing::info!(mailbox = %address, "mailbox added");
@@ -335,6 +337,7 @@ impl Store {
             crate::ldap::remove_book(&txn, &address)?;
             txn.open_table(crate::relaydata::FORWARDS)?
                 .remove(address.as_str())?;
+            crate::subscriptions::remove_all(&txn, &address)?;
             let mut folders = txn.open_table(FOLDERS)?;
             let mut folder_ids = Vec::new();
             let mut folder_names = Vec::new();

@@ -4,7 +4,7 @@
 //! its message files. Here every change to the tables that say where mail is
 //! and who owns it ([`JOURNALED`]: accounts, domains, mailboxes, aliases,
 //! forwarding rules, folders, messages, the outbound queue, the LDAP address
-//! books and their deletion records) is also written,
+//! books and their deletion records, IMAP subscriptions) is also written,
 //! as the rows it puts and deletes, to `DATA/recovery/journal`, and made
 //! durable (`fdatasync`) *before* the redb transaction commits. A snapshot
 //! (`DATA/recovery/snapshot`, the same tables dumped whole) lets the journal
@@ -49,9 +49,10 @@ use crate::blobs::sync_dir;
 use crate::ldap::{LDAP_BOOKS, LDAP_ENTRIES, LDAP_TOMBSTONES};
 use crate::relaydata::FORWARDS;
 use crate::schema::{ACCOUNTS, ALIASES, COUNTERS, DOMAINS, FOLDERS, MAILBOXES, MESSAGES, QUEUE};
+use crate::subscriptions::SUBSCRIPTIONS;
 
 /// The tables the journal covers, by index (the index is on disk: append only).
-pub(crate) const JOURNALED: [&str; 11] = [
+pub(crate) const JOURNALED: [&str; 12] = [
     "accounts",
     "domains",
     "mailboxes",
@@ -63,6 +64,7 @@ pub(crate) const JOURNALED: [&str; 11] = [
     "ldap_entries",
     "ldap_books",
     "ldap_tombstones",
+    "subscriptions",
 ];
 
 /// Counters in redb: the journal generation it belongs to, and the journal
@@ -344,6 +346,7 @@ pub(crate) fn dump_all(txn: &ReadTransaction) -> Result<Vec<Vec<Record>>, StoreE
     dump_table(txn, LDAP_ENTRIES, &mut all)?;
     dump_table(txn, LDAP_BOOKS, &mut all)?;
     dump_table(txn, LDAP_TOMBSTONES, &mut all)?;
+    dump_table(txn, SUBSCRIPTIONS, &mut all)?;
     let mut frames = Vec::new();
     let mut it = all.into_iter().peekable();
     while it.peek().is_some() {
@@ -397,6 +400,7 @@ pub(crate) fn apply_records(txn: &WriteTransaction, records: &[Record]) -> Resul
             "ldap_entries" => apply_to(txn, LDAP_ENTRIES, &mine)?,
             "ldap_books" => apply_to(txn, LDAP_BOOKS, &mine)?,
             "ldap_tombstones" => apply_to(txn, LDAP_TOMBSTONES, &mine)?,
+            "subscriptions" => apply_to(txn, SUBSCRIPTIONS, &mine)?,
             _ => unreachable!("every journaled table is listed"),
         }
     }

@@ -35,10 +35,12 @@ mod names;
 pub mod offload;
 mod password;
 mod queue;
+mod recent;
 pub mod recovery;
 mod relaydata;
 mod resolve;
 pub mod schema;
+mod subscriptions;
 mod webadmin;
 
 use std::fs::{self, DirBuilder};
@@ -81,6 +83,7 @@ pub use resolve::{Resolution, Resolved};
 pub use schema::{
     Account, Alias, Domain, Folder, INBOX, Mailbox, MessageMeta, QueueEntry, SCHEMA_VERSION,
 };
+pub use subscriptions::SUBSCRIPTIONS_PER_MAILBOX_MAX;
 pub use webadmin::{
     AUDIT_KEPT, AuditRecord, QUEUE_SAMPLES_KEPT, WEB_SESSIONS_MAX, WebSession, session_key,
 };
@@ -175,7 +178,7 @@ impl Store {
             }
             other => other.into(),
         })?;
-        schema::prepare(&db)?;
+        let found_version = schema::prepare(&db)?;
         let (journal, journal_open) = journal::Journal::open(data_dir, &db)?;
         let journal = Arc::new(journal);
         if journal_open.rolled_forward > 0 {
@@ -193,6 +196,21 @@ impl Store {
             if counted > 0 {
                 tracing::info!(books = counted, "address books counted for quotas");
             }
+        }
+        if found_version < schema::SCHEMA_VERSION {
+            // The upgrade is journaled like any change of the mail tables;
+            // the version moves in the same transaction.
+            let txn = journal::JTxn::new(deliver::durable_write(&db)?, &journal, None);
+            let rewritten = subscriptions::upgrade_v1_folders(&txn)?;
+            txn.open_table(schema::META)?
+                .insert(schema::SCHEMA_VERSION_KEY, schema::SCHEMA_VERSION)?;
+            txn.commit()?;
+            tracing::info!(
+                from = found_version,
+                to = schema::SCHEMA_VERSION,
+                folders = rewritten,
+                "store format upgraded"
+            );
         }
         let reconciled = blobs::reconcile(&db, &msg_dir)?;
         let largest_blob = reconciled.largest;

@@ -56,7 +56,7 @@ pub fn folder_name_valid(name: &str) -> bool {
 }
 
 /// INBOX is case-insensitive (RFC 3501 5.1), also as a hierarchy prefix.
-fn canonical_folder(name: &str) -> Result<String, StoreError> {
+pub(crate) fn canonical_folder(name: &str) -> Result<String, StoreError> {
     if !folder_name_valid(name) {
         return Err(StoreError::Invalid {
             what: "folder name",
@@ -94,6 +94,33 @@ fn get_folder(
         Some(g) => schema::decode(g.value(), "folder"),
         None => Err(not_found("folder", format!("{mailbox}/{name}"))),
     }
+}
+
+/// The special-use role (RFC 6154) a folder named `name` gets: the role
+/// its name stands for in [`schema::SPECIAL_USE_NAMES`] ("Junk": \Junk),
+/// unless another folder of the mailbox holds that role already. So a Junk
+/// folder deleted and created again is the Junk folder again (clients
+/// find it, and moves into it train the spam filter), and a Junk renamed
+/// away keeps the role without a namesake taking it twice.
+fn role_for_name(
+    folders: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mailbox: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some((_, role)) = schema::SPECIAL_USE_NAMES.iter().find(|(n, _)| *n == name) else {
+        return Ok(None);
+    };
+    for item in folders.range((mailbox, "")..)? {
+        let (k, v) = item?;
+        if k.value().0 != mailbox {
+            break;
+        }
+        let f: Folder = schema::decode(v.value(), "folder")?;
+        if f.special_use.as_deref() == Some(*role) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(role.to_string()))
 }
 
 fn put_folder(folders: &mut FolderTable<'_>, f: &Folder) -> Result<(), StoreError> {
@@ -314,6 +341,7 @@ impl Store {
                     why: format!("a mailbox holds at most {FOLDERS_PER_MAILBOX_MAX} folders"),
                 });
             }
+            let special_use = role_for_name(&*folders, &mailbox, &name)?;
             let mut counters = txn.open_table(COUNTERS)?;
             folder = Folder {
                 id: new_folder_id(&mut counters)?,
@@ -321,9 +349,9 @@ impl Store {
                 name: name.clone(),
                 uidvalidity: new_uidvalidity(&mut counters)?,
                 uidnext: 1,
-                special_use: None,
-                subscribed: false,
+                special_use,
                 highestmodseq: 1,
+                first_recent_uid: 1,
             };
             put_folder(&mut folders, &folder)?;
         }
@@ -412,8 +440,8 @@ impl Store {
                     uidvalidity: new_uidvalidity(&mut counters)?,
                     uidnext: 1,
                     special_use: None,
-                    subscribed: false,
                     highestmodseq: 1,
+                    first_recent_uid: 1,
                 };
                 let mut messages = txn.open_table(MESSAGES)?;
                 let moving = read_messages(&*messages, source.id)?;
@@ -449,6 +477,7 @@ impl Store {
                         });
                     }
                 }
+                crate::subscriptions::rename(&txn, &mailbox, &renames)?;
                 for (old, new) in renames {
                     if !folder_name_valid(&new) {
                         return Err(StoreError::Invalid {
@@ -458,28 +487,16 @@ impl Store {
                     }
                     let mut f = get_folder(&*folders, &mailbox, &old)?;
                     folders.remove((mailbox.as_str(), old.as_str()))?;
+                    if f.special_use.is_none() {
+                        // Renamed to "Junk" while no folder is Junk: it is now.
+                        f.special_use = role_for_name(&*folders, &mailbox, &new)?;
+                    }
                     f.name = new;
                     put_folder(&mut folders, &f)?;
                 }
             }
         }
         txn.commit()?;
-        self.notify_change(&mailbox);
-        Ok(())
-    }
-
-    pub fn folder_subscribe(&self, mailbox: &str, name: &str, on: bool) -> Result<(), StoreError> {
-        let mailbox = normalize_address(mailbox)?;
-        let name = canonical_folder(name)?;
-        let txn = self.jtxn()?;
-        {
-            let mut folders = txn.open_table(FOLDERS)?;
-            let mut f = get_folder(&*folders, &mailbox, &name)?;
-            f.subscribed = on;
-            put_folder(&mut folders, &f)?;
-        }
-        txn.commit()?;
-        // IMAP NOTIFY reports subscription changes (RFC 5465 5.5).
         self.notify_change(&mailbox);
         Ok(())
     }
@@ -835,12 +852,10 @@ impl Store {
             let mut folders = txn.open_table(FOLDERS)?;
             let mut src = get_folder(&*folders, &mailbox, &from)?;
             let mut dst = get_folder(&*folders, &mailbox, &to)?;
-            if src.id == dst.id {
-                return Err(StoreError::Invalid {
-                    what: "folder",
-                    why: "source and target are the same folder".into(),
-                });
-            }
+            // Into the same folder (RFC 6851 3.3 allows MOVE there; COPY
+            // too): the copies get new UIDs after every existing one, and
+            // `dst` is the one record written.
+            let same = src.id == dst.id;
             let mut messages: MessageTable<'_> = txn.open_table(MESSAGES)?;
             let mut blob_refs = txn.open_table(BLOBS)?;
             let mut added = 0u64;
@@ -879,7 +894,7 @@ impl Store {
             if !remove_source && added > 0 {
                 charge_usage(&txn, &mailbox, added)?;
             }
-            if remove_source && !pairs.is_empty() {
+            if remove_source && !pairs.is_empty() && !same {
                 src.highestmodseq += 1;
                 put_folder(&mut folders, &src)?;
             }

@@ -454,6 +454,12 @@ pub fn reconstruct(
     }
     let referenced: HashSet<Id> = records.iter().filter_map(record_blob).collect();
     drop(records);
+    {
+        // Rows a version 1 store journaled are upgraded as at open.
+        let txn = crate::deliver::durable_write(&new)?;
+        crate::subscriptions::upgrade_v1_folders_plain(&txn)?;
+        txn.commit()?;
+    }
 
     // Files nobody's record names: their own header says where they go.
     let unknown: Vec<Id> = present
@@ -500,6 +506,8 @@ pub fn reconstruct(
 fn merge_mailbox(mut kept: Rows, rebuilt: Rows, addr: &str) -> Rows {
     let fi = table_index("folders").unwrap_or(4);
     let mi = table_index("messages").unwrap_or(5);
+    let si = table_index("subscriptions").unwrap_or(11);
+    let sub_of = |k: &[u8]| -> bool { <(&str, &str) as Value>::from_bytes(k).0 == addr };
     let ids_of = |rows: &Rows| -> HashSet<u64> {
         rows.iter()
             .filter(|((t, _), _)| *t == fi)
@@ -519,6 +527,8 @@ fn merge_mailbox(mut kept: Rows, rebuilt: Rows, addr: &str) -> Rows {
             serde_json::from_slice::<Folder>(v).map_or(true, |f| f.mailbox != addr)
         } else if *t == mi {
             folder_id_of_key(k).is_none_or(|id| !old_ids.contains(&id))
+        } else if *t == si {
+            !sub_of(k)
         } else {
             true
         }
@@ -528,6 +538,8 @@ fn merge_mailbox(mut kept: Rows, rebuilt: Rows, addr: &str) -> Rows {
             serde_json::from_slice::<Folder>(&v).is_ok_and(|f| f.mailbox == addr)
         } else if t == mi {
             folder_id_of_key(&k).is_some_and(|id| new_ids.contains(&id))
+        } else if t == si {
+            sub_of(&k)
         } else {
             false
         };
@@ -618,8 +630,8 @@ fn place_from_headers(
                             uidvalidity: u32::try_from(now_secs()).unwrap_or(1),
                             uidnext: 1,
                             special_use: None,
-                            subscribed: true,
                             highestmodseq: 1,
+                            first_recent_uid: 1,
                         }
                     }
                 };

@@ -16,7 +16,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Id, StoreError};
 
 /// The format this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: subscriptions in their own table (`subscriptions.rs`), no longer a
+/// flag in the folder record, and each folder's recent high-water UID
+/// (`Folder::first_recent_uid`). A version 1 store is upgraded when it is
+/// opened (`subscriptions::upgrade_v1_folders`, journaled) or reconstructed.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest format this binary upgrades.
+pub(crate) const SCHEMA_VERSION_OLDEST: u32 = 1;
 
 /// `meta`: format facts. Key [`SCHEMA_VERSION_KEY`] holds the schema version.
 pub(crate) const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
@@ -51,6 +58,17 @@ pub(crate) const UIDVALIDITY_COUNTER: &str = "last_uidvalidity";
 
 /// The name of the folder deliveries go to.
 pub const INBOX: &str = "INBOX";
+
+/// The special-use role (RFC 6154) that a folder of this name gets when it
+/// is created (again) and no other folder of the mailbox has the role: the
+/// names the defaults below use, and Archive.
+pub(crate) const SPECIAL_USE_NAMES: [(&str, &str); 5] = [
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+];
 
 /// The folders every new mailbox gets: (name, RFC 6154 special use).
 pub(crate) const DEFAULT_FOLDERS: [(&str, Option<&str>); 5] = [
@@ -115,11 +133,15 @@ pub struct Folder {
     pub uidnext: u32,
     /// RFC 6154 attribute such as `"\\Sent"`.
     pub special_use: Option<String>,
-    pub subscribed: bool,
     /// Bumped by every change in the folder (RFC 7162 HIGHESTMODSEQ); a
     /// session compares it to know whether to look for changes.
     #[serde(default)]
     pub highestmodseq: u64,
+    /// The recent high-water UID (RFC 3501 2.3.2, as Dovecot keeps it):
+    /// messages with this UID or above are \Recent for the next session
+    /// that SELECTs the folder, which moves it to UIDNEXT.
+    #[serde(default)]
+    pub first_recent_uid: u32,
 }
 
 /// One message in a folder. The body is the blob `blob` (shared between the
@@ -202,8 +224,9 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
 
 /// Checks the schema version of `db` and creates every table (and the
 /// version) if missing. Refuses a folder written by a newer binary before
-/// touching anything else in it.
-pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
+/// touching anything else in it. Returns the version found (this binary's
+/// for a new database): below [`SCHEMA_VERSION`], the caller upgrades.
+pub(crate) fn prepare(db: &Database) -> Result<u32, StoreError> {
     let found = {
         let txn = db.begin_read()?;
         match txn.open_table(META) {
@@ -213,7 +236,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
         }
     };
     if let Some(found) = found
-        && found > SCHEMA_VERSION
+        && !(SCHEMA_VERSION_OLDEST..=SCHEMA_VERSION).contains(&found)
     {
         return Err(StoreError::Schema {
             found,
@@ -233,6 +256,7 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
         txn.open_table(MAILBOXES)?;
         txn.open_table(ALIASES)?;
         txn.open_table(FOLDERS)?;
+        txn.open_table(crate::subscriptions::SUBSCRIPTIONS)?;
         txn.open_table(MESSAGES)?;
         txn.open_table(BLOBS)?;
         txn.open_table(QUEUE)?;
@@ -241,5 +265,5 @@ pub(crate) fn prepare(db: &Database) -> Result<(), StoreError> {
         crate::Store::create_relay_tables(&txn)?;
     }
     txn.commit()?;
-    Ok(())
+    Ok(found.unwrap_or(SCHEMA_VERSION))
 }

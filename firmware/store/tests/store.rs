@@ -247,9 +247,15 @@ fn mailbox_records_folders_and_passwords() {
     for f in &folders {
         assert_eq!(f.mailbox, "bob@example.com");
         assert_eq!(f.uidnext, 1);
-        assert!(f.subscribed);
         assert!(f.uidvalidity > 1_600_000_000, "{}", f.uidvalidity);
     }
+    assert_eq!(
+        store
+            .subscriptions("bob@example.com")
+            .expect("subscriptions"),
+        ["Drafts", "INBOX", "Junk", "Sent", "Trash"],
+        "the defaults are subscribed"
+    );
     let mut ids: Vec<u64> = folders.iter().map(|f| f.id).collect();
     ids.extend(
         store

@@ -337,3 +337,28 @@ fn append_heads_stop_after_the_mailbox() {
     assert_eq!(head(b"e SEARCH TEXT {100}\r\n"), None);
     assert_eq!(head(b"f APPEND INBOX\r\n"), None);
 }
+
+/// RFC 5258 3.1: RECURSIVEMATCH needs another selection option (REMOTE does
+/// not count); unknown options are BAD too.
+#[test]
+fn list_extended_selection_options() {
+    let Command::List(a) = cmd("a LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %\r\n") else {
+        panic!()
+    };
+    assert!(a.select_subscribed && a.select_recursivematch);
+    let Command::List(a) = cmd("a LIST (REMOTE) \"\" %\r\n") else {
+        panic!()
+    };
+    assert!(!a.select_subscribed);
+    for line in [
+        "a LIST (RECURSIVEMATCH) \"\" \"\"\r\n",
+        "a LIST (recursivematch remote) \"\" \"\"\r\n",
+        "a LIST (imaptest) \"\" \"\"\r\n",
+        "a LIST \"\" \"\" RETURN (imaptest)\r\n",
+    ] {
+        assert!(
+            matches!(parse_request(line.as_bytes()), Err(ParseError::Bad { .. })),
+            "{line}"
+        );
+    }
+}

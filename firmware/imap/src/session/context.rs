@@ -140,7 +140,11 @@ impl Session {
         };
         let folder = sel.name.clone();
         self.contexts.retain(|c| c.folder == folder);
-        let messages = sel.messages.clone();
+        let messages = sel
+            .messages
+            .iter()
+            .map(|m| super::recent::with_recent(m, &sel.recent))
+            .collect::<Vec<_>>();
         let store = self.svc.store.clone();
         let mut contexts = std::mem::take(&mut self.contexts);
         let joined = mxrack_store::spawn_blocking(move || {

@@ -228,7 +228,7 @@ impl Session {
             reported_new: self.selected_max_uid(),
         };
         let user = self.user.clone().unwrap_or_default();
-        let folders = blocking(&self.svc.store, move |s| s.folder_list(&user)).await?;
+        let folders = blocking(&self.svc.store, move |s| followed_folders(s, &user)).await?;
         let selected_name = self.selected.as_ref().map(|s| s.name.clone());
         let counted: Vec<String> = folders
             .iter()
@@ -324,7 +324,7 @@ impl Session {
         let mut out: Vec<u8> = Vec::new();
         let mut responses = 0usize;
         let user = self.user.clone().unwrap_or_default();
-        let folders = match blocking(&self.svc.store, move |s| s.folder_list(&user)).await {
+        let folders = match blocking(&self.svc.store, move |s| followed_folders(s, &user)).await {
             Ok(f) => f,
             Err(_) => {
                 // The store failed for now: try again on the next change.
@@ -541,7 +541,34 @@ impl Session {
     }
 }
 
-fn known(f: &Folder, counts: Option<(usize, usize)>) -> Known {
+/// A folder and whether its name is subscribed (subscriptions are kept
+/// apart from folders, so a deleted folder's subscription outlives it).
+struct Followed {
+    folder: Folder,
+    subscribed: bool,
+}
+
+impl std::ops::Deref for Followed {
+    type Target = Folder;
+    fn deref(&self) -> &Folder {
+        &self.folder
+    }
+}
+
+/// The user's folders with their subscription state, read together.
+fn followed_folders(store: &mxrack_store::Store, user: &str) -> Result<Vec<Followed>, StoreError> {
+    let subscribed: HashSet<String> = store.subscriptions(user)?.into_iter().collect();
+    Ok(store
+        .folder_list(user)?
+        .into_iter()
+        .map(|folder| Followed {
+            subscribed: subscribed.contains(&folder.name),
+            folder,
+        })
+        .collect())
+}
+
+fn known(f: &Followed, counts: Option<(usize, usize)>) -> Known {
     Known {
         name: f.name.clone(),
         subscribed: f.subscribed,

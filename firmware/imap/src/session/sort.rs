@@ -191,9 +191,15 @@ pub(super) fn number_list(word: &str, uid: bool, hits: &[Hit], modseq: bool) -> 
 }
 
 impl Session {
-    /// The selected messages, for a search on a blocking thread.
-    fn selected_messages(&self) -> Option<Vec<MessageMeta>> {
-        self.selected.as_ref().map(|s| s.messages.clone())
+    /// The selected messages, for a search on a blocking thread, with
+    /// \Recent among the flags of this session's recent ones.
+    pub(super) fn selected_messages(&self) -> Option<Vec<MessageMeta>> {
+        self.selected.as_ref().map(|s| {
+            s.messages
+                .iter()
+                .map(|m| super::recent::with_recent(m, &s.recent))
+                .collect()
+        })
     }
 
     /// SORT (RFC 5256 3), UID SORT, and with RETURN, ESORT (RFC 5267).
