@@ -382,6 +382,7 @@ def test_search_context_updates_and_partial(imap_server):
             f'* ESEARCH (TAG "{ctx}") REMOVEFROM (0 2)',
             f'* ESEARCH (TAG "{uid_ctx}") UID REMOVEFROM (0 {uid2})',
         ], r
+        all_ctx = [f"t{c.n + 1}", f"t{c.n + 2}"]
         c.ok("SEARCH RETURN (UPDATE) ALL")
         c.ok("SEARCH RETURN (UPDATE) ALL")
         exchange(c, "SEARCH RETURN (UPDATE) FLAGGED", ['* ESEARCH (TAG "{tag}")', '* NO [NOUPDATE "{tag}"] Too many search contexts'])
@@ -389,6 +390,18 @@ def test_search_context_updates_and_partial(imap_server):
         exchange(c, 'CANCELUPDATE "nosuch"', [], "BAD")
         r = c.ok("STORE 2 +FLAGS.SILENT (\\Seen)")
         assert r.untagged == [], r
+        # This session's own APPEND into the selected mailbox: a context's
+        # update comes with the APPEND's answer.
+        ctx = f"t{c.n + 1}"
+        exchange(c, "SEARCH RETURN (UPDATE) SEEN", ['* ESEARCH (TAG "{tag}")'])
+        msg = head("Subject: own")
+        t = c.tag()
+        c.send(f"{t} APPEND Ctx (\\Seen) {{{len(msg)}+}}\r\n".encode() + msg + b"\r\n")
+        r = c.read_until_tagged(t)
+        assert r.status == "OK", r
+        assert r.untagged == ["* 4 EXISTS", "* 4 RECENT"] + [
+            f'* ESEARCH (TAG "{t}") ADDTO (0 4)' for t in [*all_ctx, ctx]
+        ], r
     finally:
         c.close()
         other.close()

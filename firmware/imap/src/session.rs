@@ -922,15 +922,21 @@ impl Session {
             Ok(r) => r,
             Err(e) => store_error(&tag, &e),
         };
-        // Tell the client about other sessions' changes before the tagged reply.
-        if self.selected.is_some() {
-            self.sync(conn, !no_expunge).await;
-        }
-        self.context_updates(conn).await;
-        // And about the other mailboxes NOTIFY follows (RFC 5465).
-        self.notify_push(conn, false).await;
+        self.before_tagged_reply(conn, !no_expunge).await;
         conn.write(reply.as_bytes());
         Flow::Continue
+    }
+
+    /// What every command sends before its tagged reply: other sessions'
+    /// changes to the selected mailbox (expunges only when the command
+    /// allows them, RFC 3501 7.4.1), search context updates (RFC 5267),
+    /// and the other mailboxes NOTIFY follows (RFC 5465).
+    async fn before_tagged_reply(&mut self, conn: &mut Conn, allow_expunge: bool) {
+        if self.selected.is_some() {
+            self.sync(conn, allow_expunge).await;
+        }
+        self.context_updates(conn).await;
+        self.notify_push(conn, false).await;
     }
 
     async fn login(&mut self, tag: &str, user: String, password: String, conn: &mut Conn) -> Flow {

@@ -128,9 +128,7 @@ impl Session {
                         Some(reply) => reply,
                         None => self.append_commit(&tag, std::mem::take(done)).await,
                     };
-                    if self.selected.is_some() {
-                        self.sync(conn, true).await;
-                    }
+                    self.before_tagged_reply(conn, true).await;
                     conn.write(reply.as_bytes());
                     return Flow::Continue;
                 }
