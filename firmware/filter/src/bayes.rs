@@ -85,6 +85,23 @@ pub fn combine(probabilities: &[f64]) -> Option<f64> {
     Some(((1.0 + spam_indicator - ham_indicator) / 2.0).clamp(0.0, 1.0))
 }
 
+/// The spam probability of a message from its tokens' counts (`(spam,
+/// ham)` messages each token was learned in) and the messages learned of
+/// each class; `None` while fewer than [`MIN_LEARNED_EACH`] of each were
+/// learned or when no token carries evidence. Tokens never learned are
+/// skipped. What the store-backed scorer and the benchmark both call.
+pub fn probability(spam_learned: u64, ham_learned: u64, tokens: &[(u32, u32)]) -> Option<f64> {
+    if spam_learned < MIN_LEARNED_EACH || ham_learned < MIN_LEARNED_EACH {
+        return None;
+    }
+    let probabilities: Vec<f64> = tokens
+        .iter()
+        .filter(|(s, h)| s + h > 0)
+        .map(|(s, h)| token_probability(*s, *h, spam_learned, ham_learned))
+        .collect();
+    combine(&probabilities)
+}
+
 /// SpamAssassin's BAYES_* bands: the lower bound of each band's spam
 /// probability and the band's rule name. A probability falls into the last
 /// band whose bound it reaches.
@@ -167,6 +184,21 @@ mod tests {
         // A thousand strong tokens neither underflow nor overflow.
         let many = vec![0.999; 1000];
         assert!(combine(&many).expect("some") > 0.999);
+    }
+
+    #[test]
+    fn probability_abstains_until_trained_and_skips_unknown_tokens() {
+        let tokens = [(40, 0), (0, 0), (30, 1)];
+        assert_eq!(probability(MIN_LEARNED_EACH - 1, 500, &tokens), None);
+        assert_eq!(probability(500, MIN_LEARNED_EACH - 1, &tokens), None);
+        assert_eq!(probability(500, 500, &[(0, 0), (0, 0)]), None);
+        let p = probability(500, 500, &tokens).expect("evidence");
+        let expected = combine(&[
+            token_probability(40, 0, 500, 500),
+            token_probability(30, 1, 500, 500),
+        ])
+        .expect("combined");
+        assert!(close(p, expected) && p > 0.9, "{p}");
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub use gate::{
     format_day, format_samples, format_stats, parse_day, today,
 };
 pub use mxrack_store::{ComplaintSample, ForwardDayCounters, LearnOutcome};
-pub use scorer::{EMBEDDED_RULES, SCORER_FAILED, Score, Scorer, classify, score_message, train};
+pub use scorer::{
+    EMBEDDED_RULES, SCORER_FAILED, Score, Scorer, classify, score_message, score_view, train,
+};
 
 /// The header a forwarded copy carries so a complaint about it can be
 /// traced back: `X-Mxrack-Forward-Id: <16 hex digits>`.

@@ -177,18 +177,35 @@ pub fn score_message(
     now: i64,
 ) -> Score {
     let view = MailView::parse(message);
-    let mut hits: Vec<(String, f32)> = Vec::new();
-    match classify(store, &view) {
-        Ok(Some(p)) => {
-            let band = bayes::band(p);
-            if let Some(score) = rules.score_of(band) {
-                hits.push((band.to_string(), score));
-            }
+    let probability = match classify(store, &view) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "classifier unavailable; scoring by rules only");
+            None
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "classifier unavailable; scoring by rules only"),
+    };
+    score_view(rules, &view, envelope_from, now, probability)
+}
+
+/// The score of a parsed message given the classifier's spam probability
+/// (`None`: untrained or no evidence): the band's score plus the score of
+/// every rule that hit. Pure; what [`score_message`] and the benchmark's
+/// in-memory classifier both use.
+pub fn score_view(
+    rules: &RuleSet,
+    view: &MailView,
+    envelope_from: &str,
+    now: i64,
+    probability: Option<f64>,
+) -> Score {
+    let mut hits: Vec<(String, f32)> = Vec::new();
+    if let Some(p) = probability {
+        let band = bayes::band(p);
+        if let Some(score) = rules.score_of(band) {
+            hits.push((band.to_string(), score));
+        }
     }
-    for rule in rules.evaluate(&view, envelope_from, now) {
+    for rule in rules.evaluate(view, envelope_from, now) {
         if !matches!(rule.kind, RuleKind::Bayes) {
             hits.push((rule.name.clone(), rule.score));
         }
@@ -201,37 +218,40 @@ pub fn score_message(
 }
 
 /// Learns a message (see [`Scorer::train`]) with any handle of the store.
+/// Learned data of an older token format is dropped by the store in the
+/// same transaction (see [`tokens::TOKEN_FORMAT`]).
 pub fn train(store: &Store, message: &[u8], spam: bool) -> Result<LearnOutcome, FilterError> {
     let view = MailView::parse(message);
     let tokens = tokens::hashes(&tokens::tokenize(&view));
     if tokens.is_empty() {
         return Err(FilterError::Empty);
     }
-    Ok(store.bayes_learn(&tokens::signature(&view), &tokens, spam, today())?)
+    Ok(store.bayes_learn(
+        tokens::TOKEN_FORMAT,
+        &tokens::signature(&view),
+        &tokens,
+        spam,
+        today(),
+    )?)
 }
 
 /// The classifier's spam probability for a parsed message, or `None`
 /// while fewer than [`bayes::MIN_LEARNED_EACH`] messages of each class were
-/// learned, or when no token carries evidence.
+/// learned (in the current token format), or when no token carries
+/// evidence.
 pub fn classify(store: &Store, view: &MailView) -> Result<Option<f64>, FilterError> {
     // Untrained: no token lookups at all (the common case on a new appliance).
-    let (spam, ham) = store.bayes_learned()?;
+    let (spam, ham) = store.bayes_learned(tokens::TOKEN_FORMAT)?;
     if spam < bayes::MIN_LEARNED_EACH || ham < bayes::MIN_LEARNED_EACH {
         return Ok(None);
     }
     let hashes = tokens::hashes(&tokens::tokenize(view));
-    let counts = store.bayes_counts(&hashes)?;
-    if counts.spam_learned < bayes::MIN_LEARNED_EACH || counts.ham_learned < bayes::MIN_LEARNED_EACH
-    {
-        return Ok(None);
-    }
-    let probabilities: Vec<f64> = counts
-        .tokens
-        .iter()
-        .filter(|(s, h)| s + h > 0)
-        .map(|(s, h)| bayes::token_probability(*s, *h, counts.spam_learned, counts.ham_learned))
-        .collect();
-    Ok(bayes::combine(&probabilities))
+    let counts = store.bayes_counts(tokens::TOKEN_FORMAT, &hashes)?;
+    Ok(bayes::probability(
+        counts.spam_learned,
+        counts.ham_learned,
+        &counts.tokens,
+    ))
 }
 
 #[cfg(test)]

@@ -8,10 +8,19 @@
 //! Delivered-To, Return-Path, our own trace and score headers) are left out:
 //! they describe the path, not the message, and would teach the classifier
 //! our own infrastructure.
+//!
+//! [`TOKEN_FORMAT`] names these forms: the store keeps learned counts by
+//! token hash, so a change of forms must raise it, and the store then
+//! drops data of the older format when the next message is learned.
 
 use std::collections::BTreeSet;
 
 use crate::message::{MailView, uri_host};
+
+/// The version of the token forms below. The forms of the first release
+/// are 1, which is also what the store assumes of data learned before the
+/// format was recorded. Raise it with any change to what `tokenize` yields.
+pub const TOKEN_FORMAT: u64 = 1;
 
 /// Most distinct tokens taken from one message.
 pub const TOKENS_PER_MESSAGE_MAX: usize = 5_000;

@@ -290,6 +290,6 @@ fn training_moves_the_classifier_and_relearns() {
         scorer.train(m.as_bytes(), false).expect("train"),
         mxrack_filter::LearnOutcome::AlreadyLearned
     );
-    let (spam_n, ham_n, _) = store.bayes_totals().expect("totals");
+    let (spam_n, ham_n, _, _) = store.bayes_totals().expect("totals");
     assert_eq!((spam_n, ham_n), (120, 120));
 }

@@ -97,12 +97,19 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             );
         }
         AdminRequest::SpamStats => {
-            let (spam, ham, tokens) = store.bayes_totals().map_err(|err| err.to_string())?;
+            let (spam, ham, tokens, format) =
+                store.bayes_totals().map_err(|err| err.to_string())?;
+            let current = mxrack_filter::tokens::TOKEN_FORMAT;
             out = format!(
                 "learned: {spam} spam, {ham} ham; {tokens} tokens (at most {})\nthe classifier scores once {} of each are learned\n",
                 mxrack_store::BAYES_TOKENS_MAX,
                 mxrack_filter::bayes::MIN_LEARNED_EACH
             );
+            if format != current {
+                out.push_str(&format!(
+                    "token format {format}, this version tokenizes as {current}: not used; the next message learned starts the classifier again\n"
+                ));
+            }
         }
         AdminRequest::SpamScore {
             file,

@@ -56,6 +56,12 @@ pub(crate) const BAYES_SEEN: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// Counters (in `counters`): messages learned as spam / as ham.
 const BAYES_SPAM_COUNTER: &str = "bayes_spam_learned";
 const BAYES_HAM_COUNTER: &str = "bayes_ham_learned";
+/// Counter (in `counters`): the token format the learned data is in (the
+/// filter's `tokens::TOKEN_FORMAT`). Absent in a store made before formats
+/// were recorded: [`BAYES_FORMAT_UNRECORDED`].
+const BAYES_FORMAT_COUNTER: &str = "bayes_token_format";
+/// The token format of learned data from before the format was recorded.
+pub const BAYES_FORMAT_UNRECORDED: u64 = 1;
 
 /// `forward_log`: trace id -> [`ForwardRecord`]. Ids increase with time, so
 /// the oldest are first.
@@ -306,10 +312,26 @@ fn check_destination(destination: &str) -> Result<(), StoreError> {
 const MESSAGE_ID_BYTES_MAX: usize = 998;
 
 impl Store {
-    /// The classifier's totals and the counts of `tokens` (hashes), in order.
-    pub fn bayes_counts(&self, tokens: &[u64]) -> Result<BayesCounts, StoreError> {
+    /// The token format the learned data is in.
+    fn bayes_format(counters: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
+        Ok(counters
+            .get(BAYES_FORMAT_COUNTER)?
+            .map_or(BAYES_FORMAT_UNRECORDED, |g| g.value()))
+    }
+
+    /// The classifier's totals and the counts of `tokens` (hashes), in
+    /// order. Data learned in another token format than `format` is not
+    /// read: totals and counts are then 0 (the classifier starts again).
+    pub fn bayes_counts(&self, format: u64, tokens: &[u64]) -> Result<BayesCounts, StoreError> {
         let txn = self.read_txn()?;
         let counters = txn.open_table(COUNTERS)?;
+        if Self::bayes_format(&counters)? != format {
+            return Ok(BayesCounts {
+                spam_learned: 0,
+                ham_learned: 0,
+                tokens: vec![(0, 0); tokens.len()],
+            });
+        }
         let mut out = BayesCounts {
             spam_learned: counter(&counters, BAYES_SPAM_COUNTER)?,
             ham_learned: counter(&counters, BAYES_HAM_COUNTER)?,
@@ -327,19 +349,24 @@ impl Store {
         Ok(out)
     }
 
-    /// (messages learned as spam, as ham): two counter reads, so a scorer can
-    /// skip tokenising while the classifier has too little to go on.
-    pub fn bayes_learned(&self) -> Result<(u64, u64), StoreError> {
+    /// (messages learned as spam, as ham) in token format `format` (0, 0
+    /// for data of another format): two counter reads, so a scorer can skip
+    /// tokenising while the classifier has too little to go on.
+    pub fn bayes_learned(&self, format: u64) -> Result<(u64, u64), StoreError> {
         let txn = self.read_txn()?;
         let counters = txn.open_table(COUNTERS)?;
+        if Self::bayes_format(&counters)? != format {
+            return Ok((0, 0));
+        }
         Ok((
             counter(&counters, BAYES_SPAM_COUNTER)?,
             counter(&counters, BAYES_HAM_COUNTER)?,
         ))
     }
 
-    /// (messages learned as spam, as ham, distinct tokens kept).
-    pub fn bayes_totals(&self) -> Result<(u64, u64, u64), StoreError> {
+    /// (messages learned as spam, as ham, distinct tokens kept, token
+    /// format), whatever the format.
+    pub fn bayes_totals(&self) -> Result<(u64, u64, u64, u64), StoreError> {
         let txn = self.read_txn()?;
         let counters = txn.open_table(COUNTERS)?;
         let tokens = match open_read(&txn, BAYES_TOKENS)? {
@@ -350,16 +377,23 @@ impl Store {
             counter(&counters, BAYES_SPAM_COUNTER)?,
             counter(&counters, BAYES_HAM_COUNTER)?,
             tokens,
+            Self::bayes_format(&counters)?,
         ))
     }
 
     /// Learns one message, identified by `signature`, with its distinct
-    /// token hashes, as spam or ham on `day`: one durable transaction. A
-    /// message already learned as the other class is unlearned first (a
+    /// token hashes (in token format `format`), as spam or ham on `day`:
+    /// one durable transaction. Data learned in another format cannot be
+    /// mixed with these tokens (their hashes mean other things), and the
+    /// messages are not kept to tokenize again: it is dropped in this same
+    /// transaction (tokens, signatures, both totals) and the format
+    /// recorded, so the classifier relearns from the Junk moves that follow.
+    /// A message already learned as the other class is unlearned first (a
     /// message moved out of Junk); one already learned as this class is
     /// left alone. Prunes the token and signature tables to their bounds.
     pub fn bayes_learn(
         &self,
+        format: u64,
         signature: &str,
         tokens: &[u64],
         spam: bool,
@@ -372,6 +406,22 @@ impl Store {
             });
         }
         let txn = self.write_txn()?;
+        {
+            let mut counters = txn.open_table(COUNTERS)?;
+            let old = Self::bayes_format(&counters)?;
+            if old != format {
+                txn.delete_table(BAYES_TOKENS)?;
+                txn.delete_table(BAYES_SEEN)?;
+                counters.insert(BAYES_SPAM_COUNTER, 0)?;
+                counters.insert(BAYES_HAM_COUNTER, 0)?;
+                counters.insert(BAYES_FORMAT_COUNTER, format)?;
+                tracing::info!(
+                    old,
+                    new = format,
+                    "classifier data of an older token format dropped"
+                );
+            }
+        }
         let outcome = {
             let mut seen = txn.open_table(BAYES_SEEN)?;
             let previous: Option<SeenRecord> = match seen.get(signature)? {
@@ -732,29 +782,66 @@ mod tests {
     #[test]
     fn learning_counts_once_and_relearns() {
         let (_dir, store) = store();
-        let empty = store.bayes_counts(&[1, 2]).expect("counts");
+        let empty = store.bayes_counts(2, &[1, 2]).expect("counts");
         assert_eq!(empty.tokens, vec![(0, 0), (0, 0)]);
         assert_eq!(
-            store.bayes_learn("m1", &[1, 2], true, 100).expect("learn"),
+            store
+                .bayes_learn(2, "m1", &[1, 2], true, 100)
+                .expect("learn"),
             LearnOutcome::Learned
         );
         assert_eq!(
-            store.bayes_learn("m1", &[1, 2], true, 100).expect("learn"),
+            store
+                .bayes_learn(2, "m1", &[1, 2], true, 100)
+                .expect("learn"),
             LearnOutcome::AlreadyLearned
         );
-        store.bayes_learn("m2", &[2, 3], false, 100).expect("learn");
-        let c = store.bayes_counts(&[1, 2, 3, 4]).expect("counts");
+        store
+            .bayes_learn(2, "m2", &[2, 3], false, 100)
+            .expect("learn");
+        let c = store.bayes_counts(2, &[1, 2, 3, 4]).expect("counts");
         assert_eq!((c.spam_learned, c.ham_learned), (1, 1));
         assert_eq!(c.tokens, vec![(1, 0), (1, 1), (0, 1), (0, 0)]);
         // Moved out of Junk: m1 becomes ham.
         assert_eq!(
-            store.bayes_learn("m1", &[1, 2], false, 101).expect("learn"),
+            store
+                .bayes_learn(2, "m1", &[1, 2], false, 101)
+                .expect("learn"),
             LearnOutcome::Relearned
         );
-        let c = store.bayes_counts(&[1, 2, 3]).expect("counts");
+        let c = store.bayes_counts(2, &[1, 2, 3]).expect("counts");
         assert_eq!((c.spam_learned, c.ham_learned), (0, 2));
         assert_eq!(c.tokens, vec![(0, 1), (0, 2), (0, 1)]);
-        assert_eq!(store.bayes_totals().expect("totals"), (0, 2, 3));
+        assert_eq!(store.bayes_totals().expect("totals"), (0, 2, 3, 2));
+    }
+
+    #[test]
+    fn another_token_format_is_dropped_when_learning() {
+        let (_dir, store) = store();
+        // Data of the unrecorded (first) format, as a store before formats.
+        store
+            .bayes_learn(BAYES_FORMAT_UNRECORDED, "m1", &[1, 2], true, 100)
+            .expect("learn");
+        assert_eq!(
+            store.bayes_learned(BAYES_FORMAT_UNRECORDED).expect("n"),
+            (1, 0)
+        );
+        // Format 2 reads nothing of it...
+        assert_eq!(store.bayes_learned(2).expect("n"), (0, 0));
+        let c = store.bayes_counts(2, &[1, 2]).expect("counts");
+        assert_eq!((c.spam_learned, c.tokens), (0, vec![(0, 0), (0, 0)]));
+        // ...and learning in format 2 drops it: m1 is learned anew.
+        assert_eq!(
+            store.bayes_learn(2, "m1", &[3], false, 101).expect("learn"),
+            LearnOutcome::Learned
+        );
+        assert_eq!(store.bayes_totals().expect("totals"), (0, 1, 1, 2));
+        let c = store.bayes_counts(2, &[1, 2, 3]).expect("counts");
+        assert_eq!(c.tokens, vec![(0, 0), (0, 0), (0, 1)]);
+        assert_eq!(
+            store.bayes_learned(BAYES_FORMAT_UNRECORDED).expect("n"),
+            (0, 0)
+        );
     }
 
     #[test]

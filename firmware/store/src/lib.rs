@@ -60,9 +60,10 @@ pub use events::{
     StatusEntry, StatusUpdate,
 };
 pub use filterdata::{
-    BAYES_SEEN_MAX, BAYES_TOKENS_MAX, BayesCounts, COMPLAINT_SAMPLES_MAX, ComplaintCount,
-    ComplaintSample, FORWARD_DAYS_KEPT, FORWARD_LOG_DAYS, FORWARD_LOG_MAX, ForwardDayCounters,
-    ForwardRecord, LearnOutcome, THRESHOLD_CHANGES_MAX, ThresholdChangeRecord, ThresholdState,
+    BAYES_FORMAT_UNRECORDED, BAYES_SEEN_MAX, BAYES_TOKENS_MAX, BayesCounts, COMPLAINT_SAMPLES_MAX,
+    ComplaintCount, ComplaintSample, FORWARD_DAYS_KEPT, FORWARD_LOG_DAYS, FORWARD_LOG_MAX,
+    ForwardDayCounters, ForwardRecord, LearnOutcome, THRESHOLD_CHANGES_MAX, ThresholdChangeRecord,
+    ThresholdState,
 };
 pub use ids::{Id, id_hex, parse_id_hex};
 pub use incoming::{INCOMING_CHUNK_BYTES, IncomingMessage};
