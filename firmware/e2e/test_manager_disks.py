@@ -71,7 +71,7 @@ def test_the_chassis_shows_each_bay_and_marks_the_failed_one(st):
             break
     assert failed == ["SN-E2E-1"]
     assert "(degraded)" in page
-    assert "Pull it from slot pci-0000:00:02.0-scsi-0:0:1:0" in page
+    assert "Pull it from bay 2" in page
 
     # Taking out the disk that now holds md0's last good copy goes to the
     # monitor, which refuses with its reason: shown on the page, the tree
@@ -80,7 +80,7 @@ def test_the_chassis_shows_each_bay_and_marks_the_failed_one(st):
     assert r.status_code == 200
     flash = re.findall(r'class="(?:error|notice)">[^<]*', r.text)
     assert flash == [
-        'class="error">Not done: disk SN-E2E-0 holds the last good copy of md0 (raid1): '
+        'class="error">Not done: disk SN-E2E-0 (WWN naa.5000c500a0b0c000) in bay 1 holds the last good copy of md0 (raid1): '
         "not taking it out. Add a disk and let it rebuild first (mxrack disk add SERIAL)."
     ], flash
     assert (tree / "sys/block/md0/md/dev-sda/state").read_text() == "in_sync\n"

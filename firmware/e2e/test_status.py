@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from mxlib import BIN, DEMO, HOST, IO_TIMEOUT, CliError, Server, deadline_loop, free_ports, insecure_tls
+from mxlib import BIN, DEMO, HOST, REPO, IO_TIMEOUT, CliError, Server, deadline_loop, free_ports, insecure_tls
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SERIALS = ["SN-E2E-0", "SN-E2E-1", "SN-E2E-2"]
@@ -124,6 +124,9 @@ class StatusServer(Server):
         self.imap_port = [p for p in free_ports(12) if p not in taken][0]
         self.health = {
             "sys_root": str(sys_root),
+            # The fixture tree is laid out as the QEMU board's disks are
+            # (virtio-scsi host 0, disk N at target N): its bay map applies.
+            "bay_map": str(REPO / "board/qemu-x86_64/rootfs-overlay/etc/mxrack/bays.toml"),
             "interval_secs": 1,
             "disk_error_threshold": 5,
             "auto_fail": True,
@@ -196,7 +199,16 @@ def test_status_page_json_and_plain_http_redirect(st):
     assert (md0["name"], md0["level"], md0["in_sync"], md0["spares"]) == ("md0", "raid1", 2, 1)
     disks = {d["id"]: d for d in j["snapshot"]["disks"]}
     assert set(disks) == set(SERIALS)
-    assert disks["SN-E2E-0"]["slot"] == "pci-0000:00:02.0-scsi-0:0:0:0"
+    assert disks["SN-E2E-0"]["bay"] == "1"
+    assert disks["SN-E2E-0"]["path"] == "pci-0000:00:02.0-scsi-0:0:0:0"
+    assert "slot" not in disks["SN-E2E-0"], "one word per meaning: bay, member_index"
+    # The boot's counter value is not an error of the disk.
+    assert (disks["SN-E2E-0"]["ioerr"], disks["SN-E2E-0"]["errors"]) == (2, 0)
+    assert disks["SN-E2E-0"]["errors_at_first_sight"] == 2
+    members = {m["disk"]: m for m in md0["members"]}
+    assert (members["SN-E2E-1"]["member_index"], members["SN-E2E-1"]["bay"]) == (1, "2")
+    assert (members["SN-E2E-2"]["member_index"], members["SN-E2E-2"]["bay"]) == (None, "3")
+    assert members["SN-E2E-1"]["wwn"] == "naa.5000c500a0b0c001"
     assert disks["SN-E2E-0"]["wwn"] == "naa.5000c500a0b0c000"
     assert disks["SN-E2E-2"]["condition"] == "spare"
 
@@ -289,9 +301,9 @@ def test_rising_disk_errors_open_an_incident_naming_the_serial(st, tree):
             break
     inc = incidents[0]
     assert inc["resolved"] is None
-    assert inc["title"].startswith("Disk SN-E2E-1 failing (slot pci-0000:00:02.0-scsi-0:0:1:0)")
+    assert inc["title"].startswith("Disk SN-E2E-1 failing (bay 2)")
     texts = " ".join(u["text"] for u in inc["updates"])
-    assert "30 I/O errors and timeouts" in texts
+    assert "Disk SN-E2E-1 (WWN naa.5000c500a0b0c001) in bay 2: 30 I/O errors and timeouts" in texts
     # A fixture tree: the monitor says what it would do instead of doing it.
     for _ in deadline_loop(15, "the 'would fail' update"):
         j = status_json(st)
@@ -305,6 +317,9 @@ def test_rising_disk_errors_open_an_incident_naming_the_serial(st, tree):
     row = next(l for l in disks.splitlines() if l.startswith("SN-E2E-1"))
     assert "failing" in row and "md0:in_sync" in row and "naa.5000c500a0b0c001" in row, disks
     assert "md0 raid1 clean: 2/2 in sync, 1 spare" in disks
+    # `mxrack status` shows the array in the same words.
+    status = st.mx("status").decode()
+    assert "md0 raid1 clean: 2/2 in sync, 1 spare" in status, status
 
     html = https(st, "/status")[2].decode()
     assert "Disk SN-E2E-1 failing" in html
@@ -317,6 +332,22 @@ def test_rising_disk_errors_open_an_incident_naming_the_serial(st, tree):
     with pytest.raises(CliError) as e:
         st.mx("disk", "replace", "SN-NOPE")
     assert "no disk with serial or WWN" in str(e.value)
+
+
+def test_locate_blinks_the_activity_led_and_stops(st, tree):
+    # No enclosure in the tree: the disk is read in a rhythm (a fixture's
+    # /dev/sdc is an ordinary file), in the background, until --off.
+    dev = tree / "dev/sdc"
+    dev.parent.mkdir(exist_ok=True)
+    with open(dev, "wb") as f:
+        f.truncate(4 << 20)
+    out = st.mx("disk", "locate", "SN-E2E-2", "--seconds", "30").decode()
+    assert "SN-E2E-2 (WWN naa.5000c500a0b0c002) in bay 3" in out, out
+    assert "activity LED blinks (1 s of reads, 1 s rest) for 30 s" in out, out
+    out = st.mx("disk", "locate", "SN-E2E-2", "--off").decode()
+    assert "blink stopped" in out, out
+    out = st.mx("disk", "locate", "SN-E2E-2", "--off").decode()
+    assert "no locate was running" in out, out
 
 
 def test_doctor_checks_every_listener_and_finds_a_dead_port(st, tmp_path):

@@ -9,8 +9,9 @@ in the guest give the SCSI layer I/O errors. The health watch
 (`[health]` auto_fail, threshold 5 errors) must fail the disk out of md0
 and remove it; the hot spare rebuilds and md0 is redundant again (2 in sync,
 no spare). The status page (status.json and the HTML /status, from the host
-over HTTPS) must show the open incident "Disk MXHIL-0000 failing (slot ...)"
-with the slot to pull it from, and "RAID array md0 degraded" resolved;
+over HTTPS) must show the open incident "Disk MXHIL-0000 failing (bay 1)"
+with the bay to pull it from (board/qemu-x86_64's bay map: disk N at SCSI
+target N is bay N+1), and "RAID array md0 degraded" resolved;
 `mxrack disks` names the disk by serial; mail taken before and after the
 failure is in the store intact.
 
@@ -63,7 +64,7 @@ def watched_disk(ctx, m, serial):
         md0 = next((a for a in snap.get("arrays", []) if a.get("name") == "md0"), None)
         ok = disk is not None and md0 is not None and md0.get("in_sync") == 2 and md0.get("spares") == 1
         seen = (
-            f"disk {serial}: {disk and {k: disk.get(k) for k in ('kernel', 'slot', 'condition')}}, "
+            f"disk {serial}: {disk and {k: disk.get(k) for k in ('kernel', 'bay', 'path', 'condition')}}, "
             f"md0: {md0 and {k: md0.get(k) for k in ('in_sync', 'spares', 'sync_action')}}"
         )
         return ok, (disk if ok else seen)
@@ -74,19 +75,22 @@ def watched_disk(ctx, m, serial):
 def fail_disk(ctx, m):
     """Makes disk FAILING fail (blkdebug), reads it until it errs, and waits
     until the watch failed it out and the spare rebuilt. Returns
-    {serial, kernel, slot}."""
+    {serial, kernel, bay}."""
     disk = m.disks[FAILING]
     serial = disk.serial
     kernel = guest.disks(m.shell).get(serial)
     if not kernel:
         raise HilError(f"the guest has no disk with serial {serial}")
     view = watched_disk(ctx, m, serial)
-    slot = view["slot"]
+    bay = view.get("bay")
+    path = view.get("path", "")
     if view.get("kernel") != kernel:
         raise HilError(f"the watch calls disk {serial} {view.get('kernel')}, the guest {kernel}")
-    if not re.fullmatch(r"pci-0000:00:[0-9a-f]{2}\.[0-7]-scsi-0:0:%d:0" % FAILING, slot):
-        raise HilError(f"disk {serial}: unexpected slot {slot!r}")
-    ctx.note(f"disk {serial} is {kernel} in slot {slot}, condition {view.get('condition')}")
+    if not re.fullmatch(r"pci-0000:00:[0-9a-f]{2}\.[0-7]-scsi-0:0:%d:0" % FAILING, path):
+        raise HilError(f"disk {serial}: unexpected path {path!r}")
+    if bay != str(FAILING + 1):
+        raise HilError(f"disk {serial} at {path}: bay {bay!r}, the QEMU board's map says {FAILING + 1}")
+    ctx.note(f"disk {serial} is {kernel} in bay {bay} ({path}), condition {view.get('condition')}")
 
     # A fresh ext4 zeroes its inode tables in the background (ext4lazyinit,
     # large writes). A member that fails under such a write stalls every
@@ -152,11 +156,11 @@ def fail_disk(ctx, m):
         timeout=300,
     )
     ctx.note(f"md0 rebuilt (+{time.time() - injected:.0f}s): {state}")
-    return {"serial": serial, "kernel": kernel, "slot": slot, "injected": injected}
+    return {"serial": serial, "kernel": kernel, "bay": bay, "injected": injected}
 
 
 def failing_title(info):
-    return f"Disk {info['serial']} failing (slot {info['slot']})"
+    return f"Disk {info['serial']} failing (bay {info['bay']})"
 
 
 def check_page_after_failure(ctx, m, info):
@@ -169,7 +173,7 @@ def check_page_after_failure(ctx, m, info):
         disk_e = clients.status_entry(page, title=title)
         md_e = clients.status_entry(page, title=DEGRADED_TITLE)
         pullable = disk_e is not None and any(
-            f"can be pulled from slot {info['slot']}" in t for t in clients.entry_texts(disk_e)
+            f"in bay {info['bay']} removed from md0; it can be pulled" in t for t in clients.entry_texts(disk_e)
         )
         ok = disk_e is not None and pullable and md_e is not None and md_e.get("resolved")
         seen = f"summary {page.get('summary')!r}; titles {[e['title'] for e in page.get('entries', [])]}"
@@ -178,7 +182,7 @@ def check_page_after_failure(ctx, m, info):
     page = wait_until(f"status.json: {title!r} saying where to pull it, {DEGRADED_TITLE!r} resolved", look, timeout=120)
     disk_e = clients.status_entry(page, title=title)
     if disk_e.get("resolved"):
-        raise HilError(f"{title!r} is resolved while the disk is still in its slot")
+        raise HilError(f"{title!r} is resolved while the disk is still in its bay")
     ctx.note(f"status.json: {title!r} open, {len(disk_e['updates'])} updates; {DEGRADED_TITLE!r} resolved")
     # Update times (guest clock, UTC like the host's) after the injection.
     for u in disk_e["updates"]:

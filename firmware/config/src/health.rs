@@ -57,6 +57,15 @@ pub struct Health {
     pub auto_add: bool,
     /// mdadm, which writes the md superblock of a disk being added.
     pub mdadm: PathBuf,
+    /// The board's bay map (TOML: SCSI address, by-path name or enclosure
+    /// slot -> the bay label printed on the chassis; `board/*/` in the
+    /// repository). Read from the file system as it is, not under
+    /// `sys_root`; a missing file leaves disks named by their kernel path.
+    pub bay_map: PathBuf,
+    /// sg_ses (sg3-utils), which lights an SES enclosure's locate LED for
+    /// `mxrack disk locate`; when it is absent the enclosure's sysfs
+    /// `locate` attribute (the kernel's ses driver) is written instead.
+    pub sg_ses: PathBuf,
     /// A rebuild's progress is recorded every this many percent.
     pub rebuild_progress_step_percent: u64,
     /// Kernel limits: warn at this share of the limit, alert at the second.
@@ -96,6 +105,8 @@ impl Default for Health {
             auto_fail: false,
             auto_add: false,
             mdadm: PathBuf::from("/sbin/mdadm"),
+            bay_map: PathBuf::from("/etc/mxrack/bays.toml"),
+            sg_ses: PathBuf::from("/usr/bin/sg_ses"),
             rebuild_progress_step_percent: 10,
             limit_warn_percent: 80,
             limit_alert_percent: 90,

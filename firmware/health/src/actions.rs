@@ -78,9 +78,57 @@ pub fn mdadm_add(
     )
 }
 
+/// md's hot replace of a member: md copies it onto a spare (the rebuild
+/// target marked `replacement`) while it stays in service, so the array
+/// keeps every copy until the new one is in sync; then md marks the old
+/// member faulty by itself (Documentation/admin-guide/md.rst,
+/// `want_replacement`).
+pub fn want_replacement(root: &SysRoot, array: &str, dev: &str) -> Result<(), String> {
+    root.write_attr(&member_state(array, dev), "want_replacement")
+        .map_err(|e| {
+            format!(
+                "cannot write want_replacement to {}: {e}",
+                member_state(array, dev)
+            )
+        })
+}
+
+/// `mdadm /dev/ARRAY --replace /dev/OLD --with /dev/NEW`: the hot replace
+/// onto a named disk (already the array's spare).
+pub fn mdadm_replace(
+    root: &SysRoot,
+    mdadm: &Path,
+    array: &str,
+    old: &str,
+    new: &str,
+) -> Result<String, String> {
+    if !root.is_writable() {
+        return Err(format!(
+            "{} is a read-only fixture root; mdadm not run",
+            root.root().display()
+        ));
+    }
+    let valid = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !valid(array) || !valid(old) || !valid(new) {
+        return Err(format!(
+            "refusing odd device names {array:?} {old:?} {new:?}"
+        ));
+    }
+    let dev = |n: &str| root.path(&format!("/dev/{n}")).display().to_string();
+    run_bounded(
+        Command::new(mdadm)
+            .arg(dev(array))
+            .arg("--replace")
+            .arg(dev(old))
+            .arg("--with")
+            .arg(dev(new)),
+        MDADM_TIMEOUT,
+    )
+}
+
 /// Runs a command with no input, killing it at the deadline; its output
 /// (stdout and stderr) on success, or why it failed.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<String, String> {
+pub(crate) fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<String, String> {
     let out_file = tempfile_in_tmp()?;
     let mut child = cmd
         .stdin(Stdio::null())

@@ -128,6 +128,13 @@ pub fn interfaces() -> Vec<IfAddr> {
         .collect()
 }
 
+/// An address a user can connect to for a listener: the listener's own,
+/// or for a wildcard (`0.0.0.0`, `[::]`) the machine's outward address,
+/// else loopback. What the ready hints print (`swaks --server ...`).
+pub fn connect_address(listen: SocketAddr, ifaces: &[IfAddr]) -> SocketAddr {
+    target_of(listen, ifaces).0
+}
+
 /// Where to connect to reach `listen` from outside, and a note.
 fn target_of(listen: SocketAddr, ifaces: &[IfAddr]) -> (SocketAddr, String) {
     if !listen.ip().is_unspecified() {
@@ -753,6 +760,31 @@ mod tests {
             up,
             loopback,
         }
+    }
+
+    #[test]
+    fn a_connectable_address_for_the_ready_hints() {
+        let ifaces = [
+            iface("lo", "127.0.0.1", true, true),
+            iface("eth0", "10.0.2.15", true, false),
+        ];
+        let at = |s: &str| connect_address(s.parse().expect("addr"), &ifaces).to_string();
+        assert_eq!(at("0.0.0.0:25"), "10.0.2.15:25");
+        assert_eq!(
+            at("192.0.2.7:587"),
+            "192.0.2.7:587",
+            "a specific address as it is"
+        );
+        assert_eq!(
+            at("[::]:25"),
+            "[::1]:25",
+            "no IPv6 outward address: loopback"
+        );
+        assert_eq!(
+            connect_address("0.0.0.0:25".parse().expect("addr"), &ifaces[..1]).to_string(),
+            "127.0.0.1:25",
+            "loopback only"
+        );
     }
 
     #[test]

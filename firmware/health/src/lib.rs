@@ -3,6 +3,11 @@
 //! the technician what to do (issue 6).
 //!
 //! - `sysroot`: the one interface to sysfs and procfs (a fixture tree in tests).
+//! - `bays`: the board's bay map (SCSI address / by-path / enclosure slot ->
+//!   the bay label printed on the chassis).
+//! - `failed`: disks failed for I/O errors, remembered in the data folder.
+//! - `locate`: `mxrack disk locate` (SES locate LED, or a read rhythm on the
+//!   activity LED).
 //! - `sources`: what is read (md, SCSI disks, kernel limits, file systems).
 //! - `policy`: pure decisions from an observation and the previous state.
 //! - `actions`: the writes (sysfs `faulty`/`remove`, mdadm, sysctls), only on
@@ -14,9 +19,12 @@
 //!   outside, certificate, data folder writable, clock).
 
 pub mod actions;
+pub mod bays;
 pub mod cert;
 pub mod doctor;
+pub mod failed;
 pub mod fixture;
+pub mod locate;
 pub mod monitor;
 pub mod policy;
 pub mod snapshot;

@@ -26,6 +26,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tracing::{error, info, warn};
 
 use crate::actions;
+use crate::bays::BayMap;
+use crate::failed::{FailedDisk, FailedDisks};
+use crate::locate;
 use crate::policy::{self, Decision, Policy, PolicyState, disk_component, disk_key};
 use crate::snapshot::{self, Snapshot};
 use crate::sources::{self, LimitObs, MemSource, Observation, ScsiDisk, scsi};
@@ -45,10 +48,18 @@ const FAULTY_WAIT: Duration = Duration::from_secs(5);
 pub enum Request {
     ReplaceDisk {
         id: String,
+        with: Option<String>,
         reply: mpsc::Sender<Result<String, String>>,
     },
     AddDisk {
         id: String,
+        force: bool,
+        reply: mpsc::Sender<Result<String, String>>,
+    },
+    Locate {
+        id: String,
+        off: bool,
+        secs: u64,
         reply: mpsc::Sender<Result<String, String>>,
     },
 }
@@ -109,17 +120,30 @@ impl HealthHandle {
             .map_err(|_| "the health monitor did not answer in time".to_string())?
     }
 
-    /// `mxrack disk replace ID`: takes the disk out of its arrays so it can
-    /// be pulled. Blocks until done.
-    pub fn replace_disk(&self, id: &str) -> Result<String, String> {
+    /// `mxrack disk replace ID [--with NEW]`: md's hot replace onto a spare
+    /// (or NEW), else takes the disk out of its arrays so it can be pulled.
+    pub fn replace_disk(&self, id: &str, with: Option<&str>) -> Result<String, String> {
         let id = id.to_string();
-        self.command(|reply| Request::ReplaceDisk { id, reply })
+        let with = with.map(str::to_string);
+        self.command(|reply| Request::ReplaceDisk { id, with, reply })
     }
 
-    /// `mxrack disk add ID`: makes the disk a rebuild target or spare.
-    pub fn add_disk(&self, id: &str) -> Result<String, String> {
+    /// `mxrack disk add ID [--force]`: makes the disk a rebuild target or spare.
+    pub fn add_disk(&self, id: &str, force: bool) -> Result<String, String> {
         let id = id.to_string();
-        self.command(|reply| Request::AddDisk { id, reply })
+        self.command(|reply| Request::AddDisk { id, force, reply })
+    }
+
+    /// `mxrack disk locate ID [--off]`: the bay's locate LED, or a blink of
+    /// the disk's activity LED in the background.
+    pub fn locate(&self, id: &str, off: bool, secs: u64) -> Result<String, String> {
+        let id = id.to_string();
+        self.command(|reply| Request::Locate {
+            id,
+            off,
+            secs,
+            reply,
+        })
     }
 }
 
@@ -187,6 +211,11 @@ pub struct Monitor {
     data_dir: PathBuf,
     policy: Policy,
     mdadm: PathBuf,
+    sg_ses: PathBuf,
+    bays: BayMap,
+    failed: FailedDisks,
+    /// Disk id -> the blink running for `mxrack disk locate`.
+    locates: BTreeMap<String, (Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     events_max: u64,
     interval: Duration,
     slow_interval: Duration,
@@ -211,12 +240,24 @@ impl Monitor {
             Ok(open) => state.open = open.into_iter().map(|(k, _)| k).collect(),
             Err(e) => error!(error = %e, "cannot read the open incidents"),
         }
+        let (bays, why) = BayMap::load(&config.bay_map);
+        if let Some(why) = why {
+            error!(error = %why, "the bay map is unusable; disks are named by their kernel path");
+        }
+        let (failed, why) = FailedDisks::load(data_dir);
+        if let Some(why) = why {
+            error!(error = %why, "cannot read the disks failed for errors");
+        }
         Monitor {
             store,
             root: SysRoot::new(&config.sys_root),
             data_dir: data_dir.to_path_buf(),
             policy: Policy::from_config(config),
             mdadm: config.mdadm.clone(),
+            sg_ses: config.sg_ses.clone(),
+            bays,
+            failed,
+            locates: BTreeMap::new(),
             events_max: config.events_max,
             interval: Duration::from_secs(config.interval_secs),
             slow_interval: Duration::from_secs(config.slow_interval_secs),
@@ -255,6 +296,7 @@ impl Monitor {
             time::now(),
             &self.slow,
             Some(&mut self.mem),
+            &self.bays,
         )
     }
 
@@ -410,7 +452,8 @@ impl Monitor {
                             Severity::Critical,
                             &component,
                             format!(
-                                "Disk {disk} failed out of {array}: its error counters passed the threshold; the hot spare takes over."
+                                "Disk {} failed out of {array}: its error counters passed the threshold; the hot spare takes over.",
+                                policy::name_of(obs, &self.state, &disk)
                             ),
                             IncidentAction::Update { key: disk_key(&disk) },
                         );
@@ -445,14 +488,11 @@ impl Monitor {
                         if let Some(t) = self.state.disks.get_mut(&disk) {
                             t.left_arrays.insert(array.clone());
                         }
-                        let slot = obs
-                            .disk(&disk)
-                            .map(|d| format!(" from slot {}", d.slot))
-                            .unwrap_or_default();
+                        let name = policy::name_of(obs, &self.state, &disk);
                         self.note(
                             Severity::Notice,
                             &component,
-                            format!("Disk {disk} removed from {array}; it can be pulled{slot}."),
+                            format!("Disk {name} removed from {array}; it can be pulled."),
                             IncidentAction::Update {
                                 key: disk_key(&disk),
                             },
@@ -467,18 +507,54 @@ impl Monitor {
                     ),
                 }
             }
+            Decision::RememberFailed {
+                id,
+                serial,
+                wwn,
+                reason,
+            } => {
+                let record = FailedDisk {
+                    id: id.clone(),
+                    serial,
+                    wwn,
+                    time: obs.time,
+                    reason,
+                };
+                if let Err(e) = self.failed.remember(record) {
+                    error!(disk = %id, error = %e, "cannot remember a disk failed for errors");
+                }
+            }
             Decision::AddDisk {
                 array,
                 kernel,
                 disk,
                 rebuild,
             } => {
-                if let Err(e) = self.add_to(&array, &kernel, &disk, rebuild, "automatically") {
+                let known = obs
+                    .disk(&disk)
+                    .and_then(|d| self.failed.find(d.serial.as_deref(), d.wwn.as_deref()))
+                    .cloned();
+                if let Some(f) = known {
                     self.report_once(
                         format!("add {array} {disk}"),
                         Severity::Warning,
                         &disk_component(&disk),
-                        format!("Could not add blank disk {disk} to {array}: {e}."),
+                        format!(
+                            "Blank disk {} is not added to {array}: {}. Run `mxrack disk add {disk} --force` to add it anyway.",
+                            policy::name_of(obs, &self.state, &disk),
+                            failed_why(&f)
+                        ),
+                        policy::array_key(&array),
+                    );
+                    return;
+                }
+                let name = policy::name_of(obs, &self.state, &disk);
+                if let Err(e) = self.add_to(&array, &kernel, &name, rebuild, "automatically") {
+                    self.report_once(
+                        format!("add {array} {disk}"),
+                        Severity::Warning,
+                        &disk_component(&disk),
+                        format!("Could not add blank disk {name} to {array}: {e}."),
                         policy::array_key(&array),
                     );
                 }
@@ -576,13 +652,18 @@ impl Monitor {
             })
     }
 
-    /// `mxrack disk replace ID`: takes a healthy or failing disk out of
-    /// every array so it can be pulled; refuses when it holds the last good
-    /// copy of an array.
-    pub fn replace_disk(&mut self, id: &str) -> Result<String, String> {
+    /// `mxrack disk replace ID [--with NEW]`. A healthy member of an array
+    /// that has a hot spare (or a named new disk) is hot-replaced: md copies
+    /// it onto the spare while it stays in service, so the array keeps all
+    /// its copies until the new one is in sync; md then marks the old one
+    /// faulty, the monitor removes it, and it can be pulled. Otherwise (a
+    /// failing or faulty member, or no spare) the disk is taken out of its
+    /// arrays at once, never when it holds the last good copy.
+    pub fn replace_disk(&mut self, id: &str, with: Option<&str>) -> Result<String, String> {
         let obs = self.observe();
         let disk = Self::find_disk(&obs, id)?.clone();
         let id = disk.id();
+        let name = disk.describe();
         let memberships: Vec<(sources::MdArray, sources::MdMember)> = obs
             .memberships(&disk.kernel)
             .into_iter()
@@ -590,14 +671,43 @@ impl Monitor {
             .collect();
         if memberships.is_empty() {
             return Ok(format!(
-                "disk {id} is in no array: it can be pulled from slot {} now\n",
-                disk.slot
+                "disk {name} is in no array: it can be pulled now\n"
+            ));
+        }
+        let new_disk = match with {
+            Some(w) => {
+                let n = Self::find_disk(&obs, w)?.clone();
+                if n.kernel == disk.kernel {
+                    return Err(format!("disk {name} cannot replace itself"));
+                }
+                Some(n)
+            }
+            None => None,
+        };
+        let failing = self.state.disks.get(&id).is_some_and(|t| t.failing);
+        let hot = !failing
+            && memberships.iter().all(|(a, m)| {
+                // A degraded array's spare goes to its missing member first.
+                m.is_in_sync()
+                    && a.is_redundant()
+                    && a.degraded == 0
+                    && (new_disk.is_some() || a.idle_spares().next().is_some())
+            });
+        if hot {
+            return self.hot_replace(&obs, &disk, &memberships, new_disk.as_ref());
+        }
+        if let Some(n) = &new_disk {
+            return Err(format!(
+                "disk {name} is {} in {}: md's replace copies only a healthy in-sync member; run `mxrack disk replace {id}` without --with, then `mxrack disk add {}`",
+                if failing { "failing" } else { "not in sync" },
+                memberships[0].0.name,
+                n.id()
             ));
         }
         for (a, m) in &memberships {
             if m.is_in_sync() && !a.can_lose_one() {
                 return Err(format!(
-                    "disk {id} holds the last good copy of {} ({}): not taking it out. Add a disk and let it rebuild first (mxrack disk add SERIAL).",
+                    "disk {name} holds the last good copy of {} ({}): not taking it out. Add a disk and let it rebuild first (mxrack disk add SERIAL).",
                     a.name, a.level
                 ));
             }
@@ -634,45 +744,109 @@ impl Monitor {
             Severity::Notice,
             &disk_component(&id),
             format!(
-                "Disk {id} taken out of {} for replacement by the operator; it can be pulled from slot {}.",
-                arrays.join(", "),
-                disk.slot
+                "Disk {name} taken out of {} for replacement by the operator; it can be pulled.",
+                arrays.join(", ")
             ),
             IncidentAction::Open {
                 key: disk_key(&id),
-                title: format!("Disk {id} being replaced (slot {})", disk.slot),
+                title: format!("Disk {id} being replaced ({})", disk.location()),
             },
         );
         out.push_str(&format!(
-            "pull disk {id} from slot {} ({} right now), then insert the new disk\n",
-            disk.slot, disk.kernel
+            "pull disk {name} ({} right now), then insert the new disk\n",
+            disk.kernel
         ));
         self.look(false);
         Ok(out)
     }
 
-    /// `mxrack disk add ID`: adds a disk that is in no array, in use by
-    /// nothing, to the array that needs it most.
-    pub fn add_disk(&mut self, id: &str) -> Result<String, String> {
-        let obs = self.observe();
-        let disk = Self::find_disk(&obs, id)?.clone();
+    /// md's hot replace of every membership of `disk` (all in sync, each
+    /// array with a spare or `new` given).
+    fn hot_replace(
+        &mut self,
+        obs: &Observation,
+        disk: &ScsiDisk,
+        memberships: &[(sources::MdArray, sources::MdMember)],
+        new: Option<&ScsiDisk>,
+    ) -> Result<String, String> {
         let id = disk.id();
+        let name = disk.describe();
+        if !self.acting() {
+            return Err(format!("nothing changed: {}", self.not_acting()));
+        }
+        let mut out = String::new();
+        for (a, m) in memberships {
+            let onto = match new {
+                Some(n) => {
+                    let in_array = obs
+                        .memberships(&n.kernel)
+                        .iter()
+                        .any(|(na, nm)| na.name == a.name && nm.is_idle_spare());
+                    if !in_array {
+                        self.check_addable(obs, n, false)?;
+                        actions::mdadm_add(&self.root, &self.mdadm, &a.name, &n.kernel)?;
+                        self.stats.actions_taken += 1;
+                    }
+                    actions::mdadm_replace(&self.root, &self.mdadm, &a.name, &m.dev, &n.kernel)?;
+                    n.describe()
+                }
+                None => {
+                    actions::want_replacement(&self.root, &a.name, &m.dev)?;
+                    a.idle_spares()
+                        .next()
+                        .and_then(|s| obs.disk_by_kernel(&s.disk))
+                        .map_or_else(|| "its hot spare".to_string(), ScsiDisk::describe)
+                }
+            };
+            self.stats.actions_taken += 1;
+            out.push_str(&format!(
+                "{}: md copies disk {name} onto {onto}; {} keeps both copies until the new one is in sync\n",
+                a.name, a.name
+            ));
+            self.note(
+                Severity::Notice,
+                &disk_component(&id),
+                format!(
+                    "Hot replace of disk {name} started by the operator: {} copies it onto disk {onto} and stays redundant; when the copy is in sync it leaves {} and can be pulled.",
+                    a.name, a.name
+                ),
+                IncidentAction::Open {
+                    key: disk_key(&id),
+                    title: format!("Disk {id} being replaced ({})", disk.location()),
+                },
+            );
+        }
+        if let Some(t) = self.state.disks.get_mut(&id) {
+            t.replacing = true;
+        }
+        out.push_str(&format!(
+            "leave disk {name} in place until `mxrack disks` shows it \"ready to remove\" (the status page says so too)\n"
+        ));
+        self.look(false);
+        Ok(out)
+    }
+
+    /// Why a disk cannot be added (in an array, in use, not running,
+    /// mounted, failed for errors before unless `force`).
+    fn check_addable(&self, obs: &Observation, disk: &ScsiDisk, force: bool) -> Result<(), String> {
+        let id = disk.id();
+        let name = disk.describe();
         if let Some((a, m)) = obs.memberships(&disk.kernel).first() {
             return Err(format!(
-                "disk {id} is already in {} as {}",
+                "disk {name} is already in {} as {}",
                 a.name,
                 m.role()
             ));
         }
         if !disk.holders.is_empty() || !disk.partitions.is_empty() {
             return Err(format!(
-                "disk {id} is in use (holders: {}; partitions: {}): not adding it",
+                "disk {name} is in use (holders: {}; partitions: {}): not adding it",
                 disk.holders.join(","),
                 disk.partitions.join(",")
             ));
         }
         if !disk.is_running() {
-            return Err(format!("disk {id} is {}", disk.state));
+            return Err(format!("disk {name} is {}", disk.state));
         }
         let mounts = self.root.table("/proc/mounts").unwrap_or_default();
         let dev = format!("/dev/{}", disk.kernel);
@@ -680,12 +854,40 @@ impl Monitor {
             .lines()
             .any(|l| l.split_whitespace().next() == Some(dev.as_str()))
         {
-            return Err(format!("disk {id} ({dev}) is mounted: not adding it"));
+            return Err(format!("disk {name} ({dev}) is mounted: not adding it"));
         }
+        if !force
+            && let Some(f) = self
+                .failed
+                .find(disk.serial.as_deref(), disk.wwn.as_deref())
+        {
+            return Err(format!(
+                "not adding disk {name}: {}. A disk failed for errors is likely to fail again; test it first, and run `mxrack disk add {id} --force` to add it anyway.",
+                failed_why(f)
+            ));
+        }
+        Ok(())
+    }
+
+    /// `mxrack disk add ID [--force]`: adds a disk that is in no array, in
+    /// use by nothing, to the array that needs it most. A disk failed out
+    /// for I/O errors before is refused unless `force`.
+    pub fn add_disk(&mut self, id: &str, force: bool) -> Result<String, String> {
+        let obs = self.observe();
+        let disk = Self::find_disk(&obs, id)?.clone();
+        let id = disk.id();
+        self.check_addable(&obs, &disk, force)?;
         let (array, rebuild) = policy::array_for(&obs, &disk).ok_or_else(|| {
             "no array needs a disk (every redundant array has its members and a hot spare, or the disk is too small)".to_string()
         })?;
-        let text = self.add_to(&array, &disk.kernel, &id, rebuild, "by the operator")?;
+        let how = match self
+            .failed
+            .find(disk.serial.as_deref(), disk.wwn.as_deref())
+        {
+            Some(f) => format!("by the operator with --force; {}", failed_why(f)),
+            None => "by the operator".to_string(),
+        };
+        let text = self.add_to(&array, &disk.kernel, &disk.describe(), rebuild, &how)?;
         if let Some(t) = self.state.disks.get_mut(&id) {
             t.add_considered = true;
         }
@@ -693,13 +895,86 @@ impl Monitor {
         Ok(format!("{text}\n"))
     }
 
+    /// `mxrack disk locate ID [--off]`. `wait`: blink in this thread until
+    /// done (the CLI when no appliance runs) rather than in the background.
+    pub fn locate(&mut self, id: &str, off: bool, secs: u64, wait: bool) -> Result<String, String> {
+        let obs = self.observe();
+        let disk = Self::find_disk(&obs, id)?.clone();
+        let id = disk.id();
+        let name = disk.describe();
+        if let Some(enc) = &disk.enclosure {
+            if !self.root.is_writable() {
+                return Err(format!("nothing changed: {}", self.not_acting()));
+            }
+            let how = locate::enclosure_led(&self.root, &self.sg_ses, enc, !off)?;
+            return Ok(format!(
+                "disk {name}: bay locate LED {} ({how})\n",
+                if off { "off" } else { "on" }
+            ));
+        }
+        let running = self.locates.remove(&id);
+        if let Some((stop, handle)) = running {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+            if off {
+                return Ok(format!("disk {name}: activity LED blink stopped\n"));
+            }
+        } else if off {
+            return Ok(format!("disk {name}: no locate was running\n"));
+        }
+        self.locates.retain(|_, (_, h)| !h.is_finished());
+        if self.locates.len() >= locate::LOCATES_MAX {
+            return Err(format!(
+                "{} locates are running already; stop one with --off",
+                self.locates.len()
+            ));
+        }
+        let dev = self.root.path(&format!("/dev/{}", disk.kernel));
+        let pattern = locate::Blink::for_secs(secs);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let who = name.clone();
+        let handle = std::thread::Builder::new()
+            .name("mxrack-locate".into())
+            .spawn(move || match locate::blink_reads(&dev, pattern, &flag) {
+                Ok(s) => info!(disk = %who, bursts = s.bursts, bytes = s.bytes_read, "locate blink ended"),
+                Err(e) => warn!(disk = %who, error = %e, "locate blink failed"),
+            })
+            .map_err(|e| format!("cannot start the blink: {e}"))?;
+        let text = format!(
+            "disk {name}: no enclosure LED; its activity LED blinks ({} s of reads, {} s rest) for {} s{}\n",
+            pattern.on.as_secs(),
+            pattern.off.as_secs(),
+            pattern.total.as_secs(),
+            if wait {
+                ""
+            } else {
+                "; `mxrack disk locate ID --off` stops it"
+            }
+        );
+        if wait {
+            let _ = handle.join();
+        } else {
+            self.locates.insert(id, (stop, handle));
+        }
+        Ok(text)
+    }
+
     fn handle(&mut self, req: Request) {
         match req {
-            Request::ReplaceDisk { id, reply } => {
-                let _ = reply.send(self.replace_disk(&id));
+            Request::ReplaceDisk { id, with, reply } => {
+                let _ = reply.send(self.replace_disk(&id, with.as_deref()));
             }
-            Request::AddDisk { id, reply } => {
-                let _ = reply.send(self.add_disk(&id));
+            Request::AddDisk { id, force, reply } => {
+                let _ = reply.send(self.add_disk(&id, force));
+            }
+            Request::Locate {
+                id,
+                off,
+                secs,
+                reply,
+            } => {
+                let _ = reply.send(self.locate(&id, off, secs, false));
             }
         }
     }
@@ -814,6 +1089,16 @@ impl Monitor {
     }
 }
 
+/// "failed out for I/O errors on 2024-05-01 12:00 UTC (6 I/O errors ...)".
+fn failed_why(f: &FailedDisk) -> String {
+    format!(
+        "it was failed out for I/O errors on {} {} ({})",
+        time::date(f.time),
+        time::hm_utc(f.time),
+        f.reason
+    )
+}
+
 /// Opens the notifying attributes to poll (those that exist).
 fn arm(root: &SysRoot, paths: &[String]) -> Vec<(String, File)> {
     paths
@@ -889,12 +1174,14 @@ pub fn observe_only(config: &mxrack_config::Config) -> Snapshot {
     let root = SysRoot::new(&config.health.sys_root);
     let mut slow = sources::limits::read_slow(&root);
     slow.retain(|l| l.max > 0);
+    let (bays, _) = BayMap::load(&config.health.bay_map);
     let obs = sources::observe(
         &root,
         &config.appliance.data_dir,
         time::now(),
         &slow,
         Some(&mut MemSource::default()),
+        &bays,
     );
     let blank: BTreeSet<String> = obs
         .disks
@@ -932,7 +1219,7 @@ pub fn render_disks(s: &Snapshot) -> String {
         "SERIAL".to_string(),
         "WWN".into(),
         "MODEL".into(),
-        "SLOT".into(),
+        "BAY".into(),
         "DEV".into(),
         "STATE".into(),
         "CONDITION".into(),
@@ -944,7 +1231,7 @@ pub fn render_disks(s: &Snapshot) -> String {
             d.id.clone(),
             d.wwn.clone().unwrap_or_else(|| "-".into()),
             format!("{} {}", d.vendor, d.model).trim().to_string(),
-            d.slot.clone(),
+            d.bay.clone().unwrap_or_else(|| format!("? ({})", d.path)),
             d.kernel.clone(),
             d.state.clone(),
             d.condition.clone(),
@@ -953,7 +1240,7 @@ pub fn render_disks(s: &Snapshot) -> String {
             } else {
                 d.arrays.join(",")
             },
-            format!("{} ({} in window)", d.ioerr + d.iotmo, d.errors_in_window),
+            format!("{} ({} in window)", d.errors, d.errors_in_window),
         ]);
     }
     let widths: Vec<usize> = (0..9)
@@ -970,20 +1257,8 @@ pub fn render_disks(s: &Snapshot) -> String {
         out.push('\n');
     }
     for a in &s.arrays {
-        let sync = a
-            .sync_permille
-            .map(|p| format!(", {} {}.{}%", a.sync_action, p / 10, p % 10))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "{} {} {}: {}/{} in sync, {} spare{}{sync}\n",
-            a.name,
-            a.level,
-            a.array_state,
-            a.in_sync,
-            a.raid_disks,
-            a.spares,
-            if a.spares == 1 { "" } else { "s" }
-        ));
+        out.push_str(&snapshot::array_line(a));
+        out.push('\n');
     }
     if s.time == 0 {
         out.push_str(
@@ -1007,5 +1282,69 @@ pub fn process_usage() -> (f64, i64) {
             (t(u.user_time()) + t(u.system_time()), u.max_rss())
         }
         Err(_) => (0.0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{Fixture, FixtureArray, FixtureDisk, FixtureMember};
+
+    /// A disk failed for errors is refused by `mxrack disk add` with when
+    /// and why, and how to add it anyway; `--force` passes that check.
+    #[test]
+    fn add_refuses_a_disk_failed_for_errors_unless_forced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data");
+        let mut f = Fixture::new(&root).expect("fixture");
+        f.disk(&FixtureDisk::new("sda", "SN-0", 0)).expect("disk");
+        f.disk(&FixtureDisk::new("sdb", "SN-1", 1)).expect("disk");
+        f.array(&FixtureArray::raid1(
+            "md0",
+            vec![FixtureMember::new("sda", "in_sync", Some(0))],
+        ))
+        .expect("array");
+        let (mut failed, _) = FailedDisks::load(&data);
+        failed
+            .remember(FailedDisk {
+                id: "SN-1".into(),
+                serial: Some("SN-1".into()),
+                wwn: Some("naa.5000c500a0b00001".into()),
+                time: time::unix_of(2026, 5, 1, 12, 0, 0),
+                reason: "7 I/O errors and timeouts within 10 min".into(),
+            })
+            .expect("remember");
+        let store = Store::open(&data).expect("store");
+        let config = mxrack_config::Health {
+            sys_root: root.clone(),
+            bay_map: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../board/qemu-x86_64/rootfs-overlay/etc/mxrack/bays.toml"),
+            ..mxrack_config::Health::default()
+        };
+        let mut m = Monitor::new(store.clone(), &config, &data);
+        m.look(false);
+        let e = m.add_disk("SN-1", false).expect_err("refused");
+        assert!(
+            e.starts_with("not adding disk SN-1 (WWN naa.5000c500a0b00001) in bay 2: it was failed out for I/O errors on 2026-05-01 12:00 UTC (7 I/O errors and timeouts within 10 min)"),
+            "{e}"
+        );
+        assert!(e.contains("mxrack disk add SN-1 --force"), "{e}");
+        // By WWN too, and forced past the record (then this fixture root
+        // is why nothing happens).
+        let e = m
+            .add_disk("naa.5000c500a0b00001", false)
+            .expect_err("refused");
+        assert!(e.contains("failed out for I/O errors"), "{e}");
+        let e = m.add_disk("SN-1", true).expect_err("fixture root");
+        assert!(e.contains("acts only on the real sysfs"), "{e}");
+        // Replace on a fixture root changes nothing, and says so.
+        let e = m
+            .replace_disk("SN-0", Some("SN-1"))
+            .expect_err("not acting");
+        assert!(e.contains("nothing changed"), "{e}");
+        drop(m);
+        store.shutdown();
     }
 }

@@ -21,6 +21,9 @@ pub const ERROR_SAMPLES_MAX: usize = 4096;
 /// A level is left only this far (tenths of a percent) below its threshold,
 /// so a value hovering at the threshold does not flap.
 pub const HYSTERESIS_PERMILLE: u64 = 20;
+/// Bus notices (unit attentions after a hot-plug on the same SCSI host)
+/// a disk may have pending at once; each excuses one counted error.
+pub const BUS_NOTICES_PENDING_MAX: u64 = 4;
 /// Listen-queue overflows are reported at most this often.
 pub const OVERFLOW_REPORT_SECS: i64 = 600;
 
@@ -97,6 +100,14 @@ pub enum Decision {
         disk: String,
         rebuild: bool,
     },
+    /// Remember, in the appliance's persistent state, that this disk was
+    /// failed for I/O errors (so `mxrack disk add` refuses it later).
+    RememberFailed {
+        id: String,
+        serial: Option<String>,
+        wwn: Option<String>,
+        reason: String,
+    },
     /// Write a higher value to a sysctl.
     RaiseSysctl { key: String, from: u64, to: u64 },
     /// Close (`Some(reason)`) or open (`None`) the store's intake gate.
@@ -116,8 +127,32 @@ pub enum Level {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiskTrack {
     pub kernel: String,
-    pub slot: String,
+    /// The disk as messages name it (serial, WWN, bay), as of the last look.
+    pub name: String,
+    /// Where it was as of the last look ("bay 2").
+    pub location: String,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    /// SCSI host (controller) number, to tell its bus neighbours.
+    pub host: Option<u32>,
     pub state: String,
+    /// The raw counters (ioerr + iotmo + md's corrected errors) at the last
+    /// look; at the first look they are the errors from before it (boot:
+    /// QEMU's scsi-hd answers the probe's first TEST UNIT READY with the
+    /// power-on unit attention, and the kernel counts every CHECK
+    /// CONDITION), never counted.
+    pub last_raw: Option<u64>,
+    pub errors_at_first_sight: u64,
+    /// Errors counted since the disk was first seen, bus notices excluded.
+    pub errors: u64,
+    /// Counter increments excused as bus notices so far, and how many are
+    /// still expected (a hot-plug on its SCSI host gives each neighbour one
+    /// "REPORTED LUNS DATA HAS CHANGED" unit attention) until when.
+    pub bus_notices: u64,
+    pub bus_notices_pending: u64,
+    pub bus_notices_until: i64,
+    /// The operator started md's hot replace of this disk.
+    pub replacing: bool,
     /// (time, errors so far) looks within the window, plus the last one
     /// before it as the baseline.
     pub samples: VecDeque<(i64, u64)>,
@@ -230,6 +265,19 @@ fn percent(permille: u64) -> String {
     format!("{}.{}%", permille / 10, permille % 10)
 }
 
+/// A time left for people, as precise as it is worth: "about 40 s",
+/// "about 3 min", "about 2 h 5 min".
+pub fn eta(secs: u64) -> String {
+    if secs < 90 {
+        format!("about {} s", secs.max(1))
+    } else if secs < 2 * 3600 {
+        format!("about {} min", (secs + 30) / 60)
+    } else {
+        let mins = (secs + 30) / 60;
+        format!("about {} h {} min", mins / 60, mins % 60)
+    }
+}
+
 fn span(secs: i64) -> String {
     if secs % 3600 == 0 {
         format!("{} h", secs / 3600)
@@ -274,11 +322,45 @@ fn member_id(obs: &Observation, state: &PolicyState, kernel: &str) -> String {
         .unwrap_or_else(|| format!("kernel-{kernel}"))
 }
 
+/// The disk `id` as messages name it: serial, WWN and bay from this look,
+/// else from the last look it was seen in.
+pub fn name_of(obs: &Observation, state: &PolicyState, id: &str) -> String {
+    obs.disk(id)
+        .map(ScsiDisk::describe)
+        .or_else(|| {
+            state
+                .disks
+                .get(id)
+                .map(|t| t.name.clone())
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| id.to_string())
+}
+
 /// Disk presence, SCSI state and error counters.
 pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &mut Vec<Decision>) {
     let now = obs.time;
     let first = !state.started;
     let window = policy.disk_error_window_secs;
+    // SCSI hosts where a disk came or went since the last look: its bus
+    // neighbours get a unit attention that is no I/O error of theirs.
+    let mut plugged_hosts: Vec<u32> = Vec::new();
+    if !first {
+        for disk in &obs.disks {
+            if !state.disks.contains_key(&disk.id())
+                && let Some(h) = disk.host()
+            {
+                plugged_hosts.push(h);
+            }
+        }
+        for (id, t) in &state.disks {
+            if obs.disk(id).is_none()
+                && let Some(h) = t.host
+            {
+                plugged_hosts.push(h);
+            }
+        }
+    }
     let mut present = BTreeSet::new();
     for disk in &obs.disks {
         let id = disk.id();
@@ -293,18 +375,22 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
                 Severity::Notice,
                 &component,
                 format!(
-                    "Disk {id} ({} {}, {}) appeared in slot {} as {}.",
+                    "Disk {} appeared ({} {}, {}, {}).",
+                    disk.describe(),
                     disk.vendor,
                     disk.model,
                     human_bytes(disk.size_bytes),
-                    disk.slot,
                     disk.kernel
                 ),
                 IncidentAction::None,
             ));
         }
         track.kernel = disk.kernel.clone();
-        track.slot = disk.slot.clone();
+        track.name = disk.describe();
+        track.location = disk.location();
+        track.serial = disk.serial.clone();
+        track.wwn = disk.wwn.clone();
+        track.host = disk.host();
 
         // The SCSI layer took the disk offline (or it came back).
         let was_running = track.state.is_empty() || track.state == "running";
@@ -314,12 +400,13 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
                 Severity::Critical,
                 &component,
                 format!(
-                    "Disk {id} in slot {} is {}: the SCSI layer stopped using it.",
-                    disk.slot, disk.state
+                    "Disk {} is {}: the SCSI layer stopped using it.",
+                    disk.describe(),
+                    disk.state
                 ),
                 open(
                     key.clone(),
-                    format!("Disk {id} offline (slot {})", disk.slot),
+                    format!("Disk {id} offline ({})", disk.location()),
                 ),
             ));
         } else if disk.is_running() && !was_running {
@@ -327,7 +414,11 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
                 now,
                 Severity::Notice,
                 &component,
-                format!("Disk {id} is running again (it was {}).", track.state),
+                format!(
+                    "Disk {} is running again (it was {}).",
+                    disk.describe(),
+                    track.state
+                ),
                 IncidentAction::Update { key: key.clone() },
             ));
         }
@@ -340,11 +431,33 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
             .iter()
             .map(|(_, m)| m.errors)
             .sum();
-        let total = disk.error_count().saturating_add(md_errors);
-        if track.samples.back().is_some_and(|&(_, last)| total < last) {
-            // Counters went back (driver reloaded): start over.
-            track.samples.clear();
+        let raw = disk.error_count().saturating_add(md_errors);
+        if track.bus_notices_until < now {
+            track.bus_notices_pending = 0;
         }
+        if !is_new && let Some(host) = disk.host() {
+            let plugs = plugged_hosts.iter().filter(|&&h| h == host).count() as u64;
+            if plugs > 0 {
+                track.bus_notices_pending =
+                    (track.bus_notices_pending + plugs).min(BUS_NOTICES_PENDING_MAX);
+                track.bus_notices_until = now.saturating_add(window);
+            }
+        }
+        match track.last_raw {
+            // Errors from before the first look (boot) are not counted.
+            None => track.errors_at_first_sight = raw,
+            // Counters went back (driver reloaded): nothing new.
+            Some(last) if raw < last => {}
+            Some(last) => {
+                let delta = raw - last;
+                let notices = delta.min(track.bus_notices_pending);
+                track.bus_notices_pending -= notices;
+                track.bus_notices += notices;
+                track.errors += delta - notices;
+            }
+        }
+        track.last_raw = Some(raw);
+        let total = track.errors;
         track.samples.push_back((now, total));
         while track.samples.len() >= 2 && track.samples[1].0 <= now - window {
             track.samples.pop_front();
@@ -361,17 +474,27 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
                 Severity::Warning,
                 &component,
                 format!(
-                    "Disk {id} in slot {}: {} I/O errors and timeouts within {} (threshold {}).",
-                    disk.slot,
+                    "Disk {}: {} I/O errors and timeouts within {} (threshold {}).",
+                    disk.describe(),
                     track.errors_in_window,
                     span(window),
                     policy.disk_error_threshold
                 ),
                 open(
                     key.clone(),
-                    format!("Disk {id} failing (slot {})", disk.slot),
+                    format!("Disk {id} failing ({})", disk.location()),
                 ),
             ));
+            out.push(Decision::RememberFailed {
+                id: id.clone(),
+                serial: disk.serial.clone(),
+                wwn: disk.wwn.clone(),
+                reason: format!(
+                    "{} I/O errors and timeouts within {}",
+                    track.errors_in_window,
+                    span(window)
+                ),
+            });
             for (array, member) in obs.memberships(&disk.kernel) {
                 if member.is_faulty() {
                     continue;
@@ -428,7 +551,7 @@ pub fn disks(obs: &Observation, state: &mut PolicyState, policy: &Policy, out: &
                 now,
                 Severity::Notice,
                 disk_component(&id),
-                format!("Disk {id} was removed from slot {}.", track.slot),
+                format!("Disk {} was removed.", track.name),
                 IncidentAction::Resolve { key: disk_key(&id) },
             ));
         }
@@ -492,26 +615,66 @@ pub fn arrays(
             .members
             .iter()
             .find(|m| m.is_rebuilding())
-            .map(|m| member_id(obs, state, &m.disk));
+            .map(|m| name_of(obs, state, &member_id(obs, state, &m.disk)));
 
         // Members.
         for m in &a.members {
             let id = member_id(obs, state, &m.disk);
             let role = m.role();
             let component = disk_component(&id);
-            if m.is_faulty() {
+            let name = name_of(obs, state, &id);
+            let replacing = state.disks.get(&id).is_some_and(|t| t.replacing);
+            if m.is_faulty() && replacing {
+                // md's hot replace finished: the copy is in sync and md set
+                // the old member faulty itself. Not a failure.
+                if !prev.faulty_reported.contains(&id) {
+                    out.push(event(
+                        now,
+                        Severity::Notice,
+                        &component,
+                        format!(
+                            "{}: the copy of disk {name} is complete; it leaves {} and can be pulled.",
+                            a.name, a.name
+                        ),
+                        IncidentAction::Update { key: disk_key(&id) },
+                    ));
+                }
+                track.faulty_reported.insert(id.clone());
+                out.push(Decision::RemoveMember {
+                    array: a.name.clone(),
+                    dev: m.dev.clone(),
+                    disk: id.clone(),
+                });
+            } else if m.is_faulty() {
                 let known = prev.faulty_reported.contains(&id)
                     || (first_sight && state.open.contains(&disk_key(&id)));
                 if !known {
+                    let d = obs.disk(&id);
+                    out.push(Decision::RememberFailed {
+                        id: id.clone(),
+                        serial: d.and_then(|d| d.serial.clone()),
+                        wwn: d.and_then(|d| d.wwn.clone()),
+                        reason: format!("marked faulty in {} (I/O errors)", a.name),
+                    });
                     out.push(event(
                         now,
                         Severity::Critical,
                         &component,
                         format!(
-                            "{}: disk {id} ({}) is marked faulty; md no longer uses it.",
+                            "{}: disk {name} ({}) is marked faulty; md no longer uses it.",
                             a.name, m.dev
                         ),
-                        open(disk_key(&id), format!("Disk {id} failed in {}", a.name)),
+                        open(
+                            disk_key(&id),
+                            format!(
+                                "Disk {id} failed in {} ({})",
+                                a.name,
+                                state
+                                    .disks
+                                    .get(&id)
+                                    .map_or("bay unknown", |t| t.location.as_str())
+                            ),
+                        ),
                     ));
                     if !policy.auto_fail {
                         out.push(event(
@@ -541,7 +704,7 @@ pub fn arrays(
                     now,
                     Severity::Notice,
                     &component,
-                    format!("Disk {id} joined {} as {role}.", a.name),
+                    format!("Disk {name} joined {} as {role}.", a.name),
                     IncidentAction::Update { key: key.clone() },
                 ));
             }
@@ -551,13 +714,13 @@ pub fn arrays(
             if track.members.contains_key(id) {
                 continue;
             }
-            let still_here = obs.disk(id);
-            let text = match still_here {
-                Some(d) => format!(
-                    "Disk {id} left {} (it was {role}); it can be pulled from slot {}.",
-                    a.name, d.slot
+            let name = name_of(obs, state, id);
+            let text = match obs.disk(id) {
+                Some(_) => format!(
+                    "Disk {name} left {} (it was {role}); it can be pulled.",
+                    a.name
                 ),
-                None => format!("Disk {id} left {} (it was {role}).", a.name),
+                None => format!("Disk {name} left {} (it was {role}).", a.name),
             };
             // The monitor records its own removals as it makes them.
             let announced = state
@@ -619,20 +782,15 @@ pub fn arrays(
             let step = u64::from(pm) / (policy.rebuild_step_percent * 10);
             if step > track.step {
                 track.step = step;
-                let rate = a
+                let speed = a
                     .sync_speed_kib
-                    .map(|s| {
-                        let left_kib = a
-                            .sync_completed
-                            .map(|(d, t)| t.saturating_sub(d) / 2)
-                            .unwrap_or(0);
-                        let mins = left_kib.checked_div(s).map(|secs| secs.div_ceil(60));
-                        match mins {
-                            Some(m) => format!(" at {s} KiB/s, about {m} min left"),
-                            None => format!(" at {s} KiB/s"),
-                        }
-                    })
+                    .map(|s| format!(" at {s} KiB/s"))
                     .unwrap_or_default();
+                let left = a
+                    .sync_eta_secs()
+                    .map(|secs| format!(", {} left", eta(secs)))
+                    .unwrap_or_default();
+                let rate = format!("{speed}{left}");
                 out.push(event(
                     now,
                     Severity::Info,
@@ -705,7 +863,7 @@ pub fn arrays(
             let spare = a
                 .idle_spares()
                 .next()
-                .map(|m| member_id(obs, state, &m.disk))
+                .map(|m| name_of(obs, state, &member_id(obs, state, &m.disk)))
                 .unwrap_or_default();
             out.push(event(
                 now,
@@ -815,8 +973,8 @@ pub fn additions(
                 Severity::Notice,
                 disk_component(&id),
                 format!(
-                    "Blank disk {id} in slot {} can be {array}'s {role}: run `mxrack disk add {id}` (health.auto_add is off).",
-                    disk.slot
+                    "Blank disk {} can be {array}'s {role}: run `mxrack disk add {id}` (health.auto_add is off).",
+                    disk.describe()
                 ),
                 IncidentAction::None,
             ));

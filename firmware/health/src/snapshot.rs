@@ -42,6 +42,8 @@ pub struct ArrayView {
     /// Tenths of a percent while syncing.
     pub sync_permille: Option<u32>,
     pub sync_speed_kib: Option<u64>,
+    /// Seconds left of the running sync, from md's own figures.
+    pub sync_eta_secs: Option<u64>,
     pub in_sync: u32,
     pub spares: u32,
     pub members: Vec<MemberView>,
@@ -51,9 +53,16 @@ pub struct ArrayView {
 pub struct MemberView {
     /// The disk's serial (or WWN).
     pub disk: String,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    /// The bay label on the chassis (None: the board's map has no bay
+    /// for it, or the disk is gone).
+    pub bay: Option<String>,
     pub dev: String,
     pub role: String,
-    pub slot: Option<u32>,
+    /// md's role number of the member (`slot` in md's sysfs), None for a
+    /// spare. Not a bay.
+    pub member_index: Option<u32>,
     pub errors: u64,
 }
 
@@ -68,12 +77,26 @@ pub struct DiskView {
     pub rev: String,
     /// Kernel name right now (changes on a swap; never an identity).
     pub kernel: String,
-    pub slot: String,
+    /// The bay label printed on the chassis, from the board's bay map.
+    pub bay: Option<String>,
+    /// Where the kernel sees it (by-path name): for a disk without a bay.
+    pub path: String,
+    pub scsi_address: Option<String>,
     pub state: String,
     pub size_bytes: u64,
+    /// The SCSI layer's raw counters since boot (ioerr_cnt counts every
+    /// command that did not succeed, unit attentions included).
     pub ioerr: u64,
     pub iotmo: u64,
     pub iodone: u64,
+    /// I/O errors and timeouts counted since the monitor first saw the
+    /// disk, bus notices excluded: what the policy judges.
+    pub errors: u64,
+    /// Counter increments from before the first look (the probe at boot).
+    pub errors_at_first_sight: u64,
+    /// Counter increments excused as unit attentions of a hot-plug on the
+    /// same SCSI bus.
+    pub bus_notices: u64,
     pub errors_in_window: u64,
     /// ok, failing, faulty, offline, rebuilding, spare, blank, unused,
     /// ready to remove.
@@ -127,6 +150,44 @@ pub struct MonitorStats {
     pub actions_taken: u64,
 }
 
+impl DiskView {
+    /// "bay 2", or the kernel path of a disk the bay map does not place.
+    pub fn location(&self) -> String {
+        match &self.bay {
+            Some(b) => format!("bay {b}"),
+            None => format!("unmapped bay (path {})", self.path),
+        }
+    }
+}
+
+/// One line per array, the same in `mxrack disks`, `mxrack status` and
+/// the status page: md's own `array_state` word (clean, active, ...: md
+/// says "active" while writes are pending and "clean" once it has marked
+/// the superblock clean, a few hundred ms after the last write; both are
+/// healthy), members, spares, and a running sync with md's time left.
+pub fn array_line(a: &ArrayView) -> String {
+    let sync = a
+        .sync_permille
+        .map(|p| {
+            let left = a
+                .sync_eta_secs
+                .map(|s| format!(", {} left", policy::eta(s)))
+                .unwrap_or_default();
+            format!(", {} {}.{}%{left}", a.sync_action, p / 10, p % 10)
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {} {}: {}/{} in sync, {} spare{}{sync}",
+        a.name,
+        a.level,
+        a.array_state,
+        a.in_sync,
+        a.raid_disks,
+        a.spares,
+        if a.spares == 1 { "" } else { "s" }
+    )
+}
+
 fn level_name(l: Level) -> &'static str {
     match l {
         Level::Ok => "ok",
@@ -163,17 +224,24 @@ pub fn build(
             sync_action: a.sync_action.clone(),
             sync_permille: a.is_syncing().then(|| a.progress_permille()).flatten(),
             sync_speed_kib: a.is_syncing().then_some(a.sync_speed_kib).flatten(),
+            sync_eta_secs: a.sync_eta_secs(),
             in_sync: a.in_sync_count(),
             spares: a.idle_spares().count() as u32,
             members: a
                 .members
                 .iter()
-                .map(|m| MemberView {
-                    disk: id_of(&m.disk),
-                    dev: m.dev.clone(),
-                    role: m.role(),
-                    slot: m.slot,
-                    errors: m.errors,
+                .map(|m| {
+                    let d = obs.disk_by_kernel(&m.disk);
+                    MemberView {
+                        disk: id_of(&m.disk),
+                        serial: d.and_then(|d| d.serial.clone()),
+                        wwn: d.and_then(|d| d.wwn.clone()),
+                        bay: d.and_then(|d| d.bay.clone()),
+                        dev: m.dev.clone(),
+                        role: m.role(),
+                        member_index: m.slot,
+                        errors: m.errors,
+                    }
                 })
                 .collect(),
         })
@@ -189,7 +257,16 @@ pub fn build(
             let condition = if !d.is_running() {
                 format!("offline ({})", d.state)
             } else if roles.iter().any(|r| r == "faulty") {
-                "faulty".into()
+                if track.is_some_and(|t| t.replacing) {
+                    "replaced (leaving its array)".into()
+                } else {
+                    "faulty".into()
+                }
+            } else if memberships
+                .iter()
+                .any(|(_, m)| m.is_in_sync() && m.has("want_replacement"))
+            {
+                "being replaced".into()
             } else if memberships.is_empty() && track.is_some_and(|t| !t.left_arrays.is_empty()) {
                 // Out of its arrays: what the technician looks for.
                 if track.is_some_and(|t| t.failing) {
@@ -217,12 +294,17 @@ pub fn build(
                 model: d.model.clone(),
                 rev: d.rev.clone(),
                 kernel: d.kernel.clone(),
-                slot: d.slot.clone(),
+                bay: d.bay.clone(),
+                path: d.path.clone(),
+                scsi_address: d.scsi_address.clone(),
                 state: d.state.clone(),
                 size_bytes: d.size_bytes,
                 ioerr: d.ioerr,
                 iotmo: d.iotmo,
                 iodone: d.iodone,
+                errors: track.map_or(0, |t| t.errors),
+                errors_at_first_sight: track.map_or(0, |t| t.errors_at_first_sight),
+                bus_notices: track.map_or(0, |t| t.bus_notices),
                 errors_in_window: track.map_or(0, |t| t.errors_in_window),
                 condition,
                 arrays: memberships

@@ -132,20 +132,8 @@ pub fn render_text(page: &StatusPage) -> String {
     if let Some(s) = &page.snapshot {
         out.push('\n');
         for a in &s.arrays {
-            let sync = a
-                .sync_permille
-                .map(|p| format!(", {} {}.{}%", a.sync_action, p / 10, p % 10))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{} {} {}: {}/{} in sync, {} spare{}{sync}\n",
-                a.name,
-                a.level,
-                a.array_state,
-                a.in_sync,
-                a.raid_disks,
-                a.spares,
-                if a.spares == 1 { "" } else { "s" }
-            ));
+            out.push_str(&crate::snapshot::array_line(a));
+            out.push('\n');
         }
         for f in &s.filesystems {
             out.push_str(&format!(

@@ -686,11 +686,11 @@ pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     };
     let snap = health.snapshot();
     let mut disks = snap.disks.clone();
-    disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+    disks.sort_by(|a, b| (&a.bay, &a.path).cmp(&(&b.bay, &b.path)));
     let bays: Vec<crate::charts::Bay> = disks
         .iter()
         .map(|d| crate::charts::Bay {
-            label: d.slot.clone(),
+            label: d.location(),
             serial: d.id.clone(),
             condition: d.condition.clone(),
         })
@@ -708,11 +708,11 @@ pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
         }
         h2 { "Disks" }
         table #disks {
-            tr { th { "Slot" } th { "Serial" } th { "WWN" } th { "Model" } th { "Condition" } th { "Errors" } th { "Arrays" } th { "What to do" } }
+            tr { th { "Bay" } th { "Serial" } th { "WWN" } th { "Model" } th { "Condition" } th { "Errors" } th { "Arrays" } th { "What to do" } }
             @for d in &disks {
                 tr {
-                    td { (d.slot) } td { (d.id) } td { (d.wwn.as_deref().unwrap_or("")) } td { (d.vendor) " " (d.model) }
-                    td { (d.condition) } td { (d.ioerr) } td { (d.arrays.join(", ")) }
+                    td { (d.location()) } td { (d.id) } td { (d.wwn.as_deref().unwrap_or("")) } td { (d.vendor) " " (d.model) }
+                    td { (d.condition) } td { (d.errors) } td { (d.arrays.join(", ")) }
                     td {
                         @if d.condition == "ok" && !d.arrays.is_empty() {
                             form.inline method="post" action="/manager/disks/replace" {
@@ -727,7 +727,7 @@ pub async fn disks(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
                         } @else if matches!(d.condition.as_str(), "failing" | "faulty" | "offline" | "ready to remove") {
                             ol.steps {
                                 li { "Take disk " (d.id) " out: the button, or " code { "mxrack disk replace " (d.id) } }
-                                li { "Pull it from slot " (d.slot) " (its LED: " code { "mxrack disks" } ")" }
+                                li { "Pull it from " (d.location()) " (light its LED: " code { "mxrack disk locate " (d.id) } ")" }
                                 li { "Insert the new disk, then " code { "mxrack disk add NEW-SERIAL" } " (or its button here)" }
                             }
                         }

@@ -166,9 +166,22 @@ pub enum AdminRequest {
     Disks,
     DiskReplace {
         serial: String,
+        /// The new disk md copies onto (default: the array's hot spare).
+        #[serde(default)]
+        with: Option<String>,
     },
     DiskAdd {
         serial: String,
+        /// Add a disk failed out for I/O errors before anyway.
+        #[serde(default)]
+        force: bool,
+    },
+    DiskLocate {
+        serial: String,
+        #[serde(default)]
+        off: bool,
+        #[serde(default)]
+        secs: Option<u64>,
     },
     /// Learn message files as spam or ham (filter_cli.rs answers the six
     /// spam and forward-gate requests below). Absolute paths, read by
@@ -435,7 +448,12 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             store.web_sessions_end_for("admin").map_err(e)?;
             out = "admin password set\n".to_string();
         }
-        Status | StatusNote { .. } | Disks | DiskReplace { .. } | DiskAdd { .. } => {
+        Status
+        | StatusNote { .. }
+        | Disks
+        | DiskReplace { .. }
+        | DiskAdd { .. }
+        | DiskLocate { .. } => {
             return crate::health_cli::execute(store, request);
         }
         SpamTrain { .. }

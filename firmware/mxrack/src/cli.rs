@@ -89,7 +89,7 @@ enum Command {
         #[command(subcommand)]
         command: Option<StatusCommand>,
     },
-    /// Every disk: serial, WWN, model, slot, state, array membership.
+    /// Every disk: serial, WWN, model, bay, state, array membership.
     Disks,
     /// A technician's disk swap, by serial number (or WWN).
     #[command(subcommand)]
@@ -136,11 +136,35 @@ enum StatusCommand {
 
 #[derive(Debug, Subcommand)]
 enum DiskCommand {
-    /// Take a healthy or failing disk out of its arrays so it can be pulled;
-    /// prints the slot to pull it from.
-    Replace { serial: String },
+    /// Replace a disk. A healthy member of an array with a hot spare (or
+    /// --with NEW) is hot-replaced: md copies it onto the new disk and the
+    /// array stays redundant until the copy is in sync; it can be pulled
+    /// once `mxrack disks` shows it "ready to remove". A failing or faulty
+    /// disk is taken out at once. Prints the bay to pull it from.
+    Replace {
+        serial: String,
+        /// The new disk (serial or WWN) to copy onto instead of the spare.
+        #[arg(long)]
+        with: Option<String>,
+    },
     /// Make a new disk the rebuild target of a degraded array, or a spare.
-    Add { serial: String },
+    /// A disk failed out for I/O errors before is refused unless --force.
+    Add {
+        serial: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show which bay holds a disk: the enclosure's locate LED, or (no
+    /// enclosure) its activity LED blinking in a 1 s on / 1 s off rhythm
+    /// of reads for --seconds. --off stops it.
+    Locate {
+        serial: String,
+        #[arg(long)]
+        off: bool,
+        /// How long to blink (at most 600).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -576,11 +600,22 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Disks => return health_request(&cli, &AdminRequest::Disks),
         Command::Disk(c) => {
             let request = match c {
-                DiskCommand::Replace { serial } => AdminRequest::DiskReplace {
+                DiskCommand::Replace { serial, with } => AdminRequest::DiskReplace {
                     serial: serial.clone(),
+                    with: with.clone(),
                 },
-                DiskCommand::Add { serial } => AdminRequest::DiskAdd {
+                DiskCommand::Add { serial, force } => AdminRequest::DiskAdd {
                     serial: serial.clone(),
+                    force: *force,
+                },
+                DiskCommand::Locate {
+                    serial,
+                    off,
+                    seconds,
+                } => AdminRequest::DiskLocate {
+                    serial: serial.clone(),
+                    off: *off,
+                    secs: *seconds,
                 },
             };
             return health_request(&cli, &request);

@@ -1,5 +1,5 @@
 //! The health commands: `mxrack status`, `mxrack status note`, `mxrack
-//! disks`, `mxrack disk replace|add`, `mxrack doctor` and `mxrack health
+//! disks`, `mxrack disk replace|add|locate`, `mxrack doctor` and `mxrack health
 //! bench`. While `mxrack run` is up they go over the admin socket to the
 //! running monitor; otherwise they work on the data folder and the
 //! configured sys_root directly.
@@ -58,14 +58,24 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 return Err("the health monitor is not running (health.enabled = false?)".into());
             }
         },
-        AdminRequest::DiskReplace { serial } => match running {
-            Some(r) => r.handle.replace_disk(serial)?,
+        AdminRequest::DiskReplace { serial, with } => match running {
+            Some(r) => r.handle.replace_disk(serial, with.as_deref())?,
             None => {
                 return Err("the health monitor is not running (health.enabled = false?)".into());
             }
         },
-        AdminRequest::DiskAdd { serial } => match running {
-            Some(r) => r.handle.add_disk(serial)?,
+        AdminRequest::DiskAdd { serial, force } => match running {
+            Some(r) => r.handle.add_disk(serial, *force)?,
+            None => {
+                return Err("the health monitor is not running (health.enabled = false?)".into());
+            }
+        },
+        AdminRequest::DiskLocate { serial, off, secs } => match running {
+            Some(r) => r.handle.locate(
+                serial,
+                *off,
+                secs.unwrap_or(mxrack_health::locate::LOCATE_SECS_DEFAULT),
+            )?,
             None => {
                 return Err("the health monitor is not running (health.enabled = false?)".into());
             }
@@ -116,14 +126,24 @@ pub fn submit(config: &Config, request: &AdminRequest) -> Result<Vec<u8>, String
         AdminRequest::Disks => {
             Ok(monitor::render_disks(&monitor::observe_only(config)).into_bytes())
         }
-        AdminRequest::DiskReplace { serial } | AdminRequest::DiskAdd { serial } => {
+        AdminRequest::DiskReplace { .. }
+        | AdminRequest::DiskAdd { .. }
+        | AdminRequest::DiskLocate { .. } => {
             let store = open()?;
             let mut m = Monitor::new(store.clone(), &config.health, data_dir);
             m.look(false);
-            let r = if matches!(request, AdminRequest::DiskReplace { .. }) {
-                m.replace_disk(serial)
-            } else {
-                m.add_disk(serial)
+            let r = match request {
+                AdminRequest::DiskReplace { serial, with } => {
+                    m.replace_disk(serial, with.as_deref())
+                }
+                AdminRequest::DiskAdd { serial, force } => m.add_disk(serial, *force),
+                AdminRequest::DiskLocate { serial, off, secs } => m.locate(
+                    serial,
+                    *off,
+                    secs.unwrap_or(mxrack_health::locate::LOCATE_SECS_DEFAULT),
+                    true,
+                ),
+                _ => Err("not a disk request".into()),
             };
             drop(m);
             store.shutdown();

@@ -462,12 +462,14 @@ async fn serve_all(
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mxrack ready: {}", ready.join(" "));
     if let Some(password) = demo_password {
-        let mx = smtp.mx.first().map(|a| a.to_string()).unwrap_or_default();
-        let sub = smtp
-            .submission
-            .first()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        // A wildcard bind address is no address to connect to: the hints
+        // name the machine's outward address (or loopback).
+        let ifaces = mxrack_health::doctor::interfaces();
+        let connect = |a: &std::net::SocketAddr| {
+            mxrack_health::doctor::connect_address(*a, &ifaces).to_string()
+        };
+        let mx = smtp.mx.first().map(connect).unwrap_or_default();
+        let sub = smtp.submission.first().map(connect).unwrap_or_default();
         let _ = writeln!(
             stdout,
             "demo mailbox: {mailbox}  password: {password}\n\
@@ -475,14 +477,14 @@ async fn serve_all(
              submit as the demo:   swaks --server {sub} --tls --auth-user {mailbox} --auth-password {password} --from {mailbox} --to {mailbox}",
             mailbox = mxrack_config::DEMO_MAILBOX,
         );
-        if let Some(addr) = imap.imap.first() {
+        if let Some(addr) = imap.imap.first().map(connect) {
             let _ = writeln!(
                 stdout,
                 "read it over IMAP:    curl -k --ssl-reqd 'imap://{addr}/INBOX;UID=1' -u {mailbox}:{password}",
                 mailbox = mxrack_config::DEMO_MAILBOX,
             );
         }
-        if let Some(addr) = pop3.pop3.first() {
+        if let Some(addr) = pop3.pop3.first().map(connect) {
             let _ = writeln!(
                 stdout,
                 "read it over POP3:    curl -k --ssl-reqd pop3://{addr}/1 -u {mailbox}:{password}",

@@ -138,7 +138,7 @@ pub fn render(s: &Snapshot, open_incidents: usize) -> String {
             "mxrack_disk_up",
             &[
                 ("disk", &d.id),
-                ("slot", &d.slot),
+                ("bay", &d.location()),
                 ("condition", &d.condition),
             ],
             u8::from(d.state == "running"),

@@ -114,7 +114,10 @@ pub fn html(page: &StatusPage) -> String {
                 let members: Vec<String> = a
                     .members
                     .iter()
-                    .map(|m| format!("{} ({})", m.disk, m.role))
+                    .map(|m| match &m.bay {
+                        Some(b) => format!("{} in bay {b} ({})", m.disk, m.role),
+                        None => format!("{} ({})", m.disk, m.role),
+                    })
                     .collect();
                 b.push_str(&format!(
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -125,7 +128,13 @@ pub fn html(page: &StatusPage) -> String {
                     a.raid_disks,
                     a.spares,
                     a.sync_permille
-                        .map(|p| format!("{} {}.{}%", escape(&a.sync_action), p / 10, p % 10))
+                        .map(|p| {
+                            let left = a
+                                .sync_eta_secs
+                                .map(|s| format!(", {} left", mxrack_health::policy::eta(s)))
+                                .unwrap_or_default();
+                            format!("{} {}.{}%{left}", escape(&a.sync_action), p / 10, p % 10)
+                        })
                         .unwrap_or_else(|| escape(&a.sync_action)),
                     escape(&members.join(", "))
                 ));
@@ -133,7 +142,7 @@ pub fn html(page: &StatusPage) -> String {
             b.push_str("</table>\n");
         }
         if !s.disks.is_empty() {
-            b.push_str("<h3>Disks</h3><table><tr><th>serial</th><th>WWN</th><th>model</th><th>slot</th><th>condition</th><th>arrays</th><th>errors</th></tr>");
+            b.push_str("<h3>Disks</h3><table><tr><th>serial</th><th>WWN</th><th>model</th><th>bay</th><th>condition</th><th>arrays</th><th>errors</th></tr>");
             for d in &s.disks {
                 b.push_str(&format!(
                     "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -141,10 +150,10 @@ pub fn html(page: &StatusPage) -> String {
                     escape(d.wwn.as_deref().unwrap_or("-")),
                     escape(&d.vendor),
                     escape(&d.model),
-                    escape(&d.slot),
+                    escape(&d.location()),
                     escape(&d.condition),
                     escape(&d.arrays.join(", ")),
-                    d.ioerr + d.iotmo
+                    d.errors
                 ));
             }
             b.push_str("</table>\n");

@@ -18,12 +18,25 @@ fn recorded(name: &str) -> SysRoot {
 
 /// One look at a tree, as the monitor takes it (without the file systems).
 fn look(root: &SysRoot, time: i64) -> Observation {
+    look_with(root, time, &qemu_bays())
+}
+
+/// The QEMU board's own bay map (board/qemu-x86_64).
+fn qemu_bays() -> crate::bays::BayMap {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../board/qemu-x86_64/rootfs-overlay/etc/mxrack/bays.toml");
+    let (m, err) = crate::bays::BayMap::load(&p);
+    assert!(err.is_none() && !m.is_empty(), "{err:?}");
+    m
+}
+
+fn look_with(root: &SysRoot, time: i64, bays: &crate::bays::BayMap) -> Observation {
     let (mut lims, net) = limits::read_fast(root);
     lims.extend(limits::read_slow(root));
     Observation {
         time,
         arrays: md::read_arrays(root),
-        disks: scsi::read_disks(root),
+        disks: scsi::read_disks(root, bays),
         limits: lims,
         net,
         filesystems: vec![],
@@ -99,7 +112,17 @@ fn recorded_clean_array_reads_right_and_gives_no_event() {
     assert_eq!(sda.id(), "MXHIL-0000");
     assert_eq!(sda.wwn.as_deref(), Some("naa.5000c500a0b0c000"));
     assert_eq!((sda.ioerr, sda.iodone), (2, 0x1b0));
-    assert_eq!(sda.slot, "pci-0000:00:02.0-scsi-0:0:0:0");
+    assert_eq!(sda.path, "pci-0000:00:02.0-scsi-0:0:0:0");
+    assert_eq!(sda.scsi_address.as_deref(), Some("0:0:0:0"));
+    assert_eq!(sda.bay.as_deref(), Some("1"), "the QEMU board's map");
+    assert_eq!(
+        obs.disk_by_kernel("sdc").and_then(|d| d.bay.as_deref()),
+        Some("3")
+    );
+    assert_eq!(
+        sda.describe(),
+        "MXHIL-0000 (WWN naa.5000c500a0b0c000) in bay 1"
+    );
     assert_eq!(sda.holders, ["md0"]);
     assert_eq!(sda.size_bytes, 64 << 20);
     assert_eq!(
@@ -201,7 +224,7 @@ fn recorded_failure_then_rebuild_then_removal() {
     );
     assert!(!texts(&d).contains("left md0"), "{}", texts(&d));
 
-    // The faulty member removed: the technician is told the slot.
+    // The faulty member removed: the technician is told the bay.
     let d = evaluate(
         &look(&recorded("md-clean-spare-missing"), 1310),
         &mut state,
@@ -210,7 +233,7 @@ fn recorded_failure_then_rebuild_then_removal() {
     );
     let all = texts(&d);
     assert!(
-        all.contains("Disk MXHIL-0000 left md0 (it was faulty); it can be pulled from slot pci-0000:00:02.0-scsi-0:0:0:0"),
+        all.contains("Disk MXHIL-0000 (WWN naa.5000c500a0b0c000) in bay 1 left md0 (it was faulty); it can be pulled."),
         "{all}"
     );
     assert!(!d.iter().any(|x| matches!(x, Decision::RemoveMember { .. })));
@@ -384,7 +407,7 @@ fn a_blank_disk_becomes_rebuild_target_or_spare() {
     assert!(scsi::is_blank(&root, blank_disk));
     let blank: BTreeSet<String> = ["SN-NEW0".to_string()].into();
     let d = evaluate(&obs, &mut state, &acting(), &blank);
-    assert!(texts(&d).contains("Disk SN-NEW0 (QEMU QEMU HARDDISK, 64.0 MiB) appeared in slot pci-0000:00:02.0-scsi-0:0:1:0 as sdb."), "{}", texts(&d));
+    assert!(texts(&d).contains("Disk SN-NEW0 (WWN naa.5000c500a0b00001) in bay 2 appeared (QEMU QEMU HARDDISK, 64.0 MiB, sdb)."), "{}", texts(&d));
     assert!(d.contains(&Decision::AddDisk {
         array: "md0".into(),
         kernel: "sdb".into(),
@@ -467,7 +490,9 @@ fn a_disk_going_offline_and_being_pulled() {
     let e = resolved(&d, "disk:SN-2").unwrap_or_else(|| panic!("{}", texts(&d)));
     assert!(
         e.text
-            .contains("Disk SN-2 was removed from slot pci-0000:00:02.0-scsi-0:0:2:0")
+            .contains("Disk SN-2 (WWN naa.5000c500a0b00002) in bay 3 was removed."),
+        "{}",
+        e.text
     );
     // An incident of a disk swapped while the appliance was off closes.
     let mut state = PolicyState {
@@ -517,7 +542,8 @@ fn rebuild_progress_is_reported_in_steps() {
     assert!(steps[0].is_empty());
     assert_eq!(
         steps[1],
-        ["md0: recover 15.5% done at 1024 KiB/s, about 1 min left."]
+        ["md0: recover 15.5% done at 1024 KiB/s, about 54 s left."],
+        "md's own figures: 109,024 sectors left at 1024 KiB/s"
     );
     assert_eq!(steps[2].len(), 1, "23%: the 20% step");
     assert_eq!(steps[3].len(), 1, "54%: one event for the 50% step");
@@ -735,4 +761,166 @@ fn twenty_four_disks_in_four_arrays() {
     assert_eq!(ids.len(), 24, "every disk has its own serial");
     let mut state = PolicyState::default();
     assert!(evaluate(&obs, &mut state, &acting(), &none()).is_empty());
+}
+
+#[test]
+fn boot_errors_and_a_hot_plug_notice_are_not_errors_of_a_healthy_neighbour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = healthy(dir.path());
+    let root = SysRoot::new(dir.path());
+    let mut state = PolicyState::default();
+    // Every fixture disk shows ioerr_cnt 0x2 from its probe, as on QEMU.
+    evaluate(&look(&root, 0), &mut state, &acting(), &none());
+    let sda = &state.disks["SN-0"];
+    assert_eq!((sda.errors, sda.errors_at_first_sight), (0, 2));
+
+    // A disk is plugged into the same bus: sda's next command gets the
+    // "REPORTED LUNS DATA HAS CHANGED" unit attention (ioerr_cnt + 1).
+    f.disk(&FixtureDisk::new("sdd", "SN-3", 3)).expect("disk");
+    evaluate(&look(&root, 10), &mut state, &acting(), &none());
+    let mut sda = FixtureDisk::new("sda", "SN-0", 0);
+    sda.ioerr = 3;
+    f.disk(&sda).expect("disk");
+    let d = evaluate(&look(&root, 20), &mut state, &acting(), &none());
+    assert!(d.is_empty(), "{}", texts(&d));
+    let t = &state.disks["SN-0"];
+    assert_eq!((t.errors, t.bus_notices, t.errors_in_window), (0, 1, 0));
+    // The new disk's own probe errors are from before its first sight.
+    assert_eq!(state.disks["SN-3"].errors, 0);
+
+    // A later error is one: only one notice per hot-plug is excused.
+    sda.ioerr = 4;
+    f.disk(&sda).expect("disk");
+    evaluate(&look(&root, 30), &mut state, &acting(), &none());
+    assert_eq!(state.disks["SN-0"].errors, 1);
+
+    // A pulled disk gives its neighbours one notice too, which expires
+    // after the error window.
+    f.remove_disk("sdd").expect("rm");
+    evaluate(&look(&root, 40), &mut state, &acting(), &none());
+    assert_eq!(
+        state.disks["SN-1"].bus_notices_pending, 2,
+        "one per hot-plug on its bus: sdd in, sdd out"
+    );
+    sda.ioerr = 5;
+    f.disk(&sda).expect("disk");
+    evaluate(&look(&root, 40 + 601), &mut state, &acting(), &none());
+    assert_eq!(state.disks["SN-0"].errors, 2, "the notice expired");
+}
+
+#[test]
+fn a_disk_failed_for_errors_is_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = healthy(dir.path());
+    let root = SysRoot::new(dir.path());
+    let mut state = PolicyState::default();
+    evaluate(&look(&root, 0), &mut state, &acting(), &none());
+    let mut sdb = FixtureDisk::new("sdb", "SN-1", 1);
+    sdb.ioerr = 9;
+    f.disk(&sdb).expect("disk");
+    let d = evaluate(&look(&root, 10), &mut state, &acting(), &none());
+    assert!(
+        d.contains(&Decision::RememberFailed {
+            id: "SN-1".into(),
+            serial: Some("SN-1".into()),
+            wwn: Some("naa.5000c500a0b00001".into()),
+            reason: "7 I/O errors and timeouts within 10 min".into(),
+        }),
+        "{d:?}"
+    );
+    let e = opened(&d, "disk:SN-1").expect("incident");
+    assert!(
+        e.text
+            .starts_with("Disk SN-1 (WWN naa.5000c500a0b00001) in bay 2: 7 I/O errors")
+    );
+}
+
+#[test]
+fn a_finished_hot_replace_is_no_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut f = healthy(dir.path());
+    let root = SysRoot::new(dir.path());
+    let policy = Policy {
+        auto_fail: false,
+        ..acting()
+    };
+    let mut state = PolicyState::default();
+    evaluate(&look(&root, 0), &mut state, &policy, &none());
+    state.disks.get_mut("SN-0").expect("sda").replacing = true;
+    // md copies sda onto sdc (the replacement, rebuilding into slot 0);
+    // the array is never degraded.
+    let mut a = FixtureArray::raid1(
+        "md0",
+        vec![
+            FixtureMember::new("sda", "in_sync,want_replacement", Some(0)),
+            FixtureMember::new("sdb", "in_sync", Some(1)),
+            FixtureMember::new("sdc", "spare,replacement", Some(0)),
+        ],
+    );
+    a.sync_action = "recover".into();
+    a.sync_completed = Some((1000, 129_024));
+    a.sync_speed_kib = Some(2048);
+    f.array(&a).expect("array");
+    let d = evaluate(&look(&root, 10), &mut state, &policy, &none());
+    let all = texts(&d);
+    assert!(!all.contains("is degraded"), "{all}");
+    assert!(
+        all.contains("md0: recover started onto disk SN-2 (WWN naa.5000c500a0b00002) in bay 3."),
+        "{all}"
+    );
+    // Done: md set sda faulty by itself and sdc took its place.
+    let a = FixtureArray::raid1(
+        "md0",
+        vec![
+            FixtureMember::new("sda", "faulty", None),
+            FixtureMember::new("sdb", "in_sync", Some(1)),
+            FixtureMember::new("sdc", "in_sync", Some(0)),
+        ],
+    );
+    f.array(&a).expect("array");
+    let d = evaluate(&look(&root, 20), &mut state, &policy, &none());
+    let all = texts(&d);
+    assert!(
+        !all.contains("is degraded") && !all.contains("marked faulty"),
+        "{all}"
+    );
+    assert!(
+        all.contains("md0: the copy of disk SN-0 (WWN naa.5000c500a0b00000) in bay 1 is complete; it leaves md0 and can be pulled."),
+        "{all}"
+    );
+    assert!(
+        !d.iter()
+            .any(|x| matches!(x, Decision::RememberFailed { .. })),
+        "{d:?}"
+    );
+    assert!(d.contains(&Decision::RemoveMember {
+        array: "md0".into(),
+        dev: "sda".into(),
+        disk: "SN-0".into()
+    }));
+}
+
+#[test]
+fn rebuild_time_left_from_mdstat_when_sysfs_has_no_speed() {
+    let text = "Personalities : [raid1]\nmd0 : active raid1 sdc[2] sdb[1] sda[0](F)\n      64512 blocks super 1.2 [2/1] [_U]\n      [==>..................]  recovery = 12.6% (8192/64512) finish=0.9min speed=1024K/sec\n\nunused devices: <none>\n";
+    let p = md::parse_mdstat(text)[0]
+        .progress
+        .clone()
+        .expect("progress");
+    assert_eq!(p.finish_secs, Some(54));
+    let a = md::MdArray {
+        sync_action: "recover".into(),
+        mdstat_finish_secs: Some(54),
+        ..md::MdArray::default()
+    };
+    assert_eq!(a.sync_eta_secs(), Some(54));
+    let a = md::MdArray {
+        sync_completed: Some((8192 * 2, 64512 * 2)),
+        sync_speed_kib: Some(1024),
+        ..a
+    };
+    assert_eq!(a.sync_eta_secs(), Some(55), "56,320 KiB at 1024 KiB/s");
+    assert_eq!(eta(55), "about 55 s");
+    assert_eq!(eta(600), "about 10 min");
+    assert_eq!(eta(7500), "about 2 h 5 min");
 }

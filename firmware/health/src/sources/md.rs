@@ -61,6 +61,8 @@ pub struct MdstatProgress {
     pub done: u64,
     pub total: u64,
     pub speed_kib: Option<u64>,
+    /// md's own estimate, `finish=1.0min`, in seconds.
+    pub finish_secs: Option<u64>,
 }
 
 /// Parses /proc/mdstat. Unknown lines are skipped; a malformed array line
@@ -175,12 +177,25 @@ fn parse_progress_line(line: &str) -> Option<MdstatProgress> {
         .find_map(|w| w.strip_prefix("speed="))
         .and_then(|s| s.strip_suffix("K/sec"))
         .and_then(|s| s.parse().ok());
+    // md prints finish= in tenths of a minute (drivers/md/md.c
+    // status_resync: "finish=%lu.%lumin").
+    let finish_secs = rest
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("finish="))
+        .and_then(|s| s.strip_suffix("min"))
+        .and_then(|s| {
+            let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+            let tenths =
+                whole.parse::<u64>().ok()?.checked_mul(10)? + frac.get(..1)?.parse::<u64>().ok()?;
+            tenths.checked_mul(6)
+        });
     Some(MdstatProgress {
         action,
         permille,
         done: done.parse().ok()?,
         total: total.parse().ok()?,
         speed_kib,
+        finish_secs,
     })
 }
 
@@ -198,6 +213,8 @@ pub struct MdArray {
     /// (done, total) sectors while syncing.
     pub sync_completed: Option<(u64, u64)>,
     pub sync_speed_kib: Option<u64>,
+    /// /proc/mdstat's finish= estimate (seconds), when it shows one.
+    pub mdstat_finish_secs: Option<u64>,
     pub component_size_kib: Option<u64>,
     pub uuid: Option<String>,
     pub members: Vec<MdMember>,
@@ -293,6 +310,23 @@ impl MdArray {
             return None;
         }
         Some((done.min(total).saturating_mul(1000) / total) as u32)
+    }
+
+    /// Seconds left of the running sync, from md's own figures: what is
+    /// left of `sync_completed` (sectors) at md's current `sync_speed`
+    /// (KiB/s, md's average over its last few seconds), else /proc/mdstat's
+    /// `finish=` (the same figures, rounded to 6 s).
+    pub fn sync_eta_secs(&self) -> Option<u64> {
+        if !self.is_syncing() {
+            return None;
+        }
+        let from_sysfs = match (self.sync_completed, self.sync_speed_kib) {
+            (Some((done, total)), Some(speed)) if speed > 0 => {
+                Some(total.saturating_sub(done).div_ceil(2).div_ceil(speed))
+            }
+            _ => None,
+        };
+        from_sysfs.or(self.mdstat_finish_secs)
     }
 
     /// True when failing one more in-sync member leaves the array serving
@@ -457,6 +491,7 @@ pub fn read_arrays(root: &SysRoot) -> Vec<MdArray> {
                 sync_speed_kib: attr("sync_speed")
                     .and_then(|s| s.parse().ok())
                     .or_else(|| st_progress.and_then(|p| p.speed_kib)),
+                mdstat_finish_secs: st_progress.and_then(|p| p.finish_secs),
                 component_size_kib: attr("component_size").and_then(|s| s.parse().ok()),
                 uuid: attr("uuid"),
                 members,

@@ -6,6 +6,7 @@ pub mod limits;
 pub mod md;
 pub mod scsi;
 
+use crate::bays::BayMap;
 use crate::sysroot::SysRoot;
 use serde::Serialize;
 use std::path::Path;
@@ -59,6 +60,7 @@ pub fn observe(
     time: i64,
     slow: &[LimitObs],
     mem: Option<&mut MemSource>,
+    bays: &BayMap,
 ) -> Observation {
     let (mut limits, net) = limits::read_fast(root);
     limits.extend(slow.iter().cloned());
@@ -72,7 +74,7 @@ pub fn observe(
     Observation {
         time,
         arrays: md::read_arrays(root),
-        disks: scsi::read_disks(root),
+        disks: scsi::read_disks(root, bays),
         limits,
         net,
         filesystems,

@@ -8,6 +8,7 @@
 //! `vpd_pg80` is the raw page: 4 header bytes (byte 1 = 0x80, bytes 2-3 the
 //! length), then the serial, space padded.
 
+use crate::bays::{BayMap, DiskPlace};
 use crate::sysroot::SysRoot;
 use serde::Serialize;
 
@@ -31,13 +32,33 @@ pub struct ScsiDisk {
     pub iodone: u64,
     pub timeout_secs: Option<u64>,
     pub size_bytes: u64,
-    /// Where it sits: the /dev/disk/by-path name, else the controller's PCI
-    /// address and the SCSI address.
-    pub slot: String,
+    /// Where the kernel sees it: the /dev/disk/by-path name, else the
+    /// controller's PCI address and the SCSI address.
+    pub path: String,
+    /// SCSI address host:channel:target:lun ("0:0:1:0").
+    pub scsi_address: Option<String>,
+    /// The bay label on the chassis, from the board's bay map.
+    pub bay: Option<String>,
+    /// The SES enclosure slot holding it, when there is an enclosure.
+    pub enclosure: Option<EnclosureSlot>,
     /// Devices built on it (md0, ...), from holders/.
     pub holders: Vec<String>,
     /// Partitions on it (sda1, ...).
     pub partitions: Vec<String>,
+}
+
+/// A disk's place in an SES enclosure (/sys/class/enclosure/ENC/COMPONENT).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EnclosureSlot {
+    /// The enclosure's folder name under /sys/class/enclosure (its SCSI
+    /// address, "0:0:5:0").
+    pub enclosure: String,
+    /// The component's folder name ("Slot 03", "1", ...).
+    pub component: String,
+    /// The SES slot number (`slot` attribute).
+    pub slot: Option<u32>,
+    /// The enclosure's SCSI generic device (sg3), for sg_ses.
+    pub sg: Option<String>,
 }
 
 impl ScsiDisk {
@@ -54,9 +75,47 @@ impl ScsiDisk {
         self.state == "running"
     }
 
-    /// I/O errors and timeouts the SCSI layer counted since boot.
+    /// Commands the SCSI layer completed with an error or timed out since
+    /// boot. `ioerr_cnt` counts every command whose result was not zero
+    /// (drivers/scsi/scsi_lib.c `scsi_complete`): a CHECK CONDITION carrying
+    /// a unit attention (power-on reset at probe, "REPORTED LUNS DATA HAS
+    /// CHANGED" after a hot-plug on the bus) or an unsupported command is
+    /// counted like a media error. The policy therefore counts only what
+    /// grows after the disk was first seen, less the bus notices it expects
+    /// (see `policy::disks`).
     pub fn error_count(&self) -> u64 {
         self.ioerr.saturating_add(self.iotmo)
+    }
+
+    /// SCSI host number (the controller), from the address.
+    pub fn host(&self) -> Option<u32> {
+        self.scsi_address
+            .as_deref()
+            .and_then(|a| a.split(':').next())
+            .and_then(|h| h.parse().ok())
+    }
+
+    /// Where a technician finds it: "bay 2", or its kernel path when the
+    /// board's map has no bay for it.
+    pub fn location(&self) -> String {
+        match &self.bay {
+            Some(b) => format!("bay {b}"),
+            None => format!("unmapped bay (path {})", self.path),
+        }
+    }
+
+    /// The disk as every message names it: serial, WWN when known, bay.
+    /// "MXHIL-0000 (WWN naa.5000c500a0b0c000) in bay 1".
+    pub fn describe(&self) -> String {
+        describe(&self.id(), self.wwn.as_deref(), &self.location())
+    }
+}
+
+/// "ID (WWN w) in LOCATION"; the WWN is left out when it is the id.
+pub fn describe(id: &str, wwn: Option<&str>, location: &str) -> String {
+    match wwn {
+        Some(w) if w != id => format!("{id} (WWN {w}) in {location}"),
+        _ => format!("{id} in {location}"),
     }
 }
 
@@ -97,17 +156,13 @@ fn by_path(root: &SysRoot) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Without udev (the appliance's busybox image), a by-path-like name from
-/// the sysfs device path: the last PCI address and the SCSI address,
-/// e.g. `pci-0000:00:02.0-scsi-0:0:1:0`.
-fn derived_slot(root: &SysRoot, kernel: &str) -> String {
+/// The disk's SCSI address (host:channel:target:lun) from its sysfs path.
+fn scsi_address(root: &SysRoot, kernel: &str) -> Option<String> {
     let link = root
         .link(&format!("/sys/block/{kernel}"))
         .unwrap_or_default();
     let parts: Vec<&str> = link.split('/').collect();
-    let pci = parts.iter().rev().find(|p| is_pci_address(p));
-    let scsi = root
-        .link(&format!("/sys/block/{kernel}/device"))
+    root.link(&format!("/sys/block/{kernel}/device"))
         .and_then(|l| l.rsplit('/').next().map(str::to_string))
         .filter(|s| s.split(':').count() == 4)
         .or_else(|| {
@@ -118,7 +173,18 @@ fn derived_slot(root: &SysRoot, kernel: &str) -> String {
                     p.split(':').count() == 4 && p.split(':').all(|n| n.parse::<u32>().is_ok())
                 })
                 .map(|s| s.to_string())
-        });
+        })
+}
+
+/// Without udev (the appliance's busybox image), a by-path-like name from
+/// the sysfs device path: the last PCI address and the SCSI address,
+/// e.g. `pci-0000:00:02.0-scsi-0:0:1:0`.
+fn derived_path(root: &SysRoot, kernel: &str, scsi: Option<&str>) -> String {
+    let link = root
+        .link(&format!("/sys/block/{kernel}"))
+        .unwrap_or_default();
+    let parts: Vec<&str> = link.split('/').collect();
+    let pci = parts.iter().rev().find(|p| is_pci_address(p));
     match (pci, scsi) {
         (Some(p), Some(s)) => format!("pci-{p}-scsi-{s}"),
         (None, Some(s)) => format!("scsi-{s}"),
@@ -133,9 +199,53 @@ fn is_pci_address(s: &str) -> bool {
     b.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.'
 }
 
-/// Every SCSI disk (sd*) under /sys/block.
-pub fn read_disks(root: &SysRoot) -> Vec<ScsiDisk> {
+/// Most enclosure components looked at.
+pub const ENCLOSURE_SLOTS_MAX: usize = 1024;
+
+/// The slots of every SES enclosure (/sys/class/enclosure/ENC/COMPONENT,
+/// drivers/misc/enclosure.c): SCSI address of the disk in it -> the slot.
+pub fn read_enclosures(root: &SysRoot) -> Vec<(String, EnclosureSlot)> {
+    let mut out = Vec::new();
+    for enc in root.list("/sys/class/enclosure") {
+        let base = format!("/sys/class/enclosure/{enc}");
+        let sg = root
+            .list(&format!("{base}/device/scsi_generic"))
+            .into_iter()
+            .next();
+        for comp in root.list(&base) {
+            if out.len() >= ENCLOSURE_SLOTS_MAX {
+                return out;
+            }
+            let dir = format!("{base}/{comp}");
+            // A component has a `slot` attribute; the enclosure's own
+            // files (device, power, subsystem, uevent, ...) do not.
+            let Some(slot_attr) = root.attr(&format!("{dir}/slot")) else {
+                continue;
+            };
+            let Some(addr) = root
+                .link(&format!("{dir}/device"))
+                .and_then(|l| l.rsplit('/').next().map(str::to_string))
+            else {
+                continue;
+            };
+            out.push((
+                addr,
+                EnclosureSlot {
+                    enclosure: enc.clone(),
+                    component: comp,
+                    slot: slot_attr.parse().ok(),
+                    sg: sg.clone(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Every SCSI disk (sd*) under /sys/block, placed in its bay by `bays`.
+pub fn read_disks(root: &SysRoot, bays: &BayMap) -> Vec<ScsiDisk> {
     let paths = by_path(root);
+    let enclosures = read_enclosures(root);
     root.list("/sys/block")
         .into_iter()
         .filter(|n| n.starts_with("sd"))
@@ -149,11 +259,36 @@ pub fn read_disks(root: &SysRoot) -> Vec<ScsiDisk> {
                 .attr_bytes(&format!("{dev}/vpd_pg80"))
                 .and_then(|p| parse_vpd_pg80(&p))
                 .or_else(|| attr("serial").filter(|s| !s.is_empty()));
-            let slot = paths
+            let scsi = scsi_address(root, &kernel);
+            let path = paths
                 .iter()
                 .find(|(k, _)| *k == kernel)
                 .map(|(_, p)| p.clone())
-                .unwrap_or_else(|| derived_slot(root, &kernel));
+                .unwrap_or_else(|| derived_path(root, &kernel, scsi.as_deref()));
+            // With udev and no readable sysfs link, the by-path name ends
+            // in the address ("...-scsi-0:0:1:0").
+            let scsi = scsi.or_else(|| {
+                path.rsplit_once("-scsi-")
+                    .map(|(_, a)| a.to_string())
+                    .filter(|a| {
+                        a.split(':').count() == 4 && a.split(':').all(|n| n.parse::<u32>().is_ok())
+                    })
+            });
+            let enclosure = scsi.as_ref().and_then(|a| {
+                enclosures
+                    .iter()
+                    .find(|(addr, _)| addr == a)
+                    .map(|(_, e)| e.clone())
+            });
+            let bay = bays
+                .bay_for(&DiskPlace {
+                    scsi: scsi.as_deref(),
+                    path: &path,
+                    enclosure_slot: enclosure.as_ref().and_then(|e| e.slot),
+                })
+                .map(str::to_string)
+                // An enclosure names its own slots.
+                .or_else(|| enclosure.as_ref().map(|e| e.component.clone()));
             ScsiDisk {
                 serial,
                 wwn: wwid.filter(|w| w.starts_with("naa.") || w.starts_with("eui.")),
@@ -169,7 +304,10 @@ pub fn read_disks(root: &SysRoot) -> Vec<ScsiDisk> {
                     .attr_u64(&format!("/sys/block/{kernel}/size"))
                     .unwrap_or(0)
                     .saturating_mul(512),
-                slot,
+                path,
+                scsi_address: scsi,
+                bay,
+                enclosure,
                 holders: root.list(&format!("/sys/block/{kernel}/holders")),
                 partitions: root
                     .list(&format!("/sys/block/{kernel}"))
