@@ -17,8 +17,10 @@ pub mod outbound;
 #[cfg(test)]
 mod testutil;
 
+pub use MailAuthError as Error;
 pub use inbound::{Inbound, Verdict};
 pub use keys::{Algorithm, DkimKey, KeyStore};
+pub use mail_auth::hickory_resolver;
 pub use outbound::Signer;
 
 #[derive(Debug, thiserror::Error)]

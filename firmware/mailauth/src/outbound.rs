@@ -51,6 +51,26 @@ pub const SIGNED_HEADERS: [&str; 23] = [
     "Content-Transfer-Encoding",
 ];
 
+/// Absent header names added to h= when a signature's b= value would end
+/// exactly where mail-auth folds its line: it writes `b=...\r\n\t;`, signed
+/// as `b=;`, but RFC 6376 3.5 leaves the fold outside the value, so strict
+/// verifiers (dkimpy) read `b= ;` and fail it. One more (absent, so
+/// harmless: it only prevents adding such a field later) name moves the
+/// line breaks; see [`folds_before_end`].
+const LAYOUT_SHIFT: [&str; 2] = ["Sender", "Resent-Sender"];
+
+/// A header block with a line folded just before a field's final ';'.
+fn folds_before_end(headers: &str) -> bool {
+    headers.contains("\r\n\t;\r\n")
+}
+
+/// The signed header list, shifted by `n` extra absent names.
+fn header_list(n: usize) -> Vec<&'static str> {
+    let mut h = SIGNED_HEADERS.to_vec();
+    h.extend(LAYOUT_SHIFT.iter().take(n));
+    h
+}
+
 /// An ARC-Authentication-Results payload is one unfolded line: the seal
 /// signs it as written (see [`aar_payload`]), and a header line is at most
 /// 998 bytes (RFC 5322 2.1.1).
@@ -137,19 +157,26 @@ impl Signer {
         }
         let payload = aar_payload(message, &self.authserv_id);
         let results = AuthenticationResults::new(&payload);
-        let SigningKey::Rsa(rsa) = key.signing_key().map_err(|e| e.to_string())? else {
-            return Err("not an RSA key".into());
-        };
         // mail-auth lists every name asked for in h=, present or not (an
         // absent one then cannot be added later); DKIM-Signature is left
         // out because ours is added beside the set, after sealing.
-        let set = ArcSealer::from_key(rsa)
-            .domain(key.domain.clone())
-            .selector(key.selector.clone())
-            .headers(SIGNED_HEADERS)
-            .seal(&msg, &results, &arc)
-            .map_err(|e| e.to_string())?;
-        Ok(set.to_header())
+        let sealer = |n| {
+            ArcSealer::from_key(key_rsa(key)?)
+                .domain(key.domain.clone())
+                .selector(key.selector.clone())
+                .headers(header_list(n))
+                .seal(&msg, &results, &arc)
+                .map(|set| set.to_header())
+                .map_err(|e| e.to_string())
+        };
+        let mut last = sealer(0)?;
+        for n in 1..=LAYOUT_SHIFT.len() {
+            if !folds_before_end(&last) {
+                break;
+            }
+            last = sealer(n)?;
+        }
+        Ok(last)
     }
 }
 
@@ -162,24 +189,42 @@ impl SignHook for Signer {
     }
 }
 
+fn key_rsa(
+    key: &DkimKey,
+) -> Result<mail_auth::common::crypto::RsaKey<mail_auth::common::crypto::Sha256>, String> {
+    match key.signing_key().map_err(|e| e.to_string())? {
+        SigningKey::Rsa(k) => Ok(k),
+        SigningKey::Ed25519(_) => Err("not an RSA key".into()),
+    }
+}
+
 pub fn dkim_signature(key: &DkimKey, message: &[u8]) -> Result<String, String> {
     fn sign<K: mail_auth::common::crypto::SigningKey>(
         k: K,
         key: &DkimKey,
         message: &[u8],
+        n: usize,
     ) -> Result<String, String> {
         DkimSigner::from_key(k)
             .domain(key.domain.clone())
             .selector(key.selector.clone())
-            .headers(SIGNED_HEADERS)
+            .headers(header_list(n))
             .sign(message)
             .map(|s| s.to_header())
             .map_err(|e| e.to_string())
     }
-    match key.signing_key().map_err(|e| e.to_string())? {
-        SigningKey::Rsa(k) => sign(k, key, message),
-        SigningKey::Ed25519(k) => sign(k, key, message),
+    let once = |n| match key.signing_key().map_err(|e| e.to_string())? {
+        SigningKey::Rsa(k) => sign(k, key, message, n),
+        SigningKey::Ed25519(k) => sign(k, key, message, n),
+    };
+    let mut last = once(0)?;
+    for n in 1..=LAYOUT_SHIFT.len() {
+        if !folds_before_end(&last) {
+            break;
+        }
+        last = once(n)?;
     }
+    Ok(last)
 }
 
 /// The domain of the From header's first address, lowercase.

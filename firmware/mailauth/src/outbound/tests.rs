@@ -64,6 +64,7 @@ async fn forwarded_copy_gets_dkim_and_an_arc_set_that_verify() {
     assert!(headers.contains("ARC-Authentication-Results: i=1; mx.fwd.example; spf=pass"));
     assert_eq!(headers.matches("DKIM-Signature:").count(), 2);
     assert!(headers.contains("a=ed25519-sha256"));
+    assert!(!folds_before_end(&headers), "{headers}");
     let sent = format!("{headers}{MSG}");
 
     // mail-auth's own verifier, with the published records.
