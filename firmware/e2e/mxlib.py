@@ -125,6 +125,10 @@ class Server:
         # write_config(), before start()); e.g. relay = {"routes": {...}}.
         self.relay: dict = {}
         self.forward: dict = {}
+        # [dns] and [mail_auth] (issue 16); by default [dns] names a loopback
+        # port nobody answers on (see write_config).
+        self.dns: dict = {}
+        self.mail_auth: dict = {}
         # The web port (HTTP redirect + HTTPS status page; None: no [web]
         # listeners, see use_web()) and [health] (issue 6). The start-up
         # self-check is off here: its probe connections would count against
@@ -193,7 +197,13 @@ class Server:
         # the smarthost for every domain without a route is a loopback port
         # nobody listens on (delivery is deferred, no DNS lookup is made).
         relay = {"smarthost": f"{HOST}:{self.closed_port}", **self.relay}
-        for section, values in (("relay", relay), ("forward", self.forward)):
+        # Nor any DNS query: the resolver (SPF/DKIM/DMARC of inbound mail, MX
+        # lookups) asks a loopback port nobody answers on, unless a test runs
+        # its own DNS server (test_mailauth.py).
+        dns = {"servers": [f"{HOST}:{self.closed_port}"], "timeout_ms": 200, "attempts": 1,
+               **self.dns}
+        for section, values in (("relay", relay), ("forward", self.forward), ("dns", dns),
+                                ("mail_auth", self.mail_auth)):
             if values:
                 lines += ["", f"[{section}]"]
                 lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
@@ -468,9 +478,14 @@ class Stored:
     for_: str | None
     body: bytes
     spam_score: float | None = None
+    auth_results: str | None = None
 
 
 # "X-Spam-Score: 2.3 (RULE=1.2, ...)" folded over lines that begin with white space.
+# The Authentication-Results header the MX adds (RFC 8601), folded lines.
+AUTH_RESULTS_RE = re.compile(
+    rb"Authentication-Results: " + re.escape(HOSTNAME.encode()) + rb";[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*"
+)
 SPAM_SCORE_RE = re.compile(rb"X-Spam-Score: (-?[0-9]+\.[0-9])[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
 
 
@@ -484,6 +499,12 @@ def split_stored(stored: bytes) -> Stored:
     assert r, f"stored message has no well-formed Received header next: {rest[:300]!r}"
     body = rest[r.end():]
     assert not body.startswith((b"\t", b" ")), "Received header folded further than expected"
+    # Authentication-Results (issue 16): inbound checks, or the login of a
+    # submission.
+    ar = AUTH_RESULTS_RE.match(body)
+    auth_results = ar[0].decode() if ar else None
+    if ar:
+        body = body[ar.end():]
     # The spam score header the appliance adds to every inbound message.
     spam = SPAM_SCORE_RE.match(body)
     # Inbound mail is scored; authenticated submissions are not (RFC 4954 AUTH
@@ -505,6 +526,7 @@ def split_stored(stored: bytes) -> Stored:
         for_=r["for"].decode() if r["for"] else None,
         body=body,
         spam_score=spam_score,
+        auth_results=auth_results,
     )
 
 

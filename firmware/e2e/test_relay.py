@@ -28,6 +28,7 @@ import time
 import pytest
 
 from mxlib import (
+    AUTH_RESULTS_RE,
     BIN,
     DEMO,
     HOST,
@@ -242,6 +243,10 @@ def relayed_body(data: bytes, qid: str, proto: str, helo: str, rcpt: str | None,
         helo, HOST, HOSTNAME, proto, qid,
     )
     assert (r["for"].decode() if r["for"] else None) == rcpt
+    # The MX's (or the submission's) Authentication-Results (issue 16).
+    ar = AUTH_RESULTS_RE.match(data, r.end())
+    assert ar, f"no Authentication-Results after Received: {data[r.end():r.end() + 200]!r}"
+    data = data[:r.end()] + data[ar.end():]
     spam = SPAM_SCORE_RE.match(data, r.end())
     # Inbound mail is scored; customers' authenticated submissions are not
     # (the score would leak to the outside world with their mail).

@@ -32,6 +32,9 @@ python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q 'pytest==8.3
 python3 -c 'import ldap3' 2>/dev/null || python3 -m pip install -q 'ldap3==2.9.1'
 python3 -c 'import selenium' 2>/dev/null || python3 -m pip install -q 'selenium==4.36.0'
 python3 -c 'import requests' 2>/dev/null || python3 -m pip install -q 'requests==2.32.3'
+# test_mailauth.py: an independent DKIM/ARC verifier and a DNS server on 127.0.0.1.
+python3 -c 'import dkim' 2>/dev/null || python3 -m pip install -q 'dkimpy==1.1.8'
+python3 -c 'import dnslib' 2>/dev/null || python3 -m pip install -q 'dnslib==0.9.25'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

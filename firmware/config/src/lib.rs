@@ -14,6 +14,7 @@ mod forward;
 mod health;
 mod imap;
 mod ldap;
+mod mailauth;
 mod memory;
 mod pop3;
 mod relay;
@@ -30,6 +31,9 @@ pub use imap::{
     IMAP_MAX_CONNECTIONS_PER_CLIENT, Imap,
 };
 pub use ldap::{EMBEDDED_LDAP_ADDR, EMBEDDED_LDAPS_ADDR, LDAP_MAX_CONNECTIONS_PER_CLIENT, Ldap};
+pub use mailauth::{
+    DNS_TIMEOUT_MS, Dns, MAIL_AUTH_CHECK_TIMEOUT_SECS, MAIL_AUTH_DKIM_SIGNATURES_MAX, MailAuth,
+};
 pub use memory::{MEMORY_CLIENT_DATA_BYTES, MEMORY_WAIT_SECS, Memory};
 pub use pop3::{
     EMBEDDED_POP3_ADDR, EMBEDDED_POP3S_ADDR, POP3_COMMAND_TIMEOUT_SECS, POP3_IDLE_TIMEOUT_SECS_MIN,
@@ -90,6 +94,12 @@ pub struct Config {
     /// Outbound delivery of the queue.
     #[serde(default)]
     pub relay: Relay,
+    /// The one DNS resolver (relay MX lookups, mail authentication).
+    #[serde(default)]
+    pub dns: Dns,
+    /// DKIM signing, ARC sealing, inbound SPF/DKIM/DMARC.
+    #[serde(default)]
+    pub mail_auth: MailAuth,
     /// The watch over disks, RAID arrays, kernel limits and space.
     #[serde(default)]
     pub health: Health,
@@ -272,6 +282,8 @@ impl Config {
             },
             health: Health::default(),
             web: Web::embedded_default(),
+            dns: Dns::default(),
+            mail_auth: MailAuth::default(),
             memory: Memory::default(),
             log: Log::default(),
         }

@@ -186,6 +186,8 @@ impl Config {
         self.pop3.validate()?;
         self.auth.validate()?;
         self.relay.validate()?;
+        self.dns.validate()?;
+        self.mail_auth.validate(self.smtp.data_timeout_secs)?;
         self.imap.validate()?;
         self.forward.validate(is_domain_name)?;
         self.spam.validate()?;

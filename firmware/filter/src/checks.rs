@@ -7,7 +7,7 @@
 use crate::message::{MailView, uri_host};
 
 /// Every built-in check: (name, what it detects).
-pub const BUILTIN_CHECKS: [(&str, &str); 27] = [
+pub const BUILTIN_CHECKS: [(&str, &str); 29] = [
     ("MISSING_DATE", "no Date header"),
     (
         "INVALID_DATE",
@@ -73,6 +73,14 @@ pub const BUILTIN_CHECKS: [(&str, &str); 27] = [
     (
         "TO_UNDISCLOSED",
         "To is undisclosed-recipients or empty group",
+    ),
+    (
+        "DMARC_REJECT",
+        "DMARC fails and the From domain publishes p=reject (set by the MX's checks)",
+    ),
+    (
+        "DMARC_QUARANTINE",
+        "DMARC fails and the From domain publishes p=quarantine (set by the MX's checks)",
     ),
 ];
 
@@ -268,6 +276,9 @@ pub fn run(name: &str, v: &MailView, envelope_from: &str, now: i64) -> bool {
             uri_host(u)
                 .is_some_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok() || h.starts_with('['))
         }),
+        // Not read from the message: the MX's own checks (mxrack-mailauth)
+        // hand their outcome in, so a forged header cannot set them.
+        "DMARC_REJECT" | "DMARC_QUARANTINE" => v.auth_marks.iter().any(|m| m == name),
         "URI_OBFUSCATED" => v.uris.iter().any(|u| {
             let Some(i) = u.find("://") else { return false };
             let authority = u[i + 3..].split(['/', '?', '#']).next().unwrap_or("");

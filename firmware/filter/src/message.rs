@@ -66,6 +66,9 @@ pub struct MailView {
     /// The header section has raw 8-bit bytes (not RFC 2047 encoded).
     pub header_8bit: bool,
     pub attachments: usize,
+    /// Outcomes of the MX's SPF/DKIM/DMARC checks that are scored
+    /// (`DMARC_REJECT`, `DMARC_QUARANTINE`); empty unless the caller set them.
+    pub auth_marks: Vec<String>,
 }
 
 static URI_RE: LazyLock<Regex> = LazyLock::new(|| {

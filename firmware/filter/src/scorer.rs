@@ -137,13 +137,30 @@ impl Scorer {
         self.score_at(message, envelope_from, now_secs())
     }
 
+    /// [`Scorer::score`] with the outcomes of the MX's authentication checks
+    /// (`DMARC_REJECT`, `DMARC_QUARANTINE`) that the built-in checks of those
+    /// names score.
+    pub fn score_with_auth(&self, message: &[u8], envelope_from: &str, marks: &[String]) -> Score {
+        self.score_guarded(message, envelope_from, now_secs(), marks)
+    }
+
     /// [`Scorer::score`] with the time of scoring given (dates are judged
     /// against the newest Received header, else against `now`).
     pub fn score_at(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
+        self.score_guarded(message, envelope_from, now, &[])
+    }
+
+    fn score_guarded(
+        &self,
+        message: &[u8],
+        envelope_from: &str,
+        now: i64,
+        marks: &[String],
+    ) -> Score {
         // A bug in scoring must cost a score, never the delivery: a panic is
         // caught, logged and the message gets a neutral score that says so.
         let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.score_unguarded(message, envelope_from, now)
+            self.score_unguarded(message, envelope_from, now, marks)
         }));
         scored.unwrap_or_else(|_| {
             tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
@@ -154,8 +171,16 @@ impl Scorer {
         })
     }
 
-    fn score_unguarded(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
-        score_message(&self.store, &self.rules, message, envelope_from, now)
+    fn score_unguarded(
+        &self,
+        message: &[u8],
+        envelope_from: &str,
+        now: i64,
+        marks: &[String],
+    ) -> Score {
+        let mut view = MailView::parse(message);
+        view.auth_marks = marks.to_vec();
+        score_parsed(&self.store, &self.rules, &view, envelope_from, now)
     }
 
     /// Learns a message as spam (`true`: moved into Junk, or `mxrack spam
@@ -176,15 +201,24 @@ pub fn score_message(
     envelope_from: &str,
     now: i64,
 ) -> Score {
-    let view = MailView::parse(message);
-    let probability = match classify(store, &view) {
+    score_parsed(store, rules, &MailView::parse(message), envelope_from, now)
+}
+
+fn score_parsed(
+    store: &Store,
+    rules: &RuleSet,
+    view: &MailView,
+    envelope_from: &str,
+    now: i64,
+) -> Score {
+    let probability = match classify(store, view) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "classifier unavailable; scoring by rules only");
             None
         }
     };
-    score_view(rules, &view, envelope_from, now, probability)
+    score_view(rules, view, envelope_from, now, probability)
 }
 
 /// The score of a parsed message given the classifier's spam probability

@@ -71,6 +71,9 @@ enum Command {
     /// The spam scorer: train its classifier, score a message.
     #[command(subcommand)]
     Spam(SpamCommand),
+    /// DKIM keys per domain: create one, show the DNS record to publish.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
     /// Sender-domain block lists.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -471,6 +474,91 @@ enum MessageCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DkimCommand {
+    /// Make a key pair for DOMAIN under DATA/dkim/ and print its DNS record.
+    /// Mail from DOMAIN (and copies it forwards) is signed from then on.
+    Create {
+        domain: String,
+        #[arg(long, default_value = mxrack_mailauth::keys::DEFAULT_SELECTOR)]
+        selector: String,
+        /// rsa (2048 bits, rsa-sha256: what Microsoft checks) or ed25519.
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+    },
+    /// Print the TXT records to publish for DOMAIN's keys.
+    Show { domain: String },
+    /// Every key: domain, selector, algorithm, created.
+    List,
+}
+
+fn dkim(config: &Config, command: &DkimCommand) -> Result<(), CliError> {
+    use mxrack_mailauth::{Algorithm, KeyStore};
+    let keys = KeyStore::new(&config.appliance.data_dir);
+    let err = |e: mxrack_mailauth::MailAuthError| CliError::Admin(e.to_string());
+    let print = |k: &mxrack_mailauth::DkimKey| {
+        println!("{}", k.zone_line());
+    };
+    match command {
+        DkimCommand::Create {
+            domain,
+            selector,
+            algorithm,
+        } => {
+            let algorithm = Algorithm::parse(algorithm).ok_or_else(|| {
+                CliError::Admin(format!("{algorithm:?}: the algorithm is rsa or ed25519"))
+            })?;
+            let key = keys
+                .create(domain, selector, algorithm, mxrack_mailauth::now_secs())
+                .map_err(err)?;
+            println!(
+                "created {} key {} for {}; publish:",
+                key.algorithm.k_tag(),
+                key.selector,
+                key.domain
+            );
+            print(&key);
+        }
+        DkimCommand::Show { domain } => {
+            let list = keys.for_domain(domain).map_err(err)?;
+            if list.is_empty() {
+                return Err(CliError::Admin(format!(
+                    "{domain} has no DKIM key (mxrack dkim create {domain})"
+                )));
+            }
+            list.iter().for_each(print);
+        }
+        DkimCommand::List => {
+            for k in keys.list().map_err(err)? {
+                println!(
+                    "{}\t{}\t{}\tcreated {}",
+                    k.domain,
+                    k.selector,
+                    k.algorithm.k_tag(),
+                    rfc3339_day(k.created)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `2026-06-01` from Unix seconds (days since the epoch, civil calendar).
+fn rfc3339_day(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 impl Cli {
     /// The effective configuration: the file given, or the embedded default.
     fn effective_config(&self) -> Result<Config, CliError> {
@@ -582,6 +670,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             );
             return Ok(());
         }
+        Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cli.effective_config()?.to_toml());
             return Ok(());

@@ -184,7 +184,21 @@ async fn serve_all(
         config.memory.client_data_bytes,
         std::time::Duration::from_secs(config.memory.wait_secs),
     );
-    let relay = build_relay(&config, store.clone())?;
+    // The one DNS resolver (relay MX lookups, SPF/DKIM/DMARC), `[dns]`.
+    let resolver = mxrack_mailauth::dns::resolver(&config.dns)?;
+    let authserv_id = config
+        .mail_auth
+        .authserv_id
+        .clone()
+        .unwrap_or_else(|| config.appliance.hostname.clone());
+    let relay = build_relay(&config, store.clone(), &resolver, &authserv_id)?;
+    let mail_auth = config.mail_auth.verify_inbound.then(|| {
+        Arc::new(mxrack_mailauth::Inbound::new(
+            resolver.clone(),
+            authserv_id.clone(),
+            &config.mail_auth,
+        ))
+    });
     let scorer = Arc::new(
         mxrack_filter::Scorer::from_config(&config.spam, store.clone())
             .map_err(|e| format!("spam.rules_file: {e}"))?,
@@ -206,6 +220,7 @@ async fn serve_all(
             scorer: Some(scorer.clone()),
             gate: Some(gate.clone()),
             feedback_address: config.forward.feedback_address.clone(),
+            mail_auth: mail_auth.clone(),
         })),
         hostname: config.appliance.hostname.clone(),
         primary_domain: config.appliance.primary_domain.clone(),
@@ -585,7 +600,12 @@ fn srs_secret(config: &Config) -> Result<String, String> {
 /// The queue runner with its transports: "outbound" for customers' mail
 /// and bounces, "forward" for forwarded copies (own source address and
 /// EHLO, as the seed's forwarding-only servers).
-fn build_relay(config: &Config, store: Arc<Store>) -> Result<Arc<mxrack_relay::Relay>, String> {
+fn build_relay(
+    config: &Config,
+    store: Arc<Store>,
+    resolver: &mxrack_mailauth::hickory_resolver::TokioResolver,
+    authserv_id: &str,
+) -> Result<Arc<mxrack_relay::Relay>, String> {
     let r = &config.relay;
     let tls = mxrack_relay::opportunistic_tls()?;
     let client = |source, ehlo: &Option<String>| mxrack_relay::ClientConfig {
@@ -626,14 +646,19 @@ fn build_relay(config: &Config, store: Arc<Store>) -> Result<Arc<mxrack_relay::R
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let router = mxrack_relay::Router::new(routes, r.smarthost.clone());
-    Ok(Arc::new(mxrack_relay::Relay::new(
-        store,
-        runner,
-        router,
-        transports,
-        Some(srs),
-    )))
+    let router =
+        mxrack_relay::Router::new(routes, r.smarthost.clone()).with_resolver(resolver.clone());
+    let mut relay = mxrack_relay::Relay::new(store, runner, router, transports, Some(srs));
+    if config.mail_auth.sign_outbound {
+        relay = relay.with_sign_hook(Arc::new(mxrack_mailauth::Signer::new(
+            mxrack_mailauth::KeyStore::new(&config.appliance.data_dir),
+            resolver.clone(),
+            authserv_id.to_string(),
+            config.appliance.primary_domain.clone(),
+            Duration::from_secs(config.mail_auth.check_timeout_secs),
+        )));
+    }
+    Ok(Arc::new(relay))
 }
 
 /// Keeps one service task running: if it panics it is started again after

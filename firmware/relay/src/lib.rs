@@ -5,9 +5,11 @@ pub mod client;
 pub mod dsn;
 pub mod route;
 pub mod runner;
+pub mod sign;
 pub mod srs;
 
 pub use client::{ClientConfig, RcptOutcome, opportunistic_tls};
 pub use route::Router;
 pub use runner::{Relay, RelayStats, RunnerConfig};
+pub use sign::{Outgoing, SignHook};
 pub use srs::Srs;

@@ -2,9 +2,7 @@
 //! smarthost, else the domain's MX records (RFC 5321 5.1), with the implicit
 //! MX (the domain's own address) and null MX (RFC 7505) rules.
 
-use hickory_resolver::TokioAsyncResolver;
-use hickory_resolver::error::ResolveErrorKind;
-use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::TokioResolver;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::sync::OnceCell;
@@ -31,7 +29,7 @@ pub struct Server {
 pub struct Router {
     routes: HashMap<String, String>,
     smarthost: Option<String>,
-    resolver: OnceCell<Result<TokioAsyncResolver, String>>,
+    resolver: OnceCell<Result<TokioResolver, String>>,
 }
 
 impl Router {
@@ -48,6 +46,15 @@ impl Router {
         }
     }
 
+    /// MX lookups through `resolver` (the appliance's one resolver,
+    /// `[dns]`) instead of one made from the system's settings.
+    pub fn with_resolver(self, resolver: TokioResolver) -> Router {
+        Router {
+            resolver: OnceCell::new_with(Some(Ok(resolver))),
+            ..self
+        }
+    }
+
     pub async fn servers(&self, domain: &str) -> Result<Vec<Server>, RouteError> {
         let domain = domain.to_ascii_lowercase();
         if let Some(hop) = self.routes.get(&domain).or(self.smarthost.as_ref()) {
@@ -56,11 +63,13 @@ impl Router {
         self.mx(&domain).await
     }
 
-    async fn resolver(&self) -> Result<&TokioAsyncResolver, RouteError> {
+    async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
         let r = self
             .resolver
             .get_or_init(|| async {
-                TokioAsyncResolver::tokio_from_system_conf().map_err(|e| e.to_string())
+                TokioResolver::builder_tokio()
+                    .map(|b| b.build())
+                    .map_err(|e| e.to_string())
             })
             .await;
         r.as_ref()
@@ -74,22 +83,18 @@ impl Router {
                 .iter()
                 .map(|r| (r.preference(), r.exchange().to_utf8()))
                 .collect(),
-            Err(e) => match e.kind() {
-                ResolveErrorKind::NoRecordsFound { response_code, .. }
-                    if *response_code == ResponseCode::NXDomain =>
-                {
-                    return Err(RouteError::Permanent(format!(
-                        "domain {domain} does not exist"
-                    )));
-                }
-                // No MX: the domain itself is the implicit MX (RFC 5321 5.1).
-                ResolveErrorKind::NoRecordsFound { .. } => vec![(0, domain.to_string())],
-                _ => {
-                    return Err(RouteError::Temporary(format!(
-                        "MX lookup for {domain} failed: {e}"
-                    )));
-                }
-            },
+            Err(e) if e.is_nx_domain() => {
+                return Err(RouteError::Permanent(format!(
+                    "domain {domain} does not exist"
+                )));
+            }
+            // No MX: the domain itself is the implicit MX (RFC 5321 5.1).
+            Err(e) if e.is_no_records_found() => vec![(0, domain.to_string())],
+            Err(e) => {
+                return Err(RouteError::Temporary(format!(
+                    "MX lookup for {domain} failed: {e}"
+                )));
+            }
         };
         hosts.sort_by_key(|(p, _)| *p);
         if hosts.len() == 1 && (hosts[0].1 == "." || hosts[0].1.is_empty()) {

@@ -17,6 +17,8 @@ pub struct Outbound {
     pub gate: Option<Arc<mxrack_filter::ForwardGate>>,
     /// Where complaint (ARF) reports arrive; consumed by the gate.
     pub feedback_address: Option<String>,
+    /// SPF/DKIM/DMARC of inbound mail (`mail_auth.verify_inbound`).
+    pub mail_auth: Option<Arc<mxrack_mailauth::Inbound>>,
 }
 
 /// The Message-ID header value of a message (raw, unfolded), if any; read

@@ -12,10 +12,17 @@
 //! scored as soon as it is complete (or at the end of a shorter message),
 //! then written out after the trace and score headers; later bytes go
 //! straight to the file.
+//!
+//! The Authentication-Results header (mxrack-mailauth) is made at the same
+//! moment, from the same prefix, and goes between the trace headers and the
+//! score; its DMARC outcome is scored. A message longer than the prefix
+//! has its DKIM signatures reported as not checked (their body hash needs
+//! bytes not yet received when the header must be written).
 
 use std::sync::Arc;
 
 use mxrack_filter::Scorer;
+use mxrack_mailauth::inbound::{Envelope, Inbound};
 use mxrack_store::{IncomingMessage, StoreError};
 
 /// Bytes at the start of a message kept in memory for scoring, forwarding
@@ -35,6 +42,20 @@ pub struct MessageSink {
     /// The scorer and the envelope sender, when this message is scored.
     scorer: Option<(Arc<Scorer>, String)>,
     score: Option<f32>,
+    auth: Option<AuthCheck>,
+}
+
+/// How a message is authenticated when it is sealed.
+pub enum AuthCheck {
+    /// Mail at the MX: SPF, DKIM, DMARC, done by this deadline (the DATA
+    /// phase's end at the latest).
+    Check {
+        inbound: Arc<Inbound>,
+        envelope: Envelope,
+        deadline: tokio::time::Instant,
+    },
+    /// An authenticated submission: this header as it is.
+    Fixed(String),
 }
 
 /// A message received whole (its file not yet finished nor committed).
@@ -50,6 +71,7 @@ impl MessageSink {
         file: IncomingMessage,
         trace: Vec<u8>,
         scorer: Option<(Arc<Scorer>, String)>,
+        auth: Option<AuthCheck>,
     ) -> MessageSink {
         MessageSink {
             file: Some(file),
@@ -59,6 +81,7 @@ impl MessageSink {
             sealed: false,
             scorer,
             score: None,
+            auth,
         }
     }
 
@@ -75,7 +98,7 @@ impl MessageSink {
             if self.prefix.len() < MESSAGE_PREFIX_BYTES {
                 return;
             }
-            self.seal().await;
+            self.seal(false).await;
         }
         if !bytes.is_empty() {
             self.write(bytes).await;
@@ -92,15 +115,31 @@ impl MessageSink {
         }
     }
 
-    /// Scores the prefix (on a blocking thread), then writes the trace
-    /// headers, the score header and the prefix.
-    async fn seal(&mut self) {
+    /// Authenticates and scores the prefix (the scoring on a blocking
+    /// thread), then writes the trace headers, the Authentication-Results
+    /// and score headers, and the prefix. `complete`: the prefix is the
+    /// whole message.
+    async fn seal(&mut self, complete: bool) {
         self.sealed = true;
         let mut score_header = String::new();
+        let (auth_header, marks) = match self.auth.take() {
+            Some(AuthCheck::Check {
+                inbound,
+                envelope,
+                deadline,
+            }) => {
+                let v = inbound
+                    .check(&envelope, &self.prefix, complete, deadline)
+                    .await;
+                (v.header, v.marks)
+            }
+            Some(AuthCheck::Fixed(header)) => (header, Vec::new()),
+            None => (String::new(), Vec::new()),
+        };
         if let Some((scorer, from)) = self.scorer.take() {
             let prefix = std::mem::take(&mut self.prefix);
             match mxrack_store::spawn_blocking(move || {
-                let score = scorer.score(&prefix, &from);
+                let score = scorer.score_with_auth(&prefix, &from, &marks);
                 (score, prefix)
             })
             .await
@@ -123,6 +162,7 @@ impl MessageSink {
         }
         let trace = std::mem::take(&mut self.trace);
         self.write(&trace).await;
+        self.write(auth_header.as_bytes()).await;
         self.write(score_header.as_bytes()).await;
         let prefix = std::mem::take(&mut self.prefix);
         self.write(&prefix).await;
@@ -141,7 +181,7 @@ impl MessageSink {
     /// back the file to commit, or the write error that lost it.
     pub async fn finish(mut self) -> Result<Received, StoreError> {
         if !self.sealed {
-            self.seal().await;
+            self.seal(true).await;
         }
         match (self.file.take(), self.error.take()) {
             (Some(file), None) => Ok(Received {

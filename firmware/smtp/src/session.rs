@@ -3,11 +3,12 @@
 //! for a TLS one and resets the session state (RFC 3207 4.2).
 
 use crate::data::{DataEvent, DataReader, DataRefusal};
-use crate::incoming::{MessageSink, Received};
+use crate::incoming::{AuthCheck, MessageSink, Received};
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
 use mxrack_auth::{Protocol, Verdict};
+use mxrack_mailauth::inbound::Envelope;
 use mxrack_net::date::rfc5322_date;
 use mxrack_net::{BoxStream, Conn, Deadlines, LineError, ShutdownSignal};
 use mxrack_store::{DeliveryMeta, Resolution, Store, StoreError, id_hex};
@@ -722,7 +723,26 @@ impl Session {
             .and_then(|out| out.scorer.clone())
             .filter(|_| self.user.is_none())
             .map(|scorer| (scorer, tx.from.clone()));
-        let mut sink = Some(MessageSink::new(file, headers, scorer));
+        // Authentication-Results (RFC 8601): the MX checks SPF, DKIM and
+        // DMARC within the DATA deadline; a submission says who logged in.
+        let auth = self
+            .svc
+            .outbound
+            .as_ref()
+            .and_then(|out| out.mail_auth.clone())
+            .map(|inbound| match &self.user {
+                Some(user) => AuthCheck::Fixed(inbound.submission_header(user)),
+                None => AuthCheck::Check {
+                    inbound,
+                    envelope: Envelope {
+                        ip: self.ip(),
+                        helo: self.helo.clone().unwrap_or_default(),
+                        mail_from: tx.from.clone(),
+                    },
+                    deadline,
+                },
+            });
+        let mut sink = Some(MessageSink::new(file, headers, scorer, auth));
         self.send(conn, Reply::start_data());
         if conn.flush().await.is_err() {
             return Flow::Close;
