@@ -60,6 +60,10 @@ FAST = {
     "retry_max_secs": 2,
     "connect_timeout_secs": 5,
     "command_timeout_secs": 30,
+    # Each attempt over a session of its own, so the sink's gate (which
+    # parks new connections) can hold a retry at its door; session reuse
+    # has its own server below (`reuse_relay`).
+    "connection_cache_secs": 0,
 }
 WAIT = 20.0
 TEMPFAIL = "451 4.3.0 try later"

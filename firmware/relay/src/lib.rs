@@ -7,7 +7,7 @@ pub mod route;
 pub mod runner;
 pub mod srs;
 
-pub use client::{ClientConfig, RcptOutcome, opportunistic_tls};
+pub use client::{ClientConfig, Credentials, RcptOutcome, Session, opportunistic_tls};
 pub use route::Router;
 pub use runner::{Relay, RelayStats, RunnerConfig};
 pub use srs::Srs;
