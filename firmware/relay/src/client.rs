@@ -466,7 +466,7 @@ impl Session {
         body: &[u8],
     ) -> Result<(Vec<(String, RcptOutcome)>, Vec<String>), String> {
         let server = self.server;
-        if self.needs_rset {
+        if self.needs_rset && !offers(&self.ehlo, "PIPELINING") {
             let r = self.command("RSET").await?;
             if r.code != 250 {
                 return Err(format!("RSET answered {}", r.line()));
@@ -501,6 +501,10 @@ impl Session {
                     vec![],
                 ));
             }
+        }
+        if offers(&self.ehlo, "PIPELINING") {
+            let rset = std::mem::replace(&mut self.needs_rset, true);
+            return self.pipelined(rset, mail, rcpts, prepend, body).await;
         }
         self.needs_rset = true;
         let r = self.command(&mail).await?;
@@ -566,6 +570,121 @@ impl Session {
         };
         results.extend(all(&accepted, outcome));
         Ok((results, retry))
+    }
+
+    /// One transaction with PIPELINING (RFC 2920): RSET if due, MAIL, every
+    /// RCPT and DATA go in one write, and the replies are read in order
+    /// (3.1: DATA is the last command of a group). Outcomes as in
+    /// `transaction`.
+    async fn pipelined(
+        &mut self,
+        rset: bool,
+        mail: String,
+        rcpts: &[String],
+        prepend: &[u8],
+        body: &[u8],
+    ) -> Result<(Vec<(String, RcptOutcome)>, Vec<String>), String> {
+        let server = self.server;
+        let t = self.command_timeout;
+        let mut group = String::new();
+        if rset {
+            group.push_str("RSET\r\n");
+        }
+        group.push_str(&mail);
+        group.push_str("\r\n");
+        for r in rcpts {
+            group.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        group.push_str("DATA\r\n");
+        timeout(t, self.s.get_mut().write_all(group.as_bytes()))
+            .await
+            .map_err(|_| "timeout writing to the server".to_string())?
+            .map_err(|e| format!("write error: {e}"))?;
+        if rset {
+            let r = read_reply(&mut self.s, t).await?;
+            if r.code != 250 {
+                return Err(format!("RSET answered {}", r.line()));
+            }
+        }
+        let mail_reply = read_reply(&mut self.s, t).await?;
+        self.note(&mail_reply);
+        let mut results = Vec::new();
+        let mut accepted = Vec::new();
+        let mut too_many = Vec::new();
+        for rcpt in rcpts {
+            let r = read_reply(&mut self.s, t).await?;
+            self.note(&r);
+            if mail_reply.code != 250 {
+                continue;
+            }
+            if r.code == 250 || r.code == 251 {
+                accepted.push(rcpt.clone());
+            } else if r.code == 452 {
+                too_many.push((
+                    rcpt.clone(),
+                    RcptOutcome::Deferred(format!("{server} said {}", r.line())),
+                ));
+            } else {
+                results.push((
+                    rcpt.clone(),
+                    by_code(r.code, format!("{server} said {}", r.line())),
+                ));
+            }
+        }
+        let data = read_reply(&mut self.s, t).await?;
+        self.note(&data);
+        if mail_reply.code != 250 {
+            if data.code == 354 {
+                self.end_empty_data().await?;
+            }
+            let why = format!("{server} refused MAIL FROM: {}", mail_reply.line());
+            return Ok((all(rcpts, by_code(mail_reply.code, why)), vec![]));
+        }
+        // Refused with 452 after others were taken: a new transaction for
+        // them at once (RFC 5321 4.5.3.1.10); with none taken, deferred.
+        let retry = if accepted.is_empty() {
+            results.append(&mut too_many);
+            vec![]
+        } else {
+            too_many.into_iter().map(|(r, _)| r).collect()
+        };
+        if data.code != 354 {
+            results.extend(all(
+                &accepted,
+                by_code(data.code, format!("{server} refused DATA: {}", data.line())),
+            ));
+            return Ok((results, retry));
+        }
+        if accepted.is_empty() {
+            // 354 with no recipient: RFC 2920 3.1 wants the lone dot.
+            self.end_empty_data().await?;
+            return Ok((results, retry));
+        }
+        self.write_message(prepend, body).await?;
+        let r = read_reply(&mut self.s, self.data_timeout).await?;
+        self.note(&r);
+        self.needs_rset = false;
+        self.transactions += 1;
+        let outcome = if r.code == 250 {
+            RcptOutcome::Delivered
+        } else {
+            by_code(r.code, format!("{server} said after DATA: {}", r.line()))
+        };
+        results.extend(all(&accepted, outcome));
+        Ok((results, retry))
+    }
+
+    /// Ends a DATA the server opened when no recipient was taken: an empty
+    /// message, whose reply does not matter (RFC 2920 3.1).
+    async fn end_empty_data(&mut self) -> Result<(), String> {
+        timeout(self.command_timeout, self.s.get_mut().write_all(b".\r\n"))
+            .await
+            .map_err(|_| "timeout writing to the server".to_string())?
+            .map_err(|e| format!("write error: {e}"))?;
+        let r = read_reply(&mut self.s, self.command_timeout).await?;
+        self.note(&r);
+        self.needs_rset = true;
+        Ok(())
     }
 
     /// Writes the message into the DATA stream, dot-stuffed and ended by
@@ -719,6 +838,8 @@ mod tests {
         rcpt_limit: Option<usize>,
         /// Close the connection, unanswered, after this many messages' data.
         vanish_after_data: Option<usize>,
+        /// Do not offer PIPELINING (commands go one by one).
+        no_pipelining: bool,
         log: Mutex<Vec<(usize, String)>>,
     }
 
@@ -761,7 +882,11 @@ mod tests {
                         for e in &sc.extensions {
                             r.push_str(&format!("\r\n250-{e}"));
                         }
-                        r + "\r\n250 PIPELINING"
+                        if sc.no_pipelining {
+                            r + "\r\n250 8BITMIME"
+                        } else {
+                            r + "\r\n250 PIPELINING"
+                        }
                     } else if upper.starts_with("MAIL") {
                         in_txn = 0;
                         "250 ok".into()
@@ -776,6 +901,8 @@ mod tests {
                             }
                             r.into()
                         }
+                    } else if upper == "DATA" && in_txn == 0 {
+                        "554 5.5.1 no valid recipients".into()
                     } else if upper == "DATA" {
                         s.get_mut().write_all(b"354 go\r\n").await.unwrap();
                         loop {
@@ -869,7 +996,33 @@ mod tests {
 
     #[tokio::test]
     async fn each_recipient_keeps_its_own_outcome_and_a_refused_transaction_is_reset() {
-        let mut script = Script::default();
+        outcomes_and_reset(false).await;
+        outcomes_and_reset(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_452_without_pipelining_too() {
+        let script = Script {
+            rcpt_limit: Some(3),
+            no_pipelining: true,
+            ..Script::default()
+        };
+        let (addr, sc) = serve(script).await;
+        let mut s = Session::open(addr, "dest.test", &config(), None)
+            .await
+            .unwrap();
+        let r = s.send("a@src.test", &rcpts(7), b"", MSG).await;
+        assert!(r.iter().all(|(_, o)| *o == RcptOutcome::Delivered), "{r:?}");
+        // One by one, the client stops at the first 452.
+        assert_eq!(sc.verbs().iter().filter(|v| *v == "RCPT").count(), 7 + 2);
+        assert_eq!(sc.verbs().iter().filter(|v| *v == "DATA").count(), 3);
+    }
+
+    async fn outcomes_and_reset(no_pipelining: bool) {
+        let mut script = Script {
+            no_pipelining,
+            ..Script::default()
+        };
         script.rcpt.insert("r1@dest.test".into(), "450 4.2.1 busy");
         script
             .rcpt
@@ -895,11 +1048,14 @@ mod tests {
         assert!(matches!(&r[0].1, RcptOutcome::Failed(_)));
         let r = s.send("a@src.test", &rcpts(1), b"", MSG).await;
         assert_eq!(r[0].1, RcptOutcome::Delivered);
+        // Pipelined, the refused transaction's DATA went in its group.
+        let expected: &[&str] = if no_pipelining {
+            &["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA"]
+        } else {
+            &["MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA"]
+        };
         let verbs = sc.verbs();
-        assert_eq!(
-            verbs[verbs.len() - 6..],
-            ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA"]
-        );
+        assert_eq!(verbs[verbs.len() - expected.len()..], *expected);
         assert!(s.reusable());
     }
 
