@@ -81,7 +81,8 @@ sink_field() { tr '\r' '\n' < "$1" | { grep -o "$2=[0-9]*" || true; } | tail -1 
 stop_sink() { kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=; }
 
 # One run: smtp-source into port $2, wait for the sink; sets MEASURED to
-# "secs sessions sunk".
+# "secs intake-secs sessions sunk" (intake: until smtp-source had every
+# message accepted).
 measure() {   # $1: name, $2: port
     local log="$WORK/sink-$1.log"
     start_sink "$log"
@@ -89,6 +90,8 @@ measure() {   # $1: name, $2: port
     start=$(date +%s.%N)
     "$SMTP_SOURCE" -c -l "$SIZE" -m "$MESSAGES" -s "$SESSIONS" -f bench@sender.example \
         -t demo@example.net "127.0.0.1:$2" > "$WORK/source-$1.log" 2>&1
+    local taken
+    taken=$(date +%s.%N)
     local deadline=$(( $(date +%s) + RUN_TIMEOUT_SECS ))
     while [ "$(sink_field "$log" mesg)" != "$MESSAGES" ]; do
         if [ "$(date +%s)" -ge "$deadline" ]; then echo "$1: timed out; sink: $(sink_field "$log" mesg)" >&2; break; fi
@@ -96,12 +99,12 @@ measure() {   # $1: name, $2: port
     done
     end=$(date +%s.%N)
     sleep 3   # idle cached sessions close (both MTAs keep one a few seconds)
-    MEASURED="$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$start" "$end") \
-$(sink_field "$log" sess) $(sink_field "$log" mesg)"
+    MEASURED="$(python3 -c "import sys; a, b, c = map(float, sys.argv[1:]); print(f'{c - a:.3f} {b - a:.3f}')" \
+        "$start" "$taken" "$end") $(sink_field "$log" sess) $(sink_field "$log" mesg)"
     stop_sink
 }
 
-# Each run sets RESULT to "secs sessions sunk left-in-queue warnings".
+# Each run sets RESULT to "secs intake-secs sessions sunk left-in-queue warnings".
 run_mxrack() {   # $1: name, $2: extra [relay] lines
     local dir="$WORK/$1"
     mkdir -p "$dir"
@@ -206,14 +209,14 @@ if sys.argv[6]:
     rows.append(("mxrack, connection_cache_secs=0", sys.argv[6]))
 print(f"live forwarding: smtp-source, {n} messages of {size} bytes over {sessions} sessions "
       f"-> MTA -> smtp-sink, all on 127.0.0.1")
-print(f"{'MTA':34} {'seconds':>8} {'msg/s':>8} {'sink sessions':>14} {'sink msgs':>10} {'left queued':>12}")
+print(f"{'MTA':34} {'seconds':>8} {'msg/s':>8} {'intake s':>9} {'sink sessions':>14} {'sink msgs':>10} {'left queued':>12}")
 rate = {}
 bad = False
 for name, text in rows:
-    secs, sess, sunk, left, warnings = text.split()
-    secs, sess, sunk, left = float(secs), int(sess or 0), int(sunk or 0), int(left)
+    secs, intake, sess, sunk, left, warnings = text.split()
+    secs, intake, sess, sunk, left = float(secs), float(intake), int(sess or 0), int(sunk or 0), int(left)
     rate[name] = n / secs
-    print(f"{name:34} {secs:8.2f} {n / secs:8.0f} {sess:14} {sunk:10} {left:12}"
+    print(f"{name:34} {secs:8.2f} {n / secs:8.0f} {intake:9.2f} {sess:14} {sunk:10} {left:12}"
           + (f"  ({warnings} WARN/ERROR log lines)" if warnings != "0" else ""))
     bad |= sunk != n
 print(f"mxrack / Postfix: {rate['mxrack'] / rate['Postfix 3.7']:.2f}x")
