@@ -16,11 +16,19 @@ Scripts are queues consumed one reply per command; when a queue is empty
 the command gets the per-address reply (RCPT) or the default (250).
 `gate_after(n)` parks every connection after the n-th before its banner until
 `open_gate()`, so a test can look at the queue while an attempt is in flight.
+
+    sink = Sink(tls=True, auth={"user": "pw"}, ...)   # AUTH PLAIN LOGIN, required
+
+With `auth`, the sink offers AUTH PLAIN and LOGIN (RFC 4954) after STARTTLS
+only, unless `auth_in_clear=True` (a careless server that offers it in
+plaintext too), and refuses MAIL before a successful AUTH (530 5.7.0).
+`auth_log` records every AUTH as (connection, mechanism, user, ok, tls).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import copy
 import re
@@ -74,6 +82,7 @@ class Transaction:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (address, reply)
     data: bytes | None = None  # unstuffed content, None if DATA never ended
     reply: str | None = None  # the reply to the end of DATA
+    auth_user: str | None = None  # who authenticated in this session
 
     @property
     def accepted(self) -> bool:
@@ -83,8 +92,11 @@ class Transaction:
 
 class Sink:
     def __init__(self, tls: bool = False, cert_dir: Path | None = None,
-                 eight_bit_mime: bool = True, smtputf8: bool = True, port: int = 0):
+                 eight_bit_mime: bool = True, smtputf8: bool = True, port: int = 0,
+                 auth: dict[str, str] | None = None, auth_in_clear: bool = False):
         self.tls = tls
+        self.auth = auth
+        self.auth_in_clear = auth_in_clear
         self.eight_bit_mime = eight_bit_mime
         self.smtputf8 = smtputf8
         self._ctx: ssl.SSLContext | None = None
@@ -111,6 +123,7 @@ class Sink:
             self._transactions: list[Transaction] = []
             self.connections = 0
             self.parked = 0
+            self.auth_log: list[tuple[int, str, str, bool, bool]] = []
             self.errors: list[str] = []
             # Connection number -> the lines exchanged ("C: ..." / "S: ..."),
             # message content left out.
@@ -312,6 +325,21 @@ class Sink:
         await send(f"220 {SINK_NAME} ESMTP sink")
         tls, tls_version, ehlo = False, None, None
         txn: Transaction | None = None
+        user: str | None = None
+
+        async def read_line() -> str | None:
+            raw = await reader.readline()
+            if not raw:
+                return None
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            log(f"C: {line}")
+            return line
+
+        def b64(text: str) -> str | None:
+            try:
+                return base64.b64decode(text, validate=True).decode("utf-8")
+            except Exception:
+                return None
         while True:
             raw = await reader.readline()
             if not raw:
@@ -331,6 +359,8 @@ class Sink:
                     ext.append("SMTPUTF8")
                 if self._ctx is not None and not tls:
                     ext.append("STARTTLS")
+                if self.auth is not None and (tls or self.auth_in_clear) and user is None:
+                    ext.append("AUTH PLAIN LOGIN")
                 lines = [SINK_NAME] + ext
                 for i, l in enumerate(lines):
                     await send(f"250{'-' if i < len(lines) - 1 else ' '}{l}")
@@ -340,6 +370,47 @@ class Sink:
                 tls, ehlo, txn = True, None, None
                 obj = writer.get_extra_info("ssl_object")
                 tls_version = obj.version() if obj else "?"
+            elif verb == "AUTH" and self.auth is not None and (tls or self.auth_in_clear):
+                words = line.split()
+                mech = words[1].upper() if len(words) > 1 else ""
+                if user is not None:
+                    await send("503 5.5.1 already authenticated")
+                    continue
+                name = password = None
+                if mech == "PLAIN":
+                    initial = words[2] if len(words) > 2 else None
+                    if initial is None:
+                        await send("334 ")
+                        initial = await read_line()
+                        if initial is None:
+                            return
+                    parts = (b64(initial) or "").split("\0")
+                    if len(parts) == 3:
+                        name, password = parts[1], parts[2]
+                elif mech == "LOGIN":
+                    await send("334 VXNlcm5hbWU6")
+                    got = await read_line()
+                    if got is None:
+                        return
+                    name = b64(got)
+                    await send("334 UGFzc3dvcmQ6")
+                    got = await read_line()
+                    if got is None:
+                        return
+                    password = b64(got)
+                else:
+                    await send("504 5.5.4 mechanism not supported")
+                    continue
+                ok = name is not None and self.auth.get(name) == password
+                entry = (number, mech, name or "", ok, tls)
+                self._record(lambda: self.auth_log.append(entry))
+                if ok:
+                    user = name
+                    await send("235 2.7.0 authenticated")
+                else:
+                    await send("535 5.7.8 authentication credentials invalid")
+            elif verb == "MAIL" and self.auth is not None and user is None:
+                await send("530 5.7.0 authentication required")
             elif verb == "MAIL":
                 m = PATH_RE.fullmatch(line)
                 if not m or m[1].upper() != "MAIL FROM":
@@ -350,7 +421,8 @@ class Sink:
                     continue
                 reply = self._next(self.mail_script, "250 2.1.0 sender ok")
                 if reply.startswith("250"):
-                    txn = Transaction(number, peer, ehlo, tls, tls_version, m[2], m[3].split())
+                    txn = Transaction(number, peer, ehlo, tls, tls_version, m[2], m[3].split(),
+                                      auth_user=user)
                     t = txn
                     self._record(lambda: self._transactions.append(t))
                 await send(reply)

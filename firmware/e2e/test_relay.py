@@ -61,6 +61,10 @@ FAST = {
     "retry_max_secs": 2,
     "connect_timeout_secs": 5,
     "command_timeout_secs": 30,
+    # Each attempt over a session of its own, so the sink's gate (which
+    # parks new connections) can hold a retry at its door; session reuse
+    # has its own server below (`reuse_relay`).
+    "connection_cache_secs": 0,
 }
 WAIT = 20.0
 TEMPFAIL = "451 4.3.0 try later"
@@ -866,6 +870,130 @@ def test_8bit_data_goes_as_it_is_to_a_server_without_8bitmime(relay, sink, plain
     assert len(delivered) == 1, delivered
     assert "caf\u00e9".encode() in delivered[0].data
     assert "BODY=8BITMIME" not in delivered[0].mail_params
+
+
+# --- sessions: reuse, batches, smarthost AUTH ------------------------------------
+
+REUSE_SESSIONS = 3  # relay.per_destination_concurrency of the reuse server
+SMART_USER, SMART_PASSWORD = "acct-17", "smarthost-pw-0123"
+
+
+@pytest.fixture(scope="module")
+def reuse_relay(tls_sink):
+    """A server with session reuse on (connection_cache_secs = 2, the
+    default), at most REUSE_SESSIONS sessions per destination, 150
+    recipients per submitted message."""
+    s = Server(max_recipients=150)
+    s.relay = dict(FAST, connection_cache_secs=2, per_destination_concurrency=REUSE_SESSIONS,
+                   total_concurrency=10, routes={"example.org": tls_sink.hop})
+    s.write_config()
+    s.start()
+    yield s
+    s.teardown()
+
+
+def test_many_messages_to_one_destination_arrive_over_few_sessions(reuse_relay, sink):
+    n = 40
+    rcpts = [f"many-{i}@example.org" for i in range(n)]
+    with reuse_relay.submission(login=(DEMO, reuse_relay.password)) as c:
+        for i, rcpt in enumerate(rcpts):
+            c.sendmail(DEMO, [rcpt], message(f"many-{i}", to=rcpt))
+    sink.wait_delivered(n, timeout=60)
+    wait_queue_empty(reuse_relay)
+    delivered = sink.delivered()
+    assert sorted(r for t in delivered for r in t.rcpt_to) == sorted(rcpts), "each exactly once"
+    sessions = {t.connection for t in sink.transactions}
+    assert 1 <= sink.connections <= REUSE_SESSIONS, (sink.connections, sessions)
+    assert max(sum(t.connection == c for t in delivered) for c in sessions) >= n // REUSE_SESSIONS
+    # After a completed DATA the next MAIL FROM follows directly (RFC 5321
+    # 4.1.1.4): no RSET, no new EHLO.
+    for number, lines in sink.transcripts.items():
+        commands = [l for l in lines if l.startswith("C: ")]
+        assert "C: RSET" not in commands, (number, commands)
+        assert sum(l.startswith("C: EHLO") for l in commands) == 2, (number, commands)  # before and after STARTTLS
+    # The idle sessions are closed after connection_cache_secs.
+    sink.wait_idle(timeout=10)
+
+
+def test_a_message_to_many_recipients_goes_in_transactions_of_100(reuse_relay, sink):
+    rcpts = [f"crowd-{i}@example.org" for i in range(150)]
+    submit(reuse_relay, rcpts, message("crowd"))
+    sink.wait_delivered(2, timeout=30)
+    wait_queue_empty(reuse_relay)
+    delivered = sink.delivered()
+    assert [len(t.rcpt_to) for t in delivered] == [100, 50], [len(t.rcpt_to) for t in delivered]
+    assert [r for t in delivered for r in t.rcpt_to] == rcpts, "in order, each once"
+    assert len({t.connection for t in delivered}) == 1, "over one session"
+    assert delivered[0].data == delivered[1].data
+
+
+def test_a_4xx_for_one_recipient_of_a_batch_retries_only_that_recipient(reuse_relay, sink):
+    ok1, later, gone, ok2 = (f"{w}@example.org" for w in ("batch-ok1", "batch-later", "batch-gone", "batch-ok2"))
+    sink.rcpt_for[later] = TEMPFAIL
+    sink.rcpt_for[gone] = NO_SUCH_USER
+    before = reuse_relay.uids(DEMO)
+    qid = submit(reuse_relay, [ok1, later, gone, ok2], message("batch"))
+    [first] = sink.wait_delivered(1)
+    assert first.rcpt_to == [ok1, ok2]
+    assert first.refused == [(later, TEMPFAIL), (gone, NO_SUCH_USER)]
+    # The entry keeps the deferred recipient only; the refused one bounces alone.
+    q = wait_entry(reuse_relay, qid, lambda q: q.attempts == 1, "the first attempt")
+    assert q.recipients == [later], q
+    [raw] = wait_new_messages(reuse_relay, DEMO, before)
+    _, _, [r], _ = parse_dsn(raw)
+    assert (r["Final-Recipient"], r["Action"]) == (f"rfc822; {gone}", "failed")
+    del sink.rcpt_for[later]
+    wait_gone(reuse_relay, qid)
+    delivered = sink.delivered()
+    assert [t.rcpt_to for t in delivered] == [[ok1, ok2], [later]], delivered
+    assert delivered[0].data == delivered[1].data
+
+
+@pytest.fixture
+def auth_sink(tmp_path_factory):
+    """A smarthost that wants AUTH (offered after STARTTLS only)."""
+    s = Sink(tls=True, cert_dir=tmp_path_factory.mktemp("auth-sink-certs"),
+             auth={SMART_USER: SMART_PASSWORD}).start()
+    yield s
+    s.stop()
+
+
+def smarthost_server(make_server, hop: str):
+    s = make_server(start=False)
+    s.relay = dict(FAST, smarthost=hop, smarthost_username=SMART_USER,
+                   smarthost_password=SMART_PASSWORD)
+    s.write_config()
+    s.start()
+    return s
+
+
+def test_the_smarthost_gets_auth_plain_inside_tls(make_server, auth_sink):
+    s = smarthost_server(make_server, auth_sink.hop)
+    rcpt = "someone@far-away.example"
+    qid = submit(s, [rcpt], message("smarthost", to=rcpt))
+    [t] = auth_sink.wait_delivered(1)
+    wait_gone(s, qid)
+    assert (t.tls, t.auth_user, t.rcpt_to) == (True, SMART_USER, [rcpt])
+    assert auth_sink.auth_log == [(1, "PLAIN", SMART_USER, True, True)]
+    # The password (plain or in the AUTH PLAIN token) is in no log line.
+    token = base64.b64encode(f"\0{SMART_USER}\0{SMART_PASSWORD}".encode())
+    log = s.stderr_path.read_bytes()
+    assert b"delivered" in log and SMART_PASSWORD.encode() not in log and token not in log
+
+
+def test_smarthost_credentials_are_never_sent_in_plaintext(make_server):
+    """A smarthost that offers AUTH without STARTTLS gets neither the
+    credentials nor the mail: the message waits, deferred, saying why."""
+    with Sink(auth={SMART_USER: SMART_PASSWORD}, auth_in_clear=True) as careless:
+        s = smarthost_server(make_server, careless.hop)
+        rcpt = "someone@far-away.example"
+        qid = submit(s, [rcpt], message("cleartext", to=rcpt))
+        q = wait_entry(s, qid, lambda q: q.attempts >= 1, "the first attempt")
+        assert "credentials are never sent in plaintext" in q.last_error, q.last_error
+        assert careless.connections >= 1
+        sent = [l for lines in careless.transcripts.values() for l in lines if l.startswith("C: ")]
+        assert not any(l.upper().startswith(("C: AUTH", "C: MAIL")) for l in sent), sent
+        assert careless.auth_log == [] and careless.transactions == []
 
 
 # --- maximum age ----------------------------------------------------------------

@@ -312,6 +312,16 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+
+    /// The configuration as TOML for the Manager's read-only page: the
+    /// smarthost password replaced, so it is not on a web page.
+    pub fn to_toml_shown(&self) -> String {
+        let mut c = self.clone();
+        if c.relay.smarthost_password.is_some() {
+            c.relay.smarthost_password = Some("(hidden)".into());
+        }
+        c.to_toml()
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ pub struct Relay {
     pub routes: BTreeMap<String, String>,
     /// Next hop for every other domain, "host:port"; without it, MX lookup.
     pub smarthost: Option<String>,
+    /// Credentials for the smarthost (AUTH PLAIN or LOGIN, RFC 4954), given
+    /// only inside TLS: a smarthost without STARTTLS gets no mail.
+    pub smarthost_username: Option<String>,
+    pub smarthost_password: Option<String>,
     /// Source address and EHLO name of customers' outbound mail.
     pub source_address: Option<IpAddr>,
     pub ehlo: Option<String>,
@@ -29,9 +33,15 @@ pub struct Relay {
     pub retry_max_secs: u64,
     /// A message still undelivered after this bounces (Postfix: 5 days).
     pub max_age_secs: u64,
-    /// Connections at once per destination domain, and over all.
+    /// Sessions at once per destination (route, smarthost or MX host set),
+    /// and over all (Postfix: default_destination_concurrency_limit 20,
+    /// default_process_limit 100).
     pub per_destination_concurrency: usize,
     pub total_concurrency: usize,
+    /// How long an idle session waits for the next message to its
+    /// destination before it is closed (Postfix:
+    /// smtp_connection_cache_time_limit, 2 s); 0: one message per session.
+    pub connection_cache_secs: u64,
     pub connect_timeout_secs: u64,
     /// Per SMTP command (RFC 5321 4.5.3.2 suggests minutes).
     pub command_timeout_secs: u64,
@@ -44,6 +54,8 @@ impl Default for Relay {
             enabled: true,
             routes: BTreeMap::new(),
             smarthost: None,
+            smarthost_username: None,
+            smarthost_password: None,
             source_address: None,
             ehlo: None,
             require_tls: false,
@@ -51,14 +63,21 @@ impl Default for Relay {
             retry_base_secs: 300,
             retry_max_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
-            per_destination_concurrency: 5,
-            total_concurrency: 50,
+            per_destination_concurrency: 20,
+            total_concurrency: 100,
+            connection_cache_secs: 2,
             connect_timeout_secs: 30,
             command_timeout_secs: 300,
             data_timeout_secs: 600,
         }
     }
 }
+
+/// Longest smarthost user name or password (RFC 4616 2: 255 octets).
+const CREDENTIAL_BYTES_MAX: usize = 255;
+/// Longest idle time of a cached session: past a minute a server has
+/// usually closed it (RFC 5321 4.5.3.2.7 lets it after 5 minutes).
+const CONNECTION_CACHE_SECS_MAX: u64 = 60;
 
 fn hop_ok(hop: &str) -> bool {
     match hop.rsplit_once(':') {
@@ -84,6 +103,45 @@ impl Relay {
             return Err(invalid(
                 "relay.smarthost",
                 format!("{h:?}: expected \"host:port\""),
+            ));
+        }
+        match (&self.smarthost_username, &self.smarthost_password) {
+            (None, None) => {}
+            (Some(u), Some(p)) => {
+                if self.smarthost.is_none() {
+                    return Err(invalid(
+                        "relay.smarthost_username",
+                        "credentials need relay.smarthost".into(),
+                    ));
+                }
+                // RFC 4616 2: the authentication identity and password are
+                // 1 to 255 octets, NUL-free; CR and LF would break the line.
+                for (key, v) in [
+                    ("relay.smarthost_username", u),
+                    ("relay.smarthost_password", p),
+                ] {
+                    if v.is_empty()
+                        || v.len() > CREDENTIAL_BYTES_MAX
+                        || v.contains(['\0', '\r', '\n'])
+                    {
+                        return Err(invalid(
+                            key,
+                            format!("1 to {CREDENTIAL_BYTES_MAX} bytes, no NUL, CR or LF"),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "relay.smarthost_username",
+                    "relay.smarthost_username and relay.smarthost_password go together".into(),
+                ));
+            }
+        }
+        if self.connection_cache_secs > CONNECTION_CACHE_SECS_MAX {
+            return Err(invalid(
+                "relay.connection_cache_secs",
+                format!("must be at most {CONNECTION_CACHE_SECS_MAX}"),
             ));
         }
         if !(1..=86_400).contains(&self.queue_interval_secs) {
@@ -154,6 +212,16 @@ mod tests {
             ("retry_base_secs = 0", "relay.retry_base_secs"),
             ("max_age_secs = 1", "relay.max_age_secs"),
             ("total_concurrency = 1", "relay.total_concurrency"),
+            ("connection_cache_secs = 61", "relay.connection_cache_secs"),
+            ("smarthost_username = \"u\"", "relay.smarthost_username"),
+            (
+                "smarthost_username = \"u\"\nsmarthost_password = \"p\"",
+                "relay.smarthost_username",
+            ),
+            (
+                "smarthost = \"h:25\"\nsmarthost_username = \"u\"\nsmarthost_password = \"a\\r\\nb\"",
+                "relay.smarthost_password",
+            ),
         ] {
             let e = Config::from_toml(&with(line))
                 .expect_err("refused")

@@ -367,7 +367,7 @@ async fn serve_all(
                 admin,
                 health.clone(),
                 mxrack_manager::Site {
-                    config_text: config.to_toml(),
+                    config_text: config.to_toml_shown(),
                     hostname: config.appliance.hostname.clone(),
                     ldap_base: ldap_svc.base_dn(),
                     book_limits: (ldap.max_entries_per_book, ldap.max_book_bytes),
@@ -640,14 +640,22 @@ fn build_relay(
         max_age: Duration::from_secs(r.max_age_secs),
         per_destination: r.per_destination_concurrency,
         total: r.total_concurrency,
+        connection_cache: Duration::from_secs(r.connection_cache_secs),
     };
     let routes = r
         .routes
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let router =
-        mxrack_relay::Router::new(routes, r.smarthost.clone()).with_resolver(resolver.clone());
+    let smarthost_auth = match (&r.smarthost_username, &r.smarthost_password) {
+        (Some(username), Some(password)) => Some(mxrack_relay::Credentials {
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    };
+    let router = mxrack_relay::Router::new(routes, r.smarthost.clone(), smarthost_auth)
+        .with_resolver(resolver.clone());
     let mut relay = mxrack_relay::Relay::new(store, runner, router, transports, Some(srs));
     if config.mail_auth.sign_outbound {
         relay = relay.with_sign_hook(Arc::new(mxrack_mailauth::Signer::new(

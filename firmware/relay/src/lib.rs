@@ -8,7 +8,7 @@ pub mod runner;
 pub mod sign;
 pub mod srs;
 
-pub use client::{ClientConfig, RcptOutcome, opportunistic_tls};
+pub use client::{ClientConfig, Credentials, RcptOutcome, Session, opportunistic_tls};
 pub use route::Router;
 pub use runner::{Relay, RelayStats, RunnerConfig};
 pub use sign::{Outgoing, SignHook};

@@ -1,8 +1,14 @@
 //! Where mail for a domain goes: a configured route for the domain, else the
 //! smarthost, else the domain's MX records (RFC 5321 5.1), with the implicit
-//! MX (the domain's own address) and null MX (RFC 7505) rules.
+//! MX (the domain's own address) and null MX (RFC 7505) rules. MX hosts of
+//! equal preference are tried in random order (RFC 5321 5.1). A
+//! `Destination` names where sessions go, so messages for one destination
+//! share sessions.
 
+use crate::client::Credentials;
 use hickory_resolver::TokioResolver;
+use rand::Rng;
+use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::sync::OnceCell;
@@ -26,15 +32,32 @@ pub struct Server {
     pub name: String,
 }
 
+/// Where one domain's mail goes: the servers in the order to try, the key
+/// sessions are shared under (the route or smarthost, or the set of MX
+/// hosts: two domains with the same MX hosts share sessions), and the
+/// credentials to give (the smarthost's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub key: String,
+    pub servers: Vec<Server>,
+    pub auth: Option<Credentials>,
+}
+
 pub struct Router {
     routes: HashMap<String, String>,
     smarthost: Option<String>,
+    smarthost_auth: Option<Credentials>,
     resolver: OnceCell<Result<TokioResolver, String>>,
 }
 
 impl Router {
-    /// `routes`: domain -> "host:port"; `smarthost`: "host:port" for the rest.
-    pub fn new(routes: HashMap<String, String>, smarthost: Option<String>) -> Router {
+    /// `routes`: domain -> "host:port"; `smarthost`: "host:port" for the
+    /// rest, with the credentials it wants (given only over TLS).
+    pub fn new(
+        routes: HashMap<String, String>,
+        smarthost: Option<String>,
+        smarthost_auth: Option<Credentials>,
+    ) -> Router {
         let routes = routes
             .into_iter()
             .map(|(d, h)| (d.to_ascii_lowercase(), h))
@@ -42,6 +65,7 @@ impl Router {
         Router {
             routes,
             smarthost,
+            smarthost_auth,
             resolver: OnceCell::new(),
         }
     }
@@ -56,11 +80,31 @@ impl Router {
     }
 
     pub async fn servers(&self, domain: &str) -> Result<Vec<Server>, RouteError> {
+        Ok(self.destination(domain).await?.servers)
+    }
+
+    pub async fn destination(&self, domain: &str) -> Result<Destination, RouteError> {
         let domain = domain.to_ascii_lowercase();
-        if let Some(hop) = self.routes.get(&domain).or(self.smarthost.as_ref()) {
-            return resolve_hop(hop).await;
+        if let Some(hop) = self.routes.get(&domain) {
+            return Ok(Destination {
+                key: format!("route {hop}"),
+                servers: resolve_hop(hop).await?,
+                auth: None,
+            });
         }
-        self.mx(&domain).await
+        if let Some(hop) = &self.smarthost {
+            return Ok(Destination {
+                key: format!("smarthost {hop}"),
+                servers: resolve_hop(hop).await?,
+                auth: self.smarthost_auth.clone(),
+            });
+        }
+        let (hosts, servers) = self.mx(&domain).await?;
+        Ok(Destination {
+            key: format!("mx {hosts}"),
+            servers,
+            auth: None,
+        })
     }
 
     async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -76,7 +120,9 @@ impl Router {
             .map_err(|e| RouteError::Temporary(format!("no DNS resolver: {e}")))
     }
 
-    async fn mx(&self, domain: &str) -> Result<Vec<Server>, RouteError> {
+    /// The MX hosts' names (sorted, joined: the destination key) and the
+    /// servers in the order to try.
+    async fn mx(&self, domain: &str) -> Result<(String, Vec<Server>), RouteError> {
         let resolver = self.resolver().await?;
         let mut hosts: Vec<(u16, String)> = match resolver.mx_lookup(format!("{domain}.")).await {
             Ok(mx) => mx
@@ -96,12 +142,18 @@ impl Router {
                 )));
             }
         };
-        hosts.sort_by_key(|(p, _)| *p);
+        order_by_preference(&mut hosts, &mut rand::thread_rng());
         if hosts.len() == 1 && (hosts[0].1 == "." || hosts[0].1.is_empty()) {
             return Err(RouteError::Permanent(format!(
                 "{domain} accepts no mail (null MX, RFC 7505)"
             )));
         }
+        let mut names: Vec<String> = hosts
+            .iter()
+            .map(|(_, h)| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        names.sort();
+        names.dedup();
         let mut out = Vec::new();
         for (_, host) in hosts {
             let host = host.trim_end_matches('.').to_string();
@@ -123,7 +175,24 @@ impl Router {
                 "no address for the mail servers of {domain}"
             )));
         }
-        Ok(out)
+        Ok((names.join(","), out))
+    }
+}
+
+/// Lowest preference first; hosts of equal preference in random order, so
+/// the load spreads over them (RFC 5321 5.1: "the SMTP client SHOULD pick
+/// one at random").
+pub fn order_by_preference<R: Rng>(hosts: &mut [(u16, String)], rng: &mut R) {
+    hosts.sort_by_key(|(p, _)| *p);
+    let mut start = 0;
+    while start < hosts.len() {
+        let pref = hosts[start].0;
+        let end = hosts[start..]
+            .iter()
+            .position(|(p, _)| *p != pref)
+            .map_or(hosts.len(), |n| start + n);
+        hosts[start..end].shuffle(rng);
+        start = end;
     }
 }
 
@@ -165,7 +234,11 @@ mod tests {
     #[tokio::test]
     async fn routes_then_smarthost() {
         let routes = HashMap::from([("Example.org".to_string(), "127.0.0.1:2626".to_string())]);
-        let r = Router::new(routes, Some("127.0.0.1:2727".into()));
+        let auth = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let r = Router::new(routes, Some("127.0.0.1:2727".into()), Some(auth.clone()));
         assert_eq!(
             r.servers("example.ORG").await.unwrap()[0].addr,
             "127.0.0.1:2626".parse().unwrap()
@@ -174,5 +247,36 @@ mod tests {
             r.servers("other.example").await.unwrap()[0].addr,
             "127.0.0.1:2727".parse().unwrap()
         );
+        // Credentials go to the smarthost only; one key per next hop.
+        let routed = r.destination("example.org").await.unwrap();
+        let smart = r.destination("other.example").await.unwrap();
+        assert_eq!(routed.auth, None);
+        assert_eq!(smart.auth, Some(auth));
+        assert_eq!(smart.key, r.destination("third.example").await.unwrap().key);
+        assert_ne!(routed.key, smart.key);
+    }
+
+    #[test]
+    fn equal_preference_hosts_are_shuffled_and_preferences_kept() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        let hosts = vec![
+            (20, "c".to_string()),
+            (10, "a".to_string()),
+            (10, "b".to_string()),
+            (30, "d".to_string()),
+        ];
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let mut h = hosts.clone();
+            order_by_preference(&mut h, &mut rng);
+            let prefs: Vec<u16> = h.iter().map(|(p, _)| *p).collect();
+            assert_eq!(prefs, [10, 10, 20, 30]);
+            assert_eq!((h[2].1.as_str(), h[3].1.as_str()), ("c", "d"));
+            firsts.insert(h[0].1.clone());
+        }
+        // Both hosts of preference 10 come first sometimes (the chance
+        // that one never does in 64 fair draws is 2^-63).
+        assert_eq!(firsts.len(), 2, "{firsts:?}");
     }
 }

@@ -3,10 +3,15 @@
 //! the entry, deferred ones wait with exponential backoff and jitter, and an
 //! entry older than the maximum age bounces. Failures bounce once, as one
 //! DSN to the original sender (the SRS address reversed for forwards).
+//!
+//! Sessions are shared: a session that delivered a message waits in the
+//! pool (`SessionPool`) up to `connection_cache` for the next message to the
+//! same destination and transport, so a burst to one destination goes over
+//! a few sessions (at most `per_destination` at once), not one per message.
 
-use crate::client::{self, ClientConfig, RcptOutcome};
+use crate::client::{self, ClientConfig, RcptOutcome, Session};
 use crate::dsn;
-use crate::route::{RouteError, Router};
+use crate::route::{Destination, RouteError, Router};
 use crate::srs::Srs;
 use mxrack_net::ShutdownSignal;
 use mxrack_store::{Delivery, Id, QueueEntry, Resolution, Store, id_hex};
@@ -14,7 +19,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
@@ -22,6 +27,8 @@ use tracing::{info, warn};
 const ENTRIES_PER_PASS_MAX: usize = 10_000;
 /// Servers tried per domain in one attempt.
 const SERVERS_TRIED_MAX: usize = 3;
+/// How often idle sessions past `connection_cache` are closed.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
@@ -50,6 +57,80 @@ pub struct RunnerConfig {
     pub max_age: Duration,
     pub per_destination: usize,
     pub total: usize,
+    /// How long an idle session waits for the next message to its
+    /// destination (Postfix: smtp_connection_cache_time_limit, 2 s); zero:
+    /// one message per session.
+    pub connection_cache: Duration,
+}
+
+/// Which sessions may carry a message: same transport (source address,
+/// EHLO name, TLS policy) and same destination (route, smarthost or MX
+/// host set).
+type PoolKey = (String, String);
+
+/// Idle sessions by destination, each with the time it became idle.
+#[derive(Default)]
+struct SessionPool {
+    idle: Mutex<HashMap<PoolKey, Vec<(Session, Instant)>>>,
+}
+
+impl SessionPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<(Session, Instant)>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle session for `key`, if any is still
+    /// within `keep` (older ones are left for the sweep).
+    fn take(&self, key: &PoolKey, keep: Duration) -> Option<Session> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        while let Some((session, since)) = list.pop() {
+            if since.elapsed() < keep && session.reusable() {
+                return Some(session);
+            }
+            tokio::spawn(session.quit());
+        }
+        None
+    }
+
+    /// Keeps a session for the next message, or closes it: when reuse is
+    /// off, the session is spent, or `cap` sessions already wait.
+    fn put(&self, key: PoolKey, session: Session, keep: Duration, cap: usize) {
+        if keep.is_zero() || !session.reusable() {
+            tokio::spawn(session.quit());
+            return;
+        }
+        let mut idle = self.lock();
+        let list = idle.entry(key).or_default();
+        if list.len() >= cap {
+            drop(idle);
+            tokio::spawn(session.quit());
+            return;
+        }
+        list.push((session, Instant::now()));
+    }
+
+    /// Closes the sessions idle for `keep` or more (all with a zero `keep`).
+    fn sweep(&self, keep: Duration) {
+        let mut expired = Vec::new();
+        {
+            let mut idle = self.lock();
+            for list in idle.values_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    if keep.is_zero() || list[i].1.elapsed() >= keep {
+                        expired.push(list.swap_remove(i).0);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            idle.retain(|_, l| !l.is_empty());
+        }
+        for session in expired {
+            tokio::spawn(session.quit());
+        }
+    }
 }
 
 /// Counters for metrics and `mxrack queue stats`.
@@ -59,6 +140,10 @@ pub struct RelayStats {
     pub deferred: AtomicU64,
     pub failed: AtomicU64,
     pub bounces: AtomicU64,
+    /// SMTP sessions opened, and messages sent over a session that had
+    /// carried one before.
+    pub sessions: AtomicU64,
+    pub reused: AtomicU64,
 }
 
 pub struct Relay {
@@ -74,6 +159,7 @@ pub struct Relay {
     in_flight: Mutex<HashSet<Id>>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     total: Arc<Semaphore>,
+    pool: SessionPool,
     pub stats: RelayStats,
 }
 
@@ -142,6 +228,7 @@ impl Relay {
             in_flight: Mutex::new(HashSet::new()),
             per_destination: Mutex::new(HashMap::new()),
             total,
+            pool: SessionPool::default(),
             stats: RelayStats::default(),
         }
     }
@@ -164,12 +251,22 @@ impl Relay {
     /// Runs passes until shutdown; entries being delivered at shutdown stay
     /// in the queue (a delivery is removed only after the server's 250).
     pub async fn run(self: Arc<Self>, mut shutdown: ShutdownSignal) {
+        let mut sweep = tokio::time::interval(POOL_SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_pass = tokio::time::Instant::now();
         loop {
-            self.clone().pass().await;
+            if tokio::time::Instant::now() >= next_pass {
+                self.clone().pass().await;
+                next_pass = tokio::time::Instant::now() + self.config.interval;
+            }
             tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = shutdown.wait() => {
+                    self.pool.sweep(Duration::ZERO);
+                    return;
+                }
+                _ = self.wake.notified() => next_pass = tokio::time::Instant::now(),
+                _ = sweep.tick() => self.pool.sweep(self.config.connection_cache),
+                _ = tokio::time::sleep_until(next_pass) => {}
             }
         }
     }
@@ -294,55 +391,127 @@ impl Relay {
             by_domain.entry(domain_of(r)).or_default().push(r.clone());
         }
         let mut outcomes: Vec<(String, RcptOutcome)> = Vec::new();
+        // Recipients of domains with one destination (a smarthost, shared
+        // MX hosts) go together, in one transaction.
+        let mut groups: Vec<(Destination, Vec<String>)> = Vec::new();
         for (domain, rcpts) in by_domain {
-            let permits = self.destination_permits(&domain);
+            match self.router.destination(&domain).await {
+                Err(RouteError::Permanent(why)) => {
+                    outcomes.extend(client::all(&rcpts, RcptOutcome::Failed(why.clone())))
+                }
+                Err(RouteError::Temporary(why)) => {
+                    outcomes.extend(client::all(&rcpts, RcptOutcome::Deferred(why.clone())))
+                }
+                Ok(dest) => match groups.iter_mut().find(|(d, _)| d.key == dest.key) {
+                    Some((_, group)) => group.extend(rcpts),
+                    None => groups.push((dest, rcpts)),
+                },
+            }
+        }
+        for (dest, rcpts) in groups {
+            let permits = self.destination_permits(&dest.key);
             let (Ok(_dest), Ok(_all)) = (
                 permits.acquire_owned().await,
                 self.total.clone().acquire_owned().await,
             ) else {
                 return;
             };
-            let mut pending = rcpts;
-            match self.router.servers(&domain).await {
-                Err(RouteError::Permanent(why)) => outcomes.extend(
-                    pending
-                        .drain(..)
-                        .map(|r| (r, RcptOutcome::Failed(why.clone()))),
-                ),
-                Err(RouteError::Temporary(why)) => outcomes.extend(
-                    pending
-                        .drain(..)
-                        .map(|r| (r, RcptOutcome::Deferred(why.clone()))),
-                ),
-                Ok(servers) => {
-                    let mut last: Vec<(String, RcptOutcome)> = Vec::new();
-                    for server in servers.iter().take(SERVERS_TRIED_MAX) {
-                        let results = client::deliver(
-                            server.addr,
-                            &server.name,
-                            client,
-                            &entry.mail_from,
-                            &pending,
-                            prepend.as_bytes(),
-                            without_return_path(&body),
-                        )
-                        .await;
-                        // Deferred recipients may do better at the next server.
-                        let (deferred, settled): (Vec<_>, Vec<_>) = results
-                            .into_iter()
-                            .partition(|(_, o)| matches!(o, RcptOutcome::Deferred(_)));
-                        outcomes.extend(settled);
-                        pending = deferred.iter().map(|(r, _)| r.clone()).collect();
-                        last = deferred;
-                        if pending.is_empty() {
-                            break;
-                        }
-                    }
-                    outcomes.extend(last);
-                }
-            }
+            let key = (entry.transport.clone(), dest.key.clone());
+            outcomes.extend(
+                self.deliver_to(
+                    key,
+                    client,
+                    &dest,
+                    &entry.mail_from,
+                    rcpts,
+                    prepend.as_bytes(),
+                    without_return_path(&body),
+                )
+                .await,
+            );
         }
         self.settle(entry, outcomes, &body).await;
+    }
+
+    /// One message to one destination: over an idle session of the pool
+    /// when there is one, else (and for recipients still deferred) over a
+    /// new session to each server in turn. A session that is still good
+    /// goes back to the pool.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_to(
+        &self,
+        key: PoolKey,
+        client: &ClientConfig,
+        dest: &Destination,
+        mail_from: &str,
+        rcpts: Vec<String>,
+        prepend: &[u8],
+        body: &[u8],
+    ) -> Vec<(String, RcptOutcome)> {
+        let keep = self.config.connection_cache;
+        let cap = self.config.per_destination.max(1);
+        let mut outcomes = Vec::new();
+        let mut pending = rcpts;
+        let mut last: Vec<(String, RcptOutcome)> = Vec::new();
+        // An idle session first. If it turns out dead (the server closed
+        // it meanwhile), its recipients are deferred and tried again below
+        // over new sessions.
+        enum Via<'a> {
+            Cached(Session),
+            Fresh(&'a crate::route::Server),
+        }
+        // A server that answered over a cached session is not asked again
+        // in this attempt; one whose cached session broke (likely closed
+        // while idle) is, over a new session.
+        let mut answered: Option<std::net::SocketAddr> = None;
+        let cached = self.pool.take(&key, keep).map(Via::Cached);
+        let fresh = dest.servers.iter().take(SERVERS_TRIED_MAX).map(Via::Fresh);
+        for via in cached.into_iter().chain(fresh) {
+            let mut session = match via {
+                Via::Cached(session) => {
+                    self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                    session
+                }
+                Via::Fresh(server) if answered == Some(server.addr) => continue,
+                Via::Fresh(server) => {
+                    match Session::open(server.addr, &server.name, client, dest.auth.as_ref()).await
+                    {
+                        Ok(session) => {
+                            self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                            session
+                        }
+                        Err(outcome) => {
+                            last = client::all(&pending, outcome);
+                            if last
+                                .first()
+                                .is_some_and(|(_, o)| matches!(o, RcptOutcome::Failed(_)))
+                            {
+                                outcomes.append(&mut last);
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let results = session.send(mail_from, &pending, prepend, body).await;
+            if !session.broken() {
+                answered = Some(session.server());
+            }
+            self.pool.put(key.clone(), session, keep, cap);
+            // Deferred recipients may do better at the next server.
+            let (deferred, settled): (Vec<_>, Vec<_>) = results
+                .into_iter()
+                .partition(|(_, o)| matches!(o, RcptOutcome::Deferred(_)));
+            outcomes.extend(settled);
+            pending = deferred.iter().map(|(r, _)| r.clone()).collect();
+            last = deferred;
+            if pending.is_empty() {
+                break;
+            }
+        }
+        outcomes.extend(last);
+        outcomes
     }
 
     async fn settle(&self, entry: QueueEntry, outcomes: Vec<(String, RcptOutcome)>, body: &[u8]) {
