@@ -32,6 +32,7 @@ mod qresync;
 mod rev2;
 mod searchres;
 mod sort;
+pub use append::{APPEND_MESSAGES_MAX, CATENATE_PARTS_MAX};
 pub use notify::NOTIFY_PENDING_EVENTS_MAX;
 mod keywords;
 mod list;
