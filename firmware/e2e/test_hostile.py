@@ -8,6 +8,7 @@ legitimate message sent alongside arrives and can be read over IMAP.
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -18,7 +19,7 @@ import ldap3
 import pytest
 
 from mxlib import HOST, IO_TIMEOUT, Raw, insecure_tls
-from test_imap import Imap, ImapServer, new_account, raw_imaps, simple
+from test_imap import Imap, ImapServer, Reply, new_account, raw_imaps, simple
 
 SENDER = "sender@example.org"
 
@@ -596,3 +597,196 @@ def assert_alive_basic(s):
         assert c.ehlo()[0] == 250
     with socket.create_connection((HOST, s.pop3_port), timeout=IO_TIMEOUT) as p:
         assert p.recv(100).startswith(b"+OK")
+
+
+# --- 9. IMAP extensions: SORT, THREAD, MULTIAPPEND, CATENATE, NOTIFY, BINARY, SEARCHRES ----
+
+
+def multiappend(c: Imap, mailbox: str, messages: list[bytes]) -> Reply:
+    """One APPEND of all `messages` (MULTIAPPEND, RFC 3502), each as a
+    non-synchronizing literal (LITERAL+), sent at once."""
+    t = c.tag()
+    cmd = f"{t} APPEND {mailbox}".encode()
+    for m in messages:
+        cmd += f" {{{len(m)}+}}\r\n".encode() + m
+    c.send(cmd + b"\r\n")
+    return c.read_until_tagged(t)
+
+
+def chain_message(i: int) -> bytes:
+    """Message i of a reference chain with a side branch at every level:
+    even ones form the chain (c0 <- c1 <- ...), each odd one answers the
+    chain message before it, so every chain message has two children and
+    the thread tree is 2,500 levels deep."""
+    k = i // 2
+    if i % 2 == 0:
+        mid, parent = f"c{k}", (f"c{k - 1}" if k else None)
+    else:
+        mid, parent = f"l{k}", f"c{k}"
+    refs = f"References: <{parent}@chain.test>\r\nIn-Reply-To: <{parent}@chain.test>\r\n" if parent else ""
+    return (
+        f"From: <sender@example.org>\r\nSubject: {'Re: ' if parent else ''}chain\r\n"
+        f"Message-ID: <{mid}@chain.test>\r\n{refs}"
+        f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime(1_600_000_000 + i * 60))}\r\n"
+        f"\r\nlink {i}\r\n"
+    ).encode()
+
+
+def nesting(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
+def test_thread_and_sort_of_a_five_thousand_message_reference_chain(hostile_server):
+    """5,000 messages linked by References: THREAD REFERENCES builds one
+    thread 2,500 levels deep. The output nests at most THREAD_DEPTH_MAX (64) deep,
+    the server's memory stays within bounds, and the session goes on."""
+    acct = new_account(hostile_server, "chain")
+    n = 5_000
+    with raw_imaps(hostile_server, acct) as c:
+        for start in range(0, n, 1_000):
+            r = multiappend(c, "INBOX", [chain_message(i) for i in range(start, start + 1_000)])
+            assert r.status == "OK", r
+        c.ok("SELECT INBOX")
+        before = rss_kib(hostile_server)
+        started = time.monotonic()
+        r = c.ok("THREAD REFERENCES UTF-8 ALL")
+        (line,) = r.untagged
+        assert line.startswith("* THREAD (1 (2)(3 (4)(5 (6)"), line[:80]
+        assert len(re.findall(r"\d+", line)) == n
+        # One thread, nested THREAD_DEPTH_MAX deep, then flat.
+        assert 60 < nesting(line) <= 66, nesting(line)
+        r = c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        (line,) = r.untagged
+        assert len(re.findall(r"\d+", line)) == n
+        r = c.ok("SORT (REVERSE DATE) UTF-8 ALL")
+        assert r.untagged == ["* SORT " + " ".join(str(i) for i in range(n, 0, -1))]
+        r = c.ok("UID SORT RETURN (MIN MAX COUNT) (SUBJECT ARRIVAL) UTF-8 ALL")
+        assert r.untagged[0].endswith(f"UID MIN 1 MAX {n} COUNT {n}"), r
+        assert time.monotonic() - started < 120
+        # A few hundred bytes of keys per message, read one at a time.
+        assert rss_kib(hostile_server) - before < 64 * 1024
+        c.ok("NOOP")
+    assert_alive(hostile_server)
+
+
+def test_multiappend_past_its_message_limit(hostile_server):
+    """RFC 3502 lets a server bound a MULTIAPPEND: 1,001 tiny messages get
+    NO [LIMIT] (APPEND_MESSAGES_MAX = 1,000) and none is stored."""
+    acct = new_account(hostile_server, "multi")
+    tiny = [f"Subject: {i}\r\n\r\nx\r\n".encode() for i in range(1_001)]
+    with raw_imaps(hostile_server, acct) as c:
+        r = multiappend(c, "INBOX", tiny)
+        assert r.status == "NO" and r.code == "LIMIT", r
+        r = c.ok("STATUS INBOX (MESSAGES)")
+        assert r.untagged == ["* STATUS INBOX (MESSAGES 0)"], r
+        # At the limit it is one transaction, all stored.
+        r = multiappend(c, "INBOX", tiny[:1_000])
+        assert r.status == "OK" and r.code.startswith("APPENDUID ") and r.code.endswith(" 1:1000"), r
+        # Synchronizing literals: the refusal comes instead of the "+".
+        t = c.tag()
+        cmd = f"{t} APPEND INBOX".encode()
+        for m in tiny[:1_000]:
+            cmd += f" {{{len(m)}+}}\r\n".encode() + m
+        c.send(cmd + f" {{{len(tiny[0])}}}\r\n".encode())
+        r = c.read_until_tagged(t)
+        assert r.status == "NO" and r.code == "LIMIT", r
+        r = c.ok("STATUS INBOX (MESSAGES)")
+        assert r.untagged == ["* STATUS INBOX (MESSAGES 1000)"], r
+    assert_alive(hostile_server)
+
+
+def test_catenate_many_parts_and_urls_to_nothing(hostile_server):
+    """CATENATE: more URL parts than CATENATE_PARTS_MAX (256) is NO [LIMIT];
+    a URL naming the message being appended itself (the folder's UIDNEXT),
+    a URL relative to no selected mailbox and one into another user's
+    mailbox are NO [BADURL]; nothing is stored for any of them."""
+    acct = new_account(hostile_server, "cat")
+    with raw_imaps(hostile_server, acct) as c:
+        r = multiappend(c, "INBOX", [b"Subject: part\r\n\r\nabc\r\n"])
+        assert r.status == "OK", r
+        url = ' URL "/INBOX/;UID=1"'
+        r = c.cmd("APPEND INBOX CATENATE (" + (url * 257).strip() + ")")
+        assert r.status == "NO" and r.code == "LIMIT", r
+        r = c.ok("APPEND INBOX CATENATE (" + (url * 256).strip() + ")")
+        assert r.code.endswith(" 2"), r
+        for bad in ('"/INBOX/;UID=3"', '";UID=1"', '"imap://other@mx.e2e.test/INBOX/;UID=1"'):
+            r = c.cmd(f"APPEND INBOX CATENATE (TEXT {{4+}}\r\nhead URL {bad})")
+            assert r.status == "NO" and r.code.startswith("BADURL"), (bad, r)
+        r = c.ok("STATUS INBOX (MESSAGES)")
+        assert r.untagged == ["* STATUS INBOX (MESSAGES 2)"], r
+        c.ok("SELECT INBOX")
+        r = c.ok("FETCH 2 (RFC822.SIZE)")
+        assert r.untagged == [f"* 2 FETCH (RFC822.SIZE {256 * 22})"], r
+    assert_alive(hostile_server)
+
+
+def test_notify_with_too_many_mailbox_names(hostile_server):
+    """NOTIFY takes at most NOTIFY_MAILBOXES_MAX (100) names: 101 is a BAD
+    naming the limit, 100 works, and the session goes on."""
+    acct = new_account(hostile_server, "notify")
+    names = " ".join(f"box{i}" for i in range(101))
+    with raw_imaps(hostile_server, acct) as c:
+        r = c.cmd(f"NOTIFY SET (mailboxes ({names}) (MessageNew MessageExpunge))")
+        assert r.status == "BAD" and "[LIMIT]" in r.tagged, r
+        names = " ".join(f"box{i}" for i in range(100))
+        c.ok(f"NOTIFY SET (mailboxes ({names}) (MessageNew MessageExpunge))")
+        c.ok("NOTIFY NONE")
+        c.ok("NOOP")
+    assert_alive(hostile_server)
+
+
+def test_binary_fetch_of_malformed_base64(hostile_server):
+    """FETCH BINARY of a part whose base64 is broken (stray characters,
+    padding in the middle, a cut group) decodes it as readers do (RFC 2045
+    6.8: characters outside the alphabet are ignored, padding ends the
+    data); an encoding nobody knows is NO [UNKNOWN-CTE]; the session goes on."""
+    acct = new_account(hostile_server, "b64")
+    body = (
+        b"From: <sender@example.org>\r\nSubject: b64\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"SGVs*!bG8\x01 gd2\r\n9y bGQ=ZZZZ\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJDR\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-rot13\r\n\r\nuryyb\r\n"
+        b"--b--\r\n"
+    )
+    with raw_imaps(hostile_server, acct) as c:
+        assert multiappend(c, "INBOX", [body]).status == "OK"
+        c.ok("SELECT INBOX")
+        r = c.ok("FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[2])")
+        assert r.untagged == ["* 1 FETCH (BINARY[1] {11}\r\nHello world BINARY.SIZE[1] 11 BINARY[2] {3}\r\nABC)"], r
+        r = c.cmd("FETCH 1 (BINARY.PEEK[3])")
+        assert r.status == "NO" and r.code == "UNKNOWN-CTE", r
+        r = c.ok("FETCH 1 (FLAGS)")
+        assert "\\Seen" not in r.untagged[0], r
+    assert_alive(hostile_server)
+
+
+def test_searchres_dollar_with_no_saved_result(hostile_server):
+    """`$` with nothing saved is the empty set (RFC 5182 2.1): every
+    command that takes it answers as for no messages; outside a mailbox it
+    is the usual state BAD."""
+    acct = new_account(hostile_server, "dollar")
+    with raw_imaps(hostile_server, acct) as c:
+        assert c.cmd("FETCH $ (UID)").status == "BAD"
+        assert multiappend(c, "INBOX", [b"Subject: one\r\n\r\nx\r\n"]).status == "OK"
+        c.ok("SELECT INBOX")
+        assert c.ok("FETCH $ (UID)").untagged == []
+        assert c.ok("UID SEARCH UID $").untagged == ["* SEARCH"]
+        assert c.ok("SORT (SUBJECT) UTF-8 $").untagged == ["* SORT"]
+        assert c.ok("STORE $ +FLAGS (\\Deleted)").untagged == []
+        assert c.ok("UID EXPUNGE $").untagged == []
+        r = c.cmd("COPY $ Trash")
+        assert r.status in ("OK", "NO"), r
+        # A search that saves, then $ is that result.
+        c.ok("SEARCH RETURN (SAVE) ALL")
+        assert c.ok("FETCH $ (UID)").untagged == ["* 1 FETCH (UID 1)"]
+        c.ok("NOOP")
+    assert_alive(hostile_server)

@@ -212,11 +212,83 @@ fn imap() -> Vec<(&'static str, Vec<u8>)> {
         "* BAD",
         "d5 LOGOUT",
     ]));
+    // SORT, THREAD, ESORT/ESEARCH RETURN, SEARCHRES, CONTEXT=SEARCH.
+    let sort_thread = crlf(&[
+        &format!("e1 LOGIN {JO} {JO_PASSWORD}"),
+        "e2 SELECT INBOX",
+        "e3 SORT (REVERSE DATE SUBJECT) UTF-8 ALL",
+        "e4 UID SORT (DISPLAYFROM TO CC SIZE ARRIVAL) UTF-8 OR SEEN SUBJECT re",
+        "e5 SORT RETURN (MIN MAX COUNT PARTIAL 1:2) (SUBJECT) UTF-8 ALL",
+        "e6 THREAD REFERENCES UTF-8 ALL",
+        "e7 UID THREAD ORDEREDSUBJECT US-ASCII NOT DELETED",
+        "e8 SEARCH RETURN (SAVE MIN) TEXT hello",
+        "e9 FETCH $ (UID FLAGS)",
+        "e10 SORT RETURN (SAVE) (SIZE) UTF-8 $",
+        "e11 SEARCH RETURN (UPDATE COUNT) UNSEEN",
+        "e12 STORE 1:2 +FLAGS (\\Seen)",
+        "e13 CANCELUPDATE \"e11\"",
+        "e14 UID SEARCH RETURN (PARTIAL 1:3) MODSEQ 1",
+        "e15 LOGOUT",
+    ]);
+    // NOTIFY, then ENABLE QRESYNC and SELECT (QRESYNC ...), IMAP4rev2.
+    let notify_qresync = crlf(&[
+        &format!("f1 LOGIN {JO} {JO_PASSWORD}"),
+        "f2 NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER] FLAGS) MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge MailboxName SubscriptionChange)) (mailboxes (Junk Archive) NONE)",
+        "f3 ENABLE QRESYNC",
+        "f4 SELECT INBOX (QRESYNC (1 1 1:10 (1:3 1:3)))",
+        "f5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+        "f6 STORE 2 +FLAGS (\\Deleted)",
+        "f7 UID EXPUNGE 2",
+        "f8 CREATE Box",
+        "f9 SUBSCRIBE Box",
+        "f10 NOTIFY NONE",
+        "f11 CLOSE",
+        "f12 ENABLE IMAP4rev2",
+        "f13 SELECT INBOX",
+        "f14 SEARCH RECENT",
+        "f15 STATUS INBOX (MESSAGES RECENT)",
+        "f16 LOGOUT",
+    ]);
+    // MULTIAPPEND, CATENATE (TEXT and URL parts), literal8, BINARY.
+    let mut append_ext = crlf(&[
+        &format!("g1 LOGIN {JO} {JO_PASSWORD}"),
+        &format!("g2 APPEND Archive (\\Seen) {{{}+}}", appended.len()),
+    ]);
+    append_ext.extend_from_slice(appended.as_bytes());
+    append_ext.extend_from_slice(
+        format!(
+            " (\\Flagged) \"14-Nov-2023 22:13:20 +0000\" {{{}+}}\r\n",
+            appended.len()
+        )
+        .as_bytes(),
+    );
+    append_ext.extend_from_slice(appended.as_bytes());
+    append_ext.extend(crlf(&[""]));
+    let binary = b"Subject: nul\r\n\r\na\0b\r\n";
+    append_ext.extend_from_slice(format!("g3 APPEND INBOX ~{{{}+}}\r\n", binary.len()).as_bytes());
+    append_ext.extend_from_slice(binary);
+    append_ext.extend(crlf(&[
+        "",
+        "g4 APPEND Archive CATENATE (TEXT {14+}",
+        "Subject: cat",
+        " URL \"/INBOX;UIDVALIDITY=1/;UID=3/;SECTION=1\" URL \"/INBOX/;UID=1/;PARTIAL=0.5\" TEXT {2+}",
+        "",
+        ")",
+        "g5 SELECT INBOX",
+        "g6 APPEND INBOX CATENATE (URL \";UID=2/;SECTION=HEADER\" URL {13+}",
+        "/INBOX/;UID=9)",
+        "g7 FETCH 1:* (BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[2.1]<0.4> BINARY[])",
+        "g8 UID FETCH 3 (BINARY.PEEK[2] BINARY.SIZE[2.1])",
+        "g9 LOGOUT",
+    ]));
     vec![
         ("login_select_fetch_search", fetch),
         ("append_idle_store_move", append),
         ("authenticate_enable_examine", auth),
         ("literal_login_and_errors", literal_login),
+        ("sort_thread_esearch_searchres", sort_thread),
+        ("notify_qresync_rev2", notify_qresync),
+        ("multiappend_catenate_binary", append_ext),
     ]
 }
 

@@ -32,6 +32,7 @@ mod qresync;
 mod rev2;
 mod searchres;
 mod sort;
+pub use append::{APPEND_MESSAGES_MAX, CATENATE_PARTS_MAX};
 pub use notify::NOTIFY_PENDING_EVENTS_MAX;
 mod keywords;
 mod list;
@@ -186,6 +187,15 @@ fn fetch_batches(metas: &[(usize, MessageMeta)], reads: bool) -> Vec<&[(usize, M
 /// (RFC 3501 5.1.3): the command is well formed, the name just cannot
 /// exist, so NO, not BAD (as Dovecot answers: "NO Mailbox name is not
 /// valid mUTF-7").
+/// Whether a FETCH may set \Seen as it reads (a client's command, RFC
+/// 3501 6.4.5) or reads as with BODY.PEEK (what NOTIFY pushes unasked,
+/// RFC 5465 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchMode {
+    Command,
+    Peek,
+}
+
 fn invalid_mailbox_name(tag: &str) -> String {
     format!("{tag} NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n")
 }
@@ -659,6 +669,12 @@ impl Session {
         let state_ok = match &req.command {
             Capability | Noop | Logout | Id => true,
             StartTls | Authenticate { .. } | Login { .. } => !authed,
+            // RFC 5161 3.1: ENABLE is valid only in the authenticated
+            // state, before a mailbox is selected (what it switches, such
+            // as VANISHED for EXPUNGE or no \Recent, would change the
+            // selected mailbox's rules midway). The server may check it;
+            // this one does, with the state error every command gets.
+            Enable(_) => authed && !selected,
             Check
             | Close
             | Unselect
@@ -679,6 +695,14 @@ impl Session {
             } else {
                 "Log in first"
             };
+            conn.write(format!("{tag} BAD [CLIENTBUG] {why}\r\n").as_bytes());
+            return if self.count_bad(conn) {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
+        }
+        if let Some(why) = self.rev2_refusal(&req.command) {
             conn.write(format!("{tag} BAD [CLIENTBUG] {why}\r\n").as_bytes());
             return if self.count_bad(conn) {
                 Flow::Close
@@ -850,21 +874,33 @@ impl Session {
             GetQuotaRoot(mailbox) => self.get_quota_root(&tag, &mailbox, conn).await,
             Notify(cmd) => self.notify_command(&tag, cmd, conn).await,
             Close => {
-                if let Some(sel) = self.selected.take()
-                    && !sel.read_only
-                {
+                let mut code = String::new();
+                if let Some(sel) = self.leave_selected().await {
                     let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
+                    let expunge = !sel.read_only;
                     // CLOSE expunges silently (RFC 3501 6.4.2).
-                    if let Err(e) =
-                        blocking(&self.svc.store, move |s| s.expunge(&user, &name, None)).await
+                    match blocking(&self.svc.store, move |s| {
+                        if expunge {
+                            s.expunge(&user, &name, None)?;
+                        }
+                        s.folder_get(&user, &name)
+                    })
+                    .await
                     {
-                        warn!(error = %e, "expunge at CLOSE failed");
+                        // RFC 7162 3.2.8: with QRESYNC the tagged OK of
+                        // CLOSE carries the mailbox's HIGHESTMODSEQ after
+                        // the expunge (the client saw no EXPUNGE for it).
+                        Ok(f) if self.qresync => {
+                            code = format!("[HIGHESTMODSEQ {}] ", f.highestmodseq);
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "expunge at CLOSE failed"),
                     }
                 }
-                Ok(format!("{tag} OK CLOSE completed\r\n"))
+                Ok(format!("{tag} OK {code}CLOSE completed\r\n"))
             }
             Unselect => {
-                self.selected = None;
+                self.leave_selected().await;
                 Ok(format!("{tag} OK UNSELECT completed\r\n"))
             }
             Expunge => self.expunge(&tag, None, conn).await,
@@ -937,6 +973,17 @@ impl Session {
         }
         self.context_updates(conn).await;
         self.notify_push(conn, false).await;
+    }
+
+    /// Leaves the selected mailbox (SELECT of another, CLOSE, UNSELECT):
+    /// its search contexts end (RFC 5267 4.3: a context lives while its
+    /// mailbox stays selected; a re-SELECT of the same name is a new
+    /// selection) and NOTIFY takes its STATUS baseline.
+    async fn leave_selected(&mut self) -> Option<Selected> {
+        let sel = self.selected.take()?;
+        self.contexts.clear();
+        self.notify_left(sel.name.clone()).await;
+        Some(sel)
     }
 
     async fn login(&mut self, tag: &str, user: String, password: String, conn: &mut Conn) -> Flow {
@@ -1108,7 +1155,7 @@ impl Session {
         condstore: bool,
         conn: &mut Conn,
     ) -> Result<String, StoreError> {
-        if self.selected.take().is_some() {
+        if self.leave_selected().await.is_some() {
             // RFC 7162 3.2.11 / RFC 9051: the old mailbox is closed first.
             conn.write(b"* OK [CLOSED] Previous mailbox closed\r\n");
         }
@@ -1120,7 +1167,9 @@ impl Session {
         };
         let user = self.user.clone().unwrap_or_default();
         let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await?;
-        let recent = if read_only {
+        let recent = if !self.recent_allowed() {
+            HashSet::new()
+        } else if read_only {
             recent::unclaimed(&snap.folder, &snap.messages)
         } else {
             self.claim_recent(&snap.folder.name, &snap.messages, snap.folder.uidnext)
@@ -1231,6 +1280,7 @@ impl Session {
             self.context_expunging(&gone, conn);
         }
         let (condstore, qresync) = (self.condstore, self.qresync);
+        let recent_allowed = self.recent_allowed();
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
@@ -1279,7 +1329,7 @@ impl Session {
         if grew || (allow_expunge && expunged) {
             out.push_str(&format!("* {} EXISTS\r\n", sel.messages.len()));
         }
-        if grew {
+        if grew && recent_allowed {
             let (name, view) = (sel.name.clone(), sel.messages[before..].to_vec());
             let claimed = if sel.read_only {
                 recent::unclaimed(&snap.folder, &view)
@@ -1508,11 +1558,22 @@ impl Session {
             None => None,
         };
         let (user, name) = (self.user.clone().unwrap_or_default(), sel.name.clone());
-        let removed = blocking(&self.svc.store, move |s| {
-            s.expunge(&user, &name, only.as_deref())
+        let (removed, folder) = blocking(&self.svc.store, move |s| {
+            let removed = s.expunge(&user, &name, only.as_deref())?;
+            Ok((removed, s.folder_get(&user, &name)?))
         })
         .await?;
         self.report_expunged(&removed, conn);
+        // RFC 7162 3.2.7/3.2.9: with QRESYNC the tagged OK of EXPUNGE and UID
+        // EXPUNGE carries HIGHESTMODSEQ, read right after this expunge
+        // (changes committed later are reported before it, or are above
+        // it: never a value past what the client has been told).
+        if self.qresync {
+            return Ok(format!(
+                "{tag} OK [HIGHESTMODSEQ {}] EXPUNGE completed\r\n",
+                folder.highestmodseq
+            ));
+        }
         Ok(format!("{tag} OK EXPUNGE completed\r\n"))
     }
 
@@ -1584,21 +1645,45 @@ impl Session {
         Ok(format!("{tag} OK SEARCH completed\r\n"))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fetch(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        items: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        conn: &mut Conn,
+    ) -> Result<String, StoreError> {
+        self.fetch_as(
+            tag,
+            uid,
+            set,
+            items,
+            changed_since,
+            FetchMode::Command,
+            conn,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_as(
         &mut self,
         tag: &str,
         uid: bool,
         set: &SequenceSet,
         mut items: Vec<FetchAtt>,
         changed_since: Option<u64>,
+        mode: FetchMode,
         conn: &mut Conn,
     ) -> Result<String, StoreError> {
         let seqs = match self.resolve(uid, set) {
             Ok(s) => s,
             Err(why) => return Ok(format!("{tag} BAD [CLIENTBUG] {why}\r\n")),
         };
-        if (uid || changed_since.is_some()) && !items.contains(&FetchAtt::Uid) {
+        // Once QRESYNC is enabled every FETCH response carries the UID
+        // (RFC 7162 3.2.4), as UID FETCH and CHANGEDSINCE always do.
+        if (uid || changed_since.is_some() || self.qresync) && !items.contains(&FetchAtt::Uid) {
             items.insert(0, FetchAtt::Uid);
         }
         if changed_since.is_some() && !items.contains(&FetchAtt::ModSeq) {
@@ -1626,6 +1711,7 @@ impl Session {
             )
         });
         let sets_seen = !read_only
+            && mode == FetchMode::Command
             && items.iter().any(|i| {
                 matches!(
                     i,
@@ -1652,6 +1738,11 @@ impl Session {
                 self.apply_changed(&changed);
                 if !items.contains(&FetchAtt::Flags) {
                     items.push(FetchAtt::Flags);
+                }
+                // RFC 7162 3.2.4: with QRESYNC, a FETCH that set \Seen
+                // carries the new MODSEQ beside the UID.
+                if self.qresync && !items.contains(&FetchAtt::ModSeq) {
+                    items.push(FetchAtt::ModSeq);
                 }
             }
         }
@@ -1841,7 +1932,8 @@ impl Session {
                     } else {
                         String::new()
                     };
-                    let uid_item = if uid {
+                    // RFC 7162 3.2.4: with QRESYNC, UID in every FETCH.
+                    let uid_item = if uid || self.qresync {
                         format!(" UID {}", m.uid)
                     } else {
                         String::new()

@@ -240,6 +240,8 @@ async fn rev2_select_search_and_names() {
     // IMAP4rev2: no RECENT, no UNSEEN code, the mailbox's LIST; ESEARCH
     // with the tag; UTF-8 names.
     c.table(&[
+        // ENABLE only before a mailbox is selected (RFC 5161 3.1).
+        ("c CLOSE", lines(&["c OK CLOSE completed"])),
         (
             "e ENABLE IMAP4rev2",
             lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
@@ -247,7 +249,6 @@ async fn rev2_select_search_and_names() {
         (
             "s SELECT INBOX",
             vec![
-                "* OK [CLOSED] Previous mailbox closed".into(),
                 format!("* FLAGS ({flags})"),
                 format!("* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted"),
                 "* 2 EXISTS".into(),
@@ -627,13 +628,14 @@ async fn searchres_saves_and_dollar_uses_the_result() {
         deliver(&h, &format!("Subject: {s}\r\n\r\nbody\r\n")).await;
     }
     let mut c = Client::login(&h).await;
+    c.table(&[(
+        "e ENABLE IMAP4rev2",
+        lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+    )])
+    .await;
     c.send("s SELECT INBOX\r\n").await;
     while !c.line().await.starts_with("s OK") {}
     c.table(&[
-        (
-            "e ENABLE IMAP4rev2",
-            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
-        ),
         ("f FETCH $ UID", lines(&["f OK FETCH completed"])),
         (
             "a SEARCH RETURN (SAVE) SUBJECT a",
@@ -688,4 +690,290 @@ async fn searchres_saves_and_dollar_uses_the_result() {
     while !c.line().await.starts_with("s OK") {}
     c.table(&[("f FETCH $ UID", lines(&["f OK FETCH completed"]))])
         .await;
+}
+
+/// Reads a SELECT's untagged lines up to its tagged OK.
+async fn select(c: &mut Client, tag: &str, name: &str) {
+    c.send(&format!("{tag} SELECT {name}\r\n")).await;
+    let ok = format!("{tag} OK");
+    while !c.line().await.starts_with(&ok) {}
+}
+
+/// NOTIFY's STATUS baseline: the mailbox that was selected at NOTIFY SET
+/// reports its first change after it is left; a mailbox created and
+/// filled within one round reports its mail; MessageNew's fetch
+/// attributes never set \Seen (RFC 5465 5.2).
+#[tokio::test]
+async fn notify_baseline_and_peek() {
+    let h = harness();
+    let mut a = Client::login(&h).await;
+    let mut b = Client::login(&h).await;
+    b.table(&[("c CREATE box2", lines(&["c OK CREATE completed"]))])
+        .await;
+    let v = uidvalidity(&h, "box2");
+    select(&mut a, "s", "box2").await;
+    a.table(&[
+        (
+            "n NOTIFY SET (selected (MessageNew (UID BODY[TEXT] RFC822.TEXT) MessageExpunge)) (personal (MessageNew MessageExpunge))",
+            lines(&["n OK NOTIFY completed"]),
+        ),
+        ("u UNSELECT", lines(&["u OK UNSELECT completed"])),
+    ])
+    .await;
+    off(|| {
+        h.store
+            .append(USER, "box2", b"Subject: x\r\n\r\nbody\r\n", &[], None)
+            .expect("append")
+    });
+    a.table(&[(
+        "",
+        vec![format!(
+            "* STATUS box2 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v} UNSEEN 1)"
+        )],
+    )])
+    .await;
+    // Created and filled before the session runs again: one round.
+    off(|| {
+        h.store.folder_create(USER, "box3").expect("create");
+        h.store
+            .append(USER, "box3", b"Subject: y\r\n\r\nbody\r\n", &[], None)
+            .expect("append");
+    });
+    let v3 = uidvalidity(&h, "box3");
+    a.table(&[(
+        "",
+        vec![format!(
+            "* STATUS box3 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY {v3} UNSEEN 1)"
+        )],
+    )])
+    .await;
+    a.quiet().await;
+    // The selected mailbox: the body goes out, the message stays unseen.
+    select(&mut a, "s", "box3").await;
+    off(|| {
+        h.store
+            .append(USER, "box3", b"Subject: z\r\n\r\nnew\r\n", &[], None)
+            .expect("append")
+    });
+    a.table(&[(
+        "",
+        lines(&[
+            "* 2 EXISTS",
+            "* 2 RECENT",
+            "* 2 FETCH (UID 2 BODY[TEXT] {5}",
+            "new",
+            " RFC822.TEXT {5}",
+            "new",
+            ")",
+        ]),
+    )])
+    .await;
+    a.quiet().await;
+    a.table(&[(
+        "f FETCH 2 FLAGS",
+        lines(&["* 2 FETCH (FLAGS (\\Recent))", "f OK FETCH completed"]),
+    )])
+    .await;
+}
+
+/// IMAP4rev2 mode drops \Recent: the RECENT/NEW/OLD search keys and the
+/// STATUS item RECENT are BAD (RFC 9051 Appendix E), no RECENT response
+/// and no \Recent flag; ENABLE is refused once a mailbox is selected
+/// (RFC 5161 3.1) and the session goes on.
+#[tokio::test]
+async fn rev2_drops_recent_and_enable_needs_authenticated_state() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nfirst\r\n").await;
+    let mut c = Client::login(&h).await;
+    select(&mut c, "s", "INBOX").await;
+    c.table(&[
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["e BAD [CLIENTBUG] Not allowed in this state"]),
+        ),
+        (
+            "r SEARCH RECENT",
+            lines(&["* SEARCH 1", "r OK SEARCH completed"]),
+        ),
+        ("u UNSELECT", lines(&["u OK UNSELECT completed"])),
+        (
+            "e ENABLE IMAP4rev2",
+            lines(&["* ENABLED IMAP4rev2", "e OK ENABLE completed"]),
+        ),
+        (
+            "t STATUS INBOX (MESSAGES RECENT)",
+            lines(&["t BAD [CLIENTBUG] STATUS RECENT is not in IMAP4rev2"]),
+        ),
+        (
+            "l LIST \"\" INBOX RETURN (STATUS (RECENT))",
+            lines(&["l BAD [CLIENTBUG] STATUS RECENT is not in IMAP4rev2"]),
+        ),
+        (
+            "t STATUS INBOX (MESSAGES)",
+            lines(&["* STATUS INBOX (MESSAGES 1)", "t OK STATUS completed"]),
+        ),
+    ])
+    .await;
+    select(&mut c, "s", "INBOX").await;
+    for key in ["RECENT", "NEW", "OLD", "OR SEEN NOT (NEW)"] {
+        c.table(&[(
+            &format!("k SEARCH {key}"),
+            lines(&["k BAD [CLIENTBUG] RECENT, NEW and OLD are not search keys in IMAP4rev2"]),
+        )])
+        .await;
+    }
+    c.table(&[(
+        "k SORT (DATE) UTF-8 NEW",
+        lines(&["k BAD [CLIENTBUG] RECENT, NEW and OLD are not search keys in IMAP4rev2"]),
+    )])
+    .await;
+    deliver(&h, "Subject: two\r\n\r\nsecond\r\n").await;
+    c.table(&[
+        ("n NOOP", lines(&["* 2 EXISTS", "n OK NOOP completed"])),
+        (
+            "f FETCH 1:* FLAGS",
+            lines(&[
+                "* 1 FETCH (FLAGS ())",
+                "* 2 FETCH (FLAGS ())",
+                "f OK FETCH completed",
+            ]),
+        ),
+    ])
+    .await;
+}
+
+/// QRESYNC: UID in every FETCH (with MODSEQ when \Seen is set by it),
+/// HIGHESTMODSEQ on the tagged OK of EXPUNGE, UID EXPUNGE and CLOSE
+/// (RFC 7162 3.2.4, 3.2.7 to 3.2.9).
+#[tokio::test]
+async fn qresync_uid_in_fetch_and_highestmodseq_on_expunge() {
+    let h = harness();
+    for s in ["a", "b", "c"] {
+        deliver(&h, &format!("Subject: {s}\r\n\r\nbody\r\n")).await;
+    }
+    let mut c = Client::login(&h).await;
+    c.table(&[(
+        "e ENABLE QRESYNC",
+        lines(&["* ENABLED QRESYNC", "e OK ENABLE completed"]),
+    )])
+    .await;
+    select(&mut c, "s", "INBOX").await;
+    c.table(&[(
+        "f FETCH 2 RFC822.SIZE",
+        lines(&["* 2 FETCH (UID 2 RFC822.SIZE 20)", "f OK FETCH completed"]),
+    )])
+    .await;
+    c.send("g FETCH 1 BODY[TEXT]\r\n").await;
+    let got = c.line().await;
+    assert!(got.starts_with("* 1 FETCH (UID 1 BODY[TEXT] {6}"), "{got}");
+    assert_eq!(c.line().await, "body");
+    let flags = c.line().await;
+    assert_eq!(c.line().await, "g OK FETCH completed");
+    let m = modseq(&h, "INBOX");
+    assert_eq!(flags, format!(" FLAGS (\\Recent \\Seen) MODSEQ ({m}))"));
+    c.send("t STORE 1:3 +FLAGS (\\Deleted)\r\n").await;
+    for i in 1..=3 {
+        let got = c.line().await;
+        assert!(got.starts_with(&format!("* {i} FETCH (FLAGS (")), "{got}");
+        assert!(got.contains(&format!(") UID {i} MODSEQ (")), "{got}");
+    }
+    assert_eq!(c.line().await, "t OK STORE completed");
+    c.send("x UID EXPUNGE 3\r\n").await;
+    assert_eq!(c.line().await, "* VANISHED 3");
+    let m = modseq(&h, "INBOX");
+    c.table(&[(
+        "",
+        vec![format!("x OK [HIGHESTMODSEQ {m}] EXPUNGE completed")],
+    )])
+    .await;
+    c.send("y EXPUNGE\r\n").await;
+    assert_eq!(c.line().await, "* VANISHED 1:2");
+    let m = modseq(&h, "INBOX");
+    c.table(&[(
+        "",
+        vec![format!("y OK [HIGHESTMODSEQ {m}] EXPUNGE completed")],
+    )])
+    .await;
+    deliver(&h, "Subject: d\r\n\r\nbody\r\n").await;
+    c.send("n NOOP\r\n").await;
+    while !c.line().await.starts_with("n OK") {}
+    c.table(&[(
+        "z STORE 1 +FLAGS.SILENT (\\Deleted)",
+        lines(&["z OK STORE completed"]),
+    )])
+    .await;
+    c.send("c CLOSE\r\n").await;
+    let got = c.line().await;
+    let m = modseq(&h, "INBOX");
+    assert_eq!(got, format!("c OK [HIGHESTMODSEQ {m}] CLOSE completed"));
+    assert_eq!(
+        off(|| h
+            .store
+            .folder_snapshot(USER, "INBOX")
+            .expect("inbox")
+            .messages
+            .len()),
+        0
+    );
+}
+
+/// SORT RETURN (SAVE) keeps the result for `$` (SEARCHRES with ESORT);
+/// with MIN it keeps the first in sort order. Search contexts end at a
+/// re-SELECT of the same mailbox (RFC 5267 4.3); ADDTO's position is 0.
+#[tokio::test]
+async fn sort_save_and_contexts_end_at_reselect() {
+    let h = harness();
+    for s in ["c", "a", "b"] {
+        deliver(&h, &format!("Subject: {s}\r\n\r\nbody\r\n")).await;
+    }
+    let mut c = Client::login(&h).await;
+    select(&mut c, "s", "INBOX").await;
+    c.table(&[
+        (
+            "a SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL",
+            lines(&["a OK SORT completed"]),
+        ),
+        (
+            "f FETCH $ (UID)",
+            lines(&[
+                "* 1 FETCH (UID 1)",
+                "* 2 FETCH (UID 2)",
+                "* 3 FETCH (UID 3)",
+                "f OK FETCH completed",
+            ]),
+        ),
+        (
+            "b SORT RETURN (SAVE MIN) (SUBJECT) UTF-8 ALL",
+            lines(&["* ESEARCH (TAG \"b\") MIN 2", "b OK SORT completed"]),
+        ),
+        (
+            "f FETCH $ (UID)",
+            lines(&["* 2 FETCH (UID 2)", "f OK FETCH completed"]),
+        ),
+        (
+            "t THREAD ORDEREDSUBJECT UTF-8 $",
+            lines(&["* THREAD (2)", "t OK THREAD completed"]),
+        ),
+        (
+            "u SEARCH RETURN (UPDATE) SEEN",
+            lines(&["* ESEARCH (TAG \"u\")", "u OK SEARCH completed"]),
+        ),
+        (
+            "v STORE 3 +FLAGS.SILENT (\\Seen)",
+            lines(&["* ESEARCH (TAG \"u\") ADDTO (0 3)", "v OK STORE completed"]),
+        ),
+    ])
+    .await;
+    select(&mut c, "s", "INBOX").await;
+    c.table(&[
+        (
+            "w STORE 1 +FLAGS.SILENT (\\Seen)",
+            lines(&["w OK STORE completed"]),
+        ),
+        (
+            "x CANCELUPDATE \"u\"",
+            lines(&["x BAD [CLIENTBUG] No search context u"]),
+        ),
+    ])
+    .await;
 }

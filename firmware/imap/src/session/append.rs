@@ -36,6 +36,19 @@ const LITERAL_CHUNK_BYTES: usize = 64 * 1024;
 /// the chunk it reads into and the store's write buffer.
 const APPEND_LEASE_BYTES: u64 = (LITERAL_CHUNK_BYTES + mxrack_store::INCOMING_CHUNK_BYTES) as u64;
 
+/// Most messages in one APPEND (MULTIAPPEND, RFC 3502 3: a server may
+/// limit them). Each finished message is a file fsynced and waiting for
+/// the command's one commit: the limit bounds that work, the list of
+/// waiting files and the size of the transaction. Past it: `NO [LIMIT]`
+/// (RFC 5530), nothing stored.
+pub const APPEND_MESSAGES_MAX: usize = 1_000;
+
+/// Most parts (TEXT and URL) of one CATENATE message (RFC 4469 sets no
+/// number). Its size is bounded by `imap.max_literal_bytes` already; each
+/// URL part reads a whole message, so the number of parts bounds the work.
+/// Past it: `NO [LIMIT]`, nothing stored.
+pub const CATENATE_PARTS_MAX: usize = 256;
+
 /// Why reading stopped before the end of the command.
 enum Cut {
     /// EOF or an I/O error.
@@ -117,11 +130,32 @@ impl Session {
         let mut lexer = AppendLexer::default();
         let (mut line, mut pos) = (rest, 0);
         let mut lease = None;
+        // Messages so far in this command, parts so far in this CATENATE.
+        let (mut messages, mut parts) = (0usize, 0usize);
         loop {
             let token = match lexer.next(&line, &mut pos) {
                 Ok(token) => token,
                 Err(text) => return self.append_bad(conn, &tag, &line, &text),
             };
+            match &token {
+                AppendToken::Message { .. } | AppendToken::Catenate { .. } => {
+                    (messages, parts) = (messages + 1, 0);
+                    if failure.is_none() && messages > APPEND_MESSAGES_MAX {
+                        failure = Some(format!(
+                            "{tag} NO [LIMIT] At most {APPEND_MESSAGES_MAX} messages per APPEND\r\n"
+                        ));
+                    }
+                }
+                AppendToken::Text(_) | AppendToken::Url(_) | AppendToken::UrlLiteral(_) => {
+                    parts += 1;
+                    if failure.is_none() && parts > CATENATE_PARTS_MAX {
+                        failure = Some(format!(
+                            "{tag} NO [LIMIT] At most {CATENATE_PARTS_MAX} parts per CATENATE\r\n"
+                        ));
+                    }
+                }
+                AppendToken::End | AppendToken::CatenateEnd => {}
+            }
             let literal = match token {
                 AppendToken::End => {
                     let reply = match failure {

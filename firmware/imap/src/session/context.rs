@@ -198,8 +198,14 @@ impl Session {
     }
 }
 
-/// `* ESEARCH (TAG "t") [UID] ADDTO (0 set)`: position 0, as an unsorted
-/// SEARCH result has no order to place into (RFC 5267 4.3).
+/// `* ESEARCH (TAG "t") [UID] ADDTO (0 set)` (and REMOVEFROM): position
+/// is always 0. RFC 5267 4.3 gives ADDTO/REMOVEFROM a position in the
+/// result, which only means something for a sorted result (CONTEXT=SORT,
+/// not offered: SORT refuses UPDATE); a SEARCH result is ordered by
+/// sequence number, so the client places the numbers itself, and 4.3's
+/// own SEARCH examples send 0 (as Dovecot does). Contexts end when their
+/// mailbox is left, re-SELECT of the same name included
+/// (`Session::leave_selected`).
 fn context_line(c: &UpdateContext, what: &str, numbers: &[u32]) -> String {
     let mut sorted = numbers.to_vec();
     sorted.sort_unstable();

@@ -28,7 +28,7 @@ use mxrack_store::{Folder, MessageMeta, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{Session, blocking, invalid_mailbox_name};
+use super::{FetchMode, Session, blocking, invalid_mailbox_name};
 use crate::parser::{Event, EventGroup, FetchAtt, Filter, Notify as NotifyCommand};
 use crate::sequence::{Bound, SequenceSet};
 
@@ -406,10 +406,22 @@ impl Session {
                 responses += 1;
             }
             // Messages of a folder other than the selected one: a STATUS
-            // (RFC 5465 5.2, 5.3), only against a baseline counted before.
-            if let (Some(k), Some(ev), Some((messages, unseen))) = (&before, &ev, c)
-                && let Some((old_messages, old_unseen)) = k.counts
+            // (RFC 5465 5.2, 5.3) against the baseline: what was counted at
+            // NOTIFY SET, the last round, or when the session left the
+            // folder (`notify_left`); a folder created since the last round
+            // started empty (UIDNEXT 1, RFC 3501 2.3.1.1), so mail that came
+            // with its creation is reported too.
+            let base = before.clone().unwrap_or_else(|| Known {
+                name: f.name.clone(),
+                subscribed: f.subscribed,
+                uidnext: 1,
+                modseq: f.highestmodseq,
+                counts: Some((0, 0)),
+            });
+            if let (Some(ev), Some((messages, unseen))) = (&ev, c)
+                && let Some((old_messages, old_unseen)) = base.counts
             {
+                let k = &base;
                 let added = f.uidnext.saturating_sub(k.uidnext) as usize;
                 let new = added > 0;
                 let expunged = messages < old_messages + added;
@@ -459,6 +471,27 @@ impl Session {
         self.notify_new_messages(&ev, conn).await;
     }
 
+    /// The session leaves the selected folder `name` (SELECT of another,
+    /// CLOSE, UNSELECT): while it was selected its changes went out as
+    /// EXISTS/EXPUNGE/FETCH and NOTIFY kept no counts for it, so the
+    /// baseline of its STATUS events is taken now; otherwise its first
+    /// change after this would only be counted, not reported.
+    pub(super) async fn notify_left(&mut self, name: String) {
+        if self.notify.is_none() {
+            return;
+        }
+        let user = self.user.clone().unwrap_or_default();
+        let snap = blocking(&self.svc.store, move |s| s.folder_snapshot(&user, &name)).await;
+        let (Ok(snap), Some(n)) = (snap, self.notify.as_mut()) else {
+            return;
+        };
+        if let Some(k) = n.known.get_mut(&snap.folder.id) {
+            k.uidnext = snap.folder.uidnext;
+            k.modseq = snap.folder.highestmodseq;
+            k.counts = Some(counts(&snap.messages));
+        }
+    }
+
     /// MessageNew with fetch attributes: a FETCH of each message that
     /// came into the selected mailbox since the last round.
     async fn notify_new_messages(&mut self, ev: &Events, conn: &mut Conn) {
@@ -482,9 +515,19 @@ impl Session {
             return;
         }
         let set = SequenceSet(vec![(Bound::Num(old_max + 1), Bound::Num(max))]);
-        // The tagged text is not for the client: no command asked.
+        // The tagged text is not for the client: no command asked. No
+        // attribute sets \Seen: the client did not read the message, the
+        // server announced it (RFC 5465 5.2: as if with BODY.PEEK).
         let _ = self
-            .fetch("*", true, &set, ev.fetch.clone(), None, conn)
+            .fetch_as(
+                "*",
+                true,
+                &set,
+                ev.fetch.clone(),
+                None,
+                FetchMode::Peek,
+                conn,
+            )
             .await;
     }
 

@@ -6,8 +6,13 @@
 //! - No `\Recent` and no RECENT response (Appendix E item 11): SELECT and
 //!   EXAMINE send no `* n RECENT`, and no `OK [UNSEEN n]` either (6.3.2
 //!   lists the untagged responses a rev2 SELECT sends; UNSEEN is gone).
-//!   Whoever adds `\Recent` asks [`Session::recent_allowed`] before
-//!   setting it or listing it in FLAGS/PERMANENTFLAGS.
+//!   A rev2 session claims no message as \Recent (`recent_allowed`), so
+//!   none shows the flag and new mail sends no RECENT; the messages stay
+//!   recent for a rev1 session.
+//! - The RECENT, NEW and OLD search keys and the STATUS (and LIST-STATUS)
+//!   item RECENT are not in rev2's grammar (Appendix E item 11; 6.4.4,
+//!   6.3.11): a command with one is a BAD (`rev2_refusal`), as any
+//!   command outside the grammar.
 //! - SELECT/EXAMINE send the mailbox's LIST response (6.3.2: "The server
 //!   MUST return a LIST response with the mailbox name").
 //! - SEARCH answers with ESEARCH, with the tag correlator, never with the
@@ -27,7 +32,7 @@
 //!   changes.
 
 use super::Session;
-use crate::parser::ReturnOpts;
+use crate::parser::{Command, ReturnOpts, SearchKey, StatusItem};
 
 impl Session {
     /// `ENABLE IMAP4rev2`: rev2 rules from now on, UTF-8 names included.
@@ -38,9 +43,34 @@ impl Session {
 
     /// `\Recent` and the RECENT response exist only in IMAP4rev1
     /// (RFC 9051 Appendix E item 11).
-    #[allow(dead_code)] // read by the \Recent work on its own branch
     pub(super) fn recent_allowed(&self) -> bool {
         !self.rev2
+    }
+
+    /// In rev2 mode, why `command` is outside RFC 9051's grammar: a
+    /// RECENT/NEW/OLD search key or a RECENT status item (Appendix E
+    /// item 11). `None` when it is fine (and always in rev1 mode).
+    pub(super) fn rev2_refusal(&self, command: &Command) -> Option<&'static str> {
+        if !self.rev2 {
+            return None;
+        }
+        let recent_item = |items: &[StatusItem]| items.contains(&StatusItem::Recent);
+        match command {
+            Command::Status { items, .. } if recent_item(items) => {
+                Some("STATUS RECENT is not in IMAP4rev2")
+            }
+            Command::List(args) if args.return_status.as_deref().is_some_and(recent_item) => {
+                Some("STATUS RECENT is not in IMAP4rev2")
+            }
+            Command::Search { criteria, .. }
+            | Command::Sort { criteria, .. }
+            | Command::Thread { criteria, .. }
+                if uses_recent(criteria) =>
+            {
+                Some("RECENT, NEW and OLD are not search keys in IMAP4rev2")
+            }
+            _ => None,
+        }
     }
 
     /// A SEARCH's RETURN options as rev2 reads them: none given means the
@@ -70,4 +100,23 @@ impl Session {
         out.extend_from_slice(b"\r\n");
         out
     }
+}
+
+/// True when a RECENT, NEW or OLD key is anywhere in `key`. Keys nest at
+/// most `parser::NESTING_DEPTH_MAX` deep; walked with a stack all the same.
+fn uses_recent(key: &SearchKey) -> bool {
+    let mut stack = vec![key];
+    while let Some(k) = stack.pop() {
+        match k {
+            SearchKey::Recent | SearchKey::New | SearchKey::Old => return true,
+            SearchKey::And(keys) => stack.extend(keys.iter()),
+            SearchKey::Or(a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            SearchKey::Not(a) => stack.push(a),
+            _ => {}
+        }
+    }
+    false
 }

@@ -71,7 +71,9 @@ impl Session {
             | Command::Copy { uid, set, .. }
             | Command::Move { uid, set, .. } => fix(set, *uid),
             Command::UidExpunge(set) => fix(set, true),
-            Command::Search { criteria, .. } => {
+            Command::Search { criteria, .. }
+            | Command::Sort { criteria, .. }
+            | Command::Thread { criteria, .. } => {
                 // Keys are nested at most NESTING_DEPTH_MAX deep (parser);
                 // walked with a stack all the same.
                 let mut stack = vec![criteria];
@@ -93,9 +95,12 @@ impl Session {
         }
     }
 
-    /// After a SEARCH: keeps the result when RETURN has SAVE. With MIN
-    /// and/or MAX and neither ALL nor COUNT, only those messages are kept
-    /// (RFC 5182 2.1).
+    /// After a SEARCH or SORT: keeps the result when RETURN has SAVE. With
+    /// MIN and/or MAX and neither ALL nor COUNT, only those messages are
+    /// kept (RFC 5182 2.1); for SORT, `hits` are in sort order, so they
+    /// are the first and last in that order (RFC 5267 3, RFC 5182 2.1:
+    /// SORT RETURN (SAVE) saves the messages, not their order, since `$`
+    /// is a set).
     pub(super) fn save_result(&mut self, esearch: Option<ReturnOpts>, hits: &[Hit]) -> Saved {
         let Some(mut opts) = esearch else {
             return Saved::Answer(None);
@@ -116,11 +121,13 @@ impl Session {
             hits.iter().collect()
         };
         if let Some(sel) = self.selected.as_mut() {
-            // Hits come in sequence order, which is UID order: `ranges`
-            // counts what `$` would be for UID and sequence commands alike
-            // (sequence numbers of kept UIDs are never more fragmented).
-            let uids: Vec<u32> = kept.iter().map(|h| h.uid).collect();
-            let seqs: Vec<u32> = kept.iter().map(|h| h.seq).collect();
+            // Sorted, UIDs and sequence numbers are in the same order:
+            // `ranges` counts what `$` would be for UID and sequence
+            // commands alike.
+            let mut uids: Vec<u32> = kept.iter().map(|h| h.uid).collect();
+            let mut seqs: Vec<u32> = kept.iter().map(|h| h.seq).collect();
+            uids.sort_unstable();
+            seqs.sort_unstable();
             if ranges(&uids).len().max(ranges(&seqs).len()) > RANGES_MAX {
                 sel.saved.clear();
                 return Saved::Refused;

@@ -244,6 +244,17 @@ impl Session {
                 modseq: s.modseq,
             })
             .collect();
+        // RETURN (SAVE) with SEARCHRES keeps the result for `$` as SEARCH
+        // does (RFC 5182 2.1, with ESORT); SAVE alone sends no ESEARCH response.
+        let ret = match self.save_result(ret, &hits) {
+            super::searchres::Saved::Answer(r) => r,
+            super::searchres::Saved::Quiet => return Ok(format!("{tag} OK SORT completed\r\n")),
+            super::searchres::Saved::Refused => {
+                return Ok(format!(
+                    "{tag} NO [NOTSAVED] Result too fragmented to save\r\n"
+                ));
+            }
+        };
         let line = match ret {
             Some(opts) => esearch_line(tag, uid, &opts, &hits, true, modseq),
             None => number_list("SORT", uid, &hits, modseq),
