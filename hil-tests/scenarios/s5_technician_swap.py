@@ -114,10 +114,11 @@ def run(ctx):
     for text in clients.entry_texts(e)[-2:]:
         ctx.note(f"  | {text}")
     ctx.note(f"status.json: {title!r} resolved; {NEW_SERIAL} spare; summary: {page['summary']}")
-    # The watch's own event (mxrack logs every event to the console).
+    # The watch's own event (mxrack logs every event to the console); it
+    # names the disk by serial, WWN and bay (the pulled disk's bay).
     added = m.console.wait_for(
-        rf"Disk {NEW_SERIAL} added to md0 as its hot spare.*", 60, since=plugged,
-        what=f"the event 'Disk {NEW_SERIAL} added to md0 as its hot spare'",
+        rf"Disk {NEW_SERIAL} \(WWN [^)]+\) in bay \S+ added to md0 as its hot spare.*", 60, since=plugged,
+        what=f"the event 'Disk {NEW_SERIAL} (WWN ...) in bay N added to md0 as its hot spare'",
     )
     ctx.note(f"console: {added.group(0)}")
 
