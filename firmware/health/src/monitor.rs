@@ -697,10 +697,17 @@ impl Monitor {
             return self.hot_replace(&obs, &disk, &memberships, new_disk.as_ref());
         }
         if let Some(n) = &new_disk {
+            // Say which condition of md's replace is not met.
+            let (a, m) = &memberships[0];
+            let why = if failing {
+                format!("failing in {}", a.name)
+            } else if !m.is_in_sync() {
+                format!("not in sync in {}", a.name)
+            } else {
+                format!("in {}, which is degraded or has no redundancy", a.name)
+            };
             return Err(format!(
-                "disk {name} is {} in {}: md's replace copies only a healthy in-sync member; run `mxrack disk replace {id}` without --with, then `mxrack disk add {}`",
-                if failing { "failing" } else { "not in sync" },
-                memberships[0].0.name,
+                "disk {name} is {why}: md's replace copies only a healthy in-sync member of a redundant array; run `mxrack disk replace {id}` without --with, then `mxrack disk add {}`",
                 n.id()
             ));
         }
@@ -1339,11 +1346,13 @@ mod tests {
         assert!(e.contains("failed out for I/O errors"), "{e}");
         let e = m.add_disk("SN-1", true).expect_err("fixture root");
         assert!(e.contains("acts only on the real sysfs"), "{e}");
-        // Replace on a fixture root changes nothing, and says so.
-        let e = m
-            .replace_disk("SN-0", Some("SN-1"))
-            .expect_err("not acting");
-        assert!(e.contains("nothing changed"), "{e}");
+        // md's replace needs a redundant array: this one runs on one disk,
+        // and the refusal says so (not "not in sync": SN-0 is in sync).
+        let e = m.replace_disk("SN-0", Some("SN-1")).expect_err("degraded");
+        assert!(
+            e.contains("in md0, which is degraded or has no redundancy"),
+            "{e}"
+        );
         drop(m);
         store.shutdown();
     }
