@@ -6,35 +6,62 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need_apt=()
-command -v swaks >/dev/null || need_apt+=(swaks)
-command -v curl >/dev/null || need_apt+=(curl)
-command -v openssl >/dev/null || need_apt+=(openssl)
-command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
-# The status page is looked at in a real browser (firmware/e2e/test_status.py).
-command -v chromium >/dev/null || need_apt+=(chromium)
-# The Manager is used in a real browser driven by selenium through
-# chromedriver (firmware/e2e/test_manager.py).
-command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
-# CardDAV's real clients (firmware/e2e/test_carddav.py): vdirsyncer, litmus and
-# python3-caldav (Debian's, in /usr/lib/python3/dist-packages, which the test
-# also looks in when python3 is not Debian's).
-command -v vdirsyncer >/dev/null || need_apt+=(vdirsyncer)
-command -v litmus >/dev/null || need_apt+=(litmus)
-python3 -c 'import caldav' 2>/dev/null || [ -e /usr/lib/python3/dist-packages/caldav/__init__.py ] \
-    || need_apt+=(python3-caldav)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "== installing ${need_apt[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+E2E_VENV="$PWD/target/e2e-venv"
+E2E_PY="$E2E_VENV/bin/python"
+E2E_REQ=firmware/e2e/requirements.txt
+
+install_deps() {
+    need_apt=()
+    command -v swaks >/dev/null || need_apt+=(swaks)
+    command -v curl >/dev/null || need_apt+=(curl)
+    command -v openssl >/dev/null || need_apt+=(openssl)
+    command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
+    # The status page is looked at in a real browser (firmware/e2e/test_status.py).
+    command -v chromium >/dev/null || need_apt+=(chromium)
+    # The Manager is used in a real browser driven by selenium through
+    # chromedriver (firmware/e2e/test_manager.py).
+    command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+    # CardDAV's real clients (firmware/e2e/test_carddav.py): vdirsyncer, litmus and
+    # python3-caldav (Debian's, in /usr/lib/python3/dist-packages, which the test
+    # appends to sys.path when its python cannot import caldav, as the venv's
+    # python cannot: the venv does not see site packages).
+    command -v vdirsyncer >/dev/null || need_apt+=(vdirsyncer)
+    command -v litmus >/dev/null || need_apt+=(litmus)
+    [ -e /usr/lib/python3/dist-packages/caldav/__init__.py ] || need_apt+=(python3-caldav)
+    # The e2e tests' Python packages go into a virtual environment of our own
+    # (Debian's python3 refuses `pip install` into itself: PEP 668,
+    # externally-managed-environment). Debian splits venv's pip bootstrap
+    # (ensurepip) into python3-venv.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+    if [ ${#need_apt[@]} -gt 0 ]; then
+        echo "== installing ${need_apt[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    # A venv whose python no longer runs (python3 upgraded or moved) is made
+    # again. No --system-site-packages: the venv holds exactly the pins; the
+    # CardDAV test finds Debian's python3-caldav by itself.
+    if ! "$E2E_PY" -c 'import sys' 2>/dev/null; then
+        echo "== making the Python virtual environment $E2E_VENV"
+        rm -rf "$E2E_VENV"
+        python3 -m venv "$E2E_VENV"
+    fi
+    # The pins are installed again only when requirements.txt changed.
+    if ! cmp -s "$E2E_REQ" "$E2E_VENV/requirements.installed"; then
+        echo "== installing the pinned Python packages of $E2E_REQ into $E2E_VENV"
+        "$E2E_PY" -m pip install -q -r "$E2E_REQ"
+        cp "$E2E_REQ" "$E2E_VENV/requirements.installed"
+    fi
+}
+
+install_deps
+# `test.sh --deps-only`: the tools and the venv, nothing built or run; then run
+# one e2e file with `MXRACK_BIN=$PWD/target/debug/mxrack target/e2e-venv/bin/python
+# -m pytest -q firmware/e2e/test_X.py`.
+if [ "${1:-}" = --deps-only ]; then
+    echo "== dependencies ready; e2e python: $E2E_PY"
+    exit 0
 fi
-python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q 'pytest==8.3.4'
-python3 -c 'import ldap3' 2>/dev/null || python3 -m pip install -q 'ldap3==2.9.1'
-python3 -c 'import selenium' 2>/dev/null || python3 -m pip install -q 'selenium==4.36.0'
-python3 -c 'import requests' 2>/dev/null || python3 -m pip install -q 'requests==2.32.3'
-# test_mailauth.py: an independent DKIM/ARC verifier and a DNS server on 127.0.0.1.
-python3 -c 'import dkim' 2>/dev/null || python3 -m pip install -q 'dkimpy==1.1.8'
-python3 -c 'import dnslib' 2>/dev/null || python3 -m pip install -q 'dnslib==0.9.25'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -48,7 +75,7 @@ echo "== fuzz smoke run"
 cargo test --locked -p mxrack-fuzz
 echo "== end-to-end tests with real clients"
 cargo build --locked -p mxrack
-MXRACK_BIN="$PWD/target/debug/mxrack" python3 -m pytest -q firmware/e2e
+MXRACK_BIN="$PWD/target/debug/mxrack" "$E2E_PY" -m pytest -q firmware/e2e
 
 # ---------------------------------------------------------------------------
 # Firmware image and hardware-in-the-loop (HIL) scenarios under QEMU (issue 7).
