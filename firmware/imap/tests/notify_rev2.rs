@@ -3,76 +3,10 @@
 //! every line the server answers, in order, over an in-memory duplex
 //! stream against a real store in a temporary folder.
 
+mod common;
+
+use common::*;
 use mxrack_imap::session::NOTIFY_PENDING_EVENTS_MAX;
-use mxrack_imap::{ImapService, Mode, run_session};
-use mxrack_net::Shutdown;
-use mxrack_store::{Delivery, Store};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-const USER: &str = "jo@example.net";
-const PASS: &str = "pw-jo-123";
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    svc: Arc<ImapService>,
-    shutdown: Shutdown,
-}
-
-fn harness() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = off(|| {
-        let store = Store::open(dir.path()).expect("store");
-        store.account_add("acme").expect("account");
-        store.domain_add("example.net", "acme").expect("domain");
-        store.mailbox_add(USER, PASS, false).expect("mailbox");
-        store
-    });
-    let limits = mxrack_config::Imap {
-        allow_plaintext_auth: true,
-        max_literal_bytes: 65_536,
-        ..mxrack_config::Imap::default()
-    };
-    let svc = Arc::new(ImapService {
-        hostname: "mx.example.net".into(),
-        limits,
-        store: store.clone(),
-        tls: None,
-        auth: Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
-            failure_delay_ms: 0,
-            ..mxrack_config::Auth::default()
-        })),
-        scorer: None,
-    });
-    Harness {
-        _dir: dir,
-        store,
-        svc,
-        shutdown: Shutdown::new(),
-    }
-}
-
-/// Store calls block: they run on a plain thread, off the runtime. The
-/// test's runtime has one thread, so no session runs meanwhile.
-fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
-}
-
-async fn deliver(h: &Harness, body: &str) {
-    let d = Delivery {
-        mail_from: "a@sender.example".into(),
-        local: vec![USER.into()],
-        remote: vec![],
-        body: body.as_bytes().to_vec(),
-        copies: vec![],
-    };
-    h.store
-        .deliver(d, h.store.next_id())
-        .await
-        .expect("deliver");
-}
 
 fn uidvalidity(h: &Harness, folder: &str) -> u32 {
     off(|| {
@@ -92,80 +26,6 @@ fn modseq(h: &Harness, folder: &str) -> u64 {
     })
 }
 
-struct Client {
-    stream: DuplexStream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    async fn login(h: &Harness) -> Client {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        tokio::spawn(run_session(
-            h.svc.clone(),
-            Mode::Plain,
-            Box::new(server),
-            "192.0.2.7:40000".parse().expect("addr"),
-            h.shutdown.signal(),
-        ));
-        let mut c = Client {
-            stream: client,
-            pending: Vec::new(),
-        };
-        c.line().await;
-        c.send(&format!("l LOGIN {USER} {PASS}\r\n")).await;
-        assert!(c.line().await.starts_with("l OK"));
-        c
-    }
-
-    async fn send(&mut self, s: &str) {
-        self.stream.write_all(s.as_bytes()).await.expect("write");
-    }
-
-    async fn line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                let text = String::from_utf8_lossy(&line);
-                return text.trim_end_matches("\r\n").to_string();
-            }
-            let mut buf = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
-                .await
-                .expect("response in time")
-                .expect("read");
-            assert!(n > 0, "connection closed");
-            self.pending.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Nothing arrives within a short while.
-    async fn quiet(&mut self) {
-        assert!(self.pending.is_empty(), "{:?}", self.pending);
-        let mut buf = [0u8; 256];
-        let r = tokio::time::timeout(Duration::from_millis(300), self.stream.read(&mut buf)).await;
-        assert!(
-            r.is_err(),
-            "unexpected: {:?}",
-            r.map(|n| String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned())
-        );
-    }
-
-    /// One table: each step's command (may be empty: only read) and every
-    /// line of the answer, exactly.
-    async fn table(&mut self, steps: &[(&str, Vec<String>)]) {
-        for (send, want) in steps {
-            if !send.is_empty() {
-                self.send(&format!("{send}\r\n")).await;
-            }
-            let mut got = Vec::new();
-            for _ in 0..want.len() {
-                got.push(self.line().await);
-            }
-            assert_eq!(&got, want, "after {send:?}");
-        }
-    }
-}
-
 fn lines(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -175,14 +35,14 @@ async fn rev2_is_advertised_and_enabled() {
     let h = harness();
     let mut c = Client::login(&h).await;
     c.send("c CAPABILITY\r\n").await;
-    let caps = c.line().await;
+    let caps = c.text_line().await;
     assert!(
         caps.starts_with("* CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ ")
             && caps.contains(" APPENDLIMIT=65536")
             && caps.contains(" NOTIFY"),
         "{caps}"
     );
-    c.line().await;
+    c.text_line().await;
     c.table(&[
         (
             "e ENABLE IMAP4rev2",
@@ -363,7 +223,7 @@ async fn notify_set_checks_its_events() {
     ))
     .await;
     assert_eq!(
-        c.line().await,
+        c.text_line().await,
         "x BAD [LIMIT] at most 100 mailbox names in NOTIFY"
     );
 }
@@ -380,8 +240,8 @@ async fn notify_set_status_reports_the_current_state() {
         ("a APPEND box2 {18}\r\nSubject: x\r\n\r\nbody", vec![]),
     ])
     .await;
-    assert!(c.line().await.starts_with("+ "));
-    assert!(c.line().await.starts_with("a OK [APPENDUID"));
+    assert!(c.text_line().await.starts_with("+ "));
+    assert!(c.text_line().await.starts_with("a OK [APPENDUID"));
     let v = uidvalidity(&h, "box2");
     let m = modseq(&h, "box2");
     c.table(&[
@@ -408,7 +268,7 @@ async fn notify_set_status_reports_the_current_state() {
     ])
     .await;
     loop {
-        if c.line().await.starts_with("s OK") {
+        if c.text_line().await.starts_with("s OK") {
             break;
         }
     }
@@ -436,9 +296,9 @@ async fn notify_pushes_other_mailboxes_between_commands() {
     )])
     .await;
     b.send("a APPEND box2 {18}\r\n").await;
-    assert!(b.line().await.starts_with("+ "));
+    assert!(b.text_line().await.starts_with("+ "));
     b.send("Subject: x\r\n\r\nbody\r\n").await;
-    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    assert!(b.text_line().await.starts_with("a OK [APPENDUID"));
     a.table(&[(
         "",
         vec![format!(
@@ -448,7 +308,7 @@ async fn notify_pushes_other_mailboxes_between_commands() {
     .await;
     // A flag change is not followed (no FlagChange): nothing.
     b.table(&[("s SELECT box2", vec![])]).await;
-    while !b.line().await.starts_with("s OK") {}
+    while !b.text_line().await.starts_with("s OK") {}
     b.table(&[(
         "f STORE 1 +FLAGS.SILENT (\\Seen)",
         lines(&["f OK STORE completed"]),
@@ -519,7 +379,7 @@ async fn notify_selected_mailbox_and_idle() {
     .await;
     let v = uidvalidity(&h, "loud");
     a.send("s SELECT INBOX\r\n").await;
-    while !a.line().await.starts_with("s OK") {}
+    while !a.text_line().await.starts_with("s OK") {}
     a.table(&[(
         "n NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge)) (mailboxes quiet NONE)",
         lines(&["n OK NOTIFY completed"]),
@@ -538,7 +398,7 @@ async fn notify_selected_mailbox_and_idle() {
     )])
     .await;
     b.send("s SELECT INBOX\r\n").await;
-    while !b.line().await.starts_with("s OK") {}
+    while !b.text_line().await.starts_with("s OK") {}
     b.table(&[(
         "f STORE 1 +FLAGS.SILENT (\\Flagged)",
         lines(&["f OK STORE completed"]),
@@ -568,13 +428,13 @@ async fn notify_selected_mailbox_and_idle() {
     // During IDLE too; the quiet mailbox says nothing.
     a.table(&[("i IDLE", lines(&["+ idling"]))]).await;
     b.send("a APPEND quiet {18}\r\n").await;
-    assert!(b.line().await.starts_with("+ "));
+    assert!(b.text_line().await.starts_with("+ "));
     b.send("Subject: x\r\n\r\nbody\r\n").await;
-    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    assert!(b.text_line().await.starts_with("a OK [APPENDUID"));
     b.send("a APPEND loud {18}\r\n").await;
-    assert!(b.line().await.starts_with("+ "));
+    assert!(b.text_line().await.starts_with("+ "));
     b.send("Subject: x\r\n\r\nbody\r\n").await;
-    assert!(b.line().await.starts_with("a OK [APPENDUID"));
+    assert!(b.text_line().await.starts_with("a OK [APPENDUID"));
     a.table(&[
         (
             "",
@@ -634,7 +494,7 @@ async fn searchres_saves_and_dollar_uses_the_result() {
     )])
     .await;
     c.send("s SELECT INBOX\r\n").await;
-    while !c.line().await.starts_with("s OK") {}
+    while !c.text_line().await.starts_with("s OK") {}
     c.table(&[
         ("f FETCH $ UID", lines(&["f OK FETCH completed"])),
         (
@@ -687,7 +547,7 @@ async fn searchres_saves_and_dollar_uses_the_result() {
     ])
     .await;
     c.send("s SELECT INBOX\r\n").await;
-    while !c.line().await.starts_with("s OK") {}
+    while !c.text_line().await.starts_with("s OK") {}
     c.table(&[("f FETCH $ UID", lines(&["f OK FETCH completed"]))])
         .await;
 }
@@ -696,7 +556,7 @@ async fn searchres_saves_and_dollar_uses_the_result() {
 async fn select(c: &mut Client, tag: &str, name: &str) {
     c.send(&format!("{tag} SELECT {name}\r\n")).await;
     let ok = format!("{tag} OK");
-    while !c.line().await.starts_with(&ok) {}
+    while !c.text_line().await.starts_with(&ok) {}
 }
 
 /// NOTIFY's STATUS baseline: the mailbox that was selected at NOTIFY SET
@@ -864,22 +724,22 @@ async fn qresync_uid_in_fetch_and_highestmodseq_on_expunge() {
     )])
     .await;
     c.send("g FETCH 1 BODY[TEXT]\r\n").await;
-    let got = c.line().await;
+    let got = c.text_line().await;
     assert!(got.starts_with("* 1 FETCH (UID 1 BODY[TEXT] {6}"), "{got}");
-    assert_eq!(c.line().await, "body");
-    let flags = c.line().await;
-    assert_eq!(c.line().await, "g OK FETCH completed");
+    assert_eq!(c.text_line().await, "body");
+    let flags = c.text_line().await;
+    assert_eq!(c.text_line().await, "g OK FETCH completed");
     let m = modseq(&h, "INBOX");
     assert_eq!(flags, format!(" FLAGS (\\Recent \\Seen) MODSEQ ({m}))"));
     c.send("t STORE 1:3 +FLAGS (\\Deleted)\r\n").await;
     for i in 1..=3 {
-        let got = c.line().await;
+        let got = c.text_line().await;
         assert!(got.starts_with(&format!("* {i} FETCH (FLAGS (")), "{got}");
         assert!(got.contains(&format!(") UID {i} MODSEQ (")), "{got}");
     }
-    assert_eq!(c.line().await, "t OK STORE completed");
+    assert_eq!(c.text_line().await, "t OK STORE completed");
     c.send("x UID EXPUNGE 3\r\n").await;
-    assert_eq!(c.line().await, "* VANISHED 3");
+    assert_eq!(c.text_line().await, "* VANISHED 3");
     let m = modseq(&h, "INBOX");
     c.table(&[(
         "",
@@ -887,7 +747,7 @@ async fn qresync_uid_in_fetch_and_highestmodseq_on_expunge() {
     )])
     .await;
     c.send("y EXPUNGE\r\n").await;
-    assert_eq!(c.line().await, "* VANISHED 1:2");
+    assert_eq!(c.text_line().await, "* VANISHED 1:2");
     let m = modseq(&h, "INBOX");
     c.table(&[(
         "",
@@ -896,14 +756,14 @@ async fn qresync_uid_in_fetch_and_highestmodseq_on_expunge() {
     .await;
     deliver(&h, "Subject: d\r\n\r\nbody\r\n").await;
     c.send("n NOOP\r\n").await;
-    while !c.line().await.starts_with("n OK") {}
+    while !c.text_line().await.starts_with("n OK") {}
     c.table(&[(
         "z STORE 1 +FLAGS.SILENT (\\Deleted)",
         lines(&["z OK STORE completed"]),
     )])
     .await;
     c.send("c CLOSE\r\n").await;
-    let got = c.line().await;
+    let got = c.text_line().await;
     let m = modseq(&h, "INBOX");
     assert_eq!(got, format!("c OK [HIGHESTMODSEQ {m}] CLOSE completed"));
     assert_eq!(

@@ -1,149 +1,13 @@
 //! Whole IMAP sessions over an in-memory duplex stream against a real store
 //! in a temporary folder, written as the exchanges they check.
 
-use mxrack_imap::{ImapService, Mode, run_session};
-use mxrack_net::Shutdown;
-use mxrack_store::{Delivery, Store};
+mod common;
+
+use common::*;
+use mxrack_imap::ImapService;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-const USER: &str = "jo@example.net";
-const PASS: &str = "pw-jo-123";
-
-struct Harness {
-    _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    svc: Arc<ImapService>,
-    shutdown: Shutdown,
-}
-
-fn harness() -> Harness {
-    harness_with_literal_max(65_536)
-}
-
-fn harness_with_literal_max(max_literal_bytes: u64) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = off(|| {
-        let store = Store::open(dir.path()).expect("store");
-        store.account_add("acme").expect("account");
-        store.domain_add("example.net", "acme").expect("domain");
-        store.mailbox_add(USER, PASS, false).expect("mailbox");
-        store
-    });
-    let limits = mxrack_config::Imap {
-        // The in-memory tests run without TLS.
-        allow_plaintext_auth: true,
-        max_literal_bytes,
-        ..mxrack_config::Imap::default()
-    };
-    let svc = Arc::new(ImapService {
-        hostname: "mx.example.net".into(),
-        limits,
-        store: store.clone(),
-        tls: None,
-        auth: test_auth(),
-        scorer: None,
-    });
-    Harness {
-        _dir: dir,
-        store,
-        svc,
-        shutdown: Shutdown::new(),
-    }
-}
-
-async fn deliver(h: &Harness, body: &str) {
-    let d = Delivery {
-        mail_from: "a@sender.example".into(),
-        local: vec![USER.into()],
-        remote: vec![],
-        body: body.as_bytes().to_vec(),
-        copies: vec![],
-    };
-    h.store
-        .deliver(d, h.store.next_id())
-        .await
-        .expect("deliver");
-}
-
-struct Client {
-    stream: DuplexStream,
-    pending: Vec<u8>,
-}
-
-impl Client {
-    async fn start(h: &Harness) -> Client {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let peer = "192.0.2.7:40000".parse().expect("addr");
-        tokio::spawn(run_session(
-            h.svc.clone(),
-            Mode::Plain,
-            Box::new(server),
-            peer,
-            h.shutdown.signal(),
-        ));
-        let mut c = Client {
-            stream: client,
-            pending: Vec::new(),
-        };
-        let greeting = c.line().await;
-        assert!(
-            greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
-            "{greeting}"
-        );
-        c
-    }
-
-    async fn login(h: &Harness) -> Client {
-        let mut c = Client::start(h).await;
-        c.send(&format!("l LOGIN {USER} {PASS}\r\n")).await;
-        c.until("l OK").await;
-        c
-    }
-
-    async fn send(&mut self, s: &str) {
-        self.stream.write_all(s.as_bytes()).await.expect("write");
-    }
-
-    async fn line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                return String::from_utf8_lossy(&line).into_owned();
-            }
-            let mut buf = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
-                .await
-                .expect("response in time")
-                .expect("read");
-            if n == 0 {
-                return String::new();
-            }
-            self.pending.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Every line up to and including the one starting with `prefix`.
-    async fn until(&mut self, prefix: &str) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            assert!(
-                !l.is_empty(),
-                "connection closed before {prefix:?}; got {all}"
-            );
-            all.push_str(&l);
-            if l.starts_with(prefix) {
-                return all;
-            }
-            if l.starts_with(&prefix[..prefix.find(' ').unwrap_or(0) + 1]) && prefix.contains(" OK")
-            {
-                panic!("expected {prefix:?}, got {l:?} after {all}");
-            }
-        }
-    }
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn a_literal_split_across_reads_is_assembled() {
@@ -337,16 +201,6 @@ async fn shutdown_says_bye() {
     assert!(c.line().await.starts_with("* BYE [UNAVAILABLE]"));
 }
 
-/// The appliance's authentication service with small budgets: 3 attempts
-/// per (network, account) pair, no failure delay.
-fn test_auth() -> Arc<mxrack_auth::AuthService> {
-    Arc::new(mxrack_auth::AuthService::new(mxrack_config::Auth {
-        pair_attempts_max: 3,
-        failure_delay_ms: 0,
-        ..mxrack_config::Auth::default()
-    }))
-}
-
 /// Before login a literal is limited to what LOGIN/AUTHENTICATE can need
 /// (8 KiB, 4096 bytes non-synchronizing: LITERAL-), refused before a byte of
 /// it is read; `a LOGIN {50000000+}` used to buffer 50 MB per connection.
@@ -397,12 +251,6 @@ async fn literals_before_login_are_small() {
     c.send(&format!("l LOGIN {{4096+}}\r\n{} x\r\n", "u".repeat(4096)))
         .await;
     assert!(c.line().await.starts_with("l NO"));
-}
-
-/// Store calls block: the test's own run on a plain thread, off the
-/// runtime (the store's debug-build check refuses them on an async worker).
-fn off<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|s| s.spawn(f).join().expect("store call"))
 }
 
 /// The files in the store's msg/ folder.
