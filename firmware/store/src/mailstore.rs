@@ -562,21 +562,16 @@ impl Store {
         flags: &[String],
         internal_date: Option<i64>,
     ) -> Result<(u32, u32), StoreError> {
-        let size = incoming.len();
-        let id = incoming.id();
-        let store = Arc::clone(self);
-        let (mailbox, folder, flags) = (mailbox.to_string(), folder.to_string(), flags.to_vec());
-        let (mailbox, folder, flags) = blocking(move || {
-            let (m, f) = store.append_check(&mailbox, &folder, &flags, size)?;
-            Ok((m, f, flags))
-        })
-        .await?;
-        let date = internal_date.unwrap_or_else(now_secs);
-        incoming
-            .finish(append_header(&mailbox, &folder, &flags, date))
+        // One message is a MULTIAPPEND of one (mailstore/many.rs).
+        let file = self
+            .append_finish(incoming, mailbox, folder, flags, internal_date)
             .await?;
-        let store = Arc::clone(self);
-        blocking(move || store.append_commit(id, &mailbox, &folder, size, &flags, date)).await
+        let (validity, uids) = self.append_commit_all(vec![file]).await?;
+        let uid = uids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Db("an APPEND of one message committed no UID".into()))?;
+        Ok((validity, uid))
     }
 
     /// Commits an appended message whose file `id` is written and fsynced:
