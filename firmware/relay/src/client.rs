@@ -556,20 +556,26 @@ impl Session {
             ));
             return Ok((results, retry));
         }
+        let outcome = self.data_and_reply(prepend, body).await?;
+        results.extend(all(&accepted, outcome));
+        Ok((results, retry))
+    }
+
+    /// The message after a 354, then the final reply, which ends the
+    /// transaction whatever it says (RFC 5321 4.1.1.4): the next MAIL needs
+    /// no RSET.
+    async fn data_and_reply(&mut self, prepend: &[u8], body: &[u8]) -> Result<RcptOutcome, String> {
+        let server = self.server;
         self.write_message(prepend, body).await?;
         let r = read_reply(&mut self.s, self.data_timeout).await?;
         self.note(&r);
-        // The final reply ends the transaction, whatever it says (RFC 5321
-        // 4.1.1.4): the next MAIL needs no RSET.
         self.needs_rset = false;
         self.transactions += 1;
-        let outcome = if r.code == 250 {
+        Ok(if r.code == 250 {
             RcptOutcome::Delivered
         } else {
             by_code(r.code, format!("{server} said after DATA: {}", r.line()))
-        };
-        results.extend(all(&accepted, outcome));
-        Ok((results, retry))
+        })
     }
 
     /// One transaction with PIPELINING (RFC 2920): RSET if due, MAIL, every
@@ -660,16 +666,7 @@ impl Session {
             self.end_empty_data().await?;
             return Ok((results, retry));
         }
-        self.write_message(prepend, body).await?;
-        let r = read_reply(&mut self.s, self.data_timeout).await?;
-        self.note(&r);
-        self.needs_rset = false;
-        self.transactions += 1;
-        let outcome = if r.code == 250 {
-            RcptOutcome::Delivered
-        } else {
-            by_code(r.code, format!("{server} said after DATA: {}", r.line()))
-        };
+        let outcome = self.data_and_reply(prepend, body).await?;
         results.extend(all(&accepted, outcome));
         Ok((results, retry))
     }
