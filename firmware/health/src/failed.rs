@@ -61,15 +61,17 @@ impl FailedDisks {
         };
         let mut text = String::new();
         if let Err(e) = f.take(FAILED_FILE_BYTES_MAX).read_to_string(&mut text) {
-            return (out, Some(format!("{}: {e}", path.display())));
+            return (out, Some(set_aside(&path, &e.to_string())));
         }
         match serde_json::from_str::<Vec<FailedDisk>>(&text) {
             Ok(mut d) => {
-                d.truncate(FAILED_DISKS_MAX);
+                // The newest records are the last ones: keep those.
+                let over = d.len().saturating_sub(FAILED_DISKS_MAX);
+                d.drain(..over);
                 out.disks = d;
                 (out, None)
             }
-            Err(e) => (out, Some(format!("{}: {e}", path.display()))),
+            Err(e) => (out, Some(set_aside(&path, &e.to_string()))),
         }
     }
 
@@ -92,6 +94,24 @@ impl FailedDisks {
         }
         let json = serde_json::to_vec_pretty(&self.disks).map_err(std::io::Error::other)?;
         mxrack_net::write_durably(&self.path, &json, 0o600)
+    }
+}
+
+/// An unreadable list is renamed aside (`failed-disks.json.bad-UNIX`), never
+/// written over: the next record starts a new list and the old history is
+/// kept for the operator. Returns the message to report.
+fn set_aside(path: &Path, why: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = path.with_extension(format!("json.bad-{secs}"));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => format!(
+            "{}: {why}; kept as {} and a new list started",
+            path.display(),
+            aside.display()
+        ),
+        Err(e) => format!("{}: {why}; cannot set it aside: {e}", path.display()),
     }
 }
 
@@ -130,6 +150,51 @@ mod tests {
         assert!(
             f.disks.is_empty() && err.is_some(),
             "a bad file reads as empty, reported"
+        );
+        // ... and is kept aside, not written over by the next record.
+        assert!(!FailedDisks::path_in(dir.path()).exists());
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("health"))
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("failed-disks.json.bad-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "{err:?}");
+        assert_eq!(
+            std::fs::read_to_string(aside[0].path()).expect("read"),
+            "{not json"
+        );
+    }
+
+    #[test]
+    fn a_long_file_keeps_its_newest_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disks: Vec<FailedDisk> = (0..FAILED_DISKS_MAX + 5)
+            .map(|i| FailedDisk {
+                id: format!("SN-{i}"),
+                serial: Some(format!("SN-{i}")),
+                wwn: None,
+                time: i as i64,
+                reason: "test".into(),
+            })
+            .collect();
+        std::fs::create_dir_all(dir.path().join("health")).expect("dir");
+        std::fs::write(
+            FailedDisks::path_in(dir.path()),
+            serde_json::to_string(&disks).expect("json"),
+        )
+        .expect("write");
+        let (f, err) = FailedDisks::load(dir.path());
+        assert!(err.is_none());
+        assert_eq!(f.disks.len(), FAILED_DISKS_MAX);
+        assert!(f.find(Some("SN-0"), None).is_none(), "oldest dropped");
+        assert!(
+            f.find(Some(&format!("SN-{}", FAILED_DISKS_MAX + 4)), None)
+                .is_some(),
+            "newest kept"
         );
     }
 

@@ -272,7 +272,9 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         // (2) Trailing subj-trailer: "(fwd)" and white space.
         loop {
             let t = s.trim_end_matches([' ', '\t']);
-            if t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case("(fwd)") {
+            // Compared as bytes: the subject is a message's, and a cut at
+            // len - 5 may fall inside a character.
+            if t.len() >= 5 && t.as_bytes()[t.len() - 5..].eq_ignore_ascii_case(b"(fwd)") {
                 s.truncate(t.len() - 5);
                 reply = true;
             } else {
@@ -299,7 +301,8 @@ pub fn base_subject(subject: &str) -> (String, bool) {
             break;
         }
         // (6) "[fwd:" ... "]" around the whole: unwrap and start again.
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
+        // Bytes again: byte 5 may fall inside a character ("[fwdé]").
+        if s.len() >= 6 && s.as_bytes()[..5].eq_ignore_ascii_case(b"[fwd:") && s.ends_with(']') {
             s.truncate(s.len() - 1);
             s.drain(..5);
             reply = true;
@@ -325,6 +328,11 @@ mod tests {
             ("[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)", "b", true),
             ("Re: [FWD: c]", "c", true),
             ("[xyz]", "[xyz]", false),
+            // Multi-byte characters where a byte cut would land inside one
+            // (a panic before: the subject is the sender's).
+            ("a\u{20ac}\u{20ac}", "a\u{20ac}\u{20ac}", false),
+            ("[fwd\u{e9}]", "[fwd\u{e9}]", false),
+            ("x \u{e9}(fwd)", "x \u{e9}", true),
             ("[list] topic", "topic", false),
             ("Ad: Re: Ad: Re: Ad: x", "Ad: Re: Ad: Re: Ad: x", false),
             ("re: [fwd: [fwd: re: [fwd: babylon]]]", "babylon", true),

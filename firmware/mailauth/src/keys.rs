@@ -293,9 +293,14 @@ impl KeyStore {
         for entry in entries.take(KEYS_PER_DOMAIN_MAX * 4) {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                let key = Self::read(&path)?;
-                if key.domain == domain {
-                    keys.push(key);
+                // One unreadable file must not leave the domain's good
+                // keys unused: it is reported and skipped.
+                match Self::read(&path) {
+                    Ok(key) if key.domain == domain => keys.push(key),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable DKIM key file")
+                    }
                 }
             }
         }
