@@ -623,10 +623,14 @@ pub fn arrays(
             let role = m.role();
             let component = disk_component(&id);
             let name = name_of(obs, state, &id);
+            // md's hot replace finished only when the array is whole and
+            // nothing rebuilds: then md set the old member faulty itself.
+            // A member that fails mid-copy leaves the array degraded (md
+            // turns the copy into a rebuild): that is a failure.
+            let copy_done = a.degraded == 0 && !a.members.iter().any(|x| x.is_rebuilding());
             let replacing = state.disks.get(&id).is_some_and(|t| t.replacing);
-            if m.is_faulty() && replacing {
-                // md's hot replace finished: the copy is in sync and md set
-                // the old member faulty itself. Not a failure.
+            if m.is_faulty() && replacing && copy_done {
+                // Not a failure.
                 if !prev.faulty_reported.contains(&id) {
                     out.push(event(
                         now,

@@ -836,6 +836,39 @@ fn a_disk_failed_for_errors_is_remembered() {
 }
 
 #[test]
+fn a_member_failing_during_its_hot_replace_is_a_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut f = healthy(dir.path());
+    let root = SysRoot::new(dir.path());
+    let policy = Policy {
+        auto_fail: false,
+        ..acting()
+    };
+    let mut state = PolicyState::default();
+    evaluate(&look(&root, 0), &mut state, &policy, &none());
+    state.disks.get_mut("SN-0").expect("sda").replacing = true;
+    // sda fails with I/O errors mid-copy: md turns the copy into a
+    // rebuild of slot 0 onto sdc, and the array is degraded.
+    let mut a = FixtureArray::raid1(
+        "md0",
+        vec![
+            FixtureMember::new("sda", "faulty", None),
+            FixtureMember::new("sdb", "in_sync", Some(1)),
+            FixtureMember::new("sdc", "spare", Some(0)),
+        ],
+    );
+    a.sync_action = "recover".into();
+    f.array(&a).expect("array");
+    let d = evaluate(&look(&root, 10), &mut state, &policy, &none());
+    assert!(
+        d.iter()
+            .any(|x| matches!(x, Decision::RememberFailed { id, .. } if id == "SN-0")),
+        "{d:?}"
+    );
+    assert!(!texts(&d).contains("is complete"), "{}", texts(&d));
+}
+
+#[test]
 fn a_finished_hot_replace_is_no_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut f = healthy(dir.path());
