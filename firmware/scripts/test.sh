@@ -104,4 +104,8 @@ if [ ${#hil_apt[@]} -gt 0 ]; then
         --no-install-recommends "${hil_apt[@]}" >/dev/null
 fi
 python3 image/build
+# The replica pair's image (scenario 9): the same firmware with a [replica]
+# section; no boot disk (its guests boot with -kernel).
+python3 image/build --no-disk-image --extra-config board/qemu-x86_64/replica.toml \
+    --name qemu-x86_64-replica --binary target/x86_64-unknown-linux-gnu/release/mxrack
 python3 hil-tests/run

@@ -318,7 +318,8 @@ class Machine:
     blank first."""
 
     def __init__(self, workdir, image_dir, accel="tcg", memory_mib=512, cpus=1,
-                 disk_count=3, disk_size=2 << 30, echo=False, uefi=False):
+                 disk_count=3, disk_size=2 << 30, echo=False, uefi=False,
+                 append="", extra_args=(), serial_base=0):
         self.workdir = os.path.abspath(workdir)
         self.image_dir = os.path.abspath(image_dir)
         self.accel = accel
@@ -329,8 +330,15 @@ class Machine:
         self.cpus = cpus
         self.echo = echo
         os.makedirs(self.workdir, exist_ok=True)
+        # append: more kernel arguments (mxrack.node=...); extra_args: more
+        # QEMU arguments (a second network); serial_base: disk serials and
+        # WWNs of a second machine differ from the first one's.
+        self.append = append
+        self.extra_args = list(extra_args)
         self.disks = [
-            Disk(i, os.path.join(self.workdir, f"disk{i}.img"), disk_size) for i in range(disk_count)
+            Disk(i, os.path.join(self.workdir, f"disk{i}.img"), disk_size,
+                 serial=f"MXHIL-{serial_base + i:04d}", wwn=f"0x5000c500a0b0c{serial_base + i:03x}")
+            for i in range(disk_count)
         ]
         self.proc = None
         self.console = None
@@ -365,7 +373,8 @@ class Machine:
         for f in (kernel, initrd):
             if not os.path.exists(f):
                 raise HilError(f"{f} missing: build the image first (image/build)")
-        return ["-kernel", kernel, "-initrd", initrd, "-append", KERNEL_CMDLINE]
+        cmdline = KERNEL_CMDLINE + (" " + self.append if self.append else "")
+        return ["-kernel", kernel, "-initrd", initrd, "-append", cmdline]
 
     def command(self, console="stdio,id=con0,signal=off"):
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in sorted(self.ports.items()))
@@ -385,7 +394,7 @@ class Machine:
         for d in self.disks:
             cmd += d.qemu_args()
         cmd += ["-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
-        return cmd
+        return cmd + self.extra_args
 
     @property
     def ctl_path(self):

@@ -18,6 +18,7 @@ mod mailauth;
 mod memory;
 mod pop3;
 mod relay;
+mod replica;
 mod validate;
 mod web;
 
@@ -40,6 +41,10 @@ pub use pop3::{
     POP3_LOGIN_TIMEOUT_SECS, POP3_MAX_CONNECTIONS_PER_CLIENT, Pop3,
 };
 pub use relay::Relay;
+pub use replica::{
+    REPLICA_AUTO_PROMOTE_AFTER_SECS, REPLICA_PEER_WAIT_SECS, REPLICA_PORT, REPLICA_RESYNC_MAX_MIB,
+    Replica, ReplicaNode, parse_cidr,
+};
 pub use validate::ConfigError;
 pub use web::{EMBEDDED_HTTP_ADDR, EMBEDDED_HTTPS_ADDR, WEB_MAX_CONNECTIONS_PER_CLIENT, Web};
 
@@ -111,6 +116,9 @@ pub struct Config {
     pub memory: Memory,
     #[serde(default)]
     pub log: Log,
+    /// A replica pair (DRBD under /data); absent: a single appliance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Replica>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -286,6 +294,7 @@ impl Config {
             mail_auth: MailAuth::default(),
             memory: Memory::default(),
             log: Log::default(),
+            replica: None,
         }
     }
 

@@ -187,6 +187,9 @@ impl Config {
         self.auth.validate()?;
         self.relay.validate()?;
         self.dns.validate()?;
+        if let Some(r) = &self.replica {
+            r.validate()?;
+        }
         self.mail_auth.validate(self.smtp.data_timeout_secs)?;
         self.imap.validate()?;
         self.forward.validate(is_domain_name)?;

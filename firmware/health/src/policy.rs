@@ -200,6 +200,8 @@ pub struct PolicyState {
     pub net: Option<NetCounters>,
     pub overflows_pending: u64,
     pub overflows_reported_at: i64,
+    /// The replica pair's connection state at the last look.
+    pub replica_connection: Option<String>,
 }
 
 pub fn disk_component(id: &str) -> String {
@@ -217,6 +219,9 @@ pub fn array_key(name: &str) -> String {
 pub fn limit_key(key: &str) -> String {
     format!("limit:{key}")
 }
+
+/// The one incident of the replica pair: its peer is not connected.
+pub const REPLICA_KEY: &str = "replica:peer";
 
 pub fn space_key(fs: &str) -> String {
     format!("space:{fs}")
@@ -304,6 +309,7 @@ pub fn evaluate(
     limits(obs, state, policy, &mut out);
     listen_overflows(obs, state, &mut out);
     space(obs, state, policy, &mut out);
+    replica(obs, state, &mut out);
     state.kernel_ids = obs
         .disks
         .iter()
@@ -311,6 +317,88 @@ pub fn evaluate(
         .collect();
     state.started = true;
     out
+}
+
+/// The replica pair (issue 13): losing the peer opens an incident (mail
+/// is then on this appliance's disks only), a refused connection (split
+/// brain, unrelated data) makes it critical, and it is resolved once DRBD
+/// reports both copies up to date again. Only on the active node: the
+/// standby runs no monitor.
+fn replica(obs: &Observation, state: &mut PolicyState, out: &mut Vec<Decision>) {
+    let Some(r) = obs.drbd.iter().find(|r| !r.role.is_empty()) else {
+        return;
+    };
+    let prev = state.replica_connection.replace(r.connection.clone());
+    let open_now = state.open.contains(REPLICA_KEY);
+    let resolve = |text: &str| {
+        event(
+            obs.time,
+            Severity::Info,
+            "replica",
+            text,
+            IncidentAction::Resolve {
+                key: REPLICA_KEY.into(),
+            },
+        )
+    };
+    if prev.as_deref() == Some(r.connection.as_str()) {
+        // Same connection state: only the end of a resync is news.
+        if r.in_sync() && open_now {
+            out.push(resolve(
+                "The peer holds every message again (both copies UpToDate)",
+            ));
+        }
+        return;
+    }
+    if !r.connected() {
+        let (severity, text) = if r.connection == "StandAlone" {
+            (
+                Severity::Critical,
+                "DRBD is not connecting to the peer (StandAlone: disconnected by an \
+                 operator, or a split brain or unrelated data refused): nothing was \
+                 discarded; an operator decides which copy wins (README, Replica pair)"
+                    .to_string(),
+            )
+        } else {
+            (
+                Severity::Warning,
+                format!(
+                    "The peer appliance is not connected ({}): new mail is stored on \
+                     this appliance only until it returns",
+                    r.connection
+                ),
+            )
+        };
+        out.push(event(
+            obs.time,
+            severity,
+            "replica",
+            text,
+            open(REPLICA_KEY.into(), "Replica peer unreachable"),
+        ));
+        return;
+    }
+    if !open_now {
+        return;
+    }
+    if r.in_sync() {
+        out.push(resolve(
+            "The peer is connected and holds every message again",
+        ));
+    } else {
+        out.push(event(
+            obs.time,
+            Severity::Notice,
+            "replica",
+            format!(
+                "The peer is connected again; copying the {} MiB it missed",
+                r.out_of_sync_kib.div_ceil(1024)
+            ),
+            IncidentAction::Update {
+                key: REPLICA_KEY.into(),
+            },
+        ));
+    }
 }
 
 /// The id of the disk behind member device `kernel` (or, when that disk is

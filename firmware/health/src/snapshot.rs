@@ -27,7 +27,24 @@ pub struct Snapshot {
     pub intake_refusal: Option<String>,
     /// Current warnings that are not incidents (no spare, a limit at 80 %).
     pub conditions: Vec<Condition>,
+    /// The replica pair as DRBD sees it (None: a single appliance).
+    pub replica: Option<crate::sources::drbd::DrbdResource>,
+    pub replica_last_promotion: Option<String>,
     pub monitor: MonitorStats,
+}
+
+/// The pair in one line, the same in `mxrack status` and the status page.
+pub fn replica_line(r: &crate::sources::drbd::DrbdResource) -> String {
+    let role = if r.role == "Primary" {
+        "active"
+    } else {
+        "standby"
+    };
+    let (summary, _) = crate::sources::drbd::summary(r);
+    format!(
+        "replica: this appliance is the {role} ({}), peer {} ({}): {summary}",
+        r.role, r.peer_role, r.connection
+    )
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -405,6 +422,8 @@ pub fn build(
         memory: obs.memory,
         intake_refusal: None,
         conditions,
+        replica: obs.drbd.iter().find(|r| !r.role.is_empty()).cloned(),
+        replica_last_promotion: obs.replica_last_promotion.clone(),
         monitor: MonitorStats::default(),
     }
 }

@@ -135,6 +135,13 @@ pub fn render_text(page: &StatusPage) -> String {
             out.push_str(&crate::snapshot::array_line(a));
             out.push('\n');
         }
+        if let Some(r) = &s.replica {
+            out.push_str(&crate::snapshot::replica_line(r));
+            out.push('\n');
+            if let Some(p) = &s.replica_last_promotion {
+                out.push_str(&format!("replica: last promotion {p}\n"));
+            }
+        }
         for f in &s.filesystems {
             out.push_str(&format!(
                 "{} file system {}: {} free of {} ({}.{}% used)\n",

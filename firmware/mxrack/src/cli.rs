@@ -123,6 +123,34 @@ enum Command {
     /// counts, usage, and the recovery journal against the database. Changes
     /// nothing; exit 1 when something is wrong.
     Verify,
+    /// The replica pair (DRBD under /data): status, promote, demote.
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplicaCommand {
+    /// Role, peer connection, sync state and lag, last promotion.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make this node the active one: DRBD primary, mount /data, start
+    /// every service, take the service address. Refused while the peer is
+    /// active or this node's copy is not up to date.
+    Promote,
+    /// Make this node the standby: stop the services, unmount /data, DRBD
+    /// secondary, give up the service address.
+    Demote,
+    /// Shell assignments for the board scripts.
+    #[command(hide = true)]
+    Env {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// The DRBD resource file for backing device DISK.
+    #[command(hide = true)]
+    DrbdConf { disk: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -653,6 +681,24 @@ fn reconstruct_text(r: &mxrack_store::ReconstructReport) -> String {
     out
 }
 
+fn replica(cli: &Cli, c: &ReplicaCommand) -> Result<(), CliError> {
+    use crate::replica_cli as r;
+    match c {
+        ReplicaCommand::Promote => return r::run_script("promote", false),
+        ReplicaCommand::Demote => return r::run_script("demote", false),
+        _ => {}
+    }
+    let config = cli.effective_config()?;
+    let out = match c {
+        ReplicaCommand::Status { json } => r::status(&config, *json)?,
+        ReplicaCommand::Env { node } => r::env(&config, node.as_deref())?,
+        ReplicaCommand::DrbdConf { disk } => r::drbd_conf(&config, disk)?,
+        _ => unreachable!("handled above"),
+    };
+    print!("{out}");
+    Ok(())
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     let request = match &cli.command {
         Command::Run => {
@@ -671,6 +717,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             return Ok(());
         }
         Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
+        Command::Replica(c) => return replica(&cli, c),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cli.effective_config()?.to_toml());
             return Ok(());

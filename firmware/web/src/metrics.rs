@@ -240,6 +240,48 @@ pub fn render(s: &Snapshot, open_incidents: usize) -> String {
             o.sample("mxrack_load", &[("window", w)], v);
         }
     }
+    if let Some(r) = &s.replica {
+        o.family(
+            "mxrack_replica_active",
+            "gauge",
+            "1 on the active node of a replica pair (DRBD Primary).",
+        );
+        o.sample("mxrack_replica_active", &[], u8::from(r.role == "Primary"));
+        o.family(
+            "mxrack_replica_peer_connected",
+            "gauge",
+            "1 while the replica peer is connected (DRBD connection state).",
+        );
+        o.sample(
+            "mxrack_replica_peer_connected",
+            &[("state", &r.connection)],
+            u8::from(r.connected()),
+        );
+        o.family(
+            "mxrack_replica_out_of_sync_bytes",
+            "gauge",
+            "Bytes the peer lacks (DRBD oos): the replication lag.",
+        );
+        o.sample(
+            "mxrack_replica_out_of_sync_bytes",
+            &[],
+            r.out_of_sync_kib * 1024,
+        );
+        o.family(
+            "mxrack_replica_in_sync",
+            "gauge",
+            "1 when both copies are UpToDate and connected.",
+        );
+        o.sample("mxrack_replica_in_sync", &[], u8::from(r.in_sync()));
+        if let Some(p) = r.sync_permille {
+            o.family(
+                "mxrack_replica_sync_ratio",
+                "gauge",
+                "Progress of a running DRBD resync (0-1).",
+            );
+            o.sample("mxrack_replica_sync_ratio", &[], f64::from(p) / 1000.0);
+        }
+    }
     o.family(
         "mxrack_intake_refused",
         "gauge",

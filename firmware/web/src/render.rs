@@ -141,6 +141,15 @@ pub fn html(page: &StatusPage) -> String {
             }
             b.push_str("</table>\n");
         }
+        if let Some(r) = &s.replica {
+            b.push_str(&format!(
+                "<h3>Replica pair</h3><p class=\"replica\">{}</p>\n",
+                escape(&mxrack_health::snapshot::replica_line(r))
+            ));
+            if let Some(p) = &s.replica_last_promotion {
+                b.push_str(&format!("<p>Last promotion: {}</p>\n", escape(p)));
+            }
+        }
         if !s.disks.is_empty() {
             b.push_str("<h3>Disks</h3><table><tr><th>serial</th><th>WWN</th><th>model</th><th>bay</th><th>condition</th><th>arrays</th><th>errors</th></tr>");
             for d in &s.disks {

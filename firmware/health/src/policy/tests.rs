@@ -41,6 +41,8 @@ fn look_with(root: &SysRoot, time: i64, bays: &crate::bays::BayMap) -> Observati
         net,
         filesystems: vec![],
         memory: None,
+        drbd: vec![],
+        replica_last_promotion: None,
     }
 }
 
@@ -956,4 +958,103 @@ fn rebuild_time_left_from_mdstat_when_sysfs_has_no_speed() {
     assert_eq!(eta(55), "about 55 s");
     assert_eq!(eta(600), "about 10 min");
     assert_eq!(eta(7500), "about 2 h 5 min");
+}
+
+/// One look at a replica pair whose /proc/drbd reads `line` (+ `oos`).
+fn drbd_look(time: i64, line: &str, oos: u64) -> Observation {
+    Observation {
+        time,
+        drbd: crate::sources::drbd::parse(&format!(
+            " 0: {line} C r-----\n    ns:0 nr:0 oos:{oos}\n"
+        )),
+        ..Default::default()
+    }
+}
+
+fn run_replica(state: &mut PolicyState, obs: &Observation) -> Vec<NewEvent> {
+    let out = evaluate(obs, state, &Policy::default(), &BTreeSet::new());
+    let evs: Vec<NewEvent> = events(&out).into_iter().cloned().collect();
+    for e in &evs {
+        match &e.incident {
+            IncidentAction::Open { key, .. } => {
+                state.open.insert(key.clone());
+            }
+            IncidentAction::Resolve { key } => {
+                state.open.remove(key);
+            }
+            _ => {}
+        }
+    }
+    evs
+}
+
+#[test]
+fn replica_peer_lost_refused_back_and_whole_again() {
+    let mut st = PolicyState::default();
+    let whole = "cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate";
+    assert!(run_replica(&mut st, &drbd_look(1, whole, 0)).is_empty());
+    // The peer dies: an incident, a warning.
+    let ev = run_replica(
+        &mut st,
+        &drbd_look(
+            2,
+            "cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown",
+            64,
+        ),
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].severity, Severity::Warning);
+    assert!(
+        matches!(&ev[0].incident, IncidentAction::Open { key, title } if key == REPLICA_KEY && title == "Replica peer unreachable")
+    );
+    // The same state again: nothing new.
+    assert!(
+        run_replica(
+            &mut st,
+            &drbd_look(
+                3,
+                "cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown",
+                128
+            )
+        )
+        .is_empty()
+    );
+    // Refused (split brain): critical, on the same incident.
+    let ev = run_replica(
+        &mut st,
+        &drbd_look(
+            4,
+            "cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown",
+            128,
+        ),
+    );
+    assert_eq!(ev[0].severity, Severity::Critical);
+    assert!(
+        ev[0].text.contains("nothing was discarded"),
+        "{}",
+        ev[0].text
+    );
+    // Back and resyncing: an update naming what it copies.
+    let ev = run_replica(
+        &mut st,
+        &drbd_look(
+            5,
+            "cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent",
+            2048,
+        ),
+    );
+    assert!(matches!(&ev[0].incident, IncidentAction::Update { key } if key == REPLICA_KEY));
+    assert!(ev[0].text.contains("2 MiB"), "{}", ev[0].text);
+    // Whole again: resolved.
+    let ev = run_replica(&mut st, &drbd_look(6, whole, 0));
+    assert!(matches!(&ev[0].incident, IncidentAction::Resolve { key } if key == REPLICA_KEY));
+    assert!(!st.open.contains(REPLICA_KEY));
+    // A single appliance (DRBD loaded, no resource): nothing.
+    let mut single = PolicyState::default();
+    let obs = Observation {
+        time: 1,
+        drbd: crate::sources::drbd::parse("version: 8.4.11\n"),
+        ..Default::default()
+    };
+    assert!(run_replica(&mut single, &obs).is_empty());
 }

@@ -1,6 +1,7 @@
 //! What the monitor reads, each through [`SysRoot`] so that tests and the
 //! benchmark can point it at a fixture tree. No decision is made here.
 
+pub mod drbd;
 pub mod fs;
 pub mod limits;
 pub mod md;
@@ -29,6 +30,11 @@ pub struct Observation {
     /// "data" (the store's folder) and "root".
     pub filesystems: Vec<FsObs>,
     pub memory: Option<MemObs>,
+    /// DRBD resources of a replica pair (empty: DRBD not loaded or down).
+    pub drbd: Vec<drbd::DrbdResource>,
+    /// The last line of the pair's promotion history (on the replicated
+    /// volume), when DRBD is up.
+    pub replica_last_promotion: Option<String>,
 }
 
 impl Observation {
@@ -71,6 +77,7 @@ pub fn observe(
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "statvfs failed"),
         }
     }
+    let drbd = drbd::read(root);
     Observation {
         time,
         arrays: md::read_arrays(root),
@@ -79,5 +86,11 @@ pub fn observe(
         net,
         filesystems,
         memory: mem.map(|m| m.read()),
+        replica_last_promotion: drbd
+            .iter()
+            .any(|r| !r.role.is_empty())
+            .then(|| drbd::last_promotion(data_dir))
+            .flatten(),
+        drbd,
     }
 }
