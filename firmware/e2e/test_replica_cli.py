@@ -108,10 +108,22 @@ def test_a_bad_pair_is_refused_naming_the_key(config, extra, key):
     assert key in out.stderr
 
 
-def test_automatic_promotion_says_so(config):
+def test_automatic_promotion_needs_a_witness_and_its_own_service_network(config):
+    # The service address on the replication link: a broken link would
+    # look like a dead peer, so it is refused.
     c = config('auto_promote = true\nwitness = "192.0.2.1"')
+    out = mxrack(c, "config", "check", str(c))
+    assert out.returncode == 78 and "replica.service_interface" in out.stderr
+    c = config('auto_promote = true\nwitness = "192.0.2.1"\nservice_interface = "eth2"')
+    text = c.read_text().replace(
+        'address = "10.99.0.1/24"', 'address = "10.99.0.1/24"\nservice_address = "10.98.0.1/24"'
+    ).replace('address = "10.99.0.2/24"', 'address = "10.99.0.2/24"\nservice_address = "10.98.0.2/24"')
+    c.write_text(text)
+    assert mxrack(c, "config", "check", str(c)).returncode == 0
     env = mxrack(c, "replica", "env", "--node", "mxb").stdout
     assert "REPLICA_AUTO='1'" in env and "REPLICA_WITNESS='192.0.2.1'" in env
+    assert "REPLICA_OWN_SERVICE_ADDRESS='10.98.0.2/24'" in env
+    assert "REPLICA_SERVICE_INTERFACE='eth2'" in env
 
 
 def test_a_single_appliance_has_no_pair(config):

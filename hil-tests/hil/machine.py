@@ -490,6 +490,19 @@ class Machine:
         self._close()
         return self.console.text(since)
 
+    def acpi_powerdown(self, timeout=120):
+        """The power button (QMP system_powerdown: an ACPI power-button
+        event, as a front-panel press or a BMC soft-off gives); QEMU ends
+        when the guest powers off. Returns the console lines since."""
+        since = self.console.mark()
+        self.qmp.execute("system_powerdown")
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HilError(f"the guest ignored the power button for {timeout}s")
+        self._close()
+        return self.console.text(since)
+
     def stop(self):
         """Ends QEMU (QMP quit, SIGKILL if it does not go)."""
         if self.proc and self.proc.poll() is None:

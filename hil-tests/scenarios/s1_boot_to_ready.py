@@ -5,7 +5,8 @@ and its file system, then mxrack starts. Checks that every listener in the
 ready line answers through its forwarded port with its protocol's greeting,
 that the SMTP ports are among them, and that the array is as designed; then
 powers off cleanly (mxrack stopped, /data unmounted) and boots again from the
-boot disk (disk.img under UEFI) on the same data disks, which are assembled.
+boot disk (disk.img under UEFI) on the same data disks, which are assembled;
+then the power button (QMP system_powerdown, ACPI) shuts it down as cleanly.
 Prints the boot-to-ready time (wall clock from QEMU's start, and the guest's
 uptime), the image's and the binary's sizes.
 """
@@ -45,6 +46,23 @@ def run(ctx):
         greeting = clients.probe(port, m.host_port(port))
         ctx.note(f"port {port} ({clients.PORTS[port][0]}) answers: {greeting[:60]}")
 
+    # The console asks for a login; no password is printed on it.
+    m.console.wait_for(r"login: ", 60, what="the console's login prompt")
+    _, demo = m.shell.run("cat /data/mxrack/demo-password")
+    if demo.strip() and demo.strip() in m.console.text():
+        raise HilError("the demo password is printed on the console")
+    login = "/usr/libexec/mxrack/console-login"
+    _, out = m.shell.run(
+        f"printf 'admin\\n%s\\necho LOGGED-IN-$((20+22))\\n' \"$(cat /data/mxrack/admin-password)\" | {login}",
+        timeout=60, check=False)
+    if "LOGGED-IN-42" not in out:
+        raise HilError(f"the admin password did not log in on the console:\n{out}")
+    status, out = m.shell.run(f"printf 'admin\\nwrong\\necho LOGGED-IN-$((20+22))\\n' | {login}",
+                              timeout=60, check=False)
+    if "LOGGED-IN-42" in out or "Login incorrect" not in out or status == 0:
+        raise HilError(f"a wrong password was not refused on the console:\n{out}")
+    ctx.note("console: asks for a login; the admin password opens a shell, a wrong one is refused")
+
     # The technician's view: the array and the data file system.
     _, mdstat = m.shell.run("cat /proc/mdstat")
     md0 = [line for line in mdstat.splitlines() if line.startswith("md0")]
@@ -82,3 +100,11 @@ def run(ctx):
         raise HilError("the second boot did not assemble the existing array")
     _, cmdline = m.shell.run("cat /proc/cmdline")
     ctx.note(f"kernel command line: {cmdline.strip()}")
+
+    # The power button (ACPI, QMP system_powerdown) is the same clean stop.
+    t = time.monotonic()
+    shutdown = m.acpi_powerdown()
+    for expected in ("power button pressed", "stopping mxrack", "/data unmounted"):
+        if expected not in shutdown:
+            raise HilError(f"no '{expected}' after the power button:\n{shutdown[-2000:]}")
+    ctx.figure("power button to powered off", f"{time.monotonic() - t:.1f}s")

@@ -38,7 +38,7 @@ DISK_SIZE = 512 << 20
 SENDERS = 2
 ACKED_BEFORE_KILL = 60
 RATE_MESSAGES = 60
-SERVICE_IP = "10.99.0.100"
+SERVICE_IP = "10.98.0.100"
 
 
 def udp_port():
@@ -166,12 +166,15 @@ def run(ctx):
             "board/qemu-x86_64/replica.toml --name qemu-x86_64-replica"
         )
     failovers = int(os.environ.get("HIL_REPLICA_FAILOVERS", "1"))
-    pa, pb = udp_port(), udp_port()
+    # eth1: replication; eth2: the service network (the service address).
+    ports = {(n, net): udp_port() for n in ("mxa", "mxb") for net in ("r", "s")}
     nodes = {}
-    for name, here, there, mac, base in (("mxa", pa, pb, "52:54:00:99:00:01", 0),
-                                         ("mxb", pb, pa, "52:54:00:99:00:02", 100)):
-        net = ["-netdev", f"socket,id=r0,udp=127.0.0.1:{there},localaddr=127.0.0.1:{here}",
-               "-device", f"virtio-net-pci,netdev=r0,mac={mac}"]
+    for name, other, i, base in (("mxa", "mxb", 1, 0), ("mxb", "mxa", 2, 100)):
+        net = []
+        for k, (kind, tag) in enumerate((("r", "99"), ("s", "98"))):
+            net += ["-netdev", f"socket,id={kind}0,udp=127.0.0.1:{ports[(other, kind)]},"
+                               f"localaddr=127.0.0.1:{ports[(name, kind)]}",
+                    "-device", f"virtio-net-pci,netdev={kind}0,mac=52:54:00:{tag}:00:0{i}"]
         m = Machine(os.path.join(ctx.workdir, name), image, accel=ctx.accel, echo=ctx.echo,
                     disk_size=DISK_SIZE, append=f"mxrack.node={name}", extra_args=net,
                     serial_base=base)

@@ -133,6 +133,12 @@ pub struct Appliance {
     /// Create the demo account, domain and mailbox on first start.
     #[serde(default)]
     pub demo: bool,
+    /// The console login's credential while the data volume is not
+    /// mounted (a replica standby, a storage failure): an Argon2id PHC
+    /// string from `mxrack admin hash`. Once /data is mounted the console
+    /// takes the provider's `admin` password (the Manager's) instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_password_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -270,6 +276,7 @@ impl Config {
                 primary_domain: DEMO_DOMAIN.into(),
                 data_dir,
                 demo: true,
+                console_password_hash: None,
             },
             tls: Tls::default(),
             auth: Auth::default(),

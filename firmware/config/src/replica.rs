@@ -31,6 +31,10 @@ pub struct ReplicaNode {
     /// apart when the kernel command line does not).
     #[serde(default)]
     pub mac: Option<String>,
+    /// The node's own address on `service_interface` ("ip/prefix"), from
+    /// which the standby checks whether the service address answers.
+    #[serde(default)]
+    pub service_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +141,14 @@ impl Replica {
                     format!("{:?} is not ip/prefix", n.address),
                 ));
             }
+            if let Some(a) = &n.service_address
+                && parse_cidr(a).is_none()
+            {
+                return Err(invalid(
+                    "replica.nodes.service_address",
+                    format!("{a:?} is not ip/prefix"),
+                ));
+            }
             if let Some(mac) = &n.mac
                 && !is_mac(mac)
             {
@@ -190,6 +202,23 @@ impl Replica {
                  opinion that tells a dead peer from a broken link",
             ));
         }
+        // A broken replication link must not look like a dead peer: the
+        // standby asks the service network too, so it must be another one.
+        if self.auto_promote
+            && (self.service_address.is_none()
+                || self
+                    .service_interface
+                    .as_deref()
+                    .is_none_or(|i| i == self.interface)
+                || self.nodes.iter().any(|n| n.service_address.is_none()))
+        {
+            return Err(invalid(
+                "replica.service_interface",
+                "auto_promote needs service_address on a service_interface other than \
+                 interface, and each node's own service_address there: the standby checks \
+                 the active over that network before it promotes itself",
+            ));
+        }
         if !(4..=3600).contains(&self.auto_promote_after_secs) {
             return Err(invalid(
                 "replica.auto_promote_after_secs",
@@ -225,11 +254,13 @@ mod tests {
                     name: "mxa".into(),
                     address: "10.99.0.1/24".into(),
                     mac: None,
+                    service_address: None,
                 },
                 ReplicaNode {
                     name: "mxb".into(),
                     address: "10.99.0.2/24".into(),
                     mac: Some("52:54:00:99:00:02".into()),
+                    service_address: None,
                 },
             ],
             initial_primary: "mxa".into(),
@@ -287,6 +318,13 @@ mod tests {
                 Box::new(|r| r.interface = "eth1; reboot".into()),
             ),
             ("replica.witness", Box::new(|r| r.auto_promote = true)),
+            (
+                "replica.service_interface",
+                Box::new(|r| {
+                    r.auto_promote = true;
+                    r.witness = Some("192.0.2.1".parse().unwrap());
+                }),
+            ),
             (
                 "replica.auto_promote_after_secs",
                 Box::new(|r| r.auto_promote_after_secs = 1),

@@ -58,6 +58,14 @@ impl Config {
                 ),
             ));
         }
+        if let Some(h) = &a.console_password_hash
+            && !h.starts_with("$argon2id$")
+        {
+            return Err(invalid(
+                "appliance.console_password_hash",
+                "must be an Argon2id PHC string ($argon2id$...): see `mxrack admin hash`",
+            ));
+        }
         if a.data_dir.as_os_str().is_empty() {
             return Err(invalid("appliance.data_dir", "must not be empty"));
         }

@@ -200,7 +200,8 @@ pub struct PolicyState {
     pub net: Option<NetCounters>,
     pub overflows_pending: u64,
     pub overflows_reported_at: i64,
-    /// The replica pair's connection state at the last look.
+    /// The replica pair's facts at the last look ("connected/peer has a
+    /// copy/refused").
     pub replica_connection: Option<String>,
 }
 
@@ -328,7 +329,15 @@ fn replica(obs: &Observation, state: &mut PolicyState, out: &mut Vec<Decision>) 
     let Some(r) = obs.drbd.iter().find(|r| !r.role.is_empty()) else {
         return;
     };
-    let prev = state.replica_connection.replace(r.connection.clone());
+    // What the page says depends on three facts, not on DRBD's many
+    // transient connection states (BrokenPipe, Unconnected, WFConnection
+    // ... would each be news otherwise): is the peer connected, does it
+    // hold (or receive) a good copy, and is the connection refused.
+    let connected = r.connected();
+    let peer_copy = connected && (r.syncing() || r.peer_disk == "UpToDate");
+    let refused = r.connection == "StandAlone";
+    let now = format!("{connected}/{peer_copy}/{refused}");
+    let prev = state.replica_connection.replace(now.clone());
     let open_now = state.open.contains(REPLICA_KEY);
     let resolve = |text: &str| {
         event(
@@ -341,8 +350,8 @@ fn replica(obs: &Observation, state: &mut PolicyState, out: &mut Vec<Decision>) 
             },
         )
     };
-    if prev.as_deref() == Some(r.connection.as_str()) {
-        // Same connection state: only the end of a resync is news.
+    if prev.as_deref() == Some(now.as_str()) {
+        // Same facts: only the end of a resync is news.
         if r.in_sync() && open_now {
             out.push(resolve(
                 "The peer holds every message again (both copies UpToDate)",
@@ -350,14 +359,23 @@ fn replica(obs: &Observation, state: &mut PolicyState, out: &mut Vec<Decision>) 
         }
         return;
     }
-    if !r.connected() {
-        let (severity, text) = if r.connection == "StandAlone" {
+    if !connected || !peer_copy {
+        let (severity, text) = if refused {
             (
                 Severity::Critical,
                 "DRBD is not connecting to the peer (StandAlone: disconnected by an \
                  operator, or a split brain or unrelated data refused): nothing was \
                  discarded; an operator decides which copy wins (README, Replica pair)"
                     .to_string(),
+            )
+        } else if connected {
+            (
+                Severity::Warning,
+                format!(
+                    "The peer appliance is connected but holds no good copy (its disk: {}): \
+                     new mail is stored on this appliance only",
+                    r.peer_disk
+                ),
             )
         } else {
             (

@@ -133,6 +133,10 @@ pub enum AdminRequest {
     AdminPasswd {
         password: String,
     },
+    /// Checks a password against the admin password (the console login).
+    AdminVerify {
+        password: String,
+    },
     /// The contacts of an address book (a mailbox's personal book, or an
     /// account's book), as LDAP serves them.
     ContactList {
@@ -441,6 +445,12 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         ContactRemove { book, key } => {
             store.ldap_entry_delete(book, key).map_err(e)?;
             out = format!("contact {key} removed from the book of {book}\n");
+        }
+        AdminVerify { password } => {
+            if !store.admin_verify_password(password).map_err(e)? {
+                return Err("wrong password".into());
+            }
+            out = "ok\n".to_string();
         }
         AdminPasswd { password } => {
             store.admin_set_password(password).map_err(e)?;

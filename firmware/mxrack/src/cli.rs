@@ -293,6 +293,17 @@ enum AdminCommand {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Check a password (first line of standard input) against the admin
+    /// password; exit 1 when it does not match. The console login uses it.
+    Verify {
+        /// Check `[appliance] console_password_hash` instead (no store:
+        /// the data volume is not mounted).
+        #[arg(long)]
+        console_hash: bool,
+    },
+    /// Print the Argon2id hash of a password (first line of standard
+    /// input), for `[appliance] console_password_hash`.
+    Hash,
 }
 
 #[derive(Debug, Subcommand)]
@@ -977,6 +988,32 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Admin(AdminCommand::Passwd { password }) => AdminRequest::AdminPasswd {
             password: password_from(password.clone())?,
         },
+        Command::Admin(AdminCommand::Verify {
+            console_hash: false,
+        }) => AdminRequest::AdminVerify {
+            password: password_from(None)?,
+        },
+        Command::Admin(AdminCommand::Verify { console_hash: true }) => {
+            let config = cli.effective_config()?;
+            let password = password_from(None)?;
+            let Some(hash) = &config.appliance.console_password_hash else {
+                return Err(CliError::Admin(
+                    "no [appliance] console_password_hash in the configuration".into(),
+                ));
+            };
+            return if mxrack_auth::argon::verify(&password, hash) {
+                Ok(())
+            } else {
+                Err(CliError::Admin("wrong password".into()))
+            };
+        }
+        Command::Admin(AdminCommand::Hash) => {
+            let password = password_from(None)?;
+            let hash =
+                mxrack_auth::argon::hash(&password).map_err(|e| CliError::Admin(e.to_string()))?;
+            println!("{hash}");
+            return Ok(());
+        }
         Command::Backup { dir } => {
             let dir = if dir.is_absolute() {
                 dir.clone()

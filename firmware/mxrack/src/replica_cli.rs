@@ -97,6 +97,10 @@ pub fn env(config: &Config, node: Option<&str>) -> Result<String, CliError> {
                 .clone()
                 .unwrap_or_else(|| r.interface.clone()),
         ),
+        (
+            "REPLICA_OWN_SERVICE_ADDRESS",
+            me.service_address.clone().unwrap_or_default(),
+        ),
         ("REPLICA_PEER_WAIT", r.peer_wait_secs.to_string()),
         ("REPLICA_AUTO", u8::from(r.auto_promote).to_string()),
         (
@@ -140,7 +144,8 @@ pub fn drbd_conf(config: &Config, disk: &str) -> Result<String, CliError> {
     s.push_str("    ping-timeout 10;\n"); // tenths: 1 s
     s.push_str("    ping-int 2;\n");
     s.push_str("    connect-int 2;\n");
-    s.push_str("    timeout 20;\n"); // tenths: 2 s
+    // tenths: 1.5 s; drbd.conf(5): below ping-int and connect-int.
+    s.push_str("    timeout 15;\n");
     s.push_str("  }\n");
     s.push_str("  disk {\n");
     s.push_str("    on-io-error detach;\n");
@@ -198,7 +203,11 @@ pub fn status(config: &Config, json: bool) -> Result<String, CliError> {
         None => out.push_str("the DRBD resource is not configured (down)\n"),
         Some(d) => out.push_str(&describe(d)),
     }
+    let paused = Path::new("/run/mxrack/replica-no-auto").exists();
     out.push_str(&match (r.auto_promote, r.witness) {
+        (true, Some(_)) if paused => {
+            "automatic promotion: paused (/run/mxrack/replica-no-auto exists)\n".into()
+        }
         (true, Some(w)) => format!(
             "automatic promotion: on (after {} s without the peer, when witness {w} answers \
              and the service address is silent)\n",
@@ -260,11 +269,13 @@ mod tests {
                     name: "mxa".into(),
                     address: "10.99.0.1/24".into(),
                     mac: None,
+                    service_address: None,
                 },
                 ReplicaNode {
                     name: "mxb".into(),
                     address: "10.99.0.2/24".into(),
                     mac: None,
+                    service_address: None,
                 },
             ],
             initial_primary: "mxa".into(),

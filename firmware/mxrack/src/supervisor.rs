@@ -9,7 +9,7 @@ use mxrack_net::{Pool, Shutdown, ShutdownSignal};
 use mxrack_smtp::{Mode, SmtpService};
 use mxrack_store::Store;
 use std::future::Future;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -476,7 +476,10 @@ async fn serve_all(
 
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mxrack ready: {}", ready.join(" "));
-    if let Some(password) = demo_password {
+    // The hints carry the demo password: only for a person at a terminal,
+    // never into a log or the appliance's console (its supervisor reads
+    // this output through a pipe).
+    if let Some(password) = demo_password.filter(|_| stdout.is_terminal()) {
         // A wildcard bind address is no address to connect to: the hints
         // name the machine's outward address (or loopback).
         let ifaces = mxrack_health::doctor::interfaces();

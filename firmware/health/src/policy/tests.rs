@@ -1049,6 +1049,18 @@ fn replica_peer_lost_refused_back_and_whole_again() {
     let ev = run_replica(&mut st, &drbd_look(6, whole, 0));
     assert!(matches!(&ev[0].incident, IncidentAction::Resolve { key } if key == REPLICA_KEY));
     assert!(!st.open.contains(REPLICA_KEY));
+    // Connected, but the peer lost its disk (detached after I/O errors):
+    // mail is on one appliance again.
+    let ev = run_replica(
+        &mut st,
+        &drbd_look(
+            7,
+            "cs:Connected ro:Primary/Secondary ds:UpToDate/Diskless",
+            0,
+        ),
+    );
+    assert!(matches!(&ev[0].incident, IncidentAction::Open { key, .. } if key == REPLICA_KEY));
+    assert!(ev[0].text.contains("Diskless"), "{}", ev[0].text);
     // A single appliance (DRBD loaded, no resource): nothing.
     let mut single = PolicyState::default();
     let obs = Observation {
