@@ -64,6 +64,7 @@ def main():
     try:
         m.start(fresh=True)
         m.wait_ready(ctx.boot_timeout)
+        s9_replica.md_idle(m)
         rates = [s9_replica.smtp_rate(m.host_port(25), args.messages, f"single{i}")[0] for i in range(2)]
     finally:
         m.stop()

@@ -66,6 +66,17 @@ def wait_in_sync(m, timeout):
     )
 
 
+def md_idle(m, timeout=600):
+    """Waits until md0's first resync (after its creation) is over, so a
+    rate measured next is not measured against it."""
+    wait_until(
+        "md0 idle",
+        lambda: (lambda v: (v.strip() == "idle", v.strip()))(
+            m.shell.run("cat /sys/block/md0/md/sync_action", check=False)[1]),
+        timeout,
+    )
+
+
 def sender(port, n, prefix, acked, lock, stop, errors):
     seq = 0
     try:
@@ -215,7 +226,10 @@ def run(ctx):
         raise HilError("mxrack_replica_in_sync 1 not in /metrics")
 
     # 2. Throughput with replication on and off, same run, same node.
-    # on, off, on: the two "on" runs bracket the "off" one on a shared host.
+    # on, off, on: the two "on" runs bracket the "off" one on a shared host;
+    # after both arrays' own first resync.
+    md_idle(nodes["mxa"])
+    md_idle(nodes["mxb"])
     on1, _ = smtp_rate(nodes["mxa"].host_port(25), RATE_MESSAGES, "on1")
     nodes["mxa"].shell.run("drbdadm disconnect data")
     off, _ = smtp_rate(nodes["mxa"].host_port(25), RATE_MESSAGES, "off")

@@ -58,8 +58,11 @@ impl Config {
                 ),
             ));
         }
+        // "$argon2id$v=19$m=..,t=..,p=..$SALT$HASH": six fields.
         if let Some(h) = &a.console_password_hash
-            && !h.starts_with("$argon2id$")
+            && (!h.starts_with("$argon2id$")
+                || h.split('$').count() != 6
+                || h.split('$').skip(1).any(str::is_empty))
         {
             return Err(invalid(
                 "appliance.console_password_hash",

@@ -334,7 +334,10 @@ fn replica(obs: &Observation, state: &mut PolicyState, out: &mut Vec<Decision>) 
     // ... would each be news otherwise): is the peer connected, does it
     // hold (or receive) a good copy, and is the connection refused.
     let connected = r.connected();
-    let peer_copy = connected && (r.syncing() || r.peer_disk == "UpToDate");
+    // The handshake states (WFBitMapS/T, WFSyncUUID) come before every
+    // resync: no news either way.
+    let peer_copy =
+        connected && (r.syncing() || r.peer_disk == "UpToDate" || r.connection.starts_with("WF"));
     let refused = r.connection == "StandAlone";
     let now = format!("{connected}/{peer_copy}/{refused}");
     let prev = state.replica_connection.replace(now.clone());
