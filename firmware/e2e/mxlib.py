@@ -135,6 +135,8 @@ class Server:
         # the small connection limits some tests set.
         self.http_port: int | None = None
         self.https_port: int | None = None
+        # More [web] keys (public_https_port, ...), written with the listeners.
+        self.web: dict = {}
         self.health: dict = {"self_check_at_start": False}
         self._taken = taken | {self.ldap_port, self.ldaps_port}
         # A loopback port left closed: the default smarthost (see write_config).
@@ -190,6 +192,7 @@ class Server:
                 f'http = ["{HOST}:{self.http_port}"]',
                 f'https = ["{HOST}:{self.https_port}"]',
             ]
+            lines += [f"{k} = {toml_value(v)}" for k, v in self.web.items()]
         if self.health:
             lines += ["", "[health]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in self.health.items()]

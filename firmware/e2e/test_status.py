@@ -223,6 +223,23 @@ def test_status_page_json_and_plain_http_redirect(st):
     c.close()
 
 
+def test_the_redirect_names_the_public_https_port_behind_a_port_forward(make_server):
+    # image/qemu forwards host 10443 to the guest's 443: the redirect must
+    # send the browser to the port it can reach, not to the listener's.
+    import http.client
+
+    s = make_server(start=False)
+    s.web = {"public_https_port": 10443}
+    s.use_web()
+    s.start()
+    c = http.client.HTTPConnection(HOST, s.http_port, timeout=IO_TIMEOUT)
+    c.request("GET", "/status?y=2", headers={"Host": f"{HOST}:10080"})
+    r = c.getresponse()
+    assert r.status == 301
+    assert r.getheader("Location") == f"https://{HOST}:10443/status?y=2"
+    c.close()
+
+
 PROM_LINE = re.compile(
     r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.eE+-]+|NaN)$'
 )

@@ -36,6 +36,11 @@ pub struct Web {
     /// Time a client gets to send a request's head, and a connection's
     /// longest idle time between requests.
     pub request_timeout_secs: u64,
+    /// The HTTPS port clients reach from outside, when a port forward or
+    /// NAT in front of the appliance maps another one to `https` (the HTTP
+    /// redirect names it; by default the first `https` listener's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_https_port: Option<u16>,
 }
 
 impl Default for Web {
@@ -48,6 +53,7 @@ impl Default for Web {
             request_timeout_secs: 30,
             carddav: true,
             manager: true,
+            public_https_port: None,
         }
     }
 }
@@ -68,6 +74,9 @@ impl Web {
             key,
             why: why.to_string(),
         };
+        if self.public_https_port == Some(0) {
+            return Err(invalid("web.public_https_port", "must not be 0"));
+        }
         if !self.http.is_empty() && self.https.is_empty() {
             return Err(invalid(
                 "web.http",

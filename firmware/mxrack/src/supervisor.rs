@@ -349,7 +349,10 @@ async fn serve_all(
         hostname: config.appliance.hostname.clone(),
         store: store.clone(),
         health: health.clone(),
-        https_port: web_https.first().map_or(443, |(a, _)| a.port()),
+        https_port: config
+            .web
+            .public_https_port
+            .unwrap_or_else(|| web_https.first().map_or(443, |(a, _)| a.port())),
         limits: web.clone(),
         tls: Some(tls.clone()),
         auth: Some(auth.clone()),
