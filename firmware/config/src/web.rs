@@ -130,6 +130,7 @@ mod tests {
                 "web.max_connections_per_client",
             ),
             ("request_timeout_secs = 0", "web.request_timeout_secs"),
+            ("public_https_port = 0", "web.public_https_port"),
             // An address another service already listens on names this key.
             ("https = [\"0.0.0.0:25\"]", "web.https"),
         ] {
@@ -138,6 +139,8 @@ mod tests {
                 .to_string();
             assert!(e.starts_with(key), "{line}: {e}");
         }
+        // Beyond a port number: refused by the parser.
+        assert!(Config::from_toml(&with_web("public_https_port = 70000")).is_err());
         let d = Config::embedded_default("/tmp/x".into());
         assert_eq!(d.web.http[0].port(), 8080);
         assert_eq!(d.web.https[0].port(), 8443);

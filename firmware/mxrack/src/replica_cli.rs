@@ -170,8 +170,10 @@ pub fn drbd_conf(config: &Config, disk: &str) -> Result<String, CliError> {
 /// The pair as `mxrack replica status` prints it.
 pub fn status(config: &Config, json: bool) -> Result<String, CliError> {
     let r = replica(config)?;
-    let proc_text = std::fs::read_to_string("/proc/drbd").ok();
-    let res = proc_text.as_deref().map(drbd::parse).unwrap_or_default();
+    // The monitor's own bounded read of /proc/drbd.
+    let root = mxrack_health::SysRoot::new("/");
+    let loaded = root.path("/proc/drbd").exists();
+    let res = drbd::read(&root);
     let history = last_promotion(&config.appliance.data_dir);
     let node = own_name(r, None).ok();
     let peer = node
@@ -183,7 +185,7 @@ pub fn status(config: &Config, json: bool) -> Result<String, CliError> {
         let v = serde_json::json!({
             "node": node,
             "peer": peer,
-            "drbd_loaded": proc_text.is_some(),
+            "drbd_loaded": loaded,
             "resource": first,
             "active": first.is_some_and(|d| d.role == "Primary"),
             "auto_promote": r.auto_promote,
@@ -199,7 +201,7 @@ pub fn status(config: &Config, json: bool) -> Result<String, CliError> {
         peer.as_deref().unwrap_or("?")
     ));
     match first {
-        None if proc_text.is_none() => out.push_str("DRBD is not loaded: the pair is not set up\n"),
+        None if !loaded => out.push_str("DRBD is not loaded: the pair is not set up\n"),
         None => out.push_str("the DRBD resource is not configured (down)\n"),
         Some(d) => out.push_str(&describe(d)),
     }
