@@ -21,4 +21,21 @@ revision=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
     for k in "$TARGET_DIR"/lib/modules/*; do [ -e "$k" ] && echo "kernel ${k##*/}"; done
 } >"$TARGET_DIR/etc/mxrack/release"
 
+# The keyring of update bundles (A/B updates): the public half of the
+# signing key post-image.sh signs with (MXRACK_SIGNING_KEY, default the
+# development key image/keys/development.key, made when missing), and every
+# key in MXRACK_TRUST_KEYS (space-separated *.pub files).
+key=${MXRACK_SIGNING_KEY:-$REPO/image/keys/development.key}
+if [ -z "${MXRACK_SIGNING_KEY:-}" ] && [ ! -e "$key" ]; then
+    mkdir -p "$REPO/image/keys"
+    "$TARGET_DIR/usr/bin/mxrack" update keygen --out "${key%.key}"
+fi
+mkdir -p "$TARGET_DIR/etc/mxrack/update-keys"
+"$TARGET_DIR/usr/bin/mxrack" update pubkey "$key" >"$TARGET_DIR/etc/mxrack/update-keys/signing.pub"
+i=0
+for k in ${MXRACK_TRUST_KEYS:-}; do
+    cp "$k" "$TARGET_DIR/etc/mxrack/update-keys/trusted-$i.pub"
+    i=$((i + 1))
+done
+
 mkdir -p "$TARGET_DIR/data"

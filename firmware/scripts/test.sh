@@ -108,4 +108,11 @@ python3 image/build
 # section; no boot disk (its guests boot with -kernel).
 python3 image/build --no-disk-image --extra-config board/qemu-x86_64/replica.toml \
     --name qemu-x86_64-replica --binary target/x86_64-unknown-linux-gnu/release/mxrack
+# Scenario 10's updates (A/B, issue 14): two newer images, built after the
+# main one (image versions carry the build time), as signed bundles only: a
+# good one, and one that never reaches ready (hil-tests/images/update-broken.toml).
+python3 image/build --no-disk-image --name qemu-x86_64-next \
+    --binary target/x86_64-unknown-linux-gnu/release/mxrack
+python3 image/build --no-disk-image --extra-config hil-tests/images/update-broken.toml \
+    --name qemu-x86_64-broken --binary target/x86_64-unknown-linux-gnu/release/mxrack
 python3 hil-tests/run

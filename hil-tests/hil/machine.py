@@ -57,14 +57,24 @@ def free_port():
 
 
 class Disk:
-    """A data disk: a raw image file, a serial number and a WWN."""
+    """A data disk: a raw image file, a serial number and a WWN, at SCSI id
+    `index` (its bay). `id`, `file_node` and `raw_node` are its QEMU device
+    and block node names: disk{i}, f{i}, d{i} for the disks a machine
+    starts with; Machine.swap_disk gives a disk put in later its own
+    (disk{i}-{n}, f{i}-{n}, d{i}-{n}). `present` is False for a bay whose
+    disk was pulled (Machine.pull_disk): the next boot leaves it empty."""
 
     def __init__(self, index, path, size, serial=None, wwn=None):
+        self.index = index
         self.id = f"disk{index}"
+        self.file_node = f"f{index}"
+        self.raw_node = f"d{index}"
         self.path = path
         self.size = size
         self.serial = serial or f"MXHIL-{index:04d}"
         self.wwn = wwn or f"0x5000c500a0b0c{index:03x}"
+        self.present = True
+        self.generation = 0
 
     def create(self):
         if os.path.exists(self.path):
@@ -73,12 +83,17 @@ class Disk:
             f.truncate(self.size)
 
     def qemu_args(self):
-        i = self.id[len("disk"):]
+        if not self.present:
+            return []
+        # scsi-id explicit: a pulled bay before it must not move it to
+        # another target (QEMU's automatic ids are 0, 1, 2 in order, the
+        # same as long as every bay is filled).
         return [
-            "-blockdev", f"driver=file,node-name=f{i},filename={self.path}",
-            "-blockdev", f"driver=raw,node-name=d{i},file=f{i}",
+            "-blockdev", f"driver=file,node-name={self.file_node},filename={self.path}",
+            "-blockdev", f"driver=raw,node-name={self.raw_node},file={self.file_node}",
             "-device",
-            f"scsi-hd,bus=scsi0.0,drive=d{i},id={self.id},serial={self.serial},wwn={self.wwn}",
+            f"scsi-hd,bus=scsi0.0,drive={self.raw_node},id={self.id},"
+            f"scsi-id={self.index},lun=0,serial={self.serial},wwn={self.wwn}",
         ]
 
 
@@ -326,6 +341,9 @@ class Machine:
         # uefi: boot disk.img (the boot disk a technician flashes) with OVMF
         # instead of -kernel/-initrd.
         self.uefi = uefi
+        # A writable boot disk of this machine's own (A/B updates); None:
+        # the image's disk.img under a snapshot.
+        self.boot_disk = None
         self.memory_mib = memory_mib
         self.cpus = cpus
         self.echo = echo
@@ -347,25 +365,174 @@ class Machine:
         self.ports = {}
         self.boots = 0
         self.started_at = None
+        # The disk inventory (disks.json): what is in each bay now, after
+        # swap_disk/pull_disk, so a later run (a new Machine on the same
+        # workdir) attaches that instead of the original disk files.
+        self.serial_base = serial_base
+        self.disk_defaults = [
+            {"path": d.path, "serial": d.serial, "wwn": d.wwn, "size": d.size} for d in self.disks
+        ]
+        self.inventory_loaded = self.load_inventory()
 
     # -- lifecycle -------------------------------------------------------
 
     def create_disks(self):
+        """Blank disks in every bay: the inventory goes back to the disks a
+        machine starts with (disk{i}.img, their default serials and WWNs);
+        files of disks swapped in earlier are left where they are."""
+        for d, default in zip(self.disks, self.disk_defaults):
+            d.__init__(d.index, default["path"], default["size"], default["serial"], default["wwn"])
         for d in self.disks:
             d.create()
+        self.save_inventory()
+
+    # -- disk inventory, swap and pull -----------------------------------
+
+    @property
+    def inventory_path(self):
+        return os.path.join(self.workdir, "disks.json")
+
+    def inventory(self):
+        """The inventory as written to disks.json: one entry per bay (SCSI
+        id), paths relative to the workdir when inside it."""
+        def rel(path):
+            r = os.path.relpath(path, self.workdir)
+            return path if r.startswith("..") else r
+
+        bays = []
+        for d in self.disks:
+            bays.append({
+                "index": d.index,
+                "present": d.present,
+                "path": rel(d.path) if d.present else None,
+                "pulled": None if d.present else rel(d.path),
+                "serial": d.serial if d.present else None,
+                "wwn": d.wwn if d.present else None,
+                "size": d.size,
+                "device": d.id,
+                "file_node": d.file_node,
+                "raw_node": d.raw_node,
+                "generation": d.generation,
+            })
+        return {"version": 1, "bays": bays}
+
+    def save_inventory(self):
+        """Writes disks.json atomically (a temporary file, then os.replace)."""
+        tmp = self.inventory_path + f".tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.inventory(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.inventory_path)
+
+    def load_inventory(self):
+        """Takes what disks.json records for each bay, when it exists;
+        returns whether it did. A file that cannot be read is reported and
+        ignored (the default disks stay)."""
+        try:
+            with open(self.inventory_path) as f:
+                inv = json.load(f)
+            entries = {int(b["index"]): b for b in inv["bays"]}
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"hil: {self.inventory_path} ignored: {e}", flush=True)
+            return False
+        for d in self.disks:
+            b = entries.get(d.index)
+            if not b:
+                continue
+            d.present = bool(b.get("present", True))
+            path = b.get("path") if d.present else b.get("pulled")
+            if path:
+                d.path = os.path.join(self.workdir, path)
+            if d.present:
+                d.serial = b.get("serial") or d.serial
+                d.wwn = b.get("wwn") or d.wwn
+            d.size = int(b.get("size") or d.size)
+            d.id = b.get("device") or d.id
+            d.file_node = b.get("file_node") or d.file_node
+            d.raw_node = b.get("raw_node") or d.raw_node
+            d.generation = int(b.get("generation") or 0)
+        return True
+
+    def _disk(self, index):
+        if not 0 <= index < len(self.disks):
+            raise HilError(f"no bay with SCSI id {index} (0..{len(self.disks) - 1})")
+        if self.qmp is None:
+            raise HilError("no QMP connection to the running QEMU")
+        return self.disks[index]
+
+    def _unplug(self, d, timeout=120):
+        """QMP: device_del, DEVICE_DELETED, then its block nodes."""
+        self.qmp.execute("device_del", id=d.id)
+        self.qmp.wait_event("DEVICE_DELETED", timeout=timeout, match=lambda e: e.get("device") == d.id)
+        for node in (d.raw_node, d.file_node):
+            self.qmp.execute("blockdev-del", **{"node-name": node})
+        d.present = False
+        self.save_inventory()
+
+    def pull_disk(self, index, timeout=120):
+        """Pulls the disk at SCSI id `index` out of the running machine (QMP
+        device_del, waiting for DEVICE_DELETED, then blockdev-del of its
+        nodes). The bay is recorded empty: the next boot has no disk there.
+        The image file is kept; returns its path."""
+        d = self._disk(index)
+        if not d.present:
+            raise HilError(f"bay with SCSI id {index} is already empty")
+        self._unplug(d, timeout)
+        return d.path
+
+    def swap_disk(self, index, serial=None, wwn=None, size=None, timeout=120):
+        """The technician's swap on the running machine: the disk at SCSI id
+        `index` is pulled (as pull_disk; skipped when the bay is empty) and
+        a blank one put in at the same SCSI id, on a new image file
+        disk{index}-{n}.img (the old file is kept). Serial and WWN default
+        to new unique ones (MXHIL-N{i}{nnn}, or MXQEMU-... under
+        image/qemu); size to the pulled disk's. Returns the new file's
+        path."""
+        d = self._disk(index)
+        n = d.generation + 1
+        while os.path.exists(os.path.join(self.workdir, f"disk{index}-{n}.img")):
+            n += 1
+        path = os.path.join(self.workdir, f"disk{index}-{n}.img")
+        prefix = self.disk_defaults[index]["serial"].rpartition("-")[0] or "MXHIL"
+        serial = serial or f"{prefix}-N{self.serial_base + index}{n:03d}"
+        wwn = wwn or f"0x5000c500a0d{(self.serial_base + index) & 0xff:02x}{n & 0xfff:03x}"
+        size = size or d.size
+        if d.present:
+            self._unplug(d, timeout)
+        with open(path, "xb") as f:
+            f.truncate(size)
+        dev, fnode, rnode = f"disk{index}-{n}", f"f{index}-{n}", f"d{index}-{n}"
+        self.qmp.execute("blockdev-add", driver="file", filename=path, **{"node-name": fnode})
+        self.qmp.execute("blockdev-add", driver="raw", file=fnode, **{"node-name": rnode})
+        self.qmp.execute(
+            "device_add", driver="scsi-hd", bus="scsi0.0", drive=rnode, id=dev,
+            serial=serial, wwn=wwn, **{"scsi-id": index, "lun": 0},
+        )
+        d.id, d.file_node, d.raw_node = dev, fnode, rnode
+        d.path, d.size, d.serial, d.wwn = path, size, serial, wwn
+        d.generation, d.present = n, True
+        self.save_inventory()
+        return path
 
     def boot_args(self):
         if self.uefi:
-            disk = os.path.join(self.image_dir, "disk.img")
+            disk = self.boot_disk or os.path.join(self.image_dir, "disk.img")
             if not os.path.exists(disk):
                 raise HilError(f"{disk} missing: build the image with its boot disk (image/build)")
             if not os.path.exists(OVMF_CODE):
                 raise HilError(f"{OVMF_CODE} missing (apt-get install ovmf)")
-            # The boot disk is not changed at run time: a snapshot keeps the
-            # image pristine. Its partitions keep the storage script off it.
+            # The image's disk.img is never changed: a snapshot keeps it
+            # pristine (updates and the boot counter write to the boot disk;
+            # scenarios that test them give their own copy, `boot_disk`).
+            # Its partitions keep the storage script off it.
+            snapshot = "" if self.boot_disk else "snapshot=on,"
             return [
                 "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                "-drive", f"if=none,id=boot,format=raw,snapshot=on,file={disk}",
+                "-drive", f"if=none,id=boot,format=raw,{snapshot}file={disk}",
                 "-device", "virtio-blk-pci,drive=boot,bootindex=0",
             ]
         kernel = os.path.join(self.image_dir, "bzImage")

@@ -19,6 +19,7 @@ mod memory;
 mod pop3;
 mod relay;
 mod replica;
+mod update;
 mod validate;
 mod web;
 
@@ -45,6 +46,7 @@ pub use replica::{
     REPLICA_AUTO_PROMOTE_AFTER_SECS, REPLICA_PEER_WAIT_SECS, REPLICA_PORT, REPLICA_RESYNC_MAX_MIB,
     Replica, ReplicaNode, parse_cidr,
 };
+pub use update::{UPDATE_KEYS_DIR, UPDATE_TRIAL_SECS, UPDATE_TRIES, Update};
 pub use validate::ConfigError;
 pub use web::{EMBEDDED_HTTP_ADDR, EMBEDDED_HTTPS_ADDR, WEB_MAX_CONNECTIONS_PER_CLIENT, Web};
 
@@ -116,6 +118,9 @@ pub struct Config {
     pub memory: Memory,
     #[serde(default)]
     pub log: Log,
+    /// A/B firmware updates: trusted keys, trial boots, the ready deadline.
+    #[serde(default)]
+    pub update: Update,
     /// A replica pair (DRBD under /data); absent: a single appliance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<Replica>,
@@ -301,6 +306,7 @@ impl Config {
             mail_auth: MailAuth::default(),
             memory: Memory::default(),
             log: Log::default(),
+            update: Update::default(),
             replica: None,
         }
     }

@@ -207,6 +207,7 @@ impl Config {
         self.spam.validate()?;
         self.health.validate()?;
         self.web.validate()?;
+        self.update.validate()?;
         let largest = self.smtp.max_message_bytes.max(self.imap.max_literal_bytes);
         self.memory.validate(largest)?;
         if tracing_filter_is_plausible(&self.log.level).is_err() {

@@ -692,4 +692,19 @@ fn main() {
     write("ldap_session", ldap());
     write("mime_structure", mime());
     write("dav_session", dav());
+    write("update_bundle", update());
+}
+
+fn update() -> Vec<(&'static str, Vec<u8>)> {
+    let good = mxrack_fuzz::update_bundle_seed(b"an image of a few bytes", "0.1.0.20261204120000");
+    let mut cut = good.clone();
+    cut.truncate(good.len() - 5);
+    vec![
+        ("bundle", good),
+        ("bundle-cut", cut),
+        (
+            "entries",
+            b"mxrack-0.1.0.7+1-1.efi\nmxrack-0.1.0.6.efi\nmxrack-0.1.0.8+0-2.efi\n".to_vec(),
+        ),
+    ]
 }

@@ -569,3 +569,54 @@ pub fn mime_structure(data: &[u8]) -> usize {
         rendered + score.header().len()
     })
 }
+
+/// The update bundles' signing key of the fuzz target: a fixed seed, so
+/// the committed seeds verify and mutations reach the image copy.
+fn update_key() -> mxrack_update::bundle::SigningKey {
+    mxrack_update::bundle::SigningKey::from_seed_unchecked(&[0x6d; 32]).expect("fixed seed")
+}
+
+/// A bundle of `payload` signed with the fuzz target's key (the seeds).
+pub fn update_bundle_seed(payload: &[u8], version: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    mxrack_update::bundle::write_bundle(
+        &mut out,
+        payload,
+        "qemu-x86_64",
+        version,
+        None,
+        &update_key(),
+    )
+    .expect("seed bundle");
+    out
+}
+
+/// One update bundle (issue 14) through what reads it on the appliance:
+/// the header, the signature check against a keyring, the image copy with
+/// its hash; the same bytes as a UKI's `.osrel` lookup and as boot entry
+/// names. Returns how far it got (0: refused at the header).
+pub fn update_bundle(data: &[u8]) -> usize {
+    use mxrack_update::{bundle, entries};
+    let data = cut(data, MESSAGE_BYTES_MAX);
+    checked(|| {
+        let key = update_key();
+        let trusted = vec![bundle::public_key(&bundle::public_of(&key), "fuzz").expect("key")];
+        let mut reader = data;
+        let mut reached = match bundle::read_header(&mut reader, &trusted) {
+            Ok(v) => match bundle::copy_payload(&mut reader, &mut std::io::sink(), &v.manifest) {
+                Ok(()) => 3,
+                Err(_) => 2,
+            },
+            Err(_) => 0,
+        };
+        if let Ok(osrel) = bundle::osrel_of(data) {
+            reached += usize::from(bundle::osrel_value(&osrel, "IMAGE_VERSION").is_some());
+        }
+        let names = String::from_utf8_lossy(data);
+        let listed: Vec<_> = names.lines().take(64).filter_map(entries::parse).collect();
+        reached
+            + entries::Assessment::new(listed, names.lines().next())
+                .entries
+                .len()
+    })
+}

@@ -166,3 +166,13 @@ fn mime_structure() {
         mxrack_fuzz::mime_structure,
     );
 }
+
+#[test]
+fn update_bundle() {
+    smoke(
+        "update_bundle",
+        0x4d58_424e,
+        20_000,
+        mxrack_fuzz::update_bundle,
+    );
+}

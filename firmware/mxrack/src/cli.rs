@@ -126,6 +126,62 @@ enum Command {
     /// The replica pair (DRBD under /data): status, promote, demote.
     #[command(subcommand)]
     Replica(ReplicaCommand),
+    /// A/B firmware updates: `mxrack update BUNDLE` installs a signed image
+    /// as the next one to boot; it must reach ready within [update]
+    /// trial_secs or the appliance returns to the running one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Update {
+        #[command(subcommand)]
+        command: Option<UpdateCommand>,
+        /// The bundle (`-`: standard input).
+        bundle: Option<PathBuf>,
+        /// Trial boots before the boot manager gives up on it (default
+        /// [update] tries).
+        #[arg(long)]
+        tries: Option<u32>,
+        /// Restart into the new image at once.
+        #[arg(long)]
+        reboot: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UpdateCommand {
+    /// The running image, whether it is on trial, the images on the boot
+    /// partition, updates that rolled back, the trusted keys.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle's signature and image hash; install nothing.
+    Verify {
+        bundle: PathBuf,
+        /// A folder of trusted *.pub keys instead of [update] keys_dir.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// Make a signing key: PREFIX.key (secret) and PREFIX.pub (for the
+    /// image's keyring).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key (PREFIX.pub text) of a signing key.
+    Pubkey { key: PathBuf },
+    /// Make a signed bundle of a unified kernel image (image/build runs
+    /// this); its version and board come from the image's .osrel.
+    Bundle {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        revision: Option<String>,
+        uki: PathBuf,
+    },
+    /// The boot-time trial check (started by the boot script).
+    #[command(hide = true)]
+    Trial,
 }
 
 #[derive(Debug, Subcommand)]
@@ -710,6 +766,42 @@ fn replica(cli: &Cli, c: &ReplicaCommand) -> Result<(), CliError> {
     Ok(())
 }
 
+fn update(
+    cli: &Cli,
+    c: Option<&UpdateCommand>,
+    bundle: Option<&std::path::Path>,
+    tries: Option<u32>,
+    reboot: bool,
+) -> Result<(), CliError> {
+    use crate::update_cli as u;
+    let out = match c {
+        Some(UpdateCommand::Keygen { out }) => u::keygen(out)?,
+        Some(UpdateCommand::Pubkey { key }) => u::pubkey(key)?,
+        Some(UpdateCommand::Bundle {
+            key,
+            out,
+            revision,
+            uki,
+        }) => u::make_bundle(key, uki, out, revision.as_deref())?,
+        Some(UpdateCommand::Status { json }) => u::status(&cli.effective_config()?, *json)?,
+        Some(UpdateCommand::Verify { bundle, keys }) => {
+            u::verify(&cli.effective_config()?, bundle, keys.as_deref())?
+        }
+        Some(UpdateCommand::Trial) => u::trial(&cli.effective_config()?)?,
+        None => match bundle {
+            Some(b) => u::install(&cli.effective_config()?, b, tries, reboot)?,
+            None => {
+                return Err(CliError::Admin(
+                    "mxrack update BUNDLE, or one of: status, verify, keygen, pubkey, bundle"
+                        .into(),
+                ));
+            }
+        },
+    };
+    print!("{out}");
+    Ok(())
+}
+
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     let request = match &cli.command {
         Command::Run => {
@@ -729,6 +821,12 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
         Command::Replica(c) => return replica(&cli, c),
+        Command::Update {
+            command,
+            bundle,
+            tries,
+            reboot,
+        } => return update(&cli, command.as_ref(), bundle.as_deref(), *tries, *reboot),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", cli.effective_config()?.to_toml());
             return Ok(());

@@ -9,6 +9,7 @@ mod filter_cli;
 mod health_cli;
 mod replica_cli;
 mod supervisor;
+mod update_cli;
 
 use clap::Parser;
 use std::process::ExitCode;
