@@ -50,10 +50,20 @@ def wait_until(what, probe, timeout, every=1.0):
         time.sleep(every)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports: all held open until each has its number (one
+    at a time, the kernel may hand out the same port twice, and QEMU then
+    cannot set up its forwarding)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Disk:
@@ -579,7 +589,7 @@ class Machine:
         for p in (self.ctl_path, self.qmp_path):
             if os.path.exists(p):
                 os.remove(p)
-        self.ports = {g: free_port() for g in SERVICE_PORTS}
+        self.ports = dict(zip(SERVICE_PORTS, free_ports(len(SERVICE_PORTS))))
         self.boots += 1
         log = os.path.join(self.workdir, "console.log")
         with open(log, "ab") as f:
