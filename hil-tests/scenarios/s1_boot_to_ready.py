@@ -7,6 +7,9 @@ that the SMTP ports are among them, and that the array is as designed; then
 powers off cleanly (mxrack stopped, /data unmounted) and boots again from the
 boot disk (disk.img under UEFI) on the same data disks, which are assembled;
 then the power button (QMP system_powerdown, ACPI) shuts it down as cleanly.
+After the reboot, `mxrack logs --boot previous` shows the first boot's
+mxrack, start-up and kernel lines up to its shutdown (the persistent log on
+/data).
 Prints the boot-to-ready time (wall clock from QEMU's start, and the guest's
 uptime), the image's and the binary's sizes.
 """
@@ -100,6 +103,22 @@ def run(ctx):
         raise HilError("the second boot did not assemble the existing array")
     _, cmdline = m.shell.run("cat /proc/cmdline")
     ctx.note(f"kernel command line: {cmdline.strip()}")
+
+    # The first boot's log outlived the reboot: mxrack's lines, the
+    # start-up scripts' and the kernel's, up to the clean shutdown.
+    _, previous = m.shell.run("mxrack logs --boot previous -n 5000", timeout=60)
+    for source, expected in (
+        ("mxrack", " mxrack: mxrack ready:"),
+        ("boot", " boot: mxrack-init: storage: first boot: creating"),
+        ("kernel", " kernel: ["),
+        ("shutdown", " boot: mxrack-init: stopping mxrack"),
+    ):
+        if expected not in previous:
+            tail = "\n".join(previous.splitlines()[-15:])
+            raise HilError(f"mxrack logs --boot previous has no {source} line ({expected!r}):\n{tail}")
+    _, listing = m.shell.run("ls -l /data/mxrack/log/")
+    ctx.note(f"mxrack logs --boot previous: {len(previous.splitlines())} lines (mxrack, boot, kernel, shutdown)")
+    ctx.note("log folder: " + " ".join(listing.split()[-5:]))
 
     # The power button (ACPI, QMP system_powerdown) is the same clean stop.
     t = time.monotonic()

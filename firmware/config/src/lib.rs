@@ -242,12 +242,25 @@ impl Default for Smtp {
 pub struct Log {
     /// A tracing filter: "info", "debug", "mxrack_smtp=debug,info".
     pub level: String,
+    /// The persistent log (`<data_dir>/log/`, written by `mxrack logs
+    /// collect` on the appliance): `mxrack.log` is rotated when it would
+    /// pass this size.
+    pub file_max_bytes: u64,
+    /// Files kept, `mxrack.log` included: the folder holds at most
+    /// keep_files x file_max_bytes.
+    pub keep_files: u32,
 }
+
+/// 8 files of 8 MiB: 64 MiB of the data array at most.
+pub const LOG_FILE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+pub const LOG_KEEP_FILES: u32 = 8;
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: "info".into(),
+            file_max_bytes: LOG_FILE_MAX_BYTES,
+            keep_files: LOG_KEEP_FILES,
         }
     }
 }

@@ -210,6 +210,15 @@ impl Config {
         self.update.validate()?;
         let largest = self.smtp.max_message_bytes.max(self.imap.max_literal_bytes);
         self.memory.validate(largest)?;
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.log.file_max_bytes) {
+            return Err(invalid(
+                "log.file_max_bytes",
+                "between 65536 and 1073741824",
+            ));
+        }
+        if !(2..=100).contains(&self.log.keep_files) {
+            return Err(invalid("log.keep_files", "between 2 and 100"));
+        }
         if tracing_filter_is_plausible(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

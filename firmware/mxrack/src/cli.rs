@@ -126,6 +126,25 @@ enum Command {
     /// The replica pair (DRBD under /data): status, promote, demote.
     #[command(subcommand)]
     Replica(ReplicaCommand),
+    /// The persistent log on the data array (mxrack, start-up scripts,
+    /// kernel): the last lines, of one boot, one source, matching a text.
+    #[command(args_conflicts_with_subcommands = true)]
+    Logs {
+        #[command(subcommand)]
+        command: Option<LogsCommand>,
+        /// How many lines (the last ones).
+        #[arg(short = 'n', long, default_value_t = 200)]
+        lines: usize,
+        /// all, current, previous (the boot before this one) or a boot id.
+        #[arg(long, default_value = "all")]
+        boot: crate::logs_cli::BootFilter,
+        /// mxrack, boot or kernel.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only lines containing this text.
+        #[arg(long)]
+        grep: Option<String>,
+    },
     /// A/B firmware updates: `mxrack update BUNDLE` installs a signed image
     /// as the next one to boot; it must reach ready within [update]
     /// trial_secs or the appliance returns to the running one.
@@ -142,6 +161,19 @@ enum Command {
         /// Restart into the new image at once.
         #[arg(long)]
         reboot: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// The appliance's log collector (the supervisor starts it): standard
+    /// input (mxrack's output), the start-up log and the kernel's messages
+    /// into <data_dir>/log/, rotated ([log] keep_files x file_max_bytes).
+    Collect {
+        #[arg(long, default_value = crate::logs_cli::BOOT_LOG)]
+        boot_log: PathBuf,
+        #[arg(long, default_value = crate::logs_cli::KMSG)]
+        kmsg: PathBuf,
     },
 }
 
@@ -821,6 +853,29 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
         Command::Replica(c) => return replica(&cli, c),
+        Command::Logs {
+            command,
+            lines,
+            boot,
+            source,
+            grep,
+        } => {
+            let config = cli.effective_config()?;
+            let out = match command {
+                Some(LogsCommand::Collect { boot_log, kmsg }) => {
+                    crate::logs_cli::collect(&config, boot_log, kmsg)?
+                }
+                None => crate::logs_cli::show(
+                    &config,
+                    *lines,
+                    boot,
+                    source.as_deref(),
+                    grep.as_deref(),
+                )?,
+            };
+            print!("{out}");
+            return Ok(());
+        }
         Command::Update {
             command,
             bundle,

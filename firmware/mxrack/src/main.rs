@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod filter_cli;
 mod health_cli;
+mod logs_cli;
 mod replica_cli;
 mod supervisor;
 mod update_cli;

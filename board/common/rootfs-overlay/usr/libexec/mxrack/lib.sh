@@ -37,12 +37,39 @@ real_program() {
     echo "$1"
 }
 
+# The start-up log in RAM, which the log collector (mxrack logs collect)
+# copies to the data array; kept under 1 MiB (one older generation).
+BOOT_LOG=/run/mxrack/boot.log
+boot_log() {
+    [ -d /run/mxrack ] || return 0
+    if [ -f "$BOOT_LOG" ] && [ "$(wc -c <"$BOOT_LOG")" -gt 1048576 ]; then
+        mv -f "$BOOT_LOG" "$BOOT_LOG.old"
+    fi
+    echo "$*" >>"$BOOT_LOG"
+}
+
+# Ends the log collector before /data is unmounted (shutdown, replica
+# demote): it writes what it has once its input ends, then is stopped.
+stop_log_collector() {
+    cpid=$(cat /run/mxrack/collector.pid 2>/dev/null)
+    [ -n "$cpid" ] || return 0
+    i=0
+    while kill -0 "$cpid" 2>/dev/null && [ $i -lt 30 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill "$cpid" 2>/dev/null
+    rm -f /run/mxrack/collector.pid
+}
+
 log() {
     echo "mxrack-init: $*"
+    boot_log "mxrack-init: $*" 2>/dev/null
 }
 
 warn() {
     echo "mxrack-init: WARNING: $*"
+    boot_log "mxrack-init: WARNING: $*" 2>/dev/null
 }
 
 # Seconds since boot, with hundredths, from /proc/uptime.
