@@ -74,25 +74,30 @@ fn now_rfc3339() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let second = mxrack_health::time::rfc3339(d.as_secs() as i64);
+    format!("{}.{:03}Z", second.trim_end_matches('Z'), d.subsec_millis())
+}
+
+/// Calls `each` with every line of the log files, oldest first; a line is
+/// read to at most twice LINE_MAX bytes (the rest comes as the next one).
+fn for_each_line(files: &[PathBuf], mut each: impl FnMut(&str)) -> Result<(), CliError> {
+    for p in files {
+        let f = fs::File::open(p).map_err(|e| CliError::Admin(format!("{}: {e}", p.display())))?;
+        let mut r = BufReader::new(f);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r
+                .by_ref()
+                .take((LINE_MAX * 2) as u64)
+                .read_until(b'\n', &mut buf)
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => each(String::from_utf8_lossy(&buf).trim_end()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The rotating file writer.
@@ -459,30 +464,14 @@ pub fn show(
     // The previous boot: the last boot id other than the current one.
     let previous = match boot {
         BootFilter::Previous => {
-            let mut last = None;
-            for p in &files {
-                let f = fs::File::open(p)
-                    .map_err(|e| CliError::Admin(format!("{}: {e}", p.display())))?;
-                let mut r = BufReader::new(f);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r
-                        .by_ref()
-                        .take((LINE_MAX * 2) as u64)
-                        .read_until(b'\n', &mut buf)
-                    {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let l = String::from_utf8_lossy(&buf);
-                    if let Some(b) = boot_of(&l).filter(|b| *b != current)
-                        && last.as_deref() != Some(b)
-                    {
-                        last = Some(b.to_string());
-                    }
+            let mut last: Option<String> = None;
+            for_each_line(&files, |l| {
+                if let Some(b) = boot_of(l).filter(|b| *b != current)
+                    && last.as_deref() != Some(b)
+                {
+                    last = Some(b.to_string());
                 }
-            }
+            })?;
             Some(last.ok_or_else(|| CliError::Admin("the log holds no earlier boot".into()))?)
         }
         _ => None,
@@ -490,37 +479,22 @@ pub fn show(
     let source_tag = source.map(|s| format!(" {s}: "));
     let lines = lines.clamp(1, 100_000);
     let mut ring: VecDeque<String> = VecDeque::with_capacity(lines.min(4096));
-    for p in &files {
-        let f = fs::File::open(p).map_err(|e| CliError::Admin(format!("{}: {e}", p.display())))?;
-        let mut r = BufReader::new(f);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r
-                .by_ref()
-                .take((LINE_MAX * 2) as u64)
-                .read_until(b'\n', &mut buf)
-            {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    for_each_line(&files, |l| {
+        let b = boot_of(l);
+        let keep = match boot {
+            BootFilter::All => true,
+            BootFilter::Current => b == Some(current.as_str()),
+            BootFilter::Previous => b == previous.as_deref(),
+            BootFilter::Id(id) => b.is_some_and(|b| b.starts_with(id.as_str())),
+        } && source_tag.as_deref().is_none_or(|t| l.contains(t))
+            && grep.is_none_or(|g| l.contains(g));
+        if keep {
+            if ring.len() == lines {
+                ring.pop_front();
             }
-            let l = String::from_utf8_lossy(&buf).trim_end().to_string();
-            let b = boot_of(&l);
-            let keep = match boot {
-                BootFilter::All => true,
-                BootFilter::Current => b == Some(current.as_str()),
-                BootFilter::Previous => b == previous.as_deref(),
-                BootFilter::Id(id) => b.is_some_and(|b| b.starts_with(id.as_str())),
-            } && source_tag.as_deref().is_none_or(|t| l.contains(t))
-                && grep.is_none_or(|g| l.contains(g));
-            if keep {
-                if ring.len() == lines {
-                    ring.pop_front();
-                }
-                ring.push_back(l);
-            }
+            ring.push_back(l.to_string());
         }
-    }
+    })?;
     let mut out = String::new();
     for l in ring {
         out.push_str(&l);
