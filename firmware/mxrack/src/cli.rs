@@ -806,6 +806,21 @@ fn update(
     reboot: bool,
 ) -> Result<(), CliError> {
     use crate::update_cli as u;
+    // [update] (the keyring, the trial's rules) is the image's, never the
+    // operator's /data configuration: the trust anchor travels with the
+    // image. Off the appliance (no image configuration), the one given.
+    let config = || -> Result<Config, CliError> {
+        let image = std::path::Path::new(u::IMAGE_CONFIG);
+        if !image.exists() {
+            return cli.effective_config();
+        }
+        // An image whose configuration does not load is still checked by
+        // the trial (with [update]'s defaults): it must not stay on trial.
+        Ok(Config::load(image).unwrap_or_else(|e| {
+            eprintln!("mxrack: {}: {e}; [update] defaults apply", image.display());
+            Config::embedded_default(PathBuf::from(EMBEDDED_DATA_DIR))
+        }))
+    };
     let out = match c {
         Some(UpdateCommand::Keygen { out }) => u::keygen(out)?,
         Some(UpdateCommand::Pubkey { key }) => u::pubkey(key)?,
@@ -815,13 +830,13 @@ fn update(
             revision,
             uki,
         }) => u::make_bundle(key, uki, out, revision.as_deref())?,
-        Some(UpdateCommand::Status { json }) => u::status(&cli.effective_config()?, *json)?,
+        Some(UpdateCommand::Status { json }) => u::status(&config()?, *json)?,
         Some(UpdateCommand::Verify { bundle, keys }) => {
-            u::verify(&cli.effective_config()?, bundle, keys.as_deref())?
+            u::verify(&config()?, bundle, keys.as_deref())?
         }
-        Some(UpdateCommand::Trial) => u::trial(&cli.effective_config()?)?,
+        Some(UpdateCommand::Trial) => u::trial(&config()?)?,
         None => match bundle {
-            Some(b) => u::install(&cli.effective_config()?, b, tries, reboot)?,
+            Some(b) => u::install(&config()?, b, tries, reboot)?,
             None => {
                 return Err(CliError::Admin(
                     "mxrack update BUNDLE, or one of: status, verify, keygen, pubkey, bundle"

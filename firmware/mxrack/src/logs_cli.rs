@@ -220,7 +220,8 @@ fn kmsg_pass(f: fs::File, after: &mut Option<u64>, tx: &mpsc::SyncSender<Line>) 
             continue;
         }
         *after = Some(seq);
-        tx.send(Line::Text("kernel", line)).map_err(|_| ())?;
+        tx.send(Line::Text("kernel", clean(&line)))
+            .map_err(|_| ())?;
         tx.send(Line::KmsgSeq(seq)).map_err(|_| ())?;
     }
 }
@@ -242,10 +243,15 @@ fn boot_log_pass(path: &Path, offset: &std::sync::Mutex<u64>, tx: &mpsc::SyncSen
         return true;
     }
     let mut r = BufReader::new(f.take(1 << 20));
-    let mut line = String::new();
-    while r.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
+    let mut line = Vec::new();
+    // Bytes, not read_line: a disk's raw serial in a line is not UTF-8, and
+    // must not stop the source at that line.
+    while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 && line.ends_with(b"\n") {
         *offset += line.len() as u64;
-        if tx.send(Line::Text("boot", clean(&line))).is_err() {
+        if tx
+            .send(Line::Text("boot", clean(&String::from_utf8_lossy(&line))))
+            .is_err()
+        {
             return false;
         }
         line.clear();

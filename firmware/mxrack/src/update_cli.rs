@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const BOARD_CONF: &str = "/etc/mxrack/board.conf";
+/// The image's own configuration: `[update]` is read from it alone.
+pub const IMAGE_CONFIG: &str = "/etc/mxrack/mxrack.toml";
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// The supervisor writes this when mxrack first reports ready.
 const READY_FILE: &str = "/run/mxrack/ready";
@@ -219,20 +221,40 @@ fn say(line: &str) {
     println!("mxrack-update: {line}");
 }
 
-fn reached_ready() -> bool {
+fn ready() -> bool {
     Path::new(READY_FILE).exists()
-        || std::fs::read_to_string(STORAGE_FILE).is_ok_and(|s| s.trim() == "standby")
+}
+
+/// A replica standby never starts mxrack by design: its trial waits,
+/// with its clock stopped, until the node is promoted.
+fn standby() -> bool {
+    std::fs::read_to_string(STORAGE_FILE).is_ok_and(|s| s.trim() == "standby")
+}
+
+/// Tries `f` every 2 s until it works or `until` (uptime) passes; the
+/// last error is returned then. A status command holding the lock, a boot
+/// disk that appears late: the trial must not give up on a first failure.
+fn retrying<T>(until: f64, mut f: impl FnMut() -> Result<T, CliError>) -> Result<T, CliError> {
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if uptime() + 2.0 >= until => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
 }
 
 /// `mxrack update trial`, started at boot: when the running image is on
 /// trial, blesses it once it reaches ready, or restarts the appliance when
 /// it has not within `[update] trial_secs` of boot (systemd-boot then
-/// counts the boot as failed).
+/// counts the boot as failed). It never restarts without a good image to
+/// return to.
 pub fn trial(config: &Config) -> Result<String, CliError> {
     let Some(selected) = system::loader_entry_selected(Path::new(system::EFIVARS)) else {
         return Ok("mxrack-update: not started by systemd-boot: no trial to watch\n".into());
     };
-    let (a, dev) = assess()?;
+    let mut deadline = config.update.trial_secs as f64;
+    let (a, dev) = retrying(deadline, assess)?;
     for f in &a.failed_newer {
         say(&format!(
             "the update to {} did not reach ready in its trial boots: running the previous image {}",
@@ -252,20 +274,21 @@ pub fn trial(config: &Config) -> Result<String, CliError> {
             booted.version
         ));
     }
-    let deadline = config.update.trial_secs as f64;
+    let fallback = a.fallback().map(|f| f.version.clone());
     say(&format!(
-        "mxrack {} is on trial: it must reach ready within {deadline:.0} s of boot, else the appliance restarts into {}",
+        "mxrack {} is on trial: it must reach ready within {:.0} s of boot, else the appliance restarts into {}",
         booted.version,
-        a.fallback()
-            .map(|f| f.version.as_str())
-            .unwrap_or("nothing older")
+        deadline,
+        fallback.as_deref().unwrap_or("nothing older")
     ));
+    let mut said_standby = false;
     loop {
-        if reached_ready() {
-            let _lock = system::lock(Path::new(system::LOCK_FILE))?;
-            let mounted = system::Mounted::new(&dev, Path::new(system::MOUNT_POINT), true)?;
-            let blessed = esp::bless(&mounted.dir, &selected)?;
-            drop(mounted);
+        if ready() {
+            let blessed = retrying(uptime() + 60.0, || {
+                let _lock = system::lock(Path::new(system::LOCK_FILE))?;
+                let mounted = system::Mounted::new(&dev, Path::new(system::MOUNT_POINT), true)?;
+                Ok(esp::bless(&mounted.dir, &selected)?)
+            })?;
             return Ok(format!(
                 "mxrack-update: mxrack {} reached ready after {:.1} s: confirmed{}\n",
                 booted.version,
@@ -273,9 +296,22 @@ pub fn trial(config: &Config) -> Result<String, CliError> {
                 blessed.map(|n| format!(" ({n})")).unwrap_or_default()
             ));
         }
-        if uptime() >= deadline {
+        if standby() {
+            if !said_standby {
+                say("replica standby: the trial waits for this node's promotion");
+                said_standby = true;
+            }
+            deadline = uptime() + config.update.trial_secs as f64;
+        } else if uptime() >= deadline {
+            let Some(back) = &fallback else {
+                say(&format!(
+                    "mxrack {} did not reach ready within {deadline:.0} s, and the boot partition has no good image to return to: staying up",
+                    booted.version
+                ));
+                return Ok(String::new());
+            };
             say(&format!(
-                "mxrack {} did not reach ready within {deadline:.0} s: restarting; the boot manager counts this boot as failed",
+                "mxrack {} did not reach ready within {deadline:.0} s: restarting; the boot manager counts this boot as failed (then {back})",
                 booted.version
             ));
             run_reboot()?;

@@ -276,6 +276,8 @@ pub fn read_header(r: &mut impl Read, keys: &[PublicKey]) -> Result<Verified, Up
             let claimed = serde_json::from_slice::<serde_json::Value>(&json)
                 .ok()
                 .and_then(|v| v.get("key_id").and_then(|k| k.as_str()).map(str::to_string))
+                // Unsigned text reaches a terminal: only a key id's shape.
+                .filter(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
                 .unwrap_or_else(|| "?".into());
             UpdateError::Signature(format!(
                 "not signed by a trusted key (the bundle names key {claimed}; trusted: {})",

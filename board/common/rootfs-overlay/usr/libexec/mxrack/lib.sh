@@ -59,6 +59,12 @@ stop_log_collector() {
         i=$((i + 1))
     done
     kill "$cpid" 2>/dev/null
+    i=0
+    while kill -0 "$cpid" 2>/dev/null && [ $i -lt 20 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -KILL "$cpid" 2>/dev/null
     rm -f /run/mxrack/collector.pid
 }
 
