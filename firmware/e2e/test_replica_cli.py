@@ -119,6 +119,12 @@ def test_automatic_promotion_needs_a_witness_and_its_own_service_network(config)
         'address = "10.99.0.1/24"', 'address = "10.99.0.1/24"\nservice_address = "10.98.0.1/24"'
     ).replace('address = "10.99.0.2/24"', 'address = "10.99.0.2/24"\nservice_address = "10.98.0.2/24"')
     c.write_text(text)
+    # The nodes' own addresses outside the service address's network (it is
+    # still on the replication link's 10.99.0.0/24): the standby would find
+    # the active "silent" there and promote itself while it serves.
+    out = mxrack(c, "config", "check", str(c))
+    assert out.returncode == 78 and "replica.nodes.service_address" in out.stderr, out
+    c.write_text(text.replace('service_address = "10.99.0.100/24"', 'service_address = "10.98.0.100/24"'))
     assert mxrack(c, "config", "check", str(c)).returncode == 0
     env = mxrack(c, "replica", "env", "--node", "mxb").stdout
     assert "REPLICA_AUTO='1'" in env and "REPLICA_WITNESS='192.0.2.1'" in env

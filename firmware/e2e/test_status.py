@@ -213,31 +213,34 @@ def test_status_page_json_and_plain_http_redirect(st):
     assert disks["SN-E2E-2"]["condition"] == "spare"
 
     # Port 80's stand-in redirects to HTTPS, path kept.
+    assert redirect(st.http_port, "/status.json?x=1", f"{HOST}:{st.http_port}") == (
+        301,
+        f"https://{HOST}:{st.https_port}/status.json?x=1",
+    )
+
+
+def redirect(http_port: int, path: str, host: str) -> tuple[int, str | None]:
+    """The HTTP listener's answer to GET `path` with Host `host`: status
+    and Location."""
     import http.client
 
-    c = http.client.HTTPConnection(HOST, st.http_port, timeout=IO_TIMEOUT)
-    c.request("GET", "/status.json?x=1", headers={"Host": f"{HOST}:{st.http_port}"})
-    r = c.getresponse()
-    assert r.status == 301
-    assert r.getheader("Location") == f"https://{HOST}:{st.https_port}/status.json?x=1"
-    c.close()
+    c = http.client.HTTPConnection(HOST, http_port, timeout=IO_TIMEOUT)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.getheader("Location")
+    finally:
+        c.close()
 
 
 def test_the_redirect_names_the_public_https_port_behind_a_port_forward(make_server):
     # image/qemu forwards host 10443 to the guest's 443: the redirect must
     # send the browser to the port it can reach, not to the listener's.
-    import http.client
-
     s = make_server(start=False)
     s.web = {"public_https_port": 10443}
     s.use_web()
     s.start()
-    c = http.client.HTTPConnection(HOST, s.http_port, timeout=IO_TIMEOUT)
-    c.request("GET", "/status?y=2", headers={"Host": f"{HOST}:10080"})
-    r = c.getresponse()
-    assert r.status == 301
-    assert r.getheader("Location") == f"https://{HOST}:10443/status?y=2"
-    c.close()
+    assert redirect(s.http_port, "/status?y=2", f"{HOST}:10080") == (301, f"https://{HOST}:10443/status?y=2")
 
 
 PROM_LINE = re.compile(

@@ -660,12 +660,7 @@ class Machine:
         the shutdown."""
         since = self.console.mark()
         self.shell.sock.sendall(b"poweroff\n")
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise HilError(f"the guest did not power off within {timeout}s")
-        self._close()
-        return self.console.text(since)
+        return self.wait_ended(since, timeout, "the guest did not power off")
 
     def acpi_powerdown(self, timeout=120):
         """The power button (QMP system_powerdown: an ACPI power-button
@@ -673,10 +668,16 @@ class Machine:
         when the guest powers off. Returns the console lines since."""
         since = self.console.mark()
         self.qmp.execute("system_powerdown")
+        return self.wait_ended(since, timeout, "the guest ignored the power button")
+
+    def wait_ended(self, since, timeout, what):
+        """Waits for QEMU to end (a power-off, or a restart: QEMU runs with
+        -no-reboot, so a guest's reboot ends it as a reset would), closes
+        the connections, returns the console lines since `since`."""
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise HilError(f"the guest ignored the power button for {timeout}s")
+            raise HilError(f"{what} within {timeout}s")
         self._close()
         return self.console.text(since)
 

@@ -94,12 +94,9 @@ def entries_of(st):
 
 
 def restart(ctx, m, what, timeout):
-    """Waits for the guest to restart (QEMU runs with -no-reboot: it ends,
-    as a machine resets) and starts it again on the same disks."""
-    try:
-        m.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise HilError(f"{what}: the guest did not restart within {timeout}s")
+    """Waits for the guest to restart (QEMU ends, as a machine resets) and
+    starts it again on the same disks."""
+    m.wait_ended(m.console.mark(), timeout, f"{what}: the guest did not restart")
     m.stop()
     m.start()
 

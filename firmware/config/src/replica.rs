@@ -108,6 +108,17 @@ pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     (prefix <= max).then_some((ip, prefix))
 }
 
+/// Whether `a` is in `net`/`prefix` (IPv4; any other pair is not).
+fn same_network(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -180,6 +191,36 @@ impl Replica {
                 "replica.service_address",
                 format!("{a:?} is not an IPv4 ip/prefix (announced with ARP)"),
             ));
+        }
+        // Each node's own service address is where the standby looks for the
+        // active before it promotes itself: one outside the service
+        // address's network (a typo) would be "silent" and let a standby
+        // promote while the active serves.
+        if let Some((vip, prefix)) = self.service_address.as_deref().and_then(parse_cidr) {
+            let own: Vec<IpAddr> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.service_address.as_deref().and_then(parse_cidr))
+                .map(|(ip, _)| ip)
+                .collect();
+            if let Some(bad) = own
+                .iter()
+                .find(|ip| !same_network(**ip, vip, prefix) || **ip == vip)
+            {
+                return Err(invalid(
+                    "replica.nodes.service_address",
+                    format!(
+                        "{bad} must be in the service address's network ({vip}/{prefix}) \
+                         and not the service address itself"
+                    ),
+                ));
+            }
+            if own.len() == 2 && own[0] == own[1] {
+                return Err(invalid(
+                    "replica.nodes.service_address",
+                    "the two nodes share a service address",
+                ));
+            }
         }
         if let Some(i) = &self.service_interface
             && (!is_name(i) || i.len() > 15)
@@ -278,7 +319,10 @@ mod tests {
 
     #[test]
     fn a_pair_is_valid_and_each_node_finds_its_peer() {
-        let r = pair();
+        let mut r = pair();
+        r.validate().unwrap();
+        r.nodes[0].service_address = Some("10.99.0.11/24".into());
+        r.nodes[1].service_address = Some("10.99.0.12/24".into());
         r.validate().unwrap();
         assert_eq!(r.node_and_peer("mxb").unwrap().1.name, "mxa");
         assert!(r.node_and_peer("mxc").is_none());
@@ -316,6 +360,23 @@ mod tests {
             (
                 "replica.interface",
                 Box::new(|r| r.interface = "eth1; reboot".into()),
+            ),
+            // A node's own service address: a typo outside the network, the
+            // service address itself, the other node's.
+            (
+                "replica.nodes.service_address",
+                Box::new(|r| r.nodes[1].service_address = Some("10.98.1.2/24".into())),
+            ),
+            (
+                "replica.nodes.service_address",
+                Box::new(|r| r.nodes[0].service_address = Some("10.99.0.100/24".into())),
+            ),
+            (
+                "replica.nodes.service_address",
+                Box::new(|r| {
+                    r.nodes[0].service_address = Some("10.99.0.7/24".into());
+                    r.nodes[1].service_address = Some("10.99.0.7/24".into());
+                }),
             ),
             ("replica.witness", Box::new(|r| r.auto_promote = true)),
             (

@@ -18,6 +18,10 @@ pub enum CliError {
     Admin(String),
     #[error("{0}")]
     Run(String),
+    /// The password was checked and is not the one (exit 3): the console
+    /// tells this apart from a check that could not run.
+    #[error("wrong password")]
+    WrongPassword,
 }
 
 impl CliError {
@@ -26,6 +30,7 @@ impl CliError {
             CliError::Config(_) => 78, // EX_CONFIG
             CliError::Admin(_) => 1,
             CliError::Run(_) => 70, // EX_SOFTWARE
+            CliError::WrongPassword => 3,
         }
     }
 }
@@ -704,11 +709,25 @@ fn password_from(arg: Option<String>) -> Result<String, CliError> {
     if let Some(p) = arg {
         return Ok(p);
     }
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| {
-        CliError::Admin(format!("cannot read the password from standard input: {e}"))
-    })?;
+    // At most one password's worth (and its line end) is read.
+    use std::io::{BufRead, Read};
+    let max = mxrack_auth::argon::PASSWORD_BYTES_MAX;
+    let mut line = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| {
+            CliError::Admin(format!("cannot read the password from standard input: {e}"))
+        })?;
+    let line =
+        String::from_utf8(line).map_err(|_| CliError::Admin("the password is not UTF-8".into()))?;
     let p = line.trim_end_matches(['\r', '\n']).to_string();
+    if p.len() > max {
+        return Err(CliError::Admin(format!(
+            "the password is longer than {max} bytes"
+        )));
+    }
     if p.is_empty() {
         return Err(CliError::Admin(
             "no password given (use --password or standard input)".into(),
@@ -1158,9 +1177,17 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         },
         Command::Admin(AdminCommand::Verify {
             console_hash: false,
-        }) => AdminRequest::AdminVerify {
-            password: password_from(None)?,
-        },
+        }) => {
+            let request = AdminRequest::AdminVerify {
+                password: password_from(None)?,
+            };
+            let config = cli.effective_config()?;
+            return match admin::submit(&config.appliance.data_dir, &request) {
+                Ok(_) => Ok(()),
+                Err(m) if m == "wrong password" => Err(CliError::WrongPassword),
+                Err(m) => Err(CliError::Admin(m)),
+            };
+        }
         Command::Admin(AdminCommand::Verify { console_hash: true }) => {
             let config = cli.effective_config()?;
             let password = password_from(None)?;
@@ -1172,7 +1199,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             return if mxrack_auth::argon::verify(&password, hash) {
                 Ok(())
             } else {
-                Err(CliError::Admin("wrong password".into()))
+                Err(CliError::WrongPassword)
             };
         }
         Command::Admin(AdminCommand::Hash) => {

@@ -85,16 +85,8 @@ fn for_each_line(files: &[PathBuf], mut each: impl FnMut(&str)) -> Result<(), Cl
         let f = fs::File::open(p).map_err(|e| CliError::Admin(format!("{}: {e}", p.display())))?;
         let mut r = BufReader::new(f);
         let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r
-                .by_ref()
-                .take((LINE_MAX * 2) as u64)
-                .read_until(b'\n', &mut buf)
-            {
-                Ok(0) | Err(_) => break,
-                Ok(_) => each(String::from_utf8_lossy(&buf).trim_end()),
-            }
+        while read_line_bounded(&mut r, LINE_MAX * 2, &mut buf) {
+            each(String::from_utf8_lossy(&buf).trim_end());
         }
     }
     Ok(())
@@ -126,8 +118,8 @@ impl Rotating {
         fs::rename(self.path(0), self.path(1))
     }
 
-    /// Appends whole lines (each ends with '\n'), rotating first when the
-    /// batch would pass the size bound.
+    /// Appends whole lines (each ends with '\n'), rotating before a line
+    /// that would pass the size bound, so a batch of any size keeps it.
     pub fn append(&self, batch: &str) -> std::io::Result<()> {
         // Not create_dir_all: with /data unmounted, its mount point in RAM
         // has no data folder, and the log must not appear there.
@@ -135,15 +127,30 @@ impl Rotating {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        let size = fs::metadata(self.path(0)).map(|m| m.len()).unwrap_or(0);
-        if size > 0 && size + batch.len() as u64 > self.file_max {
-            self.rotate()?;
+        let mut size = fs::metadata(self.path(0)).map(|m| m.len()).unwrap_or(0);
+        let mut rest = batch;
+        while !rest.is_empty() {
+            if size > 0 && size + first_line_len(rest) > self.file_max {
+                self.rotate()?;
+                size = 0;
+            }
+            // As many whole lines as fit (at least one: a line is far
+            // shorter than the smallest file_max).
+            let mut take = first_line_len(rest) as usize;
+            while take < rest.len()
+                && size + (take as u64) + first_line_len(&rest[take..]) <= self.file_max
+            {
+                take += first_line_len(&rest[take..]) as usize;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(0))?;
+            f.write_all(&rest.as_bytes()[..take])?;
+            size += take as u64;
+            rest = &rest[take..];
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path(0))?;
-        f.write_all(batch.as_bytes())
+        Ok(())
     }
 
     /// Every file, oldest first.
@@ -157,6 +164,26 @@ impl Rotating {
             out.push(self.path(0));
         }
         out
+    }
+}
+
+/// The length of the first line of `text`, its '\n' included.
+fn first_line_len(text: &str) -> u64 {
+    text.find('\n').map_or(text.len(), |i| i + 1) as u64
+}
+
+/// Reads one line of at most `max` bytes into `buf` (a longer line comes
+/// as several); false at the end or on an error other than EPIPE (the
+/// kernel's "records overwritten" on /dev/kmsg, skipped over).
+fn read_line_bounded(r: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> bool {
+    loop {
+        buf.clear();
+        match r.take(max as u64).read_until(b'\n', buf) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -199,19 +226,7 @@ fn read_number(path: &Path) -> Option<u64> {
 fn kmsg_pass(f: fs::File, after: &mut Option<u64>, tx: &mpsc::SyncSender<Line>) -> Result<(), ()> {
     let mut r = BufReader::with_capacity(LINE_MAX * 2, f);
     let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match r
-            .by_ref()
-            .take((LINE_MAX * 2) as u64)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            // EPIPE: records were overwritten before we read them.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
-            Err(_) => return Ok(()),
-        }
+    while read_line_bounded(&mut r, LINE_MAX * 2, &mut buf) {
         let text = String::from_utf8_lossy(&buf);
         let Some((seq, line)) = parse_kmsg(&text) else {
             continue;
@@ -224,6 +239,7 @@ fn kmsg_pass(f: fs::File, after: &mut Option<u64>, tx: &mpsc::SyncSender<Line>) 
             .map_err(|_| ())?;
         tx.send(Line::KmsgSeq(seq)).map_err(|_| ())?;
     }
+    Ok(())
 }
 
 /// Sends the start-up log's whole new lines after `offset`; false when the
@@ -337,20 +353,10 @@ pub fn collect(config: &Config, boot_log: &Path, kmsg: &Path) -> Result<String, 
             let stdin = std::io::stdin();
             let mut r = stdin.lock();
             let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r
-                    .by_ref()
-                    .take((LINE_MAX * 4) as u64)
-                    .read_until(b'\n', &mut buf)
-                {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&buf);
-                        if tx.send(Line::Text("mxrack", clean(&text))).is_err() {
-                            break;
-                        }
-                    }
+            while read_line_bounded(&mut r, LINE_MAX * 4, &mut buf) {
+                let text = String::from_utf8_lossy(&buf);
+                if tx.send(Line::Text("mxrack", clean(&text))).is_err() {
+                    break;
                 }
             }
             // The end of standard input ends the collector, after a last
@@ -544,6 +550,31 @@ mod tests {
                 .ends_with(&format!("line 0199 {}", "x".repeat(40)))
         );
         assert!(!d.path().join("mxrack.log.3").exists());
+    }
+
+    #[test]
+    fn one_batch_larger_than_a_file_keeps_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let w = Rotating {
+            dir: d.path().to_path_buf(),
+            file_max: 1000,
+            keep: 3,
+        };
+        let batch: String = (0..100)
+            .map(|i| format!("line {i:04} {}\n", "y".repeat(40)))
+            .collect();
+        w.append(&batch).unwrap();
+        for p in w.files() {
+            let len = fs::metadata(&p).unwrap().len();
+            assert!(len <= 1000, "{} is {len} bytes", p.display());
+        }
+        let last = fs::read_to_string(d.path().join(FILE_NAME)).unwrap();
+        assert!(
+            last.starts_with("line ")
+                && last
+                    .trim_end()
+                    .ends_with(&format!("line 0099 {}", "y".repeat(40)))
+        );
     }
 
     #[test]

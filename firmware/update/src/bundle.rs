@@ -405,8 +405,49 @@ pub fn osrel_value(osrel: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The `.osrel` of an image file, read from its first [`OSREL_SCAN`]
+/// bytes (objcopy puts it right after the stub's own sections).
+pub fn osrel_of_file(path: &Path) -> Result<String, UpdateError> {
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(OSREL_SCAN).read_to_end(&mut head))
+        .map_err(UpdateError::io(format!("reading {}", path.display())))?;
+    osrel_of(&head)
+}
+
+/// How much of an image is read to find its `.osrel`.
+const OSREL_SCAN: u64 = 2 * 1024 * 1024;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// A minimal PE with one `.osrel` section, as objcopy lays it out.
+    pub fn pe_with_osrel(osrel: &[u8]) -> Vec<u8> {
+        let mut pe = vec![0u8; 0x200];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x86..0x88].copy_from_slice(&1u16.to_le_bytes()); // sections
+        pe[0x94..0x96].copy_from_slice(&0u16.to_le_bytes()); // optional header
+        let s = 0x84 + 20;
+        pe[s..s + 8].copy_from_slice(b".osrel\0\0");
+        pe[s + 8..s + 12].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
+        pe[s + 16..s + 20].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
+        pe[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
+        pe.extend_from_slice(osrel);
+        pe
+    }
+
+    /// An image as image/build makes it: its .osrel names version and board.
+    pub fn image(version: &str, board: &str) -> Vec<u8> {
+        pe_with_osrel(
+            format!("ID=mxrack\nIMAGE_VERSION={version}\nMXRACK_BOARD={board}\n").as_bytes(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testutil::pe_with_osrel;
     use super::*;
 
     fn keys() -> (Ed25519KeyPair, Vec<PublicKey>) {
@@ -516,23 +557,6 @@ mod tests {
         assert!(public_key("ssh-ed25519 AAAA", "x").is_err());
         assert!(public_key(&format!("{PUBLIC_TAG} AAAA"), "x").is_err());
         assert!(signing_key(&format!("{PRIVATE_TAG} !!"), "x").is_err());
-    }
-
-    /// A minimal PE with one `.osrel` section, as objcopy lays it out.
-    fn pe_with_osrel(osrel: &[u8]) -> Vec<u8> {
-        let mut pe = vec![0u8; 0x200];
-        pe[..2].copy_from_slice(b"MZ");
-        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
-        pe[0x86..0x88].copy_from_slice(&1u16.to_le_bytes()); // sections
-        pe[0x94..0x96].copy_from_slice(&0u16.to_le_bytes()); // optional header
-        let s = 0x84 + 20;
-        pe[s..s + 8].copy_from_slice(b".osrel\0\0");
-        pe[s + 8..s + 12].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
-        pe[s + 16..s + 20].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
-        pe[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
-        pe.extend_from_slice(osrel);
-        pe
     }
 
     #[test]

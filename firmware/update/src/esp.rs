@@ -94,7 +94,24 @@ pub fn install(
             .map_err(UpdateError::io(format!("flushing {}", tmp.display())))
     });
     drop(out);
-    if let Err(e) = copied {
+    // The signature vouches for the bytes; the image itself must also say
+    // the version and board the manifest does, since systemd-boot sorts by
+    // what the image says (a bundle not made by `mxrack update bundle`).
+    let checked = copied.and_then(|()| {
+        let osrel = bundle::osrel_of_file(&tmp)?;
+        let says = |k| bundle::osrel_value(&osrel, k).unwrap_or_default();
+        if says("IMAGE_VERSION") != m.version || says("MXRACK_BOARD") != m.board {
+            return Err(UpdateError::Refused(format!(
+                "the image says version {:?} for board {:?}, its manifest {} for {}",
+                says("IMAGE_VERSION"),
+                says("MXRACK_BOARD"),
+                m.version,
+                m.board
+            )));
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
@@ -149,6 +166,7 @@ pub fn clean(esp: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::testutil::image;
     use crate::bundle::{keygen, public_key, read_header, signing_key, write_bundle};
 
     fn esp_with(files: &[&str]) -> tempfile::TempDir {
@@ -161,10 +179,18 @@ mod tests {
     }
 
     fn bundle_of(version: &str, board: &str) -> (Vec<u8>, Vec<crate::bundle::PublicKey>) {
+        bundle_with(&image(version, board), version, board)
+    }
+
+    fn bundle_with(
+        payload: &[u8],
+        version: &str,
+        board: &str,
+    ) -> (Vec<u8>, Vec<crate::bundle::PublicKey>) {
         let (private, public) = keygen().expect("keygen");
         let k = signing_key(&private, "k").expect("key");
         let mut out = Vec::new();
-        write_bundle(&mut out, b"new image", board, version, None, &k).expect("bundle");
+        write_bundle(&mut out, payload, board, version, None, &k).expect("bundle");
         (out, vec![public_key(&public, "k.pub").expect("pub")])
     }
 
@@ -177,21 +203,25 @@ mod tests {
         v
     }
 
+    /// Verifies the bundle's header, then installs it as this appliance
+    /// (qemu-x86_64, two tries) booted from `selected`.
+    fn try_install(
+        esp: &Path,
+        data: &[u8],
+        keys: &[crate::bundle::PublicKey],
+        selected: Option<&str>,
+    ) -> Result<Installed, UpdateError> {
+        let mut r = data;
+        let v = read_header(&mut r, keys).expect("verified");
+        install(esp, &mut r, &v, "qemu-x86_64", selected, 2)
+    }
+
     #[test]
     fn install_keeps_the_running_image_and_removes_older_ones() {
         let esp = esp_with(&["mxrack-1.0.efi", "mxrack-2.0.efi", "mxrack-2.5+0-2.efi"]);
         let (data, keys) = bundle_of("3.0", "qemu-x86_64");
-        let mut r = &data[..];
-        let v = read_header(&mut r, &keys).expect("verified");
-        let done = install(
-            esp.path(),
-            &mut r,
-            &v,
-            "qemu-x86_64",
-            Some("mxrack-2.0.efi"),
-            2,
-        )
-        .expect("installed");
+        let done =
+            try_install(esp.path(), &data, &keys, Some("mxrack-2.0.efi")).expect("installed");
         assert_eq!(done.entry.file, "mxrack-3.0+2.efi");
         assert_eq!(
             names(esp.path()),
@@ -199,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             fs::read(linux_dir(esp.path()).join("mxrack-3.0+2.efi")).unwrap(),
-            b"new image"
+            image("3.0", "qemu-x86_64")
         );
         // The new image boots; its trial succeeds.
         assert_eq!(
@@ -223,26 +253,14 @@ mod tests {
         ];
         for (version, board, selected, why) in cases {
             let (data, keys) = bundle_of(version, board);
-            let mut r = &data[..];
-            let v = read_header(&mut r, &keys).expect("verified");
-            let e = install(esp.path(), &mut r, &v, "qemu-x86_64", selected, 2).unwrap_err();
+            let e = try_install(esp.path(), &data, &keys, selected).unwrap_err();
             assert!(e.to_string().contains(why), "{version} {board}: {e}");
             assert_eq!(names(esp.path()), vec!["mxrack-2.0.efi"]);
         }
         // While on trial, no second update.
         let esp = esp_with(&["mxrack-2.0.efi", "mxrack-3.0+1-1.efi"]);
         let (data, keys) = bundle_of("4.0", "qemu-x86_64");
-        let mut r = &data[..];
-        let v = read_header(&mut r, &keys).expect("verified");
-        let e = install(
-            esp.path(),
-            &mut r,
-            &v,
-            "qemu-x86_64",
-            Some("mxrack-3.0+2-0.efi"),
-            2,
-        )
-        .unwrap_err();
+        let e = try_install(esp.path(), &data, &keys, Some("mxrack-3.0+2-0.efi")).unwrap_err();
         assert!(e.to_string().contains("on trial"), "{e}");
     }
 
@@ -252,19 +270,26 @@ mod tests {
         let (mut data, keys) = bundle_of("3.0", "qemu-x86_64");
         let last = data.len() - 1;
         data[last] ^= 0x20;
-        let mut r = &data[..];
-        let v = read_header(&mut r, &keys).expect("verified");
-        let e = install(
-            esp.path(),
-            &mut r,
-            &v,
-            "qemu-x86_64",
-            Some("mxrack-2.0.efi"),
-            2,
-        )
-        .unwrap_err();
+        let e = try_install(esp.path(), &data, &keys, Some("mxrack-2.0.efi")).unwrap_err();
         assert!(e.to_string().contains("SHA-256"), "{e}");
         // Nothing removed, nothing added, no partial file left.
         assert_eq!(names(esp.path()), vec!["mxrack-1.0.efi", "mxrack-2.0.efi"]);
+    }
+
+    #[test]
+    fn an_image_that_names_another_version_or_board_is_refused() {
+        // Signed, hash intact, but the image itself says something else
+        // than its manifest: systemd-boot would sort it by the image.
+        for (inside, why) in [
+            (image("9.0", "qemu-x86_64"), "version \"9.0\""),
+            (image("3.0", "x86_64"), "board \"x86_64\""),
+            (b"not an EFI program".to_vec(), "not a unified kernel image"),
+        ] {
+            let esp = esp_with(&["mxrack-1.0.efi", "mxrack-2.0.efi"]);
+            let (data, keys) = bundle_with(&inside, "3.0", "qemu-x86_64");
+            let e = try_install(esp.path(), &data, &keys, Some("mxrack-2.0.efi")).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert_eq!(names(esp.path()), vec!["mxrack-1.0.efi", "mxrack-2.0.efi"]);
+        }
     }
 }
