@@ -19,6 +19,13 @@
 #     (default_destination_concurrency_limit 20, connection cache on demand).
 #   NO_REUSE=1 adds a run of mxrack with connection_cache_secs = 0 (one
 #     session per message, as the relay was before issue 16).
+#   CHECKS=1 adds a run of mxrack with its inbound SPF/DKIM/DMARC checks on,
+#     its [dns] pointed at nxdns.py on 127.0.0.1:DNS_PORT, which answers
+#     every query NXDOMAIN without an SOA (a sender that publishes no SPF or
+#     DMARC, through a resolver that gives no negative TTL); the queries it
+#     saw are printed. Postfix still checks nothing: this row is the cost of
+#     the checks, not a like-for-like comparison. NEGATIVE_TTL_SECS sets
+#     that run's [dns] negative_ttl_secs (default 60; 0: every message asks).
 #
 # A fresh smtp-sink per run; its own counters (-c: sess= and mesg=) give the
 # sessions it saw from each MTA. Prints messages per second for each, the
@@ -35,6 +42,7 @@ SESSIONS=${SESSIONS:-20}
 MX_PORT=${MX_PORT:-12535}
 PF_PORT=${PF_PORT:-12536}
 SINK_PORT=${SINK_PORT:-12537}
+DNS_PORT=${DNS_PORT:-12538}
 # Longest wait for the sink to count every message, per run.
 RUN_TIMEOUT_SECS=${RUN_TIMEOUT_SECS:-600}
 
@@ -62,9 +70,9 @@ done
 
 WORK=$(mktemp -d /tmp/mxrack-relaybench.XXXXXX)
 chmod 755 "$WORK"
-SINK_PID= MX_PID= PF_PID=
+SINK_PID= MX_PID= PF_PID= DNS_PID=
 cleanup() {
-    for p in $SINK_PID $MX_PID $PF_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $SINK_PID $MX_PID $PF_PID $DNS_PID; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ -n "${KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -106,7 +114,7 @@ measure() {   # $1: name, $2: port
 }
 
 # Each run sets RESULT to "secs intake-secs sessions sunk left-in-queue warnings".
-run_mxrack() {   # $1: name, $2: extra [relay] lines
+run_mxrack() {   # $1: name, $2: extra [relay] lines, $3: [mail_auth] and [dns] lines
     local dir="$WORK/$1"
     mkdir -p "$dir"
     cat > "$dir/mxrack.toml" <<TOML
@@ -125,10 +133,10 @@ routes = { "bench.example" = "127.0.0.1:$SINK_PORT" }
 queue_interval_secs = 1
 $2
 
-# Postfix here checks no SPF, DKIM or DMARC: neither does mxrack, so both
+${3:-# Postfix here checks no SPF, DKIM or DMARC: neither does mxrack, so both
 # do the same work (and no DNS answer, slow or missing, sets the pace).
 [mail_auth]
-verify_inbound = false
+verify_inbound = false}
 
 [log]
 level = "warn"
@@ -207,12 +215,29 @@ if [ -n "${NO_REUSE:-}" ]; then
     run_mxrack mxrack-no-reuse "connection_cache_secs = 0"
     before=$RESULT
 fi
-python3 - "$MESSAGES" "$SIZE" "$SESSIONS" "$mx" "$pf" "$before" <<'PY'
+checks="" dns_seen=""
+if [ -n "${CHECKS:-}" ]; then
+    python3 firmware/bench/nxdns.py "$DNS_PORT" "$WORK/dns-count" &
+    DNS_PID=$!
+    sleep 0.5
+    run_mxrack mxrack-checks "" "[mail_auth]
+verify_inbound = true
+
+[dns]
+servers = [\"127.0.0.1:$DNS_PORT\"]
+negative_ttl_secs = ${NEGATIVE_TTL_SECS:-60}"
+    checks=$RESULT
+    kill "$DNS_PID"; wait "$DNS_PID" 2>/dev/null || true; DNS_PID=
+    dns_seen=$(cat "$WORK/dns-count")
+fi
+python3 - "$MESSAGES" "$SIZE" "$SESSIONS" "$mx" "$pf" "$before" "$checks" "$dns_seen" <<'PY'
 import sys
 n, size, sessions = map(int, sys.argv[1:4])
 rows = [("mxrack", sys.argv[4]), ("Postfix 3.7", sys.argv[5])]
 if sys.argv[6]:
     rows.append(("mxrack, connection_cache_secs=0", sys.argv[6]))
+if sys.argv[7]:
+    rows.append(("mxrack, SPF/DKIM/DMARC on", sys.argv[7]))
 print(f"live forwarding: smtp-source, {n} messages of {size} bytes over {sessions} sessions "
       f"-> MTA -> smtp-sink, all on 127.0.0.1")
 print(f"{'MTA':34} {'seconds':>8} {'msg/s':>8} {'intake s':>9} {'sink sessions':>14} {'sink msgs':>10} {'left queued':>12}")
@@ -226,6 +251,10 @@ for name, text in rows:
           + (f"  ({warnings} WARN/ERROR log lines)" if warnings != "0" else ""))
     bad |= sunk != n
 print(f"mxrack / Postfix: {rate['mxrack'] / rate['Postfix 3.7']:.2f}x")
+if sys.argv[7]:
+    q, names = sys.argv[8].split()
+    print(f"with the checks on: {rate['mxrack, SPF/DKIM/DMARC on'] / rate['Postfix 3.7']:.2f}x Postfix "
+          f"(which checks nothing); DNS queries {q} for {names} names over {n} messages")
 if bad:
     print("MISMATCH: a sink count differs from the messages sent")
     sys.exit(1)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import smtplib
 import threading
+import time
 
 import dkim
 import pytest
@@ -224,3 +226,26 @@ def test_dkim_list_and_show(server):
     assert r.returncode == 1 and b"already has a key" in r.stderr
     r = server.mx_run("dkim", "create", "example.net", "--selector", "x", "--algorithm", "dsa")
     assert r.returncode == 1 and b"rsa or ed25519" in r.stderr
+
+
+def test_a_sender_domain_without_records_is_asked_once_not_per_message(server, zone):
+    """A domain with no SPF and no DMARC gets NXDOMAIN with no SOA from this
+    server (no negative TTL): the checks remember that answer for
+    `dns.negative_ttl_secs` instead of asking again for every message."""
+    before = server.uids(DEMO)
+    for i in range(4):
+        with smtplib.SMTP(HOST, server.mx_port, timeout=30) as c:
+            c.ehlo("relay.quiet.example")
+            c.sendmail("news@quiet.example", [DEMO], message("news@quiet.example", DEMO, f"quiet-{i}"))
+        time.sleep(0.3)  # the first message's second look lands in between
+    stored = server.new_messages(DEMO, before)
+    assert len(stored) == 4
+    for data in stored:
+        ar = header(data, "Authentication-Results")
+        assert "spf=none" in ar and "dmarc=none" in ar, ar
+    with zone.lock:
+        asked = [q for q in zone.queries if "quiet.example" in q]
+    # Each name twice: the first message's lookup, then one more to learn
+    # it is "no such record"; the next three messages ask nothing.
+    for name in ["TXT quiet.example.", "TXT _dmarc.quiet.example.", "TXT relay.quiet.example."]:
+        assert asked.count(name) == 2, asked

@@ -8,6 +8,14 @@ use std::net::SocketAddr;
 
 /// Answers a DNS server gets to give before the next is asked.
 pub const DNS_TIMEOUT_MS: u64 = 3_000;
+/// How long a "no such record" answer without an SOA (so without a
+/// negative TTL of its own, RFC 2308 5) is remembered by the inbound
+/// checks' record cache; one with an SOA is kept for its own TTL, at most
+/// [`DNS_NEGATIVE_TTL_MAX_SECS`].
+pub const DNS_NEGATIVE_TTL_SECS: u64 = 60;
+/// The longest a negative answer is remembered, whatever its SOA says
+/// (RFC 2308 5: 1 to 3 hours are usual maxima).
+pub const DNS_NEGATIVE_TTL_MAX_SECS: u64 = 3_600;
 /// Everything the inbound checks may take for one message (SPF, DKIM and
 /// DMARC lookups together); then the results still missing are temperror.
 pub const MAIL_AUTH_CHECK_TIMEOUT_SECS: u64 = 10;
@@ -25,6 +33,8 @@ pub struct Dns {
     pub timeout_ms: u64,
     /// Tries per query and server.
     pub attempts: usize,
+    /// See [`DNS_NEGATIVE_TTL_SECS`]; 0 turns remembering such answers off.
+    pub negative_ttl_secs: u64,
 }
 
 impl Default for Dns {
@@ -33,6 +43,7 @@ impl Default for Dns {
             servers: Vec::new(),
             timeout_ms: DNS_TIMEOUT_MS,
             attempts: 2,
+            negative_ttl_secs: DNS_NEGATIVE_TTL_SECS,
         }
     }
 }
@@ -47,6 +58,12 @@ impl Dns {
         }
         if !(1..=5).contains(&self.attempts) {
             return Err(invalid("dns.attempts", "must be between 1 and 5"));
+        }
+        if self.negative_ttl_secs > DNS_NEGATIVE_TTL_MAX_SECS {
+            return Err(invalid(
+                "dns.negative_ttl_secs",
+                "must be at most 3600 (RFC 2308 5)",
+            ));
         }
         Ok(())
     }

@@ -99,3 +99,14 @@ fn the_embedded_default_is_valid_and_loopback_only() {
     // What `config show` prints reads back to the same configuration.
     assert_eq!(Config::from_toml(&c.to_toml()).expect("round trip"), c);
 }
+
+#[test]
+fn dns_negative_ttl_has_a_default_and_a_ceiling() {
+    let cfg = Config::from_toml(&base()).expect("base");
+    assert_eq!(cfg.dns.negative_ttl_secs, crate::DNS_NEGATIVE_TTL_SECS);
+    let ok =
+        Config::from_toml(&(base() + "[dns]\nnegative_ttl_secs = 0\n")).expect("0 turns it off");
+    assert_eq!(ok.dns.negative_ttl_secs, 0);
+    let e = error_of(&(base() + "[dns]\nnegative_ttl_secs = 3601\n"));
+    assert!(e.starts_with("dns.negative_ttl_secs"), "{e}");
+}

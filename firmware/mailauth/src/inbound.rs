@@ -13,6 +13,8 @@
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::hickory_resolver::Name;
+use mail_auth::hickory_resolver::proto::ProtoErrorKind;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DmarcResult, MX, MessageAuthenticator, Parameters,
@@ -20,7 +22,7 @@ use mail_auth::{
 };
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +32,60 @@ use crate::organizational_domain;
 /// Parsed TXT records (DKIM keys, SPF and DMARC records) kept between
 /// messages; the resolver below caches the raw answers too.
 pub const TXT_CACHE_ENTRIES: usize = 2048;
+/// Cache misses one check records for the negative cache (SPF's 10
+/// querying terms, DKIM keys, the DMARC walk: well under this).
+const MISSED_NAMES_MAX: usize = 64;
+
+tokio::task_local! {
+    /// What one check asked [`TxtCache`] for and did not find there, by
+    /// hash, and the names the check expects to be asked for. mail-auth
+    /// stores every answer it parsed, but returns early, storing nothing,
+    /// when the resolver gives an error; hickory keeps a "no such record"
+    /// answer only when it carries an SOA. So a sender domain without SPF
+    /// or DMARC records was asked again for every message (three queries
+    /// each). [`Inbound::remember_negatives`] keeps those answers.
+    static LOOKUPS: Arc<Mutex<Lookups>>;
+}
+
+/// See [`LOOKUPS`]. The cache is asked with a generic borrowed key, so a
+/// miss is recorded by the key's hash; the names come from the check.
+#[derive(Default)]
+struct Lookups {
+    missed: Vec<u64>,
+    expected: Vec<String>,
+}
+
+/// The hash of a cache key as `get` sees it (`str` and `String` hash alike,
+/// the `Borrow` contract).
+fn key_hash<Q: Hash + ?Sized>(key: &Q) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The TXT names an SPF and DMARC check of this envelope and `From:`
+/// domain asks first, as mail-auth writes them (lower case, final dot):
+/// the HELO name and MAIL FROM domain (RFC 7208 2.3, 2.4), then DMARC's
+/// walk up the From domain (`_dmarc.a.b.example.`, `_dmarc.b.example.`,
+/// `_dmarc.example.`). Names SPF reaches through include or redirect
+/// terms are not here: they are looked up again each time.
+fn expected_names(env: &Envelope, from_domain: &str) -> Vec<String> {
+    let fqdn = |d: &str| format!("{}.", d.trim_end_matches('.').to_lowercase());
+    let mut names = Vec::new();
+    if env.helo.contains('.') {
+        names.push(fqdn(&env.helo));
+    }
+    if let Some((_, d)) = env.mail_from.rsplit_once('@') {
+        names.push(fqdn(d));
+    }
+    let labels: Vec<&str> = from_domain.split('.').filter(|l| !l.is_empty()).collect();
+    if labels.len() > 1 {
+        for start in 0..labels.len().min(MISSED_NAMES_MAX) {
+            names.push(fqdn(&format!("_dmarc.{}", labels[start..].join("."))));
+        }
+    }
+    names
+}
 
 /// The outcome of the checks of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +126,23 @@ impl ResolverCache<String, Txt> for TxtCache {
         String: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let map = self.map.lock().ok()?;
-        let (txt, until) = map.get(name)?;
-        (*until > Instant::now()).then(|| txt.clone())
+        let found = self.map.lock().ok().and_then(|map| {
+            let (txt, until) = map.get(name)?;
+            (*until > Instant::now()).then(|| txt.clone())
+        });
+        if found.is_none() {
+            // Outside a check (no task-local), nothing is tracked.
+            let _ = LOOKUPS.try_with(|lookups| {
+                let Ok(mut lookups) = lookups.lock() else {
+                    return;
+                };
+                let hash = key_hash(name);
+                if lookups.missed.len() < MISSED_NAMES_MAX && !lookups.missed.contains(&hash) {
+                    lookups.missed.push(hash);
+                }
+            });
+        }
+        found
     }
 
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
@@ -84,6 +154,12 @@ impl ResolverCache<String, Txt> for TxtCache {
     }
 
     fn insert(&self, key: String, value: Txt, valid_until: Instant) {
+        let _ = LOOKUPS.try_with(|lookups| {
+            if let Ok(mut lookups) = lookups.lock() {
+                let hash = key_hash(key.as_str());
+                lookups.missed.retain(|h| *h != hash);
+            }
+        });
         let Ok(mut map) = self.map.lock() else { return };
         if map.len() >= TXT_CACHE_ENTRIES {
             let now = Instant::now();
@@ -111,7 +187,10 @@ type Params<'x, P> = Parameters<
 /// The checker the SMTP service shares.
 pub struct Inbound {
     auth: MessageAuthenticator,
-    txt: TxtCache,
+    txt: Arc<TxtCache>,
+    /// How long a "no such record" answer without an SOA is kept
+    /// (`dns.negative_ttl_secs`; zero: not kept).
+    negative_ttl: Duration,
     authserv_id: String,
     timeout: Duration,
     dkim_signatures_max: usize,
@@ -125,11 +204,19 @@ impl Inbound {
     ) -> Inbound {
         Inbound {
             auth: MessageAuthenticator(resolver),
-            txt: TxtCache::default(),
+            txt: Arc::new(TxtCache::default()),
+            negative_ttl: Duration::from_secs(mxrack_config::DNS_NEGATIVE_TTL_SECS),
             authserv_id,
             timeout: Duration::from_secs(cfg.check_timeout_secs),
             dkim_signatures_max: cfg.dkim_signatures_max,
         }
+    }
+
+    /// Keeps "no such record" answers without an SOA for `ttl` (see
+    /// [`mxrack_config::DNS_NEGATIVE_TTL_SECS`]); zero keeps none.
+    pub fn with_negative_ttl(mut self, ttl: Duration) -> Inbound {
+        self.negative_ttl = ttl;
+        self
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -167,8 +254,14 @@ impl Inbound {
         deadline: tokio::time::Instant,
     ) -> Verdict {
         let deadline = deadline.min(tokio::time::Instant::now() + self.timeout);
-        match tokio::time::timeout_at(deadline, self.check_unbounded(env, message, complete)).await
-        {
+        let lookups = Arc::new(Mutex::new(Lookups::default()));
+        let checked = LOOKUPS.scope(
+            lookups.clone(),
+            tokio::time::timeout_at(deadline, self.check_unbounded(env, message, complete)),
+        );
+        let verdict = checked.await;
+        self.remember_negatives(&lookups);
+        match verdict {
             Ok(v) => v,
             Err(_) => {
                 tracing::info!(client = %env.ip, "authentication checks over their deadline: temperror");
@@ -186,6 +279,55 @@ impl Inbound {
                 }
             }
         }
+    }
+
+    /// The names a check asked for that mail-auth did not store: their
+    /// lookups failed. Each is asked once more, off the SMTP reply's path,
+    /// and a "no such record" answer (NXDOMAIN or no TXT at the name) is
+    /// kept as that error, so the next message's lookup gives the same
+    /// result without a query: for the answer's own negative TTL when it
+    /// has an SOA (at most [`mxrack_config::DNS_NEGATIVE_TTL_MAX_SECS`]),
+    /// else for `dns.negative_ttl_secs`. RFC 2308 5 advises resolvers
+    /// against caching answers without an SOA because two servers could
+    /// pass one back and forth forever; this cache is at the end of the
+    /// chain and gives nothing to any other server. A timeout or a server
+    /// failure is never kept.
+    fn remember_negatives(&self, lookups: &Mutex<Lookups>) {
+        let names: Vec<String> = match lookups.lock() {
+            Ok(mut l) => {
+                let missed = std::mem::take(&mut l.missed);
+                std::mem::take(&mut l.expected)
+                    .into_iter()
+                    .filter(|n| missed.contains(&key_hash(n.as_str())))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        if names.is_empty() || self.negative_ttl.is_zero() {
+            return;
+        }
+        let resolver = self.auth.0.clone();
+        let cache = self.txt.clone();
+        let floor = self.negative_ttl;
+        tokio::spawn(async move {
+            for name in names {
+                let Ok(query) = Name::from_str_relaxed(&name) else {
+                    continue;
+                };
+                let Err(e) = resolver.txt_lookup(query).await else {
+                    continue;
+                };
+                let ttl = match e.kind() {
+                    ProtoErrorKind::NoRecordsFound(no) => no.negative_ttl.map_or(floor, |t| {
+                        Duration::from_secs(
+                            u64::from(t).min(mxrack_config::DNS_NEGATIVE_TTL_MAX_SECS),
+                        )
+                    }),
+                    _ => continue,
+                };
+                cache.put(&name, Txt::Error(mail_auth::Error::from(e)), ttl);
+            }
+        });
     }
 
     async fn check_unbounded(&self, env: &Envelope, message: &[u8], complete: bool) -> Verdict {
@@ -225,6 +367,12 @@ impl Inbound {
             };
         };
         let header_from = msg.from().to_string();
+        let _ = LOOKUPS.try_with(|lookups| {
+            if let Ok(mut l) = lookups.lock() {
+                l.expected =
+                    expected_names(env, header_from.rsplit_once('@').map_or("", |(_, d)| d));
+            }
+        });
         let signatures = msg.dkim_headers.len();
         let mut extra = String::new();
         let dkim = if complete {

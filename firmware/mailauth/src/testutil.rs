@@ -21,6 +21,7 @@ pub fn silent_resolver() -> (
         servers: vec![sock.local_addr().unwrap()],
         timeout_ms: 200,
         attempts: 1,
+        ..Default::default()
     };
     (crate::dns::resolver(&cfg).unwrap(), sock)
 }

@@ -193,11 +193,10 @@ async fn serve_all(
         .unwrap_or_else(|| config.appliance.hostname.clone());
     let relay = build_relay(&config, store.clone(), &resolver, &authserv_id)?;
     let mail_auth = config.mail_auth.verify_inbound.then(|| {
-        Arc::new(mxrack_mailauth::Inbound::new(
-            resolver.clone(),
-            authserv_id.clone(),
-            &config.mail_auth,
-        ))
+        Arc::new(
+            mxrack_mailauth::Inbound::new(resolver.clone(), authserv_id.clone(), &config.mail_auth)
+                .with_negative_ttl(std::time::Duration::from_secs(config.dns.negative_ttl_secs)),
+        )
     });
     let scorer = Arc::new(
         mxrack_filter::Scorer::from_config(&config.spam, store.clone())

@@ -158,3 +158,146 @@ fn submission_header_cannot_be_injected_into() {
         "Authentication-Results: mx.here.example; auth=pass smtp.auth=bob@here.exampledkim=pass\r\n"
     );
 }
+
+/// A DNS server on 127.0.0.1 that answers every query NXDOMAIN without an
+/// SOA (as the resolver that slowed the relay bench did) or, for names in
+/// `spf`, with that TXT record; it counts the queries per name.
+struct NxServer {
+    addr: std::net::SocketAddr,
+    asked: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl NxServer {
+    fn start(spf: &'static [(&'static str, &'static str)]) -> NxServer {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let asked: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let seen = asked.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                let q = &buf[..n];
+                if n < 17 {
+                    continue;
+                }
+                // The question's name: labels from byte 12 to the zero.
+                let (mut i, mut labels) = (12, Vec::new());
+                while i < n && q[i] != 0 {
+                    let len = q[i] as usize;
+                    labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + len]).to_lowercase());
+                    i += 1 + len;
+                }
+                let end = i + 5; // zero, QTYPE, QCLASS
+                let name = format!("{}.", labels.join("."));
+                *seen.lock().unwrap().entry(name.clone()).or_default() += 1;
+                let mut r = q[..2].to_vec();
+                let record = spf.iter().find(|(d, _)| format!("{d}.") == name);
+                // QR, RD, RA; rcode NXDOMAIN (3) or NOERROR with one answer.
+                r.extend_from_slice(if record.is_some() {
+                    &[0x81, 0x80]
+                } else {
+                    &[0x81, 0x83]
+                });
+                r.extend_from_slice(&[0, 1, 0, u8::from(record.is_some()), 0, 0, 0, 0]);
+                r.extend_from_slice(&q[12..end]);
+                if let Some((_, txt)) = record {
+                    r.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 1, 44]);
+                    r.extend_from_slice(&((txt.len() + 1) as u16).to_be_bytes());
+                    r.push(txt.len() as u8);
+                    r.extend_from_slice(txt.as_bytes());
+                }
+                let _ = sock.send_to(&r, peer);
+            }
+        });
+        NxServer { addr, asked }
+    }
+
+    fn asked(&self, name: &str) -> usize {
+        self.asked.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+
+    fn resolver(&self) -> mail_auth::hickory_resolver::TokioResolver {
+        crate::dns::resolver(&mxrack_config::Dns {
+            servers: vec![self.addr],
+            timeout_ms: 500,
+            attempts: 1,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+}
+
+/// Waits for the negative answers' background lookups to land.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_domain_without_spf_or_dmarc_is_asked_once_not_per_message() {
+    let dns = NxServer::start(&[("relay.nosuch.example", "v=spf1 -all")]);
+    let inbound = Inbound::new(dns.resolver(), "mx.here.example".into(), &cfg());
+    let msg = "From: a@nosuch.example\r\nSubject: x\r\n\r\nhi\r\n";
+    let env = Envelope {
+        ip: "192.0.2.7".parse().unwrap(),
+        helo: "relay.nosuch.example".into(),
+        mail_from: "a@nosuch.example".into(),
+    };
+    let first = inbound.check(&env, msg.as_bytes(), true, far()).await;
+    settle().await;
+    for _ in 0..5 {
+        let v = inbound.check(&env, msg.as_bytes(), true, far()).await;
+        // The same verdict from the remembered answers.
+        assert_eq!(v, first);
+    }
+    settle().await;
+    assert!(first.header.contains("spf=none"), "{}", first.header);
+    assert!(first.header.contains("dmarc=none"), "{}", first.header);
+    // Once by the first check, once more to learn it is "no such record".
+    for name in [
+        "nosuch.example.",
+        "_dmarc.nosuch.example.",
+        "_dmarc.example.",
+    ] {
+        assert_eq!(dns.asked(name), 2, "{name}: {:?}", dns.asked);
+    }
+    // A record that exists is kept by mail-auth itself: asked once.
+    assert_eq!(dns.asked("relay.nosuch.example."), 1, "{:?}", dns.asked);
+}
+
+#[tokio::test]
+async fn negative_answers_are_not_kept_when_turned_off_or_after_their_time() {
+    let dns = NxServer::start(&[]);
+    let env = env("a@nosuch.example");
+    let msg = "From: a@nosuch.example\r\nSubject: x\r\n\r\nhi\r\n";
+    let off = Inbound::new(dns.resolver(), "mx".into(), &cfg()).with_negative_ttl(Duration::ZERO);
+    for _ in 0..3 {
+        off.check(&env, msg.as_bytes(), true, far()).await;
+    }
+    settle().await;
+    assert_eq!(dns.asked("nosuch.example."), 3);
+
+    let short = Inbound::new(dns.resolver(), "mx".into(), &cfg())
+        .with_negative_ttl(Duration::from_millis(400));
+    short.check(&env, msg.as_bytes(), true, far()).await;
+    settle().await;
+    short.check(&env, msg.as_bytes(), true, far()).await;
+    assert_eq!(dns.asked("nosuch.example."), 5, "kept: no query");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    short.check(&env, msg.as_bytes(), true, far()).await;
+    settle().await;
+    assert_eq!(dns.asked("nosuch.example."), 7, "expired: asked again");
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_is_never_remembered() {
+    // Timeouts are temperror each time, never kept as "no such record".
+    let (resolver, _guard) = silent_resolver();
+    let inbound = Inbound::new(resolver, "mx".into(), &cfg());
+    let msg = "From: a@nosuch.example\r\nSubject: x\r\n\r\nhi\r\n";
+    let v = inbound
+        .check(&env("a@nosuch.example"), msg.as_bytes(), true, far())
+        .await;
+    assert!(v.header.contains("spf=temperror"), "{}", v.header);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(inbound.txt_cache().get("nosuch.example.").is_none());
+}
