@@ -199,7 +199,10 @@ class Server:
         # Tests never send mail off this machine: unless a test names its own,
         # the smarthost for every domain without a route is a loopback port
         # nobody listens on (delivery is deferred, no DNS lookup is made).
-        relay = {"smarthost": f"{HOST}:{self.closed_port}", **self.relay}
+        # A test that sets "smarthost" to None delivers by MX records (its
+        # own DNS server answers them; test_mta_sts.py).
+        relay = {k: v for k, v in {"smarthost": f"{HOST}:{self.closed_port}", **self.relay}.items()
+                 if v is not None}
         # Nor any DNS query: the resolver (SPF/DKIM/DMARC of inbound mail, MX
         # lookups) asks a loopback port nobody answers on, unless a test runs
         # its own DNS server (test_mailauth.py).

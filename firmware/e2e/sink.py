@@ -7,6 +7,7 @@ its parameters, RCPT TO list, DATA bytes, the reply to the end of DATA) and
 answers as the test scripts it:
 
     sink = Sink(tls=True).start()               # offers STARTTLS (self-signed)
+    sink = Sink(tls=True, tls_context=ctx)      # ... with a certificate of the test's
     sink.script_data("451 4.3.0 try later")      # next end-of-DATA answers
     sink.rcpt_for["bad@example.org"] = "550 5.1.1 no such user"
     ...
@@ -93,14 +94,15 @@ class Transaction:
 class Sink:
     def __init__(self, tls: bool = False, cert_dir: Path | None = None,
                  eight_bit_mime: bool = True, smtputf8: bool = True, port: int = 0,
-                 auth: dict[str, str] | None = None, auth_in_clear: bool = False):
+                 auth: dict[str, str] | None = None, auth_in_clear: bool = False,
+                 tls_context: ssl.SSLContext | None = None):
         self.tls = tls
         self.auth = auth
         self.auth_in_clear = auth_in_clear
         self.eight_bit_mime = eight_bit_mime
         self.smtputf8 = smtputf8
-        self._ctx: ssl.SSLContext | None = None
-        if tls:
+        self._ctx: ssl.SSLContext | None = tls_context
+        if tls and tls_context is None:
             assert cert_dir is not None, "a TLS sink needs a folder for its certificate"
             cert, key = make_certificate(Path(cert_dir))
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -26,6 +26,13 @@ pub struct Relay {
     pub ehlo: Option<String>,
     /// Only deliver over TLS (defer when the server offers none).
     pub require_tls: bool,
+    /// Apply destination domains' MTA-STS policies (RFC 8461) to MX
+    /// delivery: in enforce mode only the MX hosts a policy names, over TLS
+    /// with a certificate valid for their names, else the mail waits.
+    pub mta_sts: bool,
+    /// PEM certificates trusted besides Mozilla's roots when a certificate
+    /// is verified (MTA-STS policy and MX hosts): a private CA.
+    pub tls_trust_file: Option<std::path::PathBuf>,
     /// How often the queue is looked at without being woken.
     pub queue_interval_secs: u64,
     /// First retry after this; doubles per attempt up to `retry_max_secs`.
@@ -59,6 +66,8 @@ impl Default for Relay {
             source_address: None,
             ehlo: None,
             require_tls: false,
+            mta_sts: true,
+            tls_trust_file: None,
             queue_interval_secs: 30,
             retry_base_secs: 300,
             retry_max_secs: 4 * 3600,

@@ -693,6 +693,27 @@ fn main() {
     write("mime_structure", mime());
     write("dav_session", dav());
     write("update_bundle", update());
+    write("mta_sts_policy", mta_sts());
+}
+
+fn mta_sts() -> Vec<(&'static str, Vec<u8>)> {
+    let policy = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n";
+    vec![
+        ("policy", policy.as_bytes().to_vec()),
+        (
+            "response",
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{policy}",
+                policy.len()
+            )
+            .into_bytes(),
+        ),
+        ("txt", b"v=STSv1; id=20160831085700Z;".to_vec()),
+        (
+            "redirect",
+            b"HTTP/1.1 301 Moved\r\nLocation: https://x/\r\n\r\n".to_vec(),
+        ),
+    ]
 }
 
 fn update() -> Vec<(&'static str, Vec<u8>)> {

@@ -620,3 +620,30 @@ pub fn update_bundle(data: &[u8]) -> usize {
                 .len()
     })
 }
+
+/// A policy host's HTTPS answer (issue 16, MTA-STS): the HTTP response
+/// parser, the policy parser on its body and on the raw bytes, every
+/// policy's MX matching, and the TXT record parser. Returns how far it got
+/// (0: the answer was refused).
+pub fn mta_sts_policy(data: &[u8]) -> usize {
+    use mxrack_relay::mta_sts;
+    let data = cut(data, 128 * 1024);
+    checked(|| {
+        let text = String::from_utf8_lossy(data);
+        let mut reached = usize::from(mta_sts::parse_txt(&text).is_some());
+        for body in [mta_sts::parse_response(data).ok(), Some(data)]
+            .into_iter()
+            .flatten()
+        {
+            reached += 1;
+            if let Ok(policy) = mta_sts::parse_policy(&String::from_utf8_lossy(body)) {
+                reached += 1 + text
+                    .split(['\n', ' '])
+                    .take(256)
+                    .filter(|host| policy.matches(host))
+                    .count();
+            }
+        }
+        reached
+    })
+}

@@ -176,3 +176,13 @@ fn update_bundle() {
         mxrack_fuzz::update_bundle,
     );
 }
+
+#[test]
+fn mta_sts_policy() {
+    smoke(
+        "mta_sts_policy",
+        0x5354_5331,
+        50_000,
+        mxrack_fuzz::mta_sts_policy,
+    );
+}

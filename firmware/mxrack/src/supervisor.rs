@@ -659,8 +659,17 @@ fn build_relay(
         }),
         _ => None,
     };
-    let router = mxrack_relay::Router::new(routes, r.smarthost.clone(), smarthost_auth)
+    let mut router = mxrack_relay::Router::new(routes, r.smarthost.clone(), smarthost_auth)
         .with_resolver(resolver.clone());
+    if r.mta_sts {
+        let verified = mxrack_relay::verified_tls(r.tls_trust_file.as_deref())
+            .map_err(|e| format!("relay.tls_trust_file: {e}"))?;
+        router = router.with_mta_sts(Arc::new(mxrack_relay::StsResolver::new(
+            resolver.clone(),
+            verified,
+            Duration::from_secs(config.dns.negative_ttl_secs),
+        )));
+    }
     let mut relay = mxrack_relay::Relay::new(store, runner, router, transports, Some(srs));
     if config.mail_auth.sign_outbound {
         relay = relay.with_sign_hook(Arc::new(mxrack_mailauth::Signer::new(

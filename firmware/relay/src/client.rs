@@ -756,6 +756,41 @@ async fn authenticate(
     }
 }
 
+/// A rustls client configuration that verifies certificates (WebPKI, RFC
+/// 6125 names): Mozilla's roots (`webpki-roots`) and the PEM certificates
+/// of `trust_file` (`[relay] tls_trust_file`: a private CA) as anchors.
+/// What MTA-STS's enforce mode requires of MX hosts and policy hosts.
+pub fn verified_tls(
+    trust_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = trust_file {
+        let certs =
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A rustls client configuration for opportunistic TLS: any certificate is
 /// accepted (the alternative, on port 25, is no encryption at all).
 pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {

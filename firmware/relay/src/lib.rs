@@ -1,14 +1,18 @@
 //! Outbound mail: the queue runner, the SMTP client, routing (routes,
-//! smarthost, MX), delivery status notifications and SRS.
+//! smarthost, MX, MTA-STS), delivery status notifications and SRS.
 
 pub mod client;
 pub mod dsn;
+pub mod mta_sts;
 pub mod route;
 pub mod runner;
 pub mod sign;
 pub mod srs;
 
-pub use client::{ClientConfig, Credentials, RcptOutcome, Session, opportunistic_tls};
+pub use client::{
+    ClientConfig, Credentials, RcptOutcome, Session, opportunistic_tls, verified_tls,
+};
+pub use mta_sts::StsResolver;
 pub use route::Router;
 pub use runner::{Relay, RelayStats, RunnerConfig};
 pub use sign::{Outgoing, SignHook};

@@ -3,14 +3,19 @@
 //! MX (the domain's own address) and null MX (RFC 7505) rules. MX hosts of
 //! equal preference are tried in random order (RFC 5321 5.1). A
 //! `Destination` names where sessions go, so messages for one destination
-//! share sessions.
+//! share sessions. A domain's MTA-STS policy (RFC 8461, [`crate::mta_sts`])
+//! in enforce mode narrows its MX hosts to those the policy names and asks
+//! for verified TLS; routes and the smarthost are the operator's own
+//! choice and are not subject to it.
 
 use crate::client::Credentials;
+use crate::mta_sts::{Applied, Mode, StsResolver};
 use hickory_resolver::TokioResolver;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// Most servers tried for one domain in one attempt.
@@ -41,6 +46,18 @@ pub struct Destination {
     pub key: String,
     pub servers: Vec<Server>,
     pub auth: Option<Credentials>,
+    pub tls: TlsLevel,
+}
+
+/// What TLS a destination's sessions need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// STARTTLS when offered, any certificate (`[relay] require_tls` can
+    /// still demand it).
+    Opportunistic,
+    /// STARTTLS required, with a certificate valid for the server's name
+    /// (an enforced MTA-STS policy).
+    Verified,
 }
 
 pub struct Router {
@@ -48,6 +65,8 @@ pub struct Router {
     smarthost: Option<String>,
     smarthost_auth: Option<Credentials>,
     resolver: OnceCell<Result<TokioResolver, String>>,
+    sts: Option<Arc<StsResolver>>,
+    mx_port: u16,
 }
 
 impl Router {
@@ -67,7 +86,31 @@ impl Router {
             smarthost,
             smarthost_auth,
             resolver: OnceCell::new(),
+            sts: None,
+            mx_port: SMTP_PORT,
         }
+    }
+
+    /// Applies the MTA-STS policies `sts` finds to MX deliveries.
+    pub fn with_mta_sts(self, sts: Arc<StsResolver>) -> Router {
+        Router {
+            sts: Some(sts),
+            ..self
+        }
+    }
+
+    /// MX hosts are reached on `port` instead of 25 (tests).
+    pub fn with_mx_port(self, port: u16) -> Router {
+        Router {
+            mx_port: port,
+            ..self
+        }
+    }
+
+    /// The certificate-verifying TLS configuration for
+    /// [`TlsLevel::Verified`] destinations (`None` without MTA-STS).
+    pub fn verified_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.sts.as_ref().map(|s| s.tls())
     }
 
     /// MX lookups through `resolver` (the appliance's one resolver,
@@ -90,6 +133,7 @@ impl Router {
                 key: format!("route {hop}"),
                 servers: resolve_hop(hop).await?,
                 auth: None,
+                tls: TlsLevel::Opportunistic,
             });
         }
         if let Some(hop) = &self.smarthost {
@@ -97,14 +141,15 @@ impl Router {
                 key: format!("smarthost {hop}"),
                 servers: resolve_hop(hop).await?,
                 auth: self.smarthost_auth.clone(),
+                tls: TlsLevel::Opportunistic,
             });
         }
         let (hosts, servers) = self.mx(&domain).await?;
-        Ok(Destination {
-            key: format!("mx {hosts}"),
-            servers,
-            auth: None,
-        })
+        let policy = match &self.sts {
+            Some(sts) => sts.policy(&domain).await,
+            None => Applied::NoPolicy,
+        };
+        apply_policy(&domain, hosts, servers, &policy)
     }
 
     async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -160,7 +205,7 @@ impl Router {
             if let Ok(ips) = resolver.lookup_ip(format!("{host}.")).await {
                 for ip in ips.iter() {
                     out.push(Server {
-                        addr: SocketAddr::new(ip, SMTP_PORT),
+                        addr: SocketAddr::new(ip, self.mx_port),
                         name: host.clone(),
                     });
                 }
@@ -176,6 +221,61 @@ impl Router {
             )));
         }
         Ok((names.join(","), out))
+    }
+}
+
+/// The destination for `domain`'s MX `servers` (`hosts`: their names, the
+/// session key) under its MTA-STS policy (RFC 8461 5): enforce keeps the
+/// servers whose MX name the policy names and asks for verified TLS, and
+/// defers when none is left; testing logs what enforce would refuse and
+/// changes nothing. An enforced destination's sessions are kept apart from
+/// opportunistic ones to the same hosts.
+pub fn apply_policy(
+    domain: &str,
+    hosts: String,
+    servers: Vec<Server>,
+    policy: &Applied,
+) -> Result<Destination, RouteError> {
+    let plain = |hosts: String, servers| Destination {
+        key: format!("mx {hosts}"),
+        servers,
+        auth: None,
+        tls: TlsLevel::Opportunistic,
+    };
+    let Applied::Policy(policy) = policy else {
+        return Ok(plain(hosts, servers));
+    };
+    match policy.mode {
+        Mode::None => Ok(plain(hosts, servers)),
+        Mode::Testing => {
+            let unnamed: Vec<&str> = servers
+                .iter()
+                .filter(|s| !policy.matches(&s.name))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !unnamed.is_empty() {
+                tracing::warn!(domain, hosts = ?unnamed,
+                    "MTA-STS (testing): MX hosts the policy does not name; delivered anyway");
+            }
+            Ok(plain(hosts, servers))
+        }
+        Mode::Enforce => {
+            let named: Vec<Server> = servers
+                .into_iter()
+                .filter(|s| policy.matches(&s.name))
+                .collect();
+            if named.is_empty() {
+                return Err(RouteError::Temporary(format!(
+                    "MTA-STS: the policy of {domain} names none of its MX hosts ({hosts})"
+                )));
+            }
+            Ok(Destination {
+                key: format!("mx {hosts} mta-sts"),
+                servers: named,
+                auth: None,
+                tls: TlsLevel::Verified,
+            })
+        }
     }
 }
 

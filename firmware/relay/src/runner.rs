@@ -11,7 +11,7 @@
 
 use crate::client::{self, ClientConfig, RcptOutcome, Session};
 use crate::dsn;
-use crate::route::{Destination, RouteError, Router};
+use crate::route::{Destination, RouteError, Router, TlsLevel};
 use crate::srs::Srs;
 use mxrack_net::ShutdownSignal;
 use mxrack_store::{Delivery, Id, QueueEntry, Resolution, Store, id_hex};
@@ -448,6 +448,20 @@ impl Relay {
         prepend: &[u8],
         body: &[u8],
     ) -> Vec<(String, RcptOutcome)> {
+        // An enforced MTA-STS policy: STARTTLS with a certificate valid for
+        // the MX host's name, or nothing is sent (RFC 8461 4.2).
+        let verified;
+        let client = match (dest.tls, self.router.verified_tls()) {
+            (TlsLevel::Verified, Some(tls)) => {
+                verified = ClientConfig {
+                    tls: Some(tls),
+                    require_tls: true,
+                    ..client.clone()
+                };
+                &verified
+            }
+            _ => client,
+        };
         let keep = self.config.connection_cache;
         let cap = self.config.per_destination.max(1);
         let mut outcomes = Vec::new();
