@@ -23,6 +23,7 @@ import imaplib
 import os
 import re
 import shutil
+import smtplib
 import struct
 import subprocess
 import tempfile
@@ -950,3 +951,54 @@ def test_an_oversized_form_is_refused_and_the_manager_answers_after(mgr):
     assert "mxrack_session" not in r.headers.get("Set-Cookie", "")
     r = http(mgr, "GET", "/manager/login")
     assert r.status_code == 200 and 'id="login"' in r.text
+
+
+# --- the user's forwarded copies the spam gate held (issue 16) ----------------------------
+
+
+def test_the_user_sees_and_releases_a_forwarded_copy_the_gate_held(mgr, browsers):
+    """om forwards to om@hotmail.com without a local copy; a message over
+    hotmail.com's threshold (1.0: no Date header) is held, not sent. The
+    user sees it on their page by its From and Subject and releases it;
+    another user neither sees it nor can release it by its id."""
+    s = mgr
+    setup_account(s, "omega", "omega.example", ("om@omega.example", "Om-pass-123", False),
+                  ("xi@omega.example", "Xi-pass-123", False))
+    s.mx("forward", "set", "om@omega.example", "om@hotmail.com", "--no-local-copy")
+    with smtplib.SMTP(HOST, s.mx_port, timeout=IO_TIMEOUT) as c:
+        c.sendmail("alice@sender.example", ["om@omega.example"],
+                   b"From: Alice Sender <alice@sender.example>\r\nTo: om@omega.example\r\n"
+                   b"Subject: quarterly figures\r\nMessage-ID: <held-1@sender.example>\r\n\r\n"
+                   b"The figures are attached below.\r\n")
+    [q] = [q for q in s.queue() if q.recipients == ["om@hotmail.com"]]
+    assert q.state == "held" and q.reason.startswith("spam gate: score "), q
+
+    # Another user of the same account sees none and cannot release it.
+    x = browsers()
+    x.login("xi@omega.example", "Xi-pass-123")
+    x.open("/manager/me")
+    assert x.one("#held-none").text == "None."
+    r = http(s, "POST", "/manager/me/held/release", x.cookie(), data={"csrf": x.csrf(), "id": q.id})
+    assert r.status_code == 303
+    x.open("/manager/me")
+    assert next(e for e in s.queue() if e.id == q.id).state == "held"
+
+    b = browsers()
+    b.login("om@omega.example", "Om-pass-123")
+    b.open("/manager/me")
+    [row] = b.rows("held")
+    assert row[:4] == ["Alice Sender <alice@sender.example>", "quarterly figures", "om@hotmail.com",
+                       q.reason], row
+    assert row[4] == q.expires.replace("T", " ").replace("Z", ""), (row, q.expires)
+    b.shot("me-held")
+    b.click(b.one("#held button.release"))
+    assert b.notice() == f"held copy {q.id} of om@omega.example released"
+    assert b.one("#held-none").text == "None."
+    e = next(e for e in s.queue() if e.id == q.id)
+    assert e.state == "waiting" and e.reason is None, e
+    # Released once: the id is no longer a held copy.
+    r = http(s, "POST", "/manager/me/held/release", b.cookie(), data={"csrf": b.csrf(), "id": q.id})
+    assert r.status_code == 303
+    p = browsers()
+    p.login("admin", admin_password(s))
+    assert f"held copy {q.id} of om@omega.example released" in [r[3] for r in audit_rows(p)]

@@ -217,7 +217,7 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
     };
     let store = m.store.clone();
     let a = address.clone();
-    let (forward, usage, quota, book) = match blocking(move || {
+    let (forward, usage, quota, book, held) = match blocking(move || {
         let forward = store
             .forward_list()?
             .into_iter()
@@ -225,7 +225,8 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
         let usage = store.mailbox_usage_parts(&a)?;
         let quota = store.mailbox_get(&a)?.quota_bytes;
         let book = store.ldap_book_load(&a)?.entries;
-        Ok((forward, usage, quota, book))
+        let held = held_copies(&store, &a)?;
+        Ok((forward, usage, quota, book, held))
     })
     .await
     {
@@ -270,6 +271,30 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
             label { input type="checkbox" name="keep_copy" value="on" checked; " keep a copy here" }
             button type="submit" { "Set forwarding" }
         }
+        h2 { "Forwarded copies held back" }
+        p { "Copies of mail for this mailbox that the spam gate did not forward. \
+             Each is kept until the date shown, then removed; release one to send it now." }
+        @if held.is_empty() {
+            p #held-none { "None." }
+        } @else {
+            table #held {
+                tr { th { "From" } th { "Subject" } th { "Forwarded to" } th { "Why" } th { "Kept until (UTC)" } th {} }
+                @for h in &held {
+                    tr {
+                        td { (h.from) } td { (h.subject) } td { (h.entry.recipients.join(", ")) }
+                        td { (h.entry.hold_reason.as_deref().unwrap_or("")) }
+                        td { (h.entry.expires.map(utc).unwrap_or_default()) }
+                        td {
+                            form.inline method="post" action="/manager/me/held/release" {
+                                (csrf(&ctx))
+                                input type="hidden" name="id" value=(mxrack_store::id_hex(h.entry.id));
+                                button.release type="submit" { "release" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Personal address book" }
         p { "The same contacts over LDAP and CardDAV." }
         (contacts(&ctx, "/manager/me/contacts", &book))
@@ -280,6 +305,72 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
         Some(&ctx),
         body,
     )
+}
+
+/// A forwarded copy the spam gate held, with what its owner recognises it
+/// by (the original From and Subject, from the start of the message).
+pub struct HeldCopy {
+    pub entry: mxrack_store::QueueEntry,
+    pub from: String,
+    pub subject: String,
+}
+
+/// How much of a held copy is read for its From and Subject.
+const HELD_HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Held copies listed on one page (the oldest first beyond it are not).
+const HELD_LISTED_MAX: usize = 200;
+
+/// The gate's held copies made by `mailbox`'s forwarding rule, newest first.
+/// Blocking (store reads).
+pub fn held_copies(
+    store: &mxrack_store::Store,
+    mailbox: &str,
+) -> Result<Vec<HeldCopy>, mxrack_store::StoreError> {
+    let mut entries: Vec<_> = store
+        .queue_list()?
+        .into_iter()
+        .filter(|q| {
+            q.gate_held()
+                && q.origin_mailbox
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(mailbox))
+        })
+        .collect();
+    entries.sort_by_key(|q| std::cmp::Reverse(q.created));
+    entries.truncate(HELD_LISTED_MAX);
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let head = store
+                .open_blob(entry.blob)
+                .and_then(|mut r| r.read_chunk(HELD_HEADER_BYTES_MAX))
+                .unwrap_or_default();
+            let parsed = mail_parser::MessageParser::new().parse_headers(&head[..]);
+            let from = parsed
+                .as_ref()
+                .and_then(|m| m.from())
+                .and_then(|a| a.first())
+                .map(|a| match (a.name(), a.address()) {
+                    (Some(n), Some(e)) => format!("{n} <{e}>"),
+                    (None, Some(e)) => e.to_string(),
+                    (Some(n), None) => n.to_string(),
+                    (None, None) => String::new(),
+                })
+                .unwrap_or_default();
+            let subject = parsed
+                .as_ref()
+                .and_then(|m| m.subject())
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            HeldCopy {
+                entry,
+                from,
+                subject,
+            }
+        })
+        .collect())
 }
 
 pub async fn accounts(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
