@@ -1624,7 +1624,7 @@ impl Session {
             sort::evaluate(&store, &messages, &criteria, false, |hit, _, _| hit)
         })
         .await
-        .map_err(|e| StoreError::Db(format!("search failed: {e}")))?;
+        .map_err(|e| StoreError::Db(format!("search failed: {e}")))??;
         let esearch = match self.save_result(esearch, &hits) {
             searchres::Saved::Answer(e) => e,
             searchres::Saved::Quiet => return Ok(format!("{tag} OK SEARCH completed\r\n")),

@@ -589,3 +589,46 @@ async fn odd_atoms_as_mailbox_names_get_no_not_bad() {
         assert!(got.starts_with(want), "{cmd}\n got {got:?}\nwant {want:?}");
     }
 }
+
+/// A message file that cannot be read fails SEARCH, SORT and THREAD that
+/// need its content with NO; it never just drops out of the result as "no
+/// match". Criteria that need no content still answer.
+#[tokio::test]
+async fn a_message_that_cannot_be_read_fails_search_not_silently() {
+    let h = harness();
+    deliver(&h, "Subject: one\r\n\r\nneedle here\r\n").await;
+    deliver(&h, "Subject: two\r\n\r\nneedle too\r\n").await;
+    let mut c = Client::login(&h).await;
+    c.send("s SELECT INBOX\r\n").await;
+    c.until("s OK").await;
+    c.send("a SEARCH BODY needle\r\n").await;
+    assert!(c.until("a OK").await.contains("* SEARCH 1 2\r\n"));
+    // The second message's file cannot be read (a fault, not "gone"): a
+    // folder stands where the file was.
+    let mut files: Vec<_> = std::fs::read_dir(h._dir.path().join("msg"))
+        .expect("msg dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let second = files.last().expect("a file");
+    std::fs::remove_file(second).expect("remove");
+    std::fs::create_dir(second).expect("a folder in its place");
+    for (cmd, tag) in [
+        ("b SEARCH BODY needle\r\n", "b "),
+        ("c SORT (SUBJECT) UTF-8 ALL\r\n", "c "),
+        ("d THREAD REFERENCES UTF-8 ALL\r\n", "d "),
+        ("e UID SEARCH TEXT needle\r\n", "e "),
+    ] {
+        c.send(cmd).await;
+        let out = c.until(tag).await;
+        let last = out.lines().last().unwrap_or_default();
+        assert!(last.starts_with(&format!("{tag}NO")), "{cmd}: {out}");
+        assert!(
+            !out.contains("* SEARCH 1\r\n") && !out.contains("* SORT"),
+            "{out}"
+        );
+    }
+    // No content needed: still answered.
+    c.send("f SEARCH ALL\r\n").await;
+    assert!(c.until("f OK").await.contains("* SEARCH 1 2\r\n"));
+}

@@ -158,8 +158,19 @@ impl Session {
                     if meta.modseq <= c.modseq {
                         continue;
                     }
+                    // A message that cannot be read keeps its membership:
+                    // no REMOVEFROM (or ADDTO) on a guess. One that is gone
+                    // is left to its EXPUNGE.
                     let raw = if content {
-                        store.read_blob(meta.blob).ok()
+                        match super::sort::read_for_search(&store, meta) {
+                            Ok(Some(raw)) => Some(raw),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, uid = meta.uid,
+                                    "CONTEXT update: message not readable; its membership is kept");
+                                continue;
+                            }
+                        }
                     } else {
                         None
                     };

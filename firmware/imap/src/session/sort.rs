@@ -49,24 +49,45 @@ fn header_block(raw: &[u8]) -> &[u8] {
     }
 }
 
+/// A message's file for SEARCH, SORT, THREAD and CONTEXT updates: `None`
+/// when it is gone (expunged by another session and past the grace that
+/// keeps files for sessions still showing it: it matches nothing, as it no
+/// longer exists); any other failure is the command's, never "no match"
+/// (a message that cannot be read must not silently drop out of a result).
+pub(super) fn read_for_search(
+    store: &Store,
+    meta: &MessageMeta,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match store.read_blob(meta.blob) {
+        Ok(raw) => Ok(Some(raw)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs `criteria` over `messages` (sequence order) on the calling
 /// (blocking) thread; for each hit, `keep` gets the hit and the parsed
-/// header when `header` is true (None if it could not be read). Messages
-/// are read one at a time and dropped after their keys are taken.
+/// header when `header` is true (None if it could not be parsed). Messages
+/// are read one at a time and dropped after their keys are taken. A
+/// message that cannot be read fails the whole evaluation
+/// ([`read_for_search`]).
 pub(super) fn evaluate<T>(
     store: &Store,
     messages: &[MessageMeta],
     criteria: &SearchKey,
     header: bool,
     mut keep: impl FnMut(Hit, &MessageMeta, Option<&Message<'_>>) -> T,
-) -> Vec<T> {
+) -> Result<Vec<T>, StoreError> {
     let content = search::needs_content(criteria);
     let max_seq = messages.len() as u32;
     let max_uid = messages.last().map(|m| m.uid).unwrap_or(0);
     let mut out = Vec::new();
     for (i, meta) in messages.iter().enumerate() {
         let raw = if content || header {
-            store.read_blob(meta.blob).ok()
+            match read_for_search(store, meta)? {
+                Some(raw) => Some(raw),
+                None => continue,
+            }
         } else {
             None
         };
@@ -100,7 +121,7 @@ pub(super) fn evaluate<T>(
             out.push(keep(hit, meta, head.as_ref()));
         }
     }
-    out
+    Ok(out)
 }
 
 /// The ESEARCH response (RFC 4731 3.1) for `hits` in result order:
@@ -230,12 +251,12 @@ impl Session {
                     modseq: hit.modseq,
                     values: sort::values(&program, parsed, meta.internal_date, meta.size),
                 }
-            });
+            })?;
             sort::sort(&program, &mut items);
-            items
+            Ok::<_, StoreError>(items)
         })
         .await
-        .map_err(|e| StoreError::Db(format!("sort failed: {e}")))?;
+        .map_err(|e| StoreError::Db(format!("sort failed: {e}")))??;
         let hits: Vec<Hit> = sorted
             .iter()
             .map(|s| Hit {
@@ -280,11 +301,11 @@ impl Session {
             let msgs = evaluate(&store, &messages, &criteria, true, |hit, meta, parsed| {
                 let number = if uid { hit.uid } else { hit.seq };
                 ThreadMsg::of(number, parsed, meta.internal_date)
-            });
-            thread::thread(algorithm, &msgs)
+            })?;
+            Ok::<_, StoreError>(thread::thread(algorithm, &msgs))
         })
         .await
-        .map_err(|e| StoreError::Db(format!("thread failed: {e}")))?;
+        .map_err(|e| StoreError::Db(format!("thread failed: {e}")))??;
         let sep = if data.is_empty() { "" } else { " " };
         conn.write(format!("* THREAD{sep}{data}\r\n").as_bytes());
         Ok(format!("{tag} OK THREAD completed\r\n"))
