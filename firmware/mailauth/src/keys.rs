@@ -205,6 +205,18 @@ impl KeyStore {
         self.dir.join(domain)
     }
 
+    /// The modification time of `domain`'s key folder (None: no folder or
+    /// an invalid name): creating or removing a key changes it.
+    pub fn domain_stamp(&self, domain: &str) -> Option<std::time::SystemTime> {
+        let domain = domain.to_ascii_lowercase();
+        if !valid_domain(&domain) {
+            return None;
+        }
+        std::fs::metadata(self.domain_dir(&domain))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Makes a new key pair and stores it; refuses to replace a key.
     pub fn create(
         &self,

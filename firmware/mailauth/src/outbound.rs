@@ -16,8 +16,10 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_auth::{AuthenticatedMessage, AuthenticationResults, MessageAuthenticator};
 use mxrack_relay::{Outgoing, SignHook};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::keys::{Algorithm, DkimKey, KeyStore, SigningKey};
@@ -76,8 +78,17 @@ fn header_list(n: usize) -> Vec<&'static str> {
 /// 998 bytes (RFC 5322 2.1.1).
 const AAR_PAYLOAD_BYTES_MAX: usize = 900;
 
+/// Domains whose keys are kept in memory between messages.
+const KEY_CACHE_DOMAINS_MAX: usize = 1024;
+
+/// A domain's keys as last read, and the key folder's modification time
+/// then: a key made or removed (`mxrack dkim`) changes the folder's time,
+/// and the next message reads the folder again.
+type CachedKeys = (Option<std::time::SystemTime>, Arc<Vec<DkimKey>>);
+
 pub struct Signer {
     keys: KeyStore,
+    cache: Arc<Mutex<HashMap<String, CachedKeys>>>,
     auth: MessageAuthenticator,
     authserv_id: String,
     primary_domain: String,
@@ -95,6 +106,7 @@ impl Signer {
     ) -> Signer {
         Signer {
             keys,
+            cache: Arc::default(),
             auth: MessageAuthenticator(resolver),
             authserv_id,
             primary_domain,
@@ -115,13 +127,46 @@ impl Signer {
             .unwrap_or_else(|| self.primary_domain.clone())
     }
 
-    /// The header lines for one copy (see the module documentation).
+    /// `domain`'s keys from the cache, read again when their folder
+    /// changed. Blocking (a stat, and the files when they changed).
+    fn cached_keys(
+        keys: &KeyStore,
+        cache: &Mutex<HashMap<String, CachedKeys>>,
+        domain: &str,
+    ) -> Result<Arc<Vec<DkimKey>>, crate::MailAuthError> {
+        let stamp = keys.domain_stamp(domain);
+        if let Ok(c) = cache.lock()
+            && let Some((at, k)) = c.get(domain)
+            && *at == stamp
+            && stamp.is_some()
+        {
+            return Ok(k.clone());
+        }
+        let fresh = Arc::new(keys.for_domain(domain)?);
+        if let Ok(mut c) = cache.lock() {
+            if c.len() >= KEY_CACHE_DOMAINS_MAX && !c.contains_key(domain) {
+                c.clear();
+            }
+            c.insert(domain.to_string(), (stamp, fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// The header lines for one copy (see the module documentation). Key
+    /// reads and DKIM signing (RSA: about a millisecond a signature) run on
+    /// a blocking thread, never on the relay's async workers.
     pub async fn sign(&self, out: Outgoing<'_>) -> String {
         let domain = self.signing_domain(&out);
-        let keys = match self.keys.for_domain(&domain) {
-            Ok(k) => k,
-            Err(e) => {
+        let (store, cache, d) = (self.keys.clone(), self.cache.clone(), domain.clone());
+        let read = tokio::task::spawn_blocking(move || Self::cached_keys(&store, &cache, &d)).await;
+        let keys = match read {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => {
                 tracing::warn!(domain, error = %e, "DKIM keys unreadable; sent unsigned");
+                return String::new();
+            }
+            Err(e) => {
+                tracing::warn!(domain, error = %e, "DKIM key read failed; sent unsigned");
                 return String::new();
             }
         };
@@ -138,11 +183,21 @@ impl Signer {
                 None => tracing::info!(domain, "no RSA key: forwarded copy not ARC-sealed"),
             }
         }
-        for key in &keys {
-            match dkim_signature(key, out.message) {
-                Ok(h) => headers.push_str(&h),
-                Err(why) => tracing::warn!(key = key.dns_name(), why, "DKIM signing failed"),
+        let message = out.message.to_vec();
+        let signed = tokio::task::spawn_blocking(move || {
+            let mut lines = String::new();
+            for key in keys.iter() {
+                match dkim_signature(key, &message) {
+                    Ok(h) => lines.push_str(&h),
+                    Err(why) => tracing::warn!(key = key.dns_name(), why, "DKIM signing failed"),
+                }
             }
+            lines
+        })
+        .await;
+        match signed {
+            Ok(lines) => headers.push_str(&lines),
+            Err(e) => tracing::warn!(domain, error = %e, "DKIM signing failed; sent unsigned"),
         }
         headers
     }

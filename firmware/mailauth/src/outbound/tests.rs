@@ -100,3 +100,42 @@ async fn forwarded_copy_gets_dkim_and_an_arc_set_that_verify() {
         .await;
     assert_eq!(none, "");
 }
+
+#[tokio::test]
+async fn keys_are_cached_and_a_new_key_is_used_at_the_next_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = KeyStore::new(dir.path());
+    let (resolver, _guard) = silent_resolver();
+    let signer = Signer::new(
+        ks.clone(),
+        resolver,
+        "mx.fwd.example".into(),
+        "fwd.example".into(),
+        Duration::from_secs(2),
+    );
+    let out = || Outgoing {
+        transport: "outbound",
+        mail_from: "bob@fwd.example",
+        message: b"From: bob@fwd.example\r\nSubject: x\r\n\r\nhi\r\n",
+    };
+    // No key yet: unsigned.
+    assert_eq!(signer.sign(out()).await, "");
+    ks.create("fwd.example", "e1", Algorithm::Ed25519, 0)
+        .unwrap();
+    let one = signer.sign(out()).await;
+    assert_eq!(one.matches("DKIM-Signature:").count(), 1, "{one}");
+    assert!(one.contains("s=e1"), "{one}");
+    // From the cache: the key file rewritten in place (the folder's time
+    // unchanged) is not read again.
+    let file = dir.path().join("dkim/fwd.example/e1.json");
+    std::fs::write(&file, b"not json").unwrap();
+    let again = signer.sign(out()).await;
+    assert_eq!(again.matches("DKIM-Signature:").count(), 1, "{again}");
+    // A second key changes the folder: both sign the next message.
+    std::thread::sleep(Duration::from_millis(20));
+    ks.create("fwd.example", "r1", Algorithm::Rsa, 0).unwrap();
+    // Read again: the new key signs; the damaged file is skipped.
+    let two = signer.sign(out()).await;
+    assert_eq!(two.matches("DKIM-Signature:").count(), 1, "{two}");
+    assert!(two.contains("s=r1"), "{two}");
+}
