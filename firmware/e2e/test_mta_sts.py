@@ -19,6 +19,7 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def make_pki(d: Path) -> tuple[Path, dict[str, tuple[Path, Path]]]:
     for name, sans in {
         "policy": ["mta-sts.sts.example", "mta-sts.unnamed.example", "mta-sts.badcert.example",
                    "mta-sts.testing.example", "mta-sts.redirect.example", "mta-sts.huge.example",
-                   "mta-sts.html.example"],
+                   "mta-sts.html.example", "mta-sts.cached.example"],
         "mx": ["mx.sts.example"],
     }.items():
         ext = d / f"{name}.ext"
@@ -89,6 +90,8 @@ DOMAINS = {
     "html.example": ("mx.badcert.example", "v=STSv1; id=1;", (200, "text/html", policy("enforce", "mx.other.example"))),
     # No MTA-STS record at all.
     "plain.example": ("mx.badcert.example", None, None),
+    # Cached, then changed (test_a_policy_is_fetched_once_...).
+    "cached.example": ("mx.sts.example", "v=STSv1; id=1;", (200, "text/plain", policy("enforce", "mx.sts.example"))),
 }
 
 
@@ -103,6 +106,15 @@ class Zone(BaseResolver):
             if txt:
                 self.add(f"_mta-sts.{domain}", QTYPE.TXT, TXT(txt))
                 self.add(f"mta-sts.{domain}", QTYPE.A, A(HOST))
+
+    def set_txt(self, name: str, value: str | None):
+        """Replaces `name`'s TXT records (None: removes them)."""
+        key = name.lower().rstrip(".") + "."
+        with self.lock:
+            recs = [(t, r) for t, r in self.records.get(key, []) if t != QTYPE.TXT]
+            if value is not None:
+                recs.append((QTYPE.TXT, TXT(value)))
+            self.records[key] = recs
 
     def add(self, name: str, qtype: int, rdata):
         recs = self.records.setdefault(name.lower().rstrip(".") + ".", [])
@@ -120,7 +132,9 @@ class Zone(BaseResolver):
             return reply
         for qtype, rdata in recs:
             if qtype == request.q.qtype:
-                reply.add_answer(RR(name, qtype, rdata=rdata, ttl=60))
+                # TXT records live 1 s in the relay's resolver cache, so a
+                # changed record is seen by the next message.
+                reply.add_answer(RR(name, qtype, rdata=rdata, ttl=1 if qtype == QTYPE.TXT else 60))
         return reply
 
 
@@ -263,10 +277,36 @@ def test_testing_mode_and_broken_policy_hosts_deliver_as_before(server, sink):
         assert why in log, why
 
 
-def test_a_policy_is_fetched_once_and_cached(server, sink):
-    before = PolicyHandler.fetched.count("mta-sts.sts.example/.well-known/mta-sts.txt")
+def fetches(domain: str) -> int:
+    return PolicyHandler.fetched.count(f"mta-sts.{domain}/.well-known/mta-sts.txt")
+
+
+def test_a_policy_is_fetched_once_then_again_when_its_id_changes(server, sink, zone):
+    submit(server, "first@cached.example", "cached-0")
+    sink.wait_for(lambda ts: delivered_to(sink, "first@cached.example"), "the first delivery")
+    assert fetches("cached.example") == 1
     for i in range(3):
-        submit(server, f"jo{i}@sts.example", f"sts-again-{i}")
+        submit(server, f"jo{i}@cached.example", f"cached-{i + 1}")
     for i in range(3):
-        sink.wait_for(lambda ts, i=i: delivered_to(sink, f"jo{i}@sts.example"), f"delivery {i}")
-    assert PolicyHandler.fetched.count("mta-sts.sts.example/.well-known/mta-sts.txt") == before
+        sink.wait_for(lambda ts, i=i: delivered_to(sink, f"jo{i}@cached.example"), f"delivery {i}")
+    assert fetches("cached.example") == 1, "cached for its max_age"
+
+    # A new policy with a new id: fetched again; it names another host.
+    DOMAINS["cached.example"] = ("mx.sts.example", "v=STSv1; id=2;",
+                                 (200, "text/plain", policy("enforce", "mx.new.example")))
+    zone.set_txt("_mta-sts.cached.example", "v=STSv1; id=2;")
+    time.sleep(1.5)
+    submit(server, "late@cached.example", "cached-late")
+    err = last_error(server, "late@cached.example")
+    assert "names none of its MX hosts" in err, err
+    assert fetches("cached.example") == 2
+
+    # The record gone: the cached policy stays in force until it expires
+    # (RFC 8461 5.1), and nothing is fetched.
+    zone.set_txt("_mta-sts.cached.example", None)
+    time.sleep(1.5)
+    submit(server, "gone@cached.example", "cached-gone")
+    err = last_error(server, "gone@cached.example")
+    assert "names none of its MX hosts" in err, err
+    assert fetches("cached.example") == 2
+    assert not delivered_to(sink, "late@cached.example") and not delivered_to(sink, "gone@cached.example")

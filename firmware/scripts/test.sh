@@ -85,12 +85,12 @@ MXRACK_BIN="$PWD/target/debug/mxrack" "$E2E_PY" -m pytest -q firmware/e2e \
 echo "== MTA-STS end to end, in a network namespace of its own"
 sts_ns="mxrack-e2e-sts-$$"
 ip netns add "$sts_ns"
+trap 'ip netns del "$sts_ns" 2>/dev/null || true' EXIT
 ip netns exec "$sts_ns" ip link set lo up
-sts_rc=0
 ip netns exec "$sts_ns" env MXRACK_E2E_NETNS="$sts_ns" MXRACK_BIN="$PWD/target/debug/mxrack" \
-    "$E2E_PY" -m pytest -q firmware/e2e/test_mta_sts.py || sts_rc=$?
+    "$E2E_PY" -m pytest -q firmware/e2e/test_mta_sts.py
 ip netns del "$sts_ns"
-[ "$sts_rc" = 0 ] || exit "$sts_rc"
+trap - EXIT
 
 # ---------------------------------------------------------------------------
 # Firmware image and hardware-in-the-loop (HIL) scenarios under QEMU (issue 7).

@@ -15,13 +15,14 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::Name;
 use mail_auth::hickory_resolver::proto::ProtoErrorKind;
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DmarcResult, MX, MessageAuthenticator, Parameters,
     ResolverCache, Txt,
 };
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,26 @@ use crate::organizational_domain;
 /// Parsed TXT records (DKIM keys, SPF and DMARC records) kept between
 /// messages; the resolver below caches the raw answers too.
 pub const TXT_CACHE_ENTRIES: usize = 2048;
+/// Names probed for a negative answer at once, over all checks.
+const PROBES_IN_FLIGHT_MAX: usize = 64;
+
+/// Takes a probe's names out of the in-flight set when it ends (or is
+/// dropped with the runtime).
+struct ProbesDone {
+    probing: Arc<Mutex<HashSet<String>>>,
+    names: Vec<String>,
+}
+
+impl Drop for ProbesDone {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.probing.lock() {
+            for n in &self.names {
+                p.remove(n);
+            }
+        }
+    }
+}
+
 /// Cache misses one check records for the negative cache (SPF's 10
 /// querying terms, DKIM keys, the DMARC walk: well under this).
 const MISSED_NAMES_MAX: usize = 64;
@@ -188,6 +209,8 @@ type Params<'x, P> = Parameters<
 pub struct Inbound {
     auth: MessageAuthenticator,
     txt: Arc<TxtCache>,
+    /// Names a negative-answer probe is asking now.
+    probing: Arc<Mutex<HashSet<String>>>,
     /// How long a "no such record" answer without an SOA is kept
     /// (`dns.negative_ttl_secs`; zero: not kept).
     negative_ttl: Duration,
@@ -205,6 +228,7 @@ impl Inbound {
         Inbound {
             auth: MessageAuthenticator(resolver),
             txt: Arc::new(TxtCache::default()),
+            probing: Arc::default(),
             negative_ttl: Duration::from_secs(mxrack_config::DNS_NEGATIVE_TTL_SECS),
             authserv_id,
             timeout: Duration::from_secs(cfg.check_timeout_secs),
@@ -260,7 +284,11 @@ impl Inbound {
             tokio::time::timeout_at(deadline, self.check_unbounded(env, message, complete)),
         );
         let verdict = checked.await;
-        self.remember_negatives(&lookups);
+        // A check cut by its deadline says the resolver is struggling:
+        // asking it more now would not help.
+        if verdict.is_ok() {
+            self.remember_negatives(&lookups);
+        }
         match verdict {
             Ok(v) => v,
             Err(_) => {
@@ -306,10 +334,32 @@ impl Inbound {
         if names.is_empty() || self.negative_ttl.is_zero() {
             return;
         }
+        // Each name asked by one probe at a time, and at most
+        // PROBES_IN_FLIGHT_MAX names at once over all checks: messages
+        // from one domain arriving together do not each ask again.
+        let names: Vec<String> = match self.probing.lock() {
+            Ok(mut probing) => names
+                .into_iter()
+                .filter(|n| {
+                    probing.len() < PROBES_IN_FLIGHT_MAX
+                        && self.txt.get(n.as_str()).is_none()
+                        && probing.insert(n.clone())
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        if names.is_empty() {
+            return;
+        }
         let resolver = self.auth.0.clone();
         let cache = self.txt.clone();
+        let probing = self.probing.clone();
         let floor = self.negative_ttl;
         tokio::spawn(async move {
+            let _done = ProbesDone {
+                probing,
+                names: names.clone(),
+            };
             for name in names {
                 let Ok(query) = Name::from_str_relaxed(&name) else {
                     continue;
@@ -318,11 +368,21 @@ impl Inbound {
                     continue;
                 };
                 let ttl = match e.kind() {
-                    ProtoErrorKind::NoRecordsFound(no) => no.negative_ttl.map_or(floor, |t| {
-                        Duration::from_secs(
-                            u64::from(t).min(mxrack_config::DNS_NEGATIVE_TTL_MAX_SECS),
-                        )
-                    }),
+                    // NXDOMAIN, or NOERROR with no TXT: "no such record".
+                    // hickory gives SERVFAIL and REFUSED this kind too;
+                    // those are the server's trouble and are not kept.
+                    ProtoErrorKind::NoRecordsFound(no)
+                        if matches!(
+                            no.response_code,
+                            ResponseCode::NXDomain | ResponseCode::NoError
+                        ) =>
+                    {
+                        no.negative_ttl.map_or(floor, |t| {
+                            Duration::from_secs(
+                                u64::from(t).min(mxrack_config::DNS_NEGATIVE_TTL_MAX_SECS),
+                            )
+                        })
+                    }
                     _ => continue,
                 };
                 cache.put(&name, Txt::Error(mail_auth::Error::from(e)), ttl);

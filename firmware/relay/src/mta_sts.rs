@@ -38,10 +38,18 @@ const RESPONSE_HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const MAX_AGE_MAX_SECS: u64 = 31_557_600;
 /// Time for the whole policy fetch: connect, TLS, request and response.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to connect to one address of the policy host and finish TLS
+/// there, so a silent address leaves time for the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed fetch with no policy cached, the domain counts as having
+/// none for this long before the fetch is tried again.
+pub const FAILED_FETCH_RETRY: Duration = Duration::from_secs(300);
 /// Domains whose policy (or absence of one) is remembered.
 pub const CACHE_ENTRIES_MAX: usize = 4096;
 /// `mx` patterns taken from one policy.
 const MX_PATTERNS_MAX: usize = 64;
+/// The policy host's port (RFC 8461 3.3: HTTPS).
+const HTTPS_PORT: u16 = 443;
 /// Addresses of `mta-sts.<domain>` tried.
 const POLICY_HOST_ADDRESSES_MAX: usize = 4;
 
@@ -131,7 +139,9 @@ pub fn parse_policy(body: &str) -> Result<Policy, String> {
                 let n: u64 = value
                     .parse()
                     .ok()
-                    .filter(|_| (1..=10).contains(&value.len()))
+                    .filter(|_| {
+                        (1..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
+                    })
                     .ok_or_else(|| format!("max_age {} is not a number", printable(value)))?;
                 max_age = Some(n.min(MAX_AGE_MAX_SECS));
             }
@@ -230,17 +240,34 @@ pub fn parse_response(response: &[u8]) -> Result<&[u8], String> {
     }
 }
 
+/// Whether a response head carries a Content-Length field.
+fn has_content_length(response: &[u8]) -> bool {
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    String::from_utf8_lossy(&response[..head_end])
+        .split("\r\n")
+        .any(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+        })
+}
+
 /// What the relay does for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// No policy in force (none published, mode none, or none could be
-    /// fetched and none is cached).
+    /// No policy in force (none published, or none could be fetched and
+    /// none is cached). A policy of mode none is a `Policy`.
     NoPolicy,
     Policy(Arc<Policy>),
 }
 
 enum Cached {
-    /// The domain publishes no MTA-STS record; asked again after `until`.
+    /// No policy in force until `until`: the domain publishes no MTA-STS
+    /// record, or its policy could not be fetched and none was cached
+    /// (RFC 8461 3.3: delivery goes on as without MTA-STS; the fetch is
+    /// not tried again for every message).
     Absent { until: Instant },
     Policy {
         id: String,
@@ -254,9 +281,11 @@ enum Cached {
 pub struct StsResolver {
     resolver: TokioResolver,
     tls: Arc<rustls::ClientConfig>,
-    https_port: u16,
     absent_ttl: Duration,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Domains whose policy is being fetched, each with the lock the
+    /// deliveries to it wait on.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl StsResolver {
@@ -272,16 +301,10 @@ impl StsResolver {
         StsResolver {
             resolver,
             tls,
-            https_port: 443,
             absent_ttl,
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The policy host's port (443; tests serve it elsewhere).
-    pub fn with_https_port(mut self, port: u16) -> StsResolver {
-        self.https_port = port;
-        self
     }
 
     /// The configuration that verifies certificates, for the sessions to MX
@@ -321,7 +344,24 @@ impl StsResolver {
         if let Some(p) = self.cached_with_id(domain, &id, now) {
             return Applied::Policy(p);
         }
-        match timeout(FETCH_TIMEOUT, self.fetch(domain)).await {
+        // One fetch per domain at a time: deliveries to the same domain
+        // wait for it and then take its result from the cache.
+        let gate = match self.fetching.lock() {
+            Ok(mut f) => f.entry(domain.to_string()).or_default().clone(),
+            Err(_) => return cached.unwrap_or(Applied::NoPolicy),
+        };
+        let _turn = gate.lock().await;
+        if let Some(p) = self.cached_with_id(domain, &id, Instant::now()) {
+            return Applied::Policy(p);
+        }
+        if let Some(Applied::NoPolicy) = self.cached(domain, Instant::now()) {
+            return Applied::NoPolicy;
+        }
+        let fetched = timeout(FETCH_TIMEOUT, self.fetch(domain)).await;
+        if let Ok(mut f) = self.fetching.lock() {
+            f.remove(domain);
+        }
+        match fetched {
             Ok(Ok(policy)) => {
                 let policy = Arc::new(policy);
                 tracing::info!(domain, id = %id, mode = ?policy.mode, max_age = policy.max_age,
@@ -342,7 +382,18 @@ impl StsResolver {
                     _ => "timed out".to_string(),
                 };
                 tracing::warn!(domain, %why, "MTA-STS policy fetch failed");
-                cached.unwrap_or(Applied::NoPolicy)
+                match cached {
+                    Some(policy) => policy,
+                    None => {
+                        self.store(
+                            domain,
+                            Cached::Absent {
+                                until: Instant::now() + FAILED_FETCH_RETRY,
+                            },
+                        );
+                        Applied::NoPolicy
+                    }
+                }
             }
         }
     }
@@ -382,11 +433,19 @@ impl StsResolver {
                 Cached::Policy { expires, .. } => *expires > now,
             });
             if cache.len() >= CACHE_ENTRIES_MAX {
-                // Full of live entries: drop absences first, else any one.
+                // Full of live entries: an absence first, then the policy
+                // that protects least (not enforce) and expires soonest.
                 let victim = cache
                     .iter()
-                    .find(|(_, c)| matches!(c, Cached::Absent { .. }))
-                    .or_else(|| cache.iter().next())
+                    .min_by_key(|(_, c)| match c {
+                        Cached::Absent { .. } => (0, None),
+                        Cached::Policy {
+                            policy, expires, ..
+                        } => (
+                            if policy.mode == Mode::Enforce { 2 } else { 1 },
+                            Some(*expires),
+                        ),
+                    })
                     .map(|(d, _)| d.clone());
                 if let Some(victim) = victim {
                     cache.remove(&victim);
@@ -405,7 +464,9 @@ impl StsResolver {
             .await
         {
             Ok(answer) => answer,
-            Err(e) if e.is_no_records_found() => return Ok(None),
+            // Only NXDOMAIN and NOERROR-without-data say "no record";
+            // hickory reports SERVFAIL and REFUSED as "no records" too.
+            Err(e) if e.is_nx_domain() || crate::route::no_data(&e) => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
         let mut records = answer.iter().map(|txt| {
@@ -414,19 +475,17 @@ impl StsResolver {
                 .flat_map(|part| part.iter().copied())
                 .collect::<Vec<u8>>()
         });
-        let mut found: Option<String> = None;
-        for record in records.by_ref() {
-            if !record.starts_with(b"v=STSv1") {
-                continue;
-            }
-            if found.is_some() {
-                return Ok(None);
-            }
-            found = Some(
-                parse_txt(&String::from_utf8_lossy(&record)).ok_or("malformed MTA-STS record")?,
-            );
+        // RFC 8461 3.1: records not beginning with "v=STSv1;" are
+        // discarded; more than one left, or a malformed one, is no record.
+        let sts: Vec<Vec<u8>> = records
+            .by_ref()
+            .filter(|r| r.starts_with(b"v=STSv1;"))
+            .take(2)
+            .collect();
+        match sts.as_slice() {
+            [one] => Ok(parse_txt(&String::from_utf8_lossy(one))),
+            _ => Ok(None),
         }
-        Ok(found)
     }
 
     /// One HTTPS GET of the policy (RFC 8461 3.3).
@@ -439,7 +498,7 @@ impl StsResolver {
             .map_err(|e| format!("{host}: {e}"))?;
         let mut last = format!("{host} has no address");
         for ip in ips.iter().take(POLICY_HOST_ADDRESSES_MAX) {
-            match self.get(SocketAddr::new(ip, self.https_port), &host).await {
+            match self.get(SocketAddr::new(ip, HTTPS_PORT), &host).await {
                 Ok(body) => {
                     let text = std::str::from_utf8(&body).map_err(|_| "policy not UTF-8")?;
                     return parse_policy(text).map_err(|e| format!("policy of {domain}: {e}"));
@@ -451,15 +510,20 @@ impl StsResolver {
     }
 
     async fn get(&self, addr: SocketAddr, host: &str) -> Result<Vec<u8>, String> {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
         let name = rustls_pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| format!("bad host name: {e}"))?;
-        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let mut tls = timeout(CONNECT_TIMEOUT, async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))
+        })
+        .await
+        .map_err(|_| "connection and TLS timed out".to_string())??;
         let request = format!(
             "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: {host}\r\nUser-Agent: mxrack\r\nConnection: close\r\n\r\n"
         );
@@ -469,6 +533,7 @@ impl StsResolver {
         let limit = RESPONSE_HEAD_BYTES_MAX + POLICY_BYTES_MAX;
         let mut response = Vec::new();
         let mut buf = [0u8; 8192];
+        let mut clean_end = true;
         loop {
             match tls.read(&mut buf).await {
                 Ok(0) => break,
@@ -479,12 +544,18 @@ impl StsResolver {
                     }
                 }
                 // A server that closes without TLS close_notify: what came
-                // is judged by its Content-Length, if it sent one.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                // counts only when a Content-Length says it is whole.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    clean_end = false;
+                    break;
+                }
                 Err(e) => return Err(format!("cannot read the answer: {e}")),
             }
         }
         let body = parse_response(&response)?;
+        if !clean_end && !has_content_length(&response) {
+            return Err("the answer ended without close_notify or a Content-Length".into());
+        }
         if body.len() > POLICY_BYTES_MAX {
             return Err(format!("policy larger than {POLICY_BYTES_MAX} bytes"));
         }

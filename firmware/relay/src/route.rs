@@ -66,7 +66,6 @@ pub struct Router {
     smarthost_auth: Option<Credentials>,
     resolver: OnceCell<Result<TokioResolver, String>>,
     sts: Option<Arc<StsResolver>>,
-    mx_port: u16,
 }
 
 impl Router {
@@ -87,7 +86,6 @@ impl Router {
             smarthost_auth,
             resolver: OnceCell::new(),
             sts: None,
-            mx_port: SMTP_PORT,
         }
     }
 
@@ -95,14 +93,6 @@ impl Router {
     pub fn with_mta_sts(self, sts: Arc<StsResolver>) -> Router {
         Router {
             sts: Some(sts),
-            ..self
-        }
-    }
-
-    /// MX hosts are reached on `port` instead of 25 (tests).
-    pub fn with_mx_port(self, port: u16) -> Router {
-        Router {
-            mx_port: port,
             ..self
         }
     }
@@ -144,12 +134,21 @@ impl Router {
                 tls: TlsLevel::Opportunistic,
             });
         }
-        let (hosts, servers) = self.mx(&domain).await?;
+        let hosts = self.mx_hosts(&domain).await?;
         let policy = match &self.sts {
             Some(sts) => sts.policy(&domain).await,
             None => Applied::NoPolicy,
         };
-        apply_policy(&domain, hosts, servers, &policy)
+        // The policy chooses among the MX hosts before any address is
+        // looked up or the list is cut to SERVERS_PER_DOMAIN_MAX.
+        let (hosts, tls) = apply_policy(&domain, hosts, &policy)?;
+        let servers = self.addresses(&domain, &hosts).await?;
+        Ok(Destination {
+            key: mx_key(&hosts, tls),
+            servers,
+            auth: None,
+            tls,
+        })
     }
 
     async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -165,22 +164,24 @@ impl Router {
             .map_err(|e| RouteError::Temporary(format!("no DNS resolver: {e}")))
     }
 
-    /// The MX hosts' names (sorted, joined: the destination key) and the
-    /// servers in the order to try.
-    async fn mx(&self, domain: &str) -> Result<(String, Vec<Server>), RouteError> {
+    /// The MX hosts' names in the order to try (lower case, A-labels, no
+    /// final dot), with the implicit MX and null MX rules.
+    async fn mx_hosts(&self, domain: &str) -> Result<Vec<String>, RouteError> {
         let resolver = self.resolver().await?;
         let mut hosts: Vec<(u16, String)> = match resolver.mx_lookup(format!("{domain}.")).await {
             Ok(mx) => mx
                 .iter()
-                .map(|r| (r.preference(), r.exchange().to_utf8()))
+                .map(|r| (r.preference(), r.exchange().to_ascii()))
                 .collect(),
             Err(e) if e.is_nx_domain() => {
                 return Err(RouteError::Permanent(format!(
                     "domain {domain} does not exist"
                 )));
             }
-            // No MX: the domain itself is the implicit MX (RFC 5321 5.1).
-            Err(e) if e.is_no_records_found() => vec![(0, domain.to_string())],
+            // No MX at an existing name: the domain itself is the implicit
+            // MX (RFC 5321 5.1). Only a NOERROR answer says so: hickory
+            // reports SERVFAIL and REFUSED as "no records" too.
+            Err(e) if no_data(&e) => vec![(0, domain.to_string())],
             Err(e) => {
                 return Err(RouteError::Temporary(format!(
                     "MX lookup for {domain} failed: {e}"
@@ -193,19 +194,22 @@ impl Router {
                 "{domain} accepts no mail (null MX, RFC 7505)"
             )));
         }
-        let mut names: Vec<String> = hosts
-            .iter()
+        Ok(hosts
+            .into_iter()
             .map(|(_, h)| h.trim_end_matches('.').to_ascii_lowercase())
-            .collect();
-        names.sort();
-        names.dedup();
+            .collect())
+    }
+
+    /// The addresses of `hosts`, in their order, at most
+    /// SERVERS_PER_DOMAIN_MAX.
+    async fn addresses(&self, domain: &str, hosts: &[String]) -> Result<Vec<Server>, RouteError> {
+        let resolver = self.resolver().await?;
         let mut out = Vec::new();
-        for (_, host) in hosts {
-            let host = host.trim_end_matches('.').to_string();
+        for host in hosts {
             if let Ok(ips) = resolver.lookup_ip(format!("{host}.")).await {
                 for ip in ips.iter() {
                     out.push(Server {
-                        addr: SocketAddr::new(ip, self.mx_port),
+                        addr: SocketAddr::new(ip, SMTP_PORT),
                         name: host.clone(),
                     });
                 }
@@ -220,61 +224,72 @@ impl Router {
                 "no address for the mail servers of {domain}"
             )));
         }
-        Ok((names.join(","), out))
+        Ok(out)
     }
 }
 
-/// The destination for `domain`'s MX `servers` (`hosts`: their names, the
-/// session key) under its MTA-STS policy (RFC 8461 5): enforce keeps the
-/// servers whose MX name the policy names and asks for verified TLS, and
-/// defers when none is left; testing logs what enforce would refuse and
-/// changes nothing. An enforced destination's sessions are kept apart from
-/// opportunistic ones to the same hosts.
+/// The session key of an MX destination: the hosts mail may go to (after
+/// the policy chose) and the TLS level. Two domains share sessions only
+/// when they go to the same hosts at the same level, so a session opened
+/// for one domain's policy never carries another's mail to a host that
+/// policy does not name.
+pub fn mx_key(hosts: &[String], tls: TlsLevel) -> String {
+    let mut names = hosts.to_vec();
+    names.sort();
+    names.dedup();
+    let level = match tls {
+        TlsLevel::Verified => " mta-sts",
+        TlsLevel::Opportunistic => "",
+    };
+    format!("mx {}{level}", names.join(","))
+}
+
+/// A DNS answer that says the name exists but has no record of the type
+/// (NOERROR, no data), as opposed to NXDOMAIN or a server failure, which
+/// hickory reports as "no records found" too.
+pub fn no_data(e: &hickory_resolver::proto::ProtoError) -> bool {
+    matches!(
+        e.kind(),
+        hickory_resolver::proto::ProtoErrorKind::NoRecordsFound(no)
+            if no.response_code == hickory_resolver::proto::op::ResponseCode::NoError
+    )
+}
+
+/// The MX hosts (in the order to try) that `domain`'s MTA-STS policy lets
+/// mail go to, and the TLS they need (RFC 8461 5): enforce keeps the hosts
+/// the policy names and asks for verified TLS, and defers when none is
+/// left; testing logs what enforce would refuse and changes nothing.
 pub fn apply_policy(
     domain: &str,
-    hosts: String,
-    servers: Vec<Server>,
+    hosts: Vec<String>,
     policy: &Applied,
-) -> Result<Destination, RouteError> {
-    let plain = |hosts: String, servers| Destination {
-        key: format!("mx {hosts}"),
-        servers,
-        auth: None,
-        tls: TlsLevel::Opportunistic,
-    };
+) -> Result<(Vec<String>, TlsLevel), RouteError> {
     let Applied::Policy(policy) = policy else {
-        return Ok(plain(hosts, servers));
+        return Ok((hosts, TlsLevel::Opportunistic));
     };
     match policy.mode {
-        Mode::None => Ok(plain(hosts, servers)),
+        Mode::None => Ok((hosts, TlsLevel::Opportunistic)),
         Mode::Testing => {
-            let unnamed: Vec<&str> = servers
-                .iter()
-                .filter(|s| !policy.matches(&s.name))
-                .map(|s| s.name.as_str())
-                .collect();
+            let unnamed: Vec<&String> = hosts.iter().filter(|h| !policy.matches(h)).collect();
             if !unnamed.is_empty() {
                 tracing::warn!(domain, hosts = ?unnamed,
                     "MTA-STS (testing): MX hosts the policy does not name; delivered anyway");
             }
-            Ok(plain(hosts, servers))
+            Ok((hosts, TlsLevel::Opportunistic))
         }
         Mode::Enforce => {
-            let named: Vec<Server> = servers
-                .into_iter()
-                .filter(|s| policy.matches(&s.name))
+            let named: Vec<String> = hosts
+                .iter()
+                .filter(|h| policy.matches(h))
+                .cloned()
                 .collect();
             if named.is_empty() {
                 return Err(RouteError::Temporary(format!(
-                    "MTA-STS: the policy of {domain} names none of its MX hosts ({hosts})"
+                    "MTA-STS: the policy of {domain} names none of its MX hosts ({})",
+                    hosts.join(",")
                 )));
             }
-            Ok(Destination {
-                key: format!("mx {hosts} mta-sts"),
-                servers: named,
-                auth: None,
-                tls: TlsLevel::Verified,
-            })
+            Ok((named, TlsLevel::Verified))
         }
     }
 }
@@ -354,6 +369,89 @@ mod tests {
         assert_eq!(smart.auth, Some(auth));
         assert_eq!(smart.key, r.destination("third.example").await.unwrap().key);
         assert_ne!(routed.key, smart.key);
+    }
+
+    fn policy(mode: &str, mx: &[&str]) -> Applied {
+        let text = format!(
+            "version: STSv1\nmode: {mode}\n{}max_age: 86400\n",
+            mx.iter().map(|m| format!("mx: {m}\n")).collect::<String>()
+        );
+        Applied::Policy(Arc::new(crate::mta_sts::parse_policy(&text).unwrap()))
+    }
+
+    fn hosts(h: &[&str]) -> Vec<String> {
+        h.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_enforced_policy_keeps_the_hosts_it_names_in_order() {
+        let mx = hosts(&["mx2.a.example", "evil.example", "mx1.a.example"]);
+        let (kept, tls) = apply_policy(
+            "a.example",
+            mx.clone(),
+            &policy("enforce", &["*.a.example"]),
+        )
+        .unwrap();
+        assert_eq!(
+            (kept, tls),
+            (
+                hosts(&["mx2.a.example", "mx1.a.example"]),
+                TlsLevel::Verified
+            )
+        );
+        let e = apply_policy(
+            "a.example",
+            mx.clone(),
+            &policy("enforce", &["other.example"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            RouteError::Temporary(
+                "MTA-STS: the policy of a.example names none of its MX hosts (mx2.a.example,evil.example,mx1.a.example)".into()
+            )
+        );
+        // Testing, none and no policy change nothing.
+        for p in [
+            policy("testing", &["other.example"]),
+            policy("none", &[]),
+            Applied::NoPolicy,
+        ] {
+            assert_eq!(
+                apply_policy("a.example", mx.clone(), &p).unwrap(),
+                (mx.clone(), TlsLevel::Opportunistic)
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_are_shared_only_for_the_same_hosts_and_tls_level() {
+        // Two domains with the same MX set and different policies: each
+        // key names only the hosts its policy kept.
+        let mx = hosts(&["mx.shared.example", "attacker.example"]);
+        let (a, ta) = apply_policy(
+            "a.example",
+            mx.clone(),
+            &policy("enforce", &["mx.shared.example"]),
+        )
+        .unwrap();
+        let (b, tb) = apply_policy(
+            "b.example",
+            mx.clone(),
+            &policy("enforce", &["attacker.example"]),
+        )
+        .unwrap();
+        assert_ne!(mx_key(&a, ta), mx_key(&b, tb));
+        assert_eq!(mx_key(&a, ta), "mx mx.shared.example mta-sts");
+        // The same hosts: opportunistic and verified apart; order ignored.
+        assert_ne!(
+            mx_key(&a, TlsLevel::Opportunistic),
+            mx_key(&a, TlsLevel::Verified)
+        );
+        assert_eq!(
+            mx_key(&hosts(&["b.x", "a.x", "b.x"]), TlsLevel::Opportunistic),
+            mx_key(&hosts(&["a.x", "b.x"]), TlsLevel::Opportunistic)
+        );
     }
 
     #[test]

@@ -460,7 +460,13 @@ impl Relay {
                 };
                 &verified
             }
-            _ => client,
+            (TlsLevel::Verified, None) => {
+                return client::all(
+                    &rcpts,
+                    RcptOutcome::Deferred("verified TLS needed but not configured".into()),
+                );
+            }
+            (TlsLevel::Opportunistic, _) => client,
         };
         let keep = self.config.connection_cache;
         let cap = self.config.per_destination.max(1);

@@ -160,8 +160,9 @@ fn submission_header_cannot_be_injected_into() {
 }
 
 /// A DNS server on 127.0.0.1 that answers every query NXDOMAIN without an
-/// SOA (as the resolver that slowed the relay bench did) or, for names in
-/// `spf`, with that TXT record; it counts the queries per name.
+/// SOA (as the resolver that slowed the relay bench did), SERVFAIL for
+/// names containing "servfail", or, for names in `spf`, with that TXT
+/// record; it counts the queries per name.
 struct NxServer {
     addr: std::net::SocketAddr,
     asked: Arc<Mutex<HashMap<String, usize>>>,
@@ -192,9 +193,12 @@ impl NxServer {
                 *seen.lock().unwrap().entry(name.clone()).or_default() += 1;
                 let mut r = q[..2].to_vec();
                 let record = spf.iter().find(|(d, _)| format!("{d}.") == name);
-                // QR, RD, RA; rcode NXDOMAIN (3) or NOERROR with one answer.
+                // QR, RD, RA; rcode NXDOMAIN (3), SERVFAIL (2) for names
+                // with "servfail" in them, or NOERROR with one answer.
                 r.extend_from_slice(if record.is_some() {
                     &[0x81, 0x80]
+                } else if name.contains("servfail") {
+                    &[0x81, 0x82]
                 } else {
                     &[0x81, 0x83]
                 });
@@ -300,4 +304,26 @@ async fn a_server_that_does_not_answer_is_never_remembered() {
     assert!(v.header.contains("spf=temperror"), "{}", v.header);
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(inbound.txt_cache().get("nosuch.example.").is_none());
+}
+
+#[tokio::test]
+async fn a_server_failure_is_never_kept_as_no_such_record() {
+    // hickory reports SERVFAIL as "no records found" too; a resolver in
+    // trouble must not turn a p=reject domain into "no DMARC" for a minute.
+    let dns = NxServer::start(&[]);
+    let inbound = Inbound::new(dns.resolver(), "mx".into(), &cfg());
+    let msg = "From: a@servfail.example\r\nSubject: x\r\n\r\nhi\r\n";
+    for _ in 0..2 {
+        inbound
+            .check(&env("a@servfail.example"), msg.as_bytes(), true, far())
+            .await;
+        settle().await;
+    }
+    let c = inbound.txt_cache();
+    assert!(c.get("servfail.example.").is_none());
+    assert!(c.get("_dmarc.servfail.example.").is_none());
+    // The NXDOMAIN of the TLD's DMARC name is kept.
+    assert!(c.get("_dmarc.example.").is_some());
+    // Asked again by the second message: not taken from a cache.
+    assert!(dns.asked("servfail.example.") >= 2, "{:?}", dns.asked);
 }
