@@ -180,13 +180,17 @@ def zone():
     tcp.stop()
 
 
+def server_tls(pki, leaf: str) -> ssl.SSLContext:
+    """A server context with the private CA's certificate `leaf`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*map(str, pki[1][leaf]))
+    return ctx
+
+
 @pytest.fixture(scope="module")
 def policy_server(pki):
-    _, leaves = pki
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*map(str, leaves["policy"]))
     httpd = http.server.ThreadingHTTPServer((HOST, 443), PolicyHandler)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    httpd.socket = server_tls(pki, "policy").wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
     httpd.shutdown()
@@ -194,10 +198,7 @@ def policy_server(pki):
 
 @pytest.fixture(scope="module")
 def sink(pki):
-    _, leaves = pki
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*map(str, leaves["mx"]))
-    s = Sink(tls=True, tls_context=ctx, port=25).start()
+    s = Sink(tls=True, tls_context=server_tls(pki, "mx"), port=25).start()
     yield s
     s.stop()
 
