@@ -224,14 +224,23 @@ impl Signer {
                 .map(|set| set.to_header())
                 .map_err(|e| e.to_string())
         };
-        let mut last = sealer(0)?;
-        for n in 1..=LAYOUT_SHIFT.len() {
-            if !folds_before_end(&last) {
-                break;
+        // RSA signing: off the async worker where the runtime allows it
+        // (the set borrows the parsed message and the chain's result, so
+        // it cannot move to a blocking thread of its own).
+        let seal = || {
+            let mut last = sealer(0)?;
+            for n in 1..=LAYOUT_SHIFT.len() {
+                if !folds_before_end(&last) {
+                    break;
+                }
+                last = sealer(n)?;
             }
-            last = sealer(n)?;
+            Ok(last)
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(seal),
+            _ => seal(),
         }
-        Ok(last)
     }
 }
 
