@@ -474,7 +474,7 @@ impl Store {
     pub fn forward_log_add(&self, record: &ForwardRecord) -> Result<Id, StoreError> {
         check_destination(&record.destination)?;
         let id = self.next_id();
-        let txn = self.write_txn()?;
+        let txn = self.counters_txn()?;
         {
             let mut log = txn.open_table(FORWARD_LOG)?;
             let mut by_mid = txn.open_table(FORWARD_BY_MESSAGE_ID)?;
@@ -519,7 +519,7 @@ impl Store {
     /// Counts a forwarded copy discarded by the gate.
     pub fn forward_count_discard(&self, destination: &str, day: i64) -> Result<(), StoreError> {
         check_destination(destination)?;
-        let txn = self.write_txn()?;
+        let txn = self.counters_txn()?;
         add_day(&txn, destination, day, |c| {
             c.discards = c.discards.saturating_add(1);
         })?;

@@ -14,6 +14,7 @@
 //! without the retention the configuration states.
 
 use redb::ReadableTable;
+use std::sync::Mutex;
 
 use crate::schema::{self, BLOBS, QUEUE, QueueEntry};
 use crate::{Id, Store, StoreError, blobs, id_hex};
@@ -21,6 +22,24 @@ use crate::{Id, Store, StoreError, blobs, id_hex};
 /// Most expired held entries removed in one transaction; the rest go at
 /// the next pass.
 pub const EXPIRE_BATCH_MAX: usize = 1000;
+
+/// Queue removals waiting for the next grouped commit
+/// ([`Store::queue_remove`]), and the lock its committer holds.
+/// One removal's result, and where it goes.
+type Removal = Result<(), StoreError>;
+type Waiting = (Id, std::sync::mpsc::Sender<Removal>);
+
+#[derive(Debug, Default)]
+pub(crate) struct RemovalGroup {
+    pending: Mutex<Vec<Waiting>>,
+    leader: Mutex<()>,
+}
+
+/// A lock that a panic elsewhere did not make unusable: the data behind
+/// these locks is a list of waiters, valid whatever the panic was.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn not_found(id: Id) -> StoreError {
     StoreError::NotFound {
@@ -181,20 +200,65 @@ impl Store {
     /// Removes a queue entry (delivered, bounced or deleted by an operator)
     /// and releases its blob; the file goes once nothing else uses it.
     pub fn queue_remove(&self, id: Id) -> Result<(), StoreError> {
-        let txn = self.jtxn()?;
-        let freed = {
-            let mut queue = txn.open_table(QUEUE)?;
-            let old: QueueEntry = match queue.remove(id)? {
-                Some(g) => schema::decode(g.value(), "queue")?,
-                None => return Err(not_found(id)),
-            };
-            let mut refs = txn.open_table(BLOBS)?;
-            blobs::release(&mut refs, old.blob)?.then_some(old.blob)
-        };
-        txn.commit()?;
-        if let Some(blob) = freed {
-            self.delete_blob_files(&[blob]);
+        // Group commit: removals that arrive while one commits wait for the
+        // lock and go together in the next transaction, one synced commit
+        // for all (the relay settles many deliveries at once). A removal
+        // finds its result ready if the leader before it took it along.
+        let (tx, rx) = std::sync::mpsc::channel();
+        lock(&self.removals.pending).push((id, tx));
+        let _leader = lock(&self.removals.leader);
+        if let Ok(result) = rx.try_recv() {
+            return result;
         }
-        Ok(())
+        let group = std::mem::take(&mut *lock(&self.removals.pending));
+        let ids: Vec<Id> = group.iter().map(|(id, _)| *id).collect();
+        let results = self.remove_group(&ids);
+        for ((_, reply), result) in group.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+        rx.try_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Removes queue entries `ids` in one journaled transaction and
+    /// releases their blobs; a result per id (an unknown or unreadable
+    /// entry fails alone; a failed commit fails them all).
+    fn remove_group(&self, ids: &[Id]) -> Vec<Removal> {
+        type Done = (Vec<Removal>, Vec<Id>);
+        let attempt = || -> Result<Done, StoreError> {
+            let txn = self.jtxn()?;
+            let mut results = Vec::with_capacity(ids.len());
+            let mut freed = Vec::new();
+            {
+                let mut queue = txn.open_table(QUEUE)?;
+                let mut refs = txn.open_table(BLOBS)?;
+                for &id in ids {
+                    let old: Result<QueueEntry, StoreError> = match queue.get(id)? {
+                        Some(g) => schema::decode(g.value(), "queue"),
+                        None => Err(not_found(id)),
+                    };
+                    match old {
+                        Ok(old) => {
+                            queue.remove(id)?;
+                            if blobs::release(&mut refs, old.blob)? {
+                                freed.push(old.blob);
+                            }
+                            results.push(Ok(()));
+                        }
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok((results, freed))
+        };
+        match attempt() {
+            Ok((results, freed)) => {
+                if !freed.is_empty() {
+                    self.delete_blob_files(&freed);
+                }
+                results
+            }
+            Err(e) => ids.iter().map(|_| Err(e.duplicate())).collect(),
+        }
     }
 }

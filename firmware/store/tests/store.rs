@@ -1008,3 +1008,63 @@ fn gate_held_copy_round_trip_expiry_and_release() {
         Err(StoreError::NotFound { .. })
     ));
 }
+
+#[test]
+fn queue_removals_from_many_threads_are_grouped_and_each_answered() {
+    // The relay settles deliveries from many blocking threads at once:
+    // their removals share commits, and each caller gets its own result.
+    let rt = runtime(2);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let ids: Vec<Id> = (0..64)
+        .map(|i| {
+            let id = store.next_id();
+            rt.block_on(store.deliver(
+                delivery(&[], &["z@far.example"], format!("m{i}\r\n").as_bytes()),
+                id,
+            ))
+            .expect("deliver");
+            id
+        })
+        .collect();
+    assert_eq!(store.queue_list().expect("queue").len(), 64);
+    let results: Vec<(Id, Result<(), StoreError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .chain(ids.iter().take(8)) // 8 removed twice: one of each pair fails
+            .map(|&id| {
+                let store = store.clone();
+                s.spawn(move || (id, store.queue_remove(id)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for id in &ids {
+        let mine: Vec<_> = results.iter().filter(|(i, _)| i == id).collect();
+        let ok = mine.iter().filter(|(_, r)| r.is_ok()).count();
+        assert_eq!(ok, 1, "{id}: {mine:?}");
+        for (_, r) in &mine {
+            if let Err(e) = r {
+                assert!(
+                    matches!(
+                        e,
+                        StoreError::NotFound {
+                            kind: "queue entry",
+                            ..
+                        }
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert!(store.queue_list().expect("queue").is_empty());
+    // Remote only: each blob went with its entry, after the grace.
+    store.shutdown();
+    for id in &ids {
+        assert!(!blob_file(tmp.path(), *id).exists());
+    }
+}
