@@ -81,10 +81,22 @@ const AAR_PAYLOAD_BYTES_MAX: usize = 900;
 /// Domains whose keys are kept in memory between messages.
 const KEY_CACHE_DOMAINS_MAX: usize = 1024;
 
-/// A domain's keys as last read, and the key folder's modification time
-/// then: a key made or removed (`mxrack dkim`) changes the folder's time,
-/// and the next message reads the folder again.
-type CachedKeys = (Option<std::time::SystemTime>, Arc<Vec<DkimKey>>);
+/// A domain's keys as last read, the key folder's modification time then
+/// and when they were read: a key made or removed changes the folder's
+/// time, and the next message reads the folder again.
+type CachedKeys = (
+    Option<std::time::SystemTime>,
+    std::time::Instant,
+    Arc<Vec<DkimKey>>,
+);
+
+/// A folder time younger than this is not trusted to mark a read: two
+/// changes within one tick of the file system's clock (a file written,
+/// then renamed into place) can leave the same time.
+const KEY_STAMP_SETTLE: Duration = Duration::from_secs(2);
+/// Cached keys are read again after this anyway: a key file replaced in
+/// place (by hand, `cp` over it) does not change the folder's time.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 
 pub struct Signer {
     keys: KeyStore,
@@ -136,18 +148,31 @@ impl Signer {
     ) -> Result<Arc<Vec<DkimKey>>, crate::MailAuthError> {
         let stamp = keys.domain_stamp(domain);
         if let Ok(c) = cache.lock()
-            && let Some((at, k)) = c.get(domain)
+            && let Some((at, read, k)) = c.get(domain)
             && *at == stamp
             && stamp.is_some()
+            && read.elapsed() < KEY_CACHE_TTL
         {
             return Ok(k.clone());
         }
         let fresh = Arc::new(keys.for_domain(domain)?);
+        let settled = stamp
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= KEY_STAMP_SETTLE);
         if let Ok(mut c) = cache.lock() {
-            if c.len() >= KEY_CACHE_DOMAINS_MAX && !c.contains_key(domain) {
-                c.clear();
+            if !settled {
+                // Read again next time, until the folder's time is old
+                // enough to mark this read.
+                c.remove(domain);
+            } else {
+                if c.len() >= KEY_CACHE_DOMAINS_MAX && !c.contains_key(domain) {
+                    c.clear();
+                }
+                c.insert(
+                    domain.to_string(),
+                    (stamp, std::time::Instant::now(), fresh.clone()),
+                );
             }
-            c.insert(domain.to_string(), (stamp, fresh.clone()));
         }
         Ok(fresh)
     }

@@ -225,7 +225,12 @@ pub async fn me(m: State<Arc<Manager>>, ctx: Ctx) -> Response {
         let usage = store.mailbox_usage_parts(&a)?;
         let quota = store.mailbox_get(&a)?.quota_bytes;
         let book = store.ldap_book_load(&a)?.entries;
-        let held = held_copies(&store, &a)?;
+        // The held copies are one section: a queue record that does not
+        // decode must not cost the user the rest of the page.
+        let held = held_copies(&store, &a).unwrap_or_else(|e| {
+            tracing::warn!(mailbox = %a, error = %e, "held forwarded copies not listed");
+            Vec::new()
+        });
         Ok((forward, usage, quota, book, held))
     })
     .await

@@ -525,6 +525,9 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         QueueHold { id, hold: true } => {
             let mut q = store.queue_get(parse_queue_id(id)?).map_err(e)?;
             q.held = true;
+            // An operator's hold: kept until the operator releases it (no
+            // expiry), and no longer a gate-held copy its user may release.
+            q.expires = None;
             store.queue_update(&q).map_err(e)?;
             out = format!("{} held\n", id_hex(q.id));
         }
@@ -541,7 +544,7 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                     queue_id = %id_hex(old.id),
                     to = %old.recipients.join(","),
                     reason = old.hold_reason.as_deref().unwrap_or(""),
-                    "copy held by the spam gate released by the operator"
+                    "copy held by the spam gate released"
                 );
                 out = format!(
                     "{} released (was {})\n",

@@ -204,6 +204,7 @@ impl Store {
         // lock and go together in the next transaction, one synced commit
         // for all (the relay settles many deliveries at once). A removal
         // finds its result ready if the leader before it took it along.
+        crate::offload::check("queue removal");
         let (tx, rx) = std::sync::mpsc::channel();
         lock(&self.removals.pending).push((id, tx));
         let _leader = lock(&self.removals.leader);
@@ -211,8 +212,23 @@ impl Store {
             return result;
         }
         let group = std::mem::take(&mut *lock(&self.removals.pending));
+        if group.is_empty() {
+            // Taken by a leader that has not answered yet: cannot happen
+            // while the leader lock is held, but never commit nothing.
+            return rx.recv().unwrap_or(Err(StoreError::Closed));
+        }
         let ids: Vec<Id> = group.iter().map(|(id, _)| *id).collect();
-        let results = self.remove_group(&ids);
+        // A panic in the group must not leave its callers guessing: each
+        // gets an error, and nothing of the group is known to be removed
+        // (a retry finds an entry or reports it gone).
+        let results =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.remove_group(&ids)))
+                .unwrap_or_else(|_| {
+                    tracing::error!(entries = ids.len(), "queue removal group panicked");
+                    ids.iter()
+                        .map(|_| Err(StoreError::Db("queue removal failed".into())))
+                        .collect()
+                });
         for ((_, reply), result) in group.into_iter().zip(results) {
             let _ = reply.send(result);
         }

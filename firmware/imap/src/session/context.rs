@@ -154,6 +154,10 @@ impl Session {
             for c in &mut contexts {
                 let content = search::needs_content(&c.criteria);
                 let (mut add, mut remove) = (Vec::new(), Vec::new());
+                // The lowest mod-sequence of a message that could not be
+                // read: the context's mark stays below it, so it is looked
+                // at again with the next change.
+                let mut skipped: Option<u64> = None;
                 for (i, meta) in messages.iter().enumerate() {
                     if meta.modseq <= c.modseq {
                         continue;
@@ -168,6 +172,7 @@ impl Session {
                             Err(e) => {
                                 tracing::warn!(error = %e, uid = meta.uid,
                                     "CONTEXT update: message not readable; its membership is kept");
+                                skipped = Some(skipped.map_or(meta.modseq, |m| m.min(meta.modseq)));
                                 continue;
                             }
                         }
@@ -191,7 +196,11 @@ impl Session {
                         remove.push(number);
                     }
                 }
-                c.modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(c.modseq);
+                let newest = messages.iter().map(|m| m.modseq).max().unwrap_or(c.modseq);
+                c.modseq = match skipped {
+                    Some(m) => c.modseq.max(m.saturating_sub(1)),
+                    None => newest,
+                };
                 if !remove.is_empty() {
                     lines.push_str(&context_line(c, "REMOVEFROM", &remove));
                 }

@@ -69,8 +69,9 @@ pub(super) fn read_for_search(
 /// (blocking) thread; for each hit, `keep` gets the hit and the parsed
 /// header when `header` is true (None if it could not be parsed). Messages
 /// are read one at a time and dropped after their keys are taken. A
-/// message that cannot be read fails the whole evaluation
-/// ([`read_for_search`]).
+/// message that cannot be read fails the whole evaluation when the
+/// criteria read its content ([`read_for_search`]); for header keys only
+/// (SORT, THREAD) it is kept with no header.
 pub(super) fn evaluate<T>(
     store: &Store,
     messages: &[MessageMeta],
@@ -83,10 +84,23 @@ pub(super) fn evaluate<T>(
     let max_uid = messages.last().map(|m| m.uid).unwrap_or(0);
     let mut out = Vec::new();
     for (i, meta) in messages.iter().enumerate() {
-        let raw = if content || header {
+        let raw = if content {
             match read_for_search(store, meta)? {
                 Some(raw) => Some(raw),
                 None => continue,
+            }
+        } else if header {
+            // SORT and THREAD keys only: a message whose file cannot be
+            // read is sorted by what the index knows (its date and size),
+            // so one damaged file does not cost a client its folder list.
+            match read_for_search(store, meta) {
+                Ok(Some(raw)) => Some(raw),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(uid = meta.uid, error = %e,
+                        "message not readable: sorted without its headers");
+                    None
+                }
             }
         } else {
             None

@@ -122,19 +122,29 @@ async fn keys_are_cached_and_a_new_key_is_used_at_the_next_message() {
     assert_eq!(signer.sign(out()).await, "");
     ks.create("fwd.example", "e1", Algorithm::Ed25519, 0)
         .unwrap();
+    // A folder changed just now is read at every message (its time may not
+    // mark the change yet): the new key signs at once.
     let one = signer.sign(out()).await;
     assert_eq!(one.matches("DKIM-Signature:").count(), 1, "{one}");
     assert!(one.contains("s=e1"), "{one}");
-    // From the cache: the key file rewritten in place (the folder's time
-    // unchanged) is not read again.
-    let file = dir.path().join("dkim/fwd.example/e1.json");
-    std::fs::write(&file, b"not json").unwrap();
+    // Once the folder's time has settled, a read is cached: the key file
+    // rewritten in place (the folder's time unchanged) is not read again.
+    let folder = dir.path().join("dkim/fwd.example");
+    let old = std::time::SystemTime::now() - Duration::from_secs(30);
+    std::fs::File::open(&folder)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        signer.sign(out()).await.matches("DKIM-Signature:").count(),
+        1
+    );
+    std::fs::write(folder.join("e1.json"), b"not json").unwrap();
     let again = signer.sign(out()).await;
     assert_eq!(again.matches("DKIM-Signature:").count(), 1, "{again}");
-    // A second key changes the folder: both sign the next message.
-    std::thread::sleep(Duration::from_millis(20));
+    // A second key changes the folder: read again; the new key signs and
+    // the damaged file is skipped.
     ks.create("fwd.example", "r1", Algorithm::Rsa, 0).unwrap();
-    // Read again: the new key signs; the damaged file is skipped.
     let two = signer.sign(out()).await;
     assert_eq!(two.matches("DKIM-Signature:").count(), 1, "{two}");
     assert!(two.contains("s=r1"), "{two}");
