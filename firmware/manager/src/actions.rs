@@ -191,30 +191,18 @@ async fn me_change(
         }
         ("held", Some("release")) => {
             // Only a copy this mailbox's own rule made, and only one the
-            // gate held (an operator's hold is the operator's).
+            // gate held (an operator's hold is the operator's): checked by
+            // the store in the release's own transaction.
             let Some(id) = mxrack_store::parse_id_hex(field(&f, "id")) else {
                 return back(TO, false, "Not done: no such held copy");
             };
-            let (store, a) = (m.store.clone(), address.clone());
-            let mine = blocking(move || {
-                Ok(store.queue_get(id).ok().is_some_and(|q| {
-                    q.gate_held()
-                        && q.origin_mailbox
-                            .as_deref()
-                            .is_some_and(|o| o.eq_ignore_ascii_case(&a))
-                }))
-            })
-            .await;
-            if !matches!(mine, Ok(true)) {
-                return back(TO, false, "Not done: no such held copy");
-            }
             let id = mxrack_store::id_hex(id);
             run(
                 &m,
                 &ctx,
                 TO,
                 format!("held copy {id} of {address} released"),
-                json!({"op": "queue_hold", "id": id, "hold": false}),
+                json!({"op": "forward_release", "id": id, "mailbox": address}),
             )
             .await
         }

@@ -322,27 +322,16 @@ pub struct HeldCopy {
 
 /// How much of a held copy is read for its From and Subject.
 const HELD_HEADER_BYTES_MAX: usize = 16 * 1024;
-/// Held copies listed on one page (the oldest first beyond it are not).
+/// Held copies listed on one page (older ones beyond it are not).
 const HELD_LISTED_MAX: usize = 200;
 
-/// The gate's held copies made by `mailbox`'s forwarding rule, newest first.
-/// Blocking (store reads).
+/// The gate's held copies made by `mailbox`'s forwarding rule, newest first,
+/// at most [`HELD_LISTED_MAX`]. Blocking (store reads).
 pub fn held_copies(
     store: &mxrack_store::Store,
     mailbox: &str,
 ) -> Result<Vec<HeldCopy>, mxrack_store::StoreError> {
-    let mut entries: Vec<_> = store
-        .queue_list()?
-        .into_iter()
-        .filter(|q| {
-            q.gate_held()
-                && q.origin_mailbox
-                    .as_deref()
-                    .is_some_and(|o| o.eq_ignore_ascii_case(mailbox))
-        })
-        .collect();
-    entries.sort_by_key(|q| std::cmp::Reverse(q.created));
-    entries.truncate(HELD_LISTED_MAX);
+    let entries = store.queue_held_copies(mailbox, HELD_LISTED_MAX)?;
     Ok(entries
         .into_iter()
         .map(|entry| {

@@ -97,6 +97,12 @@ pub enum AdminRequest {
     ForwardHeld {
         mailbox: Option<String>,
     },
+    /// Sends a copy the spam gate held for `mailbox`'s own forwarding rule
+    /// (the Manager's release button); any other entry is "not found".
+    ForwardRelease {
+        id: String,
+        mailbox: String,
+    },
     ForwardRemove {
         address: String,
     },
@@ -609,6 +615,24 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             } else {
                 out.push_str("send one with: mxrack queue release ID\n");
             }
+        }
+        ForwardRelease { id, mailbox } => {
+            let old = store
+                .queue_release_held_copy(parse_queue_id(id)?, mailbox, unix_now())
+                .map_err(e)?;
+            wake_queue();
+            tracing::info!(
+                queue_id = %id_hex(old.id),
+                mailbox = %mailbox,
+                to = %old.recipients.join(","),
+                reason = old.hold_reason.as_deref().unwrap_or(""),
+                "copy held by the spam gate released by its mailbox's user"
+            );
+            out = format!(
+                "{} released (was {})\n",
+                id_hex(old.id),
+                old.hold_reason.as_deref().unwrap_or("held")
+            );
         }
         ForwardRemove { address } => {
             store.forward_remove(address).map_err(e)?;

@@ -137,6 +137,68 @@ impl Store {
     /// its retry time (`mxrack queue flush` makes it due). Returns the entry as it was,
     /// so the caller can tell a gate's hold (and count its release).
     pub fn queue_release(&self, id: Id, now: i64) -> Result<QueueEntry, StoreError> {
+        self.release_if(id, now, |_| true)
+    }
+
+    /// [`Store::queue_release`] of a copy the gate held for `mailbox`'s
+    /// own forwarding rule, checked in the same transaction: anything else
+    /// (another mailbox's copy, an operator's hold, an entry gone) is
+    /// `NotFound`, so a user learns nothing of other entries.
+    pub fn queue_release_held_copy(
+        &self,
+        id: Id,
+        mailbox: &str,
+        now: i64,
+    ) -> Result<QueueEntry, StoreError> {
+        self.release_if(id, now, |q| {
+            q.gate_held()
+                && q.origin_mailbox
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(mailbox))
+        })
+    }
+
+    /// The gate's held copies of `mailbox`'s forwarding rule, newest first,
+    /// at most `limit`; a record that does not decode is skipped (logged).
+    pub fn queue_held_copies(
+        &self,
+        mailbox: &str,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut newest = std::collections::VecDeque::with_capacity(limit.min(1024));
+        for item in txn.open_table(QUEUE)?.iter()? {
+            let (k, v) = item?;
+            let q: QueueEntry = match schema::decode(v.value(), "queue") {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(id = %id_hex(k.value()), error = %e, "queue record skipped");
+                    continue;
+                }
+            };
+            let mine = q
+                .origin_mailbox
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(mailbox));
+            if q.gate_held() && mine {
+                // Ids grow with time: the last ones kept are the newest.
+                if newest.len() == limit {
+                    newest.pop_front();
+                }
+                if limit > 0 {
+                    newest.push_back(q);
+                }
+            }
+        }
+        Ok(newest.into_iter().rev().collect())
+    }
+
+    fn release_if(
+        &self,
+        id: Id,
+        now: i64,
+        allowed: impl Fn(&QueueEntry) -> bool,
+    ) -> Result<QueueEntry, StoreError> {
         let txn = self.jtxn()?;
         let old = {
             let mut queue = txn.open_table(QUEUE)?;
@@ -144,6 +206,9 @@ impl Store {
                 Some(g) => schema::decode(g.value(), "queue")?,
                 None => return Err(not_found(id)),
             };
+            if !allowed(&old) {
+                return Err(not_found(id));
+            }
             let mut e = old.clone();
             if old.gate_held() {
                 e.created = now;

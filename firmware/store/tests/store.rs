@@ -1068,3 +1068,56 @@ fn queue_removals_from_many_threads_are_grouped_and_each_answered() {
         assert!(!blob_file(tmp.path(), *id).exists());
     }
 }
+
+#[test]
+fn a_user_lists_and_releases_only_their_own_gate_held_copies() {
+    let rt = runtime(2);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = populated(tmp.path());
+    let now = 1_900_000_000;
+    let mut ids = Vec::new();
+    for to in ["x@hotmail.com", "y@hotmail.com", "z@hotmail.com"] {
+        let id = store.next_id();
+        let copy = held_copy(&store, to, now + 86_400);
+        ids.push(copy.id);
+        let mut d = delivery(&[], &[], b"Subject: spam\r\n\r\nbuy\r\n");
+        d.copies = vec![copy];
+        rt.block_on(store.deliver(d, id)).expect("deliver");
+    }
+    // Newest first, bounded; another mailbox has none.
+    let listed: Vec<_> = store
+        .queue_held_copies("Bob@example.com", 2)
+        .expect("list")
+        .iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(listed, [ids[2], ids[1]]);
+    assert!(
+        store
+            .queue_held_copies("carol@example.com", 10)
+            .expect("list")
+            .is_empty()
+    );
+    // Another mailbox's user cannot release it: "not found", still held.
+    assert!(matches!(
+        store.queue_release_held_copy(ids[0], "carol@example.com", now),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.queue_get(ids[0]).expect("entry").gate_held());
+    // An operator's hold (no expiry) is not the user's to release.
+    let mut op = store.queue_get(ids[1]).expect("entry");
+    op.expires = None;
+    store.queue_update(&op).expect("operator hold");
+    assert!(matches!(
+        store.queue_release_held_copy(ids[1], "bob@example.com", now),
+        Err(StoreError::NotFound { .. })
+    ));
+    // Its owner releases it: due now, no hold left.
+    let old = store
+        .queue_release_held_copy(ids[0], "bob@example.com", now)
+        .expect("release");
+    assert!(old.gate_held());
+    let q = store.queue_get(ids[0]).expect("entry");
+    assert!(!q.held && q.hold_reason.is_none() && q.expires.is_none());
+    assert_eq!(q.next_attempt, now);
+}
