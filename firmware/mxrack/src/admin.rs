@@ -238,6 +238,23 @@ struct AdminResponse {
 pub static QUEUE_WAKE: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> =
     std::sync::OnceLock::new();
 
+/// Logs the release of a copy the spam gate held, by `by`, and the answer
+/// the caller shows: `ID released (was REASON)`.
+fn gate_copy_released(old: &mxrack_store::QueueEntry, by: &str) -> String {
+    tracing::info!(
+        queue_id = %id_hex(old.id),
+        to = %old.recipients.join(","),
+        reason = old.hold_reason.as_deref().unwrap_or(""),
+        by,
+        "copy held by the spam gate released"
+    );
+    format!(
+        "{} released (was {})\n",
+        id_hex(old.id),
+        old.hold_reason.as_deref().unwrap_or("held")
+    )
+}
+
 fn wake_queue() {
     if let Some(wake) = QUEUE_WAKE.get() {
         wake();
@@ -544,20 +561,11 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 .queue_release(parse_queue_id(id)?, unix_now())
                 .map_err(e)?;
             wake_queue();
-            out = format!("{} released\n", id_hex(old.id));
-            if old.gate_held() {
-                tracing::info!(
-                    queue_id = %id_hex(old.id),
-                    to = %old.recipients.join(","),
-                    reason = old.hold_reason.as_deref().unwrap_or(""),
-                    "copy held by the spam gate released"
-                );
-                out = format!(
-                    "{} released (was {})\n",
-                    id_hex(old.id),
-                    old.hold_reason.as_deref().unwrap_or("held")
-                );
-            }
+            out = if old.gate_held() {
+                gate_copy_released(&old, "the operator")
+            } else {
+                format!("{} released\n", id_hex(old.id))
+            };
         }
         QueueDelete { id } => {
             let id = parse_queue_id(id)?;
@@ -621,18 +629,7 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
                 .queue_release_held_copy(parse_queue_id(id)?, mailbox, unix_now())
                 .map_err(e)?;
             wake_queue();
-            tracing::info!(
-                queue_id = %id_hex(old.id),
-                mailbox = %mailbox,
-                to = %old.recipients.join(","),
-                reason = old.hold_reason.as_deref().unwrap_or(""),
-                "copy held by the spam gate released by its mailbox's user"
-            );
-            out = format!(
-                "{} released (was {})\n",
-                id_hex(old.id),
-                old.hold_reason.as_deref().unwrap_or("held")
-            );
+            out = gate_copy_released(&old, &format!("the user of {mailbox}"));
         }
         ForwardRemove { address } => {
             store.forward_remove(address).map_err(e)?;

@@ -254,6 +254,27 @@ fn has_content_length(response: &[u8]) -> bool {
         })
 }
 
+/// One delivery's place in line for a domain's policy fetch. The last one
+/// out (however it leaves: answered from the cache, fetched, or dropped
+/// with its delivery) takes the domain's lock out of the map, so the map
+/// holds only domains with a delivery waiting.
+struct FetchTurn<'a> {
+    map: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    domain: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for FetchTurn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.map.lock()
+            // The map's reference and this one: nobody else is waiting.
+            && Arc::strong_count(&self.lock) <= 2
+        {
+            f.remove(self.domain);
+        }
+    }
+}
+
 /// What the relay does for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -347,10 +368,14 @@ impl StsResolver {
         // One fetch per domain at a time: deliveries to the same domain
         // wait for it and then take its result from the cache.
         let gate = match self.fetching.lock() {
-            Ok(mut f) => f.entry(domain.to_string()).or_default().clone(),
+            Ok(mut f) => FetchTurn {
+                map: &self.fetching,
+                domain,
+                lock: f.entry(domain.to_string()).or_default().clone(),
+            },
             Err(_) => return cached.unwrap_or(Applied::NoPolicy),
         };
-        let _turn = gate.lock().await;
+        let _turn = gate.lock.lock().await;
         if let Some(p) = self.cached_with_id(domain, &id, Instant::now()) {
             return Applied::Policy(p);
         }
@@ -358,9 +383,6 @@ impl StsResolver {
             return Applied::NoPolicy;
         }
         let fetched = timeout(FETCH_TIMEOUT, self.fetch(domain)).await;
-        if let Ok(mut f) = self.fetching.lock() {
-            f.remove(domain);
-        }
         match fetched {
             Ok(Ok(policy)) => {
                 let policy = Arc::new(policy);
