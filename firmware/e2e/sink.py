@@ -95,8 +95,9 @@ class Sink:
     def __init__(self, tls: bool = False, cert_dir: Path | None = None,
                  eight_bit_mime: bool = True, smtputf8: bool = True, port: int = 0,
                  auth: dict[str, str] | None = None, auth_in_clear: bool = False,
-                 tls_context: ssl.SSLContext | None = None):
+                 tls_context: ssl.SSLContext | None = None, host: str = HOST):
         self.tls = tls
+        self.host = host
         self.auth = auth
         self.auth_in_clear = auth_in_clear
         self.eight_bit_mime = eight_bit_mime
@@ -235,7 +236,8 @@ class Sink:
         self._thread.start()
 
         async def listen():
-            return await asyncio.start_server(self._session, HOST, self.port, limit=LINE_BYTES_MAX)
+            return await asyncio.start_server(self._session, self.host, self.port,
+                                              limit=LINE_BYTES_MAX)
 
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -243,7 +245,7 @@ class Sink:
 
     @property
     def hop(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self):
         if self._loop is None:

@@ -15,8 +15,10 @@ install_deps() {
     command -v swaks >/dev/null || need_apt+=(swaks)
     command -v curl >/dev/null || need_apt+=(curl)
     command -v openssl >/dev/null || need_apt+=(openssl)
-    # `ip netns` for the MTA-STS test's network namespace.
+    # `ip netns` for the MTA-STS and DANE tests' network namespace.
     command -v ip >/dev/null || need_apt+=(iproute2)
+    # The DANE test's DNS server: Knot signs its root zone (DNSSEC).
+    command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || need_apt+=(knot)
     command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
     # The status page is looked at in a real browser (firmware/e2e/test_status.py).
     command -v chromium >/dev/null || need_apt+=(chromium)
@@ -78,17 +80,18 @@ cargo test --locked -p mxrack-fuzz
 echo "== end-to-end tests with real clients"
 cargo build --locked -p mxrack
 MXRACK_BIN="$PWD/target/debug/mxrack" "$E2E_PY" -m pytest -q firmware/e2e \
-    --ignore=firmware/e2e/test_mta_sts.py
-# MTA-STS (issue 16) needs the protocol's own ports, 25 for the MX and 443
-# for the policy host: that file runs in a network namespace of its own, on
-# its own loopback, where nothing else listens and no packet leaves.
-echo "== MTA-STS end to end, in a network namespace of its own"
+    --ignore=firmware/e2e/test_mta_sts.py --ignore=firmware/e2e/test_dane.py
+# MTA-STS and DANE (issue 16) need the protocol's own ports, 25 for the MX
+# and 443 for the policy host: those files run in a network namespace of
+# their own, on its own loopback, where nothing else listens and no packet
+# leaves.
+echo "== MTA-STS and DANE end to end, in a network namespace of their own"
 sts_ns="mxrack-e2e-sts-$$"
 ip netns add "$sts_ns"
 trap 'ip netns del "$sts_ns" 2>/dev/null || true' EXIT
 ip netns exec "$sts_ns" ip link set lo up
 ip netns exec "$sts_ns" env MXRACK_E2E_NETNS="$sts_ns" MXRACK_BIN="$PWD/target/debug/mxrack" \
-    "$E2E_PY" -m pytest -q firmware/e2e/test_mta_sts.py
+    "$E2E_PY" -m pytest -q firmware/e2e/test_mta_sts.py firmware/e2e/test_dane.py
 ip netns del "$sts_ns"
 trap - EXIT
 

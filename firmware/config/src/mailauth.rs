@@ -35,6 +35,10 @@ pub struct Dns {
     pub attempts: usize,
     /// See [`DNS_NEGATIVE_TTL_SECS`]; 0 turns remembering such answers off.
     pub negative_ttl_secs: u64,
+    /// DNSSEC trust anchors (DNSKEY records, one a line) for DANE's
+    /// validating lookups instead of the root zone's built-in keys: a
+    /// private signed root in tests, or an island of trust.
+    pub trust_anchor_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Dns {
@@ -44,6 +48,7 @@ impl Default for Dns {
             timeout_ms: DNS_TIMEOUT_MS,
             attempts: 2,
             negative_ttl_secs: DNS_NEGATIVE_TTL_SECS,
+            trust_anchor_file: None,
         }
     }
 }

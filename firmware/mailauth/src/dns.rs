@@ -5,7 +5,7 @@
 
 use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::hickory_resolver::config::{
-    NameServerConfig, NameServerConfigGroup, ProtocolConfig, ResolverConfig,
+    NameServerConfig, NameServerConfigGroup, ProtocolConfig, ResolverConfig, ResolverOpts,
 };
 use mail_auth::hickory_resolver::name_server::TokioConnectionProvider;
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
@@ -17,6 +17,18 @@ pub const DNS_CACHE_ENTRIES: usize = 4096;
 /// The resolver `[dns]` describes: its servers (UDP, then TCP for
 /// truncated answers), else the system's (/etc/resolv.conf).
 pub fn resolver(cfg: &mxrack_config::Dns) -> Result<TokioResolver, String> {
+    let (config, opts) = resolver_parts(cfg)?;
+    Ok(
+        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(opts)
+            .build(),
+    )
+}
+
+/// The servers and options `[dns]` describes, for [`resolver`] and for
+/// the relay's DNSSEC-validating resolver (DANE), which asks the same
+/// servers.
+pub fn resolver_parts(cfg: &mxrack_config::Dns) -> Result<(ResolverConfig, ResolverOpts), String> {
     let (config, mut opts) = if cfg.servers.is_empty() {
         read_system_conf().map_err(|e| format!("cannot read the system's DNS settings: {e}"))?
     } else {
@@ -34,9 +46,5 @@ pub fn resolver(cfg: &mxrack_config::Dns) -> Result<TokioResolver, String> {
     opts.timeout = Duration::from_millis(cfg.timeout_ms);
     opts.attempts = cfg.attempts;
     opts.cache_size = DNS_CACHE_ENTRIES;
-    Ok(
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts)
-            .build(),
-    )
+    Ok((config, opts))
 }

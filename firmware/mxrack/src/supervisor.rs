@@ -670,6 +670,19 @@ fn build_relay(
             Duration::from_secs(config.dns.negative_ttl_secs),
         )));
     }
+    if r.dane {
+        let (dns, opts) = mxrack_mailauth::dns::resolver_parts(&config.dns)?;
+        let anchors = match &config.dns.trust_anchor_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| mxrack_relay::dane::parse_trust_anchors(&text))
+                    .map_err(|e| format!("dns.trust_anchor_file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        router = router.with_dane(mxrack_relay::dane::validating_resolver(dns, opts, anchors));
+    }
     let mut relay = mxrack_relay::Relay::new(store, runner, router, transports, Some(srs));
     if config.mail_auth.sign_outbound {
         relay = relay.with_sign_hook(Arc::new(mxrack_mailauth::Signer::new(

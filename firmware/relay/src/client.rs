@@ -330,7 +330,7 @@ impl Session {
                 )
                 .await
                 .map_err(|_| "TLS handshake timed out".to_string())?
-                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                .map_err(|e| format!("TLS handshake failed: {}", tls_failure(&e)))?;
                 s = BufReader::new(Box::new(stream));
                 tls_on = true;
                 ehlo = command(&mut s, &format!("EHLO {}", config.ehlo), t).await?;
@@ -754,6 +754,18 @@ async fn authenticate(
             r.line()
         ))))
     }
+}
+
+/// A handshake error as the queue shows it: a certificate our own
+/// verifier refused (DANE, [`crate::dane`]) by its reason, the rest as
+/// rustls words it.
+pub fn tls_failure(e: &std::io::Error) -> String {
+    if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) =
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    {
+        return format!("invalid peer certificate: {}", o.0);
+    }
+    e.to_string()
 }
 
 /// A rustls client configuration that verifies certificates (WebPKI, RFC

@@ -2,6 +2,7 @@
 //! smarthost, MX, MTA-STS), delivery status notifications and SRS.
 
 pub mod client;
+pub mod dane;
 pub mod dsn;
 pub mod mta_sts;
 pub mod route;

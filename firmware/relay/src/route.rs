@@ -7,20 +7,36 @@
 //! in enforce mode narrows its MX hosts to those the policy names and asks
 //! for verified TLS; routes and the smarthost are the operator's own
 //! choice and are not subject to it.
+//!
+//! DANE (RFC 7672, [`crate::dane`]): with `[relay] dane` and a resolver
+//! that proves DNSSEC (the root's SOA comes back secure, asked again every
+//! [`DNSSEC_PROBE_TTL`]), MX records, the MX hosts' addresses and their
+//! `_25._tcp` TLSA records are looked up through the validating resolver.
+//! A host whose MX RRset (or the implicit MX) and address records are
+//! secure, with a secure TLSA RRset, gets mail only over TLS authenticated
+//! by those records (2.2); a forged (bogus) answer makes the domain wait
+//! or the host unused. DANE takes precedence over MTA-STS for the hosts it
+//! covers (RFC 8461 2: a policy never overrides a failing DANE check).
 
 use crate::client::Credentials;
+use crate::dane::{self, HostDane};
 use crate::mta_sts::{Applied, Mode, StsResolver};
 use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::dnssec::Proof;
+use hickory_resolver::proto::rr::{Record, RecordType};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 /// Most servers tried for one domain in one attempt.
 pub const SERVERS_PER_DOMAIN_MAX: usize = 8;
 const SMTP_PORT: u16 = 25;
+/// How long the answer to "does the resolver prove DNSSEC?" is kept.
+pub const DNSSEC_PROBE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -30,11 +46,13 @@ pub enum RouteError {
     Permanent(String),
 }
 
-/// One server to try and the name to present in TLS SNI.
+/// One server to try, the name to present in TLS SNI (and to verify the
+/// certificate against), and whether DANE applies to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub addr: SocketAddr,
     pub name: String,
+    pub dane: HostDane,
 }
 
 /// Where one domain's mail goes: the servers in the order to try, the key
@@ -66,6 +84,14 @@ pub struct Router {
     smarthost_auth: Option<Credentials>,
     resolver: OnceCell<Result<TokioResolver, String>>,
     sts: Option<Arc<StsResolver>>,
+    dane: Option<Dnssec>,
+}
+
+/// The validating resolver DANE looks up through, and whether it proves
+/// DNSSEC (with when that was last asked).
+struct Dnssec {
+    resolver: TokioResolver,
+    probed: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Router {
@@ -86,6 +112,19 @@ impl Router {
             smarthost_auth,
             resolver: OnceCell::new(),
             sts: None,
+            dane: None,
+        }
+    }
+
+    /// Applies DANE (RFC 7672) to MX delivery, with `validating`: a
+    /// resolver that checks DNSSEC signatures (its answers carry proofs).
+    pub fn with_dane(self, validating: TokioResolver) -> Router {
+        Router {
+            dane: Some(Dnssec {
+                resolver: validating,
+                probed: Mutex::new(None),
+            }),
+            ..self
         }
     }
 
@@ -134,7 +173,8 @@ impl Router {
                 tls: TlsLevel::Opportunistic,
             });
         }
-        let hosts = self.mx_hosts(&domain).await?;
+        let dnssec = self.dnssec().await;
+        let (hosts, mx_secure) = self.mx_hosts(&domain, dnssec).await?;
         let policy = match &self.sts {
             Some(sts) => sts.policy(&domain).await,
             None => Applied::NoPolicy,
@@ -142,13 +182,63 @@ impl Router {
         // The policy chooses among the MX hosts before any address is
         // looked up or the list is cut to SERVERS_PER_DOMAIN_MAX.
         let (hosts, tls) = apply_policy(&domain, hosts, &policy)?;
-        let servers = self.addresses(&domain, &hosts).await?;
+        // RFC 7672 2.2.1: DANE only for MX hosts a secure MX RRset names.
+        let servers = self
+            .addresses(&domain, &hosts, dnssec.filter(|_| mx_secure))
+            .await?;
+        // Sessions opened under DANE are not shared with the same hosts
+        // reached without it, nor the other way round.
+        let mut key = mx_key(&hosts, tls);
+        if servers.iter().any(|s| s.dane != HostDane::None) {
+            key.push_str(" dane");
+        }
         Ok(Destination {
-            key: mx_key(&hosts, tls),
+            key,
             servers,
             auth: None,
             tls,
         })
+    }
+
+    /// The validating resolver when DANE is on and it proves DNSSEC: the
+    /// root zone's SOA comes back secure (so the servers it asks pass
+    /// DNSSEC records on). A resolver that strips them would make every
+    /// answer bogus; that means no DANE (logged), as Postfix without a
+    /// validating resolver, not undeliverable mail.
+    async fn dnssec(&self) -> Option<&TokioResolver> {
+        let d = self.dane.as_ref()?;
+        let cached = *d.probed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, ok)) = cached
+            && at.elapsed() < DNSSEC_PROBE_TTL
+        {
+            return ok.then_some(&d.resolver);
+        }
+        let ok = match d.resolver.lookup(".", RecordType::SOA).await {
+            Ok(l) => l
+                .records()
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA && r.proof().is_secure()),
+            Err(e) => {
+                tracing::debug!(error = %e, "DNSSEC probe: the root SOA lookup failed");
+                false
+            }
+        };
+        let was = d
+            .probed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((Instant::now(), ok))
+            .map(|(_, was)| was);
+        if was != Some(ok) {
+            if ok {
+                tracing::info!("DANE on: the DNS resolver proves DNSSEC");
+            } else {
+                tracing::warn!(
+                    "DANE off: the DNS resolver does not prove DNSSEC (the root zone's SOA is not secure); MX delivery goes on without DANE"
+                );
+            }
+        }
+        ok.then_some(&d.resolver)
     }
 
     async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -165,14 +255,31 @@ impl Router {
     }
 
     /// The MX hosts' names in the order to try (lower case, A-labels, no
-    /// final dot), with the implicit MX and null MX rules.
-    async fn mx_hosts(&self, domain: &str) -> Result<Vec<String>, RouteError> {
-        let resolver = self.resolver().await?;
+    /// final dot), with the implicit MX and null MX rules, and whether
+    /// DNSSEC proved them (`dnssec`: the validating resolver, else not).
+    async fn mx_hosts(
+        &self,
+        domain: &str,
+        dnssec: Option<&TokioResolver>,
+    ) -> Result<(Vec<String>, bool), RouteError> {
+        let resolver = match dnssec {
+            Some(v) => v,
+            None => self.resolver().await?,
+        };
+        let mut secure = dnssec.is_some();
         let mut hosts: Vec<(u16, String)> = match resolver.mx_lookup(format!("{domain}.")).await {
-            Ok(mx) => mx
-                .iter()
-                .map(|r| (r.preference(), r.exchange().to_ascii()))
-                .collect(),
+            Ok(mx) => {
+                let records = mx.as_lookup().records();
+                if any_bogus(records) {
+                    return Err(RouteError::Temporary(format!(
+                        "the MX records of {domain} fail DNSSEC validation"
+                    )));
+                }
+                secure &= all_secure(records, RecordType::MX);
+                mx.iter()
+                    .map(|r| (r.preference(), r.exchange().to_ascii()))
+                    .collect()
+            }
             Err(e) if e.is_nx_domain() => {
                 return Err(RouteError::Permanent(format!(
                     "domain {domain} does not exist"
@@ -180,7 +287,9 @@ impl Router {
             }
             // No MX at an existing name: the domain itself is the implicit
             // MX (RFC 5321 5.1). Only a NOERROR answer says so: hickory
-            // reports SERVFAIL and REFUSED as "no records" too.
+            // reports SERVFAIL and REFUSED as "no records" too. DANE then
+            // rests on the address records (RFC 7672 2.2.2); a forged
+            // denial in a signed zone is the validator's error, not this.
             Err(e) if no_data(&e) => vec![(0, domain.to_string())],
             Err(e) => {
                 return Err(RouteError::Temporary(format!(
@@ -194,23 +303,58 @@ impl Router {
                 "{domain} accepts no mail (null MX, RFC 7505)"
             )));
         }
-        Ok(hosts
+        let hosts = hosts
             .into_iter()
             .map(|(_, h)| h.trim_end_matches('.').to_ascii_lowercase())
-            .collect())
+            .collect();
+        Ok((hosts, secure))
     }
 
     /// The addresses of `hosts`, in their order, at most
-    /// SERVERS_PER_DOMAIN_MAX.
-    async fn addresses(&self, domain: &str, hosts: &[String]) -> Result<Vec<Server>, RouteError> {
-        let resolver = self.resolver().await?;
+    /// SERVERS_PER_DOMAIN_MAX, each with what DANE asks of it when
+    /// `dnssec` (the validating resolver, given only for a secure MX
+    /// RRset) is there. A host whose addresses or TLSA records are bogus,
+    /// or whose TLSA lookup fails, is left out (RFC 7672 2.2); when that
+    /// leaves none, the reasons are the domain's temporary error.
+    async fn addresses(
+        &self,
+        domain: &str,
+        hosts: &[String],
+        dnssec: Option<&TokioResolver>,
+    ) -> Result<Vec<Server>, RouteError> {
+        let resolver = match dnssec {
+            Some(v) => v,
+            None => self.resolver().await?,
+        };
         let mut out = Vec::new();
+        let mut unusable = Vec::new();
         for host in hosts {
             if let Ok(ips) = resolver.lookup_ip(format!("{host}.")).await {
+                let records = ips.as_lookup().records();
+                let dane = match dnssec {
+                    Some(_) if any_bogus(records) => {
+                        unusable.push(format!("the addresses of {host} fail DNSSEC validation"));
+                        continue;
+                    }
+                    Some(v)
+                        if all_secure(records, RecordType::A)
+                            && all_secure(records, RecordType::AAAA) =>
+                    {
+                        match tlsa(v, host).await {
+                            Ok(d) => d,
+                            Err(why) => {
+                                unusable.push(format!("DANE: {host}: {why}"));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => HostDane::None,
+                };
                 for ip in ips.iter() {
                     out.push(Server {
                         addr: SocketAddr::new(ip, SMTP_PORT),
                         name: host.clone(),
+                        dane: dane.clone(),
                     });
                 }
             }
@@ -220,12 +364,44 @@ impl Router {
         }
         out.truncate(SERVERS_PER_DOMAIN_MAX);
         if out.is_empty() {
+            if !unusable.is_empty() {
+                return Err(RouteError::Temporary(unusable.join("; ")));
+            }
             return Err(RouteError::Temporary(format!(
                 "no address for the mail servers of {domain}"
             )));
         }
+        for why in unusable {
+            tracing::warn!(domain, "{why}; the host is skipped");
+        }
         Ok(out)
     }
+}
+
+/// The TLSA records of `host`'s SMTP service (RFC 7672 2.2, 3): no
+/// records (NXDOMAIN or no data, proved or not) is no DANE; any other
+/// failure (SERVFAIL, a forged denial) makes the host unusable.
+async fn tlsa(validating: &TokioResolver, host: &str) -> Result<HostDane, String> {
+    match validating
+        .lookup(format!("_25._tcp.{host}."), RecordType::TLSA)
+        .await
+    {
+        Ok(l) => dane::tlsa_rrset(l.records()),
+        Err(e) if e.is_nx_domain() || no_data(&e) => Ok(HostDane::None),
+        Err(e) => Err(format!("TLSA lookup failed: {e}")),
+    }
+}
+
+fn any_bogus(records: &[Record]) -> bool {
+    records.iter().any(|r| r.proof() == Proof::Bogus)
+}
+
+/// Every record of type `rtype` (and the CNAMEs leading to them) secure.
+fn all_secure(records: &[Record], rtype: RecordType) -> bool {
+    records
+        .iter()
+        .filter(|r| r.record_type() == rtype || r.record_type() == RecordType::CNAME)
+        .all(|r| r.proof().is_secure())
 }
 
 /// The session key of an MX destination: the hosts mail may go to (after
@@ -319,7 +495,11 @@ async fn resolve_hop(hop: &str) -> Result<Vec<Server>, RouteError> {
         .trim_matches(['[', ']'])
         .to_string();
     if let Ok(addr) = hop.parse::<SocketAddr>() {
-        return Ok(vec![Server { addr, name }]);
+        return Ok(vec![Server {
+            addr,
+            name,
+            dane: HostDane::None,
+        }]);
     }
     let with_port = if hop.contains(':') {
         hop.to_string()
@@ -334,6 +514,7 @@ async fn resolve_hop(hop: &str) -> Result<Vec<Server>, RouteError> {
         .map(|addr| Server {
             addr,
             name: name.clone(),
+            dane: HostDane::None,
         })
         .collect();
     if out.is_empty() {

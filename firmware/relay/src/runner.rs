@@ -10,6 +10,7 @@
 //! a few sessions (at most `per_destination` at once), not one per message.
 
 use crate::client::{self, ClientConfig, RcptOutcome, Session};
+use crate::dane::{self, HostDane};
 use crate::dsn;
 use crate::route::{Destination, RouteError, Router, TlsLevel};
 use crate::srs::Srs;
@@ -494,6 +495,26 @@ impl Relay {
                 }
                 Via::Fresh(server) if answered == Some(server.addr) => continue,
                 Via::Fresh(server) => {
+                    // DANE (RFC 7672) for this host: its TLSA records
+                    // decide, whatever an MTA-STS policy would accept.
+                    let dane_client;
+                    let client = match &server.dane {
+                        HostDane::None => client,
+                        HostDane::Required(tlsa) => match dane::tls_config(tlsa) {
+                            Ok(tls) => {
+                                dane_client = ClientConfig {
+                                    tls: Some(tls),
+                                    require_tls: true,
+                                    ..client.clone()
+                                };
+                                &dane_client
+                            }
+                            Err(why) => {
+                                last = client::all(&pending, RcptOutcome::Deferred(why));
+                                continue;
+                            }
+                        },
+                    };
                     match Session::open(server.addr, &server.name, client, dest.auth.as_ref()).await
                     {
                         Ok(session) => {
