@@ -100,6 +100,14 @@ def root_zone(c: dict[str, str]) -> str:
         # Only PKIX-EE(1), unusable for SMTP (RFC 7672 3.1.3): TLS is still
         # a must, unauthenticated, and PLAIN has none.
         mx("pkix.test", "mx.pkix.test", PLAIN), tlsa("mx.pkix.test", f"1 1 1 {c['ee']}"),
+        # An MX host that is a CNAME: the TLSA records at the end of the
+        # chain count first (RFC 7672 2.2.2), the host's own (here a wrong
+        # one) only when there are none there.
+        "cname.test. MX 10 mx.cname.test.\n", "mx.cname.test. CNAME real.target.test.\n",
+        f"real.target.test. A {EE}\n", tlsa("real.target.test", f"3 1 1 {c['ee']}"),
+        tlsa("mx.cname.test", f"3 1 1 {c['other']}"),
+        "cname2.test. MX 10 mx.cname2.test.\n", "mx.cname2.test. CNAME real2.target.test.\n",
+        f"real2.target.test. A {EE}\n", tlsa("mx.cname2.test", f"3 1 1 {c['other']}"),
         # An unsigned child zone: its MX records are insecure, so the TLSA
         # record of the host they name (wrong for the key) is not used.
         "unsigned.test. NS ns.root.\n",
@@ -243,6 +251,17 @@ def test_dane_ta_chain_to_the_named_ca_and_the_host_name(server, sinks):
     err = last_error(server, "jo@taname.test")
     assert "does not chain to the DANE-TA record's anchor" in err and "mx.taname.test" in err, err
     assert not delivered_to(sinks["ta"], "jo@taname.test")
+
+
+def test_an_mx_host_behind_a_cname_is_checked_by_the_records_at_its_end(server, sinks):
+    submit(server, "jo@cname.test")
+    [t] = sinks["ee"].wait_for(lambda ts: delivered_to(sinks["ee"], "jo@cname.test"),
+                               "delivery to cname.test")
+    assert t.tls
+    # No records at the end of the chain: the host's own name's apply.
+    submit(server, "jo@cname2.test")
+    err = last_error(server, "jo@cname2.test")
+    assert "DANE: the certificate matches none of the 1 TLSA records" in err, err
 
 
 def test_tlsa_records_make_tls_a_must(server, sinks):

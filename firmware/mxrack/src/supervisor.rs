@@ -681,7 +681,20 @@ fn build_relay(
             ),
             None => None,
         };
-        router = router.with_dane(mxrack_relay::dane::validating_resolver(dns, opts, anchors));
+        // A DANE host of a domain with an enforced MTA-STS policy must
+        // pass the policy's certificate check too.
+        let webpki = if r.mta_sts {
+            Some(
+                mxrack_relay::webpki_verifier(r.tls_trust_file.as_deref())
+                    .map_err(|e| format!("relay.tls_trust_file: {e}"))?,
+            )
+        } else {
+            None
+        };
+        router = router.with_dane(
+            mxrack_relay::dnssec::Validator::new(&dns, &opts, anchors),
+            webpki,
+        );
     }
     let mut relay = mxrack_relay::Relay::new(store, runner, router, transports, Some(srs));
     if config.mail_auth.sign_outbound {

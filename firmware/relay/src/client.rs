@@ -775,6 +775,21 @@ pub fn tls_failure(e: &std::io::Error) -> String {
 pub fn verified_tls(
     trust_file: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client configuration: {e}"))?
+        .with_webpki_verifier(webpki_verifier(trust_file)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificate check of [`verified_tls`] alone: what a DANE host of a
+/// domain with an enforced MTA-STS policy must pass besides its TLSA
+/// records.
+pub fn webpki_verifier(
+    trust_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -795,12 +810,9 @@ pub fn verified_tls(
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client configuration: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("TLS client configuration: {e}"))
 }
 
 /// A rustls client configuration for opportunistic TLS: any certificate is

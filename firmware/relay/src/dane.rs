@@ -11,20 +11,24 @@
 //!   empty set.
 //! * DANE-EE(3) (3.1.1): the server's own certificate (or its public key)
 //!   matches; neither its names nor its dates are checked.
-//! * DANE-TA(2) (3.1.2, 3.2.2): a certificate of the chain the server sent
-//!   matches and is taken as the trust anchor; the server's certificate
-//!   must chain to it (WebPKI, dates checked) and be valid for the MX
-//!   host's name.
+//! * DANE-TA(2) (3.1.2, 3.2.2): a certificate the server sent above its
+//!   own (as OpenSSL and Postfix match usage 2) matches and is taken as
+//!   the trust anchor; the server's certificate must chain to it (WebPKI,
+//!   dates checked) and be valid for the MX host's name.
+//! * With an enforced MTA-STS policy too, the certificate must also pass
+//!   the policy's WebPKI check: DANE never loosens what the policy asks
+//!   (RFC 8461 2 forbids the other way round: a policy never overrides a
+//!   failing DANE check), so a flaw in DNSSEC validation cannot undo a
+//!   policy.
 //!
-//! When DNSSEC says what (route.rs): the records, with the resolver's
-//! proofs, are judged by [`tlsa_rrset`]; the verifier here is pure.
+//! What DNSSEC says (route.rs, through [`crate::dnssec::Validator`]): the
+//! records, with their proofs, are judged by [`tlsa_rrset`]; the verifier
+//! here is pure.
 
 use base64::Engine;
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::dnssec::{Algorithm, Proof, PublicKeyBuf, TrustAnchors};
 use hickory_resolver::proto::rr::{RData, Record};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -41,30 +45,14 @@ pub const TLSA_DATA_MAX: usize = 16 * 1024;
 /// Trust anchors read from `[dns] trust_anchor_file` at most.
 pub const TRUST_ANCHORS_MAX: usize = 16;
 
-/// A resolver that checks DNSSEC signatures up to `anchors` (None: the
-/// root zone's keys built into hickory) and marks each answer's records
-/// with their proof, asking the servers `config` and `opts` name (the
-/// appliance's `[dns]`).
-pub fn validating_resolver(
-    config: ResolverConfig,
-    mut opts: ResolverOpts,
-    anchors: Option<TrustAnchors>,
-) -> TokioResolver {
-    opts.validate = true;
-    let mut builder =
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts);
-    if let Some(anchors) = anchors {
-        builder = builder.with_trust_anchor(Arc::new(anchors));
-    }
-    builder.build()
-}
-
 /// DNSSEC trust anchors in zone-file form, one DNSKEY record a line
 /// (`<owner> [ttl] [IN] DNSKEY <flags> <protocol> <algorithm> <key>`, the
 /// key in base64, possibly split by spaces): what `dig DNSKEY` or a
-/// signer prints. `;` starts a comment. For a private test root or an
-/// island of trust; the public root's keys are built in.
+/// signer prints. `;` starts a comment. They replace the public root's
+/// built-in keys: a private root (tests, a lab). hickory trusts such a key
+/// for whatever zone it signs (the owner name is not kept), and the relay
+/// checks the root zone's SOA validates, so the file must hold the root's
+/// keys (a private root's, or the public one's next to others).
 pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, String> {
     let mut anchors = TrustAnchors::empty();
     for (n, line) in text.lines().enumerate() {
@@ -117,7 +105,7 @@ pub const DANE_TA: u8 = 2;
 pub const DANE_EE: u8 = 3;
 
 /// One usable TLSA record (RFC 6698 2.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tlsa {
     pub usage: u8,
     pub selector: u8,
@@ -170,19 +158,19 @@ pub enum HostDane {
     Required(Arc<[Tlsa]>),
 }
 
-/// Judges a TLSA answer (records of any type, with the validating
-/// resolver's proofs): `Err` when DNSSEC says it is forged (bogus): the
-/// host must not be used (2.2: a failed TLSA lookup makes the host
-/// unusable). Records that are not proved secure are no DANE.
+/// Judges a TLSA answer (the TLSA records and the CNAMEs leading to them,
+/// with the validator's proofs): `Err` when DNSSEC says any of it is
+/// forged (bogus): the host must not be used (2.2: a failed TLSA lookup
+/// makes the host unusable). An answer not all proved secure is no DANE.
 pub fn tlsa_rrset(records: &[Record]) -> Result<HostDane, String> {
+    if records.iter().any(|r| r.proof() == Proof::Bogus) {
+        return Err("its TLSA records fail DNSSEC validation".into());
+    }
     let tlsa: Vec<&Record> = records
         .iter()
         .filter(|r| matches!(r.data(), RData::TLSA(_)))
         .collect();
-    if tlsa.iter().any(|r| r.proof() == Proof::Bogus) {
-        return Err("its TLSA records fail DNSSEC validation".into());
-    }
-    if tlsa.is_empty() || !tlsa.iter().all(|r| r.proof().is_secure()) {
+    if tlsa.is_empty() || !records.iter().all(|r| r.proof().is_secure()) {
         return Ok(HostDane::None);
     }
     let usable: Vec<Tlsa> = tlsa
@@ -203,22 +191,28 @@ pub fn tlsa_rrset(records: &[Record]) -> Result<HostDane, String> {
 
 /// The rustls configuration for a host DANE applies to: certificates
 /// verified by its TLSA records, or (none usable) encryption without
-/// authentication.
-pub fn tls_config(tlsa: &Arc<[Tlsa]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    if tlsa.is_empty() {
-        return crate::client::opportunistic_tls();
-    }
+/// authentication; `policy`: an enforced MTA-STS policy's WebPKI check,
+/// which must pass as well.
+pub fn tls_config(
+    tlsa: &Arc<[Tlsa]>,
+    policy: Option<Arc<WebPkiServerVerifier>>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = DaneVerifier {
-        tlsa: tlsa.clone(),
-        provider: provider.clone(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client configuration: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .map_err(|e| format!("TLS client configuration: {e}"))?;
+    let config = match (tlsa.is_empty(), policy) {
+        (true, None) => return crate::client::opportunistic_tls(),
+        (true, Some(webpki)) => builder.with_webpki_verifier(webpki).with_no_client_auth(),
+        (false, policy) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(DaneVerifier {
+                tlsa: tlsa.clone(),
+                provider,
+                policy,
+            }))
+            .with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
@@ -245,6 +239,8 @@ impl std::error::Error for Mismatch {}
 struct DaneVerifier {
     tlsa: Arc<[Tlsa]>,
     provider: Arc<CryptoProvider>,
+    /// An enforced MTA-STS policy's check, also required.
+    policy: Option<Arc<WebPkiServerVerifier>>,
 }
 
 impl DaneVerifier {
@@ -266,6 +262,64 @@ impl ServerCertVerifier for DaneVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let dane = self.dane(end_entity, intermediates, server_name, ocsp_response, now)?;
+        match &self.policy {
+            Some(policy) => policy.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            None => Ok(dane),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl DaneVerifier {
+    /// The TLSA records' verdict on the server's chain.
+    fn dane(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         // DANE-EE: the key is the identity (RFC 7672 3.1.1).
         if self
             .tlsa
@@ -277,7 +331,7 @@ impl ServerCertVerifier for DaneVerifier {
         // DANE-TA: the matching certificate of the sent chain is the only
         // trust anchor (3.1.2); the rest is WebPKI with the MX host's name.
         let mut chain_error = None;
-        for anchor in intermediates.iter().chain([end_entity]) {
+        for anchor in intermediates {
             if !self
                 .tlsa
                 .iter()
@@ -315,40 +369,6 @@ impl ServerCertVerifier for DaneVerifier {
                 self.tlsa.len()
             )),
         })
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -399,9 +419,19 @@ mod tests {
     }
 
     fn verify(tlsa: Vec<Tlsa>, chain: &[CertificateDer<'_>], name: &str) -> Result<(), String> {
+        verify_with(tlsa, None, chain, name)
+    }
+
+    fn verify_with(
+        tlsa: Vec<Tlsa>,
+        policy: Option<Arc<WebPkiServerVerifier>>,
+        chain: &[CertificateDer<'_>],
+        name: &str,
+    ) -> Result<(), String> {
         let v = DaneVerifier {
             tlsa: tlsa.into(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            policy,
         };
         let name = ServerName::try_from(name.to_string()).unwrap();
         v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
@@ -511,6 +541,55 @@ mod tests {
         assert!(e.contains("matches none"), "{e}");
         let e = verify(vec![ta], std::slice::from_ref(&p.other), "mx.dane.example").unwrap_err();
         assert!(e.contains("matches none"), "{e}");
+        // A usage-2 record naming the server's own certificate is not an
+        // anchor (only certificates above it are, as in OpenSSL).
+        let own = ring::digest::digest(&ring::digest::SHA256, p.other.as_ref());
+        let own = Tlsa::usable(2, 0, 1, own.as_ref()).unwrap();
+        let e = verify(vec![own], std::slice::from_ref(&p.other), "mx.dane.example").unwrap_err();
+        assert!(e.contains("matches none"), "{e}");
+    }
+
+    #[test]
+    fn with_an_enforced_policy_the_webpki_check_must_pass_too() {
+        let p = pki();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(p.ca.clone()).unwrap();
+        let policy = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let chain = [p.leaf.clone(), p.ca.clone()];
+        let ee = |c: &CertificateDer<'_>| Tlsa::usable(3, 1, 1, &spki_sha256(c)).unwrap();
+        assert_eq!(
+            verify_with(
+                vec![ee(&p.leaf)],
+                Some(policy.clone()),
+                &chain,
+                "mx.dane.example"
+            ),
+            Ok(())
+        );
+        // DANE alone would take the self-signed key its record names; the
+        // policy's check does not.
+        let e = verify_with(
+            vec![ee(&p.other)],
+            Some(policy.clone()),
+            std::slice::from_ref(&p.other),
+            "mx.dane.example",
+        )
+        .unwrap_err();
+        // (rcgen gives both certificates the same issuer name: WebPKI
+        // tries the CA and finds the signature is not its.)
+        assert!(
+            e.contains("invalid peer certificate") && !e.contains("DANE"),
+            "{e}"
+        );
+        // And the policy never makes up for a failing DANE check.
+        let e =
+            verify_with(vec![ee(&p.other)], Some(policy), &chain, "mx.dane.example").unwrap_err();
+        assert!(e.contains("DANE: the certificate matches none"), "{e}");
     }
 
     fn record(usage: u8, data: Vec<u8>, proof: Proof) -> Record {
@@ -526,6 +605,37 @@ mod tests {
         );
         r.set_proof(proof);
         r
+    }
+
+    fn cname(proof: Proof) -> Record {
+        let mut r = Record::from_rdata(
+            Name::from_ascii("_25._tcp.mx.dane.example.").unwrap(),
+            60,
+            RData::CNAME(hickory_resolver::proto::rr::rdata::CNAME(
+                Name::from_ascii("_25._tcp.elsewhere.example.").unwrap(),
+            )),
+        );
+        r.set_proof(proof);
+        r
+    }
+
+    #[test]
+    fn a_cname_to_the_records_is_judged_with_them() {
+        let target = |p| {
+            let mut r = record(3, vec![1; 32], p);
+            r.set_name(Name::from_ascii("_25._tcp.elsewhere.example.").unwrap());
+            r
+        };
+        assert!(matches!(
+            tlsa_rrset(&[cname(Proof::Secure), target(Proof::Secure)]),
+            Ok(HostDane::Required(_))
+        ));
+        // A forged CNAME to records the attacker signed: not used.
+        assert!(tlsa_rrset(&[cname(Proof::Bogus), target(Proof::Secure)]).is_err());
+        assert_eq!(
+            tlsa_rrset(&[cname(Proof::Insecure), target(Proof::Secure)]),
+            Ok(HostDane::None)
+        );
     }
 
     #[test]

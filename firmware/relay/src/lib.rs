@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dane;
+pub mod dnssec;
 pub mod dsn;
 pub mod mta_sts;
 pub mod route;
@@ -12,6 +13,7 @@ pub mod srs;
 
 pub use client::{
     ClientConfig, Credentials, RcptOutcome, Session, opportunistic_tls, verified_tls,
+    webpki_verifier,
 };
 pub use mta_sts::StsResolver;
 pub use route::Router;

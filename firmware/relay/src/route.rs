@@ -8,26 +8,30 @@
 //! for verified TLS; routes and the smarthost are the operator's own
 //! choice and are not subject to it.
 //!
-//! DANE (RFC 7672, [`crate::dane`]): with `[relay] dane` and a resolver
-//! that proves DNSSEC (the root's SOA comes back secure, asked again every
-//! [`DNSSEC_PROBE_TTL`]), MX records, the MX hosts' addresses and their
-//! `_25._tcp` TLSA records are looked up through the validating resolver.
-//! A host whose MX RRset (or the implicit MX) and address records are
-//! secure, with a secure TLSA RRset, gets mail only over TLS authenticated
-//! by those records (2.2); a forged (bogus) answer makes the domain wait
-//! or the host unused. DANE takes precedence over MTA-STS for the hosts it
-//! covers (RFC 8461 2: a policy never overrides a failing DANE check).
+//! DANE (RFC 7672, [`crate::dane`]): with `[relay] dane`, unless the DNS
+//! servers are seen to strip DNSSEC (the root's SOA answered but not
+//! validated, asked afresh every [`DNSSEC_PROBE_TTL`]), MX records, the
+//! MX hosts' addresses and their `_25._tcp` TLSA records are looked up
+//! through the validator ([`crate::dnssec`]). A host whose MX RRset (or
+//! the implicit MX) and address records are secure, with a secure TLSA
+//! RRset, gets mail only over TLS authenticated by those records (2.2); a
+//! forged (bogus) answer makes the domain wait or the host unused. An
+//! enforced MTA-STS policy still chooses the hosts and its certificate
+//! check still applies (RFC 8461 2: a policy never overrides a failing
+//! DANE check; DANE does not loosen a policy either).
 
 use crate::client::Credentials;
 use crate::dane::{self, HostDane};
+use crate::dnssec::Validator;
 use crate::mta_sts::{Applied, Mode, StsResolver};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::dnssec::Proof;
-use hickory_resolver::proto::rr::{Record, RecordType};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use rand::Rng;
 use rand::seq::SliceRandom;
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -87,11 +91,13 @@ pub struct Router {
     dane: Option<Dnssec>,
 }
 
-/// The validating resolver DANE looks up through, and whether it proves
-/// DNSSEC (with when that was last asked).
+/// The validator DANE looks up through, whether the DNS servers pass
+/// DNSSEC on (with when that was last asked), and an enforced MTA-STS
+/// policy's certificate check, which DANE hosts must pass too.
 struct Dnssec {
-    resolver: TokioResolver,
+    validator: Validator,
     probed: Mutex<Option<(Instant, bool)>>,
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl Router {
@@ -116,16 +122,29 @@ impl Router {
         }
     }
 
-    /// Applies DANE (RFC 7672) to MX delivery, with `validating`: a
-    /// resolver that checks DNSSEC signatures (its answers carry proofs).
-    pub fn with_dane(self, validating: TokioResolver) -> Router {
+    /// Applies DANE (RFC 7672) to MX delivery, looking up through
+    /// `validator`; `webpki`: the certificate check of enforced MTA-STS
+    /// policies (what [`crate::verified_tls`] verifies with), which a DANE
+    /// host of such a domain must pass as well.
+    pub fn with_dane(
+        self,
+        validator: Validator,
+        webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    ) -> Router {
         Router {
             dane: Some(Dnssec {
-                resolver: validating,
+                validator,
                 probed: Mutex::new(None),
+                webpki,
             }),
             ..self
         }
+    }
+
+    /// The MTA-STS certificate check a DANE host of a domain with an
+    /// enforced policy must pass too.
+    pub fn policy_webpki(&self) -> Option<Arc<rustls::client::WebPkiServerVerifier>> {
+        self.dane.as_ref().and_then(|d| d.webpki.clone())
     }
 
     /// Applies the MTA-STS policies `sts` finds to MX deliveries.
@@ -186,12 +205,7 @@ impl Router {
         let servers = self
             .addresses(&domain, &hosts, dnssec.filter(|_| mx_secure))
             .await?;
-        // Sessions opened under DANE are not shared with the same hosts
-        // reached without it, nor the other way round.
-        let mut key = mx_key(&hosts, tls);
-        if servers.iter().any(|s| s.dane != HostDane::None) {
-            key.push_str(" dane");
-        }
+        let key = servers_key(&servers, tls);
         Ok(Destination {
             key,
             servers,
@@ -200,27 +214,27 @@ impl Router {
         })
     }
 
-    /// The validating resolver when DANE is on and it proves DNSSEC: the
-    /// root zone's SOA comes back secure (so the servers it asks pass
-    /// DNSSEC records on). A resolver that strips them would make every
-    /// answer bogus; that means no DANE (logged), as Postfix without a
-    /// validating resolver, not undeliverable mail.
-    async fn dnssec(&self) -> Option<&TokioResolver> {
+    /// The validator when DANE is on and the DNS servers pass DNSSEC on.
+    /// Servers that strip it would make every answer bogus: when the root
+    /// zone's SOA is answered but does not validate, that means no DANE
+    /// (logged), as Postfix without a validating resolver, not
+    /// undeliverable mail. No answer at all is no evidence: what was known
+    /// stands (at first: DANE on). Someone who can forge that one answer
+    /// can turn DANE off, as one who strips the AD bit between Postfix and
+    /// a remote resolver can.
+    async fn dnssec(&self) -> Option<&Validator> {
         let d = self.dane.as_ref()?;
         let cached = *d.probed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, ok)) = cached
             && at.elapsed() < DNSSEC_PROBE_TTL
         {
-            return ok.then_some(&d.resolver);
+            return ok.then_some(&d.validator);
         }
-        let ok = match d.resolver.lookup(".", RecordType::SOA).await {
-            Ok(l) => l
-                .records()
-                .iter()
-                .any(|r| r.record_type() == RecordType::SOA && r.proof().is_secure()),
+        let ok = match d.validator.root_validates().await {
+            Ok(ok) => ok,
             Err(e) => {
-                tracing::debug!(error = %e, "DNSSEC probe: the root SOA lookup failed");
-                false
+                tracing::debug!(error = %e, "DNSSEC probe: no answer for the root SOA");
+                cached.is_none_or(|(_, was)| was)
             }
         };
         let was = d
@@ -238,7 +252,7 @@ impl Router {
                 );
             }
         }
-        ok.then_some(&d.resolver)
+        ok.then_some(&d.validator)
     }
 
     async fn resolver(&self) -> Result<&TokioResolver, RouteError> {
@@ -260,26 +274,40 @@ impl Router {
     async fn mx_hosts(
         &self,
         domain: &str,
-        dnssec: Option<&TokioResolver>,
+        dnssec: Option<&Validator>,
     ) -> Result<(Vec<String>, bool), RouteError> {
-        let resolver = match dnssec {
-            Some(v) => v,
-            None => self.resolver().await?,
-        };
-        let mut secure = dnssec.is_some();
-        let mut hosts: Vec<(u16, String)> = match resolver.mx_lookup(format!("{domain}.")).await {
-            Ok(mx) => {
-                let records = mx.as_lookup().records();
-                if any_bogus(records) {
-                    return Err(RouteError::Temporary(format!(
-                        "the MX records of {domain} fail DNSSEC validation"
-                    )));
+        let name = format!("{domain}.");
+        let (answer, secure) = match dnssec {
+            Some(v) => match v.lookup(&name, RecordType::MX).await {
+                Ok(l) => {
+                    let records = l.records();
+                    if any_bogus(records) {
+                        return Err(RouteError::Temporary(format!(
+                            "the MX records of {domain} fail DNSSEC validation"
+                        )));
+                    }
+                    let mx = records
+                        .iter()
+                        .filter_map(|r| match r.data() {
+                            RData::MX(mx) => Some((mx.preference(), mx.exchange().to_ascii())),
+                            _ => None,
+                        })
+                        .collect();
+                    (Ok(mx), records.iter().all(|r| r.proof().is_secure()))
                 }
-                secure &= all_secure(records, RecordType::MX);
-                mx.iter()
-                    .map(|r| (r.preference(), r.exchange().to_ascii()))
-                    .collect()
-            }
+                Err(e) => (Err(e), true),
+            },
+            None => (
+                self.resolver().await?.mx_lookup(name).await.map(|mx| {
+                    mx.iter()
+                        .map(|r| (r.preference(), r.exchange().to_ascii()))
+                        .collect()
+                }),
+                false,
+            ),
+        };
+        let mut hosts: Vec<(u16, String)> = match answer {
+            Ok(mx) => mx,
             Err(e) if e.is_nx_domain() => {
                 return Err(RouteError::Permanent(format!(
                     "domain {domain} does not exist"
@@ -320,43 +348,31 @@ impl Router {
         &self,
         domain: &str,
         hosts: &[String],
-        dnssec: Option<&TokioResolver>,
+        dnssec: Option<&Validator>,
     ) -> Result<Vec<Server>, RouteError> {
-        let resolver = match dnssec {
-            Some(v) => v,
-            None => self.resolver().await?,
-        };
         let mut out = Vec::new();
         let mut unusable = Vec::new();
         for host in hosts {
-            if let Ok(ips) = resolver.lookup_ip(format!("{host}.")).await {
-                let records = ips.as_lookup().records();
-                let dane = match dnssec {
-                    Some(_) if any_bogus(records) => {
-                        unusable.push(format!("the addresses of {host} fail DNSSEC validation"));
+            let (ips, name, dane) = match dnssec {
+                None => match self.resolver().await?.lookup_ip(format!("{host}.")).await {
+                    Ok(ips) => (ips.iter().collect(), host.clone(), HostDane::None),
+                    Err(_) => continue,
+                },
+                Some(v) => match dane_host(v, host).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => continue,
+                    Err(why) => {
+                        unusable.push(why);
                         continue;
                     }
-                    Some(v)
-                        if all_secure(records, RecordType::A)
-                            && all_secure(records, RecordType::AAAA) =>
-                    {
-                        match tlsa(v, host).await {
-                            Ok(d) => d,
-                            Err(why) => {
-                                unusable.push(format!("DANE: {host}: {why}"));
-                                continue;
-                            }
-                        }
-                    }
-                    _ => HostDane::None,
-                };
-                for ip in ips.iter() {
-                    out.push(Server {
-                        addr: SocketAddr::new(ip, SMTP_PORT),
-                        name: host.clone(),
-                        dane: dane.clone(),
-                    });
-                }
+                },
+            };
+            for ip in ips {
+                out.push(Server {
+                    addr: SocketAddr::new(ip, SMTP_PORT),
+                    name: name.clone(),
+                    dane: dane.clone(),
+                });
             }
             if out.len() >= SERVERS_PER_DOMAIN_MAX {
                 break;
@@ -378,17 +394,74 @@ impl Router {
     }
 }
 
+/// An MX host's addresses through the validator (A, else AAAA), the name
+/// to verify its certificate against and what DANE asks of it (RFC 7672
+/// 2.2.2, 2.2.3): with secure addresses, its TLSA records, first at the
+/// end of a (secure) CNAME chain, whose name is then the one the
+/// certificate is checked for, else at the host's own name. `None`: no
+/// address. `Err`: the host must not be used (bogus addresses, a TLSA
+/// lookup that failed or was forged).
+async fn dane_host(
+    v: &Validator,
+    host: &str,
+) -> Result<Option<(Vec<IpAddr>, String, HostDane)>, String> {
+    let mut records: Vec<Record> = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        if let Ok(l) = v.lookup(&format!("{host}."), rtype).await {
+            records.extend(l.records().iter().cloned());
+        }
+        if records.iter().any(|r| r.record_type() == rtype) {
+            break;
+        }
+    }
+    let ips: Vec<IpAddr> = records
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    if ips.is_empty() {
+        return Ok(None);
+    }
+    if any_bogus(&records) {
+        return Err(format!("the addresses of {host} fail DNSSEC validation"));
+    }
+    if !records.iter().all(|r| r.proof().is_secure()) {
+        return Ok(Some((ips, host.to_string(), HostDane::None)));
+    }
+    let target = records
+        .iter()
+        .find(|r| matches!(r.data(), RData::A(_) | RData::AAAA(_)))
+        .map(|r| {
+            r.name()
+                .to_ascii()
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+        })
+        .filter(|t| t != host);
+    if let Some(target) = target {
+        let dane = tlsa(v, &target).await?;
+        if dane != HostDane::None {
+            return Ok(Some((ips, target, dane)));
+        }
+    }
+    let dane = tlsa(v, host).await?;
+    Ok(Some((ips, host.to_string(), dane)))
+}
+
 /// The TLSA records of `host`'s SMTP service (RFC 7672 2.2, 3): no
 /// records (NXDOMAIN or no data, proved or not) is no DANE; any other
 /// failure (SERVFAIL, a forged denial) makes the host unusable.
-async fn tlsa(validating: &TokioResolver, host: &str) -> Result<HostDane, String> {
-    match validating
-        .lookup(format!("_25._tcp.{host}."), RecordType::TLSA)
+async fn tlsa(v: &Validator, host: &str) -> Result<HostDane, String> {
+    match v
+        .lookup(&format!("_25._tcp.{host}."), RecordType::TLSA)
         .await
     {
-        Ok(l) => dane::tlsa_rrset(l.records()),
+        Ok(l) => dane::tlsa_rrset(l.records()).map_err(|why| format!("DANE: {host}: {why}")),
         Err(e) if e.is_nx_domain() || no_data(&e) => Ok(HostDane::None),
-        Err(e) => Err(format!("TLSA lookup failed: {e}")),
+        Err(e) => Err(format!("DANE: {host}: TLSA lookup failed: {e}")),
     }
 }
 
@@ -396,12 +469,30 @@ fn any_bogus(records: &[Record]) -> bool {
     records.iter().any(|r| r.proof() == Proof::Bogus)
 }
 
-/// Every record of type `rtype` (and the CNAMEs leading to them) secure.
-fn all_secure(records: &[Record], rtype: RecordType) -> bool {
-    records
+/// The session key of an MX destination from the servers it was given
+/// (not the hosts named: one left out, or cut at SERVERS_PER_DOMAIN_MAX,
+/// must not share sessions with a domain that kept it), with the TLSA
+/// records each DANE host is held to: a session opened without DANE, or
+/// under other records, never carries this destination's mail.
+pub fn servers_key(servers: &[Server], tls: TlsLevel) -> String {
+    let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+    let mut key = mx_key(&names, tls);
+    let dane: BTreeSet<String> = servers
         .iter()
-        .filter(|r| r.record_type() == rtype || r.record_type() == RecordType::CNAME)
-        .all(|r| r.proof().is_secure())
+        .filter_map(|s| match &s.dane {
+            HostDane::None => None,
+            HostDane::Required(tlsa) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                tlsa.hash(&mut h);
+                Some(format!("{}#{:016x}", s.name, h.finish()))
+            }
+        })
+        .collect();
+    if !dane.is_empty() {
+        key.push_str(" dane ");
+        key.push_str(&dane.into_iter().collect::<Vec<_>>().join(","));
+    }
+    key
 }
 
 /// The session key of an MX destination: the hosts mail may go to (after
@@ -633,6 +724,35 @@ mod tests {
             mx_key(&hosts(&["b.x", "a.x", "b.x"]), TlsLevel::Opportunistic),
             mx_key(&hosts(&["a.x", "b.x"]), TlsLevel::Opportunistic)
         );
+    }
+
+    #[test]
+    fn sessions_are_keyed_by_the_servers_given_and_their_tlsa_records() {
+        let server = |name: &str, dane: HostDane| Server {
+            addr: "192.0.2.1:25".parse().unwrap(),
+            name: name.into(),
+            dane,
+        };
+        let records = |d: u8| {
+            HostDane::Required(vec![crate::dane::Tlsa::usable(3, 1, 1, &[d; 32]).unwrap()].into())
+        };
+        let plain = [server("a.x", HostDane::None), server("b.x", HostDane::None)];
+        let dane = [server("a.x", records(1)), server("b.x", HostDane::None)];
+        let other = [server("a.x", records(2)), server("b.x", HostDane::None)];
+        let only_b = [server("b.x", HostDane::None)];
+        let keys: Vec<String> = [&plain[..], &dane, &other, &only_b]
+            .iter()
+            .map(|s| servers_key(s, TlsLevel::Opportunistic))
+            .collect();
+        // Four different keys: without DANE, under other records, and a
+        // host left out (its TLSA lookup failed) are never shared.
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "{keys:?}");
+        assert_eq!(keys[0], "mx a.x,b.x");
+        assert!(keys[1].starts_with("mx a.x,b.x dane a.x#"), "{}", keys[1]);
+        assert_eq!(keys[1], servers_key(&dane, TlsLevel::Opportunistic));
     }
 
     #[test]

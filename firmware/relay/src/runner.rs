@@ -496,11 +496,17 @@ impl Relay {
                 Via::Fresh(server) if answered == Some(server.addr) => continue,
                 Via::Fresh(server) => {
                     // DANE (RFC 7672) for this host: its TLSA records
-                    // decide, whatever an MTA-STS policy would accept.
+                    // decide, and an enforced MTA-STS policy's check must
+                    // pass as well (RFC 8461 2).
                     let dane_client;
                     let client = match &server.dane {
                         HostDane::None => client,
-                        HostDane::Required(tlsa) => match dane::tls_config(tlsa) {
+                        HostDane::Required(tlsa) => match dane::tls_config(
+                            tlsa,
+                            (dest.tls == TlsLevel::Verified)
+                                .then(|| self.router.policy_webpki())
+                                .flatten(),
+                        ) {
                             Ok(tls) => {
                                 dane_client = ClientConfig {
                                     tls: Some(tls),
