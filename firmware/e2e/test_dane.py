@@ -198,7 +198,8 @@ def server(knot, sinks):
     # MX delivery (no smarthost), retried every second; MTA-STS stays on
     # (no domain here has a policy).
     s.relay = {"smarthost": None, "queue_interval_secs": 1, "retry_base_secs": 1,
-               "retry_max_secs": 2, "connect_timeout_secs": 5, "command_timeout_secs": 30}
+               "retry_max_secs": 2, "connect_timeout_secs": 5, "command_timeout_secs": 30,
+               "dane": True}
     s.dns = {"servers": [f"{HOST}:{port}"], "timeout_ms": 1000, "attempts": 2,
              "trust_anchor_file": str(anchor)}
     s.mail_auth = {"verify_inbound": False}

@@ -159,19 +159,25 @@ pub enum HostDane {
 }
 
 /// Judges a TLSA answer (the TLSA records and the CNAMEs leading to them,
-/// with the validator's proofs): `Err` when DNSSEC says any of it is
-/// forged (bogus): the host must not be used (2.2: a failed TLSA lookup
-/// makes the host unusable). An answer not all proved secure is no DANE.
-pub fn tlsa_rrset(records: &[Record]) -> Result<HostDane, String> {
+/// with the validator's proofs), asked for a host whose addresses DNSSEC
+/// proved: `Err` when any of it is bogus or not proved secure: the host
+/// must not be used (2.2: a failed TLSA lookup makes the host unusable).
+/// Unproved TLSA records beside proved addresses mean stripped signatures
+/// (legitimately only under an insecure delegation at `_tcp` or `_25`,
+/// which nobody makes): failing closed keeps a downgrade out.
+pub fn tlsa_rrset(records: &[&Record]) -> Result<HostDane, String> {
     if records.iter().any(|r| r.proof() == Proof::Bogus) {
         return Err("its TLSA records fail DNSSEC validation".into());
     }
-    let tlsa: Vec<&Record> = records
+    let tlsa: Vec<&&Record> = records
         .iter()
         .filter(|r| matches!(r.data(), RData::TLSA(_)))
         .collect();
-    if tlsa.is_empty() || !records.iter().all(|r| r.proof().is_secure()) {
+    if tlsa.is_empty() {
         return Ok(HostDane::None);
+    }
+    if !records.iter().all(|r| r.proof().is_secure()) {
+        return Err("its TLSA records are not proved by DNSSEC".into());
     }
     let usable: Vec<Tlsa> = tlsa
         .iter()
@@ -627,36 +633,35 @@ mod tests {
             r
         };
         assert!(matches!(
-            tlsa_rrset(&[cname(Proof::Secure), target(Proof::Secure)]),
+            tlsa_rrset(&[&cname(Proof::Secure), &target(Proof::Secure)]),
             Ok(HostDane::Required(_))
         ));
-        // A forged CNAME to records the attacker signed: not used.
-        assert!(tlsa_rrset(&[cname(Proof::Bogus), target(Proof::Secure)]).is_err());
-        assert_eq!(
-            tlsa_rrset(&[cname(Proof::Insecure), target(Proof::Secure)]),
-            Ok(HostDane::None)
-        );
+        // A forged or unproved CNAME to records the attacker signed: not
+        // used.
+        assert!(tlsa_rrset(&[&cname(Proof::Bogus), &target(Proof::Secure)]).is_err());
+        assert!(tlsa_rrset(&[&cname(Proof::Insecure), &target(Proof::Secure)]).is_err());
     }
 
     #[test]
     fn only_secure_records_make_dane_and_bogus_ones_make_the_host_unusable() {
         let secure = record(3, vec![1; 32], Proof::Secure);
-        let Ok(HostDane::Required(set)) = tlsa_rrset(std::slice::from_ref(&secure)) else {
+        let Ok(HostDane::Required(set)) = tlsa_rrset(&[&secure]) else {
             panic!("secure and usable")
         };
         assert_eq!(set.len(), 1);
         // Secure but only PKIX-EE: TLS still mandatory, not authenticated.
         let pkix = record(1, vec![1; 32], Proof::Secure);
         assert_eq!(
-            tlsa_rrset(&[pkix]),
+            tlsa_rrset(&[&pkix]),
             Ok(HostDane::Required(Vec::new().into()))
         );
+        // Not proved beside proved addresses: stripped signatures.
         for p in [Proof::Insecure, Proof::Indeterminate] {
-            assert_eq!(tlsa_rrset(&[record(3, vec![1; 32], p)]), Ok(HostDane::None));
+            assert!(tlsa_rrset(&[&record(3, vec![1; 32], p)]).is_err());
         }
         // One forged record among good ones: the host is not used.
         let bogus = record(3, vec![2; 32], Proof::Bogus);
-        assert!(tlsa_rrset(&[secure, bogus]).is_err());
+        assert!(tlsa_rrset(&[&secure, &bogus]).is_err());
         assert_eq!(tlsa_rrset(&[]), Ok(HostDane::None));
     }
 }

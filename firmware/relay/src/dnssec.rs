@@ -3,14 +3,26 @@
 //! and CNAME chasing (`CachingClient`), and one check of our own in front
 //! of it.
 //!
-//! The check: hickory 0.26.0-alpha.1 does not verify that an RRSIG's
-//! signer is the zone the records belong to (RFC 4035 5.3.1, a TODO in its
-//! `RrsigValidity::check`), so anyone holding a signed zone could sign
-//! forged records for any other name with their own key and have them
-//! marked secure. [`SignerCheck`] drops every RRSIG whose signer name is
-//! not the owner name or one of its ancestors before the validator sees
-//! the answer: such records are then unsigned (insecure in an unsigned
-//! zone, bogus in a signed one), never secure.
+//! The screen ([`SignerCheck`]), for gaps of hickory 0.26.0-alpha.1's
+//! validator that let forged answers pass:
+//! * It does not verify that an RRSIG's signer is the zone the records
+//!   belong to (RFC 4035 5.3.1, a TODO in its `RrsigValidity::check`), so
+//!   anyone holding a signed zone could sign records for any other name.
+//!   Every RRSIG whose signer is not the owner name or one of its
+//!   ancestors is dropped: such records are then unsigned.
+//! * It does not tie a denial of existence to the queried name's zone (an
+//!   NSEC of any signed zone "covered" any name). In a negative answer,
+//!   an SOA is kept only when its owner encloses the queried name, and
+//!   NSEC/NSEC3 records only under that SOA's owner.
+//! * It takes any proved "no DS" as an insecure delegation (RFC 4035 5.2
+//!   wants an NSEC with the NS bit, without SOA and DS), so stripping the
+//!   signatures of records below a zone apex made them merely insecure. A
+//!   DS denial whose NSEC at the name says it is no delegation is turned
+//!   into an error: the validator then looks at the parent zones, finds
+//!   their DS records, and calls the stripped records bogus. (NSEC3 zones
+//!   are not screened so: see ARCHITECTURE.md, known gaps; route.rs fails
+//!   closed on TLSA answers that are not proved once a host's addresses
+//!   are.)
 //!
 //! Answers carry each record's proof (`Record::proof`); [`Validator`] does
 //! not judge them: route.rs and dane.rs do.
@@ -20,11 +32,11 @@ use hickory_resolver::caching_client::CachingClient;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
-use hickory_resolver::proto::dnssec::rdata::RRSIG;
+use hickory_resolver::proto::dnssec::rdata::{NSEC, RRSIG};
 use hickory_resolver::proto::dnssec::{DnssecDnsHandle, Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::op::{Message, Query};
-use hickory_resolver::proto::rr::{Name, Record, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::xfer::{
     DnsHandle, DnsRequest, DnsRequestOptions, DnsResponse, FirstAnswer, RetryDnsHandle,
 };
@@ -133,10 +145,19 @@ impl Validator {
             .lookup(root_soa, self.options)
             .first_answer()
             .await?;
-        Ok(response
+        // Signed but not validating (a DNSKEY lookup that timed out, or a
+        // forgery): no evidence that the servers strip DNSSEC.
+        if response
             .answers()
             .iter()
-            .any(|r| r.record_type() == RecordType::SOA && r.proof().is_secure()))
+            .any(|r| r.record_type() == RecordType::SOA && r.proof().is_secure())
+        {
+            Ok(true)
+        } else {
+            Err(ProtoError::from(
+                "the root SOA is signed but does not validate",
+            ))
+        }
     }
 }
 
@@ -158,12 +179,13 @@ impl<H: DnsHandle> DnsHandle for SignerCheck<H> {
     }
 
     fn send(&self, request: DnsRequest) -> Self::Response {
-        Checked(self.0.send(request))
+        let query = request.queries().first().cloned();
+        Checked(self.0.send(request), query)
     }
 }
 
-/// The response stream of [`SignerCheck`].
-pub struct Checked<S>(S);
+/// The response stream of [`SignerCheck`], with the question asked.
+pub struct Checked<S>(S, Option<Query>);
 
 impl<S> Stream for Checked<S>
 where
@@ -172,10 +194,159 @@ where
     type Item = Result<DnsResponse, ProtoError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let query = self.1.clone();
         Pin::new(&mut self.0)
             .poll_next(cx)
-            .map(|item| item.map(|r| r.and_then(drop_foreign_signatures)))
+            .map(|item| item.map(|r| screen(r, query.as_ref())))
     }
+}
+
+/// [`SignerCheck`]'s screen of one answer (see the module text).
+fn screen(
+    answer: Result<DnsResponse, ProtoError>,
+    query: Option<&Query>,
+) -> Result<DnsResponse, ProtoError> {
+    let response = match answer {
+        Ok(r) => r,
+        // Negative answers come as this error, their authority records
+        // inside: screened alike (the validator rebuilds a message of them).
+        Err(e) => {
+            let (ProtoErrorKind::NoRecordsFound(no), Some(q)) = (e.kind(), query) else {
+                return Err(e);
+            };
+            let mut no = no.clone();
+            let authority: Vec<Record> = no.authorities.as_deref().unwrap_or_default().to_vec();
+            let authority = screen_denial(q, authority)?;
+            if no
+                .soa
+                .as_ref()
+                .is_some_and(|soa| !soa.name().zone_of(q.name()))
+            {
+                no.soa = None;
+            }
+            no.authorities = Some(authority.into());
+            return Err(ProtoErrorKind::NoRecordsFound(no).into());
+        }
+    };
+    let negative = query.is_some_and(|q| {
+        !response
+            .answers()
+            .iter()
+            .any(|r| r.record_type() == q.query_type() || r.record_type() == RecordType::CNAME)
+    });
+    let clean = |m: &Message| {
+        m.answers()
+            .iter()
+            .chain(m.name_servers())
+            .chain(m.additionals())
+            .all(signer_may_sign)
+    };
+    if !negative && clean(&response) {
+        return Ok(response);
+    }
+    let mut message = response.into_message();
+    let answers = message.take_answers();
+    let mut authority: Vec<Record> = message.take_name_servers();
+    let additional = message.take_additionals();
+    if let (true, Some(q)) = (negative, query) {
+        authority = screen_denial(q, authority)?;
+    }
+    message.insert_answers(answers.into_iter().filter(signer_may_sign).collect());
+    message.insert_name_servers(authority.into_iter().filter(signer_may_sign).collect());
+    message.insert_additionals(additional.into_iter().filter(signer_may_sign).collect());
+    DnsResponse::from_message(message)
+}
+
+/// The authority records of a negative answer to `q` that may speak for
+/// it: an SOA whose owner encloses the name, NSEC/NSEC3 records (and
+/// signatures) under that owner, nothing signed by another zone. `Err`:
+/// a DS denial at a name its own NSEC says is no delegation (RFC 4035
+/// 5.2: NS set, SOA and DS clear), which hickory would take as an
+/// insecure delegation.
+pub fn screen_denial(q: &Query, authority: Vec<Record>) -> Result<Vec<Record>, ProtoError> {
+    let zone: Option<Name> = authority
+        .iter()
+        .filter(|r| r.record_type() == RecordType::SOA && r.name().zone_of(q.name()))
+        .map(|r| r.name().clone())
+        .max_by_key(|n| n.num_labels());
+    let may_speak = |owner: &Name, rtype: RecordType| match rtype {
+        RecordType::SOA => owner.zone_of(q.name()),
+        RecordType::NSEC | RecordType::NSEC3 => zone.as_ref().is_some_and(|z| z.zone_of(owner)),
+        _ => true,
+    };
+    let (sigs, records): (Vec<Record>, Vec<Record>) = authority
+        .into_iter()
+        .filter(signer_may_sign)
+        .partition(|r| r.record_type() == RecordType::RRSIG);
+    let mut kept: Vec<Record> = records
+        .into_iter()
+        .filter(|r| may_speak(r.name(), r.record_type()))
+        .collect();
+    // Signatures only over records kept.
+    let sigs: Vec<Record> = sigs
+        .into_iter()
+        .filter(|sig| {
+            sig.try_borrow::<RRSIG>().is_some_and(|s| {
+                let covered = s.data().input().type_covered;
+                kept.iter()
+                    .any(|r| r.name() == sig.name() && r.record_type() == covered)
+            })
+        })
+        .collect();
+    kept.extend(sigs);
+    // In an NSEC zone only an NSEC at the name itself, NS set, proves an
+    // insecure delegation: a covering one (an empty non-terminal) or one
+    // of a name with no NS does not.
+    if q.query_type() == RecordType::DS && kept.iter().any(|r| r.record_type() == RecordType::NSEC)
+    {
+        let delegation = kept.iter().any(|r| {
+            r.try_borrow::<NSEC>()
+                .filter(|n| n.name() == q.name())
+                .is_some_and(|n| {
+                    let types: Vec<RecordType> = n.data().type_bit_maps().collect();
+                    types.contains(&RecordType::NS)
+                        && !types.contains(&RecordType::SOA)
+                        && !types.contains(&RecordType::DS)
+                })
+        });
+        if !delegation {
+            return Err(ProtoError::from(format!(
+                "{}: a DS denial at a name that is not a delegation",
+                q.name()
+            )));
+        }
+    }
+    Ok(kept)
+}
+
+/// The records of a lookup of `name`/`rtype` that answer it: the CNAME
+/// chain from `name` (in order) and the records of `rtype` at its end.
+/// Anything else an answer carried (an unrelated CNAME slipped into a
+/// section) is left out, so it cannot sway a judgment of the answer.
+pub fn answer_chain<'a>(records: &'a [Record], name: &Name, rtype: RecordType) -> Vec<&'a Record> {
+    let mut out = Vec::new();
+    let mut at = name.clone();
+    for _ in 0..records.len() {
+        let next = records
+            .iter()
+            .find(|r| r.record_type() == RecordType::CNAME && r.name() == &at && !out.contains(r));
+        match next.and_then(|r| match r.data() {
+            RData::CNAME(c) => Some((r, c.0.clone())),
+            _ => None,
+        }) {
+            Some((r, target)) => {
+                out.push(r);
+                at = target;
+            }
+            None => break,
+        }
+    }
+    out.extend(
+        records
+            .iter()
+            .filter(|r| r.record_type() == rtype && r.name() == &at),
+    );
+    out
 }
 
 /// Whether `record` may stay: anything but an RRSIG, or an RRSIG whose
@@ -186,27 +357,6 @@ pub fn signer_may_sign(record: &Record) -> bool {
         Some(sig) => sig.data().input().signer_name.zone_of(record.name()),
         None => true,
     }
-}
-
-fn drop_foreign_signatures(response: DnsResponse) -> Result<DnsResponse, ProtoError> {
-    let all = |m: &Message| {
-        m.answers()
-            .iter()
-            .chain(m.name_servers())
-            .chain(m.additionals())
-            .all(signer_may_sign)
-    };
-    if all(&response) {
-        return Ok(response);
-    }
-    let mut message = response.into_message();
-    let answers = message.take_answers();
-    let authority = message.take_name_servers();
-    let additional = message.take_additionals();
-    message.insert_answers(answers.into_iter().filter(signer_may_sign).collect());
-    message.insert_name_servers(authority.into_iter().filter(signer_may_sign).collect());
-    message.insert_additionals(additional.into_iter().filter(signer_may_sign).collect());
-    DnsResponse::from_message(message)
 }
 
 #[cfg(test)]
@@ -274,6 +424,96 @@ mod tests {
         assert!(signer_may_sign(&a));
     }
 
+    fn name(n: &str) -> Name {
+        Name::from_ascii(n).unwrap()
+    }
+
+    fn soa(owner: &str) -> Record {
+        use hickory_resolver::proto::rr::rdata::SOA;
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::SOA(SOA::new(name("ns."), name("admin."), 1, 1, 1, 1, 60)),
+        )
+    }
+
+    fn nsec(owner: &str, next: &str, types: &[RecordType]) -> Record {
+        use hickory_resolver::proto::dnssec::rdata::DNSSECRData;
+        Record::from_rdata(
+            name(owner),
+            60,
+            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(name(next), types.to_vec()))),
+        )
+    }
+
+    fn types(records: &[Record]) -> Vec<(String, RecordType)> {
+        records
+            .iter()
+            .map(|r| (r.name().to_ascii(), r.record_type()))
+            .collect()
+    }
+
+    #[test]
+    fn a_denial_speaks_only_for_the_zone_that_encloses_the_name() {
+        let q = Query::query(name("_25._tcp.mx.victim.example."), RecordType::TLSA);
+        let kept = screen_denial(
+            &q,
+            vec![
+                soa("victim.example."),
+                soa("evil.example."),
+                nsec(
+                    "_25._tcp.mx.victim.example.",
+                    "www.victim.example.",
+                    &[RecordType::A],
+                ),
+                // Another zone's NSEC "covering" the name, signed by it.
+                nsec("a.evil.example.", "zzz.", &[RecordType::A]),
+                rrsig("a.evil.example.", "evil.example."),
+                rrsig("_25._tcp.mx.victim.example.", "evil.example."),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            types(&kept),
+            vec![
+                ("victim.example.".into(), RecordType::SOA),
+                ("_25._tcp.mx.victim.example.".into(), RecordType::NSEC),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_an_nsec_with_ns_at_the_name_proves_an_insecure_delegation() {
+        let ds = |n: &str| Query::query(name(n), RecordType::DS);
+        let zone = soa("victim.example.");
+        // A real delegation: NS, no DS, no SOA.
+        let cut = nsec(
+            "sub.victim.example.",
+            "z.victim.example.",
+            &[RecordType::NS],
+        );
+        assert!(screen_denial(&ds("sub.victim.example."), vec![zone.clone(), cut]).is_ok());
+        // A host name (records stripped of their signatures would pass as
+        // insecure): not a delegation.
+        let host = nsec("mx.victim.example.", "z.victim.example.", &[RecordType::A]);
+        let e = screen_denial(&ds("mx.victim.example."), vec![zone.clone(), host]).unwrap_err();
+        assert!(e.to_string().contains("not a delegation"), "{e}");
+        // An empty non-terminal: only a covering NSEC.
+        let cover = nsec(
+            "_25._tcp.mx.victim.example.",
+            "z.victim.example.",
+            &[RecordType::TLSA],
+        );
+        assert!(screen_denial(&ds("_tcp.mx.victim.example."), vec![zone.clone(), cover]).is_err());
+        // A zone apex's own NSEC (the child side) is no proof either.
+        let apex = nsec(
+            "victim.example.",
+            "a.victim.example.",
+            &[RecordType::NS, RecordType::SOA],
+        );
+        assert!(screen_denial(&ds("victim.example."), vec![soa("example."), apex]).is_err());
+    }
+
     #[test]
     fn foreign_signatures_are_dropped_from_every_section() {
         let mut m = Message::query();
@@ -281,7 +521,7 @@ mod tests {
         m.add_answer(rrsig("mx.victim.example.", "victim.example."));
         m.add_name_server(rrsig("victim.example.", "evil.example."));
         m.add_additional(rrsig("x.victim.example.", "evil.example."));
-        let r = drop_foreign_signatures(DnsResponse::from_message(m).unwrap()).unwrap();
+        let r = screen(Ok(DnsResponse::from_message(m).unwrap()), None).unwrap();
         assert_eq!(r.answers().len(), 1);
         assert!(r.name_servers().is_empty() && r.additionals().is_empty());
     }

@@ -22,9 +22,10 @@
 
 use crate::client::Credentials;
 use crate::dane::{self, HostDane};
-use crate::dnssec::Validator;
+use crate::dnssec::{self, Validator};
 use crate::mta_sts::{Applied, Mode, StsResolver};
 use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use rand::Rng;
@@ -203,7 +204,7 @@ impl Router {
         let (hosts, tls) = apply_policy(&domain, hosts, &policy)?;
         // RFC 7672 2.2.1: DANE only for MX hosts a secure MX RRset names.
         let servers = self
-            .addresses(&domain, &hosts, dnssec.filter(|_| mx_secure))
+            .addresses(&domain, &hosts, dnssec.filter(|_| mx_secure), tls)
             .await?;
         let key = servers_key(&servers, tls);
         Ok(Destination {
@@ -280,8 +281,9 @@ impl Router {
         let (answer, secure) = match dnssec {
             Some(v) => match v.lookup(&name, RecordType::MX).await {
                 Ok(l) => {
-                    let records = l.records();
-                    if any_bogus(records) {
+                    let records =
+                        dnssec::answer_chain(l.records(), l.query().name(), RecordType::MX);
+                    if records.iter().any(|r| r.proof() == Proof::Bogus) {
                         return Err(RouteError::Temporary(format!(
                             "the MX records of {domain} fail DNSSEC validation"
                         )));
@@ -349,6 +351,7 @@ impl Router {
         domain: &str,
         hosts: &[String],
         dnssec: Option<&Validator>,
+        tls: TlsLevel,
     ) -> Result<Vec<Server>, RouteError> {
         let mut out = Vec::new();
         let mut unusable = Vec::new();
@@ -358,7 +361,7 @@ impl Router {
                     Ok(ips) => (ips.iter().collect(), host.clone(), HostDane::None),
                     Err(_) => continue,
                 },
-                Some(v) => match dane_host(v, host).await {
+                Some(v) => match dane_host(v, host, tls).await {
                     Ok(Some(found)) => found,
                     Ok(None) => continue,
                     Err(why) => {
@@ -404,11 +407,18 @@ impl Router {
 async fn dane_host(
     v: &Validator,
     host: &str,
+    tls: TlsLevel,
 ) -> Result<Option<(Vec<IpAddr>, String, HostDane)>, String> {
+    // A, else AAAA (hickory's default order); a failed lookup is no
+    // address (the host is not used).
     let mut records: Vec<Record> = Vec::new();
     for rtype in [RecordType::A, RecordType::AAAA] {
         if let Ok(l) = v.lookup(&format!("{host}."), rtype).await {
-            records.extend(l.records().iter().cloned());
+            records.extend(
+                dnssec::answer_chain(l.records(), l.query().name(), rtype)
+                    .into_iter()
+                    .cloned(),
+            );
         }
         if records.iter().any(|r| r.record_type() == rtype) {
             break;
@@ -440,7 +450,10 @@ async fn dane_host(
                 .trim_end_matches('.')
                 .to_ascii_lowercase()
         })
-        .filter(|t| t != host);
+        .filter(|t| t != host)
+        // An enforced MTA-STS policy checks the MX host's own name (RFC
+        // 8461 4.1), so the name to verify stays that one.
+        .filter(|_| tls != TlsLevel::Verified);
     if let Some(target) = target {
         let dane = tlsa(v, &target).await?;
         if dane != HostDane::None {
@@ -451,16 +464,34 @@ async fn dane_host(
     Ok(Some((ips, host.to_string(), dane)))
 }
 
-/// The TLSA records of `host`'s SMTP service (RFC 7672 2.2, 3): no
-/// records (NXDOMAIN or no data, proved or not) is no DANE; any other
-/// failure (SERVFAIL, a forged denial) makes the host unusable.
+/// The TLSA records of `host`'s SMTP service (RFC 7672 2.2, 3), asked
+/// once its addresses are proved: no records, by a denial whose SOA is
+/// proved and encloses the name, is no DANE; any other answer (an
+/// unproved denial, SERVFAIL, a forged denial) makes the host unusable.
 async fn tlsa(v: &Validator, host: &str) -> Result<HostDane, String> {
-    match v
-        .lookup(&format!("_25._tcp.{host}."), RecordType::TLSA)
-        .await
-    {
-        Ok(l) => dane::tlsa_rrset(l.records()).map_err(|why| format!("DANE: {host}: {why}")),
-        Err(e) if e.is_nx_domain() || no_data(&e) => Ok(HostDane::None),
+    let name = format!("_25._tcp.{host}.");
+    match v.lookup(&name, RecordType::TLSA).await {
+        Ok(l) => {
+            let chain = dnssec::answer_chain(l.records(), l.query().name(), RecordType::TLSA);
+            dane::tlsa_rrset(&chain).map_err(|why| format!("DANE: {host}: {why}"))
+        }
+        Err(e) if e.is_nx_domain() || no_data(&e) => {
+            let proved = match e.kind() {
+                ProtoErrorKind::NoRecordsFound(no) => no.soa.as_ref().is_some_and(|soa| {
+                    soa.proof().is_secure()
+                        && hickory_resolver::proto::rr::Name::from_ascii(&name)
+                            .is_ok_and(|n| soa.name().zone_of(&n))
+                }),
+                _ => false,
+            };
+            if proved {
+                Ok(HostDane::None)
+            } else {
+                Err(format!(
+                    "DANE: {host}: the denial of its TLSA records is not proved by DNSSEC"
+                ))
+            }
+        }
         Err(e) => Err(format!("DANE: {host}: TLSA lookup failed: {e}")),
     }
 }
