@@ -32,7 +32,7 @@ use hickory_resolver::caching_client::CachingClient;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::lookup::Lookup;
 use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
-use hickory_resolver::proto::dnssec::rdata::{NSEC, RRSIG};
+use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, NSEC, RRSIG};
 use hickory_resolver::proto::dnssec::{DnssecDnsHandle, Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::op::{Message, Query};
@@ -245,10 +245,15 @@ fn screen(
         return Ok(response);
     }
     let mut message = response.into_message();
-    let answers = message.take_answers();
+    let mut answers = message.take_answers();
     let mut authority: Vec<Record> = message.take_name_servers();
     let additional = message.take_additionals();
     if let (true, Some(q)) = (negative, query) {
+        // Nothing but a denial answers a question with no records of its
+        // type: any other record in the answer section would make hickory
+        // skip the denial's check (and take a DS question's answer as
+        // "insecure delegation").
+        answers.clear();
         authority = screen_denial(q, authority)?;
     }
     message.insert_answers(answers.into_iter().filter(signer_may_sign).collect());
@@ -269,19 +274,35 @@ pub fn screen_denial(q: &Query, authority: Vec<Record>) -> Result<Vec<Record>, P
         .filter(|r| r.record_type() == RecordType::SOA && r.name().zone_of(q.name()))
         .map(|r| r.name().clone())
         .max_by_key(|n| n.num_labels());
-    let may_speak = |owner: &Name, rtype: RecordType| match rtype {
-        RecordType::SOA => owner.zone_of(q.name()),
-        RecordType::NSEC | RecordType::NSEC3 => zone.as_ref().is_some_and(|z| z.zone_of(owner)),
-        _ => true,
+    // A delegation's NSEC (NS without SOA) at a proper ancestor is the
+    // parent's side of a cut above the name: it cannot deny anything below
+    // (RFC 6840 4.1). (NSEC3 owners are hashes, and a covering NSEC3 of an
+    // NXDOMAIN proof may well be some delegation's: not screened so.)
+    let ancestor_cut = |r: &Record| match r.data() {
+        RData::DNSSEC(DNSSECRData::NSEC(n)) => {
+            let types: Vec<RecordType> = n.type_bit_maps().collect();
+            types.contains(&RecordType::NS)
+                && !types.contains(&RecordType::SOA)
+                && r.name() != q.name()
+                && r.name().zone_of(q.name())
+        }
+        _ => false,
+    };
+    // Only what a denial is made of: the zone's SOA and NSEC/NSEC3 under
+    // it (other records, e.g. DS or DNSKEY of an unsigned zone, would
+    // satisfy hickory's "all insecure" shortcut).
+    let may_speak = |r: &Record| match r.record_type() {
+        RecordType::SOA => r.name().zone_of(q.name()),
+        RecordType::NSEC | RecordType::NSEC3 => {
+            zone.as_ref().is_some_and(|z| z.zone_of(r.name())) && !ancestor_cut(r)
+        }
+        _ => false,
     };
     let (sigs, records): (Vec<Record>, Vec<Record>) = authority
         .into_iter()
         .filter(signer_may_sign)
         .partition(|r| r.record_type() == RecordType::RRSIG);
-    let mut kept: Vec<Record> = records
-        .into_iter()
-        .filter(|r| may_speak(r.name(), r.record_type()))
-        .collect();
+    let mut kept: Vec<Record> = records.into_iter().filter(|r| may_speak(r)).collect();
     // Signatures only over records kept.
     let sigs: Vec<Record> = sigs
         .into_iter()
@@ -438,7 +459,6 @@ mod tests {
     }
 
     fn nsec(owner: &str, next: &str, types: &[RecordType]) -> Record {
-        use hickory_resolver::proto::dnssec::rdata::DNSSECRData;
         Record::from_rdata(
             name(owner),
             60,
@@ -468,6 +488,18 @@ mod tests {
                 ),
                 // Another zone's NSEC "covering" the name, signed by it.
                 nsec("a.evil.example.", "zzz.", &[RecordType::A]),
+                // The parent's side of a cut above the name.
+                nsec(
+                    "mx.victim.example.",
+                    "zzz.victim.example.",
+                    &[RecordType::NS],
+                ),
+                // Not part of a denial.
+                Record::from_rdata(
+                    name("victim.example."),
+                    60,
+                    RData::A(hickory_resolver::proto::rr::rdata::A::new(192, 0, 2, 1)),
+                ),
                 rrsig("a.evil.example.", "evil.example."),
                 rrsig("_25._tcp.mx.victim.example.", "evil.example."),
             ],

@@ -476,12 +476,16 @@ async fn tlsa(v: &Validator, host: &str) -> Result<HostDane, String> {
             dane::tlsa_rrset(&chain).map_err(|why| format!("DANE: {host}: {why}"))
         }
         Err(e) if e.is_nx_domain() || no_data(&e) => {
-            let proved = match e.kind() {
-                ProtoErrorKind::NoRecordsFound(no) => no.soa.as_ref().is_some_and(|soa| {
-                    soa.proof().is_secure()
-                        && hickory_resolver::proto::rr::Name::from_ascii(&name)
-                            .is_ok_and(|n| soa.name().zone_of(&n))
-                }),
+            // The denial must be of the name asked: after a (possibly
+            // forged) CNAME it is the target's, and says nothing of it.
+            let asked = hickory_resolver::proto::rr::Name::from_ascii(&name).ok();
+            let proved = match (e.kind(), asked) {
+                (ProtoErrorKind::NoRecordsFound(no), Some(asked)) => {
+                    no.query.name() == &asked
+                        && no.soa.as_ref().is_some_and(|soa| {
+                            soa.proof().is_secure() && soa.name().zone_of(&asked)
+                        })
+                }
                 _ => false,
             };
             if proved {
