@@ -375,6 +375,22 @@ class Server:
         out = self.mx("queue", "list").decode()
         return [Queued.parse(line) for line in out.splitlines() if line]
 
+    def last_error(self, rcpt: str, wait: float = 30.0) -> str:
+        """The reason of the first failed delivery attempt to `rcpt`, as
+        `mxrack queue list` shows it (waits for one)."""
+        for _ in deadline_loop(wait, f"a failed attempt for {rcpt}", interval=0.2):
+            q = [q for q in self.queue() if rcpt in q.recipients]
+            if q and q[0].attempts >= 1 and q[0].last_error:
+                return q[0].last_error
+
+    def submit_as_demo(self, rcpt: str, tag: str):
+        """A small message from the demo mailbox to `rcpt` over
+        authenticated submission, `tag` as its Subject and body."""
+        body = (f"From: <{DEMO}>\r\nTo: <{rcpt}>\r\nSubject: {tag}\r\n"
+                f"Message-ID: <{tag}@e2e.test>\r\n\r\n{tag}\r\n").encode()
+        with self.submission(login=(DEMO, self.password)) as s:
+            s.sendmail(DEMO, [rcpt], body)
+
     def add_domain(self, domain: str, account: str):
         if account not in self.mx("account", "list").decode().split():
             self.mx("account", "add", account)

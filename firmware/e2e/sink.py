@@ -182,6 +182,10 @@ class Sink:
         """Transactions that ended in 250 after DATA."""
         return [t for t in self.transactions if t.accepted]
 
+    def delivered_to(self, rcpt: str) -> list[Transaction]:
+        """The accepted transactions that carried `rcpt`."""
+        return [t for t in self.delivered() if rcpt in t.rcpt_to]
+
     def wait_for(self, predicate, what: str, timeout: float = WAIT_TIMEOUT):
         """Waits until predicate(transactions) is truthy; returns its value."""
         end = time.monotonic() + timeout

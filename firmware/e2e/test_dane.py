@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from mxlib import DEMO, HOST, Server, deadline_loop, free_ports
+from mxlib import HOST, Server, deadline_loop, free_ports
 from sink import Sink
 
 pytestmark = pytest.mark.skipif(
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     reason="binds port 25: firmware/scripts/test.sh runs it in its own network namespace",
 )
 
-WAIT = 30.0
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 
 # Three MX servers: EE presents a self-signed certificate (DANE-EE), TA a
@@ -209,79 +208,64 @@ def server(knot, sinks):
     s.teardown()
 
 
-def submit(server: Server, rcpt: str):
-    tag = rcpt.replace("@", "-at-")
-    body = (f"From: <{DEMO}>\r\nTo: <{rcpt}>\r\nSubject: {tag}\r\n"
-            f"Message-ID: <{tag}@e2e.test>\r\n\r\n{tag}\r\n").encode()
-    with server.submission(login=(DEMO, server.password)) as s:
-        s.sendmail(DEMO, [rcpt], body)
-
-
-def delivered_to(sink: Sink, rcpt: str):
-    return [t for t in sink.transactions if t.accepted and rcpt in t.rcpt_to]
-
-
-def last_error(server: Server, rcpt: str) -> str:
-    for _ in deadline_loop(WAIT, f"a failed attempt for {rcpt}", interval=0.2):
-        q = [q for q in server.queue() if rcpt in q.recipients]
-        if q and q[0].attempts >= 1 and q[0].last_error:
-            return q[0].last_error
+def send(server: Server, rcpt: str):
+    server.submit_as_demo(rcpt, rcpt.replace("@", "-at-"))
 
 
 def test_dane_ee_record_matching_the_key_delivers_over_tls(server, sinks):
-    submit(server, "jo@ee.test")
-    [t] = sinks["ee"].wait_for(lambda ts: delivered_to(sinks["ee"], "jo@ee.test"),
+    send(server, "jo@ee.test")
+    [t] = sinks["ee"].wait_for(lambda ts: sinks["ee"].delivered_to("jo@ee.test"),
                                "delivery to ee.test")
     assert t.tls
     assert "DANE on" in server.stderr_path.read_text(errors="replace")
 
 
 def test_a_key_the_records_do_not_name_gets_nothing(server, sinks):
-    submit(server, "jo@wrong.test")
-    err = last_error(server, "jo@wrong.test")
+    send(server, "jo@wrong.test")
+    err = server.last_error("jo@wrong.test")
     assert "DANE: the certificate matches none of the 1 TLSA records" in err, err
-    assert not delivered_to(sinks["ee"], "jo@wrong.test")
+    assert not sinks["ee"].delivered_to("jo@wrong.test")
 
 
 def test_dane_ta_chain_to_the_named_ca_and_the_host_name(server, sinks):
-    submit(server, "jo@ta.test")
-    [t] = sinks["ta"].wait_for(lambda ts: delivered_to(sinks["ta"], "jo@ta.test"),
+    send(server, "jo@ta.test")
+    [t] = sinks["ta"].wait_for(lambda ts: sinks["ta"].delivered_to("jo@ta.test"),
                                "delivery to ta.test")
     assert t.tls
-    submit(server, "jo@taname.test")
-    err = last_error(server, "jo@taname.test")
+    send(server, "jo@taname.test")
+    err = server.last_error("jo@taname.test")
     assert "does not chain to the DANE-TA record's anchor" in err and "mx.taname.test" in err, err
-    assert not delivered_to(sinks["ta"], "jo@taname.test")
+    assert not sinks["ta"].delivered_to("jo@taname.test")
 
 
 def test_an_mx_host_behind_a_cname_is_checked_by_the_records_at_its_end(server, sinks):
-    submit(server, "jo@cname.test")
-    [t] = sinks["ee"].wait_for(lambda ts: delivered_to(sinks["ee"], "jo@cname.test"),
+    send(server, "jo@cname.test")
+    [t] = sinks["ee"].wait_for(lambda ts: sinks["ee"].delivered_to("jo@cname.test"),
                                "delivery to cname.test")
     assert t.tls
     # No records at the end of the chain: the host's own name's apply.
-    submit(server, "jo@cname2.test")
-    err = last_error(server, "jo@cname2.test")
+    send(server, "jo@cname2.test")
+    err = server.last_error("jo@cname2.test")
     assert "DANE: the certificate matches none of the 1 TLSA records" in err, err
 
 
 def test_tlsa_records_make_tls_a_must(server, sinks):
     for rcpt in ["jo@plain.test", "jo@pkix.test"]:
-        submit(server, rcpt)
-        err = last_error(server, rcpt)
+        send(server, rcpt)
+        err = server.last_error(rcpt)
         assert "does not offer STARTTLS" in err, err
-        assert not delivered_to(sinks["plain"], rcpt)
+        assert not sinks["plain"].delivered_to(rcpt)
 
 
 def test_no_tlsa_record_or_an_unsigned_mx_delivers_as_before(server, sinks):
     # Signed, with a proof that there is no TLSA record: plaintext to a
     # server without STARTTLS, as without DANE.
-    submit(server, "jo@none.test")
-    sinks["plain"].wait_for(lambda ts: delivered_to(sinks["plain"], "jo@none.test"),
+    send(server, "jo@none.test")
+    sinks["plain"].wait_for(lambda ts: sinks["plain"].delivered_to("jo@none.test"),
                             "delivery to none.test")
     # The MX records of unsigned.test are not signed: the wrong TLSA record
     # of the host they name does not apply (RFC 7672 2.2.1).
-    submit(server, "jo@unsigned.test")
-    [t] = sinks["ee"].wait_for(lambda ts: delivered_to(sinks["ee"], "jo@unsigned.test"),
+    send(server, "jo@unsigned.test")
+    [t] = sinks["ee"].wait_for(lambda ts: sinks["ee"].delivered_to("jo@unsigned.test"),
                                "delivery to unsigned.test")
     assert t.tls

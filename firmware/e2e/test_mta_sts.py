@@ -26,7 +26,7 @@ import pytest
 from dnslib import A, MX, QTYPE, RCODE, RR, TXT
 from dnslib.server import BaseResolver, DNSServer
 
-from mxlib import DEMO, HOST, Server, deadline_loop, free_ports
+from mxlib import HOST, Server, free_ports
 from sink import Sink
 
 pytestmark = pytest.mark.skipif(
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     reason="binds ports 25 and 443: firmware/scripts/test.sh runs it in its own network namespace",
 )
 
-WAIT = 30.0
 
 
 def openssl(*args: str, cwd: Path):
@@ -219,44 +218,25 @@ def server(pki, zone, policy_server, sink):
     s.teardown()
 
 
-def submit(server: Server, rcpt: str, tag: str) -> str:
-    body = (f"From: <{DEMO}>\r\nTo: <{rcpt}>\r\nSubject: {tag}\r\n"
-            f"Message-ID: <{tag}@e2e.test>\r\n\r\n{tag}\r\n").encode()
-    with server.submission(login=(DEMO, server.password)) as s:
-        s.sendmail(DEMO, [rcpt], body)
-    return tag
-
-
-def delivered_to(sink: Sink, rcpt: str):
-    return [t for t in sink.transactions if t.accepted and rcpt in t.rcpt_to]
-
-
-def last_error(server: Server, rcpt: str) -> str:
-    for _ in deadline_loop(WAIT, f"a failed attempt for {rcpt}", interval=0.2):
-        q = [q for q in server.queue() if rcpt in q.recipients]
-        if q and q[0].attempts >= 1 and q[0].last_error:
-            return q[0].last_error
-
-
 def test_enforced_policy_delivers_over_verified_tls(server, sink):
-    submit(server, "jo@sts.example", "sts-ok")
-    [t] = sink.wait_for(lambda ts: delivered_to(sink, "jo@sts.example"), "delivery to sts.example")
+    server.submit_as_demo("jo@sts.example", "sts-ok")
+    [t] = sink.wait_for(lambda ts: sink.delivered_to("jo@sts.example"), "delivery to sts.example")
     assert t.tls, "over STARTTLS"
     assert "mta-sts.sts.example/.well-known/mta-sts.txt" in PolicyHandler.fetched
 
 
 def test_mx_host_the_policy_does_not_name_gets_nothing(server, sink):
-    submit(server, "jo@unnamed.example", "sts-unnamed")
-    err = last_error(server, "jo@unnamed.example")
+    server.submit_as_demo("jo@unnamed.example", "sts-unnamed")
+    err = server.last_error("jo@unnamed.example")
     assert "MTA-STS: the policy of unnamed.example names none of its MX hosts" in err, err
-    assert not delivered_to(sink, "jo@unnamed.example")
+    assert not sink.delivered_to("jo@unnamed.example")
 
 
 def test_certificate_for_another_name_gets_nothing_not_even_plaintext(server, sink):
-    submit(server, "jo@badcert.example", "sts-badcert")
-    err = last_error(server, "jo@badcert.example")
+    server.submit_as_demo("jo@badcert.example", "sts-badcert")
+    err = server.last_error("jo@badcert.example")
     assert "TLS handshake failed" in err and "certificate" in err.lower(), err
-    assert not delivered_to(sink, "jo@badcert.example")
+    assert not sink.delivered_to("jo@badcert.example")
     # The sink saw STARTTLS attempts and no transaction from that recipient.
     assert all("jo@badcert.example" not in t.rcpt_to for t in sink.transactions)
 
@@ -265,9 +245,9 @@ def test_testing_mode_and_broken_policy_hosts_deliver_as_before(server, sink):
     rcpts = ["jo@testing.example", "jo@redirect.example", "jo@huge.example", "jo@html.example",
              "jo@plain.example"]
     for r in rcpts:
-        submit(server, r, "sts-" + r.split("@")[1].split(".")[0])
+        server.submit_as_demo(r, "sts-" + r.split("@")[1].split(".")[0])
     for r in rcpts:
-        sink.wait_for(lambda ts, r=r: delivered_to(sink, r), f"delivery to {r}")
+        sink.wait_for(lambda ts, r=r: sink.delivered_to(r), f"delivery to {r}")
     # Each policy host was asked; the redirect was not followed.
     for d in ["testing", "redirect", "huge", "html"]:
         assert f"mta-sts.{d}.example/.well-known/mta-sts.txt" in PolicyHandler.fetched
@@ -283,13 +263,13 @@ def fetches(domain: str) -> int:
 
 
 def test_a_policy_is_fetched_once_then_again_when_its_id_changes(server, sink, zone):
-    submit(server, "first@cached.example", "cached-0")
-    sink.wait_for(lambda ts: delivered_to(sink, "first@cached.example"), "the first delivery")
+    server.submit_as_demo("first@cached.example", "cached-0")
+    sink.wait_for(lambda ts: sink.delivered_to("first@cached.example"), "the first delivery")
     assert fetches("cached.example") == 1
     for i in range(3):
-        submit(server, f"jo{i}@cached.example", f"cached-{i + 1}")
+        server.submit_as_demo(f"jo{i}@cached.example", f"cached-{i + 1}")
     for i in range(3):
-        sink.wait_for(lambda ts, i=i: delivered_to(sink, f"jo{i}@cached.example"), f"delivery {i}")
+        sink.wait_for(lambda ts, i=i: sink.delivered_to(f"jo{i}@cached.example"), f"delivery {i}")
     assert fetches("cached.example") == 1, "cached for its max_age"
 
     # A new policy with a new id: fetched again; it names another host.
@@ -297,8 +277,8 @@ def test_a_policy_is_fetched_once_then_again_when_its_id_changes(server, sink, z
                                  (200, "text/plain", policy("enforce", "mx.new.example")))
     zone.set_txt("_mta-sts.cached.example", "v=STSv1; id=2;")
     time.sleep(1.5)
-    submit(server, "late@cached.example", "cached-late")
-    err = last_error(server, "late@cached.example")
+    server.submit_as_demo("late@cached.example", "cached-late")
+    err = server.last_error("late@cached.example")
     assert "names none of its MX hosts" in err, err
     assert fetches("cached.example") == 2
 
@@ -306,8 +286,8 @@ def test_a_policy_is_fetched_once_then_again_when_its_id_changes(server, sink, z
     # (RFC 8461 5.1), and nothing is fetched.
     zone.set_txt("_mta-sts.cached.example", None)
     time.sleep(1.5)
-    submit(server, "gone@cached.example", "cached-gone")
-    err = last_error(server, "gone@cached.example")
+    server.submit_as_demo("gone@cached.example", "cached-gone")
+    err = server.last_error("gone@cached.example")
     assert "names none of its MX hosts" in err, err
     assert fetches("cached.example") == 2
-    assert not delivered_to(sink, "late@cached.example") and not delivered_to(sink, "gone@cached.example")
+    assert not sink.delivered_to("late@cached.example") and not sink.delivered_to("gone@cached.example")

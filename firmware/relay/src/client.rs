@@ -815,16 +815,48 @@ pub fn webpki_verifier(
         .map_err(|e| format!("TLS client configuration: {e}"))
 }
 
+/// The handshake-signature half of a certificate verifier: rustls's own
+/// checks with the provider's algorithms. Our verifiers differ only in
+/// which certificate they accept (any, for opportunistic TLS; what TLSA
+/// records name, for DANE); the peer must still prove it holds its key.
+#[derive(Debug)]
+pub(crate) struct HandshakeSignatures(pub(crate) Arc<rustls::crypto::CryptoProvider>);
+
+impl HandshakeSignatures {
+    pub(crate) fn tls12(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    pub(crate) fn tls13(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    pub(crate) fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// A rustls client configuration for opportunistic TLS: any certificate is
 /// accepted (the alternative, on port 25, is no encryption at all).
 pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
     #[derive(Debug)]
-    struct AnyCert(Arc<CryptoProvider>);
+    struct AnyCert(HandshakeSignatures);
     impl ServerCertVerifier for AnyCert {
         fn verify_server_cert(
             &self,
@@ -838,32 +870,22 @@ pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {
         }
         fn verify_tls12_signature(
             &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.tls12(m, c, d)
         }
         fn verify_tls13_signature(
             &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.tls13(m, c, d)
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
+            self.0.schemes()
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -871,7 +893,7 @@ pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS client configuration: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCert(HandshakeSignatures(provider))))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -25,12 +25,12 @@
 //! records, with their proofs, are judged by [`tlsa_rrset`]; the verifier
 //! here is pure.
 
+use crate::client::HandshakeSignatures;
 use base64::Engine;
 use hickory_resolver::proto::dnssec::{Algorithm, Proof, PublicKeyBuf, TrustAnchors};
 use hickory_resolver::proto::rr::{RData, Record};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use std::sync::Arc;
@@ -214,7 +214,7 @@ pub fn tls_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(DaneVerifier {
                 tlsa: tlsa.clone(),
-                provider,
+                signatures: HandshakeSignatures(provider),
                 policy,
             }))
             .with_no_client_auth(),
@@ -244,7 +244,7 @@ impl std::error::Error for Mismatch {}
 #[derive(Debug)]
 struct DaneVerifier {
     tlsa: Arc<[Tlsa]>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
     /// An enforced MTA-STS policy's check, also required.
     policy: Option<Arc<WebPkiServerVerifier>>,
 }
@@ -283,36 +283,24 @@ impl ServerCertVerifier for DaneVerifier {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(m, c, d)
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -351,7 +339,7 @@ impl DaneVerifier {
             }
             let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
-                self.provider.clone(),
+                self.signatures.0.clone(),
             )
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -436,7 +424,7 @@ mod tests {
     ) -> Result<(), String> {
         let v = DaneVerifier {
             tlsa: tlsa.into(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            signatures: HandshakeSignatures(Arc::new(rustls::crypto::ring::default_provider())),
             policy,
         };
         let name = ServerName::try_from(name.to_string()).unwrap();
