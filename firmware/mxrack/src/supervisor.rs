@@ -674,9 +674,7 @@ fn build_relay(
         let (dns, opts) = mxrack_mailauth::dns::resolver_parts(&config.dns)?;
         let anchors = match &config.dns.trust_anchor_file {
             Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| mxrack_relay::dane::parse_trust_anchors(&text))
+                mxrack_relay::dane::read_trust_anchors(path)
                     .map_err(|e| format!("dns.trust_anchor_file {}: {e}", path.display()))?,
             ),
             None => None,

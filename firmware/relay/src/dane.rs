@@ -44,6 +44,24 @@ pub const TLSA_DATA_MAX: usize = 16 * 1024;
 
 /// Trust anchors read from `[dns] trust_anchor_file` at most.
 pub const TRUST_ANCHORS_MAX: usize = 16;
+/// The largest `[dns] trust_anchor_file` read (16 RSA-4096 keys take
+/// about 12 KiB).
+pub const TRUST_ANCHOR_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// [`parse_trust_anchors`] of the file at `path`, refused when larger than
+/// [`TRUST_ANCHOR_FILE_BYTES_MAX`].
+pub fn read_trust_anchors(path: &std::path::Path) -> Result<TrustAnchors, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(TRUST_ANCHOR_FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > TRUST_ANCHOR_FILE_BYTES_MAX {
+        return Err(format!("larger than {TRUST_ANCHOR_FILE_BYTES_MAX} bytes"));
+    }
+    parse_trust_anchors(&text)
+}
 
 /// DNSSEC trust anchors in zone-file form, one DNSKEY record a line
 /// (`<owner> [ttl] [IN] DNSKEY <flags> <protocol> <algorithm> <key>`, the
@@ -68,8 +86,9 @@ pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, String> {
         let [flags, protocol, algorithm, key @ ..] = &words[at + 1..] else {
             return Err(format!("line {}: a DNSKEY record has four fields", n + 1));
         };
-        if key.is_empty() {
-            return Err(format!("line {}: a DNSKEY record has four fields", n + 1));
+        let key = match key {
+            [] => return Err(format!("line {}: a DNSKEY record has four fields", n + 1)),
+            parts => parts.concat(),
         };
         let bad = |what: &str| format!("line {}: bad {what}", n + 1);
         flags.parse::<u16>().map_err(|_| bad("flags"))?;
@@ -84,7 +103,7 @@ pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, String> {
             ));
         }
         let key = base64::engine::general_purpose::STANDARD
-            .decode(key.concat())
+            .decode(key)
             .map_err(|_| bad("key (base64)"))?;
         if key.is_empty() {
             return Err(bad("key (empty)"));
@@ -451,6 +470,20 @@ mod tests {
             let e = parse_trust_anchors(bad).map(|a| a.len()).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_trust_anchor_file_has_a_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "test. DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+ KkxLbxILfDLUT0rAK9iUzy1L53eKGQ==\n";
+        let ok = dir.path().join("ok.txt");
+        std::fs::write(&ok, line).unwrap();
+        assert_eq!(read_trust_anchors(&ok).unwrap().len(), 1);
+        let huge = dir.path().join("huge.txt");
+        let comments = ";".repeat(TRUST_ANCHOR_FILE_BYTES_MAX as usize) + "\n";
+        std::fs::write(&huge, comments + line).unwrap();
+        let e = read_trust_anchors(&huge).map(|a| a.len()).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

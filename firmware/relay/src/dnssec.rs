@@ -45,8 +45,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Answers the validating lookups keep (MX, A, AAAA, TLSA and the DNSKEY
-/// and DS records of the chains above them).
+/// Answers the validating lookups keep (MX, A, AAAA, TLSA). The DNSKEY and
+/// DS questions hickory's validator asks itself are not cached: each
+/// lookup walks the chain again.
 pub const CACHE_ENTRIES: usize = 1024;
 
 type Pool = NameServerPool<TokioConnectionProvider>;
@@ -111,8 +112,9 @@ impl Validator {
     /// Whether the servers pass DNSSEC on: asked afresh (not from the
     /// cache) for the root zone's SOA with the DO bit, they answer it with
     /// its signature, and it validates. `Ok(false)`: they answered without
-    /// one (or with no SOA, or it did not validate). `Err`: no answer at
-    /// all (timeout, no connection, SERVFAIL): no evidence either way.
+    /// one (or with no SOA). `Err`: no answer at all (timeout, no
+    /// connection, SERVFAIL), or a signature that does not validate: no
+    /// evidence either way.
     pub async fn root_validates(&self) -> Result<bool, ProtoError> {
         let root_soa = Query::query(Name::root(), RecordType::SOA);
         let mut raw = self.options;

@@ -39,6 +39,10 @@ use tokio::sync::OnceCell;
 
 /// Most servers tried for one domain in one attempt.
 pub const SERVERS_PER_DOMAIN_MAX: usize = 8;
+/// Most MX hosts looked up for one domain in one attempt (a domain naming
+/// hundreds of hosts without addresses would otherwise cost a lookup
+/// each, three with DANE; Postfix stops at smtp_mx_address_limit 5).
+pub const MX_HOSTS_LOOKED_UP_MAX: usize = 16;
 const SMTP_PORT: u16 = 25;
 /// How long the answer to "does the resolver prove DNSSEC?" is kept.
 pub const DNSSEC_PROBE_TTL: Duration = Duration::from_secs(300);
@@ -231,25 +235,31 @@ impl Router {
         {
             return ok.then_some(&d.validator);
         }
+        // One probe at a time: the deliveries that come while it runs go
+        // by what was known (at first: DANE on).
+        let before = cached.is_none_or(|(_, was)| was);
+        {
+            let mut probed = d.probed.lock().unwrap_or_else(|p| p.into_inner());
+            if *probed != cached {
+                drop(probed);
+                return before.then_some(&d.validator);
+            }
+            *probed = Some((Instant::now(), before));
+        }
         let ok = match d.validator.root_validates().await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::debug!(error = %e, "DNSSEC probe: no answer for the root SOA");
-                cached.is_none_or(|(_, was)| was)
+                before
             }
         };
-        let was = d
-            .probed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace((Instant::now(), ok))
-            .map(|(_, was)| was);
-        if was != Some(ok) {
+        *d.probed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
+        if cached.map(|(_, was)| was) != Some(ok) {
             if ok {
                 tracing::info!("DANE on: the DNS resolver proves DNSSEC");
             } else {
                 tracing::warn!(
-                    "DANE off: the DNS resolver does not prove DNSSEC (the root zone's SOA is not secure); MX delivery goes on without DANE"
+                    "DANE off: the DNS resolver does not prove DNSSEC (it answers the root zone's SOA without a signature); MX delivery goes on without DANE"
                 );
             }
         }
@@ -355,7 +365,7 @@ impl Router {
     ) -> Result<Vec<Server>, RouteError> {
         let mut out = Vec::new();
         let mut unusable = Vec::new();
-        for host in hosts {
+        for host in hosts.iter().take(MX_HOSTS_LOOKED_UP_MAX) {
             let (ips, name, dane) = match dnssec {
                 None => match self.resolver().await?.lookup_ip(format!("{host}.")).await {
                     Ok(ips) => (ips.iter().collect(), host.clone(), HostDane::None),
