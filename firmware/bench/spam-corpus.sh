@@ -12,7 +12,10 @@
 #     version, SpamAssassin version and split ($CACHE/sa-scores-*.tsv);
 #     --sa-force scores again.
 #  2. mxrack's benchmark example (firmware/filter/examples/corpus.rs), on
-#     the same split, printing both filters' table.
+#     the same split, twice: with mxrack's own rules, and with
+#     SpamAssassin's rule files from Debian's package
+#     (/usr/share/spamassassin, `[spam] spamassassin_rules`), the same
+#     classifier under both; then the table of all three.
 # Splits (never a message scored by a classifier that learned it):
 #   --time (default) train easy_ham + spam (older), test easy_ham_2 +
 #                    hard_ham + spam_2 (later)
@@ -20,7 +23,8 @@
 #                    SpamAssassin too with --sa-cv: K trainings, slow)
 #   --dev            train on the first 3/4 of easy_ham + spam, test the
 #                    last 1/4: the split tuning may look at
-# Other options: --no-sa (mxrack only), --list (misjudged messages).
+# Other options: --no-sa (mxrack only), --no-sa-rules (mxrack's own rules
+# only), --list (misjudged messages).
 # Environment: CORPUS_CACHE (default ~/.cache/mxrack-bench),
 #              CORPUS_VERSION (the package version, default 0.2.3).
 set -euo pipefail
@@ -30,13 +34,14 @@ CACHE=${CORPUS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mxrack-bench}
 VERSION=${CORPUS_VERSION:-0.2.3}
 DATA=$CACHE/spam-assassin-$VERSION/package/data
 
-split=time folds=5 sa=1 sa_force=0 sa_cv=0 extra=()
+split=time folds=5 sa=1 sa_rules=1 sa_force=0 sa_cv=0 extra=()
 while [ $# -gt 0 ]; do
     case $1 in
         --time) split=time ;;
         --dev) split=dev ;;
         --cv) split=cv folds=$2; shift ;;
         --no-sa) sa=0 ;;
+        --no-sa-rules) sa_rules=0 ;;
         --sa-force) sa_force=1 ;;
         --sa-cv) sa_cv=1 ;;
         --list) extra+=(--list) ;;
@@ -140,6 +145,10 @@ if [ "$sa" = 1 ] && { [ "$split" != cv ] || [ "$sa_cv" = 1 ]; }; then
         echo "SpamAssassin $sa_version scores from the cache: $scores (--sa-force to score again)"
     fi
     sa_args=(--sa "$scores")
+fi
+if [ "$sa_rules" = 1 ]; then
+    [ -f /usr/share/spamassassin/50_scores.cf ] || { apt-get update -qq && apt-get install -y -qq spamassassin >/dev/null; }
+    extra+=(--sa-rules /usr/share/spamassassin)
 fi
 mode=(--"$split")
 [ "$split" = cv ] && mode+=("$folds")

@@ -129,6 +129,8 @@ class Server:
         # port nobody answers on (see write_config).
         self.dns: dict = {}
         self.mail_auth: dict = {}
+        # [spam] (e.g. {"spamassassin_rules": "/usr/share/spamassassin"}).
+        self.spam: dict = {}
         # The web port (HTTP redirect + HTTPS status page; None: no [web]
         # listeners, see use_web()) and [health] (issue 6). The start-up
         # self-check is off here: its probe connections would count against
@@ -209,7 +211,7 @@ class Server:
         dns = {"servers": [f"{HOST}:{self.closed_port}"], "timeout_ms": 200, "attempts": 1,
                **self.dns}
         for section, values in (("relay", relay), ("forward", self.forward), ("dns", dns),
-                                ("mail_auth", self.mail_auth)):
+                                ("mail_auth", self.mail_auth), ("spam", self.spam)):
             if values:
                 lines += ["", f"[{section}]"]
                 lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]

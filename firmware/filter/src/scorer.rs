@@ -99,6 +99,11 @@ impl Scorer {
         })
     }
 
+    /// A rule set read already (SpamAssassin rule files, [`crate::sa`]).
+    pub fn with_rules(rules: RuleSet, store: Arc<Store>) -> Scorer {
+        Scorer { rules, store }
+    }
+
     /// The rules shipped with the image.
     pub fn embedded(store: Arc<Store>) -> Scorer {
         // The embedded file is parsed by a unit test, so this cannot fail
@@ -110,20 +115,16 @@ impl Scorer {
         Scorer { rules, store }
     }
 
-    /// From `[spam]`: the configured rules file, else the embedded rules.
+    /// From `[spam]`: SpamAssassin's rule folder, the configured rules
+    /// file, else the embedded rules.
     pub fn from_config(
         config: &mxrack_config::Spam,
         store: Arc<Store>,
     ) -> Result<Scorer, FilterError> {
-        match &config.rules_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    FilterError::Rules(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Scorer::new(&text, store)
-            }
-            None => Ok(Scorer::embedded(store)),
-        }
+        Ok(Scorer {
+            rules: rules_from_config(config)?,
+            store,
+        })
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -188,6 +189,25 @@ impl Scorer {
     /// before as the other class is relearned, not counted twice.
     pub fn train(&self, message: &[u8], spam: bool) -> Result<LearnOutcome, FilterError> {
         train(&self.store, message, spam)
+    }
+}
+
+/// The rule set `[spam]` names: SpamAssassin's rule folder
+/// (`spamassassin_rules`, what was left out logged), a rules file, else the
+/// embedded rules.
+pub fn rules_from_config(config: &mxrack_config::Spam) -> Result<RuleSet, FilterError> {
+    if let Some(dir) = &config.spamassassin_rules {
+        let sa = crate::sa::load_dir(dir)?;
+        tracing::info!(folder = %dir.display(), "spam rules: {}", sa.summary());
+        return Ok(sa.set);
+    }
+    match &config.rules_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| FilterError::Rules(format!("cannot read {}: {e}", path.display())))?;
+            RuleSet::parse(&text)
+        }
+        None => RuleSet::parse(EMBEDDED_RULES),
     }
 }
 

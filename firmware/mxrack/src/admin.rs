@@ -202,11 +202,11 @@ pub enum AdminRequest {
     },
     /// The classifier's totals.
     SpamStats,
-    /// Score one message file; `rules_file` from `[spam]` (None: embedded).
+    /// Score one message file with the rules `[spam]` names.
     SpamScore {
         file: PathBuf,
         envelope_from: String,
-        rules_file: Option<PathBuf>,
+        spam: mxrack_config::Spam,
     },
     /// Per destination forwards, discards, complaints and thresholds;
     /// `forward` is the CLI's `[forward]` section, `day` defaults to today.

@@ -883,6 +883,16 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
                 "  {listeners} SMTP listener(s), data in {}",
                 config.appliance.data_dir.display()
             );
+            // The spam rules are read as the server reads them at start.
+            let spam_rules =
+                |e: mxrack_filter::FilterError| CliError::Run(format!("[spam] rules: {e}"));
+            if let Some(dir) = &config.spam.spamassassin_rules {
+                let sa = mxrack_filter::sa::load_dir(dir).map_err(spam_rules)?;
+                println!("  spam rules: {}", sa.summary());
+            } else {
+                let rules = mxrack_filter::rules_from_config(&config.spam).map_err(spam_rules)?;
+                println!("  spam rules: {} mxrack rules", rules.rules.len());
+            }
             return Ok(());
         }
         Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
@@ -1132,7 +1142,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             file: std::fs::canonicalize(file)
                 .map_err(|e| CliError::Admin(format!("{}: {e}", file.display())))?,
             envelope_from: envelope_from.clone(),
-            rules_file: cli.effective_config()?.spam.rules_file,
+            spam: cli.effective_config()?.spam,
         },
         Command::Block(c) => match c {
             BlockCommand::Add { domain, account } => AdminRequest::BlockAdd {

@@ -10,10 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mxrack_filter::rules::RuleSet;
 use mxrack_filter::{
-    EMBEDDED_RULES, ForwardGate, LearnOutcome, format_day, format_samples, format_stats,
-    score_message,
+    ForwardGate, LearnOutcome, format_day, format_samples, format_stats, score_message,
 };
 use mxrack_store::Store;
 
@@ -114,14 +112,9 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
         AdminRequest::SpamScore {
             file,
             envelope_from,
-            rules_file,
+            spam,
         } => {
-            let text = match rules_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|err| format!("{}: {err}", path.display()))?,
-                None => EMBEDDED_RULES.to_string(),
-            };
-            let rules = RuleSet::parse(&text).map_err(e)?;
+            let rules = mxrack_filter::rules_from_config(spam).map_err(e)?;
             let bytes = read_message(file)?;
             let score = score_message(
                 store,
@@ -209,9 +202,26 @@ mod tests {
         let out = run(AdminRequest::SpamScore {
             file: mail.join("1.eml"),
             envelope_from: String::new(),
-            rules_file: None,
+            spam: mxrack_config::Spam::default(),
         });
         assert!(out.starts_with("X-Spam-Score: "), "{out}");
+        // SpamAssassin's rule files instead of mxrack's.
+        let sa = dir.path().join("sa");
+        std::fs::create_dir(&sa).unwrap();
+        std::fs::write(
+            sa.join("50_local.cf"),
+            "body LOCAL_WORD /./\nscore LOCAL_WORD 0 0 2.5 0\ndescribe LOCAL_WORD any text\n",
+        )
+        .unwrap();
+        let out = run(AdminRequest::SpamScore {
+            file: mail.join("1.eml"),
+            envelope_from: String::new(),
+            spam: mxrack_config::Spam {
+                spamassassin_rules: Some(sa),
+                ..Default::default()
+            },
+        });
+        assert!(out.contains("LOCAL_WORD=2.5"), "{out}");
         let forward = mxrack_config::Forward::default();
         let out = run(AdminRequest::ForwardStats {
             forward: forward.clone(),

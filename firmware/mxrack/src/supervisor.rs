@@ -200,7 +200,7 @@ async fn serve_all(
     });
     let scorer = Arc::new(
         mxrack_filter::Scorer::from_config(&config.spam, store.clone())
-            .map_err(|e| format!("spam.rules_file: {e}"))?,
+            .map_err(|e| format!("[spam] rules: {e}"))?,
     );
     {
         let relay = relay.clone();

@@ -1,0 +1,526 @@
+//! SpamAssassin's `eval:` tests that mxrack runs itself: the Perl functions
+//! of Mail::SpamAssassin's HeaderEval, MIMEEval, BodyEval, HTMLEval and the
+//! FreeMail plugin that the shipped rules lean on most, written again from
+//! their documented behaviour over [`MailView`]. A function not here makes
+//! its rule unknown ([`crate::sa`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::checks;
+use crate::message::MailView;
+
+/// Most arguments of one eval call.
+const ARGS_MAX: usize = 8;
+
+/// The domains of the FreeMail plugin (`freemail_domains`, where `*`
+/// stands for any run of characters but a dot: `hotmail.*`, `*.att.ne.jp`)
+/// and the addresses it leaves alone (`freemail_welcomelist`).
+#[derive(Debug, Default)]
+pub struct Freemail {
+    pub domains: HashSet<String>,
+    /// The wildcard entries as one pattern.
+    pub wildcards: Option<regex::Regex>,
+    pub welcome: HashSet<String>,
+}
+
+impl Freemail {
+    /// True when `addr`'s domain is a free mail provider's.
+    pub fn is_freemail(&self, addr: &str) -> bool {
+        let addr = addr.trim().to_ascii_lowercase();
+        if addr.is_empty() || self.welcome.contains(&addr) {
+            return false;
+        }
+        let Some((_, domain)) = addr.rsplit_once('@') else {
+            return false;
+        };
+        self.domains.contains(domain) || self.wildcards.as_ref().is_some_and(|w| w.is_match(domain))
+    }
+
+    /// Adds `freemail_domains` entries.
+    pub fn add_domains(&mut self, entries: &[String]) {
+        let mut wild: Vec<String> = Vec::new();
+        for e in entries {
+            if e.contains('*') {
+                wild.push(
+                    e.split('*')
+                        .map(regex::escape)
+                        .collect::<Vec<_>>()
+                        .join("[^.]*"),
+                );
+            } else {
+                self.domains.insert(e.clone());
+            }
+        }
+        if !wild.is_empty() {
+            if let Some(old) = &self.wildcards {
+                // Already "^(?:...)$": keep its alternatives.
+                let inner = old
+                    .as_str()
+                    .trim_start_matches("^(?:")
+                    .trim_end_matches(")$");
+                wild.push(inner.to_string());
+            }
+            self.wildcards = regex::Regex::new(&format!("^(?:{})$", wild.join("|"))).ok();
+        }
+    }
+}
+
+/// One eval call, its arguments parsed.
+#[derive(Debug, Clone)]
+pub enum Eval {
+    EqualFromDomains,
+    MimeHtmlOnly,
+    MimeHtml,
+    HtmlMessage,
+    HtmlTagExists(String),
+    HtmlImageOnly(usize, usize),
+    MimeBase64Text,
+    MimeAttachment,
+    /// Hours, `None` for `undef`.
+    ShiftedDate(Option<f64>, Option<f64>),
+    SubjectAllCaps,
+    MissingTo,
+    OutlookMessageId,
+    MatchingEnvAndHdrFrom,
+    Uppercase(f64, f64),
+    BodyLength(usize),
+    HeaderCount(String, usize, usize),
+    FreemailFrom(Arc<Freemail>, Option<regex::Regex>),
+    FreemailHeader(Arc<Freemail>, String, Option<regex::Regex>),
+    FreemailReplyTo(Arc<Freemail>),
+}
+
+/// Splits `name('a', 'b')` into the name and its unquoted arguments.
+fn call(text: &str) -> Option<(&str, Vec<String>)> {
+    let open = text.find('(')?;
+    let name = text[..open].trim();
+    let inner = text[open + 1..].trim_end().strip_suffix(')')?;
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for c in inner.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ',') => {
+                args.push(std::mem::take(&mut cur).trim().to_string());
+                if args.len() > ARGS_MAX {
+                    return None;
+                }
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() || !args.is_empty() {
+        args.push(cur.trim().to_string());
+    }
+    Some((name, args))
+}
+
+fn hours(s: &str) -> Option<Option<f64>> {
+    if s == "undef" {
+        Some(None)
+    } else {
+        s.parse().ok().map(Some)
+    }
+}
+
+impl Eval {
+    /// The eval call after `eval:` (e.g. `check_for_shifted_date('-6',
+    /// '-3')`); `Err` names what mxrack does not run.
+    pub fn parse(text: &str, freemail: &Arc<Freemail>) -> Result<Eval, String> {
+        let (name, args) = call(text).ok_or_else(|| "eval:?".to_string())?;
+        let unsupported = || format!("eval:{name}");
+        let arg = |i: usize| args.get(i).map(String::as_str);
+        let num = |i: usize| arg(i).and_then(|a| a.parse::<f64>().ok());
+        let pattern = |i: usize| -> Result<Option<regex::Regex>, String> {
+            match arg(i) {
+                None | Some("") => Ok(None),
+                Some(p) => regex::RegexBuilder::new(p)
+                    .case_insensitive(true)
+                    .build()
+                    .map(Some)
+                    .map_err(|_| unsupported()),
+            }
+        };
+        Ok(match name {
+            "check_equal_from_domains" => Eval::EqualFromDomains,
+            "check_for_mime_html_only" => Eval::MimeHtmlOnly,
+            "check_for_mime_html" => Eval::MimeHtml,
+            "html_test" if arg(0) == Some("html") => Eval::HtmlMessage,
+            "html_tag_exists" => Eval::HtmlTagExists(
+                arg(0)
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .ok_or_else(unsupported)?
+                    .to_ascii_lowercase(),
+            ),
+            "html_image_only" => Eval::HtmlImageOnly(
+                num(0).ok_or_else(unsupported)? as usize,
+                num(1).ok_or_else(unsupported)? as usize,
+            ),
+            "check_for_mime" => match arg(0) {
+                Some("mime_base64_encoded_text") => Eval::MimeBase64Text,
+                Some("mime_attachment") => Eval::MimeAttachment,
+                _ => return Err(format!("eval:{name}('{}')", arg(0).unwrap_or(""))),
+            },
+            "check_for_shifted_date" => Eval::ShiftedDate(
+                arg(0).and_then(hours).ok_or_else(unsupported)?,
+                arg(1).and_then(hours).ok_or_else(unsupported)?,
+            ),
+            "subject_is_all_caps" => Eval::SubjectAllCaps,
+            "check_for_missing_to_header" => Eval::MissingTo,
+            "check_outlook_message_id" => Eval::OutlookMessageId,
+            "check_for_matching_env_and_hdr_from" => Eval::MatchingEnvAndHdrFrom,
+            "check_for_uppercase" => Eval::Uppercase(
+                num(0).ok_or_else(unsupported)?,
+                num(1).ok_or_else(unsupported)?,
+            ),
+            "check_body_length" => Eval::BodyLength(num(0).ok_or_else(unsupported)? as usize),
+            "check_header_count_range" => Eval::HeaderCount(
+                arg(0).ok_or_else(unsupported)?.to_string(),
+                num(1).ok_or_else(unsupported)? as usize,
+                num(2).ok_or_else(unsupported)? as usize,
+            ),
+            "check_freemail_from" => Eval::FreemailFrom(freemail.clone(), pattern(0)?),
+            "check_freemail_header" => Eval::FreemailHeader(
+                freemail.clone(),
+                arg(0).ok_or_else(unsupported)?.to_string(),
+                pattern(1)?,
+            ),
+            "check_freemail_replyto" => Eval::FreemailReplyTo(freemail.clone()),
+            _ => return Err(unsupported()),
+        })
+    }
+
+    /// Runs the test on a message.
+    pub fn run(&self, v: &MailView, envelope_from: &str, now: i64) -> bool {
+        match self {
+            // HeaderEval::check_equal_from_domains: the From and envelope
+            // sender domains differ (organisational domains).
+            Eval::EqualFromDomains => {
+                let from = address_of(v, "From");
+                match (domain_of(&from), domain_of(envelope_from)) {
+                    (Some(a), Some(b)) => org_domain(&a) != org_domain(&b),
+                    _ => false,
+                }
+            }
+            Eval::MimeHtmlOnly => v.has_html && !v.has_text_plain,
+            Eval::MimeHtml | Eval::HtmlMessage => v.has_html,
+            Eval::HtmlTagExists(tag) => v.has_html && has_tag(&v.raw_parts, tag),
+            // HTMLEval::html_image_only: images, and min < text <= max.
+            Eval::HtmlImageOnly(min, max) => {
+                let len = v.text.trim().len();
+                v.has_html && v.html_images > 0 && len > *min && len <= *max
+            }
+            Eval::MimeBase64Text => v.base64_text,
+            Eval::MimeAttachment => v.attachments > 0,
+            // HeaderEval::check_for_shifted_date: Date minus the time of
+            // receipt, in hours, within [min, max).
+            Eval::ShiftedDate(min, max) => {
+                let Some(date) = v.date else { return false };
+                let diff = (date - v.received_date.unwrap_or(now)) as f64 / 3600.0;
+                min.is_none_or(|m| diff >= m) && max.is_none_or(|m| diff < m)
+            }
+            Eval::SubjectAllCaps => checks::run("SUBJ_ALL_CAPS", v, envelope_from, now),
+            Eval::MissingTo => !v.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("To") || h.name.eq_ignore_ascii_case("Apparently-To")
+            }),
+            Eval::OutlookMessageId => outlook_message_id(v),
+            Eval::MatchingEnvAndHdrFrom => {
+                let from = address_of(v, "From");
+                !from.is_empty() && from.eq_ignore_ascii_case(envelope_from.trim())
+            }
+            Eval::Uppercase(min, max) => {
+                uppercase_percent(&v.text).is_some_and(|p| p > *min && p <= *max)
+            }
+            Eval::BodyLength(max) => body_length(&v.full) <= *max,
+            Eval::HeaderCount(name, min, max) => {
+                let n = v
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(name))
+                    .count();
+                n >= *min && n <= *max
+            }
+            Eval::FreemailFrom(fm, re) => {
+                let from = address_of(v, "From");
+                fm.is_freemail(&from) && re.as_ref().is_none_or(|r| r.is_match(&from))
+            }
+            Eval::FreemailHeader(fm, header, re) => {
+                let name = header.strip_suffix(":addr").unwrap_or(header);
+                let addr = if name == "EnvelopeFrom" {
+                    envelope_from.trim().to_string()
+                } else {
+                    address_of(v, name)
+                };
+                fm.is_freemail(&addr) && re.as_ref().is_none_or(|r| r.is_match(&addr))
+            }
+            // FreeMail::check_freemail_replyto: a free mail Reply-To that
+            // is not the From address.
+            Eval::FreemailReplyTo(fm) => {
+                let from = address_of(v, "From");
+                let reply = address_of(v, "Reply-To");
+                fm.is_freemail(&reply) && !from.is_empty() && !from.eq_ignore_ascii_case(&reply)
+            }
+        }
+    }
+}
+
+/// The first address of the first `name` header, as written.
+fn address_of(v: &MailView, name: &str) -> String {
+    v.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| crate::sa::first_address(&h.raw))
+        .unwrap_or_default()
+}
+
+fn domain_of(addr: &str) -> Option<String> {
+    let (_, d) = addr.trim().trim_matches(['<', '>']).rsplit_once('@')?;
+    let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+    (!d.is_empty()).then_some(d)
+}
+
+/// The registrable domain, roughly (SpamAssassin's RegistryBoundaries):
+/// the last two labels, or three under a two-letter country code with a
+/// short second level (`co.uk`, `com.au`).
+fn org_domain(d: &str) -> String {
+    let labels: Vec<&str> = d.split('.').collect();
+    let n = labels.len();
+    let keep = if n >= 3 && labels[n - 1].len() == 2 && labels[n - 2].len() <= 3 {
+        3
+    } else {
+        2
+    };
+    labels[n.saturating_sub(keep)..].join(".")
+}
+
+fn has_tag(html: &str, tag: &str) -> bool {
+    let lower = html.to_ascii_lowercase();
+    let open = format!("<{tag}");
+    lower.match_indices(&open).any(|(i, _)| {
+        lower[i + open.len()..]
+            .bytes()
+            .next()
+            .is_none_or(|b| !b.is_ascii_alphanumeric())
+    })
+}
+
+/// The body's length in bytes as it came (after the header section).
+fn body_length(full: &str) -> usize {
+    full.find("\r\n\r\n")
+        .map(|i| full.len() - i - 4)
+        .or_else(|| full.find("\n\n").map(|i| full.len() - i - 2))
+        .unwrap_or(0)
+}
+
+/// BodyEval::check_for_uppercase: the share of capitals among the letters
+/// of lines with words, for bodies of at least 200 such letters.
+fn uppercase_percent(text: &str) -> Option<f64> {
+    let (mut upper, mut lower, mut len) = (0usize, 0usize, 0usize);
+    for line in text.lines() {
+        let t = line.trim();
+        if !t.contains(char::is_whitespace) {
+            continue;
+        }
+        for c in t.chars().filter(|c| !c.is_whitespace()) {
+            len += 1;
+            if c.is_ascii_uppercase() {
+                upper += 1;
+            } else if c.is_ascii_lowercase() {
+                lower += 1;
+            }
+        }
+    }
+    if len < 200 || upper + lower == 0 {
+        return None;
+    }
+    Some(100.0 * upper as f64 / (upper + lower) as f64)
+}
+
+/// HeaderEval::check_outlook_message_id: Outlook's Message-ID carries its
+/// clock; one that disagrees with the Date (and the newest Received) by
+/// 250 ticks or more was not made by Outlook.
+fn outlook_message_id(v: &MailView) -> bool {
+    let Some(id) = v
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Message-ID"))
+        .map(|h| h.raw.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    // <hhhh TTTTTTTT $ xxxxxxxx $ xxxxxxxx @
+    let b = id.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit))
+    };
+    if !(b.first() == Some(&b'<')
+        && hex(1..13)
+        && b.get(13) == Some(&b'$')
+        && hex(14..22)
+        && b.get(22) == Some(&b'$')
+        && hex(23..31)
+        && b.get(31) == Some(&b'@'))
+    {
+        return false;
+    }
+    let Ok(token) = i64::from_str_radix(&id[5..13], 16) else {
+        return false;
+    };
+    const X: f64 = 0.0023283064365387;
+    const Y: f64 = 27111902.8329849;
+    const FUDGE: i64 = 250;
+    let off = |t: i64| (token - (t as f64 * X + Y) as i64).abs() >= FUDGE;
+    if !off(v.date.unwrap_or(0)) {
+        return false;
+    }
+    off(v.received_date.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_030_018_700;
+
+    fn view(msg: &str) -> MailView {
+        MailView::parse(msg.replace('\n', "\r\n").as_bytes())
+    }
+
+    fn fm() -> Arc<Freemail> {
+        Arc::new(Freemail {
+            domains: ["gmail.com".to_string(), "yahoo.com".to_string()].into(),
+            wildcards: regex::Regex::new(r"^(?:[^.]*\.yahoo\.co\.uk|hotmail\.[^.]*)$").ok(),
+            welcome: ["boss@gmail.com".to_string()].into(),
+        })
+    }
+
+    fn run(call: &str, msg: &str, env: &str) -> bool {
+        Eval::parse(call, &fm())
+            .expect(call)
+            .run(&view(msg), env, NOW)
+    }
+
+    #[test]
+    fn calls_parse_with_quoted_arguments() {
+        assert_eq!(
+            call("check_for_shifted_date('-6', '-3')"),
+            Some(("check_for_shifted_date", vec!["-6".into(), "-3".into()]))
+        );
+        assert_eq!(call("html_test('html')").unwrap().1, vec!["html"]);
+        assert_eq!(
+            call("subject_is_all_caps()").unwrap().1,
+            Vec::<String>::new()
+        );
+        assert!(Eval::parse("check_rbl('x', 'y')", &fm()).is_err());
+        assert!(Eval::parse("check_for_mime('mime_qp_long_line')", &fm()).is_err());
+    }
+
+    #[test]
+    fn from_domains_and_envelope() {
+        let m = "From: a@news.example.com\nTo: b@example.net\n\nhi\n";
+        assert!(!run(
+            "check_equal_from_domains()",
+            m,
+            "bounce@mail.example.com"
+        ));
+        assert!(run("check_equal_from_domains()", m, "bounce@other.org"));
+        assert!(!run("check_equal_from_domains()", m, ""));
+        assert!(run(
+            "check_for_matching_env_and_hdr_from()",
+            m,
+            "A@news.example.com"
+        ));
+        assert_eq!(org_domain("a.b.example.co.uk"), "example.co.uk");
+    }
+
+    #[test]
+    fn dates_shifted_against_receipt() {
+        let m = "Received: from x by y; Mon, 26 Aug 2002 12:00:00 +0000\nDate: Mon, 26 Aug 2002 20:00:00 +0000\nFrom: a@b.c\n\nhi\n";
+        assert!(run("check_for_shifted_date('6', '12')", m, ""));
+        assert!(!run("check_for_shifted_date('-6', '-3')", m, ""));
+        assert!(run("check_for_shifted_date('3', 'undef')", m, ""));
+    }
+
+    #[test]
+    fn freemail_tests() {
+        let m = "From: Someone <joe123@gmail.com>\nReply-To: other@yahoo.com\nTo: x@example.net\n\nhi\n";
+        assert!(run("check_freemail_from()", m, ""));
+        assert!(run("check_freemail_from('\\d@')", m, ""));
+        assert!(run("check_freemail_replyto('replyto')", m, ""));
+        assert!(run(
+            "check_freemail_header('EnvelopeFrom', '\\d@')",
+            m,
+            "x9@mail.yahoo.co.uk"
+        ));
+        assert!(!run(
+            "check_freemail_header('EnvelopeFrom')",
+            m,
+            "x@example.org"
+        ));
+        assert!(run(
+            "check_freemail_from()",
+            "From: x@hotmail.fr\n\nhi\n",
+            ""
+        ));
+        assert!(!run(
+            "check_freemail_from()",
+            "From: x@hotmail.co.uk\n\nhi\n",
+            ""
+        ));
+        let mut f = Freemail::default();
+        f.add_domains(&["hotmail.*".into(), "*.att.ne.jp".into(), "gmx.de".into()]);
+        f.add_domains(&["aol.co*.*".into()]);
+        assert!(f.is_freemail("a@hotmail.com") && f.is_freemail("a@x.att.ne.jp"));
+        assert!(f.is_freemail("a@gmx.de") && f.is_freemail("a@aol.co.uk"));
+        assert!(!f.is_freemail("a@att.ne.jp") && !f.is_freemail("a@example.com"));
+        let boss = "From: boss@gmail.com\nTo: x@example.net\n\nhi\n";
+        assert!(!run("check_freemail_from()", boss, ""));
+    }
+
+    #[test]
+    fn mime_html_and_body_tests() {
+        let html = "From: a@b.c\nTo: d@e.f\nContent-Type: text/html\n\n<html><body><center><img src=x></center></body></html>\n";
+        assert!(run("check_for_mime_html_only()", html, ""));
+        assert!(run("html_test('html')", html, ""));
+        assert!(run("html_tag_exists('center')", html, ""));
+        assert!(!run("html_tag_exists('script')", html, ""));
+        let img = "From: a@b.c\nTo: d@e.f\nContent-Type: text/html\n\n<html><body><img src=x>Buy now</body></html>\n";
+        assert!(run("html_image_only('0000','0400')", img, ""));
+        assert!(!run("html_image_only('0400','0800')", img, ""));
+        assert!(!run("html_image_only('0000','0400')", html, ""));
+        assert!(run("check_body_length('128')", html, ""));
+        let caps = format!(
+            "From: a@b.c\nTo: d@e.f\n\n{}\n",
+            "BUY NOW CHEAP STUFF ".repeat(20)
+        );
+        assert!(run("check_for_uppercase('75', '100')", &caps, ""));
+        assert!(!run("check_for_uppercase('0', '50')", &caps, ""));
+        assert!(run(
+            "check_for_missing_to_header()",
+            "From: a@b.c\n\nhi\n",
+            ""
+        ));
+        assert!(run(
+            "check_header_count_range('Subject','2','999')",
+            "Subject: a\nSubject: b\n\nhi\n",
+            ""
+        ));
+    }
+
+    #[test]
+    fn outlook_ids_with_the_wrong_clock() {
+        // A token matching neither the Date nor the Received time.
+        let forged = "Message-ID: <000001c2a1b2$00000000$0100a8c0@pc>\nDate: Mon, 26 Aug 2002 12:00:00 +0000\n\nhi\n";
+        assert!(run("check_outlook_message_id()", forged, ""));
+        // The token Outlook would have written at that Date.
+        let t = (1_030_363_200f64 * 0.0023283064365387 + 27111902.8329849) as i64;
+        let good = format!(
+            "Message-ID: <0000{t:08x}$00000000$0100a8c0@pc>\nDate: Mon, 26 Aug 2002 12:00:00 +0000\n\nhi\n"
+        );
+        assert!(!run("check_outlook_message_id()", &good, ""));
+    }
+}
