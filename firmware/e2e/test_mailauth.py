@@ -193,6 +193,9 @@ def test_inbound_mail_failing_dmarc_with_reject_is_marked_and_scored(server, zon
     assert ar.startswith(f"{HOSTNAME};"), ar
     assert "spf=fail" in ar and "smtp.mailfrom=mallory@bad.example" in ar, ar
     assert "dmarc=fail header.from=bad.example policy.dmarc=reject" in ar, ar
+    # iprev (RFC 8601 3): the client's reverse DNS (the resolver answers
+    # 127.0.0.1's itself: localhost).
+    assert "iprev=pass policy.iprev=127.0.0.1" in ar, ar
     score = header(stored, "X-Spam-Score")
     assert "DMARC_REJECT=4" in score, score
     assert float(score.split()[0]) >= 4.0, score

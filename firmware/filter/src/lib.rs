@@ -28,6 +28,7 @@ pub mod checks;
 pub mod gate;
 pub mod message;
 pub mod policy;
+pub mod relays;
 pub mod report;
 pub mod rules;
 pub mod sa;

@@ -47,6 +47,9 @@ pub struct MailView {
     /// Time of the newest Received header (when the message arrived at its
     /// last hop), Unix seconds.
     pub received_date: Option<i64>,
+    /// The date of every Received header that has one, newest first (at
+    /// most [`crate::relays::RECEIVED_MAX`]).
+    pub received_dates: Vec<i64>,
     pub message_id_raw: Option<String>,
     /// Visible text of every text part, HTML rendered to text.
     pub text: String,
@@ -63,12 +66,23 @@ pub struct MailView {
     pub html_images: usize,
     /// Some text part was sent base64-encoded.
     pub base64_text: bool,
+    /// A text part in base64 without a charset or in US-ASCII
+    /// (SpamAssassin's `mime_base64_encoded_text`).
+    pub base64_ascii_text: bool,
+    /// The length of the HTML parts' source (SpamAssassin's HTML length).
+    pub html_len: usize,
+    /// Some part is in base64 / in quoted-printable.
+    pub base64_parts: bool,
+    pub qp_parts: bool,
     /// The header section has raw 8-bit bytes (not RFC 2047 encoded).
     pub header_8bit: bool,
     pub attachments: usize,
     /// Outcomes of the MX's SPF/DKIM/DMARC checks that are scored
     /// (`DMARC_REJECT`, `DMARC_QUARANTINE`); empty unless the caller set them.
     pub auth_marks: Vec<String>,
+    /// The hand-over to mxrack (client address, HELO, reverse DNS), when
+    /// the caller knows it: the newest relay of SpamAssassin's rules.
+    pub hop: Option<crate::relays::Relay>,
 }
 
 static URI_RE: LazyLock<Regex> = LazyLock::new(|| {
@@ -219,6 +233,14 @@ impl MailView {
             .and_then(|r| r.date())
             .filter(|d| d.is_valid())
             .map(|d| d.to_timestamp());
+        view.received_dates = parsed
+            .header_values("Received")
+            .filter_map(|v| v.as_received())
+            .filter_map(|r| r.date())
+            .filter(|d| d.is_valid())
+            .map(|d| d.to_timestamp())
+            .take(crate::relays::RECEIVED_MAX)
+            .collect();
         view.message_id_raw = view.header_raw("Message-ID").map(str::to_string);
 
         for (i, part) in parsed.parts.iter().enumerate() {
@@ -226,6 +248,10 @@ impl MailView {
             let base64 = part
                 .content_transfer_encoding()
                 .is_some_and(|e| e.eq_ignore_ascii_case("base64"));
+            view.base64_parts |= base64;
+            view.qp_parts |= part
+                .content_transfer_encoding()
+                .is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"));
             match &part.body {
                 PartType::Text(text) => {
                     if parsed
@@ -237,6 +263,7 @@ impl MailView {
                     }
                     view.has_text_plain = true;
                     view.base64_text |= base64;
+                    view.base64_ascii_text |= base64 && ascii_or_none(charset);
                     push_bounded(&mut view.raw_parts, text);
                 }
                 PartType::Html(html) => {
@@ -249,7 +276,9 @@ impl MailView {
                     }
                     view.has_html = true;
                     view.base64_text |= base64;
+                    view.base64_ascii_text |= base64 && ascii_or_none(charset);
                     view.html_images += count_ci(html, "<img");
+                    view.html_len = view.html_len.saturating_add(html.len());
                     push_bounded(&mut view.raw_parts, html);
                 }
                 PartType::Binary(_) | PartType::InlineBinary(_) => view.attachments += 1,
@@ -329,6 +358,14 @@ impl MailView {
         }
         out
     }
+}
+
+/// No charset, or US-ASCII by one of its names.
+fn ascii_or_none(charset: Option<&str>) -> bool {
+    charset.is_none_or(|c| {
+        let c = c.to_ascii_lowercase();
+        c == "us-ascii" || c == "ascii" || c == "ansi_x3.4-1968"
+    })
 }
 
 /// Counts case-insensitive occurrences of an ASCII needle.

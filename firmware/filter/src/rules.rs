@@ -258,78 +258,86 @@ impl RuleSet {
     /// file order (meta rules after the others, in their order), without
     /// SpamAssassin's `__` sub-rules (they only feed metas).
     pub fn evaluate(&self, view: &MailView, envelope_from: &str, now: i64) -> Vec<&Rule> {
-        let mut hit = vec![false; self.rules.len()];
+        // Each rule's value: 1/0 (a count for SpamAssassin's `tflags
+        // multiple`, a meta's own value), `None` when it cannot be told
+        // (a SpamAssassin pattern at its backtracking limit, a meta hanging
+        // on a rule mxrack cannot run).
+        let mut state: Vec<Option<f64>> = vec![Some(0.0); self.rules.len()];
         let mut all_headers: Option<String> = None;
-        let mut sa_body: Option<String> = None;
-        let mut sa_all: Option<String> = None;
+        let mut sa_body: Option<Vec<String>> = None;
+        let mut sa_raw: Option<Vec<String>> = None;
         let mut sa_uris: Option<Vec<String>> = None;
+        let mut sa_cache = sa::SaCache {
+            hop: view.hop.clone(),
+            ..sa::SaCache::default()
+        };
+        let b2f = |v: bool| Some(f64::from(u8::from(v)));
         for (i, rule) in self.rules.iter().enumerate() {
-            hit[i] = match &rule.kind {
+            state[i] = match &rule.kind {
                 RuleKind::Header { name, pattern } => {
                     if name.eq_ignore_ascii_case("ALL") {
                         let text = all_headers.get_or_insert_with(|| view.all_headers());
-                        pattern.is_match(text)
+                        b2f(pattern.is_match(text))
                     } else {
-                        view.headers_named(name).any(|v| pattern.is_match(v))
+                        b2f(view.headers_named(name).any(|v| pattern.is_match(v)))
                     }
                 }
-                RuleKind::Body(p) => p.is_match(&view.text),
-                RuleKind::RawBody(p) => p.is_match(&view.raw_parts),
-                RuleKind::Uri(p) => view.uris.iter().any(|u| p.is_match(u)),
-                RuleKind::Full(p) => p.is_match(&view.full),
-                RuleKind::Builtin => checks::run(&rule.name, view, envelope_from, now),
-                RuleKind::SaHeader(h) => h.hits(view, envelope_from, &mut sa_all),
-                RuleKind::SaBody(p) => p.is_match(sa_body.get_or_insert_with(|| {
-                    format!("{}\n{}", view.subject.as_deref().unwrap_or(""), view.text)
-                })),
-                RuleKind::SaRawBody(p) => p.is_match(&view.raw_parts),
-                RuleKind::SaUri(p) => sa_uris
-                    .get_or_insert_with(|| sa::uri_list(view))
-                    .iter()
-                    .any(|u| p.is_match(u)),
-                RuleKind::SaFull(p) => p.is_match(&view.full),
-                RuleKind::SaEval(e) => e.run(view, envelope_from, now),
-                RuleKind::Bayes | RuleKind::Meta { .. } | RuleKind::Expr(_) => false,
+                RuleKind::Body(p) => b2f(p.is_match(&view.text)),
+                RuleKind::RawBody(p) => b2f(p.is_match(&view.raw_parts)),
+                RuleKind::Uri(p) => b2f(view.uris.iter().any(|u| p.is_match(u))),
+                RuleKind::Full(p) => b2f(p.is_match(&view.full)),
+                RuleKind::Builtin => b2f(checks::run(&rule.name, view, envelope_from, now)),
+                RuleKind::SaHeader(h) => h.hits(view, envelope_from, &mut sa_cache),
+                RuleKind::SaBody(p) => {
+                    sa::count_hits(p, sa_body.get_or_insert_with(|| sa::body_paragraphs(view)))
+                }
+                RuleKind::SaRawBody(p) => {
+                    sa::count_hits(p, sa_raw.get_or_insert_with(|| sa::raw_chunks(view)))
+                }
+                RuleKind::SaUri(p) => {
+                    sa::count_hits(p, sa_uris.get_or_insert_with(|| sa::uri_list(view)))
+                }
+                RuleKind::SaFull(p) => p.hits(&view.full).map(f64::from),
+                RuleKind::SaEval(e) => {
+                    let relays = sa_cache
+                        .relays
+                        .get_or_insert_with(|| crate::relays::relays(view, sa_cache.hop.as_ref()));
+                    b2f(e.run(view, envelope_from, now, relays))
+                }
+                RuleKind::Bayes | RuleKind::Meta { .. } | RuleKind::Expr(_) => Some(0.0),
             };
         }
+        let hit = |v: Option<f64>| v.is_some_and(|v| v != 0.0);
         let names: HashSet<&str> = self
             .rules
             .iter()
-            .zip(&hit)
-            .filter(|(_, h)| **h)
+            .zip(&state)
+            .filter(|(_, v)| hit(**v))
             .map(|(r, _)| r.name.as_str())
             .collect();
         // Metas in set order: an expression names only rules before it.
-        // A meta whose value hangs on a rule mxrack cannot run is unknown
-        // (not hit), and so are metas that hang on it.
-        let mut state: Vec<Option<bool>> = hit.iter().map(|h| Some(*h)).collect();
         let mut metas = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            let matched = match &rule.kind {
+            let value = match &rule.kind {
                 RuleKind::Meta { all, any, none } => {
-                    all.iter().all(|n| names.contains(n.as_str()))
+                    b2f(all.iter().all(|n| names.contains(n.as_str()))
                         && (any.is_empty() || any.iter().any(|n| names.contains(n.as_str())))
-                        && !none.iter().any(|n| names.contains(n.as_str()))
+                        && !none.iter().any(|n| names.contains(n.as_str())))
                 }
-                RuleKind::Expr(e) => match e.eval(&state) {
-                    Some(v) => v != 0.0,
-                    None => {
-                        state[i] = None;
-                        continue;
-                    }
-                },
+                RuleKind::Expr(e) => e.eval(&state),
                 _ => continue,
             };
-            hit[i] = matched;
-            state[i] = Some(matched);
-            if matched {
+            state[i] = value;
+            if hit(value) {
                 metas.push(rule);
             }
         }
         self.rules
             .iter()
-            .zip(&hit)
-            .filter(|(r, h)| **h && !matches!(r.kind, RuleKind::Meta { .. } | RuleKind::Expr(_)))
+            .zip(&state)
+            .filter(|(r, v)| {
+                hit(**v) && !matches!(r.kind, RuleKind::Meta { .. } | RuleKind::Expr(_))
+            })
             .map(|(r, _)| r)
             .chain(metas)
             .filter(|r| !r.name.starts_with("__"))

@@ -64,23 +64,53 @@ const BACKTRACK_LIMIT: usize = 200_000;
 /// SpamAssassin's score set for Bayes on, network tests off.
 const SCORE_SET: usize = 2;
 
-/// A compiled Perl pattern.
+/// Most matches a `tflags multiple` rule counts when it names no
+/// `maxhits`.
+pub const MAX_HITS_CAP: u32 = 1_000;
+
+/// The engine a compiled Perl pattern runs on.
 #[derive(Debug, Clone)]
-pub enum Pattern {
+pub enum Engine {
     /// The `regex` crate on bytes: linear time.
     Plain(regex::bytes::Regex),
     /// Lookaround or backreferences: `fancy-regex`, bounded backtracking.
     Fancy(Box<fancy_regex::Regex>),
 }
 
+/// A compiled Perl pattern, and how many matches its rule counts (1, or
+/// `maxhits` for `tflags multiple`).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub engine: Engine,
+    pub max_hits: u32,
+}
+
 impl Pattern {
-    /// True when the pattern matches `text`. A fancy pattern that reaches
-    /// its backtracking limit does not match.
-    pub fn is_match(&self, text: &str) -> bool {
-        match self {
-            Pattern::Plain(r) => r.is_match(text.as_bytes()),
-            Pattern::Fancy(r) => r.is_match(text).unwrap_or(false),
+    /// How many times the pattern matches `text`, up to `max_hits`; `None`
+    /// when a fancy pattern reached its backtracking limit before a first
+    /// match (the answer is unknown).
+    pub fn hits(&self, text: &str) -> Option<u32> {
+        let max = self.max_hits.max(1) as usize;
+        match &self.engine {
+            Engine::Plain(r) if max == 1 => Some(u32::from(r.is_match(text.as_bytes()))),
+            Engine::Plain(r) => Some(r.find_iter(text.as_bytes()).take(max).count() as u32),
+            Engine::Fancy(r) => {
+                let mut n = 0u32;
+                for m in r.find_iter(text).take(max) {
+                    match m {
+                        Ok(_) => n += 1,
+                        Err(_) if n == 0 => return None,
+                        Err(_) => break,
+                    }
+                }
+                Some(n)
+            }
         }
+    }
+
+    /// True when the pattern matches `text` (an unknown answer is false).
+    pub fn is_match(&self, text: &str) -> bool {
+        self.hits(text).is_some_and(|n| n > 0)
     }
 
     /// Compiles a Perl pattern body with its flags (`i`, `m`, `s`, `x`;
@@ -102,12 +132,15 @@ impl Pattern {
                 .dot_matches_new_line(s)
                 .ignore_whitespace(x)
                 .unicode(unicode)
-                .octal(true)
                 .size_limit(PATTERN_SIZE_MAX)
                 .build()
         };
+        let pattern = |engine| Pattern {
+            engine,
+            max_hits: 1,
+        };
         match build(false).or_else(|_| build(true)) {
-            Ok(r) => Ok(Pattern::Plain(r)),
+            Ok(r) => Ok(pattern(Engine::Plain(r))),
             Err(plain) => {
                 let inline: String = [(i, 'i'), (m, 'm'), (s, 's'), (x, 'x')]
                     .iter()
@@ -123,7 +156,7 @@ impl Pattern {
                     .backtrack_limit(BACKTRACK_LIMIT)
                     .delegate_size_limit(PATTERN_SIZE_MAX)
                     .build()
-                    .map(|r| Pattern::Fancy(Box::new(r)))
+                    .map(|r| pattern(Engine::Fancy(Box::new(r))))
                     .map_err(|fancy| {
                         let plain = plain.to_string();
                         let first = plain.lines().last().unwrap_or("").trim().to_string();
@@ -148,6 +181,21 @@ fn translate(perl: &str) -> Result<String, String> {
                     return Err("a pattern ending in a backslash".into());
                 };
                 match n {
+                    // Octal escapes (`\0`, `\012`) as hex: `\1`..`\9` stay
+                    // back-references, which only the fancy engine runs.
+                    '0' => {
+                        let mut value = 0u32;
+                        for _ in 0..2 {
+                            match chars.peek().and_then(|c| c.to_digit(8)) {
+                                Some(d) => {
+                                    value = value * 8 + d;
+                                    chars.next();
+                                }
+                                None => break,
+                            }
+                        }
+                        out.push_str(&format!(r"\x{value:02x}"));
+                    }
                     'Z' => out.push_str(r"(?:\n?\z)"),
                     'h' if in_class => out.push_str(r" \t"),
                     'h' => out.push_str(r"[ \t]"),
@@ -224,8 +272,9 @@ fn perl_comment_start(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> b
 }
 
 /// Characters regex-syntax accepts after a backslash.
+/// (`\<` and `\>` are word boundaries there: a Perl `\<` is a literal.)
 fn regex_syntax_escapable(c: char) -> bool {
-    regex_syntax_meta(c) || matches!(c, '-' | '&' | '~' | '#' | ' ' | '<' | '>' | '!')
+    regex_syntax_meta(c) || matches!(c, '-' | '&' | '~' | '#' | ' ' | '!')
 }
 
 fn regex_syntax_meta(c: char) -> bool {
@@ -341,14 +390,14 @@ impl BinOp {
 }
 
 impl Expr {
-    /// The value given each rule's state (`Some(hit)`, or `None` when it
-    /// is unknown); `None` when the result depends on an unknown (Kleene
+    /// The value given each rule's state (its value: 1 or 0, a count for
+    /// `tflags multiple`, a meta's own value; `None` when it is unknown); `None` when the result depends on an unknown (Kleene
     /// logic: `0 && ?` is 0, `1 || ?` is 1). Depth bounded by the parser.
-    pub fn eval(&self, state: &[Option<bool>]) -> Option<f64> {
+    pub fn eval(&self, state: &[Option<f64>]) -> Option<f64> {
         let b2f = |v: bool| f64::from(u8::from(v));
         match self {
             Expr::Num(n) => Some(*n),
-            Expr::Rule(i) => state.get(*i).copied().flatten().map(b2f),
+            Expr::Rule(i) => state.get(*i).copied().flatten(),
             Expr::Unknown => None,
             Expr::Not(e) => e.eval(state).map(|v| b2f(v == 0.0)),
             Expr::Neg(e) => e.eval(state).map(|v| -v),
@@ -587,6 +636,17 @@ fn resolve(e: &Raw, index: &HashMap<String, usize>, unknown: &HashSet<String>) -
 
 // ---- header rules ----------------------------------------------------------
 
+/// What SpamAssassin's rules look at that is worked out once per message.
+#[derive(Debug, Default)]
+pub struct SaCache {
+    /// `ALL`: the header section as written.
+    pub all: Option<String>,
+    /// The relays (`X-Spam-Relays-*`).
+    pub relays: Option<crate::relays::Relays>,
+    /// The current hand-over, when the caller knows it.
+    pub hop: Option<crate::relays::Relay>,
+}
+
 /// Which text of a header a header rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeaderPart {
@@ -650,12 +710,14 @@ fn display_name(v: &str) -> String {
 impl HeaderRule {
     /// SpamAssassin's `get()`: every instance of the header, joined by
     /// newlines; `None` when the message has none.
-    fn text(
-        &self,
-        view: &MailView,
-        envelope_from: &str,
-        all: &mut Option<String>,
-    ) -> Option<String> {
+    fn text(&self, view: &MailView, envelope_from: &str, cache: &mut SaCache) -> Option<String> {
+        if crate::relays::is_relay_header(&self.header) {
+            let relays = cache
+                .relays
+                .get_or_insert_with(|| crate::relays::relays(view, cache.hop.as_ref()));
+            return relays.pseudo_header(&self.header).filter(|s| !s.is_empty());
+        }
+        let all = &mut cache.all;
         let names: &[&str] = match self.header.as_str() {
             "ALL" => {
                 // The header section as written (unfolded), a line each.
@@ -704,25 +766,25 @@ impl HeaderRule {
         }
         if out.is_empty() {
             None
-        } else if self.header == "ToCc" {
-            Some(out.join(", "))
         } else {
             Some(out.join("\n"))
         }
     }
 
-    pub fn hits(&self, view: &MailView, envelope_from: &str, all: &mut Option<String>) -> bool {
-        let text = self.text(view, envelope_from, all);
+    /// 1 when the rule hits, 0 when not, `None` when a pattern could not
+    /// tell (its backtracking limit).
+    pub fn hits(&self, view: &MailView, envelope_from: &str, cache: &mut SaCache) -> Option<f64> {
+        let text = self.text(view, envelope_from, cache);
+        let b2f = |v: bool| f64::from(u8::from(v));
         match &self.test {
-            HeaderTest::Exists => text.is_some(),
-            HeaderTest::Matches(p) | HeaderTest::NotMatches(p) => {
+            HeaderTest::Exists => Some(b2f(text.is_some())),
+            HeaderTest::Matches(p) => {
                 let text = text.or_else(|| self.if_unset.clone()).unwrap_or_default();
-                let m = p.is_match(&text);
-                if matches!(self.test, HeaderTest::Matches(_)) {
-                    m
-                } else {
-                    !m
-                }
+                p.hits(&text).map(f64::from)
+            }
+            HeaderTest::NotMatches(p) => {
+                let text = text.or_else(|| self.if_unset.clone()).unwrap_or_default();
+                p.hits(&text).map(|n| b2f(n == 0))
             }
         }
     }
@@ -731,7 +793,9 @@ impl HeaderRule {
 /// Pseudo-headers SpamAssassin makes that mxrack does not (yet): rules on
 /// them are skipped, as `!~` on an absent header would always hit.
 fn unsupported_pseudo_header(h: &str) -> bool {
-    h.starts_with("X-Spam-") || h.starts_with("ALL-") || h.starts_with("__")
+    (h.starts_with("X-Spam-") && !crate::relays::is_relay_header(h))
+        || h.starts_with("ALL-")
+        || h.starts_with("__")
 }
 
 fn parse_header_rule(rest: &str) -> Result<HeaderRule, String> {
@@ -784,6 +848,93 @@ fn parse_header_rule(rest: &str) -> Result<HeaderRule, String> {
         },
         if_unset,
     })
+}
+
+/// A rule's value over several texts: the sum of its matches, up to its
+/// `max_hits` (1 for most rules); `None` when a text could not be told and
+/// nothing matched.
+pub fn count_hits(p: &Pattern, texts: &[String]) -> Option<f64> {
+    let max = p.max_hits.max(1);
+    let mut n = 0u32;
+    let mut unknown = false;
+    for t in texts {
+        match p.hits(t) {
+            Some(k) => n = n.saturating_add(k),
+            None => unknown = true,
+        }
+        if n >= max {
+            return Some(f64::from(max));
+        }
+    }
+    if unknown && n == 0 {
+        None
+    } else {
+        Some(f64::from(n))
+    }
+}
+
+/// Longest paragraph or raw chunk matched at once (SpamAssassin splits the
+/// body so; it also bounds what one fancy pattern may backtrack over).
+pub const CHUNK_CHARS_MAX: usize = 2_048;
+
+/// What `body` rules see, as SpamAssassin makes it: the Subject, then the
+/// visible text in paragraphs (split at blank lines, white space runs made
+/// one space), long ones cut at [`CHUNK_CHARS_MAX`].
+pub fn body_paragraphs(view: &MailView) -> Vec<String> {
+    let mut out = vec![view.subject.clone().unwrap_or_default()];
+    let mut para = String::new();
+    let flush = |para: &mut String, out: &mut Vec<String>| {
+        if !para.is_empty() {
+            out.push(std::mem::take(para));
+        }
+    };
+    for line in view.text.lines() {
+        if line.trim().is_empty() {
+            flush(&mut para, &mut out);
+            continue;
+        }
+        for word in line.split_whitespace() {
+            if para.len() + word.len() + 1 > CHUNK_CHARS_MAX {
+                flush(&mut para, &mut out);
+            }
+            if !para.is_empty() {
+                para.push(' ');
+            }
+            para.push_str(word);
+        }
+    }
+    flush(&mut para, &mut out);
+    out
+}
+
+/// What `rawbody` rules see: the decoded parts in chunks of whole lines of
+/// about [`CHUNK_CHARS_MAX`] characters.
+pub fn raw_chunks(view: &MailView) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chunk = String::new();
+    for line in view.raw_parts.split_inclusive('\n') {
+        if !chunk.is_empty() && chunk.len() + line.len() > CHUNK_CHARS_MAX {
+            out.push(std::mem::take(&mut chunk));
+        }
+        if line.len() > CHUNK_CHARS_MAX {
+            // One very long line: cut at character boundaries.
+            let mut rest = line;
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(CHUNK_CHARS_MAX);
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.push(rest[..cut].to_string());
+                rest = &rest[cut..];
+            }
+            continue;
+        }
+        chunk.push_str(line);
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
 }
 
 /// The URIs `uri` rules see: the message's links, then the addresses in
@@ -876,6 +1027,8 @@ struct Reader {
     replace: HashSet<String>,
     freemail: Freemail,
     freemail_entries: Vec<String>,
+    /// `tflags multiple` rules: how many matches each counts.
+    max_hits: HashMap<String, u32>,
 }
 
 impl Reader {
@@ -916,6 +1069,26 @@ impl Reader {
             }
             "describe" => {
                 self.describe.insert(name.to_string(), rest.to_string());
+                return;
+            }
+            "tflags" => {
+                let mut multiple = false;
+                let mut max = None;
+                for f in rest.split_whitespace() {
+                    if f == "multiple" {
+                        multiple = true;
+                    } else if let Some(n) = f.strip_prefix("maxhits=") {
+                        max = n.parse::<u32>().ok();
+                    }
+                }
+                if multiple {
+                    self.max_hits.insert(
+                        name.to_string(),
+                        max.unwrap_or(MAX_HITS_CAP).min(MAX_HITS_CAP),
+                    );
+                } else {
+                    self.max_hits.remove(name);
+                }
                 return;
             }
             "replace_tag" => {
@@ -1030,20 +1203,80 @@ fn strip_comment(line: &str) -> String {
 pub fn parse(files: &[(String, String)]) -> Result<SaRules, FilterError> {
     let mut r = Reader::default();
     for (_, text) in files {
+        // Each open `if`/`ifplugin` block and whether it is read.
+        let mut blocks: Vec<bool> = Vec::new();
         for line in text.lines() {
             let line = strip_comment(line);
             if line.is_empty() {
                 continue;
             }
-            // Conditionals: every block is read (see the module text).
-            let first = line.split_whitespace().next().unwrap_or("");
-            if matches!(first, "if" | "ifplugin" | "else" | "endif") {
-                continue;
+            let (first, rest) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+            match first {
+                "ifplugin" => blocks.push(true),
+                "if" => blocks.push(condition(rest)),
+                "else" => {
+                    if let Some(top) = blocks.last_mut() {
+                        *top = !*top;
+                    }
+                }
+                "endif" => {
+                    blocks.pop();
+                }
+                _ if blocks.iter().all(|b| *b) => r.line(&line),
+                _ => {}
             }
-            r.line(&line);
         }
     }
     build(r, files.len())
+}
+
+/// An `if` condition, as SpamAssassin 4.0 with every plugin loaded reads
+/// it: `plugin(...)`, `can(...)` and `has(...)` are true, `version` is
+/// 4.000001; what does not parse is false.
+fn condition(expr: &str) -> bool {
+    let mut text = String::with_capacity(expr.len());
+    let mut rest = expr;
+    while !rest.is_empty() {
+        let lower = rest.to_ascii_lowercase();
+        let call = ["plugin(", "can(", "has("]
+            .iter()
+            .filter_map(|c| lower.find(c).map(|at| (at, c.len())))
+            .min();
+        match call {
+            Some((at, len)) => {
+                text.push_str(&rest[..at]);
+                let after = &rest[at + len..];
+                let close = after.find(')').map_or(after.len(), |i| i + 1);
+                text.push_str(" 1 ");
+                rest = &after[close..];
+            }
+            None => {
+                text.push_str(rest);
+                rest = "";
+            }
+        }
+    }
+    let words: Vec<String> = text
+        .split_inclusive(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(|w| {
+            let (word, sep) = w.split_at(
+                w.trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .len(),
+            );
+            let word = match word {
+                "perl_version" => "5.036",
+                "version" => "4.000001",
+                other => other,
+            };
+            format!("{word}{sep}")
+        })
+        .collect();
+    let Ok(e) = parse_expr(&words.concat()) else {
+        return false;
+    };
+    resolve(&e, &HashMap::new(), &HashSet::new())
+        .eval(&[])
+        .is_some_and(|v| v != 0.0)
 }
 
 /// Reads every `*.cf` in `dir`, sorted by name (at most [`FILES_MAX`], each
@@ -1130,6 +1363,7 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
             }
             Pattern::compile(&p, &flags, multi_line)
         };
+        let max_hits = r.max_hits.get(name.as_str()).copied().unwrap_or(1);
         let kind = match def {
             Def::Skipped(why) => {
                 skip(why.clone());
@@ -1151,6 +1385,15 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
             Def::Bayes => RuleKind::Bayes,
             Def::Eval(text) => match Eval::parse(text, &freemail) {
                 Ok(e) => RuleKind::SaEval(Box::new(e)),
+                Err(_)
+                    if crate::sa_eval::is_network_test(
+                        text.split('(').next().unwrap_or("").trim(),
+                    ) =>
+                {
+                    // Known not to hit with network tests off: metas see 0.
+                    skip("network test".into());
+                    continue;
+                }
                 Err(why) => {
                     skip(why);
                     unknown.insert(name.clone());
@@ -1170,12 +1413,22 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
                 }
             },
             Def::Body(rest) | Def::RawBody(rest) | Def::Uri(rest) | Def::Full(rest) => {
-                let multi_line = matches!(def, Def::Body(_) | Def::RawBody(_));
+                // rawbody runs on chunks of lines: `^` at each line.
+                let multi_line = matches!(def, Def::RawBody(_));
                 match body_pattern(rest, multi_line) {
-                    Ok(p) => match def {
-                        Def::Body(_) => RuleKind::SaBody(p),
-                        Def::RawBody(_) => RuleKind::SaRawBody(p),
-                        Def::Uri(_) => RuleKind::SaUri(p),
+                    Ok(mut p) => match def {
+                        Def::Body(_) => {
+                            p.max_hits = max_hits;
+                            RuleKind::SaBody(p)
+                        }
+                        Def::RawBody(_) => {
+                            p.max_hits = max_hits;
+                            RuleKind::SaRawBody(p)
+                        }
+                        Def::Uri(_) => {
+                            p.max_hits = max_hits;
+                            RuleKind::SaUri(p)
+                        }
                         _ => RuleKind::SaFull(p),
                     },
                     Err(_) => {
@@ -1352,8 +1605,23 @@ mod tests {
         );
         // Lookahead needs the fancy engine.
         let p = Pattern::compile(r"foo(?!bar)", "i", false).unwrap();
-        assert!(matches!(p, Pattern::Fancy(_)));
+        assert!(matches!(p.engine, Engine::Fancy(_)));
         assert!(p.is_match("FOObaz") && !p.is_match("foobar"));
+        // Octal escapes are bytes; \1 is a back-reference (fancy engine);
+        // \< and \> are the characters.
+        assert!(
+            Pattern::compile(r"a\012b", "", false)
+                .unwrap()
+                .is_match("a\nb")
+        );
+        let p = Pattern::compile(r"(\w+) \1", "", false).unwrap();
+        assert!(matches!(p.engine, Engine::Fancy(_)));
+        assert!(p.is_match("it is is") && !p.is_match("it is"));
+        assert!(
+            Pattern::compile(r"\s*\<", "", false)
+                .unwrap()
+                .is_match("\" <j@x.org>")
+        );
         // A class starting with ']' and a lone '[' inside one.
         assert!(Pattern::compile(r"[][]", "", false).unwrap().is_match("["));
     }
@@ -1382,7 +1650,7 @@ meta     META_COUNT   (__SUB_A + __SUB_B + NOT_THERE) > 1
 meta     META_OF_META META_BOTH && !NOT_THERE
 body     ZERO         /click/
 score    ZERO         0
-header   RELAYS       X-Spam-Relays-Untrusted =~ /rdns= /
+header   RELAYS       ALL-TRUSTED =~ /rdns= /
 body     EVAL_RULE    eval:check_stock_info()
 "#;
         let got = hits(cf, MSG);
@@ -1419,10 +1687,7 @@ body     EVAL_RULE    eval:check_stock_info()
         assert_eq!(rules.set.score_of("SUBJ_VIAGRA"), Some(2.5));
         assert_eq!(rules.set.score_of("CLICK_HERE"), Some(1.0));
         assert_eq!(rules.skipped.get("eval:check_stock_info"), Some(&1));
-        assert_eq!(
-            rules.skipped.get("pseudo-header X-Spam-Relays-Untrusted"),
-            Some(&1)
-        );
+        assert_eq!(rules.skipped.get("pseudo-header ALL-TRUSTED"), Some(&1));
         assert_eq!(rules.skipped.get("score 0"), Some(&1));
     }
 
@@ -1441,7 +1706,7 @@ body     EVAL_RULE    eval:check_stock_info()
             .into();
         let none = HashSet::new();
         let e = resolve(&e, &idx, &none);
-        let s = |v: [bool; 3]| v.map(Some);
+        let s = |v: [bool; 3]| v.map(|b| Some(f64::from(u8::from(b))));
         assert_eq!(e.eval(&s([false, true, false])), Some(1.0));
         assert_eq!(e.eval(&s([false, true, true])), Some(0.0));
         assert_eq!(e.eval(&s([true, false, true])), Some(1.0));
@@ -1497,6 +1762,45 @@ body   COMMENTED /a\#b/ # a comment
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(got, vec!["DRUG_TAG", "COMMENTED"]);
+    }
+
+    #[test]
+    fn if_blocks_read_as_spamassassin_4_with_its_plugins() {
+        assert!(condition("(version >= 3.004000)"));
+        assert!(!condition("(version < 4)"));
+        assert!(condition(
+            "can(Mail::SpamAssassin::Conf::feature_bug6558_free)"
+        ));
+        assert!(!condition("!plugin(Mail::SpamAssassin::Plugin::DKIM)"));
+        assert!(condition("perl_version >= 5.010000"));
+        assert!(!condition("what is this"));
+        let cf = "if (version < 4)\nbody OLD /x/\nelse\nbody NEW /x/\nendif\nifplugin Mail::SpamAssassin::Plugin::X\nif !plugin(Mail::SpamAssassin::Plugin::Y)\nbody NOT_Y /x/\nendif\nbody HAS_X /x/\nendif\n";
+        let r = parse(&[("t.cf".into(), cf.into())]).unwrap();
+        let names: Vec<&str> = r.set.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["NEW", "HAS_X"]);
+    }
+
+    #[test]
+    fn multiple_counts_and_paragraphs() {
+        let cf = "body __LINE /^\\s*\\S/\ntflags __LINE multiple maxhits=5\nmeta FEW_LINES __LINE < 3\nbody DEAR /^dear friend/i\n";
+        let r = parse(&[("t.cf".into(), cf.into())]).unwrap();
+        let names = |msg: &str| -> Vec<String> {
+            let v = MailView::parse(msg.replace('\n', "\r\n").as_bytes());
+            r.set
+                .evaluate(&v, "", NOW)
+                .into_iter()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        // Subject + one paragraph: 2 counted.
+        assert_eq!(names("Subject: hi\n\nwords here\n"), ["FEW_LINES"]);
+        assert!(names("Subject: hi\n\na\n\nb\n\nc\n").is_empty());
+        // ^ is a paragraph's start, not any line's.
+        assert_eq!(names("Subject: x\n\nhello\n\nDear friend, hi\n"), ["DEAR"]);
+        assert!(
+            !names("Subject: x\n\nhello there\ndear friend in the middle\n")
+                .contains(&"DEAR".to_string())
+        );
     }
 
     #[test]

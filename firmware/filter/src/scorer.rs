@@ -140,15 +140,22 @@ impl Scorer {
 
     /// [`Scorer::score`] with the outcomes of the MX's authentication checks
     /// (`DMARC_REJECT`, `DMARC_QUARANTINE`) that the built-in checks of those
-    /// names score.
-    pub fn score_with_auth(&self, message: &[u8], envelope_from: &str, marks: &[String]) -> Score {
-        self.score_guarded(message, envelope_from, now_secs(), marks)
+    /// names score, and the hand-over to mxrack (`hop`: the newest relay for
+    /// SpamAssassin's rules, [`crate::relays`]).
+    pub fn score_with_auth(
+        &self,
+        message: &[u8],
+        envelope_from: &str,
+        marks: &[String],
+        hop: Option<crate::relays::Relay>,
+    ) -> Score {
+        self.score_guarded(message, envelope_from, now_secs(), marks, hop)
     }
 
     /// [`Scorer::score`] with the time of scoring given (dates are judged
     /// against the newest Received header, else against `now`).
     pub fn score_at(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
-        self.score_guarded(message, envelope_from, now, &[])
+        self.score_guarded(message, envelope_from, now, &[], None)
     }
 
     fn score_guarded(
@@ -157,11 +164,12 @@ impl Scorer {
         envelope_from: &str,
         now: i64,
         marks: &[String],
+        hop: Option<crate::relays::Relay>,
     ) -> Score {
         // A bug in scoring must cost a score, never the delivery: a panic is
         // caught, logged and the message gets a neutral score that says so.
         let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.score_unguarded(message, envelope_from, now, marks)
+            self.score_unguarded(message, envelope_from, now, marks, hop)
         }));
         scored.unwrap_or_else(|_| {
             tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
@@ -178,9 +186,11 @@ impl Scorer {
         envelope_from: &str,
         now: i64,
         marks: &[String],
+        hop: Option<crate::relays::Relay>,
     ) -> Score {
         let mut view = MailView::parse(message);
         view.auth_marks = marks.to_vec();
+        view.hop = hop;
         score_parsed(&self.store, &self.rules, &view, envelope_from, now)
     }
 

@@ -18,8 +18,8 @@ use mail_auth::hickory_resolver::proto::ProtoErrorKind;
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DmarcResult, MX, MessageAuthenticator, Parameters,
-    ResolverCache, Txt,
+    AuthenticatedMessage, AuthenticationResults, DmarcResult, IprevResult, MX,
+    MessageAuthenticator, Parameters, ResolverCache, Txt,
 };
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
@@ -115,6 +115,10 @@ pub struct Verdict {
     pub header: String,
     /// What the scorer counts: `DMARC_REJECT` or `DMARC_QUARANTINE`.
     pub marks: Vec<String>,
+    /// The client's reverse DNS name, forward-confirmed (RFC 8601 iprev):
+    /// `Some("")` when it has none (or one that does not point back),
+    /// `None` when the lookup failed or timed out.
+    pub rdns: Option<String>,
 }
 
 /// What the SMTP session knows of the sender.
@@ -304,6 +308,7 @@ impl Inbound {
                         }
                     ),
                     marks: Vec::new(),
+                    rdns: None,
                 }
             }
         }
@@ -393,10 +398,14 @@ impl Inbound {
     async fn check_unbounded(&self, env: &Envelope, message: &[u8], complete: bool) -> Verdict {
         let id = self.authserv_id.as_str();
         let helo = env.helo.as_str();
-        let spf_helo = self
-            .auth
-            .verify_spf(self.params(SpfParameters::verify_ehlo(env.ip, helo, id)))
-            .await;
+        // iprev (RFC 8601 3): the client's PTR name, confirmed by its A or
+        // AAAA records; the spam rules read it as the relay's reverse DNS.
+        // Asked beside the HELO's SPF, not after it.
+        let (iprev, spf_helo) = tokio::join!(
+            self.auth.verify_iprev(self.params(env.ip)),
+            self.auth
+                .verify_spf(self.params(SpfParameters::verify_ehlo(env.ip, helo, id)))
+        );
         let spf_mail = if env.mail_from.is_empty() {
             spf_helo.clone()
         } else {
@@ -416,7 +425,17 @@ impl Inbound {
             .rsplit_once('@')
             .map_or(helo, |(_, d)| d)
             .to_ascii_lowercase();
+        let rdns = match &iprev.result {
+            IprevResult::Pass => iprev
+                .ptr
+                .as_ref()
+                .and_then(|p| p.first())
+                .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
+            IprevResult::TempError(_) => None,
+            _ => Some(String::new()),
+        };
         let mut results = AuthenticationResults::new(id)
+            .with_iprev_result(&iprev, env.ip)
             .with_spf_ehlo_result(&spf_helo, env.ip, helo)
             .with_spf_mailfrom_result(&spf_mail, env.ip, &env.mail_from, helo);
         let Some(mut msg) = AuthenticatedMessage::parse(message) else {
@@ -424,6 +443,7 @@ impl Inbound {
             return Verdict {
                 header: format!("Authentication-Results: {text}\r\n"),
                 marks: Vec::new(),
+                rdns,
             };
         };
         let header_from = msg.from().to_string();
@@ -515,7 +535,11 @@ impl Inbound {
             header.push_str(&extra);
             header.push_str("\r\n");
         }
-        Verdict { header, marks }
+        Verdict {
+            header,
+            marks,
+            rdns,
+        }
     }
 }
 

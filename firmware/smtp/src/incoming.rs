@@ -45,6 +45,32 @@ pub struct MessageSink {
     auth: Option<AuthCheck>,
 }
 
+/// The hand-over to us as SpamAssassin's rules see it: our own Received
+/// header (in `trace`), with the client's reverse DNS from the iprev check
+/// (`Some("")`: it has none).
+fn hop_of(trace: &[u8], rdns: Option<String>) -> Option<mxrack_filter::relays::Relay> {
+    let text = std::str::from_utf8(trace).ok()?;
+    let start = text.find("Received: ")? + "Received: ".len();
+    let end = text[start..]
+        .find("\r\n")
+        .map(|i| {
+            // The header runs on over its continuation lines.
+            let mut e = start + i;
+            while text[e..].starts_with("\r\n\t") || text[e..].starts_with("\r\n ") {
+                e = text[e + 2..].find("\r\n").map_or(text.len(), |j| e + 2 + j);
+            }
+            e
+        })
+        .unwrap_or(text.len());
+    let mut hop = mxrack_filter::relays::parse_received(&text[start..end])?;
+    match rdns {
+        Some(name) if !name.is_empty() => hop.rdns = name,
+        Some(_) => hop.no_rdns = true,
+        None => {}
+    }
+    Some(hop)
+}
+
 /// How a message is authenticated when it is sealed.
 pub enum AuthCheck {
     /// Mail at the MX: SPF, DKIM, DMARC, done by this deadline (the DATA
@@ -122,7 +148,7 @@ impl MessageSink {
     async fn seal(&mut self, complete: bool) {
         self.sealed = true;
         let mut score_header = String::new();
-        let (auth_header, marks) = match self.auth.take() {
+        let (auth_header, marks, rdns) = match self.auth.take() {
             Some(AuthCheck::Check {
                 inbound,
                 envelope,
@@ -131,15 +157,16 @@ impl MessageSink {
                 let v = inbound
                     .check(&envelope, &self.prefix, complete, deadline)
                     .await;
-                (v.header, v.marks)
+                (v.header, v.marks, v.rdns)
             }
-            Some(AuthCheck::Fixed(header)) => (header, Vec::new()),
-            None => (String::new(), Vec::new()),
+            Some(AuthCheck::Fixed(header)) => (header, Vec::new(), None),
+            None => (String::new(), Vec::new(), None),
         };
         if let Some((scorer, from)) = self.scorer.take() {
             let prefix = std::mem::take(&mut self.prefix);
+            let hop = hop_of(&self.trace, rdns);
             match mxrack_store::spawn_blocking(move || {
-                let score = scorer.score_with_auth(&prefix, &from, &marks);
+                let score = scorer.score_with_auth(&prefix, &from, &marks, hop);
                 (score, prefix)
             })
             .await
@@ -192,5 +219,26 @@ impl MessageSink {
             (_, Some(e)) => Err(e),
             (None, None) => Err(StoreError::Closed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hop_of;
+
+    const TRACE: &[u8] = b"Return-Path: <a@sender.example>\r\nReceived: from client.example ([192.0.2.7])\r\n\tby mx.example.net (mxrack) with ESMTPS id 00ab for <b@example.net>;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n";
+
+    #[test]
+    fn the_hop_is_our_received_header_with_the_clients_reverse_dns() {
+        let hop = hop_of(TRACE, Some("mail.sender.example".into())).expect("parsed");
+        assert_eq!(
+            hop.as_string(),
+            "[ ip=192.0.2.7 rdns=mail.sender.example helo=client.example by=mx.example.net ident= envfrom= intl=0 id=00ab auth= msa=0 ]"
+        );
+        let none = hop_of(TRACE, Some(String::new())).expect("parsed");
+        assert!(none.rdns.is_empty() && none.no_rdns);
+        let unknown = hop_of(TRACE, None).expect("parsed");
+        assert!(unknown.rdns.is_empty() && !unknown.no_rdns);
+        assert!(hop_of(b"Return-Path: <>\r\n", None).is_none());
     }
 }
