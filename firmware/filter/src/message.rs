@@ -71,6 +71,8 @@ pub struct MailView {
     pub base64_ascii_text: bool,
     /// The length of the HTML parts' source (SpamAssassin's HTML length).
     pub html_len: usize,
+    /// The HTML parts' source alone (bounded as `raw_parts`), for tag tests.
+    pub html_raw: String,
     /// Some part is in base64 / in quoted-printable.
     pub base64_parts: bool,
     pub qp_parts: bool,
@@ -279,6 +281,7 @@ impl MailView {
                     view.base64_ascii_text |= base64 && ascii_or_none(charset);
                     view.html_images += count_ci(html, "<img");
                     view.html_len = view.html_len.saturating_add(html.len());
+                    push_bounded(&mut view.html_raw, html);
                     push_bounded(&mut view.raw_parts, html);
                 }
                 PartType::Binary(_) | PartType::InlineBinary(_) => view.attachments += 1,

@@ -45,6 +45,20 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// The hand-over to mxrack, from what the SMTP session knows (never
+    /// from header text a client could shape): the client's address, its
+    /// HELO, our host name and the queue id. The reverse DNS is filled in
+    /// from the iprev check.
+    pub fn hop(ip: IpAddr, helo: &str, by: &str, id: &str) -> Relay {
+        Relay {
+            ip: ip.to_string(),
+            helo: sanitize(helo),
+            by: sanitize(by),
+            id: sanitize(id),
+            ..Relay::default()
+        }
+    }
+
     /// SpamAssassin's text for the relay.
     pub fn as_string(&self) -> String {
         format!(
@@ -88,6 +102,26 @@ impl Relays {
         )
     }
 }
+
+/// SpamAssassin's `$strip_chars` (Received.pm): characters that would end
+/// or fake a field of the relay text become `!` (`[192.0.2.1]` as a HELO
+/// is `!192.0.2.1!`).
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace()
+                || matches!(c, '\0' | '#' | '[' | ']' | '(' | ')' | '<' | '>' | '|')
+            {
+                '!'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Most `[` or `(` looked at for an address in one Received header.
+const IP_CANDIDATES_MAX: usize = 16;
 
 /// True for the pseudo-headers [`Relays::pseudo_header`] makes.
 pub fn is_relay_header(name: &str) -> bool {
@@ -149,14 +183,14 @@ fn find_ip(from: &str) -> Option<(IpAddr, usize)> {
             .unwrap_or(s);
         s.parse().ok()
     };
-    for (i, _) in from.match_indices('[') {
+    for (i, _) in from.match_indices('[').take(IP_CANDIDATES_MAX) {
         if let Some(len) = from[i + 1..].find(']')
             && let Some(ip) = parse(&from[i + 1..i + 1 + len])
         {
             return Some((ip, i));
         }
     }
-    for (i, _) in from.match_indices('(') {
+    for (i, _) in from.match_indices('(').take(IP_CANDIDATES_MAX) {
         if let Some(len) = from[i + 1..].find(')')
             && let Some(ip) = parse(&from[i + 1..i + 1 + len])
         {
@@ -197,7 +231,12 @@ pub fn parse_received(value: &str) -> Option<Relay> {
         ..Relay::default()
     };
     let first = first_word(from);
-    let first_is_ip = first.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+    // The HELO as written, brackets and all (sanitized below).
+    let first_token = from.split([' ', '(']).next().unwrap_or("");
+    let first_is_ip = first_token
+        .trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .is_ok();
     if let Some(h) = after_key(from, from_lower, "helo=") {
         // Exim: `from RDNS ([IP] helo=NAME)`, `from [IP] (helo=NAME)`.
         relay.helo = h.to_string();
@@ -215,7 +254,7 @@ pub fn parse_received(value: &str) -> Option<Relay> {
         // `from HELO ([IP])`, `from HELO (unknown [IP])`,
         // `from HELO (ident@RDNS [IP])`; qmail without HELO:
         // `from RDNS (IP)`.
-        relay.helo = first.trim_matches(['[', ']']).to_string();
+        relay.helo = first_token.to_string();
         if let Some(open) = from[..ip_at].rfind('(') {
             let inside = from[open + 1..ip_at].trim();
             let (ident, host) = match inside.rsplit_once('@') {
@@ -247,6 +286,16 @@ pub fn parse_received(value: &str) -> Option<Relay> {
     }
     if let Some(i) = after_key(from, from_lower, "ident=") {
         relay.ident = i.to_string();
+    }
+    for field in [
+        &mut relay.rdns,
+        &mut relay.helo,
+        &mut relay.by,
+        &mut relay.ident,
+        &mut relay.envfrom,
+        &mut relay.id,
+    ] {
+        *field = sanitize(field);
     }
     for (token, name) in [
         (" with esmtpsa", "ESMTPSA"),
@@ -403,6 +452,21 @@ mod tests {
         assert!(parse_received("(qmail 22178 invoked from network); 1 Dec 2002").is_none());
         assert!(parse_received("by mx.example.net with LMTP id x").is_none());
         assert!(parse_received("from localhost by mx.example.net").is_none());
+    }
+
+    #[test]
+    fn fields_are_sanitized_as_spamassassin_does() {
+        let r = p("from [203.0.113.5] (unknown [203.0.113.5]) by mx.example.net (Postfix)");
+        assert_eq!((r.helo.as_str(), r.rdns.as_str()), ("!203.0.113.5!", ""));
+        // The hop comes from the session: a HELO cannot fake the address.
+        let hop = Relay::hop("192.0.2.1".parse().unwrap(), "[10.0.0.1] x]", "mx", "q1");
+        assert_eq!(hop.ip, "192.0.2.1");
+        assert_eq!(hop.helo, "!10.0.0.1!!x!");
+        let v = MailView::parse(b"From: a@b.c\r\n\r\nhi\r\n");
+        let r = relays(&v, Some(&hop));
+        assert!(r.trusted.is_empty() && r.untrusted.len() == 1);
+        // Many brackets: bounded work, no address.
+        assert!(parse_received(&format!("from {} by x", "[".repeat(100_000))).is_none());
     }
 
     #[test]

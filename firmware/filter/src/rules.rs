@@ -272,6 +272,7 @@ impl RuleSet {
             ..sa::SaCache::default()
         };
         let b2f = |v: bool| Some(f64::from(u8::from(v)));
+        let fancy_deadline = std::time::Instant::now() + sa::FANCY_BUDGET;
         for (i, rule) in self.rules.iter().enumerate() {
             state[i] = match &rule.kind {
                 RuleKind::Header { name, pattern } => {
@@ -289,13 +290,16 @@ impl RuleSet {
                 RuleKind::Builtin => b2f(checks::run(&rule.name, view, envelope_from, now)),
                 RuleKind::SaHeader(h) => h.hits(view, envelope_from, &mut sa_cache),
                 RuleKind::SaBody(p) => {
-                    sa::count_hits(p, sa_body.get_or_insert_with(|| sa::body_paragraphs(view)))
+                    let texts = sa_body.get_or_insert_with(|| sa::body_paragraphs(view));
+                    sa::count_hits(p, texts, fancy_deadline)
                 }
                 RuleKind::SaRawBody(p) => {
-                    sa::count_hits(p, sa_raw.get_or_insert_with(|| sa::raw_chunks(view)))
+                    let texts = sa_raw.get_or_insert_with(|| sa::raw_chunks(view));
+                    sa::count_hits(p, texts, fancy_deadline)
                 }
                 RuleKind::SaUri(p) => {
-                    sa::count_hits(p, sa_uris.get_or_insert_with(|| sa::uri_list(view)))
+                    let texts = sa_uris.get_or_insert_with(|| sa::uri_list(view));
+                    sa::count_hits(p, texts, fancy_deadline)
                 }
                 RuleKind::SaFull(p) => p.hits(&view.full).map(f64::from),
                 RuleKind::SaEval(e) => {

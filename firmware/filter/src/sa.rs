@@ -645,6 +645,8 @@ pub struct SaCache {
     pub relays: Option<crate::relays::Relays>,
     /// The current hand-over, when the caller knows it.
     pub hop: Option<crate::relays::Relay>,
+    /// The relays' texts (trusted = internal, untrusted = external).
+    pub relay_texts: Option<(String, String)>,
 }
 
 /// Which text of a header a header rule looks at.
@@ -712,10 +714,25 @@ impl HeaderRule {
     /// newlines; `None` when the message has none.
     fn text(&self, view: &MailView, envelope_from: &str, cache: &mut SaCache) -> Option<String> {
         if crate::relays::is_relay_header(&self.header) {
-            let relays = cache
-                .relays
-                .get_or_insert_with(|| crate::relays::relays(view, cache.hop.as_ref()));
-            return relays.pseudo_header(&self.header).filter(|s| !s.is_empty());
+            let (trusted, untrusted) = cache.relay_texts.get_or_insert_with(|| {
+                let relays = cache
+                    .relays
+                    .get_or_insert_with(|| crate::relays::relays(view, cache.hop.as_ref()));
+                (
+                    relays
+                        .pseudo_header("X-Spam-Relays-Trusted")
+                        .unwrap_or_default(),
+                    relays
+                        .pseudo_header("X-Spam-Relays-Untrusted")
+                        .unwrap_or_default(),
+                )
+            });
+            let text = if self.header.ends_with("-Trusted") || self.header.ends_with("-Internal") {
+                trusted
+            } else {
+                untrusted
+            };
+            return (!text.is_empty()).then(|| text.clone());
         }
         let all = &mut cache.all;
         let names: &[&str] = match self.header.as_str() {
@@ -853,25 +870,31 @@ fn parse_header_rule(rest: &str) -> Result<HeaderRule, String> {
 /// A rule's value over several texts: the sum of its matches, up to its
 /// `max_hits` (1 for most rules); `None` when a text could not be told and
 /// nothing matched.
-pub fn count_hits(p: &Pattern, texts: &[String]) -> Option<f64> {
+/// A fancy pattern stops at the first text it cannot tell, and runs only
+/// until `deadline` (what all fancy patterns of one message may spend,
+/// [`FANCY_BUDGET`]): past it, the rule is unknown.
+pub fn count_hits(p: &Pattern, texts: &[String], deadline: std::time::Instant) -> Option<f64> {
     let max = p.max_hits.max(1);
+    let fancy = matches!(p.engine, Engine::Fancy(_));
     let mut n = 0u32;
-    let mut unknown = false;
     for t in texts {
+        if fancy && std::time::Instant::now() > deadline {
+            return (n > 0).then_some(f64::from(n));
+        }
         match p.hits(t) {
             Some(k) => n = n.saturating_add(k),
-            None => unknown = true,
+            None => return (n > 0).then_some(f64::from(n)),
         }
         if n >= max {
             return Some(f64::from(max));
         }
     }
-    if unknown && n == 0 {
-        None
-    } else {
-        Some(f64::from(n))
-    }
+    Some(f64::from(n))
 }
+
+/// CPU time the backtracking (fancy) patterns of one message may use in
+/// all; the linear ones are not limited.
+pub const FANCY_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Longest paragraph or raw chunk matched at once (SpamAssassin splits the
 /// body so; it also bounds what one fancy pattern may backtrack over).
@@ -893,9 +916,18 @@ pub fn body_paragraphs(view: &MailView) -> Vec<String> {
             flush(&mut para, &mut out);
             continue;
         }
-        for word in line.split_whitespace() {
+        for mut word in line.split_whitespace() {
             if para.len() + word.len() + 1 > CHUNK_CHARS_MAX {
                 flush(&mut para, &mut out);
+            }
+            // A word longer than a chunk is cut at character boundaries.
+            while word.len() > CHUNK_CHARS_MAX {
+                let mut cut = CHUNK_CHARS_MAX;
+                while !word.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.push(word[..cut].to_string());
+                word = &word[cut..];
             }
             if !para.is_empty() {
                 para.push(' ');
@@ -1414,7 +1446,8 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
             },
             Def::Body(rest) | Def::RawBody(rest) | Def::Uri(rest) | Def::Full(rest) => {
                 // rawbody runs on chunks of lines: `^` at each line.
-                let multi_line = matches!(def, Def::RawBody(_));
+                // `^` is a chunk's (body: a paragraph's) start, as there.
+                let multi_line = false;
                 match body_pattern(rest, multi_line) {
                     Ok(mut p) => match def {
                         Def::Body(_) => {

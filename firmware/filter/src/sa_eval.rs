@@ -347,7 +347,7 @@ impl Eval {
             }
             Eval::MimeHtmlOnly => v.has_html && !v.has_text_plain,
             Eval::MimeHtml | Eval::HtmlMessage => v.has_html,
-            Eval::HtmlTagExists(tag) => v.has_html && has_tag(&v.raw_parts, tag),
+            Eval::HtmlTagExists(tag) => v.has_html && has_tag(&v.html_raw, tag),
             // HTMLEval::html_image_only: images, and min < text <= max.
             Eval::HtmlImageOnly(min, max) => {
                 v.has_html && v.html_images > 0 && v.html_len > *min && v.html_len <= *max
@@ -396,8 +396,8 @@ impl Eval {
                 if !v.has_html {
                     return false;
                 }
-                let opened = count_tag(&v.raw_parts, &format!("<{tag}")) as i64;
-                let closed = count_tag(&v.raw_parts, &format!("</{tag}")) as i64;
+                let opened = count_tag(&v.html_raw, &format!("<{tag}")) as i64;
+                let closed = count_tag(&v.html_raw, &format!("</{tag}")) as i64;
                 if opened == 0 && closed == 0 {
                     return false;
                 }

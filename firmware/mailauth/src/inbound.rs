@@ -18,7 +18,7 @@ use mail_auth::hickory_resolver::proto::ProtoErrorKind;
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DmarcResult, IprevResult, MX,
+    AuthenticatedMessage, AuthenticationResults, DmarcResult, IprevOutput, IprevResult, MX,
     MessageAuthenticator, Parameters, ResolverCache, Txt,
 };
 use std::borrow::Borrow;
@@ -107,6 +107,9 @@ fn expected_names(env: &Envelope, from_domain: &str) -> Vec<String> {
     }
     names
 }
+
+/// How long the iprev lookups (PTR, then A/AAAA of the names) may take.
+pub const IPREV_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The outcome of the checks of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -400,9 +403,19 @@ impl Inbound {
         let helo = env.helo.as_str();
         // iprev (RFC 8601 3): the client's PTR name, confirmed by its A or
         // AAAA records; the spam rules read it as the relay's reverse DNS.
-        // Asked beside the HELO's SPF, not after it.
+        // Asked beside the HELO's SPF, not after it, and given up after
+        // IPREV_TIMEOUT: a sender's slow reverse zone must not cost the
+        // whole check its deadline (and DMARC its verdict).
+        let iprev = async {
+            tokio::time::timeout(IPREV_TIMEOUT, self.auth.verify_iprev(self.params(env.ip)))
+                .await
+                .unwrap_or_else(|_| IprevOutput {
+                    result: IprevResult::TempError(mail_auth::Error::DnsError("timed out".into())),
+                    ptr: None,
+                })
+        };
         let (iprev, spf_helo) = tokio::join!(
-            self.auth.verify_iprev(self.params(env.ip)),
+            iprev,
             self.auth
                 .verify_spf(self.params(SpfParameters::verify_ehlo(env.ip, helo, id)))
         );

@@ -43,32 +43,9 @@ pub struct MessageSink {
     scorer: Option<(Arc<Scorer>, String)>,
     score: Option<f32>,
     auth: Option<AuthCheck>,
-}
-
-/// The hand-over to us as SpamAssassin's rules see it: our own Received
-/// header (in `trace`), with the client's reverse DNS from the iprev check
-/// (`Some("")`: it has none).
-fn hop_of(trace: &[u8], rdns: Option<String>) -> Option<mxrack_filter::relays::Relay> {
-    let text = std::str::from_utf8(trace).ok()?;
-    let start = text.find("Received: ")? + "Received: ".len();
-    let end = text[start..]
-        .find("\r\n")
-        .map(|i| {
-            // The header runs on over its continuation lines.
-            let mut e = start + i;
-            while text[e..].starts_with("\r\n\t") || text[e..].starts_with("\r\n ") {
-                e = text[e + 2..].find("\r\n").map_or(text.len(), |j| e + 2 + j);
-            }
-            e
-        })
-        .unwrap_or(text.len());
-    let mut hop = mxrack_filter::relays::parse_received(&text[start..end])?;
-    match rdns {
-        Some(name) if !name.is_empty() => hop.rdns = name,
-        Some(_) => hop.no_rdns = true,
-        None => {}
-    }
-    Some(hop)
+    /// The hand-over to us (client address, HELO), for the scorer's
+    /// relay list; its reverse DNS comes from the iprev check.
+    hop: Option<mxrack_filter::relays::Relay>,
 }
 
 /// How a message is authenticated when it is sealed.
@@ -108,7 +85,15 @@ impl MessageSink {
             scorer,
             score: None,
             auth,
+            hop: None,
         }
+    }
+
+    /// The hand-over to us as the session knows it (never parsed from
+    /// header text a client could shape).
+    pub fn with_hop(mut self, hop: mxrack_filter::relays::Relay) -> MessageSink {
+        self.hop = Some(hop);
+        self
     }
 
     /// Takes message bytes. A write error is kept for `finish` (the
@@ -164,7 +149,18 @@ impl MessageSink {
         };
         if let Some((scorer, from)) = self.scorer.take() {
             let prefix = std::mem::take(&mut self.prefix);
-            let hop = hop_of(&self.trace, rdns);
+            let hop = self.hop.take().map(|mut hop| {
+                // iprev: a confirmed name, none (the MTA looked: no rDNS),
+                // or not known (temporary error, timeout, no check).
+                match rdns {
+                    Some(name) if !name.is_empty() => {
+                        hop.rdns = mxrack_filter::relays::sanitize(&name)
+                    }
+                    Some(_) => hop.no_rdns = true,
+                    None => {}
+                }
+                hop
+            });
             match mxrack_store::spawn_blocking(move || {
                 let score = scorer.score_with_auth(&prefix, &from, &marks, hop);
                 (score, prefix)
@@ -219,26 +215,5 @@ impl MessageSink {
             (_, Some(e)) => Err(e),
             (None, None) => Err(StoreError::Closed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hop_of;
-
-    const TRACE: &[u8] = b"Return-Path: <a@sender.example>\r\nReceived: from client.example ([192.0.2.7])\r\n\tby mx.example.net (mxrack) with ESMTPS id 00ab for <b@example.net>;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n";
-
-    #[test]
-    fn the_hop_is_our_received_header_with_the_clients_reverse_dns() {
-        let hop = hop_of(TRACE, Some("mail.sender.example".into())).expect("parsed");
-        assert_eq!(
-            hop.as_string(),
-            "[ ip=192.0.2.7 rdns=mail.sender.example helo=client.example by=mx.example.net ident= envfrom= intl=0 id=00ab auth= msa=0 ]"
-        );
-        let none = hop_of(TRACE, Some(String::new())).expect("parsed");
-        assert!(none.rdns.is_empty() && none.no_rdns);
-        let unknown = hop_of(TRACE, None).expect("parsed");
-        assert!(unknown.rdns.is_empty() && !unknown.no_rdns);
-        assert!(hop_of(b"Return-Path: <>\r\n", None).is_none());
     }
 }

@@ -742,7 +742,13 @@ impl Session {
                     deadline,
                 },
             });
-        let mut sink = Some(MessageSink::new(file, headers, scorer, auth));
+        let hop = mxrack_filter::relays::Relay::hop(
+            self.ip(),
+            self.helo.as_deref().unwrap_or(""),
+            &self.svc.hostname,
+            &id_text,
+        );
+        let mut sink = Some(MessageSink::new(file, headers, scorer, auth).with_hop(hop));
         self.send(conn, Reply::start_data());
         if conn.flush().await.is_err() {
             return Flow::Close;
