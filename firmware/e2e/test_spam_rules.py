@@ -76,17 +76,22 @@ def score_header(stored: bytes) -> tuple[float, dict[str, float]]:
     return float(m[1]), hits
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    rules = tmp_path_factory.mktemp("sa-rules")
-    (rules / "50_local.cf").write_text(LOCAL_CF)
-    (rules / "README").write_text("not a .cf file: not read\n")
+def scoring_with(rules: Path):
+    """A server scoring with the SpamAssassin rule folder `rules`."""
     s = Server()
     s.spam = {"spamassassin_rules": str(rules)}
     s.write_config()
     s.start()
     yield s
     s.teardown()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    rules = tmp_path_factory.mktemp("sa-rules")
+    (rules / "50_local.cf").write_text(LOCAL_CF)
+    (rules / "README").write_text("not a .cf file: not read\n")
+    yield from scoring_with(rules)
 
 
 def test_each_rule_kind_and_a_meta_score_the_delivered_copy(local):
@@ -139,12 +144,7 @@ def test_config_check_says_what_was_read_and_left_out(local):
 @pytest.fixture(scope="module")
 def debian():
     assert (DEBIAN_RULES / "50_scores.cf").is_file(), "firmware/scripts/test.sh installs spamassassin"
-    s = Server()
-    s.spam = {"spamassassin_rules": str(DEBIAN_RULES)}
-    s.write_config()
-    s.start()
-    yield s
-    s.teardown()
+    yield from scoring_with(DEBIAN_RULES)
 
 
 def test_debian_rules_load_and_gtube_scores_as_spamassassin_scores_it(debian):

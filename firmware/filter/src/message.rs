@@ -352,11 +352,17 @@ impl MailView {
 
     /// The header section as `Name: value` lines (decoded), for `ALL` rules.
     pub fn all_headers(&self) -> String {
+        self.header_lines(false)
+    }
+
+    /// The header section as `Name: value` lines, each value decoded or
+    /// (`raw`) as written, unfolded.
+    pub fn header_lines(&self, raw: bool) -> String {
         let mut out = String::new();
         for h in &self.headers {
             out.push_str(&h.name);
             out.push_str(": ");
-            out.push_str(&h.value);
+            out.push_str(if raw { &h.raw } else { &h.value });
             out.push('\n');
         }
         out

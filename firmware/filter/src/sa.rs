@@ -376,6 +376,19 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    /// `a op b` for the comparisons (`None` for the other operators).
+    pub fn compare(self, a: f64, b: f64) -> Option<bool> {
+        Some(match self {
+            BinOp::Eq => a == b,
+            BinOp::Ne => a != b,
+            BinOp::Lt => a < b,
+            BinOp::Le => a <= b,
+            BinOp::Gt => a > b,
+            BinOp::Ge => a >= b,
+            _ => return None,
+        })
+    }
+
     /// Perl's precedence, loosest first.
     fn precedence(self) -> u8 {
         match self {
@@ -416,20 +429,16 @@ impl Expr {
                     },
                     _ => {
                         let (a, b) = (a?, b.eval(state)?);
-                        let t = b2f;
+                        if let Some(holds) = op.compare(a, b) {
+                            return Some(b2f(holds));
+                        }
                         Some(match op {
-                            BinOp::Eq => t(a == b),
-                            BinOp::Ne => t(a != b),
-                            BinOp::Lt => t(a < b),
-                            BinOp::Le => t(a <= b),
-                            BinOp::Gt => t(a > b),
-                            BinOp::Ge => t(a >= b),
                             BinOp::Add => a + b,
                             BinOp::Sub => a - b,
                             BinOp::Mul => a * b,
                             BinOp::Div if b == 0.0 => 0.0,
                             BinOp::Div => a / b,
-                            BinOp::Or | BinOp::And => unreachable!("handled above"),
+                            _ => unreachable!("logic and comparisons are handled above"),
                         })
                     }
                 }
@@ -738,16 +747,7 @@ impl HeaderRule {
         let names: &[&str] = match self.header.as_str() {
             "ALL" => {
                 // The header section as written (unfolded), a line each.
-                let text = all.get_or_insert_with(|| {
-                    let mut out = String::new();
-                    for h in &view.headers {
-                        out.push_str(&h.name);
-                        out.push_str(": ");
-                        out.push_str(&h.raw);
-                        out.push('\n');
-                    }
-                    out
-                });
+                let text = all.get_or_insert_with(|| view.header_lines(true));
                 return Some(text.clone());
             }
             "EnvelopeFrom" => {

@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+
+use crate::sa::BinOp;
 use std::sync::Arc;
 
 use crate::message::MailView;
@@ -86,7 +88,7 @@ pub enum Eval {
     GatedThroughReceivedRemover,
     /// HTMLEval::html_tag_balance: opened minus closed tags of a name,
     /// compared with a number.
-    HtmlTagBalance(String, BinCmp, i64),
+    HtmlTagBalance(String, BinOp, i64),
     /// Hours, `None` for `undef`.
     ShiftedDate(Option<f64>, Option<f64>),
     SubjectAllCaps,
@@ -256,12 +258,12 @@ impl Eval {
                     .to_ascii_lowercase();
                 let expr = arg(1).unwrap_or("").trim();
                 let (op, n) = [
-                    ("!=", BinCmp::Ne),
-                    ("==", BinCmp::Eq),
-                    (">=", BinCmp::Ge),
-                    ("<=", BinCmp::Le),
-                    (">", BinCmp::Gt),
-                    ("<", BinCmp::Lt),
+                    ("!=", BinOp::Ne),
+                    ("==", BinOp::Eq),
+                    (">=", BinOp::Ge),
+                    ("<=", BinOp::Le),
+                    (">", BinOp::Gt),
+                    ("<", BinOp::Lt),
                 ]
                 .into_iter()
                 .find_map(|(t, op)| expr.strip_prefix(t).map(|n| (op, n)))
@@ -401,7 +403,7 @@ impl Eval {
                 if opened == 0 && closed == 0 {
                     return false;
                 }
-                op.holds(opened - closed, *n)
+                op.compare((opened - closed) as f64, *n as f64) == Some(true)
             }
             // HeaderEval::check_for_shifted_date: Date minus the time of
             // receipt, in hours, within [min, max).
@@ -518,30 +520,6 @@ fn subject_all_caps(v: &MailView) -> bool {
     }
     let letters: Vec<char> = s.chars().filter(char::is_ascii_alphabetic).collect();
     !letters.is_empty() && letters.iter().all(char::is_ascii_uppercase)
-}
-
-/// A comparison in an eval's argument (`!= 0`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BinCmp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl BinCmp {
-    fn holds(self, a: i64, b: i64) -> bool {
-        match self {
-            BinCmp::Eq => a == b,
-            BinCmp::Ne => a != b,
-            BinCmp::Lt => a < b,
-            BinCmp::Le => a <= b,
-            BinCmp::Gt => a > b,
-            BinCmp::Ge => a >= b,
-        }
-    }
 }
 
 /// Occurrences of `open` (`<center`, `</center`) followed by a character
