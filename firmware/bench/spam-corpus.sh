@@ -12,10 +12,12 @@
 #     version, SpamAssassin version and split ($CACHE/sa-scores-*.tsv);
 #     --sa-force scores again.
 #  2. mxrack's benchmark example (firmware/filter/examples/corpus.rs), on
-#     the same split, twice: with mxrack's own rules, and with
-#     SpamAssassin's rule files from Debian's package
-#     (/usr/share/spamassassin, `[spam] spamassassin_rules`), the same
-#     classifier under both; then the table of all three.
+#     the same split, three times, the same classifier under each: with
+#     mxrack's own rules; with SpamAssassin's rule files from Debian's
+#     package (/usr/share/spamassassin, `[spam] spamassassin_rules`) joined
+#     with the own rules (the mean of both scores, `spamassassin_join =
+#     "mean"`, the default); with SpamAssassin's rule files alone
+#     (`spamassassin_join = "alone"`); then the table of all four.
 # Splits (never a message scored by a classifier that learned it):
 #   --time (default) train easy_ham + spam (older), test easy_ham_2 +
 #                    hard_ham + spam_2 (later)

@@ -1,19 +1,24 @@
 """Scoring with SpamAssassin's rule files (issue 16): `[spam]
-spamassassin_rules` names a folder of `*.cf` files, which mxrack reads in
-place of its own rules (firmware/filter/src/sa.rs) and scores with beside
-its classifier. Mail arrives through smtplib on the MX port and the stored
-copy's X-Spam-Score names the rules that hit.
+spamassassin_rules` names a folder of `*.cf` files, which mxrack reads
+(firmware/filter/src/sa.rs) and scores with beside its classifier, joined
+with its own rules (`spamassassin_join = "mean"`, the default: the score is
+the mean of the two sets' scores) or alone (`"alone"`). Mail arrives
+through smtplib on the MX port and the stored copy's X-Spam-Score names
+the rules that hit.
 
-One server reads a folder this test writes (each rule kind, a meta, an
-eval test mxrack runs and one it does not, a pattern that backtracks, a
-broken line); another reads Debian's own rules (/usr/share/spamassassin,
-package spamassassin, installed by firmware/scripts/test.sh) and scores
-SpamAssassin's GTUBE test string.
+One server reads a folder this test writes alone (each rule kind, a meta,
+an eval test mxrack runs and one it does not, a pattern that backtracks, a
+broken line); one reads the same folder joined with mxrack's rules;
+another reads Debian's own rules (/usr/share/spamassassin, package
+spamassassin, installed by firmware/scripts/test.sh), joined as by
+default, and scores SpamAssassin's GTUBE test string.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -43,12 +48,17 @@ body     BROKEN        /unclosed
 """
 
 
+def now() -> str:
+    """A Date header value of now (date rules judge against the clock)."""
+    return format_datetime(datetime.now(timezone.utc))
+
+
 def body(subject: str, text: str, sender: str = "draw@lotto.example") -> str:
     return (
         f"From: Lotto <{sender}>\r\n"
         f"To: <{DEMO}>\r\n"
         f"Subject: {subject}\r\n"
-        "Date: Sat, 05 Dec 2026 06:00:00 +0000\r\n"
+        f"Date: {now()}\r\n"
         "Message-ID: <prize-1@lotto.example>\r\n"
         "\r\n"
         f"{text}\r\n"
@@ -76,10 +86,13 @@ def score_header(stored: bytes) -> tuple[float, dict[str, float]]:
     return float(m[1]), hits
 
 
-def scoring_with(rules: Path):
-    """A server scoring with the SpamAssassin rule folder `rules`."""
+def scoring_with(rules: Path, join: str | None = None):
+    """A server scoring with the SpamAssassin rule folder `rules`, joined
+    with mxrack's own rules as `join` says (None: the default, the mean)."""
     s = Server()
     s.spam = {"spamassassin_rules": str(rules)}
+    if join:
+        s.spam["spamassassin_join"] = join
     s.write_config()
     s.start()
     yield s
@@ -87,11 +100,31 @@ def scoring_with(rules: Path):
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
+def local_rules(tmp_path_factory) -> Path:
     rules = tmp_path_factory.mktemp("sa-rules")
     (rules / "50_local.cf").write_text(LOCAL_CF)
     (rules / "README").write_text("not a .cf file: not read\n")
-    yield from scoring_with(rules)
+    return rules
+
+
+@pytest.fixture(scope="module")
+def local(local_rules):
+    yield from scoring_with(local_rules, "alone")
+
+
+@pytest.fixture(scope="module")
+def joined(local_rules):
+    yield from scoring_with(local_rules)
+
+
+@pytest.fixture(scope="module")
+def own():
+    """A server with mxrack's own rules only (no [spam] settings)."""
+    s = Server()
+    s.write_config()
+    s.start()
+    yield s
+    s.teardown()
 
 
 def test_each_rule_kind_and_a_meta_score_the_delivered_copy(local):
@@ -119,6 +152,32 @@ def test_score_cli_uses_the_same_rules(local, tmp_path):
     msg.write_text(body("winner", "nothing else"))
     out = local.mx("spam", "score", str(msg)).decode()
     assert out.startswith("X-Spam-Score: 1.5 (SUBJ_WINNER=1.5)"), out
+
+
+def test_joined_with_mxracks_rules_the_score_is_the_mean_of_both(joined, local, own, tmp_path):
+    # The same message to the server scoring with mxrack's rules only, the
+    # one with the folder alone and the one joining both (the default).
+    data = body("You are a WINNER",
+                "Claim your prize of $5000 at https://prize.example/now")
+    _, sa_hits = score_header(deliver(local, data))
+    _, own_hits = score_header(deliver(own, data))
+    assert sa_hits and own_hits, (sa_hits, own_hits)
+    value, hits = score_header(deliver(joined, data))
+    # Every rule of either set weighs half; a name both sets have gets the
+    # sum of its halves; the figure is the mean of the two sums, to 0.1.
+    assert set(hits) == set(sa_hits) | set(own_hits), (hits, sa_hits, own_hits)
+    for name, score in hits.items():
+        want = (sa_hits.get(name, 0.0) + own_hits.get(name, 0.0)) / 2
+        assert score == pytest.approx(want, abs=0.001), (name, hits)
+    mean = (sum(sa_hits.values()) + sum(own_hits.values())) / 2
+    assert value == pytest.approx(mean, abs=0.051), (value, hits)
+    # The CLI scores with the same joined rules, and config check says so.
+    msg = tmp_path / "m.eml"
+    msg.write_text(data)
+    out = joined.mx("spam", "score", str(msg)).decode()
+    assert out.startswith("X-Spam-Score: ") and "SUBJ_WINNER=0.75" in out, out
+    out = joined.mx("config", "check", str(joined.config)).decode()
+    assert re.search(r"joined with \d+ mxrack rules: the score is the mean of both", out), out
 
 
 def test_a_folder_without_rule_files_stops_the_start_with_the_reason(tmp_path):
@@ -150,11 +209,13 @@ def debian():
 def test_debian_rules_load_and_gtube_scores_as_spamassassin_scores_it(debian):
     stored = deliver(debian, body("test", f"This is the GTUBE, the\r\n{GTUBE}\r\n"))
     value, hits = score_header(stored)
-    assert hits.get("GTUBE") == 1000.0, hits
+    # Joined with mxrack's rules (the default), each weighs half:
+    # SpamAssassin scores GTUBE 1000.
+    assert hits.get("GTUBE") == 500.0, hits
     # The client is 127.0.0.1, a private address: every relay is trusted
     # (ALL_TRUSTED, -1), as SpamAssassin infers without trusted_networks.
-    assert hits.get("ALL_TRUSTED") == -1.0, hits
-    assert value >= 990.0, value
+    assert hits.get("ALL_TRUSTED") == -0.5, hits
+    assert value >= 490.0, value
     # The summary of what was read and left out is in the log.
     log = debian.stderr_path.read_text(errors="replace")
     assert re.search(r"spam rules: \d{4} rules from \d+ SpamAssassin files; \d+ left out", log), \
@@ -166,7 +227,7 @@ def test_debian_rules_on_a_plain_reply_stay_low(debian):
         "From: Ann <ann@example.org>\r\n"
         f"To: <{DEMO}>\r\n"
         "Subject: Re: minutes of Tuesday\r\n"
-        "Date: Sat, 05 Dec 2026 06:00:00 +0000\r\n"
+        f"Date: {now()}\r\n"
         "Message-ID: <3f1c2b@mail.example.org>\r\n"
         "In-Reply-To: <9a8b7c@example.net>\r\n"
         "References: <9a8b7c@example.net>\r\n"

@@ -26,6 +26,7 @@ mod web;
 pub use auth::Auth;
 pub use forward::{
     FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward, Spam,
+    SpamJoin,
 };
 pub use health::{Health, PID_MAX_LIMIT, RAISABLE_SYSCTLS};
 pub use imap::{

@@ -31,10 +31,12 @@
 //! (what `examples/fit.rs --write` made).
 //! `--sa-rules DIR`: also score with SpamAssassin's rule files in DIR
 //! (`[spam] spamassassin_rules`, `mxrack_filter::sa`), the same classifier
-//! beside them: a second mxrack column ("mx SA-rules").
+//! beside them: two more mxrack columns, "mx+SA mean" (joined with the
+//! own rules, `spamassassin_join = "mean"`, the default) and "SA-rules
+//! alone" (`spamassassin_join = "alone"`).
 //! `--list`: also print the misjudged messages with their hits.
 //! `CORPUS_DUMP=FILE`: write every scored message with its hits to FILE
-//! (FILE.2 for the SpamAssassin rules' run).
+//! (FILE.2, FILE.3 for the SpamAssassin rules' runs).
 //!
 //! Each message is prepared as it would arrive by SMTP: the mbox `From `
 //! line dropped, line ends made CRLF. The envelope sender is the message's
@@ -46,8 +48,9 @@ use std::time::Instant;
 
 mod common;
 use common::{GROUPS, NOW, Sample, load};
+use mxrack_filter::rules::RuleSet;
 use mxrack_filter::tokens::fnv1a64;
-use mxrack_filter::{Scorer, train};
+use mxrack_filter::{Rules, Scorer, train};
 use mxrack_store::Store;
 
 const THRESHOLDS: [f64; 3] = [1.0, 5.0, 6.0];
@@ -69,13 +72,6 @@ struct Scored<'a> {
     hits: String,
 }
 
-/// The rules mxrack scores with: a TOML rules file, or SpamAssassin's
-/// rule files (`--sa-rules DIR`).
-enum Rules {
-    Toml(String),
-    Sa(mxrack_filter::rules::RuleSet),
-}
-
 /// Trains a fresh store on `train_set`, scores `test_set`.
 fn run<'a>(
     train_set: &[&Sample],
@@ -94,10 +90,7 @@ fn run<'a>(
     }
     let (spam_n, ham_n, tokens, _) = store.bayes_totals().expect("totals");
     let learn_s = started.elapsed().as_secs_f64();
-    let scorer = match rules {
-        Rules::Toml(text) => Scorer::new(text, store.clone()).expect("rules file"),
-        Rules::Sa(set) => Scorer::with_rules(set.clone(), store.clone()),
-    };
+    let scorer = Scorer::with_rules(rules.clone(), store.clone());
     let started = Instant::now();
     let mut out = Vec::with_capacity(test_set.len());
     for s in test_set {
@@ -160,7 +153,7 @@ fn table(filters: &[Column]) {
     };
     let mut head = format!("{:<22}", "threshold");
     for (name, _, _) in filters {
-        head.push_str(&format!(" | {name:>12} ham lost  spam missed"));
+        head.push_str(&format!(" | {name:>14} ham lost  spam missed"));
     }
     println!("{head}");
     let mut rows: Vec<(String, Vec<f64>)> = THRESHOLDS
@@ -182,7 +175,7 @@ fn table(filters: &[Column]) {
         for ((_, _, r), t) in filters.iter().zip(ts) {
             let s: Vec<(bool, f64)> = r.iter().map(|x| (x.1, x.2)).collect();
             let (lost, missed) = rates(&s, *t);
-            line.push_str(&format!(" | {lost:>20.1}% {missed:>11.1}%"));
+            line.push_str(&format!(" | {lost:>22.1}% {missed:>11.1}%"));
         }
         if label.starts_with("ham") {
             line.push_str("   (at ");
@@ -238,7 +231,7 @@ fn read_sa(path: &str) -> Result<HashMap<String, f64>, String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: corpus DIR [--time | --dev | --cv K [--folds-out FILE]] [--sa FILE] [--rules FILE | --sa-rules DIR] [--list]";
+    let usage = "usage: corpus DIR [--time | --dev | --cv K [--folds-out FILE]] [--sa FILE] [--rules FILE] [--sa-rules DIR] [--list]";
     let mut dir = None;
     let (mut mode, mut folds, mut sa_file, mut list) = ("time", 5usize, None, false);
     let mut folds_out = None;
@@ -276,28 +269,32 @@ fn main() {
         eprintln!("{usage}");
         std::process::exit(2);
     };
-    let own = match &rules_file {
-        Some(path) => Rules::Toml(std::fs::read_to_string(path).unwrap_or_else(|e| {
+    let own_text = match &rules_file {
+        Some(path) => std::fs::read_to_string(path).unwrap_or_else(|e| {
             eprintln!("{path}: {e}");
             std::process::exit(1)
-        })),
-        None => Rules::Toml(mxrack_filter::EMBEDDED_RULES.to_string()),
+        }),
+        None => mxrack_filter::EMBEDDED_RULES.to_string(),
     };
-    let mut rule_sets: Vec<(&str, &str, Rules)> = vec![("mxrack", "mx", own)];
+    let own = RuleSet::parse(&own_text).unwrap_or_else(|e| {
+        eprintln!("rules file: {e}");
+        std::process::exit(1)
+    });
+    let mut rule_sets: Vec<(&str, &str, Rules)> = vec![("mxrack", "mx", Rules::one(own.clone()))];
     if let Some(dir) = &sa_rules {
-        rule_sets.push(("mx SA-rules", "mS", {
-            let started = Instant::now();
-            let sa = mxrack_filter::sa::load_dir(Path::new(dir)).unwrap_or_else(|e| {
-                eprintln!("{dir}: {e}");
-                std::process::exit(1)
-            });
-            println!(
-                "SpamAssassin rules: {} (read in {:.1}s)",
-                sa.summary(),
-                started.elapsed().as_secs_f64()
-            );
-            Rules::Sa(sa.set)
-        }));
+        let started = Instant::now();
+        let sa = mxrack_filter::sa::load_dir(Path::new(dir)).unwrap_or_else(|e| {
+            eprintln!("{dir}: {e}");
+            std::process::exit(1)
+        });
+        println!(
+            "SpamAssassin rules: {} (read in {:.1}s)",
+            sa.summary(),
+            started.elapsed().as_secs_f64()
+        );
+        // What `spamassassin_join = "mean"` (the default) and "alone" score.
+        rule_sets.push(("mx+SA mean", "mM", Rules::mean(own, sa.set.clone())));
+        rule_sets.push(("SA-rules alone", "mS", Rules::one(sa.set)));
     }
     let samples = match load(Path::new(&dir)) {
         Ok(s) => s,
@@ -431,7 +428,7 @@ fn main() {
     }
     table(&filters);
     if let Ok(path) = std::env::var("CORPUS_DUMP") {
-        // Every scored message with its hits, per rule set (FILE, FILE.2).
+        // Every scored message with its hits, per rule set (FILE, FILE.2, ...).
         for (i, (_, _, scored)) in results.iter().enumerate() {
             let lines: String = scored
                 .iter()

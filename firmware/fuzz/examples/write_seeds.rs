@@ -694,6 +694,18 @@ fn main() {
     write("dav_session", dav());
     write("update_bundle", update());
     write("mta_sts_policy", mta_sts());
+    write("spam_rules", spam_rules());
+}
+
+/// `spam_rules`: the first line is the client's HELO; `D` first adds the
+/// MX's DMARC reject mark.
+fn spam_rules() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("reply", b"mail.remote.example\nReceived: from relay.remote.example (relay.remote.example [198.51.100.20])\r\n\tby mail.remote.example (Postfix) with ESMTP id 1A2B3C\r\n\tfor <jo@example.net>; Tue, 14 Nov 2023 22:10:00 +0000 (UTC)\r\nFrom: Al <al@remote.example>\r\nTo: jo@example.net\r\nSubject: Re: minutes\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <1@remote.example>\r\nIn-Reply-To: <0@example.net>\r\nReferences: <0@example.net>\r\n\r\n> the minutes of Tuesday\r\nLook right to me.\r\n".to_vec()),
+        ("html-spam", b"[203.0.113.7]\nFrom: \"PayPal\" <win@lotto.example>\r\nTo: undisclosed-recipients:;\r\nSubject: YOU ARE A WINNER!!! $$$\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nCLICK HERE to claim your prize of $5,000,000 http://prize.example/now mailto:claim@lotto.example\r\n--b\r\nContent-Type: text/html; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html><body bgcolor=3D\"#ffffff\"><font size=3D7 color=3D\"red\">WINNER</font><a href=3D\"http://192.0.2.9/x?id=3D1\">click</a><img src=3D\"http://img.example/a.gif\" width=3D1 height=3D1></body></html>\r\n--b--\r\n".to_vec()),
+        ("base64-dmarc", b"Dlocalhost\nReceived: from [10.0.0.5] (helo=pc) by smtp.remote.example with esmtpa (Exim 4.96) id 1rA-000B-Cd; Tue, 14 Nov 2023 22:00:00 +0100\r\nReceived: from qmail by remote.example with SMTP; 14 Nov 2023 21:59:00 -0000\r\nFrom: ceo@example.net\r\nReply-To: ceo.private@freemail.example\r\nSubject: =?utf-8?b?VXJnZW50IHdpcmUgdHJhbnNmZXI=?=\r\nMessage-ID: <ABCDEF0123456789@remote.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nUGxlYXNlIHdpcmUgJDQ5LDAwMCB0byB0aGUgYWNjb3VudCBiZWxvdyB0b2RheS4K\r\n".to_vec()),
+        ("gtube", b"gtube.example\nSubject: test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n".to_vec()),
+    ]
 }
 
 fn mta_sts() -> Vec<(&'static str, Vec<u8>)> {

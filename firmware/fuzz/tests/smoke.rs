@@ -168,6 +168,15 @@ fn mime_structure() {
 }
 
 #[test]
+fn spam_rules() {
+    // About 50 ms per message with SpamAssassin's ~2,400 rules in a debug
+    // build: the 20 s budget is the bound, the count only on fast machines.
+    // The rules are read (about 4 s) before the clock starts.
+    mxrack_fuzz::spam_rules(b"");
+    smoke("spam_rules", 0x5341_5255, 20_000, mxrack_fuzz::spam_rules);
+}
+
+#[test]
 fn update_bundle() {
     smoke(
         "update_bundle",

@@ -886,12 +886,23 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             // The spam rules are read as the server reads them at start.
             let spam_rules =
                 |e: mxrack_filter::FilterError| CliError::Run(format!("[spam] rules: {e}"));
+            // mxrack's own rules (a rules file, else the built-in ones).
+            let own = mxrack_config::Spam {
+                spamassassin_rules: None,
+                ..config.spam.clone()
+            };
+            let own = mxrack_filter::rules_from_config(&own).map_err(spam_rules)?;
             if let Some(dir) = &config.spam.spamassassin_rules {
                 let sa = mxrack_filter::sa::load_dir(dir).map_err(spam_rules)?;
                 println!("  spam rules: {}", sa.summary());
+                if config.spam.join() == mxrack_config::SpamJoin::Mean {
+                    println!(
+                        "  joined with {} mxrack rules: the score is the mean of both (spamassassin_join = \"mean\")",
+                        own.len()
+                    );
+                }
             } else {
-                let rules = mxrack_filter::rules_from_config(&config.spam).map_err(spam_rules)?;
-                println!("  spam rules: {} mxrack rules", rules.rules.len());
+                println!("  spam rules: {} mxrack rules", own.len());
             }
             return Ok(());
         }

@@ -205,7 +205,8 @@ mod tests {
             spam: mxrack_config::Spam::default(),
         });
         assert!(out.starts_with("X-Spam-Score: "), "{out}");
-        // SpamAssassin's rule files instead of mxrack's.
+        // SpamAssassin's rule files: joined with mxrack's (the default, each
+        // rule at half its score), and alone.
         let sa = dir.path().join("sa");
         std::fs::create_dir(&sa).unwrap();
         std::fs::write(
@@ -217,7 +218,17 @@ mod tests {
             file: mail.join("1.eml"),
             envelope_from: String::new(),
             spam: mxrack_config::Spam {
+                spamassassin_rules: Some(sa.clone()),
+                ..Default::default()
+            },
+        });
+        assert!(out.contains("LOCAL_WORD=1.25"), "{out}");
+        let out = run(AdminRequest::SpamScore {
+            file: mail.join("1.eml"),
+            envelope_from: String::new(),
+            spam: mxrack_config::Spam {
                 spamassassin_rules: Some(sa),
+                spamassassin_join: Some(mxrack_config::SpamJoin::Alone),
                 ..Default::default()
             },
         });
