@@ -3,7 +3,7 @@
 //! on SpamAssassin's scale (5 is the usual spam line); with SpamAssassin's
 //! rule files joined, the mean of the two sets' sums. No network lookups.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use mxrack_store::{LearnOutcome, Store};
 
@@ -123,28 +123,122 @@ impl Rules {
     }
 }
 
-/// The scorer: compiled rules and the classifier's data in the store.
-/// `Send + Sync`; the server shares it as `Arc<Scorer>`.
+/// The most threads one scorer scores on, whatever the number of cores.
+/// Each pattern keeps a matching cache per thread that used it (the regex
+/// crate's pool keeps them); with SpamAssassin's ~2,400 patterns that is
+/// about 60 MiB per thread (`examples/sa_memory.rs`). Scoring on a
+/// fixed set of threads, as many as cores up to this, keeps the scorer's
+/// memory at its rules plus that many caches however many sessions deliver
+/// at once; scoring is CPU work, so more threads than cores add nothing.
+pub const SCORING_THREADS_MAX: usize = 8;
+
+/// What a scoring thread runs.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The rules and the classifier's data, shared with the scoring threads.
 #[derive(Debug)]
-pub struct Scorer {
+struct Shared {
     rules: Rules,
     store: Arc<Store>,
 }
 
+impl Shared {
+    /// Scores on the calling thread. A bug in scoring must cost a score,
+    /// never the delivery: a panic is caught, logged and the message gets
+    /// a neutral score that says so.
+    fn score(
+        &self,
+        message: &[u8],
+        envelope_from: &str,
+        now: i64,
+        marks: &[String],
+        hop: Option<crate::relays::Relay>,
+    ) -> Score {
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut view = MailView::parse(message);
+            view.auth_marks = marks.to_vec();
+            view.hop = hop;
+            score_parsed(&self.store, &self.rules, &view, envelope_from, now)
+        }));
+        scored.unwrap_or_else(|_| {
+            tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
+            Score {
+                value: 0.0,
+                hits: vec![(SCORER_FAILED.to_string(), 0.0)],
+            }
+        })
+    }
+}
+
+/// Starts the scoring threads (as many as cores, at most
+/// [`SCORING_THREADS_MAX`]); they end when the sender drops. Returns the
+/// sender and how many started (0: the caller scores on its own thread).
+fn scoring_threads() -> (Mutex<mpsc::Sender<Job>>, usize) {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    let wanted = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SCORING_THREADS_MAX);
+    let mut started = 0;
+    for i in 0..wanted {
+        let rx = rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mxrack-score-{i}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match job {
+                        // A job's panic (none is expected: scoring catches
+                        // its own) must not end the thread.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        match thread {
+            Ok(_) => started += 1,
+            Err(e) => tracing::warn!(error = %e, "cannot start a scoring thread"),
+        }
+    }
+    (Mutex::new(tx), started)
+}
+
+/// The scorer: compiled rules and the classifier's data in the store,
+/// scored on its own threads ([`SCORING_THREADS_MAX`]). `Send + Sync`; the
+/// server shares it as `Arc<Scorer>`.
+#[derive(Debug)]
+pub struct Scorer {
+    shared: Arc<Shared>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    threads: usize,
+}
+
 impl Scorer {
+    fn start(rules: Rules, store: Arc<Store>) -> Scorer {
+        let (jobs, threads) = scoring_threads();
+        Scorer {
+            shared: Arc::new(Shared { rules, store }),
+            jobs,
+            threads,
+        }
+    }
+
     /// Rules from a TOML rules file (see [`crate::rules`]); classifier data
     /// read from the store.
     pub fn new(rules_toml: &str, store: Arc<Store>) -> Result<Scorer, FilterError> {
-        Ok(Scorer {
-            rules: Rules::one(RuleSet::parse(rules_toml)?),
+        Ok(Scorer::start(
+            Rules::one(RuleSet::parse(rules_toml)?),
             store,
-        })
+        ))
     }
 
     /// Rules read already (SpamAssassin rule files, [`crate::sa`], alone or
     /// joined with mxrack's own).
     pub fn with_rules(rules: Rules, store: Arc<Store>) -> Scorer {
-        Scorer { rules, store }
+        Scorer::start(rules, store)
     }
 
     /// The rules shipped with the image.
@@ -155,10 +249,7 @@ impl Scorer {
             tracing::error!(error = %e, "the embedded rules do not parse; scoring with none");
             RuleSet { rules: Vec::new() }
         });
-        Scorer {
-            rules: Rules::one(rules),
-            store,
-        }
+        Scorer::start(Rules::one(rules), store)
     }
 
     /// From `[spam]`: SpamAssassin's rule folder (alone or joined with
@@ -168,19 +259,17 @@ impl Scorer {
         config: &mxrack_config::Spam,
         store: Arc<Store>,
     ) -> Result<Scorer, FilterError> {
-        Ok(Scorer {
-            rules: rules_from_config(config)?,
-            store,
-        })
+        Ok(Scorer::start(rules_from_config(config)?, store))
     }
 
     pub fn rules(&self) -> &Rules {
-        &self.rules
+        &self.shared.rules
     }
 
     /// Scores a message. Pure CPU work but for store reads of token counts;
-    /// run it in `spawn_blocking`. A store error only leaves the classifier
-    /// out (logged): a message always gets a score.
+    /// run it in `spawn_blocking` (it waits for one of the scorer's
+    /// threads). A store error only leaves the classifier out (logged): a
+    /// message always gets a score.
     pub fn score(&self, message: &[u8], envelope_from: &str) -> Score {
         self.score_at(message, envelope_from, now_secs())
     }
@@ -217,6 +306,9 @@ impl Scorer {
         self.score_guarded(message, envelope_from, now, &[], None)
     }
 
+    /// Hands the message to a scoring thread and waits for its score. The
+    /// thread gets a copy of the message (what the caller holds anyway, for
+    /// as long as it waits). With no scoring thread, it scores here.
     fn score_guarded(
         &self,
         message: &[u8],
@@ -225,13 +317,27 @@ impl Scorer {
         marks: &[String],
         hop: Option<crate::relays::Relay>,
     ) -> Score {
-        // A bug in scoring must cost a score, never the delivery: a panic is
-        // caught, logged and the message gets a neutral score that says so.
-        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.score_unguarded(message, envelope_from, now, marks, hop)
-        }));
-        scored.unwrap_or_else(|_| {
-            tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
+        if self.threads == 0 {
+            return self.shared.score(message, envelope_from, now, marks, hop);
+        }
+        let (message, from, marks) = (message.to_vec(), envelope_from.to_string(), marks.to_vec());
+        let shared = self.shared.clone();
+        let (done, score) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = done.send(shared.score(&message, &from, now, &marks, hop));
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if let Err(mpsc::SendError(job)) = sent {
+            // Every scoring thread has ended (they end only with the
+            // scorer): score here.
+            job();
+        }
+        score.recv().unwrap_or_else(|_| {
+            tracing::error!("a scoring thread dropped its message; scoring 0");
             Score {
                 value: 0.0,
                 hits: vec![(SCORER_FAILED.to_string(), 0.0)],
@@ -239,25 +345,11 @@ impl Scorer {
         })
     }
 
-    fn score_unguarded(
-        &self,
-        message: &[u8],
-        envelope_from: &str,
-        now: i64,
-        marks: &[String],
-        hop: Option<crate::relays::Relay>,
-    ) -> Score {
-        let mut view = MailView::parse(message);
-        view.auth_marks = marks.to_vec();
-        view.hop = hop;
-        score_parsed(&self.store, &self.rules, &view, envelope_from, now)
-    }
-
     /// Learns a message as spam (`true`: moved into Junk, or `mxrack spam
     /// train --spam`) or ham (`false`: moved out of Junk). A message learned
     /// before as the other class is relearned, not counted twice.
     pub fn train(&self, message: &[u8], spam: bool) -> Result<LearnOutcome, FilterError> {
-        train(&self.store, message, spam)
+        train(&self.shared.store, message, spam)
     }
 }
 
@@ -485,6 +577,35 @@ mod tests {
                 "{a} {b}"
             );
         }
+    }
+
+    #[test]
+    fn scores_on_its_own_threads_and_survives_a_panic_there() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("store");
+        let scorer = Arc::new(Scorer::embedded(store.clone()));
+        assert!((1..=SCORING_THREADS_MAX).contains(&scorer.threads));
+        let msg = b"Subject: hello\r\n\r\nbody\r\n";
+        let alone = scorer.score_at(msg, "a@b.example", 0);
+        // Many callers at once get the score one caller gets.
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let scorer = scorer.clone();
+                std::thread::spawn(move || scorer.score_at(msg, "a@b.example", 0))
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.join().expect("caller"), alone);
+        }
+        // A job that panics on a scoring thread does not take the thread
+        // with it: the scorer still scores on all of them.
+        for _ in 0..scorer.threads {
+            let job: Job = Box::new(|| panic!("a bug in a job"));
+            scorer.jobs.lock().unwrap().send(job).unwrap();
+        }
+        assert_eq!(scorer.score_at(msg, "a@b.example", 0), alone);
+        drop(scorer);
+        store.shutdown();
     }
 
     #[test]
