@@ -1837,6 +1837,29 @@ body   COMMENTED /a\#b/ # a comment
     }
 
     #[test]
+    fn backtracking_patterns_stop_at_the_messages_budget_linear_ones_do_not() {
+        use std::time::{Duration, Instant};
+        let texts: Vec<String> = ["nothing here", "a hit", "another hit"]
+            .map(String::from)
+            .to_vec();
+        // Lookahead needs the backtracking engine; the plain one does not.
+        let fancy = Pattern::compile(r"(?=hit)hit", "", false).unwrap();
+        let plain = Pattern::compile(r"hit", "", false).unwrap();
+        assert!(matches!(fancy.engine, Engine::Fancy(_)));
+        assert!(matches!(plain.engine, Engine::Plain(_)));
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(count_hits(&fancy, &texts, later), Some(1.0));
+        // FANCY_BUDGET spent by the message's earlier patterns: a
+        // backtracking pattern that has not hit yet is unknown, not a miss;
+        // a linear one still runs to its answer.
+        let spent = Instant::now()
+            .checked_sub(Duration::from_millis(1))
+            .expect("an instant 1 ms ago");
+        assert_eq!(count_hits(&fancy, &texts, spent), None);
+        assert_eq!(count_hits(&plain, &texts, spent), Some(1.0));
+    }
+
+    #[test]
     fn a_runaway_pattern_stops_at_its_limit() {
         // Catastrophic backtracking on purpose: the backreference forces
         // the fancy engine, whose limit ends the match as "no hit".

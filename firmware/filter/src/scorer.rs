@@ -77,6 +77,15 @@ impl Score {
         out
     }
 
+    /// The neutral score of a message scoring failed on (a bug), which
+    /// says so.
+    fn failed() -> Score {
+        Score {
+            value: 0.0,
+            hits: vec![(SCORER_FAILED.to_string(), 0.0)],
+        }
+    }
+
     /// True when `name` hit.
     pub fn hit(&self, name: &str) -> bool {
         self.hits.iter().any(|(n, _)| n == name)
@@ -162,10 +171,7 @@ impl Shared {
         }));
         scored.unwrap_or_else(|_| {
             tracing::error!(bytes = message.len(), "the spam scorer panicked; scoring 0");
-            Score {
-                value: 0.0,
-                hits: vec![(SCORER_FAILED.to_string(), 0.0)],
-            }
+            Score::failed()
         })
     }
 }
@@ -338,10 +344,7 @@ impl Scorer {
         }
         score.recv().unwrap_or_else(|_| {
             tracing::error!("a scoring thread dropped its message; scoring 0");
-            Score {
-                value: 0.0,
-                hits: vec![(SCORER_FAILED.to_string(), 0.0)],
-            }
+            Score::failed()
         })
     }
 
