@@ -294,7 +294,16 @@ impl Scorer {
         self.score_with_auth_at(message, envelope_from, marks, hop, now_secs())
     }
 
-    /// [`Scorer::score_with_auth`] with the time of scoring given.
+    /// [`Scorer::score`] with the time of scoring given (dates are judged
+    /// against the newest Received header, else against `now`).
+    pub fn score_at(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
+        self.score_with_auth_at(message, envelope_from, &[], None, now)
+    }
+
+    /// [`Scorer::score_with_auth`] with the time of scoring given. Hands
+    /// the message to a scoring thread and waits for its score; the thread
+    /// gets a copy of the message (what the caller holds anyway, for as
+    /// long as it waits). With no scoring thread, it scores here.
     pub fn score_with_auth_at(
         &self,
         message: &[u8],
@@ -302,26 +311,6 @@ impl Scorer {
         marks: &[String],
         hop: Option<crate::relays::Relay>,
         now: i64,
-    ) -> Score {
-        self.score_guarded(message, envelope_from, now, marks, hop)
-    }
-
-    /// [`Scorer::score`] with the time of scoring given (dates are judged
-    /// against the newest Received header, else against `now`).
-    pub fn score_at(&self, message: &[u8], envelope_from: &str, now: i64) -> Score {
-        self.score_guarded(message, envelope_from, now, &[], None)
-    }
-
-    /// Hands the message to a scoring thread and waits for its score. The
-    /// thread gets a copy of the message (what the caller holds anyway, for
-    /// as long as it waits). With no scoring thread, it scores here.
-    fn score_guarded(
-        &self,
-        message: &[u8],
-        envelope_from: &str,
-        now: i64,
-        marks: &[String],
-        hop: Option<crate::relays::Relay>,
     ) -> Score {
         if self.threads == 0 {
             return self.shared.score(message, envelope_from, now, marks, hop);
