@@ -238,3 +238,33 @@ def test_debian_rules_on_a_plain_reply_stay_low(debian):
     ), sender="ann@example.org")
     value, _ = score_header(stored)
     assert value < 3.0, value
+
+
+def test_a_hostile_message_through_debian_rules_is_scored_and_delivered(debian):
+    # What an attacker sends to make the rules work hardest, up to the
+    # test server's message size (64 KiB): one paragraph of words that
+    # backtracking patterns chew on, hundreds of links and addresses, an
+    # HTML part of unbalanced tags, a base64 part that is not base64, a
+    # long From, an encoded Subject and 60 Received headers.
+    words = " ".join(["aaaa" * 8, "FREE!!!", "$$$", "click", "viagra", "=20"] * 300)
+    links = "".join(f'<a href="http://{i}.ex{i % 7}.example/{"a" * 20}?{i}">{i}</a>'
+                    f" mail{i}@x{i}.example " for i in range(300))
+    data = (
+        f"From: \"{'A' * 300}\" <{'b' * 60}@{'c' * 60}.example>\r\n"
+        f"To: <{DEMO}>\r\n"
+        f"Subject: {'=?utf-8?b?ISEh?= ' * 40}\r\n"
+        f"Date: {now()}\r\n"
+        + "".join(f"Received: from h{i} ([10.{i}.0.1]) by x{i}; {now()}\r\n" for i in range(60))
+        + "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\n" + words + "\r\n"
+        "--b\r\nContent-Type: text/html\r\n\r\n" + "<table><font><b>" * 100 + links + "\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n" + "!@#$%^&*()" * 300 + "\r\n--b--\r\n"
+    )
+    assert 48 * 1024 < len(data) < 64 * 1024, len(data)
+    value, hits = score_header(deliver(debian, data))
+    assert hits and value > 0, (value, hits)
+    # The server goes on scoring the next message as before.
+    value, _ = score_header(deliver(debian, body("test", f"the GTUBE\r\n{GTUBE}\r\n")))
+    assert value >= 490.0, value
