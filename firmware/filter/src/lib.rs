@@ -42,8 +42,8 @@ pub use gate::{
 };
 pub use mxrack_store::{ComplaintSample, ForwardDayCounters, LearnOutcome};
 pub use scorer::{
-    EMBEDDED_RULES, Rules, SCORER_FAILED, SCORING_THREADS_MAX, Score, Scorer, classify,
-    rules_from_config, score_message, score_view, train,
+    EMBEDDED_RULES, NotScored, Rules, SCORER_FAILED, SCORING_QUEUE_MAX, SCORING_THREADS_MAX,
+    SCORING_WAIT_MAX, Score, Scorer, classify, rules_from_config, score_message, score_view, train,
 };
 
 /// The header a forwarded copy carries so a complaint about it can be

@@ -3,7 +3,8 @@
 //! on SpamAssassin's scale (5 is the usual spam line); with SpamAssassin's
 //! rule files joined, the mean of the two sets' sums. No network lookups.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use mxrack_store::{LearnOutcome, Store};
 
@@ -141,6 +142,35 @@ impl Rules {
 /// at once; scoring is CPU work, so more threads than cores add nothing.
 pub const SCORING_THREADS_MAX: usize = 8;
 
+/// Messages that may wait for a scoring thread, beyond those being scored.
+/// A session that finds the queue full is told to try again later (SMTP
+/// 451 4.3.2, as Postfix answers when its milter is unavailable with
+/// `milter_default_action = tempfail`) rather than queueing without end:
+/// each waiting message holds its prefix (at most 256 KiB), so the queue
+/// holds at most 16 MiB, and at 65 ms a message (SpamAssassin's rules) the
+/// last in line on 2 threads waits about 2 s.
+pub const SCORING_QUEUE_MAX: usize = 64;
+
+/// The longest a session waits for its score ([`Scorer::try_score`]). The
+/// patterns' match budget (`FANCY_BUDGET`) and linear regexes keep a
+/// message's scoring to well under a second; past this something is wrong,
+/// and the sender is told to try again later. RFC 5321 4.5.3.2.5 gives the
+/// client 3 minutes per DATA block, so the refusal reaches it in time.
+pub const SCORING_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Why a message was not scored by [`Scorer::try_score`]; the sender is
+/// asked to try again later and the message is not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotScored {
+    #[error("the scoring queue is full ({SCORING_QUEUE_MAX} messages wait)")]
+    QueueFull,
+    #[error("no score within {} s", SCORING_WAIT_MAX.as_secs())]
+    TimedOut,
+    /// The job ended without a score (a bug: scoring catches its panics).
+    #[error("the scoring thread dropped the message")]
+    Dropped,
+}
+
 /// What a scoring thread runs.
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -179,9 +209,9 @@ impl Shared {
 /// Starts the scoring threads (as many as cores, at most
 /// [`SCORING_THREADS_MAX`]); they end when the sender drops. Returns the
 /// sender and how many started (0: the caller scores on its own thread).
-fn scoring_threads() -> (Mutex<mpsc::Sender<Job>>, usize) {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = Arc::new(Mutex::new(rx));
+fn scoring_threads() -> (mpsc::SyncSender<Job>, usize) {
+    let (tx, rx) = mpsc::sync_channel::<Job>(SCORING_QUEUE_MAX);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
     let wanted = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, SCORING_THREADS_MAX);
@@ -209,7 +239,7 @@ fn scoring_threads() -> (Mutex<mpsc::Sender<Job>>, usize) {
             Err(e) => tracing::warn!(error = %e, "cannot start a scoring thread"),
         }
     }
-    (Mutex::new(tx), started)
+    (tx, started)
 }
 
 /// The scorer: compiled rules and the classifier's data in the store,
@@ -218,7 +248,7 @@ fn scoring_threads() -> (Mutex<mpsc::Sender<Job>>, usize) {
 #[derive(Debug)]
 pub struct Scorer {
     shared: Arc<Shared>,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::SyncSender<Job>,
     threads: usize,
 }
 
@@ -301,9 +331,9 @@ impl Scorer {
     }
 
     /// [`Scorer::score_with_auth`] with the time of scoring given. Hands
-    /// the message to a scoring thread and waits for its score; the thread
-    /// gets a copy of the message (what the caller holds anyway, for as
-    /// long as it waits). With no scoring thread, it scores here.
+    /// a copy of the message to a scoring thread and waits for its score,
+    /// however long the queue (callers that would rather wait: the CLI,
+    /// benchmarks). With no scoring thread, it scores here.
     pub fn score_with_auth_at(
         &self,
         message: &[u8],
@@ -315,26 +345,84 @@ impl Scorer {
         if self.threads == 0 {
             return self.shared.score(message, envelope_from, now, marks, hop);
         }
-        let (message, from, marks) = (message.to_vec(), envelope_from.to_string(), marks.to_vec());
-        let shared = self.shared.clone();
-        let (done, score) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move || {
-            let _ = done.send(shared.score(&message, &from, now, &marks, hop));
-        });
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        if let Err(mpsc::SendError(job)) = sent {
+        let (job, score) = self.job(message.to_vec(), envelope_from, marks, hop, now);
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             // Every scoring thread has ended (they end only with the
             // scorer): score here.
             job();
         }
-        score.recv().unwrap_or_else(|_| {
-            tracing::error!("a scoring thread dropped its message; scoring 0");
-            Score::failed()
-        })
+        score.recv().map_or_else(
+            |_| {
+                tracing::error!("a scoring thread dropped its message; scoring 0");
+                Score::failed()
+            },
+            |(score, _)| score,
+        )
+    }
+
+    /// Scores a message for an SMTP session: the message (its prefix) moves
+    /// to a scoring thread and comes back with the score, so a waiting
+    /// session holds one copy. Refused when [`SCORING_QUEUE_MAX`] messages
+    /// already wait or no score comes within [`SCORING_WAIT_MAX`] (the
+    /// message is then gone with the job); the session answers "try again
+    /// later". Blocks: call it in `spawn_blocking`.
+    pub fn try_score(
+        &self,
+        message: Vec<u8>,
+        envelope_from: &str,
+        marks: &[String],
+        hop: Option<crate::relays::Relay>,
+    ) -> Result<(Score, Vec<u8>), NotScored> {
+        self.try_score_within(message, envelope_from, marks, hop, SCORING_WAIT_MAX)
+    }
+
+    /// [`Scorer::try_score`], waiting at most `wait`.
+    fn try_score_within(
+        &self,
+        message: Vec<u8>,
+        envelope_from: &str,
+        marks: &[String],
+        hop: Option<crate::relays::Relay>,
+        wait: Duration,
+    ) -> Result<(Score, Vec<u8>), NotScored> {
+        let now = now_secs();
+        if self.threads == 0 {
+            let score = self.shared.score(&message, envelope_from, now, marks, hop);
+            return Ok((score, message));
+        }
+        let (job, score) = self.job(message, envelope_from, marks, hop, now);
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => return Err(NotScored::QueueFull),
+            Err(mpsc::TrySendError::Disconnected(job)) => job(),
+        }
+        match score.recv_timeout(wait) {
+            Ok(scored) => Ok(scored),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(NotScored::TimedOut),
+            // The job ended without a score: a bug; the message went with it.
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(NotScored::Dropped),
+        }
+    }
+
+    /// A scoring job for `message` and where its score (with the message,
+    /// handed back) arrives.
+    fn job(
+        &self,
+        message: Vec<u8>,
+        envelope_from: &str,
+        marks: &[String],
+        hop: Option<crate::relays::Relay>,
+        now: i64,
+    ) -> (Job, mpsc::Receiver<(Score, Vec<u8>)>) {
+        let (from, marks) = (envelope_from.to_string(), marks.to_vec());
+        let shared = self.shared.clone();
+        let (done, score) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let scored = shared.score(&message, &from, now, &marks, hop);
+            // The caller may have stopped waiting (SCORING_WAIT_MAX).
+            let _ = done.send((scored, message));
+        });
+        (job, score)
     }
 
     /// Learns a message as spam (`true`: moved into Junk, or `mxrack spam
@@ -593,9 +681,67 @@ mod tests {
         // with it: the scorer still scores on all of them.
         for _ in 0..scorer.threads {
             let job: Job = Box::new(|| panic!("a bug in a job"));
-            scorer.jobs.lock().unwrap().send(job).unwrap();
+            scorer.jobs.send(job).unwrap();
         }
         assert_eq!(scorer.score_at(msg, "a@b.example", 0), alone);
+        drop(scorer);
+        store.shutdown();
+    }
+
+    #[test]
+    fn a_session_is_refused_when_the_queue_is_full_or_its_score_is_late() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("store");
+        let scorer = Scorer::embedded(store.clone());
+        let msg = b"Subject: hello\r\n\r\nbody\r\n".to_vec();
+        let now = now_secs();
+        let alone = scorer.shared.score(&msg, "a@b.example", now, &[], None);
+        // The message moves to the scoring thread and comes back whole.
+        let (score, back) = scorer
+            .try_score(msg.clone(), "a@b.example", &[], None)
+            .expect("scored");
+        assert_eq!((score, &back), (alone.clone(), &msg));
+
+        // Every scoring thread busy (held until `gate` is released) ...
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        let held = gate.write().expect("gate");
+        let (started, running) = mpsc::channel();
+        for _ in 0..scorer.threads {
+            let (gate, started) = (gate.clone(), started.clone());
+            let job: Job = Box::new(move || {
+                started.send(()).expect("test waits");
+                drop(gate.read());
+            });
+            scorer.jobs.send(job).expect("queued");
+        }
+        for _ in 0..scorer.threads {
+            running.recv().expect("a blocker runs");
+        }
+        // ... a message waits, and is given up after the wait ...
+        assert_eq!(
+            scorer.try_score_within(msg.clone(), "", &[], None, Duration::from_millis(50)),
+            Err(NotScored::TimedOut)
+        );
+        // ... and once SCORING_QUEUE_MAX wait (the message given up is one
+        // of them: it waits for a thread still), the next is refused at once.
+        for _ in 1..SCORING_QUEUE_MAX {
+            let gate = gate.clone();
+            let job: Job = Box::new(move || drop(gate.read()));
+            scorer.jobs.try_send(job).expect("room in the queue");
+        }
+        assert_eq!(
+            scorer.try_score(msg.clone(), "", &[], None),
+            Err(NotScored::QueueFull)
+        );
+        // Released, the queue drains (a caller that would rather wait gets
+        // its score after every job before it: the queue is then empty) and
+        // sessions are scored again.
+        drop(held);
+        assert_eq!(scorer.score_at(&msg, "a@b.example", now), alone);
+        let (score, back) = scorer
+            .try_score(msg.clone(), "a@b.example", &[], None)
+            .expect("scored");
+        assert_eq!((score, back), (alone, msg));
         drop(scorer);
         store.shutdown();
     }

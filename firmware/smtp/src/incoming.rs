@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use mxrack_filter::Scorer;
+use mxrack_filter::{NotScored, Scorer};
 use mxrack_mailauth::inbound::{Envelope, Inbound};
 use mxrack_store::{IncomingMessage, StoreError};
 
@@ -33,7 +33,7 @@ pub const MESSAGE_PREFIX_BYTES: usize = 256 * 1024;
 pub struct MessageSink {
     /// `None` once a write failed (the file is gone, `error` says why).
     file: Option<IncomingMessage>,
-    error: Option<StoreError>,
+    error: Option<SinkError>,
     /// Return-Path and Received, written first.
     trace: Vec<u8>,
     prefix: Vec<u8>,
@@ -59,6 +59,18 @@ pub enum AuthCheck {
     },
     /// An authenticated submission: this header as it is.
     Fixed(String),
+}
+
+/// Why a message was not received: the store's error, or no score for it
+/// now (the scorer's queue is full or its score is late; `NotScored`).
+/// Either way it is not acknowledged: the session answers 4xx and the
+/// sender tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not scored: {0}")]
+    NotScored(NotScored),
 }
 
 /// A message received whole (its file not yet finished nor committed).
@@ -122,7 +134,7 @@ impl MessageSink {
         };
         if let Err(e) = file.write(bytes).await {
             self.file = None;
-            self.error = Some(e);
+            self.error = Some(SinkError::Store(e));
         }
     }
 
@@ -161,23 +173,28 @@ impl MessageSink {
                 }
                 hop
             });
-            match mxrack_store::spawn_blocking(move || {
-                let score = scorer.score_with_auth(&prefix, &from, &marks, hop);
-                (score, prefix)
-            })
-            .await
-            {
-                Ok((score, prefix)) => {
+            let scored =
+                mxrack_store::spawn_blocking(move || scorer.try_score(prefix, &from, &marks, hop))
+                    .await;
+            match scored {
+                Ok(Ok((score, prefix))) => {
                     self.prefix = prefix;
                     score_header = score.header();
                     self.score = Some(score.value);
+                }
+                Ok(Err(busy)) => {
+                    // The prefix is gone with the job or the message is
+                    // not taken now: the sender tries again later.
+                    self.file = None;
+                    self.error = Some(SinkError::NotScored(busy));
+                    return;
                 }
                 Err(e) => {
                     // The scorer catches its own panics: this is a runtime
                     // shutting down. The prefix is gone, so is the message.
                     self.file = None;
-                    self.error = Some(StoreError::Io(std::io::Error::other(format!(
-                        "scoring task failed: {e}"
+                    self.error = Some(SinkError::Store(StoreError::Io(std::io::Error::other(
+                        format!("scoring task failed: {e}"),
                     ))));
                     return;
                 }
@@ -202,7 +219,7 @@ impl MessageSink {
 
     /// The end of DATA: scores and writes a prefix still pending, and hands
     /// back the file to commit, or the write error that lost it.
-    pub async fn finish(mut self) -> Result<Received, StoreError> {
+    pub async fn finish(mut self) -> Result<Received, SinkError> {
         if !self.sealed {
             self.seal(true).await;
         }
@@ -213,7 +230,7 @@ impl MessageSink {
                 score: self.score,
             }),
             (_, Some(e)) => Err(e),
-            (None, None) => Err(StoreError::Closed),
+            (None, None) => Err(SinkError::Store(StoreError::Closed)),
         }
     }
 }

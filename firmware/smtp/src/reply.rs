@@ -2,6 +2,7 @@
 //! (RFC 3463, RFC 5248) and text. Sessions never format replies ad hoc; typed
 //! errors become replies through `From` impls here.
 
+use crate::incoming::SinkError;
 use crate::parser::ParseError;
 use mxrack_store::StoreError;
 
@@ -127,10 +128,11 @@ impl Reply {
     pub fn insufficient_storage() -> Reply {
         Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
     }
-    /// The shared memory budget for client data is spent (issue 10): the
-    /// message is not read now; the sender retries later (RFC 5321 4.2.5:
-    /// 451 to DATA; RFC 3463 4.3.2, the system is not taking messages now).
-    pub fn memory_busy() -> Reply {
+    /// The shared memory budget for client data is spent (issue 10), or
+    /// the spam scorer's queue is full: the message is not taken now; the
+    /// sender retries later (RFC 5321 4.2.5: 451 to DATA; RFC 3463 4.3.2,
+    /// the system is not taking messages now).
+    pub fn server_busy() -> Reply {
         Reply::new(451, "4.3.2", "Server busy, try again later")
     }
     pub fn temporary_failure() -> Reply {
@@ -231,6 +233,15 @@ impl From<ParseError> for Reply {
 }
 
 /// Store failures at delivery: nothing is acknowledged, the client retries.
+impl From<&SinkError> for Reply {
+    fn from(e: &SinkError) -> Reply {
+        match e {
+            SinkError::Store(e) => Reply::from(e),
+            SinkError::NotScored(_) => Reply::server_busy(),
+        }
+    }
+}
+
 impl From<&StoreError> for Reply {
     fn from(e: &StoreError) -> Reply {
         match e {
@@ -263,5 +274,22 @@ mod tests {
             out,
             b"550 5.1.1 Recipient address rejected: no such user here\r\n"
         );
+    }
+
+    #[test]
+    fn a_message_not_scored_now_is_tried_again_later() {
+        use mxrack_filter::NotScored;
+        for why in [
+            NotScored::QueueFull,
+            NotScored::TimedOut,
+            NotScored::Dropped,
+        ] {
+            let mut out = Vec::new();
+            Reply::from(&SinkError::NotScored(why)).write_to(&mut out);
+            assert_eq!(out, b"451 4.3.2 Server busy, try again later\r\n");
+        }
+        let mut out = Vec::new();
+        Reply::from(&SinkError::Store(StoreError::NoSpace)).write_to(&mut out);
+        assert!(out.starts_with(b"452 4.3.1 "));
     }
 }

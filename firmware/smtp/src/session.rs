@@ -3,7 +3,7 @@
 //! for a TLS one and resets the session state (RFC 3207 4.2).
 
 use crate::data::{DataEvent, DataReader, DataRefusal};
-use crate::incoming::{AuthCheck, MessageSink, Received};
+use crate::incoming::{AuthCheck, MessageSink, Received, SinkError};
 use crate::parser::{Command, MailParams, parse_command};
 use crate::reply::Reply;
 use crate::sasl::{self, Credentials, SaslError};
@@ -694,7 +694,7 @@ impl Session {
         // a byte of the message is read.
         let Some(_lease) = mxrack_net::budget::global().lease(DATA_LEASE_BYTES).await else {
             warn!(client = %self.peer, "DATA refused: the memory budget for client data is spent");
-            self.send(conn, Reply::memory_busy());
+            self.send(conn, Reply::server_busy());
             return Flow::Continue;
         };
         let store = self.svc.store.clone();
@@ -806,7 +806,7 @@ impl Session {
         }
         let received = match sink {
             Some(sink) => sink.finish().await,
-            None => Err(StoreError::Closed),
+            None => Err(SinkError::Store(StoreError::Closed)),
         };
         let Received {
             file,
