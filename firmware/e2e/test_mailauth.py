@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import smtplib
 import threading
@@ -18,7 +19,7 @@ import time
 
 import dkim
 import pytest
-from dnslib import QTYPE, RR, TXT, RCODE
+from dnslib import A, PTR, QTYPE, RR, TXT, RCODE
 from dnslib.server import BaseResolver, DNSServer
 
 from mxlib import DEMO, HOST, HOSTNAME, Raw, Server, free_ports, queued_id
@@ -30,20 +31,32 @@ FAST = {"queue_interval_secs": 1, "retry_base_secs": 1, "retry_max_secs": 2,
 
 
 class Zone(BaseResolver):
-    """TXT records by name; every other question: NXDOMAIN."""
+    """TXT records by name; PTR and A records by name, each answered after
+    its delay in seconds (a slow zone; the server answers on a thread per
+    question); every other question: NXDOMAIN."""
 
     def __init__(self):
         self.txt: dict[str, str] = {}
+        self.ptr: dict[str, tuple[float, list[str]]] = {}
+        self.a: dict[str, tuple[float, list[str]]] = {}
         self.lock = threading.Lock()
         self.queries: list[str] = []
 
     def resolve(self, request, handler):
         reply = request.reply()
         name = str(request.q.qname).lower()
+        qtype = request.q.qtype
         with self.lock:
-            self.queries.append(f"{QTYPE[request.q.qtype]} {name}")
+            self.queries.append(f"{QTYPE[qtype]} {name}")
             value = self.txt.get(name)
-        if request.q.qtype == QTYPE.TXT and value is not None:
+            slow = {QTYPE.PTR: self.ptr, QTYPE.A: self.a}.get(qtype, {}).get(name)
+        if slow is not None:
+            delay, answers = slow
+            time.sleep(delay)
+            for answer in answers:
+                rdata = PTR(answer) if qtype == QTYPE.PTR else A(answer)
+                reply.add_answer(RR(name, qtype, rdata=rdata, ttl=60))
+        elif request.q.qtype == QTYPE.TXT and value is not None:
             chunks = [value[i:i + 255] for i in range(0, len(value), 255)]
             reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(chunks), ttl=60))
         elif value is None:
@@ -252,3 +265,63 @@ def test_a_sender_domain_without_records_is_asked_once_not_per_message(server, z
     # it is "no such record"; the next three messages ask nothing.
     for name in ["TXT quiet.example.", "TXT _dmarc.quiet.example.", "TXT relay.quiet.example."]:
         assert asked.count(name) == 2, asked
+
+
+def signed_from_origin(server: Server, tag: str) -> bytes:
+    body = message("alice@origin.example", DEMO, tag)
+    return dkim.sign(body, b"o1", b"origin.example", server.origin_pem,
+                     include_headers=[b"From", b"To", b"Subject", b"Date", b"Message-ID"]) + body
+
+
+# The resolver answers the reverse names of 127.0.0.0/8 and ::1 itself
+# (localhost), so a client whose reverse zone this test's DNS server serves
+# comes from TEST-NET-1 addresses that firmware/scripts/test.sh puts on the
+# loopback of the network namespace it runs these tests in.
+CLIENT_SILENT, CLIENT_SLOW = "192.0.2.10", "192.0.2.11"
+in_netns = pytest.mark.skipif(
+    not os.environ.get("MXRACK_E2E_NETNS"),
+    reason="a client address outside 127/8: firmware/scripts/test.sh runs it in its own network namespace",
+)
+
+
+def send_from(server: Server, source: str, body: bytes) -> None:
+    """One message on the MX port from the client address `source`."""
+    with smtplib.SMTP(HOST, server.mx_port, timeout=60, source_address=(source, 0)) as c:
+        c.ehlo("mail.origin.example")
+        c.sendmail("alice@origin.example", [DEMO], body)
+
+
+@in_netns
+def test_a_silent_reverse_zone_costs_iprev_not_the_dmarc_verdict(server, zone):
+    """The client's PTR question is never answered in time (the zone sleeps
+    past the resolver's timeout and attempts): iprev is a temporary error,
+    and DKIM, DMARC and the score are there as for any other message."""
+    zone.ptr["10.2.0.192.in-addr.arpa."] = (8.0, ["slow.origin.example."])
+    before = server.uids(DEMO)
+    send_from(server, CLIENT_SILENT, signed_from_origin(server, "silent-ptr"))
+    [stored] = server.new_messages(DEMO, before)
+    ar = header(stored, "Authentication-Results")
+    assert f"iprev=temperror (dns error) policy.iprev={CLIENT_SILENT}" in ar, ar
+    assert "dkim=pass header.i=@origin.example" in ar, ar
+    assert "dmarc=pass header.from=origin.example" in ar, ar
+    assert "PTR 10.2.0.192.in-addr.arpa." in zone.queries
+    assert float(header(stored, "X-Spam-Score").split()[0]) < 5.0
+
+
+@in_netns
+def test_slow_names_behind_a_ptr_cost_iprev_not_the_dmarc_verdict(server, zone):
+    """The PTR answers at once, but the A records of both names it gives
+    (mail-auth confirms at most two, one after the other) are never
+    answered in time: 2 s each with this resolver's timeout and attempts,
+    so the iprev check is given up at its own 3 s limit (IPREV_TIMEOUT),
+    while SPF, DKIM and DMARC (asked beside it) have their verdicts."""
+    zone.ptr["11.2.0.192.in-addr.arpa."] = (0.0, ["a.slow.example.", "b.slow.example."])
+    zone.a["a.slow.example."] = (8.0, [CLIENT_SLOW])
+    zone.a["b.slow.example."] = (8.0, [CLIENT_SLOW])
+    before = server.uids(DEMO)
+    send_from(server, CLIENT_SLOW, signed_from_origin(server, "slow-a"))
+    [stored] = server.new_messages(DEMO, before)
+    ar = header(stored, "Authentication-Results")
+    assert f"iprev=temperror (dns error) policy.iprev={CLIENT_SLOW}" in ar, ar
+    assert "dmarc=pass header.from=origin.example" in ar, ar
+    assert "A a.slow.example." in zone.queries
