@@ -200,6 +200,78 @@ def test_config_check_says_what_was_read_and_left_out(local):
     assert "eval:check_stock_info 1" in out and "pattern 1" in out, out
 
 
+# The sender's relay as SpamAssassin's rules see it: the first untrusted
+# one in X-Spam-Relays-Untrusted (RDNS_NONE is Debian's rule as written).
+RELAY_CF = r"""
+header RDNS_NONE          X-Spam-Relays-Untrusted =~ /^[^\]]+ rdns= /
+score  RDNS_NONE          1.3
+header FRONT_IS_SENDER    X-Spam-Relays-Untrusted =~ /^\[ ip=203\.0\.113\.7 /
+score  FRONT_IS_SENDER    0.1
+"""
+
+# Mail a provider's front MX (203.0.113.7, public) took from a host with
+# no reverse DNS and handed on inward.
+VIA_FRONT = (
+    "Received: from front.provider.example (front.provider.example [203.0.113.7])\r\n"
+    "\tby inner.example.net (Postfix) with ESMTP id 4B1\r\n"
+    "Received: from pc.example (unknown [24.93.159.133])\r\n"
+    "\tby front.provider.example (Postfix) with ESMTP id 7C2\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def relay_rules(tmp_path_factory) -> Path:
+    rules = tmp_path_factory.mktemp("sa-relay-rules")
+    (rules / "50_relay.cf").write_text(RELAY_CF)
+    return rules
+
+
+@pytest.fixture(scope="module")
+def inferred(relay_rules):
+    yield from scoring_with(relay_rules, "alone")
+
+
+@pytest.fixture(scope="module")
+def front_trusted(relay_rules):
+    s = Server()
+    s.spam = {"spamassassin_rules": str(relay_rules), "spamassassin_join": "alone",
+              "trusted_networks": ["203.0.113.0/24", "2001:db8:25::/48"]}
+    s.write_config()
+    s.start()
+    yield s
+    s.teardown()
+
+
+def test_trusted_networks_move_the_rules_past_the_front_mx(inferred, front_trusted, tmp_path):
+    data = VIA_FRONT + body("hello", "a note", sender="kim@example.org")
+    # Inferred (no trusted_networks): the front MX's public address ends
+    # trust, so the rules take it for the sender's relay.
+    _, hits = score_header(deliver(inferred, data, sender="kim@example.org"))
+    assert hits == {"FRONT_IS_SENDER": 0.1}, hits
+    # Listed: the front MX is trusted; the sender's relay is the host
+    # before it, which has no reverse DNS.
+    _, hits = score_header(deliver(front_trusted, data, sender="kim@example.org"))
+    assert hits == {"RDNS_NONE": 1.3}, hits
+    # The CLI scores a file with the same networks, and config check says
+    # what is trusted.
+    msg = tmp_path / "m.eml"
+    msg.write_text(data)
+    out = front_trusted.mx("spam", "score", str(msg)).decode()
+    assert out.startswith("X-Spam-Score: 1.3 (RDNS_NONE=1.3)"), out
+    out = front_trusted.mx("config", "check", str(front_trusted.config)).decode()
+    assert "spam trusted_networks: 203.0.113.0/24, 2001:db8:25::/48" in out, out
+
+
+def test_a_trusted_network_that_is_not_one_stops_the_start(tmp_path):
+    s = Server()
+    s.spam = {"trusted_networks": ["203.0.113.0/33"]}
+    s.write_config()
+    r = s.mx_run("config", "check", str(s.config))
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode != 0 and "spam.trusted_networks" in out and "203.0.113.0/33" in out, out
+    s.teardown()
+
+
 @pytest.fixture(scope="module")
 def debian():
     assert (DEBIAN_RULES / "50_scores.cf").is_file(), "firmware/scripts/test.sh installs spamassassin"

@@ -289,6 +289,31 @@ pub struct Spam {
     /// SpamAssassin at 5 and 6) or `alone` (SpamAssassin's rules only).
     /// Only with `spamassassin_rules`.
     pub spamassassin_join: Option<SpamJoin>,
+    /// SpamAssassin's `trusted_networks`: the relays, by address or
+    /// network (`192.0.2.25`, `203.0.113.0/24`, `2001:db8::/32`), that are
+    /// trusted not to forge the Received headers they add, such as a
+    /// provider's own front MX that hands mail to this appliance. Set, a
+    /// relay is trusted when its address is listed (loopback always is)
+    /// or it authenticated, and trust ends at the first that is neither;
+    /// the rules about the sender's relay (no reverse DNS, dynamic-looking
+    /// names, ALL_TRUSTED) then look past the listed ones. Empty (the
+    /// default): trust is inferred as SpamAssassin does without it
+    /// (private, loopback and authenticated relays).
+    pub trusted_networks: Vec<String>,
+}
+
+/// Most entries of `[spam] trusted_networks`.
+pub const SPAM_TRUSTED_NETWORKS_MAX: usize = 256;
+
+/// A `trusted_networks` entry: `ip` (a whole address) or `ip/prefix`.
+pub fn parse_network(s: &str) -> Option<(IpAddr, u8)> {
+    match s.split_once('/') {
+        Some(_) => crate::parse_cidr(s),
+        None => {
+            let ip: IpAddr = s.parse().ok()?;
+            Some((ip, if ip.is_ipv4() { 32 } else { 128 }))
+        }
+    }
 }
 
 /// `[spam] spamassassin_join`.
@@ -334,6 +359,22 @@ impl Spam {
             return Err(ConfigError::Invalid {
                 key: "spam.rules_file",
                 why: "must not be empty".into(),
+            });
+        }
+        if self.trusted_networks.len() > SPAM_TRUSTED_NETWORKS_MAX {
+            return Err(ConfigError::Invalid {
+                key: "spam.trusted_networks",
+                why: format!("at most {SPAM_TRUSTED_NETWORKS_MAX} entries"),
+            });
+        }
+        if let Some(bad) = self
+            .trusted_networks
+            .iter()
+            .find(|n| parse_network(n).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "spam.trusted_networks",
+                why: format!("{bad:?} is not an address or address/prefix"),
             });
         }
         Ok(())
@@ -457,6 +498,22 @@ mod tests {
         .expect_err("an unknown join")
         .to_string();
         assert!(e.contains("sum"), "{e}");
+        let spam = |list: &str| {
+            Config::from_toml(&with_forward("").replace(
+                "[forward]\n",
+                &format!("[spam]\ntrusted_networks = {list}\n"),
+            ))
+        };
+        let c = spam(r#"["192.0.2.25", "203.0.113.0/24", "2001:db8::/32"]"#).expect("networks");
+        assert_eq!(c.spam.trusted_networks.len(), 3);
+        for bad in [
+            r#"["203.0.113.0/33"]"#,
+            r#"["mx.example.net"]"#,
+            r#"["10.0.0."]"#,
+        ] {
+            let e = spam(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("spam.trusted_networks"), "{bad}: {e}");
+        }
         let e = Config::from_toml(&with_forward("unknown = 1"))
             .expect_err("unknown key")
             .to_string();

@@ -25,8 +25,8 @@ mod web;
 
 pub use auth::Auth;
 pub use forward::{
-    FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward, Spam,
-    SpamJoin,
+    FORWARD_STRICT_DESTINATIONS, FORWARD_THRESHOLD_CEILING, FORWARD_THRESHOLD_FLOOR, Forward,
+    SPAM_TRUSTED_NETWORKS_MAX, Spam, SpamJoin, parse_network,
 };
 pub use health::{Health, PID_MAX_LIMIT, RAISABLE_SYSCTLS};
 pub use imap::{

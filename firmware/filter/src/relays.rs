@@ -14,8 +14,12 @@
 //! Trust is inferred as SpamAssassin does without `trusted_networks`:
 //! relays from private or loopback addresses, or with authentication
 //! tokens, are trusted (and internal) until the first that is neither;
-//! from it on, all are untrusted (and external). A mail fetcher's marker
-//! (fetchmail) inside the trusted part restarts the list, as there.
+//! from it on, all are untrusted (and external). With `[spam]
+//! trusted_networks` set ([`TrustedNetworks`]), a relay is trusted when its
+//! address is in them or on loopback (SpamAssassin always adds 127/8 and
+//! ::1) or it authenticated; a private address alone is no longer enough.
+//! A mail fetcher's marker (fetchmail) inside the trusted part restarts
+//! the list, as there.
 //!
 //! Pure; bounded by the message's header limit.
 
@@ -26,6 +30,68 @@ use crate::message::MailView;
 /// Most Received headers read (SpamAssassin reads them all; mail with
 /// more has looped).
 pub const RECEIVED_MAX: usize = 64;
+
+/// SpamAssassin's `trusted_networks` (`[spam] trusted_networks`): the
+/// addresses whose relays are trusted not to forge what they add. Empty:
+/// trust is inferred (see the module text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedNetworks {
+    networks: Vec<(IpAddr, u8)>,
+}
+
+impl TrustedNetworks {
+    /// From the configuration's entries (validated there: `ip` or
+    /// `ip/prefix`; an entry that does not parse is left out).
+    pub fn from_config(entries: &[String]) -> TrustedNetworks {
+        TrustedNetworks {
+            networks: entries
+                .iter()
+                .filter_map(|e| mxrack_config::parse_network(e))
+                .collect(),
+        }
+    }
+
+    /// No networks: trust is inferred.
+    pub const fn none() -> TrustedNetworks {
+        TrustedNetworks {
+            networks: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.networks.len()
+    }
+
+    /// Whether a relay from `ip` is trusted: in a listed network, or
+    /// loopback.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        ip.is_loopback()
+            || self
+                .networks
+                .iter()
+                .any(|(net, prefix)| in_network(ip, net, *prefix))
+    }
+}
+
+/// Whether `ip` is in `net`/`prefix` (an IPv4 address is never in an IPv6
+/// network, nor the other way round).
+fn in_network(ip: &IpAddr, net: &IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(*a) & mask == u32::from(*n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(*a) & mask == u128::from(*n) & mask
+        }
+        _ => false,
+    }
+}
 
 /// One relay.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -330,10 +396,10 @@ enum Seen {
     Other,
 }
 
-/// The message's relays, newest first, split at the inferred trust
-/// boundary (see the module text). `hop`: the current hand-over (the
-/// client that gave mxrack the message), newest of all.
-pub fn relays(view: &MailView, hop: Option<&Relay>) -> Relays {
+/// The message's relays, newest first, split at the trust boundary
+/// (`trusted`, else inferred; see the module text). `hop`: the current
+/// hand-over (the client that gave mxrack the message), newest of all.
+pub fn relays(view: &MailView, hop: Option<&Relay>, trusted: &TrustedNetworks) -> Relays {
     let mut out = Relays::default();
     let mut in_trusted = true;
     let headers = view
@@ -378,8 +444,13 @@ pub fn relays(view: &MailView, hop: Option<&Relay>) -> Relays {
             Seen::Other => continue,
         };
         if in_trusted {
-            let private = relay.ip.parse::<IpAddr>().is_ok_and(|ip| is_private(&ip));
-            if !private && relay.auth.is_empty() {
+            let ip = relay.ip.parse::<IpAddr>().ok();
+            let listed = if trusted.is_empty() {
+                ip.is_some_and(|ip| is_private(&ip))
+            } else {
+                ip.is_some_and(|ip| trusted.contains(&ip))
+            };
+            if !listed && relay.auth.is_empty() {
                 in_trusted = false;
             }
         }
@@ -463,7 +534,7 @@ mod tests {
         assert_eq!(hop.ip, "192.0.2.1");
         assert_eq!(hop.helo, "!10.0.0.1!!x!");
         let v = MailView::parse(b"From: a@b.c\r\n\r\nhi\r\n");
-        let r = relays(&v, Some(&hop));
+        let r = relays(&v, Some(&hop), &TrustedNetworks::default());
         assert!(r.trusted.is_empty() && r.untrusted.len() == 1);
         // Many brackets: bounded work, no address.
         assert!(parse_received(&format!("from {} by x", "[".repeat(100_000))).is_none());
@@ -477,7 +548,7 @@ Received: from n5.grp.example (n5.grp.example [66.218.66.89]) by dogma.example w
 Received: from unknown (HELO pc.example) (24.93.159.133) by mta1.example with SMTP\r\n\
 From: a@b.example\r\n\r\nhi\r\n";
         let v = MailView::parse(msg.as_bytes());
-        let r = relays(&v, None);
+        let r = relays(&v, None, &TrustedNetworks::default());
         // The fetchmail marker restarted the trusted list: localhost is gone.
         assert!(r.trusted.is_empty(), "{:?}", r.trusted);
         assert_eq!(r.untrusted.len(), 2);
@@ -497,7 +568,7 @@ From: a@b.example\r\n\r\nhi\r\n";
             by: "mx".into(),
             ..Relay::default()
         };
-        let r = relays(&v, Some(&hop));
+        let r = relays(&v, Some(&hop), &TrustedNetworks::default());
         assert_eq!(r.untrusted[0].ip, "192.0.2.9");
         // Trust ended at the hop: the local hand-over is untrusted too, and
         // the fetcher's marker no longer restarts anything.
@@ -505,12 +576,61 @@ From: a@b.example\r\n\r\nhi\r\n";
         assert_eq!(r.untrusted[1].ip, "127.0.0.1");
         // Private and authenticated relays are trusted.
         let msg = "Received: from a (a [10.0.0.2]) by b\r\nReceived: from c (c [198.51.100.3]) by d with ESMTPSA id x\r\nReceived: from e (e [198.51.100.4]) by f\r\n\r\n";
-        let r = relays(&MailView::parse(msg.as_bytes()), None);
+        let r = relays(
+            &MailView::parse(msg.as_bytes()),
+            None,
+            &TrustedNetworks::default(),
+        );
         assert_eq!((r.trusted.len(), r.untrusted.len()), (2, 1));
         assert!(
             r.pseudo_header("X-Spam-Relays-Trusted")
                 .unwrap()
                 .contains("intl=1")
         );
+    }
+
+    #[test]
+    fn trusted_networks_decide_trust_instead_of_inference() {
+        let nets = |list: &[&str]| {
+            TrustedNetworks::from_config(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        // The provider's front MX (public) hands the mail to mxrack (the
+        // hop); before it, the sender's relay without reverse DNS.
+        let msg = "Received: from unknown (HELO pc.example) (24.93.159.133) by front.provider.example with SMTP\r\n\
+From: a@b.example\r\n\r\nhi\r\n";
+        let v = MailView::parse(msg.as_bytes());
+        let hop = Relay {
+            ip: "203.0.113.7".into(),
+            rdns: "front.provider.example".into(),
+            helo: "front.provider.example".into(),
+            by: "mx".into(),
+            ..Relay::default()
+        };
+        // Inferred: the front MX is public, so it is the sender's relay.
+        let r = relays(&v, Some(&hop), &TrustedNetworks::default());
+        assert_eq!(r.untrusted[0].ip, "203.0.113.7");
+        // Listed: the front MX is trusted, and the rules look at the one
+        // before it.
+        let front = nets(&["203.0.113.0/24"]);
+        let r = relays(&v, Some(&hop), &front);
+        assert_eq!(r.trusted.len(), 1);
+        assert!(r.trusted[0].internal);
+        assert_eq!(r.untrusted[0].ip, "24.93.159.133");
+        assert_eq!(r.untrusted[0].rdns, "");
+        // Set, a private address alone is not trusted; loopback always is.
+        let msg =
+            "Received: from a (a [127.0.0.1]) by b\r\nReceived: from c (c [10.0.0.2]) by d\r\n\r\n";
+        let r = relays(&MailView::parse(msg.as_bytes()), None, &front);
+        assert_eq!((r.trusted.len(), r.untrusted.len()), (1, 1));
+        assert_eq!(r.untrusted[0].ip, "10.0.0.2");
+        // A whole address, and IPv6 networks.
+        let v6 = nets(&["2001:db8:25::/48", "198.51.100.9"]);
+        assert!(v6.contains(&"2001:db8:25:1::9".parse().unwrap()));
+        assert!(!v6.contains(&"2001:db8:26::9".parse().unwrap()));
+        assert!(v6.contains(&"198.51.100.9".parse().unwrap()));
+        assert!(!v6.contains(&"198.51.100.10".parse().unwrap()));
+        assert!(v6.contains(&"::1".parse().unwrap()));
+        assert!(nets(&["0.0.0.0/0"]).contains(&"192.0.2.1".parse().unwrap()));
+        assert!(!nets(&["0.0.0.0/0"]).contains(&"2001:db8::1".parse().unwrap()));
     }
 }

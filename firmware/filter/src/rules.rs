@@ -120,6 +120,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// `[spam] trusted_networks`, for the rules that read the relays.
+    pub trusted: crate::relays::TrustedNetworks,
 }
 
 fn rule_error(name: &str, why: impl Into<String>) -> FilterError {
@@ -246,7 +248,10 @@ impl RuleSet {
                 }
             }
         }
-        Ok(RuleSet { rules })
+        Ok(RuleSet {
+            rules,
+            trusted: Default::default(),
+        })
     }
 
     /// The score of a rule by name (the Bayes bands live here too).
@@ -269,6 +274,7 @@ impl RuleSet {
         let mut sa_uris: Option<Vec<String>> = None;
         let mut sa_cache = sa::SaCache {
             hop: view.hop.clone(),
+            trusted: self.trusted.clone(),
             ..sa::SaCache::default()
         };
         let b2f = |v: bool| Some(f64::from(u8::from(v)));
@@ -303,9 +309,9 @@ impl RuleSet {
                 }
                 RuleKind::SaFull(p) => p.hits(&view.full).map(f64::from),
                 RuleKind::SaEval(e) => {
-                    let relays = sa_cache
-                        .relays
-                        .get_or_insert_with(|| crate::relays::relays(view, sa_cache.hop.as_ref()));
+                    let relays = sa_cache.relays.get_or_insert_with(|| {
+                        crate::relays::relays(view, sa_cache.hop.as_ref(), &sa_cache.trusted)
+                    });
                     b2f(e.run(view, envelope_from, now, relays))
                 }
                 RuleKind::Bayes | RuleKind::Meta { .. } | RuleKind::Expr(_) => Some(0.0),

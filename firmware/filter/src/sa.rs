@@ -654,6 +654,8 @@ pub struct SaCache {
     pub relays: Option<crate::relays::Relays>,
     /// The current hand-over, when the caller knows it.
     pub hop: Option<crate::relays::Relay>,
+    /// `[spam] trusted_networks` (empty: trust inferred).
+    pub trusted: crate::relays::TrustedNetworks,
     /// The relays' texts (trusted = internal, untrusted = external).
     pub relay_texts: Option<(String, String)>,
 }
@@ -724,9 +726,9 @@ impl HeaderRule {
     fn text(&self, view: &MailView, envelope_from: &str, cache: &mut SaCache) -> Option<String> {
         if crate::relays::is_relay_header(&self.header) {
             let (trusted, untrusted) = cache.relay_texts.get_or_insert_with(|| {
-                let relays = cache
-                    .relays
-                    .get_or_insert_with(|| crate::relays::relays(view, cache.hop.as_ref()));
+                let relays = cache.relays.get_or_insert_with(|| {
+                    crate::relays::relays(view, cache.hop.as_ref(), &cache.trusted)
+                });
                 (
                     relays
                         .pseudo_header("X-Spam-Relays-Trusted")
@@ -1581,7 +1583,10 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
         }
     }
     Ok(SaRules {
-        set: RuleSet { rules },
+        set: RuleSet {
+            rules,
+            trusted: Default::default(),
+        },
         files,
         skipped,
     })

@@ -645,7 +645,7 @@ mod tests {
 
     fn run(call: &str, msg: &str, env: &str) -> bool {
         let v = view(msg);
-        let relays = crate::relays::relays(&v, None);
+        let relays = crate::relays::relays(&v, None, &Default::default());
         Eval::parse(call, &fm())
             .expect(call)
             .run(&v, env, NOW, &relays)

@@ -119,6 +119,21 @@ impl Rules {
         }
     }
 
+    /// The relays these networks hand mail over from are trusted, in every
+    /// set (`[spam] trusted_networks`).
+    pub fn with_trusted_networks(mut self, trusted: crate::relays::TrustedNetworks) -> Rules {
+        for set in &mut self.sets {
+            set.trusted = trusted.clone();
+        }
+        self
+    }
+
+    /// `[spam] trusted_networks` (empty: trust inferred).
+    pub fn trusted_networks(&self) -> &crate::relays::TrustedNetworks {
+        static NONE: crate::relays::TrustedNetworks = crate::relays::TrustedNetworks::none();
+        self.sets.first().map_or(&NONE, |s| &s.trusted)
+    }
+
     pub fn sets(&self) -> &[RuleSet] {
         &self.sets
     }
@@ -283,7 +298,10 @@ impl Scorer {
         // in a built binary.
         let rules = RuleSet::parse(EMBEDDED_RULES).unwrap_or_else(|e| {
             tracing::error!(error = %e, "the embedded rules do not parse; scoring with none");
-            RuleSet { rules: Vec::new() }
+            RuleSet {
+                rules: Vec::new(),
+                trusted: Default::default(),
+            }
         });
         Scorer::start(Rules::one(rules), store)
     }
@@ -446,15 +464,17 @@ pub fn rules_from_config(config: &mxrack_config::Spam) -> Result<Rules, FilterEr
         }
         None => RuleSet::parse(EMBEDDED_RULES),
     };
+    let trusted = crate::relays::TrustedNetworks::from_config(&config.trusted_networks);
     let Some(dir) = &config.spamassassin_rules else {
-        return Ok(Rules::one(own()?));
+        return Ok(Rules::one(own()?).with_trusted_networks(trusted));
     };
     let sa = crate::sa::load_dir(dir)?;
     tracing::info!(folder = %dir.display(), join = ?config.join(), "spam rules: {}", sa.summary());
-    Ok(match config.join() {
+    let rules = match config.join() {
         mxrack_config::SpamJoin::Alone => Rules::one(sa.set),
         mxrack_config::SpamJoin::Mean => Rules::mean(own()?, sa.set),
-    })
+    };
+    Ok(rules.with_trusted_networks(trusted))
 }
 
 /// Scores a message with `rules` and the classifier in `store` (what

@@ -904,6 +904,12 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             } else {
                 println!("  spam rules: {} mxrack rules", own.len());
             }
+            if !config.spam.trusted_networks.is_empty() {
+                println!(
+                    "  spam trusted_networks: {} (with loopback; trust is not inferred)",
+                    config.spam.trusted_networks.join(", ")
+                );
+            }
             return Ok(());
         }
         Command::Dkim(c) => return dkim(&cli.effective_config()?, c),
