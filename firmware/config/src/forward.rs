@@ -298,7 +298,8 @@ pub struct Spam {
     /// the rules about the sender's relay (no reverse DNS, dynamic-looking
     /// names, ALL_TRUSTED) then look past the listed ones. Empty (the
     /// default): trust is inferred as SpamAssassin does without it
-    /// (private, loopback and authenticated relays).
+    /// (private, loopback and authenticated relays). Only with
+    /// `spamassassin_rules`: mxrack's own rules do not read the relays.
     pub trusted_networks: Vec<String>,
 }
 
@@ -375,6 +376,14 @@ impl Spam {
             return Err(ConfigError::Invalid {
                 key: "spam.trusted_networks",
                 why: format!("{bad:?} is not an address or address/prefix"),
+            });
+        }
+        if !self.trusted_networks.is_empty() && self.spamassassin_rules.is_none() {
+            // Only SpamAssassin's rules read the relays; mxrack's own do not.
+            return Err(ConfigError::Invalid {
+                key: "spam.trusted_networks",
+                why: "is read by SpamAssassin's rules (spam.spamassassin_rules), which are not set"
+                    .into(),
             });
         }
         Ok(())
@@ -501,7 +510,7 @@ mod tests {
         let spam = |list: &str| {
             Config::from_toml(&with_forward("").replace(
                 "[forward]\n",
-                &format!("[spam]\ntrusted_networks = {list}\n"),
+                &format!("[spam]\nspamassassin_rules = \"/sa\"\ntrusted_networks = {list}\n"),
             ))
         };
         let c = spam(r#"["192.0.2.25", "203.0.113.0/24", "2001:db8::/32"]"#).expect("networks");
@@ -514,6 +523,16 @@ mod tests {
             let e = spam(bad).expect_err(bad).to_string();
             assert!(e.starts_with("spam.trusted_networks"), "{bad}: {e}");
         }
+        let e = Config::from_toml(&with_forward("").replace(
+            "[forward]\n",
+            "[spam]\ntrusted_networks = [\"203.0.113.0/24\"]\n",
+        ))
+        .expect_err("trusted networks without SpamAssassin's rules")
+        .to_string();
+        assert!(
+            e.starts_with("spam.trusted_networks") && e.contains("spamassassin_rules"),
+            "{e}"
+        );
         let e = Config::from_toml(&with_forward("unknown = 1"))
             .expect_err("unknown key")
             .to_string();

@@ -36,44 +36,53 @@ pub const RECEIVED_MAX: usize = 64;
 /// trust is inferred (see the module text).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedNetworks {
-    networks: Vec<(IpAddr, u8)>,
+    /// Shared: every message's rule cache holds a clone.
+    networks: Option<std::sync::Arc<[(IpAddr, u8)]>>,
 }
 
 impl TrustedNetworks {
     /// From the configuration's entries (validated there: `ip` or
     /// `ip/prefix`; an entry that does not parse is left out).
     pub fn from_config(entries: &[String]) -> TrustedNetworks {
+        let networks: Vec<(IpAddr, u8)> = entries
+            .iter()
+            .filter_map(|e| mxrack_config::parse_network(e))
+            // ::ffff:a.b.c.d/n is the IPv4 network a.b.c.d/(n - 96).
+            .map(|(ip, prefix)| match ip {
+                IpAddr::V6(v6) if prefix >= 96 => v6
+                    .to_ipv4_mapped()
+                    .map_or((ip, prefix), |v4| (IpAddr::V4(v4), prefix - 96)),
+                _ => (ip, prefix),
+            })
+            .collect();
         TrustedNetworks {
-            networks: entries
-                .iter()
-                .filter_map(|e| mxrack_config::parse_network(e))
-                .collect(),
+            networks: (!networks.is_empty()).then(|| networks.into()),
         }
     }
 
     /// No networks: trust is inferred.
     pub const fn none() -> TrustedNetworks {
-        TrustedNetworks {
-            networks: Vec::new(),
-        }
+        TrustedNetworks { networks: None }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.networks.is_empty()
+        self.networks.is_none()
     }
 
     pub fn len(&self) -> usize {
-        self.networks.len()
+        self.networks.as_ref().map_or(0, |n| n.len())
     }
 
     /// Whether a relay from `ip` is trusted: in a listed network, or
-    /// loopback.
+    /// loopback (an IPv4-mapped IPv6 address counts as its IPv4 address).
     pub fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = ip.to_canonical();
         ip.is_loopback()
             || self
                 .networks
                 .iter()
-                .any(|(net, prefix)| in_network(ip, net, *prefix))
+                .flat_map(|n| n.iter())
+                .any(|(net, prefix)| in_network(&ip, net, *prefix))
     }
 }
 
@@ -117,7 +126,10 @@ impl Relay {
     /// from the iprev check.
     pub fn hop(ip: IpAddr, helo: &str, by: &str, id: &str) -> Relay {
         Relay {
-            ip: ip.to_string(),
+            // An IPv4 client of a dual-stack listener ([::]:25) is seen as
+            // ::ffff:a.b.c.d; its relay record (and trust) is the IPv4
+            // address, as a Received header would name it.
+            ip: ip.to_canonical().to_string(),
             helo: sanitize(helo),
             by: sanitize(by),
             id: sanitize(id),
@@ -202,7 +214,7 @@ pub fn is_relay_header(name: &str) -> bool {
 
 /// SpamAssassin's `$IP_PRIVATE`: addresses not on the public internet.
 pub fn is_private(ip: &IpAddr) -> bool {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             v4.is_private()
@@ -631,6 +643,13 @@ From: a@b.example\r\n\r\nhi\r\n";
         assert!(!v6.contains(&"198.51.100.10".parse().unwrap()));
         assert!(v6.contains(&"::1".parse().unwrap()));
         assert!(nets(&["0.0.0.0/0"]).contains(&"192.0.2.1".parse().unwrap()));
+        // A dual-stack listener sees IPv4 clients as IPv4-mapped addresses.
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert!(front.contains(&mapped));
+        assert!(nets(&["::ffff:203.0.113.0/120"]).contains(&"203.0.113.9".parse().unwrap()));
+        assert!(TrustedNetworks::default().contains(&"::ffff:127.0.0.1".parse().unwrap()));
+        assert!(is_private(&"::ffff:10.1.2.3".parse().unwrap()));
+        assert_eq!(Relay::hop(mapped, "h", "b", "i").ip, "203.0.113.7");
         assert!(!nets(&["0.0.0.0/0"]).contains(&"2001:db8::1".parse().unwrap()));
     }
 }

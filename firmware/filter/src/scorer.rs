@@ -3,6 +3,7 @@
 //! on SpamAssassin's scale (5 is the usual spam line); with SpamAssassin's
 //! rule files joined, the mean of the two sets' sums. No network lookups.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -189,6 +190,14 @@ pub enum NotScored {
 /// What a scoring thread runs.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A caller's side of a job: where its score (and the message, handed
+/// back) arrives, and the flag that tells the job its caller stopped
+/// waiting.
+struct Waiting {
+    score: mpsc::Receiver<(Score, Vec<u8>)>,
+    given_up: Arc<AtomicBool>,
+}
+
 /// The rules and the classifier's data, shared with the scoring threads.
 #[derive(Debug)]
 struct Shared {
@@ -199,7 +208,8 @@ struct Shared {
 impl Shared {
     /// Scores on the calling thread. A bug in scoring must cost a score,
     /// never the delivery: a panic is caught, logged and the message gets
-    /// a neutral score that says so.
+    /// a neutral score that says so. (Only a job lost whole, which this
+    /// catching rules out, costs an SMTP delivery a 451: `NotScored`.)
     fn score(
         &self,
         message: &[u8],
@@ -363,13 +373,13 @@ impl Scorer {
         if self.threads == 0 {
             return self.shared.score(message, envelope_from, now, marks, hop);
         }
-        let (job, score) = self.job(message.to_vec(), envelope_from, marks, hop, now);
+        let (job, waiting) = self.job(message.to_vec(), envelope_from, marks, hop, now);
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             // Every scoring thread has ended (they end only with the
             // scorer): score here.
             job();
         }
-        score.recv().map_or_else(
+        waiting.score.recv().map_or_else(
             |_| {
                 tracing::error!("a scoring thread dropped its message; scoring 0");
                 Score::failed()
@@ -408,15 +418,20 @@ impl Scorer {
             let score = self.shared.score(&message, envelope_from, now, marks, hop);
             return Ok((score, message));
         }
-        let (job, score) = self.job(message, envelope_from, marks, hop, now);
+        let (job, waiting) = self.job(message, envelope_from, marks, hop, now);
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(mpsc::TrySendError::Full(_)) => return Err(NotScored::QueueFull),
             Err(mpsc::TrySendError::Disconnected(job)) => job(),
         }
-        match score.recv_timeout(wait) {
+        match waiting.score.recv_timeout(wait) {
             Ok(scored) => Ok(scored),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(NotScored::TimedOut),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Still queued, the job drops the message when a thread
+                // takes it; already scoring, it finishes unheard.
+                waiting.given_up.store(true, Ordering::Release);
+                Err(NotScored::TimedOut)
+            }
             // The job ended without a score: a bug; the message went with it.
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(NotScored::Dropped),
         }
@@ -431,16 +446,22 @@ impl Scorer {
         marks: &[String],
         hop: Option<crate::relays::Relay>,
         now: i64,
-    ) -> (Job, mpsc::Receiver<(Score, Vec<u8>)>) {
+    ) -> (Job, Waiting) {
         let (from, marks) = (envelope_from.to_string(), marks.to_vec());
         let shared = self.shared.clone();
         let (done, score) = mpsc::sync_channel(1);
+        let given_up = Arc::new(AtomicBool::new(false));
+        let gave_up = given_up.clone();
         let job: Job = Box::new(move || {
+            // A message whose sender was told to try again later is not
+            // scored: that would spend a thread on it when they are short.
+            if gave_up.load(Ordering::Acquire) {
+                return;
+            }
             let scored = shared.score(&message, &from, now, &marks, hop);
-            // The caller may have stopped waiting (SCORING_WAIT_MAX).
             let _ = done.send((scored, message));
         });
-        (job, score)
+        (job, Waiting { score, given_up })
     }
 
     /// Learns a message as spam (`true`: moved into Junk, or `mxrack spam
@@ -761,7 +782,12 @@ mod tests {
         let (score, back) = scorer
             .try_score(msg.clone(), "a@b.example", &[], None)
             .expect("scored");
-        assert_eq!((score, back), (alone, msg));
+        assert_eq!((score, back), (alone, msg.clone()));
+        // A job whose caller gave up is not scored: it ends without a word.
+        let (job, waiting) = scorer.job(msg, "", &[], None, now);
+        waiting.given_up.store(true, Ordering::Release);
+        job();
+        assert!(waiting.score.recv().is_err());
         drop(scorer);
         store.shutdown();
     }

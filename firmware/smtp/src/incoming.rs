@@ -184,15 +184,20 @@ impl MessageSink {
                 }
                 Ok(Err(busy)) => {
                     // The prefix is gone with the job or the message is
-                    // not taken now: the sender tries again later.
-                    self.file = None;
+                    // not taken now: the sender tries again later. Its
+                    // file is removed before the session goes on.
+                    if let Some(file) = self.file.take() {
+                        file.discard().await;
+                    }
                     self.error = Some(SinkError::NotScored(busy));
                     return;
                 }
                 Err(e) => {
                     // The scorer catches its own panics: this is a runtime
                     // shutting down. The prefix is gone, so is the message.
-                    self.file = None;
+                    if let Some(file) = self.file.take() {
+                        file.discard().await;
+                    }
                     self.error = Some(SinkError::Store(StoreError::Io(std::io::Error::other(
                         format!("scoring task failed: {e}"),
                     ))));

@@ -815,7 +815,14 @@ impl Session {
         } = match received {
             Ok(r) => r,
             Err(e) => {
-                warn!(queue_id = %id_text, client = %self.peer, error = %e, "message not written, not acknowledged");
+                match &e {
+                    SinkError::NotScored(_) => {
+                        warn!(queue_id = %id_text, client = %self.peer, error = %e, "scorer busy: message not taken, sender to try again")
+                    }
+                    SinkError::Store(_) => {
+                        warn!(queue_id = %id_text, client = %self.peer, error = %e, "message not written, not acknowledged")
+                    }
+                }
                 self.send(conn, Reply::from(&e));
                 return Flow::Continue;
             }
