@@ -207,6 +207,15 @@ header RDNS_NONE          X-Spam-Relays-Untrusted =~ /^[^\]]+ rdns= /
 score  RDNS_NONE          1.3
 header FRONT_IS_SENDER    X-Spam-Relays-Untrusted =~ /^\[ ip=203\.0\.113\.7 /
 score  FRONT_IS_SENDER    0.1
+# MIME part headers (the MIMEHeader plugin) and an address list (WLBLEval),
+# as Debian's rules write them.
+mimeheader GIF_PART       Content-Type =~ /^image\/gif\b/i
+score  GIF_PART           0.4
+mimeheader GIF_8SPACE     Content-Type:raw =~ /^image\/gif;\n {8}name=\".+?\"$/s
+score  GIF_8SPACE         0.3
+enlist_addrlist (SUSP_NTLD) *@*.top *@*.icu
+header FROM_SUSP_NTLD     eval:check_from_in_list('SUSP_NTLD')
+score  FROM_SUSP_NTLD     0.6
 """
 
 # Mail a provider's front MX (203.0.113.7, public) took from a host with
@@ -221,6 +230,7 @@ VIA_FRONT = (
 
 @pytest.fixture(scope="module")
 def relay_rules(tmp_path_factory) -> Path:
+    """Rules on the relays, MIME part headers and an address list."""
     rules = tmp_path_factory.mktemp("sa-relay-rules")
     (rules / "50_relay.cf").write_text(RELAY_CF)
     return rules
@@ -260,6 +270,26 @@ def test_trusted_networks_move_the_rules_past_the_front_mx(inferred, front_trust
     assert out.startswith("X-Spam-Score: 1.3 (RDNS_NONE=1.3)"), out
     out = front_trusted.mx("config", "check", str(front_trusted.config)).decode()
     assert "spam trusted_networks: 203.0.113.0/24, 2001:db8:25::/48" in out, out
+
+
+def test_mimeheader_and_address_lists_score_the_delivered_copy(inferred):
+    sender = "deals@shop.top"
+    data = (
+        f"From: Shop <{sender}>\r\nTo: <{DEMO}>\r\nSubject: offer\r\n"
+        f"Date: {now()}\r\nMessage-ID: <offer-1@shop.top>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+        "--XX\r\nContent-Type: text/plain\r\n\r\nsee the picture\r\n"
+        '--XX\r\nContent-Type: image/gif;\r\n        name="offer.gif"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nR0lGODlhAQABAAAAACw=\r\n--XX--\r\n"
+    )
+    value, hits = score_header(deliver(inferred, data, sender=sender))
+    assert hits == {"GIF_PART": 0.4, "GIF_8SPACE": 0.3, "FROM_SUSP_NTLD": 0.6}, hits
+    assert value == pytest.approx(1.3), value
+    # The same picture folded with a tab instead of 8 spaces, from a sender
+    # in no list: only the decoded rule sees it.
+    data = data.replace("\r\n        name=", "\r\n\tname=").replace(sender, "kim@example.org")
+    _, hits = score_header(deliver(inferred, data, sender="kim@example.org"))
+    assert hits == {"GIF_PART": 0.4}, hits
 
 
 def test_a_trusted_network_that_is_not_one_stops_the_start(tmp_path):

@@ -17,6 +17,10 @@ pub const TEXT_BYTES_MAX: usize = 256 * 1024;
 pub const URIS_MAX: usize = 200;
 /// Most headers looked at.
 pub const HEADERS_MAX: usize = 500;
+/// Most MIME part headers kept for `mimeheader` rules, all parts together.
+pub const MIME_HEADERS_MAX: usize = 500;
+/// Longest raw MIME part header value kept (longer ones are cut).
+const MIME_HEADER_BYTES_MAX: usize = 8 * 1024;
 
 /// A header as the rules see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +31,21 @@ pub struct HeaderField {
     /// field; otherwise the raw value, unfolded.
     pub value: String,
     /// The raw value, unfolded.
+    pub raw: String,
+}
+
+/// A header of one MIME part (the message itself is part 0), for
+/// SpamAssassin's `mimeheader` rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartHeader {
+    /// The part's place in the walk (0: the message's own header).
+    pub part: usize,
+    /// As written, e.g. `Content-Type`.
+    pub name: String,
+    /// Unfolded, encoded words decoded (as SpamAssassin's `get_header`).
+    pub value: String,
+    /// As written: folding kept, line ends as LF (as SpamAssassin keeps
+    /// them), blanks after the colon and the last line end trimmed.
     pub raw: String,
 }
 
@@ -85,6 +104,9 @@ pub struct MailView {
     /// The hand-over to mxrack (client address, HELO, reverse DNS), when
     /// the caller knows it: the newest relay of SpamAssassin's rules.
     pub hop: Option<crate::relays::Relay>,
+    /// Every MIME part's headers, the message's own first, at most
+    /// [`MIME_HEADERS_MAX`] in all.
+    pub mime_headers: Vec<PartHeader>,
 }
 
 static URI_RE: LazyLock<Regex> = LazyLock::new(|| {
@@ -245,6 +267,39 @@ impl MailView {
             .collect();
         view.message_id_raw = view.header_raw("Message-ID").map(str::to_string);
 
+        'parts: for (i, part) in parsed.parts.iter().enumerate() {
+            for header in &part.headers {
+                if view.mime_headers.len() >= MIME_HEADERS_MAX {
+                    break 'parts;
+                }
+                let start = usize::try_from(header.offset_start()).unwrap_or(0);
+                let end = usize::try_from(header.offset_end()).unwrap_or(0);
+                let written = raw
+                    .get(start..end.min(start.saturating_add(MIME_HEADER_BYTES_MAX)))
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or(Cow::Borrowed(""));
+                let folded = written.replace("\r\n", "\n");
+                let unfolded = unfold(&folded);
+                // SpamAssassin's decoded value is the text with encoded
+                // words decoded, nothing parsed away (Content-ID keeps its
+                // angle brackets): the parsed value only when there are
+                // encoded words to decode.
+                let value = if unfolded.contains("=?") {
+                    unfold(&render_value(header.value(), &unfolded))
+                } else {
+                    unfolded
+                };
+                view.mime_headers.push(PartHeader {
+                    part: i,
+                    name: header.name().to_string(),
+                    value,
+                    raw: folded
+                        .trim_start_matches([' ', '\t'])
+                        .trim_end()
+                        .to_string(),
+                });
+            }
+        }
         for (i, part) in parsed.parts.iter().enumerate() {
             let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
             let base64 = part

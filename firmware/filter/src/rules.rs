@@ -97,6 +97,8 @@ pub enum RuleKind {
     },
     /// SpamAssassin rule files ([`crate::sa`]): a header rule.
     SaHeader(Box<sa::HeaderRule>),
+    /// SpamAssassin `mimeheader`: a header rule over each MIME part.
+    SaMimeHeader(Box<sa::HeaderRule>),
     /// SpamAssassin `body`: the Subject, then the visible text.
     SaBody(sa::Pattern),
     SaRawBody(sa::Pattern),
@@ -295,6 +297,7 @@ impl RuleSet {
                 RuleKind::Full(p) => b2f(p.is_match(&view.full)),
                 RuleKind::Builtin => b2f(checks::run(&rule.name, view, envelope_from, now)),
                 RuleKind::SaHeader(h) => h.hits(view, envelope_from, &mut sa_cache),
+                RuleKind::SaMimeHeader(h) => h.mime_hits(view),
                 RuleKind::SaBody(p) => {
                     let texts = sa_body.get_or_insert_with(|| sa::body_paragraphs(view));
                     sa::count_hits(p, texts, fancy_deadline)

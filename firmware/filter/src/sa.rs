@@ -8,6 +8,9 @@
 //!   (`/re/flags`, `m{re}flags`); header rules with `=~`, `!~`,
 //!   `exists:`, the `:raw`, `:addr` and `:name` forms, `[if-unset: ...]`,
 //!   and the pseudo-headers `ALL`, `ToCc`, `EnvelopeFrom`, `MESSAGEID`;
+//! * `mimeheader` rules (the MIMEHeader plugin): `Header[:raw] =~ /re/` or
+//!   `!~` over each MIME part's first header of that name, the message's
+//!   own header first ([`HeaderRule::mime_hits`]);
 //! * `meta` rules: Perl expressions over rule names with `&& || !`,
 //!   `+ - * /` and comparisons, metas of metas included;
 //! * `score NAME s0 [s1 s2 s3]`: the score of set 2 (Bayes on, network
@@ -26,7 +29,8 @@
 //!
 //! What is left out, counted by reason in [`SaRules::skipped`]: `eval:`
 //! rules (code in SpamAssassin's Perl plugins, except the Bayes bands),
-//! `mimeheader`, rules on pseudo-headers mxrack does not make
+//! `mimeheader` rules of forms the MIMEHeader plugin does not have
+//! (`exists:`, `:addr`), rules on pseudo-headers mxrack does not make
 //! (`X-Spam-Relays-*`, `ALL-TRUSTED`, ...), and patterns neither regex
 //! engine takes. Patterns use the `regex` crate (bytes, ASCII classes, as
 //! SpamAssassin matches octets) and, for lookaround and backreferences,
@@ -869,6 +873,59 @@ fn parse_header_rule(rest: &str) -> Result<HeaderRule, String> {
     })
 }
 
+/// A `mimeheader` rule: `NAME Header[:raw] =~ /re/` (or `!~`), as a header
+/// rule of one header name, plain or raw.
+fn parse_mimeheader_rule(rest: &str) -> Result<HeaderRule, String> {
+    let rule = parse_header_rule(rest)?;
+    match (&rule.test, rule.part) {
+        (HeaderTest::Exists, _) => Err("mimeheader exists:".into()),
+        (_, HeaderPart::Addr | HeaderPart::Name) => Err("mimeheader :addr/:name".into()),
+        _ if rule.header.eq_ignore_ascii_case("ALL")
+            || crate::relays::is_relay_header(&rule.header) =>
+        {
+            Err(format!("mimeheader on {}", rule.header))
+        }
+        _ => Ok(rule),
+    }
+}
+
+impl HeaderRule {
+    /// SpamAssassin's MIMEHeader plugin: each MIME part (the message
+    /// itself first) in turn, its first header of the rule's name (raw or
+    /// decoded; an absent one is the empty text); the rule hits at the
+    /// first part whose value matches (`=~`), or when none does (`!~`).
+    /// Unknown when a pattern could not tell and no part decided.
+    pub fn mime_hits(&self, view: &MailView) -> Option<f64> {
+        let (pattern, negated) = match &self.test {
+            HeaderTest::Matches(p) => (p, false),
+            HeaderTest::NotMatches(p) => (p, true),
+            HeaderTest::Exists => return None,
+        };
+        let parts = view.mime_headers.last().map_or(0, |h| h.part + 1);
+        let mut unknown = false;
+        for part in 0..parts.max(1) {
+            let value = view
+                .mime_headers
+                .iter()
+                .find(|h| h.part == part && h.name.eq_ignore_ascii_case(&self.header))
+                .map_or("", |h| match self.part {
+                    HeaderPart::Raw => h.raw.as_str(),
+                    _ => h.value.as_str(),
+                });
+            match pattern.hits(value) {
+                Some(n) if n > 0 => return Some(f64::from(u8::from(!negated))),
+                Some(_) => {}
+                None => unknown = true,
+            }
+        }
+        if unknown {
+            None
+        } else {
+            Some(f64::from(u8::from(negated)))
+        }
+    }
+}
+
 /// A rule's value over several texts: the sum of its matches, up to its
 /// `max_hits` (1 for most rules); `None` when a text could not be told and
 /// nothing matched.
@@ -1042,10 +1099,11 @@ enum Def {
     Uri(String),
     Full(String),
     Meta(String),
+    /// `mimeheader`: a header rule over every MIME part's header.
+    MimeHeader(String),
     Bayes,
     /// The call after `eval:`.
     Eval(String),
-    Skipped(String),
 }
 
 #[derive(Default)]
@@ -1061,6 +1119,7 @@ struct Reader {
     replace: HashSet<String>,
     freemail: Freemail,
     freemail_entries: Vec<String>,
+    addrlists: crate::sa_eval::AddrLists,
     /// `tflags multiple` rules: how many matches each counts.
     max_hits: HashMap<String, u32>,
 }
@@ -1151,6 +1210,14 @@ impl Reader {
                 }
                 return;
             }
+            "enlist_addrlist" => {
+                // `(NAME) glob glob ...`
+                if let Some(list) = name.strip_prefix('(').and_then(|n| n.strip_suffix(')')) {
+                    let globs: Vec<&str> = rest.split_whitespace().collect();
+                    self.addrlists.enlist(list, &globs);
+                }
+                return;
+            }
             "replace_rules" => {
                 self.replace.insert(name.to_string());
                 for n in rest.split_whitespace() {
@@ -1179,7 +1246,7 @@ impl Reader {
                 "uri" => Def::Uri(rest),
                 "full" => Def::Full(rest),
                 "meta" => Def::Meta(rest),
-                _ => Def::Skipped("mimeheader".into()),
+                _ => Def::MimeHeader(rest),
             }
         };
         self.define(name, def);
@@ -1361,6 +1428,8 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
     let entries = std::mem::take(&mut r.freemail_entries);
     r.freemail.add_domains(&entries);
     let freemail = Arc::new(std::mem::take(&mut r.freemail));
+    r.addrlists.compile();
+    let addrlists = Arc::new(std::mem::take(&mut r.addrlists));
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut skip = |why: String| *skipped.entry(why).or_insert(0) += 1;
     // Rules left out because mxrack cannot run them (not because they are
@@ -1399,11 +1468,6 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
         };
         let max_hits = r.max_hits.get(name.as_str()).copied().unwrap_or(1);
         let kind = match def {
-            Def::Skipped(why) => {
-                skip(why.clone());
-                unknown.insert(name.clone());
-                continue;
-            }
             Def::Meta(expr) => {
                 match parse_expr(expr) {
                     Ok(e) => {
@@ -1417,7 +1481,7 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
                 continue;
             }
             Def::Bayes => RuleKind::Bayes,
-            Def::Eval(text) => match Eval::parse(text, &freemail) {
+            Def::Eval(text) => match Eval::parse(text, &freemail, &addrlists) {
                 Ok(e) => RuleKind::SaEval(Box::new(e)),
                 Err(_)
                     if crate::sa_eval::is_network_test(
@@ -1438,6 +1502,18 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
                 Ok(h) => RuleKind::SaHeader(Box::new(h)),
                 Err(e) => {
                     skip(if e.starts_with("pseudo-header") {
+                        e
+                    } else {
+                        "pattern".into()
+                    });
+                    unknown.insert(name.clone());
+                    continue;
+                }
+            },
+            Def::MimeHeader(rest) => match parse_mimeheader_rule(&r.replace_tags(name, rest)) {
+                Ok(h) => RuleKind::SaMimeHeader(Box::new(h)),
+                Err(e) => {
+                    skip(if e.starts_with("mimeheader") {
                         e
                     } else {
                         "pattern".into()
@@ -1727,6 +1803,48 @@ body     EVAL_RULE    eval:check_stock_info()
         assert_eq!(rules.skipped.get("eval:check_stock_info"), Some(&1));
         assert_eq!(rules.skipped.get("pseudo-header ALL-TRUSTED"), Some(&1));
         assert_eq!(rules.skipped.get("score 0"), Some(&1));
+    }
+
+    #[test]
+    fn mimeheader_looks_at_each_part_raw_or_decoded() {
+        let cf = r#"
+mimeheader GIF_PART      Content-Type =~ /^image\/gif\b/i
+mimeheader GIF_8SPACE    Content-Type:raw =~ /^image\/gif;\n {8}name=\".+?\"$/s
+mimeheader GIF_ONETAB    Content-Type:raw =~ /^image\/gif;\n\tname=\".+?\"$/s
+mimeheader CID_STOCK     Content-ID =~ /^<image\d+\.gif\@/
+mimeheader NO_PDF        Content-Type !~ /application\/pdf/
+mimeheader TOP_MIXED     Content-Type =~ /multipart\/mixed/
+mimeheader HAS_CL        Content-Location =~ /./
+meta       GIF_AND_CID   GIF_PART && CID_STOCK
+score      GIF_AND_CID   1.0
+mimeheader BAD_FORM      From:addr =~ /x/
+mimeheader BAD_EXISTS    exists:Content-ID
+"#;
+        let msg = "From: a@b.example\nTo: c@d.example\nSubject: pic\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\n\n--XX\nContent-Type: text/plain\n\nsee the picture\n\
+--XX\nContent-Type: image/gif;\n        name=\"pic.gif\"\nContent-ID: <image001.gif@01D2>\n\
+Content-Transfer-Encoding: base64\n\nR0lGODlhAQABAAAAACw=\n--XX--\n";
+        let got = hits(cf, msg);
+        for want in [
+            "GIF_PART",
+            "GIF_8SPACE",
+            "CID_STOCK",
+            "NO_PDF",
+            "TOP_MIXED",
+            "GIF_AND_CID",
+        ] {
+            assert!(got.contains(&want.to_string()), "{want} in {got:?}");
+        }
+        for not in ["GIF_ONETAB", "HAS_CL", "BAD_FORM", "BAD_EXISTS"] {
+            assert!(!got.contains(&not.to_string()), "{not} in {got:?}");
+        }
+        // A plain message is its own only part: `!~` hits, `=~` does not.
+        let plain = hits(cf, MSG);
+        assert_eq!(plain, vec!["NO_PDF".to_string()], "{plain:?}");
+        // The forms mxrack does not take are counted, not read.
+        let rules = parse(&[("t.cf".into(), cf.into())]).expect("parses");
+        assert_eq!(rules.skipped.get("mimeheader :addr/:name"), Some(&1));
+        assert_eq!(rules.skipped.get("mimeheader exists:"), Some(&1));
     }
 
     #[test]

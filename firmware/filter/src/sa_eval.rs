@@ -4,7 +4,7 @@
 //! their documented behaviour over [`MailView`]. A function not here makes
 //! its rule unknown ([`crate::sa`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::sa::BinOp;
@@ -68,6 +68,62 @@ impl Freemail {
     }
 }
 
+/// SpamAssassin's address lists (`enlist_addrlist (NAME) *@*.gov ...`),
+/// which `check_from_in_list('NAME')` looks the sender up in. An entry is
+/// a glob on the whole address, `*` any run and `?` one character, case
+/// ignored (Mail::SpamAssassin::Conf's `add_to_addrlist`).
+#[derive(Debug, Default)]
+pub struct AddrLists {
+    globs: HashMap<String, Vec<String>>,
+    compiled: HashMap<String, regex::Regex>,
+}
+
+/// Most entries one address list takes.
+pub const ADDRLIST_ENTRIES_MAX: usize = 10_000;
+
+impl AddrLists {
+    /// Adds `enlist_addrlist` entries to list `name`.
+    pub fn enlist(&mut self, name: &str, entries: &[&str]) {
+        let list = self.globs.entry(name.to_string()).or_default();
+        for e in entries {
+            if list.len() < ADDRLIST_ENTRIES_MAX {
+                list.push(e.to_ascii_lowercase());
+            }
+        }
+    }
+
+    /// Compiles each list into one pattern (after every file is read).
+    pub fn compile(&mut self) {
+        for (name, globs) in &self.globs {
+            let alternatives: Vec<String> = globs
+                .iter()
+                .map(|g| {
+                    g.chars()
+                        .map(|c| match c {
+                            '*' => ".*".to_string(),
+                            '?' => ".".to_string(),
+                            c => regex::escape(&c.to_string()),
+                        })
+                        .collect::<String>()
+                })
+                .collect();
+            if let Ok(re) = regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+                .case_insensitive(true)
+                .build()
+            {
+                self.compiled.insert(name.clone(), re);
+            }
+        }
+    }
+
+    /// Whether `addr` is in list `name` (an unknown list holds nothing).
+    pub fn contains(&self, name: &str, addr: &str) -> bool {
+        self.compiled
+            .get(name)
+            .is_some_and(|re| re.is_match(addr.trim()))
+    }
+}
+
 /// One eval call, its arguments parsed.
 #[derive(Debug, Clone)]
 pub enum Eval {
@@ -101,6 +157,9 @@ pub enum Eval {
     FreemailFrom(Arc<Freemail>, Option<regex::Regex>),
     FreemailHeader(Arc<Freemail>, String, Option<regex::Regex>),
     FreemailReplyTo(Arc<Freemail>),
+    /// WLBLEval's `check_from_in_list('NAME')`: a sender address in an
+    /// `enlist_addrlist` list.
+    FromInList(Arc<AddrLists>, String),
     /// Every relay trusted (HeaderEval::check_all_trusted).
     AllTrusted,
     NoRelays,
@@ -186,7 +245,11 @@ fn hours(s: &str) -> Option<Option<f64>> {
 impl Eval {
     /// The eval call after `eval:` (e.g. `check_for_shifted_date('-6',
     /// '-3')`); `Err` names what mxrack does not run.
-    pub fn parse(text: &str, freemail: &Arc<Freemail>) -> Result<Eval, String> {
+    pub fn parse(
+        text: &str,
+        freemail: &Arc<Freemail>,
+        addrlists: &Arc<AddrLists>,
+    ) -> Result<Eval, String> {
         let (name, args) = call(text).ok_or_else(|| "eval:?".to_string())?;
         let unsupported = || format!("eval:{name}");
         let arg = |i: usize| args.get(i).map(String::as_str);
@@ -248,6 +311,13 @@ impl Eval {
                 pattern(1)?,
             ),
             "check_freemail_replyto" => Eval::FreemailReplyTo(freemail.clone()),
+            "check_from_in_list" => Eval::FromInList(
+                addrlists.clone(),
+                arg(0)
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(unsupported)?
+                    .to_string(),
+            ),
             "check_all_trusted" => Eval::AllTrusted,
             "check_mailfrom_matches_rcvd" => Eval::MailfromMatchesRcvd,
             "gated_through_received_hdr_remover" => Eval::GatedThroughReceivedRemover,
@@ -295,6 +365,9 @@ impl Eval {
                 !relays.trusted.is_empty() && relays.untrusted.is_empty() && relays.unparseable == 0
             }
             Eval::NoRelays => relays.trusted.is_empty() && relays.untrusted.is_empty(),
+            Eval::FromInList(lists, name) => from_addresses(v, envelope_from)
+                .iter()
+                .any(|a| lists.contains(name, a)),
             Eval::RelaysUnparseable => relays.unparseable > 0,
             // HeaderEval::helo_ip_mismatch: an address as HELO, public,
             // not the relay's own and outside its /24.
@@ -477,6 +550,45 @@ fn address_of(v: &MailView, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// PerMsgStatus::all_from_addrs: every address of Resent-From when it has
+/// one; else From's, Envelope-Sender's, Resent-Sender's, X-Envelope-From's
+/// and the envelope sender, runs of dots squeezed (bug 3366 there).
+fn from_addresses(v: &MailView, envelope_from: &str) -> Vec<String> {
+    if let Some(resent) = v
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Resent-From") && !h.raw.trim().is_empty())
+    {
+        return resent
+            .raw
+            .split([',', ' ', '<', '>', '"', '(', ')', ';'])
+            .filter(|w| w.contains('@'))
+            .map(str::to_string)
+            .collect();
+    }
+    let squeeze = |a: String| {
+        let mut out = String::with_capacity(a.len());
+        for c in a.chars() {
+            if !(c == '.' && out.ends_with('.')) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    [
+        "From",
+        "Envelope-Sender",
+        "Resent-Sender",
+        "X-Envelope-From",
+    ]
+    .iter()
+    .map(|h| address_of(v, h))
+    .chain(std::iter::once(envelope_from.to_string()))
+    .filter(|a| !a.is_empty())
+    .map(squeeze)
+    .collect()
+}
+
 fn domain_of(addr: &str) -> Option<String> {
     let (_, d) = addr.trim().trim_matches(['<', '>']).rsplit_once('@')?;
     let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -643,12 +755,55 @@ mod tests {
         })
     }
 
+    fn lists() -> Arc<AddrLists> {
+        let mut l = AddrLists::default();
+        l.enlist("GOV", &["*@*.gov", "*@parliament.uk"]);
+        l.enlist(
+            "PAYPAL",
+            &["*@paypal.com", "*@*.paypal.com", "service?@pp.example"],
+        );
+        l.compile();
+        Arc::new(l)
+    }
+
     fn run(call: &str, msg: &str, env: &str) -> bool {
         let v = view(msg);
         let relays = crate::relays::relays(&v, None, &Default::default());
-        Eval::parse(call, &fm())
+        Eval::parse(call, &fm(), &lists())
             .expect(call)
             .run(&v, env, NOW, &relays)
+    }
+
+    #[test]
+    fn from_in_list_looks_up_every_sender_address() {
+        let gov = "From: Tax Office <refunds@irs.gov>\nTo: a@b.c\n\nrefund\n";
+        assert!(run("check_from_in_list('GOV')", gov, ""));
+        assert!(!run("check_from_in_list('PAYPAL')", gov, ""));
+        // `*@*.gov` needs a dot before gov: irs.gov is under it, gov.example not.
+        let other = "From: x@gov.example\nTo: a@b.c\n\nhi\n";
+        assert!(!run("check_from_in_list('GOV')", other, ""));
+        // The envelope sender counts, `?` is one character, case is ignored.
+        assert!(run(
+            "check_from_in_list('PAYPAL')",
+            other,
+            "Service1@PP.example"
+        ));
+        assert!(!run(
+            "check_from_in_list('PAYPAL')",
+            other,
+            "service12@pp.example"
+        ));
+        assert!(run(
+            "check_from_in_list('PAYPAL')",
+            other,
+            "x@mail..paypal.com"
+        ));
+        // Resent-From, when there, is what is looked at.
+        let resent = "Resent-From: clerk@parliament.uk\nFrom: x@gov.example\n\nhi\n";
+        assert!(run("check_from_in_list('GOV')", resent, ""));
+        // A list nobody enlisted holds nothing; no name is not a test.
+        assert!(!run("check_from_in_list('BANKS')", gov, ""));
+        assert!(Eval::parse("check_from_in_list()", &fm(), &lists()).is_err());
     }
 
     #[test]
@@ -704,8 +859,8 @@ mod tests {
             call("subject_is_all_caps()").unwrap().1,
             Vec::<String>::new()
         );
-        assert!(Eval::parse("check_rbl('x', 'y')", &fm()).is_err());
-        assert!(Eval::parse("check_for_mime('mime_qp_long_line')", &fm()).is_err());
+        assert!(Eval::parse("check_rbl('x', 'y')", &fm(), &lists()).is_err());
+        assert!(Eval::parse("check_for_mime('mime_qp_long_line')", &fm(), &lists()).is_err());
     }
 
     #[test]
