@@ -901,13 +901,21 @@ impl HeaderRule {
             HeaderTest::NotMatches(p) => (p, true),
             HeaderTest::Exists => return None,
         };
-        let parts = view.mime_headers.last().map_or(0, |h| h.part + 1);
         let mut unknown = false;
-        for part in 0..parts.max(1) {
-            let value = view
-                .mime_headers
+        // One pass: the headers come grouped by part, in part order (a
+        // part without any header is not listed; a message without a
+        // parsed header is one part with none).
+        let headers = &view.mime_headers;
+        let mut start = 0;
+        loop {
+            let part = headers.get(start).map(|h| h.part);
+            let end = headers[start..]
                 .iter()
-                .find(|h| h.part == part && h.name.eq_ignore_ascii_case(&self.header))
+                .position(|h| Some(h.part) != part)
+                .map_or(headers.len(), |n| start + n);
+            let value = headers[start..end]
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(&self.header))
                 .map_or("", |h| match self.part {
                     HeaderPart::Raw => h.raw.as_str(),
                     _ => h.value.as_str(),
@@ -917,6 +925,10 @@ impl HeaderRule {
                 Some(_) => {}
                 None => unknown = true,
             }
+            if end >= headers.len() {
+                break;
+            }
+            start = end;
         }
         if unknown {
             None
