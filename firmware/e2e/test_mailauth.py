@@ -284,11 +284,15 @@ in_netns = pytest.mark.skipif(
 )
 
 
-def send_from(server: Server, source: str, body: bytes) -> None:
-    """One message on the MX port from the client address `source`."""
+def signed_from(server: Server, source: str, tag: str) -> tuple[bytes, str]:
+    """A signed message from origin.example on the MX port from the client
+    address `source`: the stored copy and its Authentication-Results."""
+    before = server.uids(DEMO)
     with smtplib.SMTP(HOST, server.mx_port, timeout=60, source_address=(source, 0)) as c:
         c.ehlo("mail.origin.example")
-        c.sendmail("alice@origin.example", [DEMO], body)
+        c.sendmail("alice@origin.example", [DEMO], signed_from_origin(server, tag))
+    [stored] = server.new_messages(DEMO, before)
+    return stored, header(stored, "Authentication-Results")
 
 
 @in_netns
@@ -297,10 +301,7 @@ def test_a_silent_reverse_zone_costs_iprev_not_the_dmarc_verdict(server, zone):
     past the resolver's timeout and attempts): iprev is a temporary error,
     and DKIM, DMARC and the score are there as for any other message."""
     zone.ptr["10.2.0.192.in-addr.arpa."] = (8.0, ["slow.origin.example."])
-    before = server.uids(DEMO)
-    send_from(server, CLIENT_SILENT, signed_from_origin(server, "silent-ptr"))
-    [stored] = server.new_messages(DEMO, before)
-    ar = header(stored, "Authentication-Results")
+    stored, ar = signed_from(server, CLIENT_SILENT, "silent-ptr")
     assert f"iprev=temperror (dns error) policy.iprev={CLIENT_SILENT}" in ar, ar
     assert "dkim=pass header.i=@origin.example" in ar, ar
     assert "dmarc=pass header.from=origin.example" in ar, ar
@@ -318,10 +319,7 @@ def test_slow_names_behind_a_ptr_cost_iprev_not_the_dmarc_verdict(server, zone):
     zone.ptr["11.2.0.192.in-addr.arpa."] = (0.0, ["a.slow.example.", "b.slow.example."])
     zone.a["a.slow.example."] = (8.0, [CLIENT_SLOW])
     zone.a["b.slow.example."] = (8.0, [CLIENT_SLOW])
-    before = server.uids(DEMO)
-    send_from(server, CLIENT_SLOW, signed_from_origin(server, "slow-a"))
-    [stored] = server.new_messages(DEMO, before)
-    ar = header(stored, "Authentication-Results")
+    _, ar = signed_from(server, CLIENT_SLOW, "slow-a")
     assert f"iprev=temperror (dns error) policy.iprev={CLIENT_SLOW}" in ar, ar
     assert "dmarc=pass header.from=origin.example" in ar, ar
     assert "A a.slow.example." in zone.queries

@@ -86,11 +86,12 @@ def score_header(stored: bytes) -> tuple[float, dict[str, float]]:
     return float(m[1]), hits
 
 
-def scoring_with(rules: Path, join: str | None = None):
+def scoring_with(rules: Path, join: str | None = None, **spam):
     """A server scoring with the SpamAssassin rule folder `rules`, joined
-    with mxrack's own rules as `join` says (None: the default, the mean)."""
+    with mxrack's own rules as `join` says (None: the default, the mean),
+    and any other `[spam]` settings."""
     s = Server()
-    s.spam = {"spamassassin_rules": str(rules)}
+    s.spam = {"spamassassin_rules": str(rules), **spam}
     if join:
         s.spam["spamassassin_join"] = join
     s.write_config()
@@ -99,12 +100,17 @@ def scoring_with(rules: Path, join: str | None = None):
     s.teardown()
 
 
+def rules_folder(tmp_path_factory, files: dict[str, str]) -> Path:
+    rules = tmp_path_factory.mktemp("sa-rules")
+    for name, text in files.items():
+        (rules / name).write_text(text)
+    return rules
+
+
 @pytest.fixture(scope="module")
 def local_rules(tmp_path_factory) -> Path:
-    rules = tmp_path_factory.mktemp("sa-rules")
-    (rules / "50_local.cf").write_text(LOCAL_CF)
-    (rules / "README").write_text("not a .cf file: not read\n")
-    return rules
+    return rules_folder(tmp_path_factory, {"50_local.cf": LOCAL_CF,
+                                           "README": "not a .cf file: not read\n"})
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +237,7 @@ VIA_FRONT = (
 @pytest.fixture(scope="module")
 def relay_rules(tmp_path_factory) -> Path:
     """Rules on the relays, MIME part headers and an address list."""
-    rules = tmp_path_factory.mktemp("sa-relay-rules")
-    (rules / "50_relay.cf").write_text(RELAY_CF)
-    return rules
+    return rules_folder(tmp_path_factory, {"50_relay.cf": RELAY_CF})
 
 
 @pytest.fixture(scope="module")
@@ -243,13 +247,8 @@ def inferred(relay_rules):
 
 @pytest.fixture(scope="module")
 def front_trusted(relay_rules):
-    s = Server()
-    s.spam = {"spamassassin_rules": str(relay_rules), "spamassassin_join": "alone",
-              "trusted_networks": ["203.0.113.0/24", "2001:db8:25::/48"]}
-    s.write_config()
-    s.start()
-    yield s
-    s.teardown()
+    yield from scoring_with(relay_rules, "alone",
+                            trusted_networks=["203.0.113.0/24", "2001:db8:25::/48"])
 
 
 def test_trusted_networks_move_the_rules_past_the_front_mx(inferred, front_trusted, tmp_path):
@@ -270,6 +269,25 @@ def test_trusted_networks_move_the_rules_past_the_front_mx(inferred, front_trust
     assert out.startswith("X-Spam-Score: 1.3 (RDNS_NONE=1.3)"), out
     out = front_trusted.mx("config", "check", str(front_trusted.config)).decode()
     assert "spam trusted_networks: 203.0.113.0/24, 2001:db8:25::/48" in out, out
+
+
+def test_score_cli_takes_the_hand_over_as_the_mx_records_it(inferred, tmp_path):
+    # A file with no Received header: no relay at all, so no relay rule.
+    msg = tmp_path / "m.eml"
+    msg.write_text(body("hello", "a note", sender="kim@example.org"))
+    out = inferred.mx("spam", "score", str(msg)).decode()
+    assert out.startswith("X-Spam-Score: 0.0"), out
+    # Handed over by a public client without (known) reverse DNS: the
+    # rules see it as the sender's relay, as at the MX.
+    out = inferred.mx("spam", "score", str(msg), "--client", "24.93.159.133",
+                      "--helo", "pc.example").decode()
+    assert out.startswith("X-Spam-Score: 1.3 (RDNS_NONE=1.3)"), out
+    out = inferred.mx("spam", "score", str(msg), "--client", "203.0.113.7",
+                      "--helo", "front.provider.example",
+                      "--rdns", "front.provider.example").decode()
+    assert out.startswith("X-Spam-Score: 0.1 (FRONT_IS_SENDER=0.1)"), out
+    r = inferred.mx_run("spam", "score", str(msg), "--helo", "pc.example")
+    assert r.returncode != 0 and b"--client" in r.stderr, r.stderr
 
 
 def test_mimeheader_and_address_lists_score_the_delivered_copy(inferred):

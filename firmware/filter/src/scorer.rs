@@ -506,9 +506,12 @@ pub fn score_message(
     rules: &Rules,
     message: &[u8],
     envelope_from: &str,
+    hop: Option<crate::relays::Relay>,
     now: i64,
 ) -> Score {
-    score_parsed(store, rules, &MailView::parse(message), envelope_from, now)
+    let mut view = MailView::parse(message);
+    view.hop = hop;
+    score_parsed(store, rules, &view, envelope_from, now)
 }
 
 fn score_parsed(

@@ -207,6 +207,8 @@ pub enum AdminRequest {
         file: PathBuf,
         envelope_from: String,
         spam: mxrack_config::Spam,
+        /// The hand-over to state, as the MX session knows it.
+        hop: Option<ScoreHop>,
     },
     /// Per destination forwards, discards, complaints and thresholds;
     /// `forward` is the CLI's `[forward]` section, `day` defaults to today.
@@ -223,6 +225,20 @@ pub enum AdminRequest {
         forward: mxrack_config::Forward,
         day: Option<i64>,
     },
+}
+
+/// `mxrack spam score --client`: the client that handed the message over,
+/// as an MX session would record it (the newest relay of SpamAssassin's
+/// rules).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreHop {
+    pub client: std::net::IpAddr,
+    pub helo: String,
+    /// Its confirmed reverse DNS name; `Some("")`: it has none; `None`:
+    /// not known (the lookup failed).
+    pub rdns: Option<String>,
+    /// This appliance's host name.
+    pub by: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

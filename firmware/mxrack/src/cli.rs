@@ -569,6 +569,18 @@ enum SpamCommand {
         /// The envelope sender (MAIL FROM) to judge the From header against.
         #[arg(long, default_value = "")]
         envelope_from: String,
+        /// The client that handed the message over, as the MX session
+        /// records it: SpamAssassin's rules see it as the newest relay.
+        /// Without it, the file's own Received headers are all there is.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// The client's HELO name (with --client).
+        #[arg(long, requires = "client", default_value = "")]
+        helo: String,
+        /// The client's confirmed reverse DNS name (with --client; "" for
+        /// none; left out: not known, as when the lookup failed).
+        #[arg(long, requires = "client")]
+        rdns: Option<String>,
     },
 }
 
@@ -1155,12 +1167,24 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Spam(SpamCommand::Score {
             file,
             envelope_from,
-        }) => AdminRequest::SpamScore {
-            file: std::fs::canonicalize(file)
-                .map_err(|e| CliError::Admin(format!("{}: {e}", file.display())))?,
-            envelope_from: envelope_from.clone(),
-            spam: cli.effective_config()?.spam,
-        },
+            client,
+            helo,
+            rdns,
+        }) => {
+            let config = cli.effective_config()?;
+            AdminRequest::SpamScore {
+                file: std::fs::canonicalize(file)
+                    .map_err(|e| CliError::Admin(format!("{}: {e}", file.display())))?,
+                envelope_from: envelope_from.clone(),
+                hop: client.map(|client| crate::admin::ScoreHop {
+                    client,
+                    helo: helo.clone(),
+                    rdns: rdns.clone(),
+                    by: config.appliance.hostname.clone(),
+                }),
+                spam: config.spam,
+            }
+        }
         Command::Block(c) => match c {
             BlockCommand::Add { domain, account } => AdminRequest::BlockAdd {
                 domain: domain.clone(),

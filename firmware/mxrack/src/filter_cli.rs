@@ -113,14 +113,27 @@ pub fn execute(store: &Store, request: &AdminRequest) -> Result<Vec<u8>, String>
             file,
             envelope_from,
             spam,
+            hop,
         } => {
             let rules = mxrack_filter::rules_from_config(spam).map_err(e)?;
             let bytes = read_message(file)?;
+            // As the MX session makes it (smtp/src/incoming.rs): the
+            // reverse DNS confirmed, none, or not known.
+            let hop = hop.as_ref().map(|h| {
+                let mut relay = mxrack_filter::relays::Relay::hop(h.client, &h.helo, &h.by, "");
+                match h.rdns.as_deref() {
+                    Some("") => relay.no_rdns = true,
+                    Some(name) => relay.rdns = mxrack_filter::relays::sanitize(name),
+                    None => {}
+                }
+                relay
+            });
             let score = score_message(
                 store,
                 &rules,
                 &bytes,
                 envelope_from,
+                hop,
                 mxrack_filter::gate::now_secs(),
             );
             out = score.header();
@@ -203,6 +216,7 @@ mod tests {
             file: mail.join("1.eml"),
             envelope_from: String::new(),
             spam: mxrack_config::Spam::default(),
+            hop: None,
         });
         assert!(out.starts_with("X-Spam-Score: "), "{out}");
         // SpamAssassin's rule files: joined with mxrack's (the default, each
@@ -221,6 +235,7 @@ mod tests {
                 spamassassin_rules: Some(sa.clone()),
                 ..Default::default()
             },
+            hop: None,
         });
         assert!(out.contains("LOCAL_WORD=1.25"), "{out}");
         let out = run(AdminRequest::SpamScore {
@@ -231,6 +246,7 @@ mod tests {
                 spamassassin_join: Some(mxrack_config::SpamJoin::Alone),
                 ..Default::default()
             },
+            hop: None,
         });
         assert!(out.contains("LOCAL_WORD=2.5"), "{out}");
         let forward = mxrack_config::Forward::default();
