@@ -46,7 +46,7 @@ pub use pop3::{
 pub use relay::Relay;
 pub use replica::{
     REPLICA_AUTO_PROMOTE_AFTER_SECS, REPLICA_PEER_WAIT_SECS, REPLICA_PORT, REPLICA_RESYNC_MAX_MIB,
-    Replica, ReplicaNode, parse_cidr,
+    Replica, ReplicaNode, parse_cidr, same_network,
 };
 pub use update::{UPDATE_KEYS_DIR, UPDATE_TRIAL_SECS, UPDATE_TRIES, Update};
 pub use validate::ConfigError;

@@ -108,12 +108,18 @@ pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     (prefix <= max).then_some((ip, prefix))
 }
 
-/// Whether `a` is in `net`/`prefix` (IPv4; any other pair is not).
-fn same_network(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// Whether `a` is in `net`/`prefix` (an IPv4 address is never in an IPv6
+/// network, nor the other way round; prefix 0 holds every address of its
+/// family).
+pub fn same_network(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (a, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
     }

@@ -496,6 +496,36 @@ mod tests {
     }
 
     #[test]
+    fn mime_part_headers_are_bounded() {
+        // Hundreds of parts with three headers each, one header of 20 KiB:
+        // at most MIME_HEADERS_MAX kept, each at most MIME_HEADER_BYTES_MAX.
+        let mut msg = String::from(
+            "From: a@b.example\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n",
+        );
+        msg.push_str(&format!(
+            "--B\r\nContent-Type: text/plain; x=\"{}\"\r\n\r\nfirst\r\n",
+            "y".repeat(20 * 1024)
+        ));
+        for i in 0..400 {
+            msg.push_str(&format!(
+                "--B\r\nContent-Type: text/plain\r\nContent-ID: <{i}@x>\r\nX-N: {i}\r\n\r\npart {i}\r\n"
+            ));
+        }
+        msg.push_str("--B--\r\n");
+        let v = MailView::parse(msg.as_bytes());
+        assert_eq!(v.mime_headers.len(), MIME_HEADERS_MAX);
+        assert!(
+            v.mime_headers
+                .iter()
+                .all(|h| h.raw.len() <= MIME_HEADER_BYTES_MAX)
+        );
+        assert!(v.mime_headers.iter().any(|h| h.raw.len() > 8000));
+        // The message's own header comes first, as part 0.
+        assert_eq!(v.mime_headers[0].part, 0);
+        assert_eq!(v.mime_headers[0].name, "From");
+    }
+
+    #[test]
     fn deep_nesting_is_scored_without_overflow() {
         // 40,000 levels of message/rfc822 (1.3 MB) overflowed the stack.
         let mut raw = b"From: a@b.example\r\nSubject: deep\r\n".to_vec();

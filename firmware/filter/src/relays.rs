@@ -61,16 +61,8 @@ impl TrustedNetworks {
     }
 
     /// No networks: trust is inferred.
-    pub const fn none() -> TrustedNetworks {
-        TrustedNetworks { networks: None }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.networks.is_none()
-    }
-
-    pub fn len(&self) -> usize {
-        self.networks.as_ref().map_or(0, |n| n.len())
     }
 
     /// Whether a relay from `ip` is trusted: in a listed network, or
@@ -82,23 +74,7 @@ impl TrustedNetworks {
                 .networks
                 .iter()
                 .flat_map(|n| n.iter())
-                .any(|(net, prefix)| in_network(&ip, net, *prefix))
-    }
-}
-
-/// Whether `ip` is in `net`/`prefix` (an IPv4 address is never in an IPv6
-/// network, nor the other way round).
-fn in_network(ip: &IpAddr, net: &IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(*a) & mask == u32::from(*n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(*a) & mask == u128::from(*n) & mask
-        }
-        _ => false,
+                .any(|(net, prefix)| mxrack_config::same_network(ip, *net, *prefix))
     }
 }
 

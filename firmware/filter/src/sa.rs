@@ -1510,30 +1510,32 @@ fn build(mut r: Reader, files: usize) -> Result<SaRules, FilterError> {
                     continue;
                 }
             },
-            Def::Header(rest) => match parse_header_rule(&r.replace_tags(name, rest)) {
-                Ok(h) => RuleKind::SaHeader(Box::new(h)),
-                Err(e) => {
-                    skip(if e.starts_with("pseudo-header") {
-                        e
-                    } else {
-                        "pattern".into()
-                    });
-                    unknown.insert(name.clone());
-                    continue;
+            Def::Header(rest) | Def::MimeHeader(rest) => {
+                let mime = matches!(def, Def::MimeHeader(_));
+                let text = r.replace_tags(name, rest);
+                let parsed = if mime {
+                    parse_mimeheader_rule(&text)
+                } else {
+                    parse_header_rule(&text)
+                };
+                match parsed {
+                    Ok(h) if mime => RuleKind::SaMimeHeader(Box::new(h)),
+                    Ok(h) => RuleKind::SaHeader(Box::new(h)),
+                    Err(e) => {
+                        // Counted by the form mxrack does not take; any
+                        // other error is the pattern's.
+                        skip(
+                            if e.starts_with("pseudo-header") || e.starts_with("mimeheader") {
+                                e
+                            } else {
+                                "pattern".into()
+                            },
+                        );
+                        unknown.insert(name.clone());
+                        continue;
+                    }
                 }
-            },
-            Def::MimeHeader(rest) => match parse_mimeheader_rule(&r.replace_tags(name, rest)) {
-                Ok(h) => RuleKind::SaMimeHeader(Box::new(h)),
-                Err(e) => {
-                    skip(if e.starts_with("mimeheader") {
-                        e
-                    } else {
-                        "pattern".into()
-                    });
-                    unknown.insert(name.clone());
-                    continue;
-                }
-            },
+            }
             Def::Body(rest) | Def::RawBody(rest) | Def::Uri(rest) | Def::Full(rest) => {
                 // rawbody runs on chunks of lines: `^` at each line.
                 // `^` is a chunk's (body: a paragraph's) start, as there.

@@ -76,6 +76,10 @@ impl Freemail {
 pub struct AddrLists {
     globs: HashMap<String, Vec<String>>,
     compiled: HashMap<String, regex::Regex>,
+    /// Lists whose pattern would not compile (too large for the regex
+    /// crate's limit): a rule naming one is left out and counted, not run
+    /// as if the list were empty.
+    failed: HashSet<String>,
 }
 
 /// Most entries one address list takes.
@@ -107,11 +111,16 @@ impl AddrLists {
                         .collect::<String>()
                 })
                 .collect();
-            if let Ok(re) = regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+            match regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
                 .case_insensitive(true)
                 .build()
             {
-                self.compiled.insert(name.clone(), re);
+                Ok(re) => {
+                    self.compiled.insert(name.clone(), re);
+                }
+                Err(_) => {
+                    self.failed.insert(name.clone());
+                }
             }
         }
     }
@@ -311,13 +320,13 @@ impl Eval {
                 pattern(1)?,
             ),
             "check_freemail_replyto" => Eval::FreemailReplyTo(freemail.clone()),
-            "check_from_in_list" => Eval::FromInList(
-                addrlists.clone(),
-                arg(0)
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(unsupported)?
-                    .to_string(),
-            ),
+            "check_from_in_list" => {
+                let list = arg(0).filter(|a| !a.is_empty()).ok_or_else(unsupported)?;
+                if addrlists.failed.contains(list) {
+                    return Err(format!("eval:{name} (list {list} does not compile)"));
+                }
+                Eval::FromInList(addrlists.clone(), list.to_string())
+            }
             "check_all_trusted" => Eval::AllTrusted,
             "check_mailfrom_matches_rcvd" => Eval::MailfromMatchesRcvd,
             "gated_through_received_hdr_remover" => Eval::GatedThroughReceivedRemover,
@@ -804,6 +813,20 @@ mod tests {
         // A list nobody enlisted holds nothing; no name is not a test.
         assert!(!run("check_from_in_list('BANKS')", gov, ""));
         assert!(Eval::parse("check_from_in_list()", &fm(), &lists()).is_err());
+        // A list too large to compile leaves its rules out (counted by the
+        // reader), rather than running them as if it were empty.
+        let mut huge = AddrLists::default();
+        let globs: Vec<String> = (0..ADDRLIST_ENTRIES_MAX)
+            .map(|i| format!("*@*.d{i}-{}.example", "x".repeat(40)))
+            .collect();
+        huge.enlist(
+            "HUGE",
+            &globs.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        huge.compile();
+        let e = Eval::parse("check_from_in_list('HUGE')", &fm(), &Arc::new(huge))
+            .expect_err("an uncompiled list");
+        assert!(e.contains("does not compile"), "{e}");
     }
 
     #[test]

@@ -129,12 +129,6 @@ impl Rules {
         self
     }
 
-    /// `[spam] trusted_networks` (empty: trust inferred).
-    pub fn trusted_networks(&self) -> &crate::relays::TrustedNetworks {
-        static NONE: crate::relays::TrustedNetworks = crate::relays::TrustedNetworks::none();
-        self.sets.first().map_or(&NONE, |s| &s.trusted)
-    }
-
     pub fn sets(&self) -> &[RuleSet] {
         &self.sets
     }
